@@ -1,0 +1,128 @@
+using System.CommandLine;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.Extensions.Logging;
+using Skymesh.Ssmp.Broker;
+
+namespace Skymesh.Cli;
+
+internal static class BrokerCommand
+{
+    public static Command Create()
+    {
+        var listen = new Option<string>("--listen") { Description = "Address and port to listen on.", DefaultValueFactory = _ => "127.0.0.1:8787" };
+        var auth = new Option<string[]>("--auth")
+        {
+            Description = "Login schemes offered, in order: open, secret:FILE (shared secret read from FILE), cert (TLS client certificates). Repeat or separate with commas.",
+            DefaultValueFactory = _ => ["open"],
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate of the broker; enables TLS." };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert." };
+        var tlsCa = new Option<string?>("--tls-ca") { Description = "PEM bundle of authorities that client certificates must chain to (needed by --auth cert)." };
+        var noAnonymous = new Option<bool>("--no-anonymous") { Description = "Refuse the anonymous identifier '.'." };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Connections open at once.", DefaultValueFactory = _ => 100_000 };
+        var maxSubscriptions = new Option<int>("--max-subscriptions") { Description = "Subscriptions per connection.", DefaultValueFactory = _ => 10_000 };
+        var maxQueued = new Option<int>("--max-queued-bytes") { Description = "Bytes queued towards one connection before it is dropped as a slow consumer.", DefaultValueFactory = _ => 8 * 1024 * 1024 };
+        var loginTimeout = new Option<double>("--login-timeout") { Description = "Seconds a new connection has to log in.", DefaultValueFactory = _ => 10 };
+        var pingInterval = new Option<double>("--ping-interval") { Description = "Seconds of client silence before the broker sends PING.", DefaultValueFactory = _ => 30 };
+        var pongTimeout = new Option<double>("--pong-timeout") { Description = "Further seconds of silence after the PING before the broker closes the connection.", DefaultValueFactory = _ => 30 };
+        var logLevel = new Option<LogLevel>("--log-level") { Description = "Least level logged.", DefaultValueFactory = _ => LogLevel.Information };
+
+        var command = new Command("broker", "Run an SSMP broker until SIGINT or SIGTERM.")
+        {
+            listen, auth, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
+            loginTimeout, pingInterval, pongTimeout, logLevel,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var options = new SsmpBrokerOptions
+            {
+                Listen = CliSupport.ParseEndPoint(parse.GetValue(listen)!, "--listen"),
+                AllowAnonymous = !parse.GetValue(noAnonymous),
+                MaxConnections = parse.GetValue(maxConnections),
+                MaxSubscriptionsPerConnection = parse.GetValue(maxSubscriptions),
+                MaxQueuedBytesPerConnection = parse.GetValue(maxQueued),
+                LoginTimeout = Seconds(parse.GetValue(loginTimeout), "--login-timeout"),
+                PingInterval = Seconds(parse.GetValue(pingInterval), "--ping-interval"),
+                PongTimeout = Seconds(parse.GetValue(pongTimeout), "--pong-timeout"),
+            };
+            options.Tls = LoadTls(parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(tlsCa));
+            foreach (var scheme in parse.GetValue(auth)!.SelectMany(a => a.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))
+                options.Authenticators.Add(ParseScheme(scheme));
+            using var logging = CliSupport.Logging(parse.GetValue(logLevel));
+            SsmpBroker broker;
+            try
+            {
+                broker = new SsmpBroker(options, logging);
+                broker.Start();
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+            {
+                throw new UsageException(e.Message);
+            }
+            await using (broker)
+            {
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, cancellationToken);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static TimeSpan Seconds(double value, string option) =>
+        value > 0 && double.IsFinite(value) ? TimeSpan.FromSeconds(value) : throw new UsageException($"{option} must be a positive number of seconds.");
+
+    internal static ISsmpAuthenticator ParseScheme(string scheme)
+    {
+        if (scheme == "open")
+            return new OpenAuthenticator();
+        if (scheme == "cert")
+            return new CertAuthenticator();
+        if (scheme.StartsWith("secret:", StringComparison.Ordinal) && scheme.Length > "secret:".Length)
+        {
+            try
+            {
+                return SecretAuthenticator.FromFile(scheme["secret:".Length..]);
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException($"--auth: {e.Message}");
+            }
+        }
+        throw new UsageException($"--auth: unknown scheme '{scheme}'; use open, secret:FILE or cert.");
+    }
+
+    private static SsmpTlsOptions? LoadTls(string? certPath, string? keyPath, string? caPath)
+    {
+        if (certPath is null)
+        {
+            if (keyPath is not null || caPath is not null)
+                throw new UsageException("--tls-key and --tls-ca need --tls-cert.");
+            return null;
+        }
+        try
+        {
+            var certificate = X509Certificate2.CreateFromPemFile(certPath, keyPath);
+            X509Certificate2Collection? authorities = null;
+            if (caPath is not null)
+            {
+                authorities = [];
+                authorities.ImportFromPemFile(caPath);
+                if (authorities.Count == 0)
+                    throw new UsageException($"--tls-ca: '{caPath}' holds no certificate.");
+            }
+            return new SsmpTlsOptions { ServerCertificate = certificate, ClientCertificateAuthorities = authorities };
+        }
+        catch (Exception e) when (e is CryptographicException or IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"Cannot load the TLS certificate or key: {e.Message}");
+        }
+    }
+}

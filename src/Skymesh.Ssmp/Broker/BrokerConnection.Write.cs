@@ -1,0 +1,199 @@
+using System.Buffers;
+using System.Net.Sockets;
+
+namespace Skymesh.Ssmp.Broker;
+
+internal sealed partial class BrokerConnection : IThreadPoolWorkItem
+{
+    private const int InitialOutputSize = 4096;
+
+    private readonly object _outLock = new();
+    private readonly int _maxQueued;
+    private byte[]? _pending;
+    private int _pendingLength;
+    private byte[]? _spare;
+    private int _inFlight;
+    private bool _flushing;
+    private bool _closed;
+    private bool _shutdownAfterFlush;
+
+    /// <summary>
+    /// Queues bytes (up to three parts, written back to back) towards this connection without ever blocking.
+    /// Returns false when the connection is closed or has just been closed as a slow consumer.
+    /// </summary>
+    public bool Enqueue(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b = default, ReadOnlySpan<byte> c = default)
+    {
+        var need = a.Length + b.Length + c.Length;
+        bool schedule, overflow;
+        long queued;
+        lock (_outLock)
+        {
+            if (_closed)
+                return false;
+            queued = (long)_pendingLength + _inFlight;
+            overflow = queued + need > _maxQueued;
+            schedule = !overflow && AppendUnderLock(a, b, c, need);
+        }
+        if (overflow)
+        {
+            // Never wait for a slow reader: drop it, so that whoever is publishing goes on.
+            Log.SlowConsumer(_broker.Logger, Serial, queued);
+            Abort(DisconnectReason.SlowConsumer);
+            return false;
+        }
+        if (schedule)
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        return true;
+    }
+
+    private bool AppendUnderLock(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, ReadOnlySpan<byte> c, int need)
+    {
+        var buffer = _pending;
+        if (buffer is null || buffer.Length - _pendingLength < need)
+            buffer = Grow(need);
+        var span = buffer.AsSpan(_pendingLength);
+        a.CopyTo(span);
+        b.CopyTo(span[a.Length..]);
+        c.CopyTo(span[(a.Length + b.Length)..]);
+        _pendingLength += need;
+        var schedule = !_flushing;
+        _flushing = true;
+        return schedule;
+    }
+
+    /// <summary>Queues one event forwarding a request; counted as an event.</summary>
+    public bool EnqueueEvent(ReadOnlySpan<byte> prefix, ReadOnlySpan<byte> request)
+    {
+        if (!Enqueue(prefix, request))
+            return false;
+        Interlocked.Increment(ref EventCount);
+        return true;
+    }
+
+    private byte[] Grow(int need)
+    {
+        var size = Math.Max(InitialOutputSize, (_pending?.Length ?? 0) * 2);
+        while (size - _pendingLength < need)
+            size *= 2;
+        var bigger = ArrayPool<byte>.Shared.Rent(size);
+        if (_pending is not null)
+        {
+            _pending.AsSpan(0, _pendingLength).CopyTo(bigger);
+            ArrayPool<byte>.Shared.Return(_pending);
+        }
+        _pending = bigger;
+        return bigger;
+    }
+
+    private void RequestShutdownAfterFlush()
+    {
+        bool shutdownNow;
+        lock (_outLock)
+        {
+            _shutdownAfterFlush = true;
+            shutdownNow = !_flushing;
+        }
+        if (shutdownNow)
+            FinishShutdown();
+    }
+
+    private void FinishShutdown()
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+        _stream.Dispose();
+        ReleaseBuffers();
+    }
+
+    void IThreadPoolWorkItem.Execute() => _ = FlushAsync();
+
+    /// <summary>Sends everything queued, one write per batch, until the queue is empty.</summary>
+    private async Task FlushAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                byte[] batch;
+                int length;
+                bool shutdown;
+                lock (_outLock)
+                {
+                    if (_pendingLength == 0 || (_closed && !_shutdownAfterFlush))
+                    {
+                        _flushing = false;
+                        _pendingLength = 0;
+                        shutdown = _shutdownAfterFlush;
+                        if (!shutdown)
+                        {
+                            // Idle connections hold no buffers.
+                            ReturnUnderLock();
+                            return;
+                        }
+                        batch = [];
+                        length = 0;
+                    }
+                    else
+                    {
+                        batch = _pending!;
+                        length = _pendingLength;
+                        _pending = _spare;
+                        _spare = null;
+                        _pendingLength = 0;
+                        _inFlight = length;
+                        shutdown = false;
+                    }
+                }
+                if (shutdown)
+                {
+                    FinishShutdown();
+                    return;
+                }
+                await _stream.WriteAsync(batch.AsMemory(0, length));
+                BytesOut += length;
+                lock (_outLock)
+                {
+                    _inFlight = 0;
+                    if (_spare is null && batch.Length <= 64 * 1024)
+                        _spare = batch;
+                    else
+                        ArrayPool<byte>.Shared.Return(batch);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            lock (_outLock)
+                _flushing = false;
+            Abort(DisconnectReason.SocketError);
+        }
+    }
+
+    private void ReturnUnderLock()
+    {
+        if (_pending is not null && _pendingLength == 0)
+        {
+            ArrayPool<byte>.Shared.Return(_pending);
+            _pending = null;
+        }
+        if (_spare is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_spare);
+            _spare = null;
+        }
+    }
+
+    private void ReleaseBuffers()
+    {
+        lock (_outLock)
+        {
+            _pendingLength = 0;
+            ReturnUnderLock();
+        }
+    }
+}

@@ -1,0 +1,86 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+
+namespace Skymesh.Ssmp.Broker;
+
+/// <summary>Everything a broker can be told. <see cref="Validate"/> is called at start-up.</summary>
+public sealed class SsmpBrokerOptions
+{
+    public const int DefaultPort = 8787;
+
+    public IPEndPoint Listen { get; set; } = new(IPAddress.Loopback, DefaultPort);
+
+    /// <summary>Login schemes offered, in the order the 401 payload lists them. Default: <c>open</c>.</summary>
+    public IList<ISsmpAuthenticator> Authenticators { get; } = [];
+
+    /// <summary>Whether the anonymous identifier <c>.</c> may log in (through any offered scheme).</summary>
+    public bool AllowAnonymous { get; set; } = true;
+
+    /// <summary>TLS on every connection when set.</summary>
+    public SsmpTlsOptions? Tls { get; set; }
+
+    /// <summary>A connection that has not logged in by then is closed silently.</summary>
+    public TimeSpan LoginTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Silence from a client after which the broker sends <c>000 . PING</c>.</summary>
+    public TimeSpan PingInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Further silence after the PING after which the connection is closed.</summary>
+    public TimeSpan PongTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    public int MaxConnections { get; set; } = 100_000;
+
+    public int MaxSubscriptionsPerConnection { get; set; } = 10_000;
+
+    /// <summary>Bytes queued towards one connection before it is disconnected as a slow consumer.</summary>
+    public int MaxQueuedBytesPerConnection { get; set; } = 8 * 1024 * 1024;
+
+    /// <summary>Size of the receive buffer a busy connection borrows from the pool (idle connections hold none).</summary>
+    public int ReceiveBufferSize { get; set; } = 32 * 1024;
+
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    public void Validate()
+    {
+        ArgumentNullException.ThrowIfNull(Listen, nameof(Listen));
+        if (Authenticators.Count == 0)
+            throw new ArgumentException("The broker needs at least one login scheme.", nameof(Authenticators));
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var a in Authenticators)
+        {
+            Codec.SsmpGrammar.ValidateId(a.Scheme, nameof(Authenticators));
+            if (!seen.Add(a.Scheme))
+                throw new ArgumentException($"Login scheme '{a.Scheme}' is configured twice.", nameof(Authenticators));
+            if (a.RequiresTls && Tls is null)
+                throw new ArgumentException($"Login scheme '{a.Scheme}' needs TLS: give a server certificate.", nameof(Authenticators));
+        }
+        Positive(LoginTimeout, nameof(LoginTimeout));
+        Positive(PingInterval, nameof(PingInterval));
+        Positive(PongTimeout, nameof(PongTimeout));
+        if (MaxConnections < 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxConnections), MaxConnections, "Must be at least 1.");
+        if (MaxSubscriptionsPerConnection < 1)
+            throw new ArgumentOutOfRangeException(nameof(MaxSubscriptionsPerConnection), MaxSubscriptionsPerConnection, "Must be at least 1.");
+        if (MaxQueuedBytesPerConnection < 2 * Codec.SsmpGrammar.MaxMessageLength)
+            throw new ArgumentOutOfRangeException(nameof(MaxQueuedBytesPerConnection), MaxQueuedBytesPerConnection,
+                $"Must hold at least two of the longest messages ({2 * Codec.SsmpGrammar.MaxMessageLength} bytes).");
+        if (ReceiveBufferSize < 2 * Codec.SsmpGrammar.MaxMessageLength)
+            throw new ArgumentOutOfRangeException(nameof(ReceiveBufferSize), ReceiveBufferSize,
+                $"Must hold at least two of the longest messages ({2 * Codec.SsmpGrammar.MaxMessageLength} bytes).");
+        ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+    }
+
+    private static void Positive(TimeSpan value, string name)
+    {
+        if (value <= TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(name, value, "Must be positive.");
+    }
+}
+
+public sealed class SsmpTlsOptions
+{
+    public required X509Certificate2 ServerCertificate { get; init; }
+
+    /// <summary>Roots that client certificates must chain to; when null, client certificates are not asked for.</summary>
+    public X509Certificate2Collection? ClientCertificateAuthorities { get; init; }
+}

@@ -1,0 +1,84 @@
+using System.Net.Security;
+using Microsoft.Extensions.Logging;
+
+namespace Skymesh.Ssmp.Client;
+
+/// <summary>What the client does when its event queue is full and another event arrives.</summary>
+public enum SsmpEventOverflow
+{
+    /// <summary>Drop the oldest queued event (counted in <see cref="SsmpClient.DroppedEvents"/>).</summary>
+    DropOldest,
+
+    /// <summary>Drop the event that just arrived (counted).</summary>
+    DropNewest,
+}
+
+public sealed class SsmpClientOptions
+{
+    public string Host { get; set; } = "127.0.0.1";
+
+    public int Port { get; set; } = Broker.SsmpBrokerOptions.DefaultPort;
+
+    /// <summary>The identifier to log in as; <c>.</c> for anonymous.</summary>
+    public required string Id { get; set; }
+
+    public string Scheme { get; set; } = "open";
+
+    /// <summary>The LOGIN credential (sent as a payload); empty for none.</summary>
+    public ReadOnlyMemory<byte> Credential { get; set; }
+
+    /// <summary>Connect with TLS using these options when set.</summary>
+    public SslClientAuthenticationOptions? Tls { get; set; }
+
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Silence from the server after which the client sends PING.</summary>
+    public TimeSpan PingInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Further silence after that PING after which the connection is dropped (and re-made).</summary>
+    public TimeSpan PongTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Re-connect after a lost connection, logging in again and restoring subscriptions.</summary>
+    public bool Reconnect { get; set; } = true;
+
+    public TimeSpan ReconnectDelayMin { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    public TimeSpan ReconnectDelayMax { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Events held for <see cref="SsmpClient.Events"/> before <see cref="EventOverflow"/> applies.</summary>
+    public int EventQueueCapacity { get; set; } = 65_536;
+
+    public SsmpEventOverflow EventOverflow { get; set; } = SsmpEventOverflow.DropOldest;
+
+    /// <summary>
+    /// Called on the read loop for every event instead of queueing it. Must be quick and must not block;
+    /// the event's payload is only valid during the call unless copied.
+    /// </summary>
+    public Action<SsmpEvent>? OnEvent { get; set; }
+
+    /// <summary>Bytes queued for sending beyond which senders wait for the socket to drain.</summary>
+    public int MaxBufferedBytes { get; set; } = 8 * 1024 * 1024;
+
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    public ILoggerFactory? LoggerFactory { get; set; }
+
+    public void Validate()
+    {
+        ArgumentException.ThrowIfNullOrEmpty(Host, nameof(Host));
+        if (Port is < 1 or > 65535)
+            throw new ArgumentOutOfRangeException(nameof(Port), Port, "A TCP port is 1 to 65535.");
+        Codec.SsmpGrammar.ValidateId(Id, nameof(Id));
+        Codec.SsmpGrammar.ValidateId(Scheme, nameof(Scheme));
+        if (Credential.Length > Codec.SsmpGrammar.MaxPayloadLength)
+            throw new ArgumentException($"A credential is at most {Codec.SsmpGrammar.MaxPayloadLength} bytes.", nameof(Credential));
+        if (EventQueueCapacity < 1)
+            throw new ArgumentOutOfRangeException(nameof(EventQueueCapacity), EventQueueCapacity, "Must be at least 1.");
+        if (PingInterval <= TimeSpan.Zero || PongTimeout <= TimeSpan.Zero || ConnectTimeout <= TimeSpan.Zero)
+            throw new ArgumentException("Timeouts must be positive.");
+        if (ReconnectDelayMin <= TimeSpan.Zero || ReconnectDelayMax < ReconnectDelayMin)
+            throw new ArgumentException("Reconnect delays must be positive, and the maximum at least the minimum.");
+        if (MaxBufferedBytes < 4096)
+            throw new ArgumentOutOfRangeException(nameof(MaxBufferedBytes), MaxBufferedBytes, "Must be at least 4096.");
+    }
+}

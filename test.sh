@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every Skymesh test and ends with one line: "N passed, N failed[, N skipped]".
+# Installs what the tests need when it is missing, so a fresh Debian machine with the .NET 10 SDK is enough.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+need_apt=()
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+results=TestResults
+rm -rf "$results"
+if ! dotnet build Skymesh.slnx -c Release -v quiet -nologo; then
+  echo "test.sh: build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+dotnet test Skymesh.slnx -c Release --no-build --nologo \
+  --logger "trx" --results-directory "$results" -- RunConfiguration.TestSessionTimeout=3000000
+status=$?
+
+passed=0; failed=0; skipped=0
+shopt -s nullglob
+trx_files=("$results"/*.trx)
+for f in "${trx_files[@]}"; do
+  line=$(grep -o '<Counters [^>]*>' "$f" | head -n 1)
+  get() { echo "$line" | sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p"; }
+  p=$(get passed); fl=$(get failed); t=$(get total); e=$(get executed); to=$(get timeout); ab=$(get aborted)
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${fl:-0} + ${to:-0} + ${ab:-0}))
+  skipped=$((skipped + ${t:-0} - ${e:-0}))
+done
+if [ ${#trx_files[@]} -eq 0 ]; then
+  echo "test.sh: no test results were written"
+  failed=$((failed + 1))
+fi
+if [ $status -ne 0 ] && [ $failed -eq 0 ]; then
+  echo "test.sh: the test run failed without a failing test (crash or timeout)"
+  failed=1
+fi
+if [ $skipped -gt 0 ]; then
+  echo "$passed passed, $failed failed, $skipped skipped"
+else
+  echo "$passed passed, $failed failed"
+fi
+[ $failed -eq 0 ]
