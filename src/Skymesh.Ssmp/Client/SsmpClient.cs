@@ -71,6 +71,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
     public static async Task<SsmpClient> ConnectAsync(SsmpClientOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
+        options = options.Clone();
         options.Validate();
         var client = new SsmpClient(options);
         try

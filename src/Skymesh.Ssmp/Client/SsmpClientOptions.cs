@@ -63,6 +63,9 @@ public sealed class SsmpClientOptions
 
     public ILoggerFactory? LoggerFactory { get; set; }
 
+    /// <summary>A copy, so that a client is not affected by later changes to the options it was given.</summary>
+    public SsmpClientOptions Clone() => (SsmpClientOptions)MemberwiseClone();
+
     public void Validate()
     {
         ArgumentException.ThrowIfNullOrEmpty(Host, nameof(Host));

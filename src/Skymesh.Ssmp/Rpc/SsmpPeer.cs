@@ -1,0 +1,418 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Text;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Ssmp.Client;
+using Skymesh.Ssmp.Codec;
+
+namespace Skymesh.Ssmp.Rpc;
+
+public sealed class SsmpPeerOptions
+{
+    public SsmpReassemblerOptions Reassembly { get; set; } = new();
+
+    /// <summary>Whole messages (<see cref="SsmpPeer.Messages"/>) held before the newest is dropped.</summary>
+    public int MessageQueueCapacity { get; set; } = 4096;
+
+    /// <summary>Requests handled at once; beyond this the caller is answered 503.</summary>
+    public int MaxConcurrentRequests { get; set; } = 1024;
+
+    /// <summary>How long an answered request is remembered, so a retry gets the same answer without running the handler again.</summary>
+    public TimeSpan ResponseCacheTime { get; set; } = TimeSpan.FromSeconds(60);
+
+    public int MaxCachedResponses { get; set; } = 10_000;
+
+    public void Validate()
+    {
+        Reassembly.Validate();
+        if (MessageQueueCapacity < 1 || MaxConcurrentRequests < 1 || MaxCachedResponses < 0)
+            throw new ArgumentException("Queue sizes must be positive.");
+        if (ResponseCacheTime < TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(ResponseCacheTime), ResponseCacheTime, "Must not be negative.");
+    }
+}
+
+/// <summary>How one call is confirmed: each attempt waits <see cref="AttemptTimeout"/>; a retry re-sends the same request id.</summary>
+public sealed record SsmpCallOptions
+{
+    public static SsmpCallOptions Default { get; } = new();
+
+    public TimeSpan AttemptTimeout { get; init; } = TimeSpan.FromSeconds(2);
+
+    public int Attempts { get; init; } = 3;
+}
+
+/// <summary>A whole message received through the chunking layer.</summary>
+public sealed record SsmpMessage(string From, ReadOnlyMemory<byte> Body);
+
+/// <summary>A request as a handler sees it.</summary>
+public sealed record SsmpRpcRequest(string From, string Method, ReadOnlyMemory<byte> Body);
+
+public delegate ValueTask<ReadOnlyMemory<byte>> SsmpRpcHandler(SsmpRpcRequest request, CancellationToken cancellationToken);
+
+/// <summary>A call failed at the other end (or could not be made); <see cref="Status"/> says how.</summary>
+public sealed class SsmpRpcException : Exception
+{
+    public const int BadRequest = 400;
+    public const int NoSuchMethod = 404;
+    public const int Timeout = 408;
+    public const int HandlerFailed = 500;
+    public const int Overloaded = 503;
+
+    public SsmpRpcException(int status, string message)
+        : base(message) => Status = status;
+
+    public SsmpRpcException()
+    {
+    }
+
+    public SsmpRpcException(string message)
+        : base(message)
+    {
+    }
+
+    public SsmpRpcException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    public int Status { get; }
+}
+
+/// <summary>
+/// The layers above SSMP (docs/ssmp-rpc.md): messages of any size up to the receiver's limit, split into
+/// UCAST fragments and put back together; and request/response calls with correlation ids, timeouts and
+/// retries that a server answers at most once per request id. Other events pass through to
+/// <see cref="SsmpClientOptions.OnEvent"/> or to <see cref="OtherEvents"/>.
+/// </summary>
+public sealed partial class SsmpPeer : IAsyncDisposable
+{
+    private const byte KindMessage = (byte)'M';
+    private const byte KindRequest = (byte)'Q';
+    private const byte KindResponse = (byte)'R';
+
+    private readonly SsmpPeerOptions _options;
+    private readonly SsmpReassembler _reassembler;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Channel<SsmpMessage> _messages;
+    private readonly Channel<SsmpEvent> _otherEvents;
+    private readonly Action<SsmpEvent>? _userCallback;
+    private readonly ConcurrentDictionary<string, SsmpRpcHandler> _handlers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<ReadOnlyMemory<byte>>> _calls = new();
+    private readonly ResponseCache _answered;
+    private readonly CancellationTokenSource _disposing = new();
+    private SsmpClient? _client;
+    private long _nextCallId;
+    private int _nextMessageId;
+    private int _running;
+    private long _droppedMessages;
+    private long _badRpc;
+
+    private SsmpPeer(SsmpPeerOptions options, SsmpClientOptions clientOptions)
+    {
+        _options = options;
+        _time = clientOptions.TimeProvider;
+        _logger = (clientOptions.LoggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Ssmp.Rpc");
+        _reassembler = new SsmpReassembler(options.Reassembly, _time);
+        _messages = Channel.CreateBounded<SsmpMessage>(new BoundedChannelOptions(options.MessageQueueCapacity) { FullMode = BoundedChannelFullMode.DropWrite },
+            _ => Interlocked.Increment(ref _droppedMessages));
+        _otherEvents = Channel.CreateBounded<SsmpEvent>(new BoundedChannelOptions(clientOptions.EventQueueCapacity) { FullMode = BoundedChannelFullMode.DropOldest });
+        _userCallback = clientOptions.OnEvent;
+        _answered = new ResponseCache(options.MaxCachedResponses, options.ResponseCacheTime, _time);
+        // Random start so that a restarted peer does not reuse the ids of its previous life within a receiver's caches.
+        _nextCallId = Random.Shared.NextInt64() & 0x3FFF_FFFF_FFFF_FFFF;
+        _nextMessageId = Random.Shared.Next();
+    }
+
+    /// <summary>Connects a client with <paramref name="clientOptions"/> and layers messaging and RPC on it.</summary>
+    public static async Task<SsmpPeer> ConnectAsync(SsmpClientOptions clientOptions, SsmpPeerOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(clientOptions);
+        options ??= new SsmpPeerOptions();
+        options.Validate();
+        var peer = new SsmpPeer(options, clientOptions);
+        var own = clientOptions.Clone();
+        own.OnEvent = peer.OnEvent;
+        peer._client = await SsmpClient.ConnectAsync(own, cancellationToken);
+        return peer;
+    }
+
+    public SsmpClient Client => _client ?? throw new InvalidOperationException("Not connected.");
+
+    public string Id => Client.Id;
+
+    /// <summary>Whole messages sent with <see cref="SendAsync"/> by other peers.</summary>
+    public ChannelReader<SsmpMessage> Messages => _messages.Reader;
+
+    /// <summary>Events that are not fragments (MCAST, presence, plain UCAST), when no callback was given.</summary>
+    public ChannelReader<SsmpEvent> OtherEvents => _otherEvents.Reader;
+
+    public SsmpReassembler Reassembler => _reassembler;
+
+    /// <summary>Messages dropped because <see cref="Messages"/> was full.</summary>
+    public long DroppedMessages => Interlocked.Read(ref _droppedMessages);
+
+    /// <summary>Malformed requests and responses, and responses to calls nobody waits for.</summary>
+    public long BadRpc => Interlocked.Read(ref _badRpc);
+
+    /// <summary>Registers the handler of <paramref name="method"/> (1 to 64 identifier characters).</summary>
+    public void Handle(string method, SsmpRpcHandler handler)
+    {
+        SsmpGrammar.ValidateId(method, nameof(method));
+        ArgumentNullException.ThrowIfNull(handler);
+        _handlers[method] = handler;
+    }
+
+    /// <summary>Sends a message of any size up to the receiver's limit to <paramref name="to"/>; throws <see cref="SsmpException"/> 404 when it is not connected.</summary>
+    public Task SendAsync(string to, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default) =>
+        SendFramedAsync(to, Frame(KindMessage, body.Span), cancellationToken);
+
+    /// <summary>
+    /// Calls <paramref name="method"/> at <paramref name="to"/> and returns its answer. Each attempt waits
+    /// <see cref="SsmpCallOptions.AttemptTimeout"/>; retries carry the same request id, so the handler runs once.
+    /// </summary>
+    public async Task<ReadOnlyMemory<byte>> CallAsync(string to, string method, ReadOnlyMemory<byte> body, SsmpCallOptions? callOptions = null, CancellationToken cancellationToken = default)
+    {
+        SsmpGrammar.ValidateId(to, nameof(to));
+        SsmpGrammar.ValidateId(method, nameof(method));
+        callOptions ??= SsmpCallOptions.Default;
+        var id = (ulong)Interlocked.Increment(ref _nextCallId);
+        var request = new byte[1 + 8 + 1 + method.Length + body.Length];
+        request[0] = KindRequest;
+        BinaryPrimitives.WriteUInt64BigEndian(request.AsSpan(1), id);
+        request[9] = (byte)method.Length;
+        Encoding.ASCII.GetBytes(method, request.AsSpan(10));
+        body.Span.CopyTo(request.AsSpan(10 + method.Length));
+        var waiter = new TaskCompletionSource<ReadOnlyMemory<byte>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _calls[id] = waiter;
+        try
+        {
+            for (var attempt = 1; ; attempt++)
+            {
+                await SendFramedAsync(to, request, cancellationToken);
+                try
+                {
+                    return await waiter.Task.WaitAsync(callOptions.AttemptTimeout, _time, cancellationToken);
+                }
+                catch (TimeoutException) when (attempt < callOptions.Attempts)
+                {
+                    Log.Retrying(_logger, method, to, attempt);
+                }
+                catch (TimeoutException)
+                {
+                    throw new SsmpRpcException(SsmpRpcException.Timeout,
+                        $"{method} at {to}: no answer after {callOptions.Attempts} attempt(s) of {callOptions.AttemptTimeout.TotalSeconds:0.###} s.");
+                }
+            }
+        }
+        finally
+        {
+            _calls.TryRemove(id, out _);
+        }
+    }
+
+    private async Task SendFramedAsync(string to, byte[] framed, CancellationToken cancellationToken)
+    {
+        var client = Client;
+        var messageId = (uint)Interlocked.Increment(ref _nextMessageId);
+        var count = SsmpChunking.FragmentCount(framed.Length);
+        if (count > SsmpChunking.MaxFragments)
+            throw new ArgumentException($"A message is at most {SsmpChunking.MaxMessageLength} bytes.", nameof(framed));
+        // Fragments are pipelined: FIFO per sender and recipient keeps them in order; every one is confirmed.
+        var sends = new Task[count];
+        for (var i = 0; i < count; i++)
+            sends[i] = client.UcastAsync(to, SsmpChunking.Fragment(messageId, framed, i), cancellationToken);
+        await Task.WhenAll(sends);
+    }
+
+    private static byte[] Frame(byte kind, ReadOnlySpan<byte> body)
+    {
+        var framed = new byte[1 + body.Length];
+        framed[0] = kind;
+        body.CopyTo(framed.AsSpan(1));
+        return framed;
+    }
+
+    private void OnEvent(SsmpEvent e)
+    {
+        if (e.Verb == SsmpVerb.Ucast && SsmpChunking.IsFragment(e.Payload.Span))
+        {
+            var status = _reassembler.Add(e.From, e.Payload.Span, out var message, out var drop);
+            if (status == ReassemblyStatus.Complete)
+                Dispatch(e.From, message!);
+            else if (status == ReassemblyStatus.Dropped)
+                Log.FragmentDropped(_logger, e.From, drop);
+            return;
+        }
+        if (_userCallback is not null)
+            _userCallback(e);
+        else
+            _otherEvents.Writer.TryWrite(e);
+    }
+
+    private void Dispatch(string from, byte[] message)
+    {
+        if (message.Length == 0)
+        {
+            Interlocked.Increment(ref _badRpc);
+            return;
+        }
+        switch (message[0])
+        {
+            case KindMessage:
+                _messages.Writer.TryWrite(new SsmpMessage(from, message.AsMemory(1)));
+                break;
+            case KindRequest:
+                OnRequest(from, message);
+                break;
+            case KindResponse:
+                OnResponse(message);
+                break;
+            default:
+                Interlocked.Increment(ref _badRpc);
+                break;
+        }
+    }
+
+    private void OnResponse(byte[] message)
+    {
+        if (message.Length < 11)
+        {
+            Interlocked.Increment(ref _badRpc);
+            return;
+        }
+        var id = BinaryPrimitives.ReadUInt64BigEndian(message.AsSpan(1));
+        var status = BinaryPrimitives.ReadUInt16BigEndian(message.AsSpan(9));
+        if (!_calls.TryGetValue(id, out var waiter))
+        {
+            // A late answer to a call that timed out, or a duplicate answer to a retry.
+            Interlocked.Increment(ref _badRpc);
+            return;
+        }
+        var body = message.AsMemory(11);
+        if (status == 0)
+            waiter.TrySetResult(body);
+        else
+            waiter.TrySetException(new SsmpRpcException(status, Encoding.UTF8.GetString(body.Span)));
+    }
+
+    // Request: 'Q' | call id u64 | method length u8 | method | body
+    private void OnRequest(string from, byte[] message)
+    {
+        if (message.Length < 11 || message[9] is 0 or > SsmpGrammar.MaxIdLength || message.Length < 10 + message[9]
+            || !SsmpGrammar.IsValidId(message.AsSpan(10, message[9])))
+        {
+            Interlocked.Increment(ref _badRpc);
+            if (message.Length >= 9)
+                _ = ReplyAsync(from, BinaryPrimitives.ReadUInt64BigEndian(message.AsSpan(1)), SsmpRpcException.BadRequest, Encoding.UTF8.GetBytes("malformed request"));
+            return;
+        }
+        var id = BinaryPrimitives.ReadUInt64BigEndian(message.AsSpan(1));
+        var method = Encoding.ASCII.GetString(message, 10, message[9]);
+        var body = message.AsMemory(10 + message[9]);
+        switch (_answered.Begin(from, id, out var cached))
+        {
+            case ResponseCache.State.InProgress:
+                return; // the handler is still working on the first copy; its answer will go out
+            case ResponseCache.State.Answered:
+                _ = SendFramedSafeAsync(from, cached!);
+                return;
+        }
+        if (!_handlers.TryGetValue(method, out var handler))
+        {
+            _ = ReplyAsync(from, id, SsmpRpcException.NoSuchMethod, Encoding.UTF8.GetBytes($"no method '{method}' here"));
+            return;
+        }
+        if (Interlocked.Increment(ref _running) > _options.MaxConcurrentRequests)
+        {
+            Interlocked.Decrement(ref _running);
+            _answered.Forget(from, id);
+            _ = ReplyAsync(from, id, SsmpRpcException.Overloaded, Encoding.UTF8.GetBytes("too many requests at once; retry later"), remember: false);
+            return;
+        }
+        _ = RunHandlerAsync(handler, new SsmpRpcRequest(from, method, body), id);
+    }
+
+    private async Task RunHandlerAsync(SsmpRpcHandler handler, SsmpRpcRequest request, ulong id)
+    {
+        var status = 0;
+        ReadOnlyMemory<byte> answer;
+        try
+        {
+            await Task.Yield();
+            answer = await handler(request, _disposing.Token);
+        }
+        catch (SsmpRpcException e)
+        {
+            status = e.Status is > 0 and <= ushort.MaxValue ? e.Status : SsmpRpcException.HandlerFailed;
+            answer = Encoding.UTF8.GetBytes(e.Message);
+        }
+        catch (Exception e)
+        {
+            Log.HandlerFailed(_logger, request.Method, request.From, e);
+            status = SsmpRpcException.HandlerFailed;
+            answer = Encoding.UTF8.GetBytes($"{request.Method} failed: {e.Message}");
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _running);
+        }
+        await ReplyAsync(request.From, id, status, answer);
+    }
+
+    // Response: 'R' | call id u64 | status u16 (0 = success) | body
+    private async Task ReplyAsync(string to, ulong id, int status, ReadOnlyMemory<byte> body, bool remember = true)
+    {
+        var response = new byte[11 + body.Length];
+        response[0] = KindResponse;
+        BinaryPrimitives.WriteUInt64BigEndian(response.AsSpan(1), id);
+        BinaryPrimitives.WriteUInt16BigEndian(response.AsSpan(9), (ushort)status);
+        body.Span.CopyTo(response.AsSpan(11));
+        if (remember)
+            _answered.Complete(to, id, response);
+        await SendFramedSafeAsync(to, response);
+    }
+
+    private async Task SendFramedSafeAsync(string to, byte[] framed)
+    {
+        try
+        {
+            await SendFramedAsync(to, framed, _disposing.Token);
+        }
+        catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The caller left or the connection dropped: it will retry, and the cached answer will be sent then.
+            Log.ReplyFailed(_logger, to, e.Message);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _disposing.CancelAsync();
+        if (_client is not null)
+            await _client.DisposeAsync();
+        foreach (var waiter in _calls.Values)
+            waiter.TrySetException(new SsmpConnectionException("The peer was closed."));
+        _messages.Writer.TryComplete();
+        _otherEvents.Writer.TryComplete();
+        _disposing.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 200, Level = LogLevel.Debug, Message = "{Method} at {To}: no answer to attempt {Attempt}, retrying")]
+        public static partial void Retrying(ILogger logger, string method, string to, int attempt);
+
+        [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "Fragment from {From} dropped: {Reason}")]
+        public static partial void FragmentDropped(ILogger logger, string from, ReassemblyDrop reason);
+
+        [LoggerMessage(EventId = 202, Level = LogLevel.Error, Message = "Handler of {Method} failed on a request from {From}")]
+        public static partial void HandlerFailed(ILogger logger, string method, string from, Exception exception);
+
+        [LoggerMessage(EventId = 203, Level = LogLevel.Debug, Message = "Answer to {To} not sent: {Reason}")]
+        public static partial void ReplyFailed(ILogger logger, string to, string reason);
+    }
+}
