@@ -59,13 +59,14 @@ internal static class BrokerCommand
             }
             catch (Exception e) when (e is ArgumentException or InvalidOperationException)
             {
-                throw new UsageException(e.Message);
+                throw new UsageException(CliSupport.Reason(e));
             }
+            using var signals = CliSupport.UntilSignal(cancellationToken);
             await using (broker)
             {
                 try
                 {
-                    await Task.Delay(Timeout.Infinite, cancellationToken);
+                    await Task.Delay(Timeout.Infinite, signals.Token);
                 }
                 catch (OperationCanceledException)
                 {
@@ -93,7 +94,7 @@ internal static class BrokerCommand
             }
             catch (ArgumentException e)
             {
-                throw new UsageException($"--auth: {e.Message}");
+                throw new UsageException($"--auth: {CliSupport.Reason(e)}");
             }
         }
         throw new UsageException($"--auth: unknown scheme '{scheme}'; use open, secret:FILE or cert.");

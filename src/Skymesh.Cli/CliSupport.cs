@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 
 namespace Skymesh.Cli;
@@ -41,6 +42,48 @@ internal static class CliSupport
             throw new UsageException($"{option}: '{value}' is not a host:port such as 127.0.0.1:8787");
         return (value[..colon].Trim('[', ']'), port);
     }
+
+    /// <summary>
+    /// A token cancelled by the first SIGINT or SIGTERM (the process then shuts down cleanly instead of dying);
+    /// dispose the result to restore the default handling.
+    /// </summary>
+    public static SignalScope UntilSignal(CancellationToken linked) => new(linked);
+
+    public sealed class SignalScope : IDisposable
+    {
+        private readonly CancellationTokenSource _cts;
+        private readonly PosixSignalRegistration[] _registrations;
+
+        public SignalScope(CancellationToken linked)
+        {
+            _cts = CancellationTokenSource.CreateLinkedTokenSource(linked);
+            _registrations =
+            [
+                PosixSignalRegistration.Create(PosixSignal.SIGINT, Handle),
+                PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handle),
+            ];
+        }
+
+        public CancellationToken Token => _cts.Token;
+
+        private void Handle(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            _cts.Cancel();
+        }
+
+        public void Dispose()
+        {
+            foreach (var r in _registrations)
+                r.Dispose();
+            _cts.Dispose();
+        }
+    }
+
+    /// <summary>An exception's message for one line of output, without the "(Parameter 'x')" that ArgumentException appends.</summary>
+    public static string Reason(Exception e) => e is ArgumentException a && a.ParamName is { } name
+        ? a.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal)
+        : e.Message;
 
     public static ILoggerFactory Logging(LogLevel level) => LoggerFactory.Create(b => b
         .SetMinimumLevel(level)

@@ -58,7 +58,8 @@ internal static class DemoCommand
         await using var bob = await Connect(port, "bob", Show);
         await bob.SubscribeAsync("chat", cancellationToken: cancellationToken);
 
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var signals = CliSupport.UntilSignal(cancellationToken);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(signals.Token);
         if (seconds > 0)
             stop.CancelAfter(TimeSpan.FromSeconds(seconds));
         var round = 0;

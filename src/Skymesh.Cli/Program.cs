@@ -15,10 +15,16 @@ if (parse.Errors.Count > 0)
 }
 try
 {
-    return await parse.InvokeAsync();
+    // Long-running commands handle SIGINT/SIGTERM themselves (CliSupport.UntilSignal) so they can shut down cleanly.
+    return await parse.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null, EnableDefaultExceptionHandler = false });
 }
 catch (UsageException e)
 {
     Console.Error.WriteLine($"skymesh: {e.Message}");
     return 2;
+}
+catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
+{
+    Console.Error.WriteLine($"skymesh: {CliSupport.Reason(e)}");
+    return 1;
 }

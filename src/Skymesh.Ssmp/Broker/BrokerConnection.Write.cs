@@ -85,30 +85,49 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
         return bigger;
     }
 
-    private void RequestShutdownAfterFlush()
-    {
-        bool shutdownNow;
-        lock (_outLock)
-        {
-            _shutdownAfterFlush = true;
-            shutdownNow = !_flushing;
-        }
-        if (shutdownNow)
-            FinishShutdown();
-    }
+    private void FinishShutdown() => _ = LingerAndCloseAsync();
 
-    private void FinishShutdown()
+    /// <summary>
+    /// Sends FIN, then reads and discards what the peer still sends (bounded in bytes and time) before
+    /// closing: closing a socket with unread input makes the kernel send RST, which can destroy the last
+    /// response (a 400, or CLOSE's 200) before the peer has read it.
+    /// </summary>
+    private async Task LingerAndCloseAsync()
     {
         try
         {
-            _socket.Shutdown(SocketShutdown.Both);
+            if (_stream is System.Net.Security.SslStream ssl)
+                await ssl.ShutdownAsync();
+            _socket.Shutdown(SocketShutdown.Send);
+            using var deadline = new CancellationTokenSource(LingerTime, _broker.Time);
+            var sink = ArrayPool<byte>.Shared.Rent(4096);
+            try
+            {
+                var total = 0;
+                while (total < 64 * 1024)
+                {
+                    var n = await _socket.ReceiveAsync(sink, SocketFlags.None, deadline.Token);
+                    if (n == 0)
+                        break;
+                    total += n;
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(sink);
+            }
         }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException or IOException)
         {
         }
-        _stream.Dispose();
-        ReleaseBuffers();
+        finally
+        {
+            _stream.Dispose();
+            ReleaseBuffers();
+        }
     }
+
+    private static readonly TimeSpan LingerTime = TimeSpan.FromSeconds(2);
 
     void IThreadPoolWorkItem.Execute() => _ = FlushAsync();
 

@@ -152,7 +152,7 @@ internal sealed partial class BrokerConnection
     /// </summary>
     public void Abort(DisconnectReason reason)
     {
-        if (!MarkClosed(reason))
+        if (!MarkClosed(reason, graceful: false))
             return;
         try
         {
@@ -169,21 +169,30 @@ internal sealed partial class BrokerConnection
     /// <summary>Stops reading, leaves every topic now, and closes the socket once the queued bytes are sent.</summary>
     private void CloseAfterFlush(DisconnectReason reason)
     {
-        if (!MarkClosed(reason))
+        if (!MarkClosed(reason, graceful: true))
             return;
         CleanUp();
-        RequestShutdownAfterFlush();
+        bool shutdownNow;
+        lock (_outLock)
+            shutdownNow = !_flushing;
+        if (shutdownNow)
+            FinishShutdown();
     }
 
-    private bool MarkClosed(DisconnectReason reason)
+    /// <summary>
+    /// Stops accepting bytes for this connection. A graceful close still sends what is queued (the last
+    /// response, e.g. the 400 or the CLOSE's 200) and then shuts the socket; an abort drops it.
+    /// </summary>
+    private bool MarkClosed(DisconnectReason reason, bool graceful)
     {
         lock (_outLock)
         {
             if (_closed)
                 return false;
             _closed = true;
+            _shutdownAfterFlush = graceful;
+            _reason = reason;
         }
-        _reason = reason;
         return true;
     }
 
