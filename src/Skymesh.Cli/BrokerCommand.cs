@@ -27,12 +27,13 @@ internal static class BrokerCommand
         var loginTimeout = new Option<double>("--login-timeout") { Description = "Seconds a new connection has to log in.", DefaultValueFactory = _ => 10 };
         var pingInterval = new Option<double>("--ping-interval") { Description = "Seconds of client silence before the broker sends PING.", DefaultValueFactory = _ => 30 };
         var pongTimeout = new Option<double>("--pong-timeout") { Description = "Further seconds of silence after the PING before the broker closes the connection.", DefaultValueFactory = _ => 30 };
+        var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line traffic summaries; 0 for none.", DefaultValueFactory = _ => 0 };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "Least level logged.", DefaultValueFactory = _ => LogLevel.Information };
 
         var command = new Command("broker", "Run an SSMP broker until SIGINT or SIGTERM.")
         {
             listen, auth, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
-            loginTimeout, pingInterval, pongTimeout, logLevel,
+            loginTimeout, pingInterval, pongTimeout, statsInterval, logLevel,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -66,7 +67,13 @@ internal static class BrokerCommand
             {
                 try
                 {
-                    await Task.Delay(Timeout.Infinite, signals.Token);
+                    var every = parse.GetValue(statsInterval);
+                    if (every < 0 || !double.IsFinite(every))
+                        throw new UsageException("--stats-interval must be 0 or a positive number of seconds.");
+                    if (every == 0)
+                        await Task.Delay(Timeout.Infinite, signals.Token);
+                    else
+                        await PrintStatsAsync(broker, TimeSpan.FromSeconds(every), signals.Token);
                 }
                 catch (OperationCanceledException)
                 {
@@ -75,6 +82,23 @@ internal static class BrokerCommand
             return 0;
         });
         return command;
+    }
+
+    private static async Task PrintStatsAsync(SsmpBroker broker, TimeSpan every, CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(every);
+        var last = broker.Snapshot();
+        while (await timer.WaitForNextTickAsync(cancellationToken))
+        {
+            var now = broker.Snapshot();
+            var seconds = every.TotalSeconds;
+            var slow = now.DisconnectsFor(DisconnectReason.SlowConsumer);
+            Console.WriteLine(
+                $"stats: {now.ConnectionsOpen} connections, {now.Topics} topics, " +
+                $"{(now.RequestsReceived - last.RequestsReceived) / seconds:0} requests/s, {(now.EventsQueued - last.EventsQueued) / seconds:0} events/s, " +
+                $"{now.BadRequests} bad requests, {slow} slow consumers dropped");
+            last = now;
+        }
     }
 
     private static TimeSpan Seconds(double value, string option) =>
