@@ -17,6 +17,9 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
     private bool _closed;
     private bool _shutdownAfterFlush;
 
+    // Closed, but the bytes queued before the close are still to be sent (CLOSE, 400, 401).
+    private bool _draining;
+
     /// <summary>
     /// Queues bytes (up to three parts, written back to back) towards this connection without ever blocking.
     /// Returns false when the connection is closed or has just been closed as a slow consumer.
@@ -124,7 +127,7 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
                 bool shutdown;
                 lock (_outLock)
                 {
-                    if (_pendingLength == 0 || (_closed && !_shutdownAfterFlush))
+                    if (_pendingLength == 0 || (_closed && !_draining))
                     {
                         _flushing = false;
                         _pendingLength = 0;
@@ -168,9 +171,16 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
+            bool shutdown;
             lock (_outLock)
+            {
                 _flushing = false;
+                shutdown = _shutdownAfterFlush;
+            }
             Abort(DisconnectReason.SocketError);
+            // A draining close whose shutdown was requested while this write was under way is finished here.
+            if (shutdown)
+                FinishShutdown();
         }
     }
 

@@ -169,19 +169,25 @@ internal sealed partial class BrokerConnection
     /// <summary>Stops reading, leaves every topic now, and closes the socket once the queued bytes are sent.</summary>
     private void CloseAfterFlush(DisconnectReason reason)
     {
-        if (!MarkClosed(reason))
+        if (!MarkClosed(reason, drain: true))
             return;
         CleanUp();
         RequestShutdownAfterFlush();
     }
 
-    private bool MarkClosed(DisconnectReason reason)
+    /// <summary>
+    /// Closes the connection to new output. With <paramref name="drain"/> what is already queued (the final
+    /// 200, 400 or 401) is still sent: the flusher must know that in the same step, or it may drop the queue
+    /// as if the connection had been aborted.
+    /// </summary>
+    private bool MarkClosed(DisconnectReason reason, bool drain = false)
     {
         lock (_outLock)
         {
             if (_closed)
                 return false;
             _closed = true;
+            _draining = drain;
         }
         _reason = reason;
         return true;
