@@ -166,6 +166,18 @@ internal sealed partial class BrokerConnection
         ThreadPool.UnsafeQueueUserWorkItem(static c => c.CleanUp(), this, preferLocal: false);
     }
 
+    /// <summary>
+    /// Ends the connection because a newer login took its id. Unlike <see cref="Abort"/> it leaves every topic
+    /// before returning, so presence watchers hear of the old membership's end before the new connection,
+    /// whose LOGIN is being handled by the caller, can start one (spec §6). The caller holds no topic lock.
+    /// </summary>
+    public void Evict()
+    {
+        Abort(DisconnectReason.Evicted);
+        // Runs the clean-up here unless it has already run; the copy Abort queued then does nothing.
+        CleanUp();
+    }
+
     /// <summary>Stops reading, leaves every topic now, and closes the socket once the queued bytes are sent.</summary>
     private void CloseAfterFlush(DisconnectReason reason)
     {
