@@ -142,6 +142,33 @@ internal sealed class RawPeer : IAsyncDisposable
             Assert.Fail($"Expected the connection to close, but got {Show([.. extra])}");
     }
 
+    /// <summary>Reads and discards whatever comes until the broker closes the connection; returns the bytes read.</summary>
+    public async Task<long> DrainUntilClosedAsync()
+    {
+        long total = _end - _start;
+        _start = _end = 0;
+        using var cts = new CancellationTokenSource(ReadTimeout);
+        try
+        {
+            while (true)
+            {
+                var n = await _stream.ReadAsync(_buffer, cts.Token);
+                if (n == 0)
+                    return total;
+                total += n;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            Assert.Fail($"The connection was still open after {ReadTimeout.TotalSeconds} s ({total} bytes read)");
+            return total;
+        }
+        catch (IOException)
+        {
+            return total;
+        }
+    }
+
     /// <summary>Drops the connection at once (RST), as a crashing peer would.</summary>
     public void Abort()
     {
