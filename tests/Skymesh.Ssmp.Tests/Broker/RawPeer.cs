@@ -106,6 +106,37 @@ internal sealed class RawPeer : IAsyncDisposable
         }
     }
 
+    /// <summary>Reads <paramref name="count"/> lines and hands each to <paramref name="onLine"/> without its LF; for text lines in bulk.</summary>
+    public async Task ReadManyLinesAsync(long count, Action<ReadOnlyMemory<byte>> onLine)
+    {
+        var partial = new List<byte>();
+        while (count > 0)
+        {
+            if (_start == _end)
+                await FillAsync(null, 0);
+            var span = _buffer.AsMemory(_start, _end - _start);
+            var lf = span.Span.IndexOf((byte)'\n');
+            if (lf < 0)
+            {
+                partial.AddRange(span.Span.ToArray());
+                _start = _end;
+                continue;
+            }
+            if (partial.Count > 0)
+            {
+                partial.AddRange(span.Span[..lf].ToArray());
+                onLine(partial.ToArray());
+                partial.Clear();
+            }
+            else
+            {
+                onLine(span[..lf]);
+            }
+            _start += lf + 1;
+            count--;
+        }
+    }
+
     /// <summary>Proves nothing else is queued towards this peer: PING must be answered by the very next line.</summary>
     public async Task ExpectNothingMoreAsync()
     {
@@ -142,10 +173,11 @@ internal sealed class RawPeer : IAsyncDisposable
             Assert.Fail($"Expected the connection to close, but got {Show([.. extra])}");
     }
 
-    /// <summary>Reads and discards whatever comes until the broker closes the connection; returns the bytes read.</summary>
-    public async Task<long> DrainUntilClosedAsync()
+    /// <summary>Reads whatever comes until the broker closes the connection (or resets it); returns the bytes read.</summary>
+    public async Task<byte[]> DrainUntilClosedAsync()
     {
-        long total = _end - _start;
+        var all = new MemoryStream();
+        all.Write(_buffer, _start, _end - _start);
         _start = _end = 0;
         using var cts = new CancellationTokenSource(ReadTimeout);
         try
@@ -154,20 +186,23 @@ internal sealed class RawPeer : IAsyncDisposable
             {
                 var n = await _stream.ReadAsync(_buffer, cts.Token);
                 if (n == 0)
-                    return total;
-                total += n;
+                    break;
+                all.Write(_buffer, 0, n);
             }
         }
         catch (OperationCanceledException)
         {
-            Assert.Fail($"The connection was still open after {ReadTimeout.TotalSeconds} s ({total} bytes read)");
-            return total;
+            Assert.Fail($"The connection was still open after {ReadTimeout.TotalSeconds} s ({all.Length} bytes read)");
         }
         catch (IOException)
         {
-            return total;
+            // A reset is a close too.
         }
+        return all.ToArray();
     }
+
+    /// <summary>Half-closes: the broker reads end of stream, this side can still read.</summary>
+    public void ShutdownSend() => Socket?.Shutdown(SocketShutdown.Send);
 
     /// <summary>Drops the connection at once (RST), as a crashing peer would.</summary>
     public void Abort()
@@ -197,28 +232,31 @@ internal sealed class RawPeer : IAsyncDisposable
     private async ValueTask<byte> ReadByteAsync(byte[]? expected, int matched)
     {
         if (_start == _end)
-        {
-            using var cts = new CancellationTokenSource(ReadTimeout);
-            int n;
-            try
-            {
-                n = await _stream.ReadAsync(_buffer, cts.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                throw new Xunit.Sdk.XunitException(
-                    $"Nothing arrived within {ReadTimeout.TotalSeconds} s" + Progress(expected, matched));
-            }
-            catch (IOException e)
-            {
-                throw new Xunit.Sdk.XunitException($"The connection failed ({e.Message})" + Progress(expected, matched));
-            }
-            if (n == 0)
-                throw new Xunit.Sdk.XunitException("The broker closed the connection" + Progress(expected, matched));
-            _start = 0;
-            _end = n;
-        }
+            await FillAsync(expected, matched);
         return _buffer[_start++];
+    }
+
+    /// <summary>Reads into the empty buffer, failing the test on a deadline, a reset or the end of the stream.</summary>
+    private async ValueTask FillAsync(byte[]? expected, int matched)
+    {
+        using var cts = new CancellationTokenSource(ReadTimeout);
+        int n;
+        try
+        {
+            n = await _stream.ReadAsync(_buffer, cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new Xunit.Sdk.XunitException($"Nothing arrived within {ReadTimeout.TotalSeconds} s" + Progress(expected, matched));
+        }
+        catch (IOException e)
+        {
+            throw new Xunit.Sdk.XunitException($"The connection failed ({e.Message})" + Progress(expected, matched));
+        }
+        if (n == 0)
+            throw new Xunit.Sdk.XunitException("The broker closed the connection" + Progress(expected, matched));
+        _start = 0;
+        _end = n;
     }
 
     private static string Progress(byte[]? expected, int matched) => expected is null
