@@ -172,7 +172,7 @@ public class PresenceTests
         await bob.ExpectLineAsync("200");
         await second.ExpectLineAsync("000 bob UCAST alice for the new one");
         await second.ExpectNothingMoreAsync();
-        Assert.Equal(1, broker.Broker.Snapshot().DisconnectsFor(DisconnectReason.Evicted));
+        await broker.WaitUntilAsync(s => s.DisconnectsFor(DisconnectReason.Evicted) == 1, "the eviction is counted");
     }
 
     [Fact]
