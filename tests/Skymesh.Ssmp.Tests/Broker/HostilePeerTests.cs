@@ -167,6 +167,9 @@ public class HostilePeerTests
         await using var mallory = await broker.LoginAsync("mallory");
 
         long ok = 0, refused = 0, other = 0;
+        // Like any pipelining client, stay a bounded number of writes ahead of the answers read; otherwise the
+        // answers pile up and the broker rightly drops mallory as a slow consumer.
+        using var window = new SemaphoreSlim(5);
         var reading = mallory.ReadManyLinesAsync(attempts, line =>
         {
             var span = line.Span;
@@ -176,12 +179,15 @@ public class HostilePeerTests
                 refused++;
             else
                 other++;
+            if ((ok + refused + other) % perWrite == 0)
+                window.Release();
         });
         var writing = Task.Run(async () =>
         {
             var batch = new StringBuilder();
             for (var i = 0; i < attempts; i += perWrite)
             {
+                await window.WaitAsync(RawPeer.ReadTimeout);
                 batch.Clear();
                 for (var k = i; k < i + perWrite; k++)
                     batch.Append("SUBSCRIBE t").Append(k).Append('\n');
