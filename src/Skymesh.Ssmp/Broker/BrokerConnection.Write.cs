@@ -20,6 +20,9 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
     // Closed, but the bytes queued before the close are still to be sent (CLOSE, 400, 401).
     private bool _draining;
 
+    // Ends a drain that the peer does not read; see StartDrainTimer.
+    private ITimer? _drainTimer;
+
     /// <summary>
     /// Queues bytes (up to three parts, written back to back) towards this connection without ever blocking.
     /// Returns false when the connection is closed or has just been closed as a slow consumer.
@@ -100,8 +103,18 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
             FinishShutdown();
     }
 
+    /// <summary>
+    /// Bounds a drain. The closing connection leaves the broker's table, so no sweep will find it again: a peer
+    /// that never reads its last bytes would pin them and the socket for ever. It gets as long as an
+    /// unanswered PING gets. Called before anything can finish the shutdown.
+    /// </summary>
+    private void StartDrainTimer() =>
+        _drainTimer = _broker.Time.CreateTimer(static c => ((BrokerConnection)c!).FinishShutdown(), this,
+            _broker.Options.PongTimeout, Timeout.InfiniteTimeSpan);
+
     private void FinishShutdown()
     {
+        _drainTimer?.Dispose();
         try
         {
             _socket.Shutdown(SocketShutdown.Both);

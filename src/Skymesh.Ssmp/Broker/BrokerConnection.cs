@@ -183,6 +183,7 @@ internal sealed partial class BrokerConnection
     {
         if (!MarkClosed(reason, drain: true))
             return;
+        StartDrainTimer();
         CleanUp();
         RequestShutdownAfterFlush();
     }
