@@ -108,6 +108,54 @@ public class LimitTests
         Assert.True(buffered.Length < (long)sent * (padding.Length + 40), $"slow read {buffered.Length} bytes of {sent} events");
     }
 
+    [Fact]
+    public async Task A_peer_that_sends_close_and_never_reads_its_answer_is_cut_off_once_silent_as_long_as_an_idle_peer()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var pingInterval = TimeSpan.FromSeconds(30);
+        var pongTimeout = TimeSpan.FromSeconds(30);
+        await using var broker = TestBroker.Start(o =>
+        {
+            o.TimeProvider = time;
+            o.PingInterval = pingInterval;
+            o.PongTimeout = pongTimeout;
+        });
+        // A fixed 64 KiB window: small enough that the kernel cannot take the flood, large enough that TCP
+        // moves data briskly once mallory reads (a tiny window stalls on zero-window probes).
+        await using var mallory = await broker.LoginAsync("mallory", receiveBufferSize: 64 * 1024);
+        await mallory.SendAsync("SUBSCRIBE t\n");
+        await mallory.ExpectLineAsync("200");
+        await using var publisher = await broker.LoginAsync("publisher");
+
+        // 6 MB towards mallory: more than the kernel buffers between the broker and mallory can take (the
+        // broker's send buffer grows to 4 MiB at most), less than the 8 MiB queue limit.
+        var padding = new string('p', 1000);
+        const int events = 6000;
+        for (var sent = 0; sent < events; sent += 100)
+        {
+            var requests = new StringBuilder();
+            for (var i = sent; i < sent + 100; i++)
+                requests.Append($"MCAST t {i} {padding}\n");
+            await publisher.SendAsync(requests.ToString());
+            for (var i = 0; i < 100; i++)
+                await publisher.ExpectLineAsync("200");
+        }
+        Assert.Equal(0, broker.Broker.Snapshot().DisconnectsFor(DisconnectReason.SlowConsumer));
+
+        // mallory says CLOSE; its 200 waits behind megabytes that mallory will not read.
+        await mallory.SendAsync("CLOSE\n");
+        await broker.WaitUntilAsync(s => s.DisconnectsFor(DisconnectReason.CloseRequested) == 1, "the broker has handled CLOSE");
+        time.Advance(pingInterval + pongTimeout);
+
+        // A broker that gave up has closed the socket without the rest of the queue; one still waiting would
+        // now deliver all of it, then the 200.
+        var received = await mallory.DrainUntilClosedAsync();
+        var tail = Encoding.Latin1.GetString(received.AsSpan(Math.Max(0, received.Length - 4)));
+        TestContext.Current.TestOutputHelper?.WriteLine($"mallory received {received.Length} bytes");
+        Assert.NotEqual("\n200\n"[1..], tail);
+        Assert.True(received.Length < events * (padding.Length + 18), $"mallory received {received.Length} bytes");
+    }
+
     /// <summary>Checks one reader line: the next MCAST in sequence (true is never returned for it) or slow's UNSUBSCRIBE.</summary>
     private static bool ReceivedInOrder(string line, ref int received, string padding)
     {
