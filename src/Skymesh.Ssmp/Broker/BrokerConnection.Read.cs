@@ -69,6 +69,9 @@ internal sealed partial class BrokerConnection
         var offset = 0;
         while (offset < data.Length)
         {
+            // Closed by someone else (eviction, slow consumer, timeout): serve nothing more of what it sent.
+            if (Volatile.Read(ref _closed))
+                return -1;
             var status = SsmpParser.TryParseRequest(data[offset..], out var request, out var used, out var error);
             if (status == SsmpParseStatus.NeedMoreData)
                 break;
@@ -217,6 +220,9 @@ internal sealed partial class BrokerConnection
     {
         lock (_subscriptionsLock)
         {
+            // Already left every topic (closed from another thread): joining now would leave a member nobody removes.
+            if (Volatile.Read(ref _cleanedUp) != 0)
+                return false;
             if (_subscriptions.ContainsKey(name))
                 return Respond(Conflict);
             if (_subscriptions.Count >= _broker.Options.MaxSubscriptionsPerConnection)

@@ -17,6 +17,9 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
     private bool _closed;
     private bool _shutdownAfterFlush;
 
+    // Ends a drain that the peer does not read; see StartDrainTimer.
+    private ITimer? _drainTimer;
+
     /// <summary>
     /// Queues bytes (up to three parts, written back to back) towards this connection without ever blocking.
     /// Returns false when the connection is closed or has just been closed as a slow consumer.
@@ -85,7 +88,22 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
         return bigger;
     }
 
-    private void FinishShutdown() => _ = LingerAndCloseAsync();
+    /// <summary>
+    /// Bounds a drain. The closing connection leaves the broker's table, so no sweep will find it again: a peer
+    /// that never reads its last bytes would pin them and the socket for ever. It gets as long as an
+    /// unanswered PING gets. Called before anything can finish the shutdown.
+    /// </summary>
+    private void StartDrainTimer() =>
+        _drainTimer = _broker.Time.CreateTimer(static c => ((BrokerConnection)c!).FinishShutdown(), this,
+            _broker.Options.PongTimeout, Timeout.InfiniteTimeSpan);
+
+    private void FinishShutdown()
+    {
+        if (Interlocked.Exchange(ref _shutdownStarted, 1) == 0)
+            _ = LingerAndCloseAsync();
+    }
+
+    private int _shutdownStarted;
 
     /// <summary>
     /// Sends FIN, then reads and discards what the peer still sends (bounded in bytes and time) before
@@ -94,6 +112,7 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
     /// </summary>
     private async Task LingerAndCloseAsync()
     {
+        _drainTimer?.Dispose();
         try
         {
             if (_stream is System.Net.Security.SslStream ssl)
@@ -187,9 +206,16 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
+            bool shutdown;
             lock (_outLock)
+            {
                 _flushing = false;
+                shutdown = _shutdownAfterFlush;
+            }
             Abort(DisconnectReason.SocketError);
+            // A draining close whose shutdown was requested while this write was under way is finished here.
+            if (shutdown)
+                FinishShutdown();
         }
     }
 

@@ -166,11 +166,24 @@ internal sealed partial class BrokerConnection
         ThreadPool.UnsafeQueueUserWorkItem(static c => c.CleanUp(), this, preferLocal: false);
     }
 
+    /// <summary>
+    /// Ends the connection because a newer login took its id. Unlike <see cref="Abort"/> it leaves every topic
+    /// before returning, so presence watchers hear of the old membership's end before the new connection,
+    /// whose LOGIN is being handled by the caller, can start one (spec §6). The caller holds no topic lock.
+    /// </summary>
+    public void Evict()
+    {
+        Abort(DisconnectReason.Evicted);
+        // Runs the clean-up here unless it has already run; the copy Abort queued then does nothing.
+        CleanUp();
+    }
+
     /// <summary>Stops reading, leaves every topic now, and closes the socket once the queued bytes are sent.</summary>
     private void CloseAfterFlush(DisconnectReason reason)
     {
         if (!MarkClosed(reason, graceful: true))
             return;
+        StartDrainTimer();
         CleanUp();
         bool shutdownNow;
         lock (_outLock)
@@ -181,7 +194,8 @@ internal sealed partial class BrokerConnection
 
     /// <summary>
     /// Stops accepting bytes for this connection. A graceful close still sends what is queued (the last
-    /// response, e.g. the 400 or the CLOSE's 200) and then shuts the socket; an abort drops it.
+    /// response, e.g. the 400 or the CLOSE's 200) and then shuts the socket; an abort drops it. The flusher
+    /// must learn both in one step, or it may drop the queue as if the connection had been aborted.
     /// </summary>
     private bool MarkClosed(DisconnectReason reason, bool graceful)
     {

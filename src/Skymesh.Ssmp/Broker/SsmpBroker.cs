@@ -202,7 +202,7 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         if (previous is not null && previous != connection)
         {
             Log.Evicted(_logger, connection.Id!);
-            previous.Abort(DisconnectReason.Evicted);
+            previous.Evict();
         }
     }
 

@@ -192,20 +192,22 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         {
             for (var attempt = 1; ; attempt++)
             {
+                // The attempt's clock starts before the send, so sending counts against it too.
+                using var attemptCancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var deadline = Task.Delay(callOptions.AttemptTimeout, _time, attemptCancel.Token);
                 await SendFramedAsync(to, request, cancellationToken);
-                try
+                if (await Task.WhenAny(waiter.Task, deadline) == waiter.Task)
                 {
-                    return await waiter.Task.WaitAsync(callOptions.AttemptTimeout, _time, cancellationToken);
+                    await attemptCancel.CancelAsync();
+                    return await waiter.Task;
                 }
-                catch (TimeoutException) when (attempt < callOptions.Attempts)
-                {
-                    Log.Retrying(_logger, method, to, attempt);
-                }
-                catch (TimeoutException)
+                cancellationToken.ThrowIfCancellationRequested();
+                if (attempt >= callOptions.Attempts)
                 {
                     throw new SsmpRpcException(SsmpRpcException.Timeout,
                         $"{method} at {to}: no answer after {callOptions.Attempts} attempt(s) of {callOptions.AttemptTimeout.TotalSeconds:0.###} s.");
                 }
+                Log.Retrying(_logger, method, to, attempt);
             }
         }
         finally
