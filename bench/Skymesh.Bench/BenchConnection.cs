@@ -18,6 +18,7 @@ internal sealed class BenchConnection : IAsyncDisposable
     private readonly byte[] _lineStart;
     private readonly CancellationTokenSource _closing = new();
     private int _lineStartLength;
+    private int _skip;
     private Task? _reader;
     private long _deliveries;
     private long _oks;
@@ -36,7 +37,7 @@ internal sealed class BenchConnection : IAsyncDisposable
         _buffer = new byte[receiveBufferSize];
         Probe = probe;
         // A latency receiver looks for the timestamp further into the line than a classification needs.
-        _lineStart = new byte[probe is null ? WireDialect.ClassifyLength : LatencyProbe.LineBytesNeeded];
+        _lineStart = new byte[probe is null ? dialect.LineStartLength : Math.Max(dialect.LineStartLength, LatencyProbe.LineBytesNeeded)];
     }
 
     public long Deliveries => Volatile.Read(ref _deliveries);
@@ -137,6 +138,13 @@ internal sealed class BenchConnection : IAsyncDisposable
         long deliveries = 0, oks = 0, errors = 0, pongs = 0;
         while (!data.IsEmpty)
         {
+            if (_skip > 0)
+            {
+                var skipped = Math.Min(_skip, data.Length);
+                _skip -= skipped;
+                data = data[skipped..];
+                continue;
+            }
             var lf = data.IndexOf((byte)'\n');
             var line = lf < 0 ? data : data[..lf];
             if (_lineStartLength < _lineStart.Length)
@@ -152,6 +160,9 @@ internal sealed class BenchConnection : IAsyncDisposable
             {
                 case LineKind.Delivery:
                     deliveries++;
+                    // A latency receiver reads the payload as a line, to find the timestamp in it.
+                    if (Probe is null && _lineStartLength < _lineStart.Length)
+                        _skip = _dialect.PayloadAfter(start);
                     break;
                 case LineKind.Ok:
                     oks++;

@@ -130,6 +130,8 @@ internal sealed class BenchResult
             line += string.Format(c, "; machine busy {0:0.00} of {1:0.00} CPU-s", busy, Environment.ProcessorCount * Seconds);
             if (cpu.Others is { } others)
                 line += string.Format(c, ", {0:0.00} outside target and generator", others);
+            if (cpu.Busiest.Count > 0)
+                line += " (" + string.Join(", ", cpu.Busiest.Select(b => string.Format(c, "{0} {1:0.00} s", b.Process, b.Seconds))) + ")";
         }
         return line;
     }
@@ -161,6 +163,13 @@ internal sealed class BenchResult
         Optional(json, "generator_cpu_s", GeneratorCpuSeconds, 3);
         Optional(json, "machine_busy_s", Cpu?.MachineBusy, 2);
         Optional(json, "other_cpu_s", Cpu?.Others, 2);
+        if (Cpu is { Busiest.Count: > 0 } busiest)
+        {
+            json.WriteStartObject("other_processes_cpu_s");
+            foreach (var (process, seconds) in busiest.Busiest)
+                json.WriteNumber(process, Math.Round(seconds, 2));
+            json.WriteEndObject();
+        }
         Optional(json, "samples", Samples);
         Optional(json, "late", Late);
         Optional(json, "p50_us", P50Us, 1);

@@ -66,6 +66,37 @@ internal static class ProcessProbe
         }
     }
 
+    /// <summary>CPU seconds (user plus system) of every process on the machine, by pid, with its name.</summary>
+    public static Dictionary<int, (string Name, double Seconds)> AllProcessesCpu()
+    {
+        var all = new Dictionary<int, (string, double)>();
+        foreach (var directory in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+                continue;
+            try
+            {
+                // pid (comm) state ppid ... utime is field 14 and stime field 15; comm may hold spaces, so count from ')'.
+                var stat = File.ReadAllText(Path.Combine(directory, "stat"));
+                var open = stat.IndexOf('(', StringComparison.Ordinal);
+                var close = stat.LastIndexOf(')');
+                if (open < 0 || close < open)
+                    continue;
+                var fields = stat[(close + 2)..].Split(' ');
+                if (fields.Length < 13)
+                    continue;
+                var ticks = double.Parse(fields[11], NumberStyles.None, CultureInfo.InvariantCulture)
+                    + double.Parse(fields[12], NumberStyles.None, CultureInfo.InvariantCulture);
+                all[pid] = (stat[(open + 1)..close], ticks / UserHz);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+            {
+                // The process ended meanwhile.
+            }
+        }
+        return all;
+    }
+
     /// <summary>Ticks per second of /proc/stat; 100 on every Linux architecture .NET runs on.</summary>
     private const double UserHz = 100;
 

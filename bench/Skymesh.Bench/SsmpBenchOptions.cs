@@ -83,8 +83,11 @@ public sealed class SsmpBenchOptions
     /// <summary>Requests per socket write.</summary>
     public int Batch { get; init; } = 8;
 
-    /// <summary>Fraction of each workload sent first, unmeasured, so that both sides run jitted code when the clock starts.</summary>
-    public double Warmup { get; init; } = 0.2;
+    /// <summary>
+    /// Fraction of each workload sent first, unmeasured, so that both sides run fully optimised code when the clock
+    /// starts (.NET compiles hot methods again, with profile data, after they have run a while).
+    /// </summary>
+    public double Warmup { get; init; } = 1;
 
     /// <summary>Longest a workload may take; also the longest wait for the last deliveries.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(120);
@@ -98,7 +101,7 @@ public sealed class SsmpBenchOptions
     public int Seed { get; init; } = 1;
 
     /// <summary>ucast and fanout: measured runs on the same connections; the median is reported (a shared machine is noisy).</summary>
-    public int Repeat { get; init; } = 3;
+    public int Repeat { get; init; } = 5;
 
     /// <summary>Logging of the in-process broker.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }

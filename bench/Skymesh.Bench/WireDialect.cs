@@ -32,8 +32,8 @@ internal enum LineKind : byte
 /// </summary>
 internal abstract class WireDialect
 {
-    /// <summary>Bytes of a line's start that <see cref="Classify"/> needs.</summary>
-    public const int ClassifyLength = 8;
+    /// <summary>Bytes of a line's start that <see cref="Classify"/> and <see cref="PayloadAfter"/> need.</summary>
+    public abstract int LineStartLength { get; }
 
     public abstract string TargetName { get; }
 
@@ -61,6 +61,12 @@ internal abstract class WireDialect
 
     public abstract LineKind Classify(ReadOnlySpan<byte> lineStart);
 
+    /// <summary>
+    /// Bytes that follow a delivery line as its payload (NATS: the size the MSG line gives, plus CRLF), which the
+    /// reader skips without scanning; 0 when the payload is on the line itself (SSMP) or the size is unknown.
+    /// </summary>
+    public virtual int PayloadAfter(ReadOnlySpan<byte> deliveryLine) => 0;
+
     public static WireDialect Ssmp { get; } = new SsmpDialect();
 
     public static WireDialect Nats { get; } = new NatsDialect();
@@ -70,6 +76,8 @@ internal abstract class WireDialect
         public override string TargetName => "skymesh";
 
         public override byte[] PingReply { get; } = "PONG\n"u8.ToArray();
+
+        public override int LineStartLength => 8;
 
         public override bool RespondsToEveryRequest => true;
 
@@ -110,7 +118,7 @@ internal abstract class WireDialect
                 return LineKind.Other;
             return line[0] switch
             {
-                (byte)'0' when line.Length >= 5 && line[4] == '.' => line.StartsWith("000 . PING"u8[..ClassifyLength]) ? LineKind.Ping : LineKind.Other,
+                (byte)'0' when line.Length >= 5 && line[4] == '.' => line.StartsWith("000 . PING"u8[..8]) ? LineKind.Ping : LineKind.Other,
                 (byte)'0' => LineKind.Delivery,
                 (byte)'2' => LineKind.Ok,
                 >= (byte)'1' and <= (byte)'9' => LineKind.Error,
@@ -124,6 +132,20 @@ internal abstract class WireDialect
         public override string TargetName => "nats";
 
         public override byte[] PingReply { get; } = "PONG\r\n"u8.ToArray();
+
+        // Enough for "MSG subject sid size" with the generator's short subjects.
+        public override int LineStartLength => 64;
+
+        // MSG <subject> <sid> [reply-to] <#bytes>: the size is the last field.
+        public override int PayloadAfter(ReadOnlySpan<byte> line)
+        {
+            if (line.EndsWith((byte)'\r'))
+                line = line[..^1];
+            var space = line.LastIndexOf((byte)' ');
+            return space > 0 && System.Buffers.Text.Utf8Parser.TryParse(line[(space + 1)..], out int size, out var used) && used == line.Length - space - 1
+                ? size + 2
+                : 0;
+        }
 
         public override bool RespondsToEveryRequest => false;
 

@@ -168,12 +168,14 @@ internal readonly struct CpuMeter
     private readonly TimeSpan _self;
     private readonly double? _idle;
     private readonly long _started;
+    private readonly Dictionary<int, (string Name, double Seconds)> _processes;
 
     public CpuMeter(BenchTarget target)
     {
         _targetPid = target.InProcess ? null : target.ProcessId;
         _target = _targetPid is { } pid ? ProcessProbe.CpuTime(pid) : null;
         _self = SelfCpu();
+        _processes = ProcessProbe.AllProcessesCpu();
         _idle = ProcessProbe.MachineIdleSeconds();
         _started = Stopwatch.GetTimestamp();
     }
@@ -188,7 +190,17 @@ internal readonly struct CpuMeter
         double? busy = null;
         if (_idle is { } idle0 && ProcessProbe.MachineIdleSeconds() is { } idle1)
             busy = Math.Max(0, Environment.ProcessorCount * Stopwatch.GetElapsedTime(_started).TotalSeconds - (idle1 - idle0));
-        return new CpuUse(target, generator, busy);
+        // The busiest other processes, so that a figure disturbed by someone else's work says so.
+        var others = new List<(string, double)>();
+        foreach (var (other, (name, seconds)) in ProcessProbe.AllProcessesCpu())
+        {
+            if (other == Environment.ProcessId || other == _targetPid)
+                continue;
+            var used = seconds - (_processes.TryGetValue(other, out var earlier) ? earlier.Seconds : 0);
+            if (used >= 0.02)
+                others.Add(($"{name}[{other}]", used));
+        }
+        return new CpuUse(target, generator, busy, [.. others.OrderByDescending(o => o.Item2).Take(3)]);
     }
 
     private static TimeSpan SelfCpu()
@@ -202,7 +214,7 @@ internal readonly struct CpuMeter
 /// CPU seconds over a measured phase: the target's process, this process, and the whole machine (all CPUs), so
 /// that the share of other processes and of kernel work charged to no process (loopback softirq) shows too.
 /// </summary>
-internal readonly record struct CpuUse(double? Target, double Generator, double? MachineBusy)
+internal readonly record struct CpuUse(double? Target, double Generator, double? MachineBusy, IReadOnlyList<(string Process, double Seconds)> Busiest)
 {
     /// <summary>Machine busy time used by neither the target nor the generator: other processes and uncharged kernel work.</summary>
     public double? Others => MachineBusy is { } busy && Target is { } target ? Math.Max(0, busy - target - Generator) : null;
