@@ -30,6 +30,13 @@ internal static class FanoutWorkload
                 var w = await RunPhaseAsync(target, publisher[0], subscribers, request, chunk, warmup, options, cancellationToken);
                 lock (output)
                     output.WriteLine($"  warm-up: {w.Delivered:N0}/{w.Expected:N0} delivered in {w.Seconds:0.000} s");
+                // A target that fails the warm-up would fail the measurement too; report what happened.
+                if (!w.Complete)
+                {
+                    lock (output)
+                        output.WriteLine("  the warm-up did not complete; not measuring");
+                    return w;
+                }
             }
             var runs = new List<BenchResult>();
             for (var r = 0; r < options.Repeat; r++)
@@ -67,11 +74,18 @@ internal static class FanoutWorkload
         var sender = Task.Run(async () =>
         {
             var batch = chunk.Length / request.Length;
-            for (var sent = 0; sent < messages;)
+            try
             {
-                var n = Math.Min(batch, messages - sent);
-                await publisher.SendAsync(chunk.AsMemory(0, n * request.Length), cancellationToken);
-                sent += n;
+                for (var sent = 0; sent < messages;)
+                {
+                    var n = Math.Min(batch, messages - sent);
+                    await publisher.SendAsync(chunk.AsMemory(0, n * request.Length), cancellationToken);
+                    sent += n;
+                }
+            }
+            catch (Exception e) when (Workload.IsConnectionLost(e))
+            {
+                // The target dropped the publisher; the result counts it and the missing deliveries.
             }
             return Stopwatch.GetTimestamp();
         }, cancellationToken);

@@ -41,6 +41,13 @@ internal static class LatencyWorkload
                 var w = await RunPhaseAsync(target, senders, receivers, probes, requests, stampAt, warmup, options, cancellationToken);
                 lock (output)
                     output.WriteLine($"  warm-up: {w.Samples:N0} samples, p50 {w.P50Us:0.0} us");
+                // A target that fails the warm-up would fail the measurement too; report what happened.
+                if (!w.Complete)
+                {
+                    lock (output)
+                        output.WriteLine("  the warm-up did not complete; not measuring");
+                    return w;
+                }
                 foreach (var probe in probes)
                     probe.Reset();
             }
@@ -76,7 +83,14 @@ internal static class LatencyWorkload
                 if (!await timer.WaitForNextTickAsync(deadline.Token))
                     break;
                 probe.Stamp(request.AsSpan(stampAt[i]), Stopwatch.GetTimestamp());
-                await senders[i].SendAsync(request, deadline.Token);
+                try
+                {
+                    await senders[i].SendAsync(request, deadline.Token);
+                }
+                catch (Exception e) when (Workload.IsConnectionLost(e))
+                {
+                    break;
+                }
                 if (!await probe.WaitAsync(LostAfter, deadline.Token))
                 {
                     probe.GiveUp();

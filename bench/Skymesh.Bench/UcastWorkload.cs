@@ -28,6 +28,13 @@ internal static class UcastWorkload
                 var w = await RunPhaseAsync(target, connections, requests, warmup, options, seed: options.Seed + 1, cancellationToken);
                 lock (output)
                     output.WriteLine($"  warm-up: {w.Delivered:N0}/{(long)n * warmup:N0} delivered in {w.Seconds:0.000} s");
+                // A target that fails the warm-up would fail the measurement too; report what happened.
+                if (!w.Complete)
+                {
+                    lock (output)
+                        output.WriteLine("  the warm-up did not complete; not measuring");
+                    return w;
+                }
             }
             var runs = new List<BenchResult>();
             for (var r = 0; r < options.Repeat; r++)
@@ -102,21 +109,28 @@ internal static class UcastWorkload
         var others = requests.Length - 1;
         var random = new FastRandom(seed);
         var buffer = new byte[batch * longest];
-        for (var sent = 0; sent < count;)
+        try
         {
-            var k = Math.Min(batch, count - sent);
-            var length = 0;
-            for (var j = 0; j < k; j++)
+            for (var sent = 0; sent < count;)
             {
-                var peer = random.Next(others);
-                if (peer >= self)
-                    peer++;
-                var request = requests[peer];
-                request.CopyTo(buffer, length);
-                length += request.Length;
+                var k = Math.Min(batch, count - sent);
+                var length = 0;
+                for (var j = 0; j < k; j++)
+                {
+                    var peer = random.Next(others);
+                    if (peer >= self)
+                        peer++;
+                    var request = requests[peer];
+                    request.CopyTo(buffer, length);
+                    length += request.Length;
+                }
+                await connection.SendAsync(buffer.AsMemory(0, length), cancellationToken);
+                sent += k;
             }
-            await connection.SendAsync(buffer.AsMemory(0, length), cancellationToken);
-            sent += k;
+        }
+        catch (Exception e) when (Workload.IsConnectionLost(e))
+        {
+            // The target dropped this connection; the result counts it and the deliveries it misses.
         }
         return Stopwatch.GetTimestamp();
     }

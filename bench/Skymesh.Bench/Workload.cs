@@ -24,18 +24,17 @@ internal static class Workload
             await Parallel.ForAsync(0, count, new ParallelOptions { MaxDegreeOfParallelism = parallel, CancellationToken = cancellationToken },
                 async (i, ct) =>
                 {
-                    BenchConnection connection;
                     try
                     {
-                        connection = await BenchConnection.ConnectAsync(target.EndPoint, target.Dialect, receiveBufferSize, probe(i), ct);
+                        var connection = await BenchConnection.ConnectAsync(target.EndPoint, target.Dialect, receiveBufferSize, probe(i), ct);
+                        connections[i] = connection;
+                        var setup = target.Dialect.Setup(id(i), topic(i), out var replies);
+                        await connection.SetupAsync(setup, replies, SetupTimeout, ct);
                     }
                     catch (System.Net.Sockets.SocketException e)
                     {
                         throw new BenchException($"Connection {i + 1} of {count} to {target.Name} at {target.EndPoint} failed: {e.Message}", e);
                     }
-                    connections[i] = connection;
-                    var setup = target.Dialect.Setup(id(i), topic(i), out var replies);
-                    await connection.SetupAsync(setup, replies, SetupTimeout, ct);
                 });
         }
         catch
@@ -133,6 +132,9 @@ internal static class Workload
             await Task.Delay(5, cancellationToken);
         }
     }
+
+    /// <summary>True for the exceptions a send raises when the target has closed the connection (it is then counted as closed).</summary>
+    public static bool IsConnectionLost(Exception e) => e is System.Net.Sockets.SocketException or ObjectDisposedException;
 
     /// <summary>Seconds from <paramref name="start"/> to <paramref name="end"/> Stopwatch timestamps.</summary>
     public static double Seconds(long start, long end) => (double)(end - start) / Stopwatch.Frequency;

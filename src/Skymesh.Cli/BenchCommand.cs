@@ -121,6 +121,11 @@ internal static class BenchCommand
                 Console.Error.WriteLine($"skymesh: {e.Message}");
                 return 1;
             }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                Console.Error.WriteLine($"skymesh: the benchmark lost its connection to the target: {e.Message}");
+                return 1;
+            }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
                 Console.Error.WriteLine("skymesh: benchmark interrupted.");
