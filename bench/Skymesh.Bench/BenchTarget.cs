@@ -34,7 +34,7 @@ internal abstract class BenchTarget : IAsyncDisposable
 
     public abstract ValueTask DisposeAsync();
 
-    public static BenchTarget StartInProcess(SsmpBenchOptions options)
+    public static async Task<BenchTarget> StartInProcessAsync(SsmpBenchOptions options)
     {
         var brokerOptions = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
         if (options.BrokerReceiveBufferSize is { } size)
@@ -46,7 +46,7 @@ internal abstract class BenchTarget : IAsyncDisposable
         }
         catch
         {
-            broker.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            await broker.DisposeAsync();
             throw;
         }
         return new InProcessTarget(broker);

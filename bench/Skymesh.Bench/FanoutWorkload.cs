@@ -92,8 +92,7 @@ internal static class FanoutWorkload
         var delivered = await Workload.WaitForDeliveriesAsync(subscribers, baseDeliveries, expected, options, cancellationToken);
         var end = delivered > 0 ? Workload.LastDelivery(subscribers) : Stopwatch.GetTimestamp();
         var cpuUse = cpu.Read();
-        await Workload.JoinSendersAsync(sender, cancellationToken);
-        var sentAt = sender.Result;
+        var sentAt = await Workload.JoinSendersAsync(sender, cancellationToken);
         long? responses = target.Dialect.RespondsToEveryRequest
             ? await Workload.WaitForResponsesAsync([publisher], baseOks, messages, cancellationToken)
             : null;

@@ -66,7 +66,7 @@ public static class SsmpBench
             return await BenchTarget.StartNatsAsync(options.NatsServerPath, output, cancellationToken);
         return options.Broker switch
         {
-            BrokerMode.InProcess => BenchTarget.StartInProcess(options),
+            BrokerMode.InProcess => await BenchTarget.StartInProcessAsync(options),
             BrokerMode.External => BenchTarget.External(options.Target!, options.TargetProcessId),
             _ => await BenchTarget.StartBrokerProcessAsync(options.BrokerLaunch!, output, cancellationToken),
         };

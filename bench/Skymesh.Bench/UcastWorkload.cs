@@ -79,8 +79,7 @@ internal static class UcastWorkload
         var delivered = await Workload.WaitForDeliveriesAsync(connections, baseDeliveries, expected, options, cancellationToken);
         var end = delivered > 0 ? Workload.LastDelivery(connections) : Stopwatch.GetTimestamp();
         var cpuUse = cpu.Read();
-        await Workload.JoinSendersAsync(Task.WhenAll(senders), cancellationToken);
-        var sent = senders.Max(t => t.Result);
+        var sent = (await Workload.JoinSendersAsync(Task.WhenAll(senders), cancellationToken)).Max();
         long? responses = target.Dialect.RespondsToEveryRequest
             ? await Workload.WaitForResponsesAsync(connections, baseOks, expected, cancellationToken)
             : null;

@@ -149,11 +149,11 @@ internal static class Workload
     }
 
     /// <summary>Waits for <paramref name="senders"/>; a sender still blocked after the workload is over is a failure of the target.</summary>
-    public static async Task JoinSendersAsync(Task senders, CancellationToken cancellationToken)
+    public static async Task<T> JoinSendersAsync<T>(Task<T> senders, CancellationToken cancellationToken)
     {
         try
         {
-            await senders.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
+            return await senders.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
         }
         catch (TimeoutException)
         {
