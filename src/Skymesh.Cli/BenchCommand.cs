@@ -1,4 +1,8 @@
 using System.CommandLine;
+using System.Globalization;
+using System.Reflection;
+using Microsoft.Extensions.Logging;
+using Skymesh.Bench;
 
 namespace Skymesh.Cli;
 
@@ -8,6 +12,162 @@ internal static class BenchCommand
     public static Command Create()
     {
         var command = new Command("bench", "Run a load generator and print one JSON line per workload.");
+        command.Subcommands.Add(CreateSsmp());
         return command;
+    }
+
+    private static Command CreateSsmp()
+    {
+        var defaults = new SsmpBenchOptions();
+        var workload = new Option<string[]>("--workload")
+        {
+            Description = "Workloads to run, in order: ucast, fanout, latency, idle. Repeat or separate with commas.",
+            DefaultValueFactory = _ => ["ucast", "fanout", "latency"],
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var connections = new Option<int?>("--connections")
+        {
+            Description = $"ucast: connections, each sending and receiving (default {defaults.Connections}); idle: idle connections (default {defaults.IdleConnections}).",
+        };
+        var messages = new Option<int>("--messages") { Description = "ucast: UCASTs each connection sends.", DefaultValueFactory = _ => defaults.MessagesPerConnection };
+        var subscribers = new Option<int>("--subscribers") { Description = "fanout: subscribers of the topic.", DefaultValueFactory = _ => defaults.Subscribers };
+        var fanoutMessages = new Option<int>("--fanout-messages") { Description = "fanout: MCASTs the publisher sends (each reaches every subscriber).", DefaultValueFactory = _ => defaults.FanoutMessages };
+        var latencyPairs = new Option<int>("--latency-pairs") { Description = "latency: sender/receiver pairs.", DefaultValueFactory = _ => defaults.LatencyPairs };
+        var latencySamples = new Option<int>("--latency-samples") { Description = "latency: messages measured per pair.", DefaultValueFactory = _ => defaults.LatencySamples };
+        var latencyRate = new Option<double>("--latency-rate") { Description = "latency: messages per second per pair (one in flight at a time).", DefaultValueFactory = _ => defaults.LatencyRate };
+        var idleWarmup = new Option<int>("--idle-warmup") { Description = "idle: connections opened before the first memory reading, not counted.", DefaultValueFactory = _ => defaults.IdleWarmupConnections };
+        var payloadSize = new Option<int>("--payload-size") { Description = "Payload bytes per message.", DefaultValueFactory = _ => defaults.PayloadSize };
+        var batch = new Option<int>("--batch") { Description = "Requests per socket write.", DefaultValueFactory = _ => defaults.Batch };
+        var warmup = new Option<double>("--warmup") { Description = "Fraction of each workload sent first and not measured (0 for none).", DefaultValueFactory = _ => defaults.Warmup };
+        var broker = new Option<string>("--broker")
+        {
+            Description = "Where the Skymesh broker runs: process (a `skymesh broker` child, fresh per workload) or inproc (inside this process).",
+            DefaultValueFactory = _ => "process",
+        };
+        broker.AcceptOnlyFromAmong("process", "inproc");
+        var target = new Option<string?>("--target") { Description = "Use the SSMP broker already listening at host:port instead of starting one." };
+        var targetPid = new Option<int?>("--target-pid") { Description = "Process id of the --target broker, to report its CPU time and memory." };
+        var receiveBuffer = new Option<int?>("--broker-receive-buffer") { Description = "Receive buffer in bytes of the broker's busy connections (default: the broker's own)." };
+        var nats = new Option<bool>("--nats") { Description = "Also run every workload against nats-server (started on a free loopback port), in the same run." };
+        var natsServer = new Option<string>("--nats-server") { Description = "The nats-server executable.", DefaultValueFactory = _ => defaults.NatsServerPath };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds a workload may take at most.", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds };
+        var repeat = new Option<int>("--repeat") { Description = "ucast and fanout: measured runs on the same connections; the median is reported.", DefaultValueFactory = _ => defaults.Repeat };
+        var seed = new Option<int>("--seed") { Description = "Seed of the random peer choice.", DefaultValueFactory = _ => defaults.Seed };
+
+        var command = new Command("ssmp", "Load-test the SSMP broker: ucast (the original 100 x 10,000 benchmark), fanout, latency, idle memory; optionally beside nats-server.")
+        {
+            workload, connections, messages, subscribers, fanoutMessages, latencyPairs, latencySamples, latencyRate, idleWarmup,
+            payloadSize, batch, warmup, broker, target, targetPid, receiveBuffer, nats, natsServer, timeout, repeat, seed,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var workloads = ParseWorkloads(parse.GetValue(workload)!);
+            var targetValue = parse.GetValue(target);
+            var brokerValue = parse.GetValue(broker)!;
+            var timeoutSeconds = parse.GetValue(timeout);
+            if (!(timeoutSeconds > 0) || !double.IsFinite(timeoutSeconds))
+                throw new UsageException("--timeout must be a positive number of seconds.");
+            var connectionCount = parse.GetValue(connections);
+            var receiveBufferSize = parse.GetValue(receiveBuffer);
+            if (targetValue is not null && parse.GetResult(broker) is { Implicit: false })
+                throw new UsageException("--target and --broker exclude each other: --target uses a broker that is already running.");
+            if (targetValue is null && parse.GetValue(targetPid) is not null)
+                throw new UsageException("--target-pid needs --target.");
+            if (targetValue is not null && receiveBufferSize is not null)
+                throw new UsageException("--broker-receive-buffer applies to a broker the bench starts, not to --target.");
+            var mode = targetValue is not null ? BrokerMode.External : brokerValue == "inproc" ? BrokerMode.InProcess : BrokerMode.Process;
+            using var logging = CliSupport.Logging(LogLevel.Warning);
+            var options = new SsmpBenchOptions
+            {
+                Workloads = workloads,
+                Broker = mode,
+                BrokerLaunch = mode == BrokerMode.Process ? BrokerLaunch(receiveBufferSize) : null,
+                Target = targetValue is null ? null : CliSupport.ParseEndPoint(targetValue, "--target"),
+                TargetProcessId = parse.GetValue(targetPid),
+                Nats = parse.GetValue(nats),
+                NatsServerPath = parse.GetValue(natsServer)!,
+                Connections = connectionCount ?? defaults.Connections,
+                IdleConnections = connectionCount ?? defaults.IdleConnections,
+                MessagesPerConnection = parse.GetValue(messages),
+                Subscribers = parse.GetValue(subscribers),
+                FanoutMessages = parse.GetValue(fanoutMessages),
+                LatencyPairs = parse.GetValue(latencyPairs),
+                LatencySamples = parse.GetValue(latencySamples),
+                LatencyRate = parse.GetValue(latencyRate),
+                IdleWarmupConnections = parse.GetValue(idleWarmup),
+                PayloadSize = parse.GetValue(payloadSize),
+                Batch = parse.GetValue(batch),
+                Warmup = parse.GetValue(warmup),
+                Timeout = TimeSpan.FromSeconds(timeoutSeconds),
+                BrokerReceiveBufferSize = receiveBufferSize,
+                Repeat = parse.GetValue(repeat),
+                Seed = parse.GetValue(seed),
+                LoggerFactory = logging,
+            };
+            try
+            {
+                options.Validate();
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException(e.Message);
+            }
+            try
+            {
+                return await SsmpBench.RunAsync(options, Console.Out, cancellationToken);
+            }
+            catch (BenchException e)
+            {
+                Console.Error.WriteLine($"skymesh: {e.Message}");
+                return 1;
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                Console.Error.WriteLine($"skymesh: the benchmark lost its connection to the target: {e.Message}");
+                return 1;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                Console.Error.WriteLine("skymesh: benchmark interrupted.");
+                return 130;
+            }
+        });
+        return command;
+    }
+
+    private static List<BenchWorkload> ParseWorkloads(string[] values)
+    {
+        var workloads = new List<BenchWorkload>();
+        foreach (var name in values.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))
+        {
+            if (!Enum.TryParse<BenchWorkload>(name, ignoreCase: true, out var w) || !Enum.IsDefined(w) || char.IsDigit(name[0]))
+                throw new UsageException($"--workload: unknown workload '{name}'; use ucast, fanout, latency or idle.");
+            if (!workloads.Contains(w))
+                workloads.Add(w);
+        }
+        if (workloads.Count == 0)
+            throw new UsageException("--workload: name at least one of ucast, fanout, latency, idle.");
+        return workloads;
+    }
+
+    /// <summary>
+    /// This same program, run as <c>skymesh broker</c> on a port of the kernel's choosing. Through <c>dotnet skymesh.dll</c>
+    /// the process path is the dotnet host, so the entry assembly goes first.
+    /// </summary>
+    private static BrokerLaunch BrokerLaunch(int? receiveBufferSize)
+    {
+        var host = Environment.ProcessPath ?? throw new UsageException("Cannot tell which executable is running; use --broker inproc or --target.");
+        var arguments = new List<string>();
+        if (Path.GetFileNameWithoutExtension(host).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+        {
+            var entry = Assembly.GetEntryAssembly()?.Location;
+            if (string.IsNullOrEmpty(entry))
+                throw new UsageException("Cannot find skymesh.dll to start the broker; use --broker inproc or --target.");
+            arguments.Add(entry);
+        }
+        arguments.AddRange(["broker", "--listen", "127.0.0.1:0", "--log-level", "Information"]);
+        if (receiveBufferSize is { } size)
+            arguments.AddRange(["--receive-buffer-size", size.ToString(CultureInfo.InvariantCulture)]);
+        return new BrokerLaunch(host, arguments);
     }
 }

@@ -28,12 +28,13 @@ internal static class BrokerCommand
         var pingInterval = new Option<double>("--ping-interval") { Description = "Seconds of client silence before the broker sends PING.", DefaultValueFactory = _ => 30 };
         var pongTimeout = new Option<double>("--pong-timeout") { Description = "Further seconds of silence after the PING before the broker closes the connection.", DefaultValueFactory = _ => 30 };
         var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line traffic summaries; 0 for none.", DefaultValueFactory = _ => 0 };
+        var receiveBuffer = new Option<int>("--receive-buffer-size") { Description = "Bytes a busy connection reads at once (an idle one holds no buffer).", DefaultValueFactory = _ => new SsmpBrokerOptions().ReceiveBufferSize };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "Least level logged.", DefaultValueFactory = _ => LogLevel.Information };
 
         var command = new Command("broker", "Run an SSMP broker until SIGINT or SIGTERM.")
         {
             listen, auth, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
-            loginTimeout, pingInterval, pongTimeout, statsInterval, logLevel,
+            loginTimeout, pingInterval, pongTimeout, statsInterval, receiveBuffer, logLevel,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -47,6 +48,7 @@ internal static class BrokerCommand
                 LoginTimeout = Seconds(parse.GetValue(loginTimeout), "--login-timeout"),
                 PingInterval = Seconds(parse.GetValue(pingInterval), "--ping-interval"),
                 PongTimeout = Seconds(parse.GetValue(pongTimeout), "--pong-timeout"),
+                ReceiveBufferSize = parse.GetValue(receiveBuffer),
             };
             options.Tls = LoadTls(parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(tlsCa));
             foreach (var scheme in parse.GetValue(auth)!.SelectMany(a => a.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))

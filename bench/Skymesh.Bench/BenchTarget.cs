@@ -1,0 +1,292 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Ssmp.Broker;
+
+namespace Skymesh.Bench;
+
+/// <summary>A server under test: where it listens, which protocol it speaks, and which process it is.</summary>
+internal abstract class BenchTarget : IAsyncDisposable
+{
+    protected BenchTarget(WireDialect dialect, IPEndPoint endPoint, int? processId, string mode)
+    {
+        Dialect = dialect;
+        EndPoint = endPoint;
+        ProcessId = processId;
+        Mode = mode;
+    }
+
+    public WireDialect Dialect { get; }
+
+    public string Name => Dialect.TargetName;
+
+    public IPEndPoint EndPoint { get; }
+
+    /// <summary>The process to read CPU time and memory of; null when unknown.</summary>
+    public int? ProcessId { get; }
+
+    /// <summary>process, inproc, external.</summary>
+    public string Mode { get; }
+
+    /// <summary>True when the target shares this process (its CPU time cannot be told from the generator's).</summary>
+    public bool InProcess => Mode == "inproc";
+
+    public abstract ValueTask DisposeAsync();
+
+    public static async Task<BenchTarget> StartInProcessAsync(SsmpBenchOptions options)
+    {
+        var brokerOptions = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
+        if (options.BrokerReceiveBufferSize is { } size)
+            brokerOptions.ReceiveBufferSize = size;
+        var broker = new SsmpBroker(brokerOptions, options.LoggerFactory ?? NullLoggerFactory.Instance);
+        try
+        {
+            broker.Start();
+        }
+        catch
+        {
+            await broker.DisposeAsync();
+            throw;
+        }
+        return new InProcessTarget(broker);
+    }
+
+    public static BenchTarget External(IPEndPoint endPoint, int? processId) => new ExternalTarget(endPoint, processId);
+
+    /// <summary>Starts <c>skymesh broker</c> and reads its port from the "listening on" line it logs.</summary>
+    public static async Task<BenchTarget> StartBrokerProcessAsync(BrokerLaunch launch, TextWriter output, CancellationToken cancellationToken)
+    {
+        var info = new ProcessStartInfo(launch.FileName)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in launch.Arguments)
+            info.ArgumentList.Add(argument);
+        var listening = new TaskCompletionSource<IPEndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var process = new ChildProcess("skymesh broker", info, output, line =>
+        {
+            const string marker = "listening on ";
+            var at = line.IndexOf(marker, StringComparison.Ordinal);
+            if (at < 0)
+                return;
+            var rest = line.AsSpan(at + marker.Length);
+            var space = rest.IndexOf(' ');
+            if (IPEndPoint.TryParse(space < 0 ? rest : rest[..space], out var endPoint))
+                listening.TrySetResult(endPoint);
+        });
+        try
+        {
+            var endPoint = await process.WaitForAsync(listening.Task, TimeSpan.FromSeconds(30), cancellationToken);
+            return new ProcessTarget(WireDialect.Ssmp, endPoint, process, "process");
+        }
+        catch
+        {
+            await process.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Starts <c>nats-server</c> on a free loopback port and waits until it accepts connections.</summary>
+    public static async Task<BenchTarget> StartNatsAsync(string path, TextWriter output, CancellationToken cancellationToken)
+    {
+        var executable = FindExecutable(path);
+        if (executable is null && path == "nats-server")
+        {
+            await InstallDebianPackageAsync("nats-server", output, cancellationToken);
+            executable = FindExecutable(path);
+        }
+        if (executable is null)
+        {
+            throw new BenchException(
+                $"'{path}' was not found. Install it (Debian: apt-get update && apt-get install -y nats-server) or give its path with --nats-server.");
+        }
+        var port = FreeLoopbackPort();
+        var info = new ProcessStartInfo(executable)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in new[] { "-a", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+            info.ArgumentList.Add(argument);
+        var process = new ChildProcess("nats-server", info, output, _ => { });
+        try
+        {
+            var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+            await process.WaitForAsync(WaitUntilListeningAsync(endPoint, cancellationToken), TimeSpan.FromSeconds(30), cancellationToken);
+            return new ProcessTarget(WireDialect.Nats, endPoint, process, "process");
+        }
+        catch
+        {
+            await process.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Installs a Debian package with apt-get (as root, or through sudo); says what it does, and why when it cannot.</summary>
+    private static async Task InstallDebianPackageAsync(string package, TextWriter output, CancellationToken cancellationToken)
+    {
+        if (FindExecutable("apt-get") is null)
+            return;
+        var root = string.Equals(Environment.UserName, "root", StringComparison.Ordinal);
+        if (!root && FindExecutable("sudo") is null)
+            return;
+        output.WriteLine($"{package} is missing: installing it with apt-get");
+        foreach (var arguments in new[] { new[] { "apt-get", "update", "-qq" }, new[] { "apt-get", "install", "-y", "-qq", package } })
+        {
+            var info = new ProcessStartInfo(root ? arguments[0] : "sudo") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in root ? arguments[1..] : arguments)
+                info.ArgumentList.Add(a);
+            info.Environment["DEBIAN_FRONTEND"] = "noninteractive";
+            using var process = Process.Start(info) ?? throw new BenchException("Could not start apt-get.");
+            var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+            _ = process.StandardOutput.ReadToEndAsync(cancellationToken);
+            await process.WaitForExitAsync(cancellationToken);
+            if (process.ExitCode != 0)
+                throw new BenchException($"'{string.Join(' ', arguments)}' failed ({process.ExitCode}): {(await stderr).Trim()}");
+        }
+    }
+
+    private static async Task<IPEndPoint> WaitUntilListeningAsync(IPEndPoint endPoint, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            using var probe = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                await probe.ConnectAsync(endPoint, cancellationToken);
+                return endPoint;
+            }
+            catch (SocketException)
+            {
+                await Task.Delay(50, cancellationToken);
+            }
+        }
+    }
+
+    private static int FreeLoopbackPort()
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+
+    private static string? FindExecutable(string name)
+    {
+        if (name.Contains('/', StringComparison.Ordinal))
+            return File.Exists(name) ? name : null;
+        var directories = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Concat(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"]);
+        foreach (var directory in directories)
+        {
+            var candidate = Path.Combine(directory, name);
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        return null;
+    }
+
+    private sealed class InProcessTarget(SsmpBroker broker)
+        : BenchTarget(WireDialect.Ssmp, new IPEndPoint(IPAddress.Loopback, broker.LocalEndPoint.Port), Environment.ProcessId, "inproc")
+    {
+        public override ValueTask DisposeAsync() => broker.DisposeAsync();
+    }
+
+    private sealed class ExternalTarget(IPEndPoint endPoint, int? processId)
+        : BenchTarget(WireDialect.Ssmp, endPoint, processId, "external")
+    {
+        public override ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
+    private sealed class ProcessTarget(WireDialect dialect, IPEndPoint endPoint, ChildProcess process, string mode)
+        : BenchTarget(dialect, endPoint, process.Id, mode)
+    {
+        public override ValueTask DisposeAsync() => process.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// A server started for the benchmark. Its output is drained all the time (a full pipe would stall its logging);
+/// warnings and errors are shown, and the last lines are kept to explain a failed start.
+/// </summary>
+internal sealed class ChildProcess : IAsyncDisposable
+{
+    private readonly string _name;
+    private readonly Process _process;
+    private readonly Queue<string> _recent = new();
+    private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public ChildProcess(string name, ProcessStartInfo info, TextWriter output, Action<string> onLine)
+    {
+        _name = name;
+        _process = new Process { StartInfo = info, EnableRaisingEvents = true };
+        void OnData(object sender, DataReceivedEventArgs e)
+        {
+            if (e.Data is not { } line)
+                return;
+            lock (_recent)
+            {
+                _recent.Enqueue(line);
+                if (_recent.Count > 20)
+                    _recent.Dequeue();
+            }
+            if (line.Contains("warn", StringComparison.OrdinalIgnoreCase) || line.Contains("fail", StringComparison.OrdinalIgnoreCase)
+                || line.Contains("[ERR]", StringComparison.Ordinal) || line.Contains("[WRN]", StringComparison.Ordinal))
+            {
+                lock (output)
+                    output.WriteLine($"  {_name}: {line}");
+            }
+            onLine(line);
+        }
+        _process.OutputDataReceived += OnData;
+        _process.ErrorDataReceived += OnData;
+        _process.Exited += (_, _) => _exited.TrySetResult();
+        try
+        {
+            _process.Start();
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            _process.Dispose();
+            throw new BenchException($"Cannot start {_name} ({info.FileName}): {e.Message}", e);
+        }
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        Id = _process.Id;
+    }
+
+    public int Id { get; }
+
+    /// <summary>Waits for <paramref name="ready"/>, failing early with the server's own words if it exits first.</summary>
+    public async Task<T> WaitForAsync<T>(Task<T> ready, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var first = await Task.WhenAny(ready, _exited.Task, Task.Delay(timeout, cancellationToken));
+        if (first == ready)
+            return await ready;
+        cancellationToken.ThrowIfCancellationRequested();
+        string recent;
+        lock (_recent)
+            recent = string.Join(" | ", _recent);
+        var what = first == _exited.Task ? "exited" : $"was not ready within {timeout.TotalSeconds:0} s";
+        throw new BenchException($"{_name} {what}. Its last output: {(recent.Length > 0 ? recent : "(none)")}");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            if (!_process.HasExited)
+                _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
+        {
+        }
+        _process.Dispose();
+    }
+}
