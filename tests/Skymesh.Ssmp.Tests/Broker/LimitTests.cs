@@ -152,7 +152,7 @@ public class LimitTests
         var received = await mallory.DrainUntilClosedAsync();
         var tail = Encoding.Latin1.GetString(received.AsSpan(Math.Max(0, received.Length - 4)));
         TestContext.Current.TestOutputHelper?.WriteLine($"mallory received {received.Length} bytes");
-        Assert.NotEqual("\n200\n"[1..], tail);
+        Assert.NotEqual("200\n", tail);
         Assert.True(received.Length < events * (padding.Length + 18), $"mallory received {received.Length} bytes");
     }
 

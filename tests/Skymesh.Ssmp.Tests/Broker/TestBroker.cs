@@ -45,16 +45,12 @@ internal sealed class TestBroker : IAsyncDisposable
     /// Waits for a broker counter to reach a value. Only for states that no byte on the wire reveals (a socket
     /// the broker has accepted but not yet answered); everything else waits on the wire itself.
     /// </summary>
-    public async Task WaitUntilAsync(Func<BrokerMetricsSnapshot, bool> condition, string what)
+    public Task WaitUntilAsync(Func<BrokerMetricsSnapshot, bool> condition, string what)
     {
-        var deadline = DateTime.UtcNow + RawPeer.ReadTimeout;
-        while (!condition(Broker.Snapshot()))
-        {
-            if (DateTime.UtcNow > deadline)
-                Assert.Fail($"Timed out waiting until {what}; broker counters: {Broker.Snapshot()}");
-            await Task.Yield();
-            Thread.Yield();
-        }
+        // A condition poll with back-off (SpinWait yields, then sleeps a millisecond), bounded like every read.
+        if (!SpinWait.SpinUntil(() => condition(Broker.Snapshot()), RawPeer.ReadTimeout))
+            Assert.Fail($"Timed out waiting until {what}; broker counters: {Broker.Snapshot()}");
+        return Task.CompletedTask;
     }
 
     public async ValueTask DisposeAsync()
