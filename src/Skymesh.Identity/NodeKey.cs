@@ -14,12 +14,16 @@ public sealed class NodeKey : IDisposable
 
     private ECPrivKey? _key;
 
+    // Kept so that signing does not recompute it: that is one of the two point multiplications of a signature.
+    private readonly ECPubKey _publicKey;
+
     private NodeKey(ECPrivKey key)
     {
         _key = key;
-        Span<byte> publicKey = stackalloc byte[NodeAddress.Length];
-        key.CreateXOnlyPubKey().WriteToSpan(publicKey);
-        Address = NodeAddress.FromValidBytes(publicKey);
+        _publicKey = key.CreatePubKey();
+        Span<byte> xOnly = stackalloc byte[NodeAddress.Length];
+        _publicKey.ToXOnlyPubKey().WriteToSpan(xOnly);
+        Address = NodeAddress.FromValidBytes(xOnly);
     }
 
     public NodeAddress Address { get; }
@@ -61,12 +65,18 @@ public sealed class NodeKey : IDisposable
             throw new ArgumentException($"A signature needs {SignatureLength} bytes; the destination has {signature.Length}.", nameof(signature));
         Span<byte> digest = stackalloc byte[SignatureDomain.DigestLength];
         SignatureDomain.Digest(purpose, message, digest);
-        // The library draws the 32 bytes of BIP340 auxiliary randomness from the system CSPRNG.
-        LiveKey.SignBIP340(digest).WriteToSpan(signature);
+        // BIP340NonceFunction(true) draws 32 fresh bytes of auxiliary randomness from the system CSPRNG.
+        SignDigest(digest, new BIP340NonceFunction(true)).WriteToSpan(signature);
     }
 
     /// <summary>The raw BIP340 signature of a 32-byte message with given auxiliary randomness (the BIP's test vectors).</summary>
-    internal byte[] SignDigest(ReadOnlySpan<byte> digest, byte[] auxiliaryRandom) => LiveKey.SignBIP340(digest, auxiliaryRandom).ToBytes();
+    internal byte[] SignDigest(ReadOnlySpan<byte> digest, byte[] auxiliaryRandom) =>
+        SignDigest(digest, new BIP340NonceFunction(auxiliaryRandom)).ToBytes();
+
+    private SecpSchnorrSignature SignDigest(ReadOnlySpan<byte> digest, BIP340NonceFunction nonce) =>
+        LiveKey.TrySignBIP340(digest, _publicKey, nonce, out var signature)
+            ? signature
+            : throw new InvalidOperationException("BIP340 signing failed, which the algorithm rules out for a valid key.");
 
     internal void WriteSecret(Span<byte> destination) => LiveKey.WriteToSpan(destination);
 
