@@ -60,6 +60,19 @@ public sealed class InterfaceCounters
         Interlocked.Add(ref _bytesReceived, bytes);
     }
 
+    /// <summary>Frames whose handler threw (a bug, counted and survived); the last such error.</summary>
+    public long HandlerFaults => Interlocked.Read(ref _handlerFaults);
+
+    public Exception? LastHandlerFault { get; private set; }
+
+    private long _handlerFaults;
+
+    internal void HandlerFailed(Exception e)
+    {
+        Interlocked.Increment(ref _handlerFaults);
+        LastHandlerFault = e;
+    }
+
     internal void SendDropped() => Interlocked.Increment(ref _sendDrops);
 
     internal void ReceiveDropped() => Interlocked.Increment(ref _receiveDrops);

@@ -254,7 +254,8 @@ public sealed class MemoryInterface : IMeshInterface
         ArgumentNullException.ThrowIfNull(handler);
         if (_loop is not null)
             throw new InvalidOperationException("The interface has already started.");
-        _loop = ReceiveLoopAsync(handler);
+        // On the pool, never on the caller's synchronization context: frames must flow whatever the caller does.
+        _loop = Task.Run(() => ReceiveLoopAsync(handler));
     }
 
     private async Task ReceiveLoopAsync(FrameHandler handler)
@@ -262,7 +263,15 @@ public sealed class MemoryInterface : IMeshInterface
         await foreach (var (from, frame) in _inbox.Reader.ReadAllAsync())
         {
             Counters.Received(frame.Length);
-            handler(this, from, frame);
+            try
+            {
+                handler(this, from, frame);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // A fault in whoever handles frames must not stop the interface for every other link.
+                Counters.HandlerFailed(e);
+            }
         }
     }
 

@@ -103,7 +103,15 @@ public sealed class UdpInterface : IMeshInterface
                 endpoints[key] = remote;
             }
             Counters.Received(n);
-            handler(this, remote, buffer.AsSpan(0, n));
+            try
+            {
+                handler(this, remote, buffer.AsSpan(0, n));
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // A fault in whoever handles frames must not stop the interface for every other link.
+                Counters.HandlerFailed(e);
+            }
         }
     }
 

@@ -85,7 +85,8 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         var sweep = Min(_options.LoginTimeout, Min(_options.PingInterval, _options.PongTimeout)) / 10;
         sweep = Max(TimeSpan.FromMilliseconds(10), Min(sweep, TimeSpan.FromSeconds(1)));
         _sweepTimer = _time.CreateTimer(_ => Sweep(), null, sweep, sweep);
-        _acceptLoop = AcceptLoopAsync();
+        // Connection loops start from here: run them on the pool, free of the caller's synchronization context.
+        _acceptLoop = Task.Run(AcceptLoopAsync);
         Log.Started(_logger, LocalEndPoint, string.Join(' ', _options.Authenticators.Select(a => a.Scheme)), _options.Tls is not null);
     }
 

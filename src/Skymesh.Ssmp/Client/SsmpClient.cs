@@ -78,7 +78,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
         {
             var session = await client.OpenSessionAsync(cancellationToken);
             client._session = session;
-            client._supervisor = client.SuperviseAsync(session);
+            client._supervisor = Task.Run(() => client.SuperviseAsync(session));
             var period = Min(options.PingInterval, options.PongTimeout) / 4;
             period = period < TimeSpan.FromMilliseconds(10) ? TimeSpan.FromMilliseconds(10) : period;
             client._keepalive = client._time.CreateTimer(static c => ((SsmpClient)c!).CheckKeepalive(), client, period, period);
@@ -234,7 +234,8 @@ public sealed partial class SsmpClient : IAsyncDisposable
         {
             throw new SsmpConnectionException($"Could not connect to {_options.Host}:{_options.Port}: {e.Message}", e);
         }
-        _ = session.RunReadLoopAsync(OnServerEvent);
+        // The read loop runs on the pool, never on the caller's synchronization context.
+        _ = Task.Run(() => session.RunReadLoopAsync(OnServerEvent));
         try
         {
             var login = session.Send(_options, static (w, o) => SsmpWriter.WriteLogin(w, o.Id, o.Scheme, o.Credential.Span), expectResponse: true)!;

@@ -1,0 +1,300 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Identity;
+using Skymesh.Mesh.Forwarding;
+using Skymesh.Mesh.Interfaces;
+using Skymesh.Mesh.Wire;
+
+namespace Skymesh.Mesh.Links;
+
+public sealed class MeshSwitchOptions
+{
+    /// <summary>Ask neighbours for encrypted frames (a link is encrypted when both ends ask).</summary>
+    public bool Encrypt { get; set; } = true;
+
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    public TimeSpan HandshakeRetry { get; set; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan KeepaliveInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>A link that hears nothing for this long is declared down.</summary>
+    public TimeSpan DeadAfter { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How far a Hello's clock may differ from ours.</summary>
+    public TimeSpan ClockTolerance { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>Bytes of messages queued towards one neighbour before more are dropped.</summary>
+    public int LinkQueueBytes { get; set; } = 8 * 1024 * 1024;
+
+    /// <summary>Label entries without traffic or keepalive for this long expire.</summary>
+    public TimeSpan LabelLifetime { get; set; } = TimeSpan.FromSeconds(60);
+
+    public void Validate()
+    {
+        if (HandshakeTimeout <= TimeSpan.Zero || HandshakeRetry <= TimeSpan.Zero || KeepaliveInterval <= TimeSpan.Zero
+            || DeadAfter <= KeepaliveInterval || ClockTolerance <= TimeSpan.Zero || LabelLifetime <= TimeSpan.Zero)
+            throw new ArgumentException("Link timers must be positive, and DeadAfter longer than KeepaliveInterval.");
+        if (LinkQueueBytes < 64 * 1024)
+            throw new ArgumentOutOfRangeException(nameof(LinkQueueBytes), LinkQueueBytes, "Must be at least 64 KiB.");
+    }
+}
+
+/// <summary>Receives messages whose label table entry says "deliver" to it.</summary>
+public interface IPathSink
+{
+    /// <summary>Called on a receive loop; must not block. The payload is valid only during the call.</summary>
+    void OnMessage(Link from, uint label, byte type, ReadOnlySpan<byte> payload);
+}
+
+/// <summary>
+/// The data plane of one node: its interfaces, the links over them, and the label table that switches
+/// messages between links or delivers them to local path endpoints. It never signs or parses anything
+/// per message; the control plane writes its table.
+/// </summary>
+public sealed partial class MeshSwitch : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<(IMeshInterface, EndPoint), Link> _byRemote = new();
+    private readonly ConcurrentDictionary<int, Link> _byId = new();
+    private readonly ConcurrentDictionary<int, IPathSink> _sinks = new();
+    private readonly List<IMeshInterface> _interfaces = [];
+    private readonly ILogger _logger;
+    private readonly ITimer _timer;
+    private volatile Link?[] _linkArray = new Link?[16];
+    private int _nextLinkId;
+    private int _nextSink;
+    private long _badFrames;
+    private long _handshakeFailures;
+    private long _forwarded;
+    private long _delivered;
+    private long _forwardDrops;
+
+    public MeshSwitch(NodeKey key, MeshSwitchOptions? options = null, TimeProvider? time = null, ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        Key = key;
+        Options = options ?? new MeshSwitchOptions();
+        Options.Validate();
+        Time = time ?? TimeProvider.System;
+        _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Mesh.Switch");
+        Labels = new LabelTable(Time, Options.LabelLifetime);
+        var tick = Min(Options.KeepaliveInterval, Options.HandshakeRetry) / 4;
+        _timer = Time.CreateTimer(static s => ((MeshSwitch)s!).Tick(), this, tick, tick);
+    }
+
+    public NodeKey Key { get; }
+
+    public NodeAddress Address => Key.Address;
+
+    public MeshSwitchOptions Options { get; }
+
+    public TimeProvider Time { get; }
+
+    public LabelTable Labels { get; }
+
+    public IReadOnlyCollection<Link> Links => [.. _byId.Values];
+
+    public IReadOnlyList<IMeshInterface> Interfaces
+    {
+        get
+        {
+            lock (_interfaces)
+                return [.. _interfaces];
+        }
+    }
+
+    /// <summary>Frames dropped as malformed, undecryptable, replayed or out of place.</summary>
+    public long BadFrames => Interlocked.Read(ref _badFrames);
+
+    public long HandshakeFailures => Interlocked.Read(ref _handshakeFailures);
+
+    public long Forwarded => Interlocked.Read(ref _forwarded);
+
+    public long Delivered => Interlocked.Read(ref _delivered);
+
+    /// <summary>Messages that matched an entry but could not go on (next link down or full, no endpoint).</summary>
+    public long ForwardDrops => Interlocked.Read(ref _forwardDrops);
+
+    /// <summary>Raised on the receive loop that completed the handshake: handlers must return quickly and never block.</summary>
+    public event Action<Link>? LinkUp;
+
+    /// <summary>Raised where the link was taken down (a receive loop or the timer): handlers must return quickly and never block.</summary>
+    public event Action<Link, string>? LinkDown;
+
+    public void AddInterface(IMeshInterface nic)
+    {
+        ArgumentNullException.ThrowIfNull(nic);
+        lock (_interfaces)
+            _interfaces.Add(nic);
+        nic.Start(OnFrame);
+    }
+
+    /// <summary>Starts a link to <paramref name="remote"/> and returns it once both sides have proven who they are.</summary>
+    public async Task<Link> ConnectAsync(IMeshInterface nic, EndPoint remote, NodeAddress? expectedPeer = null, CancellationToken cancellationToken = default)
+    {
+        if (_byRemote.TryGetValue((nic, remote), out var existing) && existing.State != LinkState.Down)
+            return await existing.WaitUpAsync().WaitAsync(cancellationToken);
+        var link = NewLink(nic, remote, initiator: true, expectedPeer);
+        link.StartHandshake();
+        return await link.WaitUpAsync().WaitAsync(cancellationToken);
+    }
+
+    /// <summary>Registers a local receiver of delivered messages; its id goes into <see cref="LabelAction.Deliver"/>.</summary>
+    public int RegisterSink(IPathSink sink)
+    {
+        var id = Interlocked.Increment(ref _nextSink);
+        _sinks[id] = sink;
+        return id;
+    }
+
+    public void UnregisterSink(int id) => _sinks.TryRemove(id, out _);
+
+    public Link? GetLink(int id)
+    {
+        var links = _linkArray;
+        return (uint)id < (uint)links.Length ? links[id] : null;
+    }
+
+    /// <summary>Takes a link down (its label entries go with it) and tells the neighbour when possible.</summary>
+    public void Disconnect(Link link, string reason = "closed locally") => TakeDown(link, reason);
+
+    private Link NewLink(IMeshInterface nic, EndPoint remote, bool initiator, NodeAddress? expectedPeer)
+    {
+        var id = Interlocked.Increment(ref _nextLinkId);
+        var link = new Link(this, id, nic, remote, initiator, expectedPeer, Options.LinkQueueBytes);
+        _byRemote[(nic, remote)] = link;
+        _byId[id] = link;
+        lock (_byId)
+        {
+            var links = _linkArray;
+            if (id >= links.Length)
+            {
+                var bigger = new Link?[Math.Max(links.Length * 2, id + 1)];
+                links.CopyTo(bigger, 0);
+                links = bigger;
+            }
+            links[id] = link;
+            _linkArray = links;
+        }
+        return link;
+    }
+
+    private void OnFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
+    {
+        var now = Time.GetTimestamp();
+        if (!_byRemote.TryGetValue((nic, remote), out var link) || link.State == LinkState.Down)
+        {
+            // Only a Hello may open a link; anything else from a stranger is dropped.
+            if (!LooksLikeHello(frame))
+            {
+                CountBadFrame(WireError.None);
+                return;
+            }
+            link = NewLink(nic, remote, initiator: false, expectedPeer: null);
+        }
+        link.OnFrame(frame, now);
+    }
+
+    private static bool LooksLikeHello(ReadOnlySpan<byte> frame) =>
+        frame.Length == MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + LinkHandshake.HelloLength
+        && frame[0] == MeshWire.FrameMarker && frame[1] == 0
+        && frame[MeshWire.FrameHeaderLength..][..5].SequenceEqual(new byte[] { 0, 0, 0, 0, LinkMessageType.Hello });
+
+    /// <summary>The forwarding step: one table lookup, then queue on the next link or deliver here.</summary>
+    internal void Switch(Link from, uint label, byte type, ReadOnlySpan<byte> payload, long now)
+    {
+        if (!Labels.TryLookup(from.Id, label, now, out var action))
+            return;
+        if (action.Kind == LabelActionKind.Forward)
+        {
+            var next = GetLink(action.OutLink);
+            if (next is not null && next.TryEnqueue(action.OutLabel, type, payload))
+                Interlocked.Increment(ref _forwarded);
+            else
+                Interlocked.Increment(ref _forwardDrops);
+            return;
+        }
+        if (_sinks.TryGetValue(action.Endpoint, out var sink))
+        {
+            Interlocked.Increment(ref _delivered);
+            sink.OnMessage(from, label, type, payload);
+        }
+        else
+        {
+            Interlocked.Increment(ref _forwardDrops);
+        }
+    }
+
+    internal void OnLinkUp(Link link)
+    {
+        Log.LinkUp(_logger, link.Id, link.Peer?.ToString() ?? "?", link.Remote.ToString() ?? "", link.Encrypted);
+        LinkUp?.Invoke(link);
+    }
+
+    internal void TakeDown(Link link, string reason)
+    {
+        var wasUp = link.State == LinkState.Up;
+        if (!link.Close(reason))
+            return;
+        _byRemote.TryRemove(new KeyValuePair<(IMeshInterface, EndPoint), Link>((link.Interface, link.Remote), link));
+        _byId.TryRemove(link.Id, out _);
+        lock (_byId)
+        {
+            if (link.Id < _linkArray.Length)
+                _linkArray[link.Id] = null;
+        }
+        Labels.RemoveLink(link.Id);
+        if (wasUp)
+            Log.LinkDown(_logger, link.Id, link.Peer?.ToString() ?? "?", reason);
+        LinkDown?.Invoke(link, reason);
+    }
+
+    internal void CountBadFrame(WireError error) => Interlocked.Increment(ref _badFrames);
+
+    internal void CountHandshakeFailure(string why)
+    {
+        Interlocked.Increment(ref _handshakeFailures);
+        Log.HandshakeFailed(_logger, why);
+    }
+
+    internal long NowMs() => Time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    internal bool IsFresh(long timestampMs) =>
+        Math.Abs(NowMs() - timestampMs) <= (long)Options.ClockTolerance.TotalMilliseconds;
+
+    private void Tick()
+    {
+        var now = Time.GetTimestamp();
+        foreach (var link in _byId.Values)
+            link.CheckTimers(now);
+        Labels.Sweep();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _timer.DisposeAsync();
+        foreach (var link in _byId.Values)
+            TakeDown(link, "node stopping");
+        IMeshInterface[] nics;
+        lock (_interfaces)
+            nics = [.. _interfaces];
+        foreach (var nic in nics)
+            await nic.DisposeAsync();
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 300, Level = LogLevel.Information, Message = "Link {Id} up to {Peer} at {Remote} (encrypted: {Encrypted})")]
+        public static partial void LinkUp(ILogger logger, int id, string peer, string remote, bool encrypted);
+
+        [LoggerMessage(EventId = 301, Level = LogLevel.Information, Message = "Link {Id} to {Peer} down: {Reason}")]
+        public static partial void LinkDown(ILogger logger, int id, string peer, string reason);
+
+        [LoggerMessage(EventId = 302, Level = LogLevel.Debug, Message = "Handshake refused: {Reason}")]
+        public static partial void HandshakeFailed(ILogger logger, string reason);
+    }
+}
