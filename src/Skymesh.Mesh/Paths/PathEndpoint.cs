@@ -18,6 +18,10 @@ public sealed class PathEndpoint : IAsyncDisposable
     // Ended streams remembered, so that a late retransmission gets the right answer (a final acknowledgement or a close).
     private const int ClosedStreamMemory = 4096;
 
+    // What the memory of ended streams holds instead of a final size.
+    private const long Aborted = -1;
+    private const long Refused = -2;
+
     private readonly Lock _tableLock = new();
     private readonly Dictionary<uint, ReliableStream> _streams = [];
     private readonly Dictionary<uint, long> _closed = [];
@@ -247,12 +251,17 @@ public sealed class PathEndpoint : IAsyncDisposable
         }
         if (!known)
             return false;
-        if (TryRecallClosed(id, out var finalSize) && finalSize >= 0)
+        var recalled = TryRecallClosed(id, out var finalSize);
+        if (recalled && finalSize >= 0)
         {
             // A stream that ended gracefully: the peer missed the last acknowledgement of its end.
             Span<byte> ack = stackalloc byte[PathWire.AckFixedLength];
             PathWire.WriteAck(ack, id, finReceived: true, finalSize, finalSize, []);
             Send((byte)PathMessageType.StreamAck, ack);
+        }
+        else if (recalled && finalSize == Refused)
+        {
+            SendClose(id, confirm: false, StreamCloseCode.Refused, $"more than {Options.MaxIncomingStreams} streams open");
         }
         else
         {
@@ -325,14 +334,14 @@ public sealed class PathEndpoint : IAsyncDisposable
             if (_disposed || _incomingOpen >= Options.MaxIncomingStreams)
             {
                 Interlocked.Increment(ref _streamsRefused);
-                RememberClosed(id, -1);
+                RememberClosed(id, Refused);
                 return null;
             }
             stream = new ReliableStream(this, id, openedLocally: false);
             if (!_accepted.Writer.TryWrite(stream))
             {
                 Interlocked.Increment(ref _streamsRefused);
-                RememberClosed(id, -1);
+                RememberClosed(id, Refused);
                 return null;
             }
             _streams.Add(id, stream);
@@ -357,7 +366,7 @@ public sealed class PathEndpoint : IAsyncDisposable
         }
     }
 
-    /// <summary>A stream is done: it leaves the table; <paramref name="finalSize"/> is its received length if it ended gracefully, else -1.</summary>
+    /// <summary>A stream is done: it leaves the table; <paramref name="finalSize"/> is its received length if it ended gracefully, else negative.</summary>
     internal void Retire(ReliableStream stream, long finalSize)
     {
         lock (_tableLock)
@@ -366,7 +375,7 @@ public sealed class PathEndpoint : IAsyncDisposable
                 return;
             if (!stream.OpenedLocally)
                 _incomingOpen--;
-            RememberClosed(stream.Id, finalSize);
+            RememberClosed(stream.Id, Math.Max(finalSize, Aborted));
         }
     }
 

@@ -3,6 +3,9 @@ namespace Skymesh.Mesh.Paths;
 /// <summary>Settings of one path endpoint and of the streams it carries.</summary>
 public sealed record PathEndpointOptions
 {
+    /// <summary>The smallest receive buffer: what a sender may assume of its peer before the first acknowledgement.</summary>
+    public const int MinReceiveBuffer = 64 * 1024;
+
     /// <summary>Names the far end in errors ("path to X lost…"), e.g. the destination's address.</summary>
     public string PeerName { get; init; } = "peer";
 
@@ -21,7 +24,7 @@ public sealed record PathEndpointOptions
     /// <summary>Bytes a stream holds for sending (written, not yet acknowledged); a write waits while it is full.</summary>
     public int SendBufferSize { get; init; } = 4 << 20;
 
-    /// <summary>Bytes a stream holds as received and not yet read, in order or not: the window it advertises.</summary>
+    /// <summary>Bytes a stream holds as received and not yet read, in order or not: the window it advertises. At least 64 KiB.</summary>
     public int ReceiveBufferSize { get; init; } = 4 << 20;
 
     /// <summary>Longest a receiver waits before acknowledging a lone in-order segment (every second one is acknowledged at once).</summary>
@@ -53,8 +56,10 @@ public sealed record PathEndpointOptions
             throw new ArgumentException("The failure timeout must be positive.");
         if (EffectiveKeepalive <= TimeSpan.Zero || EffectiveKeepalive > FailureTimeout)
             throw new ArgumentException("The keepalive interval must be positive and no longer than the failure timeout.");
-        if (SendBufferSize < 1024 || ReceiveBufferSize < 1024)
-            throw new ArgumentException("Stream buffers hold at least 1,024 bytes.");
+        if (SendBufferSize < 1024)
+            throw new ArgumentException("The send buffer holds at least 1,024 bytes.");
+        if (ReceiveBufferSize < MinReceiveBuffer)
+            throw new ArgumentException($"The receive buffer holds at least {MinReceiveBuffer:N0} bytes.");
         if (AckDelay < TimeSpan.Zero || AckDelay >= MinRto)
             throw new ArgumentException("The acknowledgement delay must be shorter than the minimum retransmission timeout.");
         if (MinRto <= TimeSpan.Zero || MinRto > InitialRto || InitialRto > MaxRto)

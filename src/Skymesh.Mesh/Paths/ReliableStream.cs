@@ -51,8 +51,9 @@ public sealed partial class ReliableStream : IAsyncDisposable
         _scratch = new byte[endpoint.MessageRoom];
         _rtt = new RttEstimator(_options.InitialRto.Ticks, _options.MinRto.Ticks, _options.MaxRto.Ticks);
         _cc = CongestionController.Create(_options.CongestionControl, _mss, _options.InitialWindowSegments);
-        // Until the peer's first acknowledgement says otherwise, assume the smallest window any peer allows.
-        _peerLimit = 1024;
+        // Until the peer's first acknowledgement says otherwise, assume the smallest window any peer allows:
+        // enough for the initial congestion window, so a new stream's first round trip is not held back.
+        _peerLimit = PathEndpointOptions.MinReceiveBuffer;
         _received = new RangeSet(MaxReceiveRanges);
         _timer = endpoint.Time.CreateTimer(static state => ((ReliableStream)state!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }

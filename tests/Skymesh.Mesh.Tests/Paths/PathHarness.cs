@@ -134,10 +134,13 @@ internal sealed class Transfer : IDisposable
     private readonly IncrementalHash _receivedHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private ValueTask? _pendingWrite;
     private ValueTask<int>? _pendingRead;
+    private readonly Action<Span<byte>, long>? _fill;
     private Task? _completion;
 
-    public Transfer(ReliableStream writer, ReliableStream reader, long total, int seed = 7, int chunk = 64 * 1024, bool complete = true)
+    public Transfer(ReliableStream writer, ReliableStream reader, long total, int seed = 7, int chunk = 64 * 1024, bool complete = true,
+        Action<Span<byte>, long>? fill = null)
     {
+        _fill = fill;
         _writer = writer;
         _reader = reader;
         Total = total;
@@ -205,7 +208,10 @@ internal sealed class Transfer : IDisposable
                 return;
             }
             var count = (int)Math.Min(_writeBuffer.Length, Total - Written);
-            _data.NextBytes(_writeBuffer.AsSpan(0, count));
+            if (_fill is null)
+                _data.NextBytes(_writeBuffer.AsSpan(0, count));
+            else
+                _fill(_writeBuffer.AsSpan(0, count), Written);
             _sentHash.AppendData(_writeBuffer, 0, count);
             Written += count;
             var write = _writer.WriteAsync(_writeBuffer.AsMemory(0, count));
