@@ -395,26 +395,30 @@ public sealed class PathEndpoint : IAsyncDisposable
         Volatile.Write(ref _lastSent, Now);
         var channel = Volatile.Read(ref _channel);
         bool sent;
-        if (_cipher is null)
+        byte[]? buffer = null;
+        try
         {
-            sent = channel.TrySend(type, plaintext);
-        }
-        else
-        {
-            var buffer = ArrayPool<byte>.Shared.Rent(plaintext.Length + PathCipher.Overhead);
-            try
+            if (_cipher is null)
             {
+                sent = channel.TrySend(type, plaintext);
+            }
+            else
+            {
+                buffer = ArrayPool<byte>.Shared.Rent(plaintext.Length + PathCipher.Overhead);
                 var length = _cipher.Seal(type, plaintext, buffer);
                 sent = channel.TrySend(type, buffer.AsSpan(0, length));
             }
-            catch (ObjectDisposedException) when (_disposed)
-            {
-                sent = false;
-            }
-            finally
-            {
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A channel must not throw, but this runs on timers and the receive loop, where an exception would
+            // end the process or the loop: count it as a message the path refused, which streams recover from.
+            sent = false;
+        }
+        finally
+        {
+            if (buffer is not null)
                 ArrayPool<byte>.Shared.Return(buffer);
-            }
         }
         if (!sent)
             Interlocked.Increment(ref _sendsRefused);
@@ -426,6 +430,7 @@ public sealed class PathEndpoint : IAsyncDisposable
     /// <summary>
     /// Sends a keepalive when the path has been quiet either way for an interval (the peer answers, and the
     /// label entries on the way stay alive); declares the path lost when nothing was heard for the failure timeout.
+    /// Also lets quiet streams give back spare memory.
     /// </summary>
     private void OnKeepaliveTimer()
     {
@@ -445,6 +450,11 @@ public sealed class PathEndpoint : IAsyncDisposable
             Send((byte)PathMessageType.Keepalive, request);
             Interlocked.Increment(ref _keepalivesSent);
         }
+        ReliableStream[] streams;
+        lock (_tableLock)
+            streams = [.. _streams.Values];
+        foreach (var stream in streams)
+            stream.ReleaseIdleMemory();
         var next = Math.Min(Math.Min(lastReceived, Volatile.Read(ref _lastSent)) + _keepaliveInterval, lastReceived + _failureTimeout);
         if (next <= now)
             next = Math.Min(now + _keepaliveInterval, lastReceived + _failureTimeout);
@@ -514,7 +524,7 @@ public readonly record struct PathEndpointCounters
 
     public long DecryptionFailures { get; init; }
 
-    /// <summary>Messages the channel would not take (its queue was full); recovered like loss.</summary>
+    /// <summary>Messages the channel would not take (its queue was full, or it failed); recovered like loss.</summary>
     public long SendsRefused { get; init; }
 
     /// <summary>Streams the peer opened beyond <see cref="PathEndpointOptions.MaxIncomingStreams"/>.</summary>

@@ -13,6 +13,12 @@ internal sealed class SentSegment
     public int Transmissions;
     public SegmentState State;
 
+    // Entries in the lost queue that refer to this record (they are removed lazily); it is recycled only at 0.
+    public int Queued;
+
+    // Acknowledged and gone from the scoreboard: recycle once no queue entry refers to it.
+    public bool Retired;
+
     // The in-flight list, oldest transmission first.
     public SentSegment? Prev;
     public SentSegment? Next;
@@ -46,6 +52,9 @@ public sealed partial class ReliableStream
     private readonly CongestionController _cc;
     private readonly List<SentSegment> _segments = [];
     private readonly PriorityQueue<SentSegment, long> _lost = new();
+
+    // Recycled segment records: the data plane allocates nothing per message.
+    private readonly Stack<SentSegment> _freeSegments = new();
     private int _segmentsHead;
     private SentSegment? _flightHead;
     private SentSegment? _flightTail;
@@ -106,6 +115,11 @@ public sealed partial class ReliableStream
     private long _acksReceived;
     private long _messagesDropped;
 
+    private const long MinTailProbeTimeout = 10 * TimeSpan.TicksPerMillisecond;
+
+    // Spare segment records kept for reuse; a window of 4 MiB in 1,351-byte segments needs about 3,100.
+    private const int MaxFreeSegments = 4096;
+
     private int SegmentCount => _segments.Count - _segmentsHead;
 
     /// <summary>Something sent expects an answer: unacknowledged data or end, a window probe, or an abort.</summary>
@@ -154,6 +168,7 @@ public sealed partial class ReliableStream
                 }
                 _retransmitNow = false;
                 _lost.Dequeue();
+                lost.Queued--;
                 Transmit(lost, now);
                 continue;
             }
@@ -185,7 +200,7 @@ public sealed partial class ReliableStream
             }
             if (!AwaitingAck)
                 _livenessMark = now;
-            var segment = new SentSegment { Offset = _sndNxt, Length = length, Fin = fin };
+            var segment = NewSegment(_sndNxt, length, fin);
             _segments.Add(segment);
             _sndNxt += length;
             if (fin)
@@ -194,14 +209,40 @@ public sealed partial class ReliableStream
         }
     }
 
+    private SentSegment NewSegment(long offset, int length, bool fin)
+    {
+        if (!_freeSegments.TryPop(out var segment))
+            segment = new SentSegment();
+        segment.Offset = offset;
+        segment.Length = length;
+        segment.Fin = fin;
+        segment.TxSeq = 0;
+        segment.SentAt = 0;
+        segment.Transmissions = 0;
+        segment.State = SegmentState.InFlight;
+        segment.Queued = 0;
+        segment.Retired = false;
+        segment.Prev = segment.Next = null;
+        return segment;
+    }
+
+    private void Recycle(SentSegment segment)
+    {
+        segment.Retired = true;
+        if (segment.Queued == 0 && _freeSegments.Count < MaxFreeSegments)
+            _freeSegments.Push(segment);
+    }
+
     private bool TryPeekLost(out SentSegment segment)
     {
         // Segments delivered while waiting here (a late SACK) are skipped lazily.
         while (_lost.TryPeek(out segment!, out _))
         {
-            if (segment.State == SegmentState.Lost)
+            if (segment.State == SegmentState.Lost && !segment.Retired)
                 return true;
             _lost.Dequeue();
+            if (--segment.Queued == 0 && segment.Retired)
+                Recycle(segment);
         }
         return false;
     }
@@ -235,8 +276,9 @@ public sealed partial class ReliableStream
     }
 
     /// <summary>
-    /// Arms the tail loss probe two round trips out (plus the peer's acknowledgement delay when one segment is
-    /// in flight), never after the retransmission timeout and not while recovering from one.
+    /// Arms the tail loss probe two round trips out plus the peer's acknowledgement delay (an odd last segment
+    /// waits that long for its acknowledgement; RFC 8985 adds it for one segment in flight, QUIC always), at
+    /// least 10 ms, never after the retransmission timeout and not while recovering from one.
     /// </summary>
     private void ArmTailProbe(long now)
     {
@@ -245,9 +287,7 @@ public sealed partial class ReliableStream
             _tailProbeDue = long.MaxValue;
             return;
         }
-        var timeout = 2 * _rtt.Smoothed;
-        if (ReferenceEquals(_flightHead, _flightTail))
-            timeout += _options.AckDelay.Ticks;
+        var timeout = Math.Max(2 * _rtt.Smoothed + _options.AckDelay.Ticks, MinTailProbeTimeout);
         _tailProbeDue = Math.Min(now + timeout, _rtoDue);
     }
 
@@ -267,7 +307,7 @@ public sealed partial class ReliableStream
         var fin = _finRequested && !_finSent && _sndNxt + length == _writeEnd;
         if (length > 0 || fin)
         {
-            var segment = new SentSegment { Offset = _sndNxt, Length = length, Fin = fin };
+            var segment = NewSegment(_sndNxt, length, fin);
             _segments.Add(segment);
             _sndNxt += length;
             if (fin)
@@ -446,6 +486,7 @@ public sealed partial class ReliableStream
 
     private void PopSegment()
     {
+        Recycle(_segments[_segmentsHead]);
         _segments[_segmentsHead++] = null!;
         if (_segmentsHead >= 64 && _segmentsHead * 2 >= _segments.Count)
         {
@@ -512,6 +553,7 @@ public sealed partial class ReliableStream
     {
         RemoveFlight(segment);
         segment.State = SegmentState.Lost;
+        segment.Queued++;
         _lost.Enqueue(segment, segment.Offset);
     }
 
@@ -602,14 +644,10 @@ public sealed partial class ReliableStream
                 do
                 {
                     var piece = Math.Min(remaining, _mss);
-                    kept.Add(new SentSegment
-                    {
-                        Offset = offset,
-                        Length = piece,
-                        Fin = segment.Fin && piece == remaining,
-                        Transmissions = Math.Max(1, segment.Transmissions),
-                        State = SegmentState.Lost,
-                    });
+                    var replacement = NewSegment(offset, piece, segment.Fin && piece == remaining);
+                    replacement.Transmissions = Math.Max(1, segment.Transmissions);
+                    replacement.State = SegmentState.Lost;
+                    kept.Add(replacement);
                     offset += piece;
                     remaining -= piece;
                 }
@@ -620,11 +658,16 @@ public sealed partial class ReliableStream
             _segmentsHead = 0;
             _flightHead = _flightTail = null;
             _pipe = 0;
+            // The replaced records are left to the collector: the queue entries that referred to them are gone.
             _lost.Clear();
             foreach (var segment in kept)
             {
+                segment.Queued = 0;
                 if (segment.State == SegmentState.Lost)
+                {
+                    segment.Queued = 1;
                     _lost.Enqueue(segment, segment.Offset);
+                }
             }
             _rtt.Reset();
             _cc.Reset(_mss);
@@ -651,6 +694,7 @@ public sealed partial class ReliableStream
 
     private void ReleaseSendState()
     {
+        _freeSegments.Clear();
         _sendBuffer?.Dispose();
         _sendBuffer = null;
         _segments.Clear();

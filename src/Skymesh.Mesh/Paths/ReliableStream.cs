@@ -24,6 +24,7 @@ public sealed partial class ReliableStream : IAsyncDisposable
     private readonly WriteWaiter _writeWaiter = new();
     private readonly long _failureTimeout;
     private long _timerDue = long.MaxValue;
+    private long _activityAtLastCheck = -1;
     private byte[] _scratch;
 
     // Set once the stream can no longer carry data: the path broke, or it was aborted (either side).
@@ -102,6 +103,7 @@ public sealed partial class ReliableStream : IAsyncDisposable
                     SmoothedRtt = TimeSpan.FromTicks(_rtt.Smoothed),
                     RetransmissionTimeout = TimeSpan.FromTicks(_rtt.Rto),
                     PeerWindow = Math.Max(0, _peerLimit - _sndNxt),
+                    BufferBytesHeld = (_sendBuffer?.BytesHeld ?? 0) + (_receiveBuffer?.BytesHeld ?? 0),
                 };
             }
         }
@@ -259,6 +261,25 @@ public sealed partial class ReliableStream : IAsyncDisposable
 
     public override string ToString() => $"stream {Id}";
 
+    /// <summary>
+    /// Called by the endpoint every few seconds: a stream that sent and received nothing since the last call
+    /// gives its spare buffer chunks and segment records back, so a quiet stream holds only what it must.
+    /// </summary>
+    internal void ReleaseIdleMemory()
+    {
+        lock (_sync)
+        {
+            var activity = _segmentsSent + _segmentsReceived;
+            if (activity == _activityAtLastCheck)
+            {
+                _sendBuffer?.ReleaseSpares();
+                _receiveBuffer?.ReleaseSpares();
+                _freeSegments.Clear();
+            }
+            _activityAtLastCheck = activity;
+        }
+    }
+
     private void CancelRead(CancellationToken token)
     {
         lock (_sync)
@@ -329,7 +350,12 @@ public sealed partial class ReliableStream : IAsyncDisposable
         if (due == _timerDue)
             return;
         _timerDue = due;
-        _timer.Change(due == long.MaxValue ? Timeout.InfiniteTimeSpan : TimeSpan.FromTicks(Math.Max(1, due - now)), Timeout.InfiniteTimeSpan);
+        // Whole milliseconds, rounded up: system timers have no finer resolution, and a delay rounded down to
+        // zero would fire early and spin until the deadline.
+        var delay = due == long.MaxValue
+            ? Timeout.InfiniteTimeSpan
+            : TimeSpan.FromMilliseconds(Math.Max(1, (due - now + TimeSpan.TicksPerMillisecond - 1) / TimeSpan.TicksPerMillisecond));
+        _timer.Change(delay, Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>Counts a refused message, here and on the endpoint.</summary>

@@ -5,8 +5,10 @@ namespace Skymesh.Mesh.Paths;
 
 /// <summary>
 /// Bytes addressed by 64-bit stream offsets inside a window <c>[Start, Start + Capacity)</c> that only slides
-/// forward. Storage is pooled chunks, taken on first write and given back once the window has passed them,
-/// so an idle stream holds no memory and a busy one never more than its capacity plus one chunk.
+/// forward. Storage is pooled chunks, taken on first write. A chunk the window has passed is kept as a spare
+/// for the next one — a busy stream passes whole windows of chunks at a time, far more than the shared pool
+/// keeps, so handing them straight back would make it allocate them again — and <see cref="ReleaseSpares"/>
+/// gives the spares back once the stream has gone quiet. Never more than capacity plus one chunk is held.
 /// Not thread-safe: the owning stream's lock guards it.
 /// </summary>
 internal sealed class SlidingBuffer : IDisposable
@@ -14,6 +16,7 @@ internal sealed class SlidingBuffer : IDisposable
     private const int MaxChunk = 32 * 1024;
 
     private readonly byte[]?[] _chunks;
+    private readonly Stack<byte[]> _spares = new();
     private readonly int _chunkSize;
 
     public SlidingBuffer(int capacity, long start = 0)
@@ -32,8 +35,14 @@ internal sealed class SlidingBuffer : IDisposable
 
     public long End => Start + Capacity;
 
-    /// <summary>Chunks currently held.</summary>
+    /// <summary>Chunks currently held, spares included.</summary>
     public int ChunksHeld { get; private set; }
+
+    /// <summary>Bytes of memory held, spares included.</summary>
+    public long BytesHeld => (long)ChunksHeld * _chunkSize;
+
+    /// <summary>Chunks held that the window does not use.</summary>
+    public int Spares => _spares.Count;
 
     public void Write(long offset, ReadOnlySpan<byte> data)
     {
@@ -80,8 +89,15 @@ internal sealed class SlidingBuffer : IDisposable
         var chunk = _chunks[slot];
         if (chunk is null && allocate)
         {
-            chunk = _chunks[slot] = ArrayPool<byte>.Shared.Rent(_chunkSize);
-            ChunksHeld++;
+            if (_spares.TryPop(out var spare))
+            {
+                chunk = _chunks[slot] = spare;
+            }
+            else
+            {
+                chunk = _chunks[slot] = ArrayPool<byte>.Shared.Rent(_chunkSize);
+                ChunksHeld++;
+            }
         }
         return chunk;
     }
@@ -92,13 +108,23 @@ internal sealed class SlidingBuffer : IDisposable
         if (_chunks[slot] is { } chunk)
         {
             _chunks[slot] = null;
+            _spares.Push(chunk);
+        }
+    }
+
+    /// <summary>Gives the spare chunks back to the shared pool.</summary>
+    public void ReleaseSpares()
+    {
+        while (_spares.TryPop(out var spare))
+        {
             ChunksHeld--;
-            ArrayPool<byte>.Shared.Return(chunk);
+            ArrayPool<byte>.Shared.Return(spare);
         }
     }
 
     public void Dispose()
     {
+        ReleaseSpares();
         for (var slot = 0; slot < _chunks.Length; slot++)
         {
             if (_chunks[slot] is { } chunk)

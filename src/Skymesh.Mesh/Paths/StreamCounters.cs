@@ -52,6 +52,9 @@ public readonly record struct StreamCounters
 
     public TimeSpan RetransmissionTimeout { get; init; }
 
+    /// <summary>Memory the stream's send and receive buffers hold now (a quiet stream gives its spares back within seconds).</summary>
+    public long BufferBytesHeld { get; init; }
+
     /// <summary>The peer's advertised window still open to the sender, in bytes.</summary>
     public long PeerWindow { get; init; }
 }

@@ -79,7 +79,7 @@ public class PathComponentTests
     }
 
     [Fact]
-    public void The_sliding_buffer_reads_back_across_chunks_and_returns_chunks_it_passed()
+    public void The_sliding_buffer_reads_back_across_chunks_reuses_the_chunks_it_passed_and_gives_them_back_when_asked()
     {
         using var buffer = new SlidingBuffer(100_000, start: 10);
         var data = Enumerable.Range(0, 90_000).Select(i => (byte)(i * 7)).ToArray();
@@ -88,13 +88,25 @@ public class PathComponentTests
         buffer.Read(10, back);
         Assert.Equal(data, back);
         var held = buffer.ChunksHeld;
+
         buffer.Advance(80_000);
-        Assert.True(buffer.ChunksHeld < held);
-        buffer.Write(100_000, data.AsSpan(0, 80_000));
+        Assert.True(buffer.Spares > 0);
+        buffer.Write(90_010, data.AsSpan(0, 80_000));
         var tail = new byte[10];
-        buffer.Read(179_990, tail);
+        buffer.Read(170_000, tail);
         Assert.Equal(data.AsSpan(79_990, 10).ToArray(), tail);
+        // Bytes 10–90,010 sat in chunks 0–2; bytes up to 170,010 reach chunk 5. Chunks 0 and 1, left behind,
+        // carried two of the three new ones: only one more was taken.
+        Assert.Equal(3, held);
+        Assert.Equal(held + 1, buffer.ChunksHeld);
         Assert.True(buffer.ChunksHeld <= 100_000 / 32_768 + 2);
+
+        // Everything read: only the chunk holding the window's start stays once the spares are given back.
+        buffer.Advance(170_010);
+        Assert.Equal(3, buffer.Spares);
+        buffer.ReleaseSpares();
+        Assert.Equal(0, buffer.Spares);
+        Assert.Equal(1, buffer.ChunksHeld);
     }
 
     [Fact]

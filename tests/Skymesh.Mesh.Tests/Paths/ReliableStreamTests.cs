@@ -225,6 +225,29 @@ public class ReliableStreamTests
     }
 
     [Fact]
+    public async Task A_stream_that_goes_quiet_after_a_burst_gives_its_buffer_memory_back()
+    {
+        await using var path = PathHarness.Create(new Conditions { Latency = TimeSpan.FromMilliseconds(10) });
+        var (writer, reader) = path.OpenStream();
+        using var transfer = new Transfer(writer, reader, 8_000_000, complete: false);
+        long peak = 0;
+        Assert.True(path.RunUntil(() =>
+        {
+            transfer.Pump();
+            peak = Math.Max(peak, writer.Counters.BufferBytesHeld + reader.Counters.BufferBytesHeld);
+            return transfer.Read == transfer.Total;
+        }, TimeSpan.FromSeconds(60)));
+        Assert.True(peak > 1 << 20, $"peak {peak:N0} B");
+
+        path.Run(TimeSpan.FromSeconds(12));
+
+        // What stays is the chunk under each buffer's current position: the streams are still open.
+        Assert.InRange(writer.Counters.BufferBytesHeld, 0, 32 * 1024);
+        Assert.InRange(reader.Counters.BufferBytesHeld, 0, 32 * 1024);
+        Assert.Equal(transfer.SentHash, transfer.ReceivedHash);
+    }
+
+    [Fact]
     public async Task Aborting_tells_the_peer_whose_reads_and_writes_then_fail_with_the_reason()
     {
         await using var path = PathHarness.Create(new Conditions { Latency = TimeSpan.FromMilliseconds(10), Loss = 0.2 });
