@@ -11,7 +11,9 @@ namespace Skymesh.Bench.Micro;
 /// on one thread on a FakeTimeProvider — no latency, no loss — so the figure is the stack's own cost per byte,
 /// both ends together, in steady state (the stream stays open from one operation to the next). The anchors,
 /// measured in the same run, do the least any such stack must: cut the bytes into the same messages and copy
-/// them through the same queue, and (for the sealed case) seal and open each one as well.
+/// them through the same queue, and (for the sealed case) seal and open each one as well. FakeTimeProvider
+/// allocates a little on every timer change (about 28 B; ~350 KB per 16 MiB here): with an allocation-free
+/// clock the streams allocate nothing.
 /// </summary>
 [MemoryDiagnoser]
 public class PathStreamBenchmarks : IDisposable
@@ -51,6 +53,7 @@ public class PathStreamBenchmarks : IDisposable
     public long AnchorCopyThroughQueue16MiB()
     {
         var channel = _plain.AtoB;
+        ReceiveHandler deliver = (_, payload) => payload.CopyTo(_readBuffer);
         long moved = 0;
         var segment = Payload - PathWire.DataHeaderLength;
         for (long offset = 0; offset < Total; offset += segment)
@@ -58,7 +61,7 @@ public class PathStreamBenchmarks : IDisposable
             var length = (int)Math.Min(segment, Total - offset);
             _data.AsSpan((int)(offset % (Chunk - segment)), length).CopyTo(_message);
             channel.TrySend(17, _message.AsSpan(0, length));
-            moved += channel.DeliverAll((_, payload) => payload.CopyTo(_readBuffer));
+            moved += channel.DeliverAll(deliver);
         }
         return moved;
     }
@@ -132,7 +135,7 @@ public class PathStreamBenchmarks : IDisposable
                 progressed |= BtoA.DeliverAll(_a.OnMessage) > 0;
                 if (_reader is null && _b.TryAcceptStream(out var accepted))
                     _reader = accepted;
-                while (_reader is not null)
+                while (_reader is not null && read < total)
                 {
                     var next = pendingRead ?? _reader.ReadAsync(readBuffer);
                     if (!next.IsCompleted)
