@@ -1,0 +1,26 @@
+using Skymesh.Mesh.Links;
+using Skymesh.Mesh.Wire;
+
+namespace Skymesh.Mesh.Paths;
+
+/// <summary>
+/// Binds a path endpoint to the data plane: what the endpoint sends goes onto <see cref="OutLink"/> with
+/// <see cref="OutLabel"/> (the first hop's label for this path), and what the switch delivers for the
+/// path's incoming label is handed to the endpoint. Register it with <see cref="MeshSwitch.RegisterSink"/>
+/// and install the incoming label with <see cref="Forwarding.LabelAction.Deliver"/> of that sink id.
+/// </summary>
+public sealed class LinkPathChannel(Link outLink, uint outLabel) : IPathChannel, IPathSink
+{
+    public Link OutLink { get; } = outLink;
+
+    public uint OutLabel { get; } = outLabel;
+
+    /// <summary>The endpoint fed with this path's incoming messages; set it before traffic flows.</summary>
+    public PathEndpoint? Endpoint { get; set; }
+
+    public int MaxPayload => FrameBuilder.MaxPayload(OutLink.Interface.Mtu, encrypted: true);
+
+    public bool TrySend(byte type, ReadOnlySpan<byte> payload) => OutLink.TryEnqueue(OutLabel, type, payload);
+
+    public void OnMessage(Link from, uint label, byte type, ReadOnlySpan<byte> payload) => Endpoint?.OnMessage(type, payload);
+}
