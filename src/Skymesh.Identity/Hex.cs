@@ -18,30 +18,21 @@ internal static class Hex
     };
 
     /// <summary>Decodes <c>2 × bytes.Length</c> hex digits; returns the index of the first bad digit, or -1.</summary>
-    public static int Decode(ReadOnlySpan<char> digits, Span<byte> bytes)
-    {
-        for (var i = 0; i < bytes.Length; i++)
-        {
-            var high = Value(digits[2 * i]);
-            if (high < 0)
-                return 2 * i;
-            var low = Value(digits[2 * i + 1]);
-            if (low < 0)
-                return 2 * i + 1;
-            bytes[i] = (byte)(high << 4 | low);
-        }
-        return -1;
-    }
+    public static int Decode(ReadOnlySpan<char> digits, Span<byte> bytes) => DecodeCore(digits, bytes);
 
     /// <inheritdoc cref="Decode(ReadOnlySpan{char}, Span{byte})"/>
-    public static int Decode(ReadOnlySpan<byte> digits, Span<byte> bytes)
+    public static int Decode(ReadOnlySpan<byte> digits, Span<byte> bytes) => DecodeCore(digits, bytes);
+
+    // One loop for text held as chars or as ASCII bytes.
+    private static int DecodeCore<T>(ReadOnlySpan<T> digits, Span<byte> bytes)
+        where T : unmanaged, System.Numerics.IBinaryInteger<T>
     {
         for (var i = 0; i < bytes.Length; i++)
         {
-            var high = Value(digits[2 * i]);
+            var high = Value((char)ushort.CreateTruncating(digits[2 * i]));
             if (high < 0)
                 return 2 * i;
-            var low = Value(digits[2 * i + 1]);
+            var low = Value((char)ushort.CreateTruncating(digits[2 * i + 1]));
             if (low < 0)
                 return 2 * i + 1;
             bytes[i] = (byte)(high << 4 | low);
