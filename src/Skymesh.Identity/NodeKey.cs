@@ -78,6 +78,27 @@ public sealed class NodeKey : IDisposable
             ? signature
             : throw new InvalidOperationException("BIP340 signing failed, which the algorithm rules out for a valid key.");
 
+    /// <summary>
+    /// A secret shared with the node at <paramref name="peer"/> without any message exchanged (static ECDH): the
+    /// SHA-256 of the x coordinate of <c>secret · P</c>, where P is the peer's address lifted to the point with even
+    /// y. Both nodes compute the same value (the sign of y does not change x). It has no forward secrecy: derive
+    /// session keys from it with a fresh salt, and prefer an ephemeral exchange where a round trip is affordable.
+    /// </summary>
+    /// <param name="sharedSecret">At least 32 bytes; the first 32 receive the secret.</param>
+    public void DeriveSharedSecret(NodeAddress peer, Span<byte> sharedSecret)
+    {
+        if (sharedSecret.Length < 32)
+            throw new ArgumentException($"A shared secret needs 32 bytes; the destination has {sharedSecret.Length}.", nameof(sharedSecret));
+        Span<byte> point = stackalloc byte[33];
+        point[0] = 0x02;
+        peer.WriteTo(point[1..]);
+        if (!ECPubKey.TryCreate(point, Context.Instance, out _, out var peerKey))
+            throw new ArgumentException($"The address {peer} is not a point on secp256k1.", nameof(peer));
+        peerKey.GetSharedPubkey(LiveKey).WriteToSpan(compressed: true, point, out _);
+        System.Security.Cryptography.SHA256.HashData(point[1..], sharedSecret);
+        System.Security.Cryptography.CryptographicOperations.ZeroMemory(point);
+    }
+
     internal void WriteSecret(Span<byte> destination) => LiveKey.WriteToSpan(destination);
 
     private ECPrivKey LiveKey => _key ?? throw new ObjectDisposedException(nameof(NodeKey), "This node key has been disposed; its secret is gone.");

@@ -72,4 +72,25 @@ public class NodeKeyTests
         Assert.Equal($"NodeKey {key.Address}", key.ToString());
         Assert.DoesNotContain("b7e15162", key.ToString(), StringComparison.OrdinalIgnoreCase);
     }
+
+    [Fact]
+    public void Two_nodes_derive_the_same_static_secret_and_a_third_does_not()
+    {
+        // Many keys so that both parities of y occur on each side.
+        for (var i = 0; i < 16; i++)
+        {
+            using var a = NodeKey.Generate();
+            using var b = NodeKey.Generate();
+            using var c = NodeKey.Generate();
+            var ab = new byte[32];
+            var ba = new byte[32];
+            var cb = new byte[32];
+            a.DeriveSharedSecret(b.Address, ab);
+            b.DeriveSharedSecret(a.Address, ba);
+            c.DeriveSharedSecret(b.Address, cb);
+            Assert.Equal(ab, ba);
+            Assert.NotEqual(ab, cb);
+            Assert.Contains(ab, x => x != 0);
+        }
+    }
 }

@@ -278,12 +278,18 @@ public sealed partial class Link
             waiter = _upWaiter;
         }
         waiter?.TrySetException(new LinkFailedException(reason));
+        _down.TrySetResult(reason);
         // The frame ciphers are left to the finalizer: a flush or a receive under way may still be using them.
         _ephemeral?.Dispose();
         return true;
     }
 
     private int _closed;
+
+    private readonly TaskCompletionSource<string> _down = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes, with the reason, when the link goes down.</summary>
+    public Task<string> WaitDownAsync() => _down.Task;
 
     private void CountForLoss(ulong sequence)
     {

@@ -467,9 +467,21 @@ public sealed class PathEndpoint : IAsyncDisposable
         }
     }
 
-    private void DeclareBroken()
+    /// <summary>
+    /// Declares the path lost now, for a reason the owner knows before any timeout would tell (the link under
+    /// it went down): every stream fails with a <see cref="PathBrokenException"/> carrying <paramref name="reason"/>.
+    /// </summary>
+    public void Break(string reason)
     {
-        var error = new PathBrokenException(Options.PeerName, Options.FailureTimeout);
+        ArgumentNullException.ThrowIfNull(reason);
+        if (!_disposed)
+            DeclareBroken(new PathBrokenException($"path to {Options.PeerName} lost: {reason}"));
+    }
+
+    private void DeclareBroken() => DeclareBroken(new PathBrokenException(Options.PeerName, Options.FailureTimeout));
+
+    private void DeclareBroken(PathBrokenException error)
+    {
         ReliableStream[] streams;
         lock (_tableLock)
         {

@@ -1,0 +1,513 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Identity;
+using Skymesh.Mesh.Apps;
+using Skymesh.Mesh.Forwarding;
+using Skymesh.Mesh.Interfaces;
+using Skymesh.Mesh.Links;
+using Skymesh.Mesh.Paths;
+
+namespace Skymesh.Node;
+
+/// <summary>An error in a local API request: <see cref="Status"/> is the HTTP status it is answered with.</summary>
+public sealed class NodeRequestException : Exception
+{
+    public NodeRequestException()
+    {
+    }
+
+    public NodeRequestException(string message)
+        : base(message)
+    {
+    }
+
+    public NodeRequestException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    public NodeRequestException(int status, string message)
+        : base(message)
+    {
+        Status = status;
+    }
+
+    public int Status { get; } = 400;
+}
+
+/// <summary>
+/// A running node: its key, interfaces and switch, the links it keeps to its static peers, the path endpoints
+/// installed on it, and the apps running over them. The local API (<see cref="NodeApi"/>) drives it; the
+/// control plane will drive it through the same methods.
+/// </summary>
+public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
+{
+    private const byte PingRequest = 1;
+    private const byte PingReply = 2;
+
+    private readonly ConcurrentDictionary<int, NodePath> _paths = new();
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _pings = new();
+    private readonly ConcurrentDictionary<int, TcpAppListener> _apps = new();
+    private readonly Dictionary<string, IMeshInterface> _interfaces = [];
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _peerLoops = [];
+    private readonly ILogger _logger;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly StreamExit _exit;
+    private readonly Lock _pathLock = new();
+    private int _nextPath;
+    private int _nextApp;
+    private ulong _nextPing;
+    private long _pingsAnswered;
+    private int _disposed;
+
+    private MeshNode(NodeOptions options, NodeKey key, TimeProvider time, ILoggerFactory loggerFactory)
+    {
+        Options = options;
+        Key = key;
+        Time = time;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger("Skymesh.Node");
+        Started = time.GetUtcNow();
+        Switch = new MeshSwitch(key, new MeshSwitchOptions
+        {
+            Encrypt = options.Encrypt,
+            KeepaliveInterval = options.Keepalive,
+            DeadAfter = options.DeadAfter,
+            LabelLifetime = options.LabelLifetime,
+        }, time, loggerFactory);
+        _exit = new StreamExit(options.Exits, loggerFactory.CreateLogger("Skymesh.Node.Exit"));
+        Switch.LinkDown += OnLinkDown;
+    }
+
+    public NodeOptions Options { get; }
+
+    public NodeKey Key { get; }
+
+    public NodeAddress Address => Key.Address;
+
+    public TimeProvider Time { get; }
+
+    public MeshSwitch Switch { get; }
+
+    public DateTimeOffset Started { get; }
+
+    public StreamExit Exit => _exit;
+
+    public IReadOnlyDictionary<string, IMeshInterface> Interfaces => _interfaces;
+
+    public long PingsAnswered => Interlocked.Read(ref _pingsAnswered);
+
+    /// <summary>Raised when a link to a neighbour goes down, with the paths that were using it.</summary>
+    public event Action<Link, string>? LinkDown;
+
+    /// <summary>
+    /// Starts a node: loads (or creates) its key in the data directory, opens its interfaces and starts
+    /// keeping links to its static peers. The local API is started separately (<see cref="NodeApi"/>).
+    /// </summary>
+    public static MeshNode Start(NodeOptions options, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Directory.CreateDirectory(options.DataDir);
+        var key = NodeKeyFile.LoadOrCreate(options.KeyFile, out var created);
+        var node = new MeshNode(options, key, time ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
+        try
+        {
+            foreach (var nic in options.Interfaces)
+            {
+                IMeshInterface opened = nic.Kind switch
+                {
+                    InterfaceKind.Udp => new UdpInterface(nic.Listen, nic.Mtu, nic.Name),
+                    _ => throw new NodeConfigException($"interface {nic.Name}", "TCP interfaces are not available in this build"),
+                };
+                node._interfaces[nic.Name] = opened;
+                node.Switch.AddInterface(opened);
+            }
+        }
+        catch
+        {
+            node.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
+        Log.Started(node._logger, node.Address.ToString(), created ? "new key" : "key", options.KeyFile);
+        foreach (var peer in options.Peers)
+            node._peerLoops.Add(Task.Run(() => node.KeepPeerAsync(peer)));
+        return node;
+    }
+
+    // ---- Links -------------------------------------------------------------------------------------------
+
+    /// <summary>The link that is up to <paramref name="peer"/>, if any.</summary>
+    public Link? FindLink(NodeAddress peer) =>
+        Switch.Links.Where(l => l.State == LinkState.Up && l.Peer == peer).OrderBy(l => l.Id).FirstOrDefault();
+
+    /// <summary>A link named by its id or its peer's address (as the local API names them).</summary>
+    public Link ResolveLink(string reference)
+    {
+        if (int.TryParse(reference, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id))
+            return Switch.GetLink(id) is { State: LinkState.Up } byId ? byId : throw new NodeRequestException(404, $"no link {id} is up");
+        if (!NodeAddress.TryParse(reference, out var peer))
+            throw new NodeRequestException(400, $"\"{reference}\" is neither a link id nor a node address");
+        return FindLink(peer) ?? throw new NodeRequestException(404, $"no link to {peer} is up");
+    }
+
+    /// <summary>Connects to a neighbour now (the API's "add link"); the static peers are kept by the node itself.</summary>
+    public async Task<Link> ConnectAsync(string interfaceName, EndPoint remote, NodeAddress? expected, CancellationToken cancellationToken)
+    {
+        if (!_interfaces.TryGetValue(interfaceName, out var nic))
+            throw new NodeRequestException(404, $"no interface is named \"{interfaceName}\"");
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
+        deadline.CancelAfter(Switch.Options.HandshakeTimeout);
+        try
+        {
+            return await Switch.ConnectAsync(nic, await ResolveAsync(remote, deadline.Token), expected, deadline.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new NodeRequestException(504, $"no handshake with {remote} within {Switch.Options.HandshakeTimeout.TotalSeconds:0} s");
+        }
+    }
+
+    private async Task KeepPeerAsync(PeerOptions peer)
+    {
+        var nic = _interfaces[peer.Interface];
+        var backoff = TimeSpan.FromMilliseconds(500);
+        while (!_stop.IsCancellationRequested)
+        {
+            try
+            {
+                var existing = FindLink(peer.Address);
+                if (existing is null)
+                {
+                    using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                    deadline.CancelAfter(Switch.Options.HandshakeTimeout);
+                    existing = await Switch.ConnectAsync(nic, await ResolveAsync(peer.Endpoint, deadline.Token), peer.Address, deadline.Token);
+                    backoff = TimeSpan.FromMilliseconds(500);
+                }
+                await existing.WaitDownAsync().WaitAsync(_stop.Token);
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Log.PeerUnreachable(_logger, peer.Address.ToString(), peer.Endpoint.ToString() ?? "", e is OperationCanceledException ? "no answer" : e.Message, backoff.TotalSeconds);
+                try
+                {
+                    await Task.Delay(backoff, Time, _stop.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
+            }
+        }
+    }
+
+    private static async Task<EndPoint> ResolveAsync(EndPoint remote, CancellationToken cancellationToken)
+    {
+        if (remote is not DnsEndPoint dns)
+            return remote;
+        var addresses = await Dns.GetHostAddressesAsync(dns.Host, cancellationToken);
+        var address = addresses.FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork) ?? addresses.FirstOrDefault()
+            ?? throw new InvalidOperationException($"{dns.Host} has no address");
+        return new IPEndPoint(address, dns.Port);
+    }
+
+    private void OnLinkDown(Link link, string reason)
+    {
+        // The paths over this link cannot carry anything more: fail their streams now rather than after the
+        // path's own timeout, so apps get a clear error at once.
+        foreach (var path in _paths.Values)
+        {
+            if (path.Link == link)
+                path.Endpoint.Break($"link to neighbour {link.Peer?.ToString() ?? "?"} down ({reason})");
+        }
+        LinkDown?.Invoke(link, reason);
+    }
+
+    // ---- Labels ------------------------------------------------------------------------------------------
+
+    /// <summary>Reserves a label on a link for a path being installed (it expires unless given an action).</summary>
+    public uint ReserveLabel(Link link) => Switch.Labels.Reserve(link.Id);
+
+    /// <summary>Installs a forwarding entry: messages arriving on <paramref name="inLink"/> with <paramref name="inLabel"/> go out on <paramref name="outLink"/> with <paramref name="outLabel"/>.</summary>
+    public void InstallForward(Link inLink, uint inLabel, Link outLink, uint outLabel)
+    {
+        if (inLabel == 0 || outLabel == 0)
+            throw new NodeRequestException(400, "label 0 is each link's own (control messages); paths use labels from 1");
+        if (inLink.Id == outLink.Id)
+            throw new NodeRequestException(400, "a path cannot be forwarded back onto the link it came from");
+        EnsureFree(inLink, inLabel);
+        Switch.Labels.Install(inLink.Id, inLabel, LabelAction.Forward(outLink.Id, outLabel));
+        Log.LabelInstalled(_logger, inLink.Id, inLabel, outLink.Id, outLabel);
+    }
+
+    public bool RemoveLabel(int link, uint label)
+    {
+        lock (_pathLock)
+        {
+            if (_paths.Values.Any(p => p.Link.Id == link && p.InLabel == label))
+                throw new NodeRequestException(409, $"label {label} on link {link} belongs to a path; remove the path instead");
+        }
+        return Switch.Labels.Remove(link, label);
+    }
+
+    private void EnsureFree(Link link, uint label)
+    {
+        if (Switch.Labels.List().Any(e => e.InLink == link.Id && e.InLabel == label))
+            throw new NodeRequestException(409, $"label {label} on link {link.Id} is already in use; remove it first or reserve a new one");
+    }
+
+    // ---- Paths -------------------------------------------------------------------------------------------
+
+    public IReadOnlyList<PathInfo> Paths => [.. _paths.Values.OrderBy(p => p.Id).Select(p => p.Info())];
+
+    internal IEnumerable<NodePath> PathEnds => _paths.Values;
+
+    /// <summary>Installs one end of a path: a path endpoint whose messages leave by the link to <see cref="PathSpec.Via"/>.</summary>
+    public PathInfo InstallPath(PathSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (spec.Nonce.Length != 32)
+            throw new NodeRequestException(400, "a path nonce is 32 bytes (64 hex digits)");
+        if (spec.Peer == Address)
+            throw new NodeRequestException(400, "a path leads to another node, not to this one");
+        if (spec.OutLabel == 0)
+            throw new NodeRequestException(400, "outLabel must be 1 or more");
+        var link = FindLink(spec.Via) ?? throw new NodeRequestException(404, $"no link to {spec.Via} is up");
+        var inLabel = spec.InLabel ?? ReserveLabel(link);
+        if (spec.InLabel is { } given)
+        {
+            if (given == 0)
+                throw new NodeRequestException(400, "inLabel must be 1 or more");
+            EnsureFree(link, given);
+        }
+        var channel = new LinkPathChannel(link, spec.OutLabel);
+        var options = new PathEndpointOptions { PeerName = spec.Peer.ToString(), IsInitiator = spec.Initiator, FailureTimeout = Options.PathTimeout };
+        var endpoint = new PathEndpoint(channel, options, NodePath.CreateCipher(Key, spec), Time);
+        channel.Endpoint = endpoint;
+        var sink = Switch.RegisterSink(channel);
+        Switch.Labels.Install(link.Id, inLabel, LabelAction.Deliver(sink));
+        var path = new NodePath
+        {
+            Id = Interlocked.Increment(ref _nextPath),
+            Spec = spec with { InLabel = inLabel },
+            Link = link,
+            InLabel = inLabel,
+            SinkId = sink,
+            Channel = channel,
+            Endpoint = endpoint,
+            Created = Time.GetUtcNow(),
+        };
+        lock (_pathLock)
+            _paths[path.Id] = path;
+        endpoint.Broken += (_, error) => Log.PathBroken(_logger, path.Id, spec.Peer.ToString(), error.Message);
+        path.Loops.Add(Task.Run(() => AcceptStreamsAsync(path)));
+        path.Loops.Add(Task.Run(() => ReceiveDatagramsAsync(path)));
+        Log.PathInstalled(_logger, path.Id, spec.Peer.ToString(), spec.Via.ToString(), spec.OutLabel, inLabel);
+        return path.Info();
+    }
+
+    public async Task<bool> RemovePathAsync(int id)
+    {
+        NodePath? path;
+        lock (_pathLock)
+        {
+            if (!_paths.TryRemove(id, out path))
+                return false;
+        }
+        await ClosePathAsync(path);
+        Log.PathRemoved(_logger, id);
+        return true;
+    }
+
+    private async Task ClosePathAsync(NodePath path)
+    {
+        Switch.Labels.Remove(path.Link.Id, path.InLabel);
+        Switch.UnregisterSink(path.SinkId);
+        await path.Stop.CancelAsync();
+        await path.Endpoint.DisposeAsync();
+        await Task.WhenAll(path.Loops);
+        path.Stop.Dispose();
+    }
+
+    /// <summary>The path this node uses to reach <paramref name="peer"/>: one that is up, its own paths (as source) first.</summary>
+    public PathEndpoint? FindPath(NodeAddress peer) =>
+        _paths.Values
+            .Where(p => p.Spec.Peer == peer && p.Endpoint.BrokenBy is null && p.Link.State == LinkState.Up)
+            .OrderByDescending(p => p.Spec.Initiator).ThenBy(p => p.Id)
+            .FirstOrDefault()?.Endpoint;
+
+    private PathEndpoint RequirePath(NodeAddress peer) =>
+        FindPath(peer) ?? throw new NoPathException($"This node has no working path to {peer}; install one (skymesh path static …, docs/node.md).");
+
+    private async Task AcceptStreamsAsync(NodePath path)
+    {
+        var from = path.Spec.Peer.ToString();
+        while (!path.Stop.IsCancellationRequested)
+        {
+            ReliableStream stream;
+            try
+            {
+                stream = await path.Endpoint.AcceptStreamAsync(path.Stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+            {
+                return;
+            }
+            _ = Task.Run(() => _exit.ServeAsync(stream, from, _stop.Token));
+        }
+    }
+
+    private async Task ReceiveDatagramsAsync(NodePath path)
+    {
+        while (!path.Stop.IsCancellationRequested)
+        {
+            byte[] datagram;
+            try
+            {
+                datagram = await path.Endpoint.Datagrams.ReceiveAsync(path.Stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or System.Threading.Channels.ChannelClosedException)
+            {
+                return;
+            }
+            if (datagram.Length < 9)
+                continue;
+            if (datagram[0] == PingRequest)
+            {
+                datagram[0] = PingReply;
+                path.Endpoint.Datagrams.TrySend(datagram);
+                Interlocked.Increment(ref _pingsAnswered);
+            }
+            else if (datagram[0] == PingReply && _pings.TryRemove(BinaryPrimitives.ReadUInt64BigEndian(datagram.AsSpan(1)), out var waiter))
+            {
+                waiter.TrySetResult();
+            }
+        }
+    }
+
+    // ---- Apps --------------------------------------------------------------------------------------------
+
+    /// <summary>One round trip over the path to <paramref name="peer"/>: a datagram the far node echoes.</summary>
+    public async Task<TimeSpan> PingAsync(NodeAddress peer, int size, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var endpoint = RequirePath(peer);
+        size = Math.Clamp(size, 9, endpoint.Datagrams.MaxDatagramSize);
+        var token = Interlocked.Increment(ref _nextPing);
+        var datagram = new byte[size];
+        datagram[0] = PingRequest;
+        BinaryPrimitives.WriteUInt64BigEndian(datagram.AsSpan(1), token);
+        var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pings[token] = waiter;
+        var started = Time.GetTimestamp();
+        try
+        {
+            if (!endpoint.Datagrams.TrySend(datagram))
+                throw new NodeRequestException(503, "the path refused the ping (its link queue is full or down)");
+            await waiter.Task.WaitAsync(timeout, Time, cancellationToken);
+            return Time.GetElapsedTime(started);
+        }
+        catch (TimeoutException)
+        {
+            throw new NodeRequestException(504, $"no answer from {peer} within {timeout.TotalMilliseconds:0} ms");
+        }
+        finally
+        {
+            _pings.TryRemove(token, out _);
+        }
+    }
+
+    public async Task<ReliableStream> OpenAsync(NodeAddress destination, string target, CancellationToken cancellationToken) =>
+        await ServiceWire.OpenAsync(RequirePath(destination), target, cancellationToken);
+
+    /// <summary>Starts TCP port forwarding through the mesh; runs until <see cref="StopApp"/> or the node stops.</summary>
+    public (int Id, TcpForwarder Forwarder) StartForward(IPEndPoint listen, NodeAddress destination, string target)
+    {
+        if (!ServiceWire.TryParseTarget(target, out _, out _))
+            throw new NodeRequestException(400, $"target \"{target}\" is not host:port");
+        return Register(new TcpForwarder(listen, this, destination, target));
+    }
+
+    /// <summary>Starts a SOCKS5 server whose connections leave the mesh at <paramref name="exit"/>.</summary>
+    public (int Id, Socks5Server Server) StartSocks(IPEndPoint listen, NodeAddress exit) => Register(new Socks5Server(listen, this, exit));
+
+    private (int, T) Register<T>(T app)
+        where T : TcpAppListener
+    {
+        var id = Interlocked.Increment(ref _nextApp);
+        _apps[id] = app;
+        app.Start();
+        return (id, app);
+    }
+
+    /// <summary>Apps running on this node (port forwards, SOCKS servers), by id.</summary>
+    public IReadOnlyList<KeyValuePair<int, TcpAppListener>> Apps => [.. _apps.OrderBy(a => a.Key)];
+
+    public async Task<bool> StopApp(int id)
+    {
+        if (!_apps.TryRemove(id, out var app))
+            return false;
+        await app.DisposeAsync();
+        return true;
+    }
+
+    /// <summary>The only peer this node has a path to, for a SOCKS server started without naming its exit.</summary>
+    public NodeAddress? SolePathPeer()
+    {
+        var peers = _paths.Values.Where(p => p.Spec.Initiator).Select(p => p.Spec.Peer).Distinct().ToList();
+        return peers.Count == 1 ? peers[0] : null;
+    }
+
+    // ---- Shutdown ----------------------------------------------------------------------------------------
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        Log.Stopping(_logger, Address.ToString());
+        await _stop.CancelAsync();
+        foreach (var id in _apps.Keys.ToList())
+            await StopApp(id);
+        foreach (var path in _paths.Values.ToList())
+        {
+            _paths.TryRemove(path.Id, out _);
+            await ClosePathAsync(path);
+        }
+        await Task.WhenAll(_peerLoops);
+        await Switch.DisposeAsync();
+        Key.Dispose();
+        _stop.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 600, Level = LogLevel.Information, Message = "Node {Address} started ({KeyState} in {KeyFile})")]
+        public static partial void Started(ILogger logger, string address, string keyState, string keyFile);
+
+        [LoggerMessage(EventId = 601, Level = LogLevel.Warning, Message = "Peer {Peer} at {Endpoint} unreachable: {Reason}; retrying in {Seconds} s")]
+        public static partial void PeerUnreachable(ILogger logger, string peer, string endpoint, string reason, double seconds);
+
+        [LoggerMessage(EventId = 602, Level = LogLevel.Information, Message = "Label {InLabel} on link {InLink} forwards to link {OutLink} label {OutLabel}")]
+        public static partial void LabelInstalled(ILogger logger, int inLink, uint inLabel, int outLink, uint outLabel);
+
+        [LoggerMessage(EventId = 603, Level = LogLevel.Information, Message = "Path {Id} to {Peer} installed via {Via}: out label {OutLabel}, in label {InLabel}")]
+        public static partial void PathInstalled(ILogger logger, int id, string peer, string via, uint outLabel, uint inLabel);
+
+        [LoggerMessage(EventId = 604, Level = LogLevel.Information, Message = "Path {Id} removed")]
+        public static partial void PathRemoved(ILogger logger, int id);
+
+        [LoggerMessage(EventId = 605, Level = LogLevel.Warning, Message = "Path {Id} to {Peer} lost: {Reason}")]
+        public static partial void PathBroken(ILogger logger, int id, string peer, string reason);
+
+        [LoggerMessage(EventId = 606, Level = LogLevel.Information, Message = "Node {Address} stopping")]
+        public static partial void Stopping(ILogger logger, string address);
+    }
+}

@@ -1,0 +1,329 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Skymesh.Identity;
+using Skymesh.Mesh.Apps;
+using Skymesh.Mesh.Forwarding;
+using Skymesh.Mesh.Links;
+using Skymesh.Mesh.Paths;
+
+namespace Skymesh.Node;
+
+/// <summary>
+/// The node's local API: JSON over HTTP on a loopback address (docs/node.md), and <c>/metrics</c> in the
+/// Prometheus text format. The CLI and the dashboard use it; the control plane calls the same
+/// <see cref="MeshNode"/> methods.
+/// </summary>
+public sealed class NodeApi : IAsyncDisposable
+{
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+    };
+
+    private readonly WebApplication _app;
+
+    private NodeApi(WebApplication app, MeshNode node)
+    {
+        _app = app;
+        Node = node;
+    }
+
+    public MeshNode Node { get; }
+
+    /// <summary>Where the API listens (the real port when the configuration asked for port 0).</summary>
+    public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
+
+    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, ILoggerFactory? loggerFactory = null)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        if (loggerFactory is not null)
+            builder.Services.AddSingleton(loggerFactory);
+        builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
+        var app = builder.Build();
+        var api = new NodeApi(app, node);
+        api.Map();
+        try
+        {
+            await app.StartAsync();
+        }
+        catch (IOException e)
+        {
+            await app.DisposeAsync();
+            throw new InvalidOperationException($"Cannot start the local API on {listen}: {e.Message}", e);
+        }
+        var address = app.Urls.Select(u => new Uri(u)).First();
+        api.EndPoint = new IPEndPoint(IPAddress.Parse(address.Host.Trim('[', ']')), address.Port);
+        return api;
+    }
+
+    private void Map()
+    {
+        var node = Node;
+        _app.Use(async (context, next) =>
+        {
+            try
+            {
+                await next(context);
+            }
+            catch (Exception e) when (e is NodeRequestException or NoPathException or ServiceRefusedException or PathBrokenException or JsonException or InvalidOperationException or ArgumentException)
+            {
+                if (context.Response.HasStarted)
+                    return;
+                context.Response.StatusCode = e switch
+                {
+                    NodeRequestException r => r.Status,
+                    NoPathException => 404,
+                    ServiceRefusedException or PathBrokenException => 502,
+                    InvalidOperationException => 409,
+                    _ => 400,
+                };
+                await context.Response.WriteAsJsonAsync(new ApiError(e is JsonException ? $"bad JSON: {e.Message}" : e.Message), Json);
+            }
+        });
+
+        _app.MapGet("/api/node", () => Results.Json(Status(), Json));
+        _app.MapGet("/api/interfaces", () => Results.Json(node.Interfaces.Values.Select(i => new InterfaceInfo(
+            i.Name, i.LocalEndPoint.ToString() ?? "", i.Mtu, i.Counters.FramesSent, i.Counters.FramesReceived,
+            i.Counters.BytesSent, i.Counters.BytesReceived, i.Counters.SendDrops, i.Counters.ReceiveDrops)), Json));
+        _app.MapGet("/api/links", () => Results.Json(node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info()), Json));
+        _app.MapPost("/api/links", async (HttpContext context) =>
+        {
+            var request = await Read<LinkRequest>(context);
+            var remote = NodeOptions.ParseEndPoint(request.Endpoint ?? throw Missing("endpoint"), "endpoint");
+            NodeAddress? expected = request.Peer is null ? null : ParseAddress(request.Peer, "peer");
+            var nic = request.Interface ?? node.Interfaces.Keys.First();
+            var link = await node.ConnectAsync(nic, remote, expected, context.RequestAborted);
+            return Results.Json(link.Info(), Json);
+        });
+        _app.MapDelete("/api/links/{id:int}", (int id) =>
+        {
+            var link = node.Switch.GetLink(id) ?? throw new NodeRequestException(404, $"no link {id}");
+            node.Switch.Disconnect(link, "closed by the operator");
+            return Results.NoContent();
+        });
+
+        _app.MapGet("/api/labels", () => Results.Json(node.Switch.Labels.List().Select(Describe), Json));
+        _app.MapPost("/api/labels", async (HttpContext context) =>
+        {
+            var request = await Read<LabelRequest>(context);
+            var inLink = node.ResolveLink(request.Link ?? throw Missing("link"));
+            if (request.Forward is null)
+            {
+                if (request.Label is not null)
+                    throw new NodeRequestException(400, "to reserve a label leave \"label\" out; to install one give \"forward\"");
+                var reserved = node.ReserveLabel(inLink);
+                return Results.Json(new LabelReply(inLink.Id, inLink.Peer?.ToString(), reserved, "reserved"), Json);
+            }
+            var outLink = node.ResolveLink(request.Forward.Link ?? throw Missing("forward.link"));
+            var outLabel = request.Forward.Label ?? throw Missing("forward.label");
+            var label = request.Label ?? node.ReserveLabel(inLink);
+            node.InstallForward(inLink, label, outLink, outLabel);
+            return Results.Json(new LabelReply(inLink.Id, inLink.Peer?.ToString(), label, $"forward to link {outLink.Id} label {outLabel}"), Json);
+        });
+        _app.MapDelete("/api/labels/{link:int}/{label:long}", (int link, long label) =>
+            label is > 0 and <= uint.MaxValue && node.RemoveLabel(link, (uint)label)
+                ? Results.NoContent()
+                : throw new NodeRequestException(404, $"no label {label} on link {link}"));
+
+        _app.MapGet("/api/paths", () => Results.Json(node.Paths, Json));
+        _app.MapPost("/api/paths", async (HttpContext context) =>
+        {
+            var request = await Read<PathRequest>(context);
+            var spec = new PathSpec
+            {
+                Peer = ParseAddress(request.Peer ?? throw Missing("peer"), "peer"),
+                Via = ParseAddress(request.Via ?? throw Missing("via"), "via"),
+                OutLabel = request.OutLabel ?? throw Missing("outLabel"),
+                InLabel = request.InLabel,
+                Initiator = request.Initiator ?? true,
+                Nonce = ParseNonce(request.Nonce ?? throw Missing("nonce")),
+            };
+            return Results.Json(node.InstallPath(spec), Json);
+        });
+        _app.MapDelete("/api/paths/{id:int}", async (int id) =>
+            await node.RemovePathAsync(id) ? Results.NoContent() : throw new NodeRequestException(404, $"no path {id}"));
+
+        _app.MapPost("/api/ping", async (HttpContext context) =>
+        {
+            var request = await Read<PingRequest>(context);
+            var to = ParseAddress(request.To ?? throw Missing("to"), "to");
+            var timeout = TimeSpan.FromMilliseconds(Math.Clamp(request.TimeoutMs ?? 2000, 1, 60_000));
+            var rtt = await node.PingAsync(to, request.Size ?? 64, timeout, context.RequestAborted);
+            return Results.Json(new PingReply(to.ToString(), rtt.TotalMicroseconds), Json);
+        });
+
+        _app.MapGet("/api/apps", () => Results.Json(node.Apps.Select(a => AppInfo.Of(a.Key, a.Value)), Json));
+        _app.MapPost("/api/forwards", async (HttpContext context) =>
+        {
+            var request = await Read<ForwardRequest>(context);
+            var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "listen");
+            var to = ParseAddress(request.To ?? throw Missing("to"), "to");
+            var (id, app) = node.StartForward(listen, to, request.Target ?? throw Missing("target"));
+            await RunAppAsync(context, id, app, request.Detach == true);
+        });
+        _app.MapPost("/api/socks", async (HttpContext context) =>
+        {
+            var request = await Read<SocksRequest>(context);
+            var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "listen");
+            var exit = request.Exit is { } e ? ParseAddress(e, "exit")
+                : node.SolePathPeer() ?? throw new NodeRequestException(400, "name the exit node (\"exit\"): this node has paths to none or to several nodes");
+            var (id, app) = node.StartSocks(listen, exit);
+            await RunAppAsync(context, id, app, request.Detach == true);
+        });
+        _app.MapDelete("/api/apps/{id:int}", async (int id) =>
+            await node.StopApp(id) ? Results.NoContent() : throw new NodeRequestException(404, $"no app {id}"));
+
+        _app.MapGet("/metrics", (HttpContext context) =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            return context.Response.WriteAsync(NodeMetrics.Render(node));
+        });
+    }
+
+    /// <summary>
+    /// An app started by a request lives as long as the request: the response is a line of JSON per event
+    /// (listening, then each finished connection), and the app stops when the client goes away — so an app
+    /// whose CLI was killed does not linger. With "detach" the app stays until DELETE /api/apps/{id}.
+    /// </summary>
+    private async Task RunAppAsync(HttpContext context, int id, TcpAppListener app, bool detach)
+    {
+        var started = new AppEvent("listening", id, app.LocalEndPoint.ToString(), null, null, 0, 0, null);
+        if (detach)
+        {
+            await context.Response.WriteAsJsonAsync(started, Json);
+            return;
+        }
+        var events = Channel.CreateBounded<AppEvent>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.DropOldest });
+        void OnEnded(AppConnection c) => events.Writer.TryWrite(new AppEvent("connection", id, null, c.Client, c.Target, c.BytesUp, c.BytesDown, c.Error));
+        app.ConnectionEnded += OnEnded;
+        context.Response.ContentType = "application/x-ndjson";
+        try
+        {
+            await WriteLine(context, started);
+            await foreach (var e in events.Reader.ReadAllAsync(context.RequestAborted))
+                await WriteLine(context, e);
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // The client went away: the app goes with it.
+        }
+        finally
+        {
+            app.ConnectionEnded -= OnEnded;
+            await Node.StopApp(id);
+        }
+    }
+
+    private static async Task WriteLine(HttpContext context, AppEvent e)
+    {
+        await context.Response.WriteAsync(JsonSerializer.Serialize(e, Json) + "\n", context.RequestAborted);
+        await context.Response.Body.FlushAsync(context.RequestAborted);
+    }
+
+    private NodeStatus Status()
+    {
+        var node = Node;
+        return new NodeStatus(
+            node.Address.ToString(), node.Started, node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}").ToList(),
+            node.Switch.Links.Count(l => l.State == LinkState.Up), node.Paths.Count, node.Switch.Labels.List().Count,
+            node.Switch.Forwarded, node.Switch.Delivered, node.Switch.ForwardDrops, node.Switch.BadFrames, node.Switch.Labels.UnknownLabels,
+            node.Options.Exits.Rules, node.Options.Broker);
+    }
+
+    private LabelEntry Describe(LabelEntryInfo e)
+    {
+        var inPeer = Node.Switch.GetLink(e.InLink)?.Peer?.ToString();
+        if (e.Action.Kind == LabelActionKind.Forward)
+            return new LabelEntry(e.InLink, inPeer, e.InLabel, "forward", e.Action.OutLink, Node.Switch.GetLink(e.Action.OutLink)?.Peer?.ToString(), e.Action.OutLabel, null, e.IdleFor.TotalSeconds);
+        var path = Node.PathEnds.FirstOrDefault(p => p.SinkId == e.Action.Endpoint)?.Id;
+        return new LabelEntry(e.InLink, inPeer, e.InLabel, "deliver", null, null, null, path, e.IdleFor.TotalSeconds);
+    }
+
+    private static async Task<T> Read<T>(HttpContext context)
+        where T : class
+    {
+        try
+        {
+            return await JsonSerializer.DeserializeAsync<T>(context.Request.Body, Json, context.RequestAborted)
+                ?? throw new NodeRequestException(400, "the request body is empty; send a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new NodeRequestException(400, $"bad JSON{(e.Path is { Length: > 0 } p ? $" at {p}" : "")}: {e.Message.Split(" Path:", 2)[0]}");
+        }
+    }
+
+    private static NodeRequestException Missing(string field) => new(400, $"\"{field}\" is missing");
+
+    private static NodeAddress ParseAddress(string text, string field) =>
+        NodeAddress.TryParse(text, out var address) ? address : throw new NodeRequestException(400, $"\"{field}\": \"{text}\" is not a node address (64 lowercase hex digits)");
+
+    private static byte[] ParseNonce(string hex)
+    {
+        try
+        {
+            var bytes = Convert.FromHexString(hex);
+            return bytes.Length == 32 ? bytes : throw new NodeRequestException(400, "\"nonce\" is 64 hex digits (32 bytes)");
+        }
+        catch (FormatException)
+        {
+            throw new NodeRequestException(400, "\"nonce\" is 64 hex digits (32 bytes)");
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
+
+public sealed record ApiError(string Error);
+
+public sealed record NodeStatus(
+    string Address, DateTimeOffset Started, IReadOnlyList<string> Interfaces, int Links, int Paths, int Labels,
+    long Forwarded, long Delivered, long ForwardDrops, long BadFrames, long UnknownLabels, IReadOnlyList<string> Exits, string? Broker);
+
+public sealed record InterfaceInfo(string Name, string Local, int Mtu, long FramesSent, long FramesReceived, long BytesSent, long BytesReceived, long SendDrops, long ReceiveDrops);
+
+public sealed record LabelEntry(int InLink, string? InPeer, uint InLabel, string Action, int? OutLink, string? OutPeer, uint? OutLabel, int? Path, double IdleSeconds);
+
+public sealed record LabelReply(int Link, string? Peer, uint Label, string Action);
+
+public sealed record PingReply(string To, double RttMicroseconds);
+
+public sealed record AppEvent(string Event, int App, string? Listen, string? Client, string? Target, long BytesUp, long BytesDown, string? Error);
+
+public sealed record AppInfo(int Id, string Kind, string Listen, string Destination, string? Target, long Accepted, long Active, long Failed)
+{
+    public static AppInfo Of(int id, TcpAppListener app) => app switch
+    {
+        TcpForwarder f => new AppInfo(id, "forward", f.LocalEndPoint.ToString(), f.Destination.ToString(), f.Target, f.Accepted, f.Active, f.Failed),
+        Socks5Server s => new AppInfo(id, "socks", s.LocalEndPoint.ToString(), s.Exit.ToString(), null, s.Accepted, s.Active, s.Failed),
+        _ => new AppInfo(id, "?", app.LocalEndPoint.ToString(), "", null, app.Accepted, app.Active, app.Failed),
+    };
+}
+
+public sealed record LinkRequest(string? Interface, string? Endpoint, string? Peer);
+
+public sealed record LabelTarget(string? Link, uint? Label);
+
+public sealed record LabelRequest(string? Link, uint? Label, LabelTarget? Forward);
+
+public sealed record PathRequest(string? Peer, string? Via, uint? OutLabel, uint? InLabel, bool? Initiator, string? Nonce);
+
+public sealed record PingRequest(string? To, int? Size, int? TimeoutMs);
+
+public sealed record ForwardRequest(string? Listen, string? To, string? Target, bool? Detach);
+
+public sealed record SocksRequest(string? Listen, string? Exit, bool? Detach);

@@ -1,0 +1,224 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Skymesh.Mesh.Links;
+
+namespace Skymesh.Node;
+
+/// <summary>An error answered by a node's local API, with its message.</summary>
+public sealed class NodeApiException : Exception
+{
+    public NodeApiException()
+    {
+    }
+
+    public NodeApiException(string message)
+        : base(message)
+    {
+    }
+
+    public NodeApiException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    public NodeApiException(HttpStatusCode status, string message)
+        : base(message)
+    {
+        Status = status;
+    }
+
+    public HttpStatusCode Status { get; }
+}
+
+/// <summary>A client of one node's local API (what the CLI uses).</summary>
+public sealed class NodeApiClient : IDisposable
+{
+    private readonly HttpClient _http;
+
+    public NodeApiClient(string address, TimeSpan? timeout = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(address);
+        Address = address;
+        _http = new HttpClient { BaseAddress = new Uri($"http://{address}/"), Timeout = timeout ?? TimeSpan.FromSeconds(30) };
+    }
+
+    public string Address { get; }
+
+    public Task<NodeStatus> StatusAsync(CancellationToken cancellationToken = default) => GetAsync<NodeStatus>("api/node", cancellationToken);
+
+    public Task<List<LinkInfo>> LinksAsync(CancellationToken cancellationToken = default) => GetAsync<List<LinkInfo>>("api/links", cancellationToken);
+
+    public Task<List<InterfaceInfo>> InterfacesAsync(CancellationToken cancellationToken = default) => GetAsync<List<InterfaceInfo>>("api/interfaces", cancellationToken);
+
+    public Task<List<LabelEntry>> LabelsAsync(CancellationToken cancellationToken = default) => GetAsync<List<LabelEntry>>("api/labels", cancellationToken);
+
+    public Task<List<PathInfo>> PathsAsync(CancellationToken cancellationToken = default) => GetAsync<List<PathInfo>>("api/paths", cancellationToken);
+
+    public Task<List<AppInfo>> AppsAsync(CancellationToken cancellationToken = default) => GetAsync<List<AppInfo>>("api/apps", cancellationToken);
+
+    public Task<string> MetricsAsync(CancellationToken cancellationToken = default) => SendAsync(new HttpRequestMessage(HttpMethod.Get, "metrics"), cancellationToken);
+
+    public Task<LabelReply> ReserveLabelAsync(string link, CancellationToken cancellationToken = default) =>
+        PostAsync<LabelReply>("api/labels", new LabelRequest(link, null, null), cancellationToken);
+
+    public Task<LabelReply> ForwardLabelAsync(string inLink, uint? inLabel, string outLink, uint outLabel, CancellationToken cancellationToken = default) =>
+        PostAsync<LabelReply>("api/labels", new LabelRequest(inLink, inLabel, new LabelTarget(outLink, outLabel)), cancellationToken);
+
+    public Task RemoveLabelAsync(int link, uint label, CancellationToken cancellationToken = default) =>
+        SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/labels/{link}/{label}"), cancellationToken);
+
+    public Task<PathInfo> InstallPathAsync(PathRequest request, CancellationToken cancellationToken = default) =>
+        PostAsync<PathInfo>("api/paths", request, cancellationToken);
+
+    public Task RemovePathAsync(int id, CancellationToken cancellationToken = default) =>
+        SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/paths/{id}"), cancellationToken);
+
+    public Task<PingReply> PingAsync(string to, int size = 64, int timeoutMs = 2000, CancellationToken cancellationToken = default) =>
+        PostAsync<PingReply>("api/ping", new PingRequest(to, size, timeoutMs), cancellationToken);
+
+    public Task<LinkInfo> ConnectAsync(string? nic, string endpoint, string? peer, CancellationToken cancellationToken = default) =>
+        PostAsync<LinkInfo>("api/links", new LinkRequest(nic, endpoint, peer), cancellationToken);
+
+    public Task StopAppAsync(int id, CancellationToken cancellationToken = default) =>
+        SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/apps/{id}"), cancellationToken);
+
+    /// <summary>
+    /// Starts an app (forward or SOCKS) and reads its events as they come; the app runs until the enumeration
+    /// stops (the request is then closed and the node stops the app).
+    /// </summary>
+    public async IAsyncEnumerable<AppEvent> RunAppAsync(string kind, object request, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var message = new HttpRequestMessage(HttpMethod.Post, $"api/{kind}") { Content = JsonContent.Create(request, request.GetType(), options: NodeApi.Json) };
+        using var http = new HttpClient { BaseAddress = _http.BaseAddress, Timeout = Timeout.InfiniteTimeSpan };
+        using var response = await Send(http, message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        await using var body = await response.Content.ReadAsStreamAsync(cancellationToken);
+        using var reader = new StreamReader(body);
+        while (await reader.ReadLineAsync(cancellationToken) is { } line)
+        {
+            if (line.Length > 0)
+                yield return JsonSerializer.Deserialize<AppEvent>(line, NodeApi.Json)!;
+        }
+    }
+
+    private async Task<T> GetAsync<T>(string path, CancellationToken cancellationToken)
+    {
+        var text = await SendAsync(new HttpRequestMessage(HttpMethod.Get, path), cancellationToken);
+        return JsonSerializer.Deserialize<T>(text, NodeApi.Json)!;
+    }
+
+    private async Task<T> PostAsync<T>(string path, object body, CancellationToken cancellationToken)
+    {
+        var text = await SendAsync(new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body, body.GetType(), options: NodeApi.Json) }, cancellationToken);
+        return JsonSerializer.Deserialize<T>(text, NodeApi.Json)!;
+    }
+
+    private async Task<string> SendAsync(HttpRequestMessage message, CancellationToken cancellationToken)
+    {
+        using (message)
+        {
+            using var response = await Send(_http, message, HttpCompletionOption.ResponseContentRead, cancellationToken);
+            return await response.Content.ReadAsStringAsync(cancellationToken);
+        }
+    }
+
+    private async Task<HttpResponseMessage> Send(HttpClient http, HttpRequestMessage message, HttpCompletionOption completion, CancellationToken cancellationToken)
+    {
+        HttpResponseMessage response;
+        try
+        {
+            response = await http.SendAsync(message, completion, cancellationToken);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new NodeApiException($"Cannot reach the node's local API at {Address}: {e.Message} (is `skymesh node` running, and is --api its address?)", e);
+        }
+        if (response.IsSuccessStatusCode)
+            return response;
+        using (response)
+        {
+            var text = await response.Content.ReadAsStringAsync(cancellationToken);
+            string error;
+            try
+            {
+                error = JsonSerializer.Deserialize<ApiError>(text, NodeApi.Json)?.Error ?? text;
+            }
+            catch (JsonException)
+            {
+                error = text.Length > 0 ? text : response.ReasonPhrase ?? "error";
+            }
+            throw new NodeApiException(response.StatusCode, $"{Address}: {error}");
+        }
+    }
+
+    public void Dispose() => _http.Dispose();
+}
+
+/// <summary>
+/// Installs a path by hand along a chain of nodes whose local APIs are reachable (until the control plane
+/// sets paths up itself): labels are reserved on every hop first, then the relays' entries and the two
+/// ends are installed, in both directions. Any failure removes what was installed.
+/// </summary>
+public static class StaticPath
+{
+    /// <summary>The source's path (its id is what <c>skymesh path remove</c> takes) and the destination's.</summary>
+    public sealed record Result(PathInfo Source, PathInfo Destination, IReadOnlyList<string> Nodes);
+
+    public static async Task<Result> InstallAsync(IReadOnlyList<NodeApiClient> chain, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(chain);
+        if (chain.Count < 2)
+            throw new ArgumentException("A path needs at least two nodes: the source and the destination.", nameof(chain));
+        var k = chain.Count - 1;
+        var addresses = new string[chain.Count];
+        for (var i = 0; i <= k; i++)
+            addresses[i] = (await chain[i].StatusAsync(cancellationToken)).Address;
+        if (addresses.Distinct().Count() != addresses.Length)
+            throw new ArgumentException("A node appears twice in the chain.", nameof(chain));
+
+        var undo = new List<Func<Task>>();
+        try
+        {
+            // Labels each node reads the path on: from the previous hop (forward) and from the next (back).
+            var forwardIn = new uint[chain.Count];
+            var backIn = new uint[chain.Count];
+            for (var i = 1; i < k; i++)
+            {
+                forwardIn[i] = (await chain[i].ReserveLabelAsync(addresses[i - 1], cancellationToken)).Label;
+                backIn[i] = (await chain[i].ReserveLabelAsync(addresses[i + 1], cancellationToken)).Label;
+            }
+            forwardIn[k] = (await chain[k].ReserveLabelAsync(addresses[k - 1], cancellationToken)).Label;
+            backIn[0] = (await chain[0].ReserveLabelAsync(addresses[1], cancellationToken)).Label;
+
+            for (var i = 1; i < k; i++)
+            {
+                var node = chain[i];
+                var fwd = await node.ForwardLabelAsync(addresses[i - 1], forwardIn[i], addresses[i + 1], forwardIn[i + 1], cancellationToken);
+                undo.Add(() => node.RemoveLabelAsync(fwd.Link, fwd.Label));
+                var back = await node.ForwardLabelAsync(addresses[i + 1], backIn[i], addresses[i - 1], backIn[i - 1], cancellationToken);
+                undo.Add(() => node.RemoveLabelAsync(back.Link, back.Label));
+            }
+            var nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
+            var destination = await chain[k].InstallPathAsync(new PathRequest(addresses[0], addresses[k - 1], backIn[k - 1], forwardIn[k], false, nonce), cancellationToken);
+            undo.Add(() => chain[k].RemovePathAsync(destination.Id));
+            var source = await chain[0].InstallPathAsync(new PathRequest(addresses[k], addresses[1], forwardIn[1], backIn[0], true, nonce), cancellationToken);
+            return new Result(source, destination, addresses);
+        }
+        catch
+        {
+            foreach (var step in Enumerable.Reverse(undo))
+            {
+                try
+                {
+                    await step();
+                }
+                catch (NodeApiException)
+                {
+                    // Best effort: entries left behind expire on their own.
+                }
+            }
+            throw;
+        }
+    }
+}

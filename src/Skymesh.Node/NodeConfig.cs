@@ -1,0 +1,291 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Skymesh.Identity;
+using Skymesh.Mesh.Apps;
+
+namespace Skymesh.Node;
+
+/// <summary>node.json as written by the operator (docs/node.md). Every field but the interfaces is optional.</summary>
+public sealed class NodeConfigFile
+{
+    /// <summary>Where the node keeps its key (node.key) and state; relative to the config file. Default: the config file's directory.</summary>
+    public string? DataDir { get; set; }
+
+    /// <summary>The local API (HTTP, JSON, /metrics) address; loopback only unless the operator means otherwise. Default 127.0.0.1:7300.</summary>
+    public string? Api { get; set; }
+
+    /// <summary>The SSMP broker of the control plane (host:port), used by the control agent.</summary>
+    public string? Broker { get; set; }
+
+    /// <summary>Encrypt link frames (a link is encrypted when both ends ask). Default true.</summary>
+    public bool? Encrypt { get; set; }
+
+    public List<InterfaceConfig>? Interfaces { get; set; }
+
+    public List<PeerConfig>? Peers { get; set; }
+
+    /// <summary>Targets this node connects to for streams arriving on its paths (host:port rules); default none.</summary>
+    public List<string>? Exits { get; set; }
+
+    /// <summary>Seconds between link keepalives (default 1).</summary>
+    public double? KeepaliveSeconds { get; set; }
+
+    /// <summary>Seconds of silence after which a link is declared down (default 5).</summary>
+    public double? DeadAfterSeconds { get; set; }
+
+    /// <summary>Seconds a label entry lives without traffic (default 60).</summary>
+    public double? LabelLifetimeSeconds { get; set; }
+
+    /// <summary>Seconds without any answer after which a path end declares the path lost (default 15).</summary>
+    public double? PathTimeoutSeconds { get; set; }
+}
+
+public sealed class InterfaceConfig
+{
+    public string? Name { get; set; }
+
+    /// <summary>udp or tcp.</summary>
+    public string? Type { get; set; }
+
+    /// <summary>host:port to bind (port 0 takes a free one).</summary>
+    public string? Listen { get; set; }
+
+    public int? Mtu { get; set; }
+}
+
+public sealed class PeerConfig
+{
+    /// <summary>The neighbour's node address (64 hex digits): the link is refused if someone else answers.</summary>
+    public string? Address { get; set; }
+
+    /// <summary>The neighbour's interface address, host:port.</summary>
+    public string? Endpoint { get; set; }
+
+    /// <summary>Which of this node's interfaces to use (default: the first of a matching type).</summary>
+    public string? Interface { get; set; }
+}
+
+/// <summary>A bad node configuration: <see cref="Field"/> names what is wrong, as a JSON path.</summary>
+public sealed class NodeConfigException : Exception
+{
+    public NodeConfigException()
+    {
+    }
+
+    public NodeConfigException(string message)
+        : base(message)
+    {
+    }
+
+    public NodeConfigException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    public NodeConfigException(string field, string problem, Exception? inner = null)
+        : base($"{field}: {problem}", inner)
+    {
+        Field = field;
+    }
+
+    public string Field { get; } = "";
+}
+
+public enum InterfaceKind
+{
+    Udp,
+    Tcp,
+}
+
+public sealed record InterfaceOptions(string Name, InterfaceKind Kind, IPEndPoint Listen, int? Mtu);
+
+public sealed record PeerOptions(NodeAddress Address, EndPoint Endpoint, string Interface);
+
+/// <summary>A validated node configuration.</summary>
+public sealed record NodeOptions
+{
+    public const int DefaultApiPort = 7300;
+
+    public required string DataDir { get; init; }
+
+    public IPEndPoint Api { get; init; } = new(IPAddress.Loopback, DefaultApiPort);
+
+    public string? Broker { get; init; }
+
+    public bool Encrypt { get; init; } = true;
+
+    public IReadOnlyList<InterfaceOptions> Interfaces { get; init; } = [];
+
+    public IReadOnlyList<PeerOptions> Peers { get; init; } = [];
+
+    public ExitPolicy Exits { get; init; } = ExitPolicy.None;
+
+    public TimeSpan Keepalive { get; init; } = TimeSpan.FromSeconds(1);
+
+    public TimeSpan DeadAfter { get; init; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan LabelLifetime { get; init; } = TimeSpan.FromSeconds(60);
+
+    public TimeSpan PathTimeout { get; init; } = TimeSpan.FromSeconds(15);
+
+    public string KeyFile => Path.Combine(DataDir, "node.key");
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+    };
+
+    /// <summary>Reads and checks a node.json; every problem is a <see cref="NodeConfigException"/> naming the field.</summary>
+    public static NodeOptions Load(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new NodeConfigException($"Cannot read the node configuration {path}: {e.Message}", e);
+        }
+        return Parse(text, Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    /// <summary>Parses node.json text; relative paths are taken from <paramref name="baseDirectory"/>.</summary>
+    public static NodeOptions Parse(string json, string baseDirectory)
+    {
+        NodeConfigFile? file;
+        try
+        {
+            file = JsonSerializer.Deserialize<NodeConfigFile>(json, Json);
+        }
+        catch (JsonException e)
+        {
+            var field = string.IsNullOrEmpty(e.Path) ? "$" : e.Path;
+            var problem = e.Message.Contains("could not be mapped", StringComparison.Ordinal)
+                ? "is not a node setting (see docs/node.md for the settings)"
+                : e.Message.Contains("could not be converted", StringComparison.Ordinal)
+                    ? "has the wrong type"
+                    : $"{e.Message.Split(" Path:", 2)[0]} (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1})";
+            throw new NodeConfigException(field, problem, e);
+        }
+        if (file is null)
+            throw new NodeConfigException("$", "the configuration is empty (null); write a JSON object");
+        return FromFile(file, baseDirectory);
+    }
+
+    private static NodeOptions FromFile(NodeConfigFile file, string baseDirectory)
+    {
+        var dataDir = Path.GetFullPath(file.DataDir is { } d ? Path.Combine(baseDirectory, d) : baseDirectory);
+        var api = file.Api is null ? new IPEndPoint(IPAddress.Loopback, DefaultApiPort) : ParseEndPoint(file.Api, "$.api");
+        if (file.Broker is not null && !ServiceWire.TryParseTarget(file.Broker, out _, out _))
+            throw new NodeConfigException("$.broker", $"\"{file.Broker}\" is not host:port");
+
+        var interfaces = new List<InterfaceOptions>();
+        if (file.Interfaces is null || file.Interfaces.Count == 0)
+            throw new NodeConfigException("$.interfaces", "a node needs at least one interface, e.g. {\"type\": \"udp\", \"listen\": \"0.0.0.0:7400\"}");
+        for (var i = 0; i < file.Interfaces.Count; i++)
+        {
+            var field = $"$.interfaces[{i}]";
+            var nic = file.Interfaces[i] ?? throw new NodeConfigException(field, "is null");
+            var kind = nic.Type?.ToLowerInvariant() switch
+            {
+                "udp" => InterfaceKind.Udp,
+                "tcp" => InterfaceKind.Tcp,
+                null => throw new NodeConfigException($"{field}.type", "is missing (udp or tcp)"),
+                _ => throw new NodeConfigException($"{field}.type", $"\"{nic.Type}\" is not an interface type (udp or tcp)"),
+            };
+            if (nic.Listen is null)
+                throw new NodeConfigException($"{field}.listen", "is missing (host:port to bind, e.g. 0.0.0.0:7400)");
+            var listen = ParseEndPoint(nic.Listen, $"{field}.listen");
+            if (nic.Mtu is { } mtu && (mtu < Mesh.Wire.MeshWire.MinMtu || mtu > Mesh.Wire.MeshWire.MaxFrameLength))
+                throw new NodeConfigException($"{field}.mtu", $"{mtu} is outside {Mesh.Wire.MeshWire.MinMtu}..{Mesh.Wire.MeshWire.MaxFrameLength}");
+            var name = nic.Name ?? $"{kind.ToString().ToLowerInvariant()}{interfaces.Count(x => x.Kind == kind)}";
+            if (interfaces.Any(x => x.Name == name))
+                throw new NodeConfigException($"{field}.name", $"\"{name}\" names two interfaces");
+            interfaces.Add(new InterfaceOptions(name, kind, listen, nic.Mtu));
+        }
+
+        var peers = new List<PeerOptions>();
+        for (var i = 0; i < (file.Peers?.Count ?? 0); i++)
+        {
+            var field = $"$.peers[{i}]";
+            var peer = file.Peers![i] ?? throw new NodeConfigException(field, "is null");
+            if (peer.Address is null)
+                throw new NodeConfigException($"{field}.address", "is missing (the neighbour's 64-hex node address)");
+            if (!NodeAddress.TryParse(peer.Address, out var address))
+                throw new NodeConfigException($"{field}.address", $"\"{peer.Address}\" is not a node address (64 lowercase hex digits)");
+            if (peer.Endpoint is null)
+                throw new NodeConfigException($"{field}.endpoint", "is missing (the neighbour's host:port)");
+            var endpoint = ParsePeerEndPoint(peer.Endpoint, $"{field}.endpoint");
+            InterfaceOptions nic;
+            if (peer.Interface is not null)
+                nic = interfaces.FirstOrDefault(x => x.Name == peer.Interface)
+                    ?? throw new NodeConfigException($"{field}.interface", $"no interface is named \"{peer.Interface}\" (there are: {string.Join(", ", interfaces.Select(x => x.Name))})");
+            else
+                nic = interfaces[0];
+            peers.Add(new PeerOptions(address, endpoint, nic.Name));
+        }
+
+        ExitPolicy exits;
+        try
+        {
+            exits = ExitPolicy.Parse(file.Exits ?? []);
+        }
+        catch (FormatException e)
+        {
+            var index = file.Exits!.FindIndex(r => e.Message.Contains($"\"{r}\"", StringComparison.Ordinal) || string.IsNullOrWhiteSpace(r));
+            throw new NodeConfigException($"$.exits[{Math.Max(index, 0)}]", e.Message, e);
+        }
+
+        var keepalive = Seconds(file.KeepaliveSeconds, 1, "$.keepaliveSeconds");
+        var deadAfter = Seconds(file.DeadAfterSeconds, 5, "$.deadAfterSeconds");
+        if (deadAfter <= keepalive)
+            throw new NodeConfigException("$.deadAfterSeconds", "must be longer than keepaliveSeconds");
+        return new NodeOptions
+        {
+            DataDir = dataDir,
+            Api = api,
+            Broker = file.Broker,
+            Encrypt = file.Encrypt ?? true,
+            Interfaces = interfaces,
+            Peers = peers,
+            Exits = exits,
+            Keepalive = keepalive,
+            DeadAfter = deadAfter,
+            LabelLifetime = Seconds(file.LabelLifetimeSeconds, 60, "$.labelLifetimeSeconds"),
+            PathTimeout = Seconds(file.PathTimeoutSeconds, 15, "$.pathTimeoutSeconds"),
+        };
+    }
+
+    private static TimeSpan Seconds(double? value, double fallback, string field)
+    {
+        var seconds = value ?? fallback;
+        if (!double.IsFinite(seconds) || seconds <= 0 || seconds > 86_400)
+            throw new NodeConfigException(field, $"{seconds.ToString(CultureInfo.InvariantCulture)} is not a number of seconds between 0 and 86400");
+        return TimeSpan.FromSeconds(seconds);
+    }
+
+    internal static IPEndPoint ParseEndPoint(string value, string field)
+    {
+        var text = value.StartsWith("localhost:", StringComparison.OrdinalIgnoreCase) ? "127.0.0.1:" + value["localhost:".Length..] : value;
+        if (!text.Contains(':', StringComparison.Ordinal) || !IPEndPoint.TryParse(text, out var endPoint))
+            throw new NodeConfigException(field, $"\"{value}\" is not an address:port such as 127.0.0.1:7400");
+        return endPoint;
+    }
+
+    private static EndPoint ParsePeerEndPoint(string value, string field)
+    {
+        if (!ServiceWire.TryParseTarget(value, out var host, out var port))
+            throw new NodeConfigException(field, $"\"{value}\" is not host:port");
+        if (IPAddress.TryParse(host, out var address))
+            return new IPEndPoint(address, port);
+        if (string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase))
+            return new IPEndPoint(IPAddress.Loopback, port);
+        return new DnsEndPoint(host, port);
+    }
+}

@@ -1,0 +1,134 @@
+using System.Globalization;
+using System.Text;
+using Skymesh.Mesh.Links;
+
+namespace Skymesh.Node;
+
+/// <summary>The node's counters in the Prometheus text exposition format (version 0.0.4).</summary>
+public static class NodeMetrics
+{
+    public static string Render(MeshNode node)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        var w = new Writer();
+        var sw = node.Switch;
+        w.Family("skymesh_forwarded_messages_total", "counter", "Messages switched from one link to another.");
+        w.Sample("skymesh_forwarded_messages_total", "", sw.Forwarded);
+        w.Family("skymesh_delivered_messages_total", "counter", "Messages delivered to path endpoints on this node.");
+        w.Sample("skymesh_delivered_messages_total", "", sw.Delivered);
+        w.Family("skymesh_forward_drops_total", "counter", "Messages that matched a label entry but could not go on.");
+        w.Sample("skymesh_forward_drops_total", "", sw.ForwardDrops);
+        w.Family("skymesh_bad_frames_total", "counter", "Frames dropped as malformed, undecryptable, replayed or out of place.");
+        w.Sample("skymesh_bad_frames_total", "", sw.BadFrames);
+        w.Family("skymesh_handshake_failures_total", "counter", "Link handshakes refused.");
+        w.Sample("skymesh_handshake_failures_total", "", sw.HandshakeFailures);
+        w.Family("skymesh_unknown_labels_total", "counter", "Messages with a label nobody installed (dropped).");
+        w.Sample("skymesh_unknown_labels_total", "", sw.Labels.UnknownLabels);
+        w.Family("skymesh_label_entries_expired_total", "counter", "Label entries that expired without traffic.");
+        w.Sample("skymesh_label_entries_expired_total", "", sw.Labels.Expired);
+        w.Family("skymesh_label_entries", "gauge", "Label entries installed.");
+        w.Sample("skymesh_label_entries", "", sw.Labels.List().Count);
+
+        var nics = node.Interfaces.Values.ToList();
+        w.Family("skymesh_interface_frames_sent_total", "counter", "Frames sent by an interface.");
+        foreach (var i in nics)
+            w.Sample("skymesh_interface_frames_sent_total", Label("interface", i.Name), i.Counters.FramesSent);
+        w.Family("skymesh_interface_frames_received_total", "counter", "Frames received by an interface.");
+        foreach (var i in nics)
+            w.Sample("skymesh_interface_frames_received_total", Label("interface", i.Name), i.Counters.FramesReceived);
+        w.Family("skymesh_interface_bytes_sent_total", "counter", "Bytes sent by an interface.");
+        foreach (var i in nics)
+            w.Sample("skymesh_interface_bytes_sent_total", Label("interface", i.Name), i.Counters.BytesSent);
+        w.Family("skymesh_interface_bytes_received_total", "counter", "Bytes received by an interface.");
+        foreach (var i in nics)
+            w.Sample("skymesh_interface_bytes_received_total", Label("interface", i.Name), i.Counters.BytesReceived);
+        w.Family("skymesh_interface_drops_total", "counter", "Frames an interface dropped, by direction.");
+        foreach (var i in nics)
+        {
+            w.Sample("skymesh_interface_drops_total", Label("interface", i.Name) + ",direction=\"send\"", i.Counters.SendDrops);
+            w.Sample("skymesh_interface_drops_total", Label("interface", i.Name) + ",direction=\"receive\"", i.Counters.ReceiveDrops);
+        }
+
+        var links = sw.Links.Where(l => l.State != LinkState.Down).OrderBy(l => l.Id).Select(l => l.Info()).ToList();
+        static string LinkLabels(LinkInfo l) => $"link=\"{l.Id}\",peer=\"{l.Peer ?? ""}\"";
+        w.Family("skymesh_link_up", "gauge", "1 for a link that is up, 0 while it shakes hands.");
+        foreach (var l in links)
+            w.Sample("skymesh_link_up", LinkLabels(l), l.State == LinkState.Up ? 1 : 0);
+        w.Family("skymesh_link_frames_total", "counter", "Frames on a link, by direction.");
+        foreach (var l in links)
+        {
+            w.Sample("skymesh_link_frames_total", LinkLabels(l) + ",direction=\"sent\"", l.FramesSent);
+            w.Sample("skymesh_link_frames_total", LinkLabels(l) + ",direction=\"received\"", l.FramesReceived);
+        }
+        w.Family("skymesh_link_messages_total", "counter", "Messages on a link, by direction.");
+        foreach (var l in links)
+        {
+            w.Sample("skymesh_link_messages_total", LinkLabels(l) + ",direction=\"sent\"", l.MessagesSent);
+            w.Sample("skymesh_link_messages_total", LinkLabels(l) + ",direction=\"received\"", l.MessagesReceived);
+        }
+        w.Family("skymesh_link_bytes_total", "counter", "Bytes on a link, by direction.");
+        foreach (var l in links)
+        {
+            w.Sample("skymesh_link_bytes_total", LinkLabels(l) + ",direction=\"sent\"", l.BytesSent);
+            w.Sample("skymesh_link_bytes_total", LinkLabels(l) + ",direction=\"received\"", l.BytesReceived);
+        }
+        w.Family("skymesh_link_send_drops_total", "counter", "Messages a link could not send (queue full, down).");
+        foreach (var l in links)
+            w.Sample("skymesh_link_send_drops_total", LinkLabels(l), l.SendDrops);
+        w.Family("skymesh_link_rtt_seconds", "gauge", "Smoothed round-trip time of a link from keepalives.");
+        foreach (var l in links.Where(l => l.Rtt is not null))
+            w.Sample("skymesh_link_rtt_seconds", LinkLabels(l), l.Rtt!.Value.TotalSeconds);
+        w.Family("skymesh_link_loss_ratio", "gauge", "Estimated share of the neighbour's frames lost.");
+        foreach (var l in links)
+            w.Sample("skymesh_link_loss_ratio", LinkLabels(l), l.Loss);
+
+        var paths = node.Paths;
+        w.Family("skymesh_paths", "gauge", "Path ends on this node, by state.");
+        foreach (var group in paths.GroupBy(p => p.State))
+            w.Sample("skymesh_paths", Label("state", group.Key), group.Count());
+        w.Family("skymesh_path_messages_total", "counter", "Messages of a path end, by direction.");
+        foreach (var p in paths)
+        {
+            w.Sample("skymesh_path_messages_total", $"path=\"{p.Id}\",peer=\"{p.Peer}\",direction=\"sent\"", p.MessagesSent);
+            w.Sample("skymesh_path_messages_total", $"path=\"{p.Id}\",peer=\"{p.Peer}\",direction=\"received\"", p.MessagesReceived);
+        }
+        w.Family("skymesh_path_streams", "gauge", "Streams open on a path end.");
+        foreach (var p in paths)
+            w.Sample("skymesh_path_streams", $"path=\"{p.Id}\",peer=\"{p.Peer}\"", p.OpenStreams);
+
+        w.Family("skymesh_exit_streams_total", "counter", "Streams from other nodes this node connected to targets, or refused.");
+        w.Sample("skymesh_exit_streams_total", "result=\"served\"", node.Exit.Served);
+        w.Sample("skymesh_exit_streams_total", "result=\"refused\"", node.Exit.Refused);
+        w.Family("skymesh_exit_bytes_total", "counter", "Bytes this node carried between paths and targets.");
+        w.Sample("skymesh_exit_bytes_total", "direction=\"to_targets\"", node.Exit.BytesToTargets);
+        w.Sample("skymesh_exit_bytes_total", "direction=\"from_targets\"", node.Exit.BytesFromTargets);
+        w.Family("skymesh_app_connections_total", "counter", "Connections accepted by local apps (forward, socks).");
+        foreach (var (id, app) in node.Apps)
+            w.Sample("skymesh_app_connections_total", $"app=\"{id}\",kind=\"{AppInfo.Of(id, app).Kind}\"", app.Accepted);
+        w.Family("skymesh_pings_answered_total", "counter", "Pings from other nodes this node answered.");
+        w.Sample("skymesh_pings_answered_total", "", node.PingsAnswered);
+        return w.ToString();
+    }
+
+    private static string Label(string name, string value) =>
+        $"{name}=\"{value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal)}\"";
+
+    private sealed class Writer
+    {
+        private readonly StringBuilder _text = new();
+
+        public void Family(string name, string type, string help) =>
+            _text.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n')
+                .Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
+
+        public void Sample(string name, string labels, double value)
+        {
+            _text.Append(name);
+            if (labels.Length > 0)
+                _text.Append('{').Append(labels).Append('}');
+            _text.Append(' ').Append(value.ToString("R", CultureInfo.InvariantCulture)).Append('\n');
+        }
+
+        public override string ToString() => _text.ToString();
+    }
+}

@@ -1,0 +1,87 @@
+using System.Security.Cryptography;
+using System.Text;
+using Skymesh.Identity;
+using Skymesh.Mesh.Links;
+using Skymesh.Mesh.Paths;
+
+namespace Skymesh.Node;
+
+/// <summary>What the local API is told to install: one end of a path (docs/node.md).</summary>
+public sealed record PathSpec
+{
+    /// <summary>The node at the other end of the path.</summary>
+    public required NodeAddress Peer { get; init; }
+
+    /// <summary>The neighbour the path leaves by (and comes back from).</summary>
+    public required NodeAddress Via { get; init; }
+
+    /// <summary>The label the next hop reads this path's messages on.</summary>
+    public required uint OutLabel { get; init; }
+
+    /// <summary>The label this node reads the path's incoming messages on (reserved on the link to <see cref="Via"/>); null reserves one.</summary>
+    public uint? InLabel { get; init; }
+
+    /// <summary>The source of the path (opens odd stream ids); the destination end says false.</summary>
+    public bool Initiator { get; init; } = true;
+
+    /// <summary>32 random bytes both ends share; the end-to-end keys are derived from it and the two nodes' keys.</summary>
+    public required byte[] Nonce { get; init; }
+}
+
+/// <summary>A path as the local API lists it.</summary>
+public sealed record PathInfo(
+    int Id, string Peer, string Via, int OutLink, uint OutLabel, int InLink, uint InLabel, bool Initiator, string State,
+    int OpenStreams, long MessagesSent, long MessagesReceived, long MessagesDropped, DateTimeOffset Created, string? Error);
+
+/// <summary>One end of a path on this node: the endpoint, its channel, and the label entry that feeds it.</summary>
+internal sealed class NodePath
+{
+    public required int Id { get; init; }
+
+    public required PathSpec Spec { get; init; }
+
+    public required Link Link { get; init; }
+
+    public required uint InLabel { get; init; }
+
+    public required int SinkId { get; init; }
+
+    public required LinkPathChannel Channel { get; init; }
+
+    public required PathEndpoint Endpoint { get; init; }
+
+    public required DateTimeOffset Created { get; init; }
+
+    public CancellationTokenSource Stop { get; } = new();
+
+    public List<Task> Loops { get; } = [];
+
+    public PathInfo Info()
+    {
+        var counters = Endpoint.Counters;
+        var broken = Endpoint.BrokenBy;
+        var state = broken is not null ? "broken" : Link.State == LinkState.Up ? "up" : "link down";
+        return new PathInfo(Id, Spec.Peer.ToString(), Spec.Via.ToString(), Link.Id, Spec.OutLabel, Link.Id, InLabel, Spec.Initiator,
+            state, Endpoint.OpenStreams, counters.MessagesSent, counters.MessagesReceived, counters.MessagesDropped, Created, broken?.Message);
+    }
+
+    /// <summary>
+    /// The end-to-end keys: HKDF-SHA256 over the static ECDH secret of the two nodes, salted with the path's
+    /// nonce, info naming both ends (source first); 64 bytes, source→destination key then destination→source.
+    /// </summary>
+    public static PathCipher CreateCipher(NodeKey key, PathSpec spec)
+    {
+        Span<byte> shared = stackalloc byte[32];
+        Span<byte> keys = stackalloc byte[64];
+        key.DeriveSharedSecret(spec.Peer, shared);
+        var (source, destination) = spec.Initiator ? (key.Address, spec.Peer) : (spec.Peer, key.Address);
+        var info = Encoding.ASCII.GetBytes($"skymesh path keys v1 {source} {destination}");
+        HKDF.DeriveKey(HashAlgorithmName.SHA256, shared, keys, spec.Nonce, info);
+        var forward = keys[..32];
+        var backward = keys[32..];
+        var cipher = spec.Initiator ? new PathCipher(forward, backward) : new PathCipher(backward, forward);
+        CryptographicOperations.ZeroMemory(shared);
+        CryptographicOperations.ZeroMemory(keys);
+        return cipher;
+    }
+}

@@ -1,0 +1,202 @@
+using System.Net;
+using System.Net.Sockets;
+using Skymesh.Mesh.Links;
+
+namespace Skymesh.Node.Tests;
+
+/// <summary>A running node with its local API, in this process, on loopback UDP.</summary>
+public sealed class TestNode : IAsyncDisposable
+{
+    private readonly string _dir;
+    private int _disposed;
+
+    private TestNode(string dir, MeshNode node, NodeApi api)
+    {
+        _dir = dir;
+        Node = node;
+        Api = api;
+        Client = new NodeApiClient(api.EndPoint.ToString());
+    }
+
+    public MeshNode Node { get; }
+
+    public NodeApi Api { get; }
+
+    public NodeApiClient Client { get; }
+
+    public string Address => Node.Address.ToString();
+
+    public IPEndPoint UdpEndPoint => (IPEndPoint)Node.Interfaces.Values.First().LocalEndPoint;
+
+    public static async Task<TestNode> StartAsync(string? extraJson = null)
+    {
+        var dir = Directory.CreateTempSubdirectory("skymesh-node-").FullName;
+        var json = $$"""
+            {
+              "api": "127.0.0.1:0",
+              "interfaces": [ { "type": "udp", "listen": "127.0.0.1:0" } ],
+              "exits": [ "127.0.0.1:*" ],
+              "keepaliveSeconds": 0.2,
+              "deadAfterSeconds": 1.5,
+              "pathTimeoutSeconds": 4
+              {{extraJson}}
+            }
+            """;
+        var options = NodeOptions.Parse(json, dir);
+        var node = MeshNode.Start(options);
+        var api = await NodeApi.StartAsync(node, options.Api);
+        return new TestNode(dir, node, api);
+    }
+
+    public async Task<Link> LinkToAsync(TestNode other) =>
+        await Node.ConnectAsync(Node.Interfaces.Keys.First(), other.UdpEndPoint, other.Node.Address, CancellationToken.None);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        Client.Dispose();
+        await Api.DisposeAsync();
+        await Node.DisposeAsync();
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>A chain of nodes, each linked to the next, with a static path from the first to the last.</summary>
+public sealed class Chain : IAsyncDisposable
+{
+    private Chain(TestNode[] nodes, StaticPath.Result path)
+    {
+        Nodes = nodes;
+        Path = path;
+    }
+
+    public TestNode[] Nodes { get; }
+
+    public StaticPath.Result Path { get; }
+
+    public TestNode Source => Nodes[0];
+
+    public TestNode Destination => Nodes[^1];
+
+    public static async Task<Chain> StartAsync(int count)
+    {
+        var nodes = new TestNode[count];
+        try
+        {
+            for (var i = 0; i < count; i++)
+                nodes[i] = await TestNode.StartAsync();
+            for (var i = 0; i + 1 < count; i++)
+                await nodes[i].LinkToAsync(nodes[i + 1]).WaitAsync(TimeSpan.FromSeconds(20));
+            var path = await StaticPath.InstallAsync([.. nodes.Select(n => n.Client)]).WaitAsync(TimeSpan.FromSeconds(20));
+            return new Chain(nodes, path);
+        }
+        catch
+        {
+            foreach (var node in nodes.Where(n => n is not null))
+                await node.DisposeAsync();
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var node in Nodes)
+            await node.DisposeAsync();
+    }
+}
+
+/// <summary>A TCP server for tests: echoes what it receives, or answers one HTTP request.</summary>
+public sealed class TcpTarget : IAsyncDisposable
+{
+    private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+
+    public TcpTarget(Func<Socket, CancellationToken, Task> serve)
+    {
+        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _listener.Listen(64);
+        _loop = Task.Run(async () =>
+        {
+            var running = new List<Task>();
+            while (!_stop.IsCancellationRequested)
+            {
+                Socket client;
+                try
+                {
+                    client = await _listener.AcceptAsync(_stop.Token);
+                }
+                catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
+                {
+                    break;
+                }
+                running.Add(Task.Run(async () =>
+                {
+                    using (client)
+                    {
+                        try
+                        {
+                            await serve(client, _stop.Token);
+                        }
+                        catch (Exception e) when (e is SocketException or OperationCanceledException or IOException)
+                        {
+                        }
+                    }
+                }));
+            }
+            await Task.WhenAll(running);
+        });
+    }
+
+    public IPEndPoint EndPoint => (IPEndPoint)_listener.LocalEndPoint!;
+
+    public string Target => $"127.0.0.1:{EndPoint.Port}";
+
+    /// <summary>Echoes everything, then closes its side when the client closes its own.</summary>
+    public static TcpTarget Echo() => new(async (socket, token) =>
+    {
+        var buffer = new byte[65536];
+        while (true)
+        {
+            var n = await socket.ReceiveAsync(buffer, SocketFlags.None, token);
+            if (n == 0)
+                break;
+            await socket.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, token);
+        }
+        socket.Shutdown(SocketShutdown.Send);
+    });
+
+    /// <summary>Answers any HTTP request with 200 and <paramref name="body"/>.</summary>
+    public static TcpTarget Http(string body) => new(async (socket, token) =>
+    {
+        var buffer = new byte[8192];
+        var request = "";
+        while (!request.Contains("\r\n\r\n", StringComparison.Ordinal))
+        {
+            var n = await socket.ReceiveAsync(buffer, SocketFlags.None, token);
+            if (n == 0)
+                return;
+            request += System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+        }
+        var bytes = System.Text.Encoding.UTF8.GetBytes(body);
+        var head = $"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {bytes.Length}\r\nConnection: close\r\n\r\n";
+        await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(head), SocketFlags.None, token);
+        await socket.SendAsync(bytes, SocketFlags.None, token);
+        socket.Shutdown(SocketShutdown.Send);
+    });
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _listener.Dispose();
+        await _loop;
+        _stop.Dispose();
+    }
+}

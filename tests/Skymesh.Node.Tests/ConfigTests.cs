@@ -1,0 +1,96 @@
+using System.Net;
+
+namespace Skymesh.Node.Tests;
+
+public class ConfigTests
+{
+    private const string Peer = "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9";
+
+    private static NodeConfigException Bad(string json) =>
+        Assert.Throws<NodeConfigException>(() => NodeOptions.Parse(json, "/srv/node"));
+
+    [Fact]
+    public void A_full_config_is_read_with_every_setting()
+    {
+        var options = NodeOptions.Parse($$"""
+            {
+              // comments are allowed
+              "dataDir": "state",
+              "api": "127.0.0.1:7311",
+              "broker": "127.0.0.1:8787",
+              "encrypt": false,
+              "interfaces": [
+                { "name": "lan", "type": "udp", "listen": "0.0.0.0:7400", "mtu": 1400 },
+                { "type": "tcp", "listen": "127.0.0.1:7401" }
+              ],
+              "peers": [ { "address": "{{Peer}}", "endpoint": "10.0.0.2:7400", "interface": "lan" } ],
+              "exits": [ "127.0.0.1:*", "10.0.0.0/8:80-90", "example.org:443" ],
+              "keepaliveSeconds": 2,
+              "deadAfterSeconds": 10,
+              "labelLifetimeSeconds": 30,
+              "pathTimeoutSeconds": 20,
+            }
+            """, "/srv/node");
+        Assert.Equal("/srv/node/state", options.DataDir);
+        Assert.Equal("/srv/node/state/node.key", options.KeyFile);
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 7311), options.Api);
+        Assert.Equal("127.0.0.1:8787", options.Broker);
+        Assert.False(options.Encrypt);
+        Assert.Equal(2, options.Interfaces.Count);
+        Assert.Equal(new InterfaceOptions("lan", InterfaceKind.Udp, new IPEndPoint(IPAddress.Any, 7400), 1400), options.Interfaces[0]);
+        Assert.Equal("tcp0", options.Interfaces[1].Name);
+        var peer = Assert.Single(options.Peers);
+        Assert.Equal(Peer, peer.Address.ToString());
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.0.2"), 7400), peer.Endpoint);
+        Assert.True(options.Exits.Allows("10.1.2.3", IPAddress.Parse("10.1.2.3"), 85));
+        Assert.False(options.Exits.Allows("10.1.2.3", IPAddress.Parse("10.1.2.3"), 91));
+        Assert.True(options.Exits.Allows("EXAMPLE.org", IPAddress.Parse("93.184.216.34"), 443));
+        Assert.False(options.Exits.Allows("example.com", IPAddress.Parse("93.184.216.34"), 443));
+        Assert.Equal(TimeSpan.FromSeconds(2), options.Keepalive);
+        Assert.Equal(TimeSpan.FromSeconds(10), options.DeadAfter);
+        Assert.Equal(TimeSpan.FromSeconds(30), options.LabelLifetime);
+        Assert.Equal(TimeSpan.FromSeconds(20), options.PathTimeout);
+    }
+
+    [Fact]
+    public void Defaults_are_safe_a_loopback_api_link_encryption_and_no_exits()
+    {
+        var options = NodeOptions.Parse("""{ "interfaces": [ { "type": "udp", "listen": "0.0.0.0:7400" } ] }""", "/srv/node");
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, NodeOptions.DefaultApiPort), options.Api);
+        Assert.True(options.Encrypt);
+        Assert.Equal("/srv/node", options.DataDir);
+        Assert.False(options.Exits.Allows("127.0.0.1", IPAddress.Loopback, 80));
+    }
+
+    [Theory]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peer": [] }""", "$.peer", "not a node setting")]
+    [InlineData("""{ "interfaces": [] }""", "$.interfaces", "at least one interface")]
+    [InlineData("""{ }""", "$.interfaces", "at least one interface")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "localhost" } ] }""", "$.interfaces[0].listen", "not an address:port")]
+    [InlineData("""{ "interfaces": [ { "type": "sctp", "listen": "127.0.0.1:1" } ] }""", "$.interfaces[0].type", "not an interface type")]
+    [InlineData("""{ "interfaces": [ { "listen": "127.0.0.1:1" } ] }""", "$.interfaces[0].type", "missing")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1", "mtu": "big" } ] }""", "$.interfaces[0].mtu", "wrong type")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1", "mtu": 10 } ] }""", "$.interfaces[0].mtu", "outside")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "abc", "endpoint": "1.2.3.4:5" } ] }""", "$.peers[0].address", "not a node address")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9" } ] }""", "$.peers[0].endpoint", "missing")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9", "endpoint": "1.2.3.4:5", "interface": "wan" } ] }""", "$.peers[0].interface", "no interface is named \"wan\"")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "exits": [ "127.0.0.1:*", "*:0" ] }""", "$.exits[1]", "port")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "keepaliveSeconds": 5, "deadAfterSeconds": 2 }""", "$.deadAfterSeconds", "longer than keepaliveSeconds")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "api": "nowhere" }""", "$.api", "not an address:port")]
+    [InlineData("""{ "interfaces": [ { "type": "udp" """, "$.interfaces[0]", "(line 1, byte ")]
+    [InlineData("""null""", "$", "empty")]
+    public void A_bad_config_names_the_field_and_the_problem(string json, string field, string problem)
+    {
+        var error = Bad(json);
+        Assert.Equal(field, error.Field);
+        Assert.StartsWith(field, error.Message, StringComparison.Ordinal);
+        Assert.Contains(problem, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_missing_config_file_is_a_clear_error()
+    {
+        var error = Assert.Throws<NodeConfigException>(() => NodeOptions.Load("/nonexistent/skymesh/node.json"));
+        Assert.Contains("/nonexistent/skymesh/node.json", error.Message, StringComparison.Ordinal);
+    }
+}
