@@ -4,6 +4,8 @@ using Skymesh.Cli;
 var root = new RootCommand("skymesh — the Skymesh mesh networking stack: SSMP broker, nodes, tools and benchmarks.");
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BrokerCommand.Create());
+foreach (var command in NodeCommands.Create())
+    root.Subcommands.Add(command);
 root.Subcommands.Add(BenchCommand.Create());
 
 var parse = root.Parse(args);
@@ -23,7 +25,7 @@ catch (UsageException e)
     Console.Error.WriteLine($"skymesh: {e.Message}");
     return 2;
 }
-catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException)
+catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or Skymesh.Node.NodeApiException or Skymesh.Node.NodeConfigException)
 {
     Console.Error.WriteLine($"skymesh: {CliSupport.Reason(e)}");
     return 1;

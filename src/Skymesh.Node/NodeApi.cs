@@ -5,7 +5,6 @@ using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Skymesh.Identity;
 using Skymesh.Mesh.Apps;
@@ -41,13 +40,12 @@ public sealed class NodeApi : IAsyncDisposable
     /// <summary>Where the API listens (the real port when the configuration asked for port 0).</summary>
     public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
 
-    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, ILoggerFactory? loggerFactory = null)
+    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen)
     {
         ArgumentNullException.ThrowIfNull(node);
         var builder = WebApplication.CreateSlimBuilder();
+        // The host's own logs (Kestrel, lifetime) are not the node's: the node logs what matters itself.
         builder.Logging.ClearProviders();
-        if (loggerFactory is not null)
-            builder.Services.AddSingleton(loggerFactory);
         builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
         var app = builder.Build();
         var api = new NodeApi(app, node);

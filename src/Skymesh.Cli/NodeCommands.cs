@@ -1,0 +1,347 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Skymesh.Node;
+
+namespace Skymesh.Cli;
+
+/// <summary><c>skymesh node</c> and the commands that steer a running node through its local API.</summary>
+internal static class NodeCommands
+{
+    private static readonly Option<string> Api = new("--api")
+    {
+        Description = "The node's local API address (default: $SKYMESH_API, else 127.0.0.1:7300).",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("SKYMESH_API") is { Length: > 0 } env ? env : $"127.0.0.1:{NodeOptions.DefaultApiPort}",
+        Recursive = true,
+    };
+
+    private static readonly Option<bool> Json = new("--json") { Description = "Print the API's JSON instead of a table." };
+
+    public static IEnumerable<Command> Create() =>
+        [CreateNode(), CreateStatus(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+
+    private static NodeApiClient Client(ParseResult parse) => new(parse.GetValue(Api)!);
+
+    private static Command CreateNode()
+    {
+        var config = new Option<string>("--config") { Description = "The node's configuration (docs/node.md).", DefaultValueFactory = _ => "node.json" };
+        var logLevel = new Option<LogLevel>("--log-level") { Description = "Least level logged.", DefaultValueFactory = _ => LogLevel.Information };
+        var command = new Command("node", "Run a mesh node until SIGINT or SIGTERM: its interfaces, links to its peers, label table, paths, apps and local API.") { config, logLevel };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            NodeOptions options;
+            try
+            {
+                options = NodeOptions.Load(parse.GetValue(config)!);
+            }
+            catch (NodeConfigException e)
+            {
+                throw new UsageException($"{parse.GetValue(config)}: {e.Message}");
+            }
+            using var logging = CliSupport.Logging(parse.GetValue(logLevel));
+            using var signals = CliSupport.UntilSignal(cancellationToken);
+            await using var node = MeshNode.Start(options, logging);
+            await using var api = await NodeApi.StartAsync(node, options.Api);
+            Console.WriteLine($"node {node.Address}");
+            Console.WriteLine($"  interfaces: {string.Join(", ", node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}"))}");
+            Console.WriteLine($"  local API:  http://{api.EndPoint}/api/node   metrics: http://{api.EndPoint}/metrics");
+            Console.WriteLine($"  exits:      {(options.Exits.Rules.Count == 0 ? "none" : string.Join(", ", options.Exits.Rules))}");
+            try
+            {
+                await Task.Delay(Timeout.Infinite, signals.Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command CreateStatus()
+    {
+        var command = new Command("status", "Show the node's address, interfaces and counters.") { Api, Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var status = await client.StatusAsync(cancellationToken);
+            if (Print(parse, status))
+                return 0;
+            Console.WriteLine($"node        {status.Address}");
+            Console.WriteLine($"started     {status.Started:u}");
+            Console.WriteLine($"interfaces  {string.Join(", ", status.Interfaces)}");
+            Console.WriteLine($"links up    {status.Links}");
+            Console.WriteLine($"paths       {status.Paths}");
+            Console.WriteLine($"labels      {status.Labels}");
+            Console.WriteLine($"forwarded   {status.Forwarded:N0} messages, delivered {status.Delivered:N0}, dropped {status.ForwardDrops:N0}, bad frames {status.BadFrames:N0}, unknown labels {status.UnknownLabels:N0}");
+            Console.WriteLine($"exits       {(status.Exits.Count == 0 ? "none" : string.Join(", ", status.Exits))}");
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command CreateLinks()
+    {
+        var command = new Command("links", "List the node's links to its neighbours.") { Api, Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var links = await client.LinksAsync(cancellationToken);
+            if (Print(parse, links))
+                return 0;
+            Table(["LINK", "PEER", "REMOTE", "STATE", "ENC", "RTT", "LOSS", "FRAMES OUT/IN", "BYTES OUT/IN"],
+                links.Select(l => new[]
+                {
+                    l.Id.ToString(CultureInfo.InvariantCulture), Short(l.Peer), l.Remote, l.State.ToString().ToLowerInvariant(), l.Encrypted ? "yes" : "no",
+                    l.Rtt is { } rtt ? $"{rtt.TotalMilliseconds:0.00} ms" : "-", $"{l.Loss:P1}", $"{l.FramesSent:N0}/{l.FramesReceived:N0}", $"{l.BytesSent:N0}/{l.BytesReceived:N0}",
+                }));
+            return 0;
+        });
+
+        var endpoint = new Argument<string>("endpoint") { Description = "The neighbour's interface address, host:port." };
+        var peer = new Option<string?>("--peer") { Description = "The neighbour's node address: the link is refused if another node answers." };
+        var nic = new Option<string?>("--interface") { Description = "Which of this node's interfaces to use (default: the first)." };
+        var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, endpoint, peer, nic };
+        add.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var link = await client.ConnectAsync(parse.GetValue(nic), parse.GetValue(endpoint)!, parse.GetValue(peer), cancellationToken);
+            Console.WriteLine($"link {link.Id} up to {link.Peer} at {link.Remote} (encrypted: {(link.Encrypted ? "yes" : "no")})");
+            return 0;
+        });
+        command.Subcommands.Add(add);
+        return command;
+    }
+
+    private static Command CreateLabels()
+    {
+        var command = new Command("labels", "List the node's label table; add, reserve or remove entries by hand.") { Api, Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var labels = await client.LabelsAsync(cancellationToken);
+            if (Print(parse, labels))
+                return 0;
+            Table(["IN LINK", "FROM", "LABEL", "ACTION", "OUT LINK", "TO", "OUT LABEL", "PATH", "IDLE"],
+                labels.Select(e => new[]
+                {
+                    e.InLink.ToString(CultureInfo.InvariantCulture), Short(e.InPeer), e.InLabel.ToString(CultureInfo.InvariantCulture), e.Action,
+                    e.OutLink?.ToString(CultureInfo.InvariantCulture) ?? "-", Short(e.OutPeer), e.OutLabel?.ToString(CultureInfo.InvariantCulture) ?? "-",
+                    e.Path?.ToString(CultureInfo.InvariantCulture) ?? "-", $"{e.IdleSeconds:0.0} s",
+                }));
+            return 0;
+        });
+
+        var link = new Option<string>("--link") { Description = "The incoming link: its id or its neighbour's address.", Required = true };
+        var reserve = new Command("reserve", "Reserve a free label on a link (it expires unless an entry is installed on it).") { Api, link };
+        reserve.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var reply = await client.ReserveLabelAsync(parse.GetValue(link)!, cancellationToken);
+            Console.WriteLine(reply.Label);
+            return 0;
+        });
+
+        var label = new Option<uint?>("--label") { Description = "The incoming label (default: a free one is reserved)." };
+        var toLink = new Option<string>("--to-link") { Description = "The outgoing link: its id or its neighbour's address.", Required = true };
+        var toLabel = new Option<uint>("--to-label") { Description = "The label the next hop reads.", Required = true };
+        var add = new Command("add", "Forward messages arriving on --link with --label to --to-link with --to-label.") { Api, link, label, toLink, toLabel };
+        add.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var reply = await client.ForwardLabelAsync(parse.GetValue(link)!, parse.GetValue(label), parse.GetValue(toLink)!, parse.GetValue(toLabel), cancellationToken);
+            Console.WriteLine($"link {reply.Link} label {reply.Label}: {reply.Action}");
+            return 0;
+        });
+
+        var linkId = new Argument<int>("link") { Description = "The incoming link id." };
+        var labelValue = new Argument<uint>("label") { Description = "The incoming label." };
+        var remove = new Command("remove", "Remove a label entry.") { Api, linkId, labelValue };
+        remove.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            await client.RemoveLabelAsync(parse.GetValue(linkId), parse.GetValue(labelValue), cancellationToken);
+            Console.WriteLine("removed");
+            return 0;
+        });
+        command.Subcommands.Add(reserve);
+        command.Subcommands.Add(add);
+        command.Subcommands.Add(remove);
+        return command;
+    }
+
+    private static Command CreatePath()
+    {
+        var command = new Command("path", "Paths from this node: list them, install one by hand along a chain of nodes, remove one.");
+
+        var list = new Command("list", "List the path ends on this node.") { Api, Json };
+        list.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var paths = await client.PathsAsync(cancellationToken);
+            if (Print(parse, paths))
+                return 0;
+            Table(["PATH", "PEER", "VIA", "ROLE", "STATE", "OUT/IN LABEL", "STREAMS", "MSGS OUT/IN", "ERROR"],
+                paths.Select(p => new[]
+                {
+                    p.Id.ToString(CultureInfo.InvariantCulture), Short(p.Peer), Short(p.Via), p.Initiator ? "source" : "destination", p.State,
+                    $"{p.OutLabel}/{p.InLabel}", p.OpenStreams.ToString(CultureInfo.InvariantCulture), $"{p.MessagesSent:N0}/{p.MessagesReceived:N0}", p.Error ?? "",
+                }));
+            return 0;
+        });
+
+        var apis = new Argument<string[]>("node-api") { Description = "The local API addresses of the nodes along the path, source first, destination last (each linked to the next).", Arity = new ArgumentArity(2, 64) };
+        var install = new Command("static", "Install a path by hand along a chain of nodes whose local APIs this machine reaches (until the control plane sets paths up).") { apis };
+        install.SetAction(async (parse, cancellationToken) =>
+        {
+            var clients = parse.GetValue(apis)!.Select(a => new NodeApiClient(a)).ToList();
+            try
+            {
+                var result = await StaticPath.InstallAsync(clients, cancellationToken);
+                Console.WriteLine($"path {result.Source.Id} on {Short(result.Nodes[0])} to {Short(result.Nodes[^1])} via {result.Nodes.Count - 2} relay(s): {string.Join(" -> ", result.Nodes.Select(Short))}");
+            }
+            finally
+            {
+                clients.ForEach(c => c.Dispose());
+            }
+            return 0;
+        });
+
+        var id = new Argument<int>("id") { Description = "The path id (skymesh path list)." };
+        var remove = new Command("remove", "Remove a path end from this node.") { Api, id };
+        remove.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            await client.RemovePathAsync(parse.GetValue(id), cancellationToken);
+            Console.WriteLine("removed");
+            return 0;
+        });
+        command.Subcommands.Add(list);
+        command.Subcommands.Add(install);
+        command.Subcommands.Add(remove);
+        return command;
+    }
+
+    private static Command CreatePing()
+    {
+        var node = new Argument<string>("node") { Description = "The node address to ping (this node needs a path to it)." };
+        var count = new Option<int>("--count", "-c") { Description = "Pings to send; 0 until Ctrl+C.", DefaultValueFactory = _ => 4 };
+        var interval = new Option<double>("--interval", "-i") { Description = "Seconds between pings.", DefaultValueFactory = _ => 1 };
+        var size = new Option<int>("--size", "-s") { Description = "Bytes per ping datagram.", DefaultValueFactory = _ => 64 };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for each answer.", DefaultValueFactory = _ => 2 };
+        var command = new Command("ping", "Send datagrams over the path to a node and time its answers.") { node, Api, count, interval, size, timeout };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var target = parse.GetValue(node)!;
+            var total = parse.GetValue(count);
+            var every = parse.GetValue(interval);
+            if (!(every > 0) || !double.IsFinite(every))
+                throw new UsageException("--interval must be a positive number of seconds.");
+            using var client = Client(parse);
+            using var signals = CliSupport.UntilSignal(cancellationToken);
+            var times = new List<double>();
+            var sent = 0;
+            while ((total == 0 || sent < total) && !signals.Token.IsCancellationRequested)
+            {
+                sent++;
+                try
+                {
+                    var reply = await client.PingAsync(target, parse.GetValue(size), (int)(parse.GetValue(timeout) * 1000), signals.Token);
+                    times.Add(reply.RttMicroseconds / 1000);
+                    Console.WriteLine($"{parse.GetValue(size)} bytes from {Short(target)}: seq={sent} time={reply.RttMicroseconds / 1000:0.000} ms");
+                }
+                catch (NodeApiException e) when (e.Status == System.Net.HttpStatusCode.GatewayTimeout)
+                {
+                    Console.WriteLine($"seq={sent}: {e.Message}");
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+                if (total == 0 || sent < total)
+                {
+                    try
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(every), signals.Token);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        break;
+                    }
+                }
+            }
+            Console.WriteLine($"--- {Short(target)}: {sent} sent, {times.Count} answered, {(sent - times.Count) * 100.0 / Math.Max(1, sent):0}% lost"
+                + (times.Count > 0 ? $", rtt min/avg/max = {times.Min():0.000}/{times.Average():0.000}/{times.Max():0.000} ms" : ""));
+            return times.Count > 0 ? 0 : 1;
+        });
+        return command;
+    }
+
+    private static Command CreateForward()
+    {
+        var listen = new Option<string>("--listen") { Description = "Local address:port to accept connections on.", Required = true };
+        var to = new Option<string>("--to") { Description = "The destination node's address.", Required = true };
+        var target = new Option<string>("--target") { Description = "host:port the destination node connects to (its exit policy must allow it).", Required = true };
+        var command = new Command("forward", "Forward a local TCP port through the mesh to host:port as reached from the destination node; runs until Ctrl+C.") { listen, to, target, Api };
+        command.SetAction(async (parse, cancellationToken) =>
+            await RunApp(parse, "forwards", new ForwardRequest(parse.GetValue(listen), parse.GetValue(to), parse.GetValue(target), false),
+                $"forwarding {{0}} -> {parse.GetValue(target)} via node {Short(parse.GetValue(to))}", cancellationToken));
+        return command;
+    }
+
+    private static Command CreateSocks()
+    {
+        var listen = new Option<string>("--listen") { Description = "Local address:port of the SOCKS5 server.", DefaultValueFactory = _ => "127.0.0.1:1080" };
+        var exit = new Option<string?>("--exit") { Description = "The node whose network the connections leave from (default: the one node this node has a path to)." };
+        var command = new Command("socks", "Run a SOCKS5 server whose connections leave the mesh at an exit node; runs until Ctrl+C.") { listen, exit, Api };
+        command.SetAction(async (parse, cancellationToken) =>
+            await RunApp(parse, "socks", new SocksRequest(parse.GetValue(listen), parse.GetValue(exit), false),
+                "SOCKS5 on {0}, leaving the mesh at " + (parse.GetValue(exit) is { } e ? Short(e) : "the path's destination"), cancellationToken));
+        return command;
+    }
+
+    private static async Task<int> RunApp(ParseResult parse, string kind, object request, string banner, CancellationToken cancellationToken)
+    {
+        using var client = Client(parse);
+        using var signals = CliSupport.UntilSignal(cancellationToken);
+        try
+        {
+            await foreach (var e in client.RunAppAsync(kind, request, signals.Token))
+            {
+                if (e.Event == "listening")
+                    Console.WriteLine(string.Format(CultureInfo.InvariantCulture, banner, e.Listen) + " (Ctrl+C to stop)");
+                else
+                    Console.WriteLine($"{e.Client} -> {e.Target}: {e.BytesUp:N0} bytes out, {e.BytesDown:N0} back{(e.Error is null ? "" : $", {e.Error}")}");
+            }
+        }
+        catch (OperationCanceledException) when (signals.Token.IsCancellationRequested)
+        {
+            return 0;
+        }
+        Console.Error.WriteLine("skymesh: the node stopped the app (is the node still running?)");
+        return 1;
+    }
+
+    private static bool Print<T>(ParseResult parse, T value)
+    {
+        if (!parse.GetValue(Json))
+            return false;
+        Console.WriteLine(JsonSerializer.Serialize(value, NodeApi.Json));
+        return true;
+    }
+
+    /// <summary>A node address shortened for tables: the first 8 and last 4 hex digits.</summary>
+    private static string Short(string? address) => address is { Length: 64 } ? $"{address[..8]}…{address[^4..]}" : address ?? "-";
+
+    private static void Table(string[] header, IEnumerable<string[]> rows)
+    {
+        var all = new List<string[]> { header };
+        all.AddRange(rows);
+        var widths = header.Select((_, i) => all.Max(r => r[i].Length)).ToArray();
+        foreach (var row in all)
+            Console.WriteLine(string.Join("  ", row.Select((cell, i) => i == row.Length - 1 ? cell : cell.PadRight(widths[i]))).TrimEnd());
+        if (all.Count == 1)
+            Console.WriteLine("(none)");
+    }
+}
