@@ -1,0 +1,225 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+
+namespace Skymesh.EndToEnd.Tests;
+
+/// <summary>Nodes run as `skymesh node` processes and steered with the CLI, the way an operator does it.</summary>
+public sealed class NodeProcessTests : IAsyncDisposable
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+    private readonly string _dir = Directory.CreateTempSubdirectory("skymesh-e2e-").FullName;
+    private readonly List<Skymesh> _running = [];
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var p in _running)
+            await p.DisposeAsync();
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    private static int FreePort(SocketType type = SocketType.Stream)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, type, type == SocketType.Stream ? ProtocolType.Tcp : ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+
+    private sealed record NodeProcess(Skymesh Process, string Api, string Udp, string Address);
+
+    private async Task<NodeProcess> StartNodeAsync(string name, string exits = "")
+    {
+        var api = $"127.0.0.1:{FreePort()}";
+        var udp = $"127.0.0.1:{FreePort(SocketType.Dgram)}";
+        var dir = Path.Combine(_dir, name);
+        Directory.CreateDirectory(dir);
+        var config = Path.Combine(dir, "node.json");
+        await File.WriteAllTextAsync(config, $$"""
+            { "api": "{{api}}", "interfaces": [ { "type": "udp", "listen": "{{udp}}" } ], "exits": [ {{exits}} ] }
+            """, Ct);
+        var process = Skymesh.Start("node", "--config", config);
+        _running.Add(process);
+        var line = await process.WaitForLineAsync("node ", Bound);
+        var address = line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
+        await process.WaitForLineAsync("local API:", Bound);
+        return new NodeProcess(process, api, udp, address);
+    }
+
+    private static async Task<string> CliAsync(params string[] arguments)
+    {
+        var (code, output) = await Skymesh.RunAsync(arguments);
+        Assert.True(code == 0, $"skymesh {string.Join(' ', arguments)} exited with {code}:\n{output}");
+        return output;
+    }
+
+    /// <summary>Three node processes in a chain with a static path from the first to the last, made with the CLI.</summary>
+    private async Task<NodeProcess[]> ChainAsync()
+    {
+        var nodes = new[] { await StartNodeAsync("a"), await StartNodeAsync("b"), await StartNodeAsync("c", "\"127.0.0.1:*\"") };
+        await CliAsync("links", "add", nodes[1].Udp, "--peer", nodes[1].Address, "--api", nodes[0].Api);
+        await CliAsync("links", "add", nodes[2].Udp, "--peer", nodes[2].Address, "--api", nodes[1].Api);
+        var installed = await CliAsync("path", "static", nodes[0].Api, nodes[1].Api, nodes[2].Api);
+        Assert.Contains("via 1 relay(s)", installed, StringComparison.Ordinal);
+        return nodes;
+    }
+
+    [Fact]
+    public async Task A_bad_config_stops_the_node_with_one_line_naming_the_field()
+    {
+        var config = Path.Combine(_dir, "bad.json");
+        await File.WriteAllTextAsync(config, """{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:70000" } ] }""", Ct);
+        var (code, output) = await Skymesh.RunAsync("node", "--config", config);
+        Assert.Equal(2, code);
+        var line = Assert.Single(output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("$.interfaces[0].listen", line, StringComparison.Ordinal);
+        Assert.Contains("127.0.0.1:70000", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Curl_works_through_skymesh_socks_over_a_two_hop_path()
+    {
+        if (!File.Exists("/usr/bin/curl"))
+            Assert.Skip("curl is not installed (test.sh installs it)");
+        var nodes = await ChainAsync();
+        using var web = new HttpListenerLike("the mesh says hello");
+        var socksPort = FreePort();
+        var socks = Skymesh.Start("socks", "--listen", $"127.0.0.1:{socksPort}", "--api", nodes[0].Api);
+        _running.Add(socks);
+        await socks.WaitForLineAsync("SOCKS5 on", Bound);
+
+        var curl = Process.Start(new ProcessStartInfo("curl", ["-sS", "--max-time", "30", "--socks5-hostname", $"127.0.0.1:{socksPort}", $"http://127.0.0.1:{web.Port}/hello"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        var body = await curl.StandardOutput.ReadToEndAsync(Ct);
+        var errors = await curl.StandardError.ReadToEndAsync(Ct);
+        await curl.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+        Assert.True(curl.ExitCode == 0, $"curl exited with {curl.ExitCode}: {errors}");
+        Assert.Equal("the mesh says hello", body);
+        // The SOCKS command reports the finished connection.
+        await socks.WaitForLineAsync($"-> 127.0.0.1:{web.Port}", Bound);
+    }
+
+    [Fact]
+    public async Task Forward_ping_and_metrics_work_across_node_processes_and_nodes_stop_cleanly_on_sigterm()
+    {
+        var nodes = await ChainAsync();
+        var ping = await CliAsync("ping", nodes[2].Address, "-c", "3", "-i", "0.05", "--api", nodes[0].Api);
+        Assert.Contains("3 sent, 3 answered, 0% lost", ping, StringComparison.Ordinal);
+
+        // A TCP echo next to C, reached through A's port forward.
+        using var echo = new TcpListener(IPAddress.Loopback, 0);
+        echo.Start();
+        var echoPort = ((IPEndPoint)echo.LocalEndpoint).Port;
+        var serving = Task.Run(async () =>
+        {
+            using var peer = await echo.AcceptSocketAsync(Ct);
+            var buffer = new byte[65536];
+            int n;
+            while ((n = await peer.ReceiveAsync(buffer, SocketFlags.None, Ct)) > 0)
+                await peer.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, Ct);
+            peer.Shutdown(SocketShutdown.Send);
+        }, Ct);
+        var forwardPort = FreePort();
+        var forward = Skymesh.Start("forward", "--listen", $"127.0.0.1:{forwardPort}", "--to", nodes[2].Address, "--target", $"127.0.0.1:{echoPort}", "--api", nodes[0].Api);
+        _running.Add(forward);
+        await forward.WaitForLineAsync("forwarding", Bound);
+
+        var data = RandomNumberGenerator.GetBytes(2 << 20);
+        using (var client = new TcpClient())
+        {
+            await client.ConnectAsync(IPAddress.Loopback, forwardPort, Ct);
+            var stream = client.GetStream();
+            var writing = Task.Run(async () =>
+            {
+                await stream.WriteAsync(data, Ct);
+                client.Client.Shutdown(SocketShutdown.Send);
+            }, Ct);
+            var back = new MemoryStream();
+            await stream.CopyToAsync(back, Ct).WaitAsync(Bound, Ct);
+            await writing;
+            Assert.Equal(SHA256.HashData(data), SHA256.HashData(back.ToArray()));
+        }
+        await serving.WaitAsync(Bound, Ct);
+        await forward.WaitForLineAsync($"-> 127.0.0.1:{echoPort}: {data.Length:N0} bytes out, {data.Length:N0} back", Bound);
+
+        // The relay's metrics show the traffic it switched; its links list both neighbours.
+        using var http = new HttpClient();
+        var metrics = await http.GetStringAsync($"http://{nodes[1].Api}/metrics", Ct);
+        var forwarded = metrics.Split('\n').Single(l => l.StartsWith("skymesh_forwarded_messages_total ", StringComparison.Ordinal));
+        Assert.True(double.Parse(forwarded.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture) > 2 * data.Length / 65536.0, forwarded);
+        var links = JsonDocument.Parse(await CliAsync("links", "--json", "--api", nodes[1].Api)).RootElement;
+        Assert.Equal(2, links.GetArrayLength());
+        Assert.All(links.EnumerateArray(), l => Assert.Equal("up", l.GetProperty("state").GetString()));
+
+        // Stopping the forward command stops the forward in the node; SIGTERM stops each node with exit code 0.
+        forward.Terminate();
+        Assert.Equal(0, await forward.WaitForExitAsync(Bound));
+        foreach (var node in nodes)
+        {
+            node.Process.Terminate();
+            Assert.Equal(0, await node.Process.WaitForExitAsync(Bound));
+            Assert.Contains("stopping", node.Process.Output, StringComparison.Ordinal);
+        }
+    }
+
+    /// <summary>A one-route HTTP/1.1 server on a raw socket (answers every request with the same body).</summary>
+    private sealed class HttpListenerLike : IDisposable
+    {
+        private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+        private readonly CancellationTokenSource _stop = new();
+
+        public HttpListenerLike(string body)
+        {
+            _listener.Start();
+            Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    while (true)
+                    {
+                        using var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                        var stream = client.GetStream();
+                        var request = new StringBuilder();
+                        var buffer = new byte[4096];
+                        while (!request.ToString().Contains("\r\n\r\n", StringComparison.Ordinal))
+                        {
+                            var n = await stream.ReadAsync(buffer, _stop.Token);
+                            if (n == 0)
+                                break;
+                            request.Append(Encoding.ASCII.GetString(buffer, 0, n));
+                        }
+                        var bytes = Encoding.UTF8.GetBytes(body);
+                        await stream.WriteAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {bytes.Length}\r\nConnection: close\r\n\r\n"), _stop.Token);
+                        await stream.WriteAsync(bytes, _stop.Token);
+                    }
+                }
+                catch (Exception e) when (e is OperationCanceledException or SocketException or IOException or ObjectDisposedException)
+                {
+                }
+            });
+        }
+
+        public int Port { get; }
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            _listener.Stop();
+            _stop.Dispose();
+        }
+    }
+}

@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading.Channels;
+
+namespace Skymesh.EndToEnd.Tests;
+
+/// <summary>The skymesh program run as a child process: its output read line by line as it comes.</summary>
+public sealed partial class Skymesh : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly Channel<string> _lines = Channel.CreateUnbounded<string>();
+    private readonly StringBuilder _all = new();
+    private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private Skymesh(string[] arguments)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "skymesh.dll");
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(dll);
+        foreach (var a in arguments)
+            info.ArgumentList.Add(a);
+        _process = new Process { StartInfo = info, EnableRaisingEvents = true };
+        _process.OutputDataReceived += (_, e) => OnLine(e.Data, _process.HasExited);
+        _process.ErrorDataReceived += (_, e) => OnLine(e.Data, false);
+        _process.Exited += (_, _) => _exited.TrySetResult();
+        _process.Start();
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public string Output
+    {
+        get
+        {
+            lock (_all)
+                return _all.ToString();
+        }
+    }
+
+    public int Pid => _process.Id;
+
+    public static Skymesh Start(params string[] arguments) => new(arguments);
+
+    /// <summary>Runs a command to its end and returns its exit code and everything it printed.</summary>
+    public static async Task<(int Code, string Output)> RunAsync(params string[] arguments)
+    {
+        await using var run = new Skymesh(arguments);
+        var code = await run.WaitForExitAsync(TimeSpan.FromSeconds(60));
+        return (code, run.Output);
+    }
+
+    private void OnLine(string? line, bool _)
+    {
+        if (line is null)
+            return;
+        lock (_all)
+            _all.AppendLine(line);
+        _lines.Writer.TryWrite(line);
+    }
+
+    /// <summary>Waits for a line of output containing <paramref name="text"/> and returns it.</summary>
+    public async Task<string> WaitForLineAsync(string text, TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            while (true)
+            {
+                var line = await _lines.Reader.ReadAsync(deadline.Token);
+                if (line.Contains(text, StringComparison.Ordinal))
+                    return line;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            throw new Xunit.Sdk.XunitException($"No line with \"{text}\" within {timeout.TotalSeconds} s; output so far:\n{Output}");
+        }
+    }
+
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        try
+        {
+            await _exited.Task.WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            throw new Xunit.Sdk.XunitException($"skymesh did not exit within {timeout.TotalSeconds} s; output so far:\n{Output}");
+        }
+        await _process.WaitForExitAsync();
+        return _process.ExitCode;
+    }
+
+    /// <summary>Asks the process to stop as an operator would (SIGTERM).</summary>
+    public void Terminate()
+    {
+        if (!_process.HasExited)
+            _ = Kill(_process.Id, 15);
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+    }
+}
