@@ -1,0 +1,314 @@
+using Skymesh.Identity;
+
+namespace Skymesh.Control.Topology;
+
+public enum PathPolicy
+{
+    /// <summary>Smallest sum of link round-trip times.</summary>
+    LowestLatency,
+
+    /// <summary>Smallest sum of the relays' prices; ties go to the lower latency.</summary>
+    LowestPrice,
+
+    /// <summary>Largest bottleneck capacity; ties go to the lower latency.</summary>
+    MostBandwidth,
+}
+
+/// <summary>What a path must satisfy. Hops count links: a path through two relays has three hops.</summary>
+public sealed record PathQuery
+{
+    public PathPolicy Policy { get; init; } = PathPolicy.LowestLatency;
+
+    public int MinHops { get; init; } = 1;
+
+    public int MaxHops { get; init; } = 10;
+
+    /// <summary>Nodes the path must not pass through.</summary>
+    public IReadOnlySet<NodeAddress> Avoid { get; init; } = new HashSet<NodeAddress>();
+
+    /// <summary>Most the relays together may charge per MiB; null for no cap.</summary>
+    public ulong? MaxPrice { get; init; }
+
+    /// <summary>The exact relays, in order; null lets the finder choose.</summary>
+    public IReadOnlyList<NodeAddress>? Via { get; init; }
+
+    /// <summary>Largest hop count any query may ask for.</summary>
+    public const int HopLimit = 16;
+}
+
+/// <summary>A path the finder chose: every node from source to destination, and what the path costs.</summary>
+public sealed record FoundPath(IReadOnlyList<NodeAddress> Nodes, ulong RttMicroseconds, ulong Price, uint BottleneckKbps)
+{
+    public int Hops => Nodes.Count - 1;
+}
+
+/// <summary>The finder could not satisfy a query; <see cref="Exception.Message"/> says which constraint failed.</summary>
+public sealed class NoRouteException : Exception
+{
+    public NoRouteException()
+    {
+    }
+
+    public NoRouteException(string message)
+        : base(message)
+    {
+    }
+
+    public NoRouteException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>
+/// The mesh as the announcements describe it: the latest valid record of every node, and the paths through
+/// it. A link is usable only when both its ends announce it up in unexpired records, so no node can invent a
+/// link to another. Offering a record does the cheap checks (form, time, sequence) before the signature.
+/// Safe for one writer and many readers at once.
+/// </summary>
+public sealed class TopologyGraph
+{
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _clockTolerance;
+    private readonly Dictionary<NodeAddress, LinkAnnouncement> _records = [];
+    private readonly Lock _lock = new();
+    private readonly long[] _refused = new long[Enum.GetValues<AnnouncementError>().Length];
+    private long _accepted;
+
+    public TopologyGraph(TimeProvider? time = null, TimeSpan? clockTolerance = null)
+    {
+        _time = time ?? TimeProvider.System;
+        _clockTolerance = clockTolerance ?? TimeSpan.FromMinutes(1);
+    }
+
+    public long Accepted => Interlocked.Read(ref _accepted);
+
+    /// <summary>Records refused for <paramref name="reason"/>.</summary>
+    public long Refused(AnnouncementError reason) => Interlocked.Read(ref _refused[(int)reason]);
+
+    public int NodeCount
+    {
+        get
+        {
+            lock (_lock)
+                return _records.Count;
+        }
+    }
+
+    public LinkAnnouncement? RecordOf(NodeAddress node)
+    {
+        lock (_lock)
+            return _records.GetValueOrDefault(node);
+    }
+
+    /// <summary>Checks and keeps a record as it arrived off the wire.</summary>
+    public AnnouncementError Offer(ReadOnlySpan<byte> bytes)
+    {
+        var error = LinkAnnouncement.TryParse(bytes, out var record);
+        return error != AnnouncementError.None ? Count(error) : Offer(record!);
+    }
+
+    public AnnouncementError Offer(LinkAnnouncement record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        var now = _time.GetUtcNow();
+        if (record.Expires <= now)
+            return Count(AnnouncementError.Expired);
+        if (record.Issued > now + _clockTolerance)
+            return Count(AnnouncementError.FromTheFuture);
+        var previous = RecordOf(record.Node);
+        if (previous is not null && previous.Expires > now)
+        {
+            if (record.Sequence < previous.Sequence)
+                return Count(AnnouncementError.Stale);
+            if (record.Sequence == previous.Sequence)
+                return Count(AnnouncementError.Replayed);
+        }
+        if (!record.Verify())
+            return Count(AnnouncementError.BadSignature);
+        lock (_lock)
+        {
+            // Another record of the node may have been accepted while this one's signature was checked.
+            if (_records.TryGetValue(record.Node, out var current) && current.Expires > now && current.Sequence >= record.Sequence)
+                return Count(current.Sequence == record.Sequence ? AnnouncementError.Replayed : AnnouncementError.Stale);
+            _records[record.Node] = record;
+        }
+        Interlocked.Increment(ref _accepted);
+        return AnnouncementError.None;
+    }
+
+    private AnnouncementError Count(AnnouncementError error)
+    {
+        Interlocked.Increment(ref _refused[(int)error]);
+        return error;
+    }
+
+    /// <summary>Drops a node's record (it left: its presence on the announcement topic ended).</summary>
+    public bool Forget(NodeAddress node)
+    {
+        lock (_lock)
+            return _records.Remove(node);
+    }
+
+    /// <summary>Drops expired records; returns how many.</summary>
+    public int Sweep()
+    {
+        var now = _time.GetUtcNow();
+        lock (_lock)
+        {
+            var expired = _records.Where(r => r.Value.Expires <= now).Select(r => r.Key).ToList();
+            foreach (var node in expired)
+                _records.Remove(node);
+            return expired.Count;
+        }
+    }
+
+    /// <summary>The usable links of <paramref name="node"/>: announced up by both ends, in unexpired records.</summary>
+    public IReadOnlyList<(NodeAddress Peer, AnnouncedLink Out, AnnouncedLink Back)> Neighbours(NodeAddress node)
+    {
+        var now = _time.GetUtcNow();
+        lock (_lock)
+            return NeighboursLocked(node, now);
+    }
+
+    private List<(NodeAddress, AnnouncedLink, AnnouncedLink)> NeighboursLocked(NodeAddress node, DateTimeOffset now)
+    {
+        var result = new List<(NodeAddress, AnnouncedLink, AnnouncedLink)>();
+        if (!_records.TryGetValue(node, out var record) || record.Expires <= now)
+            return result;
+        foreach (var link in record.Links)
+        {
+            if (link.State != AnnouncedLinkState.Up || !_records.TryGetValue(link.Peer, out var other) || other.Expires <= now)
+                continue;
+            foreach (var back in other.Links)
+            {
+                if (back.Peer == node && back.State == AnnouncedLinkState.Up)
+                {
+                    result.Add((link.Peer, link, back));
+                    break;
+                }
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The best path from <paramref name="source"/> to <paramref name="destination"/> under <paramref name="query"/>.</summary>
+    /// <exception cref="NoRouteException">No path satisfies the query; the message says why.</exception>
+    public FoundPath FindPath(NodeAddress source, NodeAddress destination, PathQuery? query = null)
+    {
+        query ??= new PathQuery();
+        if (source == destination)
+            throw new ArgumentException("The source and the destination are the same node.", nameof(destination));
+        if (query.MinHops < 1 || query.MaxHops < query.MinHops || query.MaxHops > PathQuery.HopLimit)
+            throw new ArgumentException($"Hops must satisfy 1 <= min <= max <= {PathQuery.HopLimit}.", nameof(query));
+        if (query.Avoid.Contains(source) || query.Avoid.Contains(destination))
+            throw new ArgumentException("The source or the destination is among the avoided nodes.", nameof(query));
+        var now = _time.GetUtcNow();
+        lock (_lock)
+        {
+            if (!_records.ContainsKey(source))
+                throw new NoRouteException($"No announcement from the source {source}: it is not part of the known mesh.");
+            if (!_records.ContainsKey(destination))
+                throw new NoRouteException($"No announcement from {destination}: it is unknown, or gone.");
+            return query.Via is { } via ? Check(source, destination, via, query, now) : Search(source, destination, query, now);
+        }
+    }
+
+    private FoundPath Check(NodeAddress source, NodeAddress destination, IReadOnlyList<NodeAddress> via, PathQuery query, DateTimeOffset now)
+    {
+        var nodes = new List<NodeAddress> { source };
+        nodes.AddRange(via);
+        nodes.Add(destination);
+        if (nodes.Distinct().Count() != nodes.Count)
+            throw new NoRouteException("The given hops visit a node twice.");
+        if (nodes.Count - 1 > PathQuery.HopLimit)
+            throw new NoRouteException($"The given hops make a path longer than {PathQuery.HopLimit} hops.");
+        ulong rtt = 0, price = 0;
+        var bottleneck = uint.MaxValue;
+        for (var i = 0; i + 1 < nodes.Count; i++)
+        {
+            var (_, link, back) = NeighboursLocked(nodes[i], now).FirstOrDefault(n => n.Item1 == nodes[i + 1]);
+            if (link == default)
+                throw new NoRouteException($"There is no working link between {nodes[i]} and {nodes[i + 1]}.");
+            rtt += Math.Max(link.RttMicroseconds, back.RttMicroseconds);
+            if (i > 0)
+                price += link.PricePerMiB;
+            bottleneck = Math.Min(bottleneck, Math.Min(link.CapacityKbps, back.CapacityKbps));
+        }
+        if (query.MaxPrice is { } cap && price > cap)
+            throw new NoRouteException($"The given hops charge {price} per MiB, above the cap of {cap}.");
+        return new FoundPath(nodes, rtt, price, bottleneck);
+    }
+
+    private sealed class Label(NodeAddress node, int hops, ulong rtt, ulong price, uint bottleneck, Label? parent)
+    {
+        public NodeAddress Node { get; } = node;
+        public int Hops { get; } = hops;
+        public ulong Rtt { get; } = rtt;
+        public ulong Price { get; } = price;
+        public uint Bottleneck { get; } = bottleneck;
+        public Label? Parent { get; } = parent;
+
+        public bool Visits(NodeAddress node)
+        {
+            for (var l = this; l is not null; l = l.Parent)
+            {
+                if (l.Node == node)
+                    return true;
+            }
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// A best-first search over (node, hops so far), so that hop limits are exact; a label never revisits a
+    /// node, and labels over the price cap are pruned. With a cap this is a heuristic (the exact problem is
+    /// NP-hard), without one it is exact for each policy.
+    /// </summary>
+    private FoundPath Search(NodeAddress source, NodeAddress destination, PathQuery query, DateTimeOffset now)
+    {
+        var queue = new PriorityQueue<Label, (ulong, ulong, int)>();
+        var settled = new HashSet<(NodeAddress, int)>();
+        queue.Enqueue(new Label(source, 0, 0, 0, uint.MaxValue, null), (0, 0, 0));
+        var overCap = false;
+        while (queue.TryDequeue(out var label, out _))
+        {
+            if (!settled.Add((label.Node, label.Hops)))
+                continue;
+            if (label.Node == destination)
+            {
+                if (label.Hops < query.MinHops)
+                    continue;
+                var nodes = new List<NodeAddress>();
+                for (var l = label; l is not null; l = l.Parent)
+                    nodes.Add(l.Node);
+                nodes.Reverse();
+                return new FoundPath(nodes, label.Rtt, label.Price, label.Bottleneck);
+            }
+            if (label.Hops == query.MaxHops)
+                continue;
+            foreach (var (peer, link, back) in NeighboursLocked(label.Node, now))
+            {
+                if (query.Avoid.Contains(peer) || label.Visits(peer))
+                    continue;
+                var price = label.Price + (label.Hops > 0 ? link.PricePerMiB : 0u);
+                if (query.MaxPrice is { } cap && price > cap)
+                {
+                    overCap = true;
+                    continue;
+                }
+                var next = new Label(peer, label.Hops + 1, label.Rtt + Math.Max(link.RttMicroseconds, back.RttMicroseconds), price,
+                    Math.Min(label.Bottleneck, Math.Min(link.CapacityKbps, back.CapacityKbps)), label);
+                queue.Enqueue(next, query.Policy switch
+                {
+                    PathPolicy.LowestPrice => (next.Price, next.Rtt, next.Hops),
+                    PathPolicy.MostBandwidth => (uint.MaxValue - (ulong)next.Bottleneck, next.Rtt, next.Hops),
+                    _ => (next.Rtt, next.Price, next.Hops),
+                });
+            }
+        }
+        throw new NoRouteException(overCap
+            ? $"No path to {destination} within {query.MaxHops} hops stays under the price cap of {query.MaxPrice}."
+            : $"No path to {destination} with {query.MinHops} to {query.MaxHops} hops{(query.Avoid.Count > 0 ? $" avoiding {query.Avoid.Count} node(s)" : "")}.");
+    }
+}
