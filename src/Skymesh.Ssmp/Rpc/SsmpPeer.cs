@@ -391,8 +391,11 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         }
     }
 
+    /// <summary>Closes the connection and fails calls still waiting; disposing again does nothing.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
         await _disposing.CancelAsync();
         if (_client is not null)
             await _client.DisposeAsync();
@@ -402,6 +405,8 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         _otherEvents.Writer.TryComplete();
         _disposing.Dispose();
     }
+
+    private int _disposed;
 
     private static partial class Log
     {
