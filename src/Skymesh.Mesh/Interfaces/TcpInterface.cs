@@ -255,17 +255,17 @@ public sealed partial class TcpInterface : IMeshInterface
             {
                 if (token.IsCancellationRequested)
                     return;
-                // Out of descriptors or buffers: pause instead of spinning. An aborted handshake is simply skipped.
-                if (e.SocketErrorCode is SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable)
+                // A connection reset before we took it is simply skipped; anything else (out of descriptors or
+                // buffers) may last, so pause rather than spin.
+                if (e.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset)
+                    continue;
+                try
                 {
-                    try
-                    {
-                        await Task.Delay(TimeSpan.FromMilliseconds(100), _time, token);
-                    }
-                    catch (OperationCanceledException)
-                    {
-                        return;
-                    }
+                    await Task.Delay(TimeSpan.FromMilliseconds(100), _time, token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
                 }
                 continue;
             }
