@@ -54,6 +54,13 @@ public sealed class InterfaceCounters
         Interlocked.Add(ref _bytesSent, bytes);
     }
 
+    /// <summary>A batch of frames written at once (a TCP connection coalesces many into one write).</summary>
+    internal void Sent(int frames, long bytes)
+    {
+        Interlocked.Add(ref _framesSent, frames);
+        Interlocked.Add(ref _bytesSent, bytes);
+    }
+
     internal void Received(int bytes)
     {
         Interlocked.Increment(ref _framesReceived);
@@ -74,6 +81,8 @@ public sealed class InterfaceCounters
     }
 
     internal void SendDropped() => Interlocked.Increment(ref _sendDrops);
+
+    internal void SendDropped(int frames) => Interlocked.Add(ref _sendDrops, frames);
 
     internal void ReceiveDropped() => Interlocked.Increment(ref _receiveDrops);
 }

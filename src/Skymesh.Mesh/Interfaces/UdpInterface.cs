@@ -81,6 +81,11 @@ public sealed class UdpInterface : IMeshInterface
             {
                 break;
             }
+            catch (SocketException) when (_closing.IsCancellationRequested)
+            {
+                // The socket was closed under the receive (OperationAborted): the interface is stopping.
+                break;
+            }
             catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.MessageSize or SocketError.ConnectionRefused)
             {
                 // ICMP errors from earlier sends and oversize datagrams: not fatal for the interface.

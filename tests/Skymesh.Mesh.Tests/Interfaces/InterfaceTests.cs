@@ -94,7 +94,8 @@ public sealed class InterfaceTests : IAsyncDisposable
         var time = new FakeTimeProvider();
         var net = new MemoryNetwork(time, seed: 1);
         var a = net.CreateInterface();
-        var b = net.CreateInterface();
+        // Room for every frame the test sends: a full queue would drop frames, the end marker among them.
+        var b = net.CreateInterface(receiveQueue: 16_384);
         var atB = Listen(b);
         net.SetImpairment(a.EndPoint, b.EndPoint, new Impairment
         {
@@ -115,7 +116,7 @@ public sealed class InterfaceTests : IAsyncDisposable
         net.SetImpairment(a.EndPoint, b.EndPoint, Impairment.None);
         a.TrySend(b.EndPoint, Frame(-1));
         var received = new List<int>();
-        while (BitConverter.ToInt32((await atB.ReadAsync(Ct)).Frame) is var n && n != -1)
+        while (BitConverter.ToInt32((await atB.ReadAsync(Ct).AsTask().WaitAsync(TimeSpan.FromSeconds(30), Ct)).Frame) is var n && n != -1)
             received.Add(n);
         var distinct = received.Distinct().Count();
         var duplicates = received.Count - distinct;
