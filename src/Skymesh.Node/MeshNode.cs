@@ -121,7 +121,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
                 IMeshInterface opened = nic.Kind switch
                 {
                     InterfaceKind.Udp => new UdpInterface(nic.Listen, nic.Mtu, nic.Name),
-                    _ => throw new NodeConfigException($"interface {nic.Name}", "TCP interfaces are not available in this build"),
+                    _ => new TcpInterface(nic.Listen, new TcpInterfaceOptions { Name = nic.Name, Mtu = nic.Mtu ?? Mesh.Wire.MeshWire.MaxFrameLength }, node.Time),
                 };
                 node._interfaces[nic.Name] = opened;
                 node.Switch.AddInterface(opened);

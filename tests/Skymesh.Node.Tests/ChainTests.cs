@@ -13,10 +13,12 @@ public class ChainTests
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    [Fact]
-    public async Task A_four_node_chain_carries_a_forwarded_tcp_stream_byte_for_byte()
+    [Theory]
+    [InlineData("udp")]
+    [InlineData("tcp")]
+    public async Task A_four_node_chain_carries_a_forwarded_tcp_stream_byte_for_byte(string kind)
     {
-        await using var chain = await Chain.StartAsync(4);
+        await using var chain = await Chain.StartAsync(4, kind);
         await using var echo = TcpTarget.Echo();
         var (_, forwarder) = chain.Source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), chain.Destination.Node.Address, echo.Target);
 

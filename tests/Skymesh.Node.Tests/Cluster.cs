@@ -28,13 +28,13 @@ public sealed class TestNode : IAsyncDisposable
 
     public IPEndPoint UdpEndPoint => (IPEndPoint)Node.Interfaces.Values.First().LocalEndPoint;
 
-    public static async Task<TestNode> StartAsync(string? extraJson = null)
+    public static async Task<TestNode> StartAsync(string? extraJson = null, string kind = "udp")
     {
         var dir = Directory.CreateTempSubdirectory("skymesh-node-").FullName;
         var json = $$"""
             {
               "api": "127.0.0.1:0",
-              "interfaces": [ { "type": "udp", "listen": "127.0.0.1:0" } ],
+              "interfaces": [ { "type": "{{kind}}", "listen": "127.0.0.1:0" } ],
               "exits": [ "127.0.0.1:*" ],
               "keepaliveSeconds": 0.2,
               "deadAfterSeconds": 1.5,
@@ -85,13 +85,13 @@ public sealed class Chain : IAsyncDisposable
 
     public TestNode Destination => Nodes[^1];
 
-    public static async Task<Chain> StartAsync(int count)
+    public static async Task<Chain> StartAsync(int count, string kind = "udp")
     {
         var nodes = new TestNode[count];
         try
         {
             for (var i = 0; i < count; i++)
-                nodes[i] = await TestNode.StartAsync();
+                nodes[i] = await TestNode.StartAsync(kind: kind);
             for (var i = 0; i + 1 < count; i++)
                 await nodes[i].LinkToAsync(nodes[i + 1]).WaitAsync(TimeSpan.FromSeconds(20));
             var path = await StaticPath.InstallAsync([.. nodes.Select(n => n.Client)]).WaitAsync(TimeSpan.FromSeconds(20));
