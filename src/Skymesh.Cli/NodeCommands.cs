@@ -19,7 +19,28 @@ internal static class NodeCommands
     private static readonly Option<bool> Json = new("--json") { Description = "Print the API's JSON instead of a table." };
 
     public static IEnumerable<Command> Create() =>
-        [CreateNode(), CreateStatus(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+        [CreateNode(), CreateStatus(), CreateNodes(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+
+    private static Command CreateNodes()
+    {
+        var command = new Command("nodes", "List the nodes of the mesh as this node's control plane knows them.") { Api, Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var nodes = await client.MeshAsync(cancellationToken);
+            if (Print(parse, nodes))
+                return 0;
+            Table(["NODE", "LINKS", "NEIGHBOURS", "SEQUENCE", "EXPIRES"],
+                nodes.Select(n => new[]
+                {
+                    n.Address, n.Links.Count(l => l.State == "up").ToString(CultureInfo.InvariantCulture),
+                    string.Join(" ", n.Links.Select(l => $"{Short(l.Peer)}({l.RttMicroseconds / 1000.0:0.0}ms)")),
+                    n.Sequence.ToString(CultureInfo.InvariantCulture), $"{n.Expires:HH:mm:ss}",
+                }));
+            return 0;
+        });
+        return command;
+    }
 
     private static NodeApiClient Client(ParseResult parse) => new(parse.GetValue(Api)!);
 
@@ -42,11 +63,22 @@ internal static class NodeCommands
             using var logging = CliSupport.Logging(parse.GetValue(logLevel));
             using var signals = CliSupport.UntilSignal(cancellationToken);
             await using var node = MeshNode.Start(options, logging);
-            await using var api = await NodeApi.StartAsync(node, options.Api);
+            Node.Control.ControlAgent? agent = null;
+            try
+            {
+                agent = options.Broker is null ? null : await Node.Control.ControlAgent.StartAsync(node, logging, signals.Token);
+            }
+            catch (Ssmp.Client.SsmpException e)
+            {
+                throw new InvalidOperationException($"Cannot log into the SSMP broker at {options.Broker} (\"broker\" in the configuration): {e.Message}", e);
+            }
+            await using var agentScope = agent;
+            await using var api = await NodeApi.StartAsync(node, options.Api, agent);
             Console.WriteLine($"node {node.Address}");
             Console.WriteLine($"  interfaces: {string.Join(", ", node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}"))}");
             Console.WriteLine($"  local API:  http://{api.EndPoint}/api/node   metrics: http://{api.EndPoint}/metrics");
             Console.WriteLine($"  exits:      {(options.Exits.Rules.Count == 0 ? "none" : string.Join(", ", options.Exits.Rules))}");
+            Console.WriteLine($"  control:    {(agent is null ? "none (no broker in the configuration: paths by hand only)" : $"SSMP broker {options.Broker}, announcing on {Node.Control.ControlAgent.Topic}")}");
             try
             {
                 await Task.Delay(Timeout.Infinite, signals.Token);
@@ -217,7 +249,36 @@ internal static class NodeCommands
             Console.WriteLine("removed");
             return 0;
         });
+        var to = new Argument<string>("node") { Description = "The destination node's address." };
+        var policy = new Option<string>("--policy") { Description = "latency, price or bandwidth.", DefaultValueFactory = _ => "latency" };
+        policy.AcceptOnlyFromAmong("latency", "price", "bandwidth");
+        var via = new Option<string?>("--via") { Description = "The exact relays, comma-separated addresses." };
+        var avoid = new Option<string?>("--avoid") { Description = "Nodes the path must not pass, comma-separated addresses." };
+        var minHops = new Option<int?>("--min-hops") { Description = "Fewest hops (links) the path may have." };
+        var maxHops = new Option<int?>("--max-hops") { Description = "Most hops (links) the path may have (default 10)." };
+        var maxPrice = new Option<ulong?>("--max-price") { Description = "Most the relays together may charge per MiB." };
+        var open = new Command("open", "Find a path to a node and set it up through the control plane.") { to, Api, policy, via, avoid, minHops, maxHops, maxPrice };
+        open.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            static IReadOnlyList<string>? List(string? text) => text?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            var path = await client.OpenPathAsync(parse.GetValue(to)!, parse.GetValue(policy), parse.GetValue(minHops), parse.GetValue(maxHops), parse.GetValue(maxPrice),
+                List(parse.GetValue(avoid)), List(parse.GetValue(via)), cancellationToken);
+            Console.WriteLine($"path {path.Id} to {Short(path.Peer)} via {Short(path.Via)}: {path.State}");
+            return 0;
+        });
+        var closeId = new Argument<int>("id") { Description = "The path id (skymesh path list)." };
+        var close = new Command("close", "Close a path: every hop releases it.") { Api, closeId };
+        close.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            await client.RemovePathAsync(parse.GetValue(closeId), cancellationToken);
+            Console.WriteLine("closed");
+            return 0;
+        });
         command.Subcommands.Add(list);
+        command.Subcommands.Add(open);
+        command.Subcommands.Add(close);
         command.Subcommands.Add(install);
         command.Subcommands.Add(remove);
         return command;

@@ -31,18 +31,22 @@ public sealed class NodeApi : IAsyncDisposable
 
     private readonly WebApplication _app;
 
-    private NodeApi(WebApplication app, MeshNode node)
+    private NodeApi(WebApplication app, MeshNode node, Control.ControlAgent? agent)
     {
         _app = app;
         Node = node;
+        Agent = agent;
     }
+
+    /// <summary>The node's control agent, when it has a broker.</summary>
+    public Control.ControlAgent? Agent { get; }
 
     public MeshNode Node { get; }
 
     /// <summary>Where the API listens (the real port when the configuration asked for port 0).</summary>
     public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
 
-    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen)
+    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlAgent? agent = null)
     {
         ArgumentNullException.ThrowIfNull(node);
         var builder = WebApplication.CreateSlimBuilder();
@@ -50,7 +54,7 @@ public sealed class NodeApi : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
         var app = builder.Build();
-        var api = new NodeApi(app, node);
+        var api = new NodeApi(app, node, agent);
         api.Map();
         try
         {
@@ -150,8 +154,41 @@ public sealed class NodeApi : IAsyncDisposable
             };
             return Results.Json(node.InstallPath(spec), Json);
         });
-        _app.MapDelete("/api/paths/{id:int}", async (int id) =>
-            await node.RemovePathAsync(id) ? Results.NoContent() : throw new NodeRequestException(404, $"no path {id}"));
+        _app.MapDelete("/api/paths/{id:int}", async (int id, HttpContext context) =>
+        {
+            // A path the control plane set up is released at every hop; one installed by hand only here.
+            if (Agent is not null && await Agent.ClosePathAsync(id, context.RequestAborted))
+                return Results.NoContent();
+            return await node.RemovePathAsync(id) ? Results.NoContent() : throw new NodeRequestException(404, $"no path {id}");
+        });
+        _app.MapPost("/api/paths/open", async (HttpContext context) =>
+        {
+            var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");
+            var request = await Read<OpenPathRequest>(context);
+            var to = ParseAddress(request.To ?? throw Missing("to"), "to");
+            var query = new Skymesh.Control.Topology.PathQuery
+            {
+                Policy = request.Policy?.ToLowerInvariant() switch
+                {
+                    null or "latency" => Skymesh.Control.Topology.PathPolicy.LowestLatency,
+                    "price" => Skymesh.Control.Topology.PathPolicy.LowestPrice,
+                    "bandwidth" => Skymesh.Control.Topology.PathPolicy.MostBandwidth,
+                    _ => throw new NodeRequestException(400, $"\"policy\": \"{request.Policy}\" is not latency, price or bandwidth"),
+                },
+                MinHops = request.MinHops ?? 1,
+                MaxHops = request.MaxHops ?? 10,
+                MaxPrice = request.MaxPrice,
+                Avoid = (request.Avoid ?? []).Select(a => ParseAddress(a, "avoid")).ToHashSet(),
+                Via = request.Via?.Select(a => ParseAddress(a, "via")).ToList(),
+            };
+            return Results.Json(await agent.OpenPathAsync(to, query, context.RequestAborted), Json);
+        });
+        _app.MapGet("/api/nodes", () =>
+        {
+            var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");
+            return Results.Json(agent.Graph.Records.OrderBy(r => r.Node.ToString()).Select(r => new MeshNodeInfo(
+                r.Node.ToString(), r.Sequence, r.Expires, r.Links.Select(l => new MeshLinkInfo(l.Peer.ToString(), l.RttMicroseconds, l.LossPpm, l.CapacityKbps, l.PricePerMiB, l.State.ToString().ToLowerInvariant())).ToList())), Json);
+        });
 
         _app.MapPost("/api/ping", async (HttpContext context) =>
         {
@@ -323,6 +360,12 @@ public sealed record LabelRequest(string? Link, uint? Label, LabelTarget? Forwar
 public sealed record PathRequest(string? Peer, string? Via, uint? OutLabel, uint? InLabel, bool? Initiator, string? Nonce);
 
 public sealed record PingRequest(string? To, int? Size, int? TimeoutMs);
+
+public sealed record OpenPathRequest(string? To, string? Policy, int? MinHops, int? MaxHops, ulong? MaxPrice, IReadOnlyList<string>? Avoid, IReadOnlyList<string>? Via);
+
+public sealed record MeshLinkInfo(string Peer, uint RttMicroseconds, uint LossPpm, uint CapacityKbps, uint Price, string State);
+
+public sealed record MeshNodeInfo(string Address, ulong Sequence, DateTimeOffset Expires, IReadOnlyList<MeshLinkInfo> Links);
 
 public sealed record ForwardRequest(string? Listen, string? To, string? Target, bool? Detach);
 

@@ -81,6 +81,14 @@ public sealed class NodeApiClient : IDisposable
     public Task<LinkInfo> ConnectAsync(string? nic, string endpoint, string? peer, CancellationToken cancellationToken = default) =>
         PostAsync<LinkInfo>("api/links", new LinkRequest(nic, endpoint, peer), cancellationToken);
 
+    /// <summary>Asks the node's control plane for a path to <paramref name="to"/> and sets it up.</summary>
+    public Task<PathInfo> OpenPathAsync(string to, string? policy = null, int? minHops = null, int? maxHops = null, ulong? maxPrice = null,
+        IReadOnlyList<string>? avoid = null, IReadOnlyList<string>? via = null, CancellationToken cancellationToken = default) =>
+        PostAsync<PathInfo>("api/paths/open", new OpenPathRequest(to, policy, minHops, maxHops, maxPrice, avoid, via), cancellationToken);
+
+    /// <summary>The mesh as this node's control plane knows it: every node's latest announcement.</summary>
+    public Task<List<MeshNodeInfo>> MeshAsync(CancellationToken cancellationToken = default) => GetAsync<List<MeshNodeInfo>>("api/nodes", cancellationToken);
+
     public Task StopAppAsync(int id, CancellationToken cancellationToken = default) =>
         SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/apps/{id}"), cancellationToken);
 

@@ -40,6 +40,15 @@ public sealed class NodeConfigFile
 
     /// <summary>Seconds without any answer after which a path end declares the path lost (default 15).</summary>
     public double? PathTimeoutSeconds { get; set; }
+
+    /// <summary>What this node charges to forward one MiB, in micro-units of the settlement coin (default 0).</summary>
+    public uint? Price { get; set; }
+
+    /// <summary>Kilobits per second this node offers to forward onto each link (default 1,000,000).</summary>
+    public uint? CapacityKbps { get; set; }
+
+    /// <summary>Seconds between refreshes of this node's link announcement (default 30; records live four times as long).</summary>
+    public double? AnnounceSeconds { get; set; }
 }
 
 public sealed class InterfaceConfig
@@ -129,6 +138,12 @@ public sealed record NodeOptions
     public TimeSpan LabelLifetime { get; init; } = TimeSpan.FromSeconds(60);
 
     public TimeSpan PathTimeout { get; init; } = TimeSpan.FromSeconds(15);
+
+    public uint Price { get; init; }
+
+    public uint CapacityKbps { get; init; } = 1_000_000;
+
+    public TimeSpan AnnounceInterval { get; init; } = TimeSpan.FromSeconds(30);
 
     public string KeyFile => Path.Combine(DataDir, "node.key");
 
@@ -259,6 +274,9 @@ public sealed record NodeOptions
             DeadAfter = deadAfter,
             LabelLifetime = Seconds(file.LabelLifetimeSeconds, 60, "$.labelLifetimeSeconds"),
             PathTimeout = Seconds(file.PathTimeoutSeconds, 15, "$.pathTimeoutSeconds"),
+            Price = file.Price ?? 0,
+            CapacityKbps = file.CapacityKbps ?? 1_000_000,
+            AnnounceInterval = Seconds(file.AnnounceSeconds, 30, "$.announceSeconds"),
         };
     }
 

@@ -26,6 +26,9 @@ public sealed record PathSpec
 
     /// <summary>32 random bytes both ends share; the end-to-end keys are derived from it and the two nodes' keys.</summary>
     public required byte[] Nonce { get; init; }
+
+    /// <summary>The control plane's id of the path, when it set the path up (null for paths installed by hand).</summary>
+    public Guid? SetupId { get; init; }
 }
 
 /// <summary>A path as the local API lists it.</summary>

@@ -10,13 +10,16 @@ public sealed class TestNode : IAsyncDisposable
     private readonly string _dir;
     private int _disposed;
 
-    private TestNode(string dir, MeshNode node, NodeApi api)
+    private TestNode(string dir, MeshNode node, NodeApi api, Control.ControlAgent? agent)
     {
         _dir = dir;
         Node = node;
         Api = api;
+        Agent = agent;
         Client = new NodeApiClient(api.EndPoint.ToString());
     }
+
+    public Control.ControlAgent? Agent { get; }
 
     public MeshNode Node { get; }
 
@@ -28,8 +31,10 @@ public sealed class TestNode : IAsyncDisposable
 
     public IPEndPoint UdpEndPoint => (IPEndPoint)Node.Interfaces.Values.First().LocalEndPoint;
 
-    public static async Task<TestNode> StartAsync(string? extraJson = null, string kind = "udp")
+    public static async Task<TestNode> StartAsync(string? extraJson = null, string kind = "udp", IPEndPoint? broker = null)
     {
+        if (broker is not null)
+            extraJson += $", \"broker\": \"{broker}\"";
         var dir = Directory.CreateTempSubdirectory("skymesh-node-").FullName;
         var json = $$"""
             {
@@ -44,8 +49,9 @@ public sealed class TestNode : IAsyncDisposable
             """;
         var options = NodeOptions.Parse(json, dir);
         var node = MeshNode.Start(options);
-        var api = await NodeApi.StartAsync(node, options.Api);
-        return new TestNode(dir, node, api);
+        var agent = broker is null ? null : await Control.ControlAgent.StartAsync(node);
+        var api = await NodeApi.StartAsync(node, options.Api, agent);
+        return new TestNode(dir, node, api, agent);
     }
 
     public async Task<Link> LinkToAsync(TestNode other) =>
@@ -57,6 +63,8 @@ public sealed class TestNode : IAsyncDisposable
             return;
         Client.Dispose();
         await Api.DisposeAsync();
+        if (Agent is not null)
+            await Agent.DisposeAsync();
         await Node.DisposeAsync();
         try
         {

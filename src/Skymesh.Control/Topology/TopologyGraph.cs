@@ -83,6 +83,9 @@ public sealed class TopologyGraph
 
     public long Accepted => Interlocked.Read(ref _accepted);
 
+    /// <summary>Raised (on the thread that offered it) for every record accepted; handlers must not block.</summary>
+    public event Action<LinkAnnouncement>? RecordAccepted;
+
     /// <summary>Records refused for <paramref name="reason"/>.</summary>
     public long Refused(AnnouncementError reason) => Interlocked.Read(ref _refused[(int)reason]);
 
@@ -92,6 +95,16 @@ public sealed class TopologyGraph
         {
             lock (_lock)
                 return _records.Count;
+        }
+    }
+
+    /// <summary>The latest record of every node (expired ones until the next sweep).</summary>
+    public IReadOnlyList<LinkAnnouncement> Records
+    {
+        get
+        {
+            lock (_lock)
+                return [.. _records.Values];
         }
     }
 
@@ -134,6 +147,7 @@ public sealed class TopologyGraph
             _records[record.Node] = record;
         }
         Interlocked.Increment(ref _accepted);
+        RecordAccepted?.Invoke(record);
         return AnnouncementError.None;
     }
 

@@ -1,0 +1,255 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Control.Setup;
+using Skymesh.Control.Topology;
+using Skymesh.Identity;
+using Skymesh.Mesh.Apps;
+using Skymesh.Mesh.Links;
+using Skymesh.Ssmp.Client;
+using Skymesh.Ssmp.Codec;
+using Skymesh.Ssmp.Rpc;
+
+namespace Skymesh.Node.Control;
+
+/// <summary>
+/// A node's control agent (docs/control-plane.md): logged into the SSMP broker under the node's address, it
+/// announces the node's links, keeps a route finder's graph from everyone's announcements, serves its side of
+/// path setup, and opens and closes paths for the node.
+/// </summary>
+public sealed partial class ControlAgent : IAsyncDisposable
+{
+    /// <summary>The SSMP topic of link announcements.</summary>
+    public const string Topic = "mesh.links";
+
+    private readonly MeshNode _node;
+    private readonly SsmpPeer _peer;
+    private readonly PathSetupHop _hop;
+    private readonly PathSetupSource _source;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly SemaphoreSlim _announceSignal = new(0);
+    private readonly Dictionary<Guid, EstablishedPath> _opened = [];
+    private readonly Lock _lock = new();
+    private Task _events = Task.CompletedTask;
+    private Task _announcer = Task.CompletedTask;
+    private ulong _sequence;
+    private long _announced;
+
+    private ControlAgent(MeshNode node, SsmpPeer peer, ILogger logger)
+    {
+        _node = node;
+        _peer = peer;
+        _logger = logger;
+        Graph = new TopologyGraph(node.Time);
+        var table = new NodeHopTable(node, node.Options.Price);
+        _hop = new PathSetupHop(node.Address, table, node.Time);
+        _source = new PathSetupSource(node.Key, table, new SsmpControlCaller(peer), node.Time);
+    }
+
+    public TopologyGraph Graph { get; }
+
+    public long Announced => Interlocked.Read(ref _announced);
+
+    /// <summary>Paths this node set up through the control plane, by setup id.</summary>
+    public IReadOnlyCollection<EstablishedPath> Opened
+    {
+        get
+        {
+            lock (_lock)
+                return [.. _opened.Values];
+        }
+    }
+
+    public static async Task<ControlAgent> StartAsync(MeshNode node, ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(node);
+        var broker = node.Options.Broker ?? throw new InvalidOperationException("The node has no broker configured.");
+        ServiceWire.TryParseTarget(broker, out var host, out var port);
+        var peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions
+        {
+            Host = host,
+            Port = port,
+            Id = node.Address.ToString(),
+            TimeProvider = node.Time,
+            LoggerFactory = loggerFactory,
+        }, cancellationToken: cancellationToken);
+        var agent = new ControlAgent(node, peer, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Control"));
+        SsmpSetupService.Register(peer, agent._hop);
+        node.Switch.LinkUp += agent.OnLinkChange;
+        node.Switch.LinkDown += agent.OnLinkDown;
+        agent._events = Task.Run(agent.ReadEventsAsync);
+        agent._announcer = Task.Run(agent.AnnounceLoopAsync);
+        await peer.Client.SubscribeAsync(Topic, presence: true, cancellationToken);
+        agent.RequestAnnouncement();
+        Log.Started(agent._logger, broker);
+        return agent;
+    }
+
+    private void OnLinkChange(Link link) => RequestAnnouncement();
+
+    private void OnLinkDown(Link link, string reason) => RequestAnnouncement();
+
+    /// <summary>Asks for a fresh announcement soon (changes close together share one).</summary>
+    public void RequestAnnouncement() => _announceSignal.Release();
+
+    private async Task AnnounceLoopAsync()
+    {
+        var refresh = _node.Options.AnnounceInterval;
+        while (!_stop.IsCancellationRequested)
+        {
+            try
+            {
+                using (var timer = new CancellationTokenSource(refresh, _node.Time))
+                using (var either = CancellationTokenSource.CreateLinkedTokenSource(timer.Token, _stop.Token))
+                {
+                    try
+                    {
+                        await _announceSignal.WaitAsync(either.Token);
+                    }
+                    catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
+                    {
+                        // The refresh interval passed without a change: announce anyway.
+                    }
+                }
+                // Let changes that come together (several links up at start) go out in one record.
+                await Task.Delay(TimeSpan.FromMilliseconds(50), _node.Time, _stop.Token);
+                while (_announceSignal.CurrentCount > 0)
+                    await _announceSignal.WaitAsync(_stop.Token);
+                await AnnounceAsync(_stop.Token);
+                Graph.Sweep();
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is SsmpException or ObjectDisposedException)
+            {
+                // The broker is away: the client reconnects by itself, and the next round announces again.
+                Log.AnnounceFailed(_logger, e.Message);
+            }
+        }
+    }
+
+    /// <summary>Signs and publishes the node's links (at most 18: one SSMP payload).</summary>
+    public async Task AnnounceAsync(CancellationToken cancellationToken)
+    {
+        var links = _node.Switch.Links
+            .Where(l => l.State == LinkState.Up && l.Peer is not null)
+            .GroupBy(l => l.Peer!.Value).Select(g => g.OrderBy(l => l.Id).First())
+            .Take(LinkAnnouncement.MaxLinksInOnePayload)
+            .Select(l => new AnnouncedLink(l.Peer!.Value, (uint)Math.Min(uint.MaxValue, (l.Rtt ?? TimeSpan.FromMilliseconds(1)).TotalMicroseconds),
+                (uint)(l.Loss * 1_000_000), _node.Options.CapacityKbps, _node.Options.Price, AnnouncedLinkState.Up))
+            .ToList();
+        var now = _node.Time.GetUtcNow();
+        ulong sequence;
+        lock (_lock)
+            sequence = _sequence = Math.Max(_sequence + 1, (ulong)now.ToUnixTimeMilliseconds());
+        var record = LinkAnnouncement.Create(_node.Key, sequence, now, _node.Options.AnnounceInterval * 4, links);
+        Graph.Offer(record);
+        await _peer.Client.McastAsync(Topic, record.Bytes, cancellationToken);
+        Interlocked.Increment(ref _announced);
+    }
+
+    private async Task ReadEventsAsync()
+    {
+        try
+        {
+            await foreach (var e in _peer.OtherEvents.ReadAllAsync(_stop.Token))
+            {
+                if (e.Target != Topic)
+                    continue;
+                switch (e.Verb)
+                {
+                    case SsmpVerb.Mcast:
+                        var result = Graph.Offer(e.Payload.Span);
+                        if (result != AnnouncementError.None)
+                            Log.AnnouncementRefused(_logger, e.From, result.ToString());
+                        break;
+                    case SsmpVerb.Subscribe when e.From != _peer.Id:
+                        // A newcomer knows nobody yet: everyone announces again (soon, and once for several joins).
+                        RequestAnnouncement();
+                        break;
+                    case SsmpVerb.Unsubscribe when NodeAddress.TryParse(e.From, out var gone):
+                        Graph.Forget(gone);
+                        break;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>Finds a path to <paramref name="destination"/> and sets it up; the node then has a path end to it.</summary>
+    public async Task<PathInfo> OpenPathAsync(NodeAddress destination, PathQuery? query, CancellationToken cancellationToken)
+    {
+        query ??= new PathQuery();
+        FoundPath found;
+        try
+        {
+            found = Graph.FindPath(_node.Address, destination, query);
+        }
+        catch (NoRouteException e)
+        {
+            throw new NodeRequestException(404, e.Message);
+        }
+        EstablishedPath path;
+        try
+        {
+            path = await _source.SetupAsync(found.Nodes, (uint)Math.Min(uint.MaxValue, query.MaxPrice ?? uint.MaxValue), cancellationToken);
+        }
+        catch (PathSetupException e)
+        {
+            throw new NodeRequestException(502, e.Message);
+        }
+        lock (_lock)
+            _opened[path.Request.PathId] = path;
+        Log.PathOpened(_logger, destination.ToString(), found.Hops, path.SetupTime.TotalMilliseconds);
+        return _node.Paths.First(p => _node.PathEnds.First(e => e.Id == p.Id).Spec.SetupId == path.Request.PathId);
+    }
+
+    /// <summary>Tears down a path this node opened: every hop releases it.</summary>
+    public async Task<bool> ClosePathAsync(int pathId, CancellationToken cancellationToken)
+    {
+        var end = _node.PathEnds.FirstOrDefault(p => p.Id == pathId);
+        if (end?.Spec.SetupId is not { } setupId)
+            return false;
+        EstablishedPath? path;
+        lock (_lock)
+        {
+            if (!_opened.Remove(setupId, out path))
+                return false;
+        }
+        await _source.CloseAsync(path, cancellationToken);
+        return true;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_stop.IsCancellationRequested)
+            return;
+        _node.Switch.LinkUp -= OnLinkChange;
+        _node.Switch.LinkDown -= OnLinkDown;
+        await _stop.CancelAsync();
+        await _announcer;
+        await _peer.DisposeAsync();
+        await _events;
+        _stop.Dispose();
+        _announceSignal.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "Control agent logged into the broker at {Broker}")]
+        public static partial void Started(ILogger logger, string broker);
+
+        [LoggerMessage(EventId = 701, Level = LogLevel.Warning, Message = "Announcement not sent: {Reason}")]
+        public static partial void AnnounceFailed(ILogger logger, string reason);
+
+        [LoggerMessage(EventId = 702, Level = LogLevel.Debug, Message = "Announcement from {From} refused: {Reason}")]
+        public static partial void AnnouncementRefused(ILogger logger, string from, string reason);
+
+        [LoggerMessage(EventId = 703, Level = LogLevel.Information, Message = "Path to {Destination} opened: {Hops} hops, set up in {Milliseconds:0.00} ms")]
+        public static partial void PathOpened(ILogger logger, string destination, int hops, double milliseconds);
+    }
+}

@@ -1,0 +1,42 @@
+using Skymesh.Control.Setup;
+using Skymesh.Identity;
+using Skymesh.Mesh.Forwarding;
+
+namespace Skymesh.Node.Control;
+
+/// <summary>The node's forwarder as path setup sees it: links by neighbour, the label table, path ends.</summary>
+internal sealed class NodeHopTable(MeshNode node, uint price) : IHopTable
+{
+    public int? LinkTo(NodeAddress neighbour) => node.FindLink(neighbour)?.Id;
+
+    public uint Reserve(int link, TimeSpan lifetime) => node.Switch.Labels.Reserve(link, lifetime);
+
+    public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel) =>
+        node.Switch.Labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel));
+
+    public void InstallEnd(SetupRequest request, int link, uint inLabel, uint outLabel)
+    {
+        var source = request.Source == node.Address;
+        var via = source ? request.Nodes[1] : request.Nodes[^2];
+        node.InstallPath(new PathSpec
+        {
+            Peer = source ? request.Destination : request.Source,
+            Via = via,
+            OutLabel = outLabel,
+            InLabel = inLabel,
+            Initiator = source,
+            Nonce = request.Nonce,
+            SetupId = request.PathId,
+        });
+    }
+
+    public void Remove(int link, uint label)
+    {
+        if (node.PathEnds.FirstOrDefault(p => p.Link.Id == link && p.InLabel == label) is { } end)
+            _ = node.RemovePathAsync(end.Id);
+        else
+            node.Switch.Labels.Remove(link, label);
+    }
+
+    public uint PriceOnto(int outLink) => price;
+}

@@ -1,0 +1,126 @@
+using System.Net;
+using Skymesh.Control.Topology;
+using Skymesh.Identity;
+using Skymesh.Ssmp.Broker;
+
+namespace Skymesh.Node.Tests;
+
+/// <summary>Nodes with control agents on a real SSMP broker: they learn the mesh from each other's announcements and set paths up.</summary>
+public sealed class ControlPlaneTests : IAsyncDisposable
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+    private readonly SsmpBroker _broker;
+    private readonly List<TestNode> _nodes = [];
+
+    public ControlPlaneTests()
+    {
+        _broker = new SsmpBroker(new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) });
+        _broker.Start();
+    }
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var node in _nodes)
+            await node.DisposeAsync();
+        await _broker.DisposeAsync();
+    }
+
+    /// <summary>Completes when <paramref name="node"/>'s graph satisfies <paramref name="condition"/>.</summary>
+    private static async Task UntilGraph(TestNode node, Func<TopologyGraph, bool> condition, string what)
+    {
+        var graph = node.Agent!.Graph;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Check(LinkAnnouncement _)
+        {
+            if (condition(graph))
+                done.TrySetResult();
+        }
+        graph.RecordAccepted += Check;
+        try
+        {
+            Check(null!);
+            await done.Task.WaitAsync(Bound, Ct);
+        }
+        catch (TimeoutException)
+        {
+            throw new Xunit.Sdk.XunitException($"{what} did not happen within {Bound.TotalSeconds} s; the graph holds {graph.NodeCount} nodes");
+        }
+        finally
+        {
+            graph.RecordAccepted -= Check;
+        }
+    }
+
+    private async Task<TestNode[]> ChainAsync(int count)
+    {
+        for (var i = 0; i < count; i++)
+            _nodes.Add(await TestNode.StartAsync(broker: _broker.LocalEndPoint));
+        for (var i = 0; i + 1 < count; i++)
+            await _nodes[i].LinkToAsync(_nodes[i + 1]).WaitAsync(Bound, Ct);
+        return [.. _nodes];
+    }
+
+    [Fact]
+    public async Task Six_nodes_learn_the_mesh_and_open_a_four_hop_path_that_carries_pings()
+    {
+        var nodes = await ChainAsync(6);
+        var source = nodes[0];
+        var target = nodes[4];
+
+        // Every node's links, as both ends announce them, reach the source.
+        await UntilGraph(source, g => g.NodeCount == 6 && Enumerable.Range(0, 5).All(i => g.Neighbours(nodes[i].Node.Address).Any(n => n.Peer == nodes[i + 1].Node.Address)),
+            "learning all six nodes and five links");
+
+        var path = await source.Agent!.OpenPathAsync(target.Node.Address, null, Ct);
+        Assert.Equal(target.Address, path.Peer);
+        Assert.Equal(nodes[1].Address, path.Via);
+        Assert.Equal("up", path.State);
+
+        // The path carries traffic both ways, through three relays that each hold two entries.
+        var rtt = await source.Node.PingAsync(target.Node.Address, 64, TimeSpan.FromSeconds(5), Ct);
+        Assert.True(rtt > TimeSpan.Zero);
+        foreach (var relay in nodes[1..4])
+            Assert.Equal(2, relay.Node.Switch.Labels.List().Count);
+        Assert.Single(target.Node.Paths);
+
+        // Closing releases every hop.
+        Assert.True(await source.Agent.ClosePathAsync(path.Id, Ct));
+        foreach (var relay in nodes[1..4])
+            Assert.Empty(relay.Node.Switch.Labels.List());
+        Assert.Empty(target.Node.Paths);
+        Assert.Empty(source.Node.Paths);
+    }
+
+    [Fact]
+    public async Task Path_open_through_the_api_honours_avoid_and_reports_no_route()
+    {
+        var nodes = await ChainAsync(3);
+        await UntilGraph(nodes[0], g => g.Neighbours(nodes[1].Node.Address).Count == 2, "learning the chain");
+        var opened = await nodes[0].Client.OpenPathAsync(nodes[2].Address, cancellationToken: Ct);
+        Assert.Equal(nodes[2].Address, opened.Peer);
+        var error = await Assert.ThrowsAsync<NodeApiException>(() => nodes[0].Client.OpenPathAsync(nodes[2].Address, avoid: [nodes[1].Address], cancellationToken: Ct));
+        Assert.Equal(HttpStatusCode.NotFound, error.Status);
+        Assert.Contains("No path", error.Message, StringComparison.Ordinal);
+        var listed = await nodes[0].Client.MeshAsync(Ct);
+        Assert.Equal(3, listed.Count);
+    }
+
+    [Fact]
+    public async Task A_forged_announcement_on_the_topic_is_refused_and_counted()
+    {
+        var nodes = await ChainAsync(2);
+        await UntilGraph(nodes[0], g => g.NodeCount == 2, "learning both nodes");
+        using var mallory = NodeKey.Generate();
+        var record = LinkAnnouncement.Create(mallory, long.MaxValue, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(2),
+            [new AnnouncedLink(nodes[0].Node.Address, 1, 0, 1, 0, AnnouncedLinkState.Up)]).Bytes;
+        nodes[1].Node.Address.WriteTo(record.AsSpan(4));
+        await using var client = await Skymesh.Ssmp.Client.SsmpClient.ConnectAsync(new Skymesh.Ssmp.Client.SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Id = mallory.Address.ToString() }, Ct);
+        await client.McastAsync(Control.ControlAgent.Topic, record, Ct);
+        // The broker delivers in order: a second, genuine message after the forgery means the forgery was handled.
+        await nodes[1].Agent!.AnnounceAsync(Ct);
+        await UntilGraph(nodes[0], g => g.Refused(AnnouncementError.BadSignature) == 1, "refusing the forgery");
+        Assert.Equal(2, nodes[0].Agent!.Graph.NodeCount);
+    }
+}
