@@ -13,13 +13,18 @@ internal static class BrokerCommand
         var listen = new Option<string>("--listen") { Description = "Address and port to listen on.", DefaultValueFactory = _ => "127.0.0.1:8787" };
         var auth = new Option<string[]>("--auth")
         {
-            Description = "Login schemes offered, in order: open, secret:FILE (shared secret read from FILE), cert (TLS client certificates). Repeat or separate with commas.",
+            Description = "Login schemes offered, in order: open, secret:FILE (shared secret read from FILE), cert (TLS client certificates), key (node keys: the id is the node's address, the credential a signed timestamp). Repeat or separate with commas.",
             DefaultValueFactory = _ => ["open"],
             AllowMultipleArgumentsPerToken = true,
         };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate of the broker; enables TLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert." };
         var tlsCa = new Option<string?>("--tls-ca") { Description = "PEM bundle of authorities that client certificates must chain to (needed by --auth cert)." };
+        var name = new Option<string>("--name")
+        {
+            Description = "The broker's name, which key credentials are signed for: a credential made for one broker is refused by a broker with another name.",
+            DefaultValueFactory = _ => SsmpBrokerOptions.DefaultServerName,
+        };
         var noAnonymous = new Option<bool>("--no-anonymous") { Description = "Refuse the anonymous identifier '.'." };
         var maxConnections = new Option<int>("--max-connections") { Description = "Connections open at once.", DefaultValueFactory = _ => 100_000 };
         var maxSubscriptions = new Option<int>("--max-subscriptions") { Description = "Subscriptions per connection.", DefaultValueFactory = _ => 10_000 };
@@ -33,14 +38,18 @@ internal static class BrokerCommand
 
         var command = new Command("broker", "Run an SSMP broker until SIGINT or SIGTERM.")
         {
-            listen, auth, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
+            listen, auth, name, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
             loginTimeout, pingInterval, pongTimeout, statsInterval, receiveBuffer, logLevel,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            var serverName = parse.GetValue(name)!;
+            if (!Skymesh.Ssmp.Codec.SsmpGrammar.IsValidId(serverName))
+                throw new UsageException($"--name: '{serverName}' is not an SSMP identifier (1 to 64 of letters, digits and . : @ / _ - + = ~).");
             var options = new SsmpBrokerOptions
             {
                 Listen = CliSupport.ParseEndPoint(parse.GetValue(listen)!, "--listen"),
+                ServerName = serverName,
                 AllowAnonymous = !parse.GetValue(noAnonymous),
                 MaxConnections = parse.GetValue(maxConnections),
                 MaxSubscriptionsPerConnection = parse.GetValue(maxSubscriptions),
@@ -112,6 +121,8 @@ internal static class BrokerCommand
             return new OpenAuthenticator();
         if (scheme == "cert")
             return new CertAuthenticator();
+        if (scheme == "key")
+            return new KeyAuthenticator();
         if (scheme.StartsWith("secret:", StringComparison.Ordinal) && scheme.Length > "secret:".Length)
         {
             try
@@ -123,7 +134,7 @@ internal static class BrokerCommand
                 throw new UsageException($"--auth: {CliSupport.Reason(e)}");
             }
         }
-        throw new UsageException($"--auth: unknown scheme '{scheme}'; use open, secret:FILE or cert.");
+        throw new UsageException($"--auth: unknown scheme '{scheme}'; use open, secret:FILE, cert or key.");
     }
 
     private static SsmpTlsOptions? LoadTls(string? certPath, string? keyPath, string? caPath)

@@ -12,6 +12,22 @@ public sealed class SsmpLoginContext
 
     /// <summary>Client certificate verified during the TLS handshake, if any.</summary>
     public X509Certificate2? ClientCertificate { get; init; }
+
+    /// <summary>Whether the credential came as a binary (length-prefixed) payload rather than a text one.</summary>
+    public bool CredentialIsBinary { get; init; }
+
+    /// <summary>A scheme that refuses may say why here, in a few words without secrets; the broker logs it at debug.</summary>
+    public string? RefusalReason { get; set; }
+
+    /// <summary>
+    /// Set by a scheme that refuses only because it cannot take another login now, not because the credential is
+    /// bad. The broker then closes the connection without answering (as past its connection limit) instead of
+    /// sending 401, so clients treat it as a lost connection and retry later rather than give up.
+    /// </summary>
+    public bool Busy { get; set; }
+
+    /// <summary>The broker's state for the <c>key</c> scheme (window, replay set, counters); null outside a broker.</summary>
+    internal KeyLoginGuard? KeyLogin { get; init; }
 }
 
 /// <summary>One login scheme (<c>LOGIN id scheme [credential]</c>).</summary>

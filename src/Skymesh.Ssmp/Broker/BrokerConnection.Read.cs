@@ -183,14 +183,26 @@ internal sealed partial class BrokerConnection
                 break;
             }
         }
-        var context = new SsmpLoginContext { Id = id, ClientCertificate = _clientCertificate };
-        var accepted = authenticator is not null
-            && (!context.IsAnonymous || _broker.Options.AllowAnonymous)
-            && SafeAuthenticate(authenticator, context, request.PayloadContent);
+        var context = new SsmpLoginContext
+        {
+            Id = id,
+            ClientCertificate = _clientCertificate,
+            CredentialIsBinary = request.PayloadContent.Length != request.Payload.Length,
+            KeyLogin = _broker.KeyLogin,
+        };
+        var accepted = false;
+        if (authenticator is null)
+            context.RefusalReason = "unknown scheme";
+        else if (context.IsAnonymous && !_broker.Options.AllowAnonymous)
+            context.RefusalReason = "anonymous logins are not allowed";
+        else
+            accepted = SafeAuthenticate(authenticator, context, request.PayloadContent);
         if (!accepted)
         {
-            Log.LoginRefused(_broker.Logger, Serial, id, scheme);
-            Enqueue("401 "u8, _broker.UnauthorizedPayload, "\n"u8);
+            Log.LoginRefused(_broker.Logger, Serial, id, scheme, context.RefusalReason ?? "credential rejected");
+            // Refused for want of room rather than for a bad credential: close unanswered, so the client retries.
+            if (!context.Busy)
+                Enqueue("401 "u8, _broker.UnauthorizedPayload, "\n"u8);
             CloseAfterFlush(DisconnectReason.LoginRefused);
             return false;
         }

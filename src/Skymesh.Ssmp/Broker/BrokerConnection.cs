@@ -237,8 +237,8 @@ internal sealed partial class BrokerConnection
         [LoggerMessage(EventId = 13, Level = LogLevel.Warning, Message = "Connection {Serial}: slow consumer, {Queued} bytes queued; disconnected")]
         public static partial void SlowConsumer(ILogger logger, long serial, long queued);
 
-        [LoggerMessage(EventId = 14, Level = LogLevel.Debug, Message = "Connection {Serial}: login as {Id} through {Scheme} refused")]
-        public static partial void LoginRefused(ILogger logger, long serial, string id, string scheme);
+        [LoggerMessage(EventId = 14, Level = LogLevel.Debug, Message = "Connection {Serial}: login as {Id} through {Scheme} refused: {Reason}")]
+        public static partial void LoginRefused(ILogger logger, long serial, string id, string scheme, string reason);
 
         [LoggerMessage(EventId = 15, Level = LogLevel.Error, Message = "Connection {Serial}: unexpected error")]
         public static partial void Unexpected(ILogger logger, long serial, Exception exception);

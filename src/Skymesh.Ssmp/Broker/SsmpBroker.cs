@@ -23,6 +23,7 @@ public sealed partial class SsmpBroker : IAsyncDisposable
     private readonly long[] _disconnects = new long[Enum.GetValues<DisconnectReason>().Length];
     private readonly CancellationTokenSource _stopping = new();
     private readonly byte[] _unauthorizedPayload;
+    private readonly KeyLoginGuard? _keyLogin;
     private Socket? _listener;
     private Task? _acceptLoop;
     private ITimer? _sweepTimer;
@@ -52,6 +53,8 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         _byIdSpan = _byId.GetAlternateLookup<ReadOnlySpan<char>>();
         _topicsSpan = _topics.GetAlternateLookup<ReadOnlySpan<char>>();
         _unauthorizedPayload = System.Text.Encoding.ASCII.GetBytes(string.Join(' ', options.Authenticators.Select(a => a.Scheme)));
+        if (options.Authenticators.Any(a => a is KeyAuthenticator))
+            _keyLogin = new KeyLoginGuard(options.ServerName, options.KeyLoginWindow, options.KeyLoginReplayCapacity, _time, _logger);
     }
 
     internal SsmpBrokerOptions Options => _options;
@@ -61,6 +64,9 @@ public sealed partial class SsmpBroker : IAsyncDisposable
     internal TimeProvider Time => _time;
 
     internal byte[] UnauthorizedPayload => _unauthorizedPayload;
+
+    /// <summary>The key scheme's state, when the broker offers it.</summary>
+    internal KeyLoginGuard? KeyLogin => _keyLogin;
 
     /// <summary>The address the broker listens on (with the real port when started on port 0).</summary>
     public IPEndPoint LocalEndPoint => (IPEndPoint?)_listener?.LocalEndPoint ?? throw new InvalidOperationException("The broker has not started.");
@@ -87,7 +93,7 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         _sweepTimer = _time.CreateTimer(_ => Sweep(), null, sweep, sweep);
         // Connection loops start from here: run them on the pool, free of the caller's synchronization context.
         _acceptLoop = Task.Run(AcceptLoopAsync);
-        Log.Started(_logger, LocalEndPoint, string.Join(' ', _options.Authenticators.Select(a => a.Scheme)), _options.Tls is not null);
+        Log.Started(_logger, _options.ServerName, LocalEndPoint, string.Join(' ', _options.Authenticators.Select(a => a.Scheme)), _options.Tls is not null);
     }
 
     private async Task AcceptLoopAsync()
@@ -161,6 +167,12 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         var disconnects = new Dictionary<DisconnectReason, long>();
         foreach (var reason in Enum.GetValues<DisconnectReason>())
             disconnects[reason] = Volatile.Read(ref _disconnects[(int)reason]);
+        var keyFailures = new Dictionary<KeyLoginFailure, long>();
+        if (_keyLogin is not null)
+        {
+            foreach (var reason in Enum.GetValues<KeyLoginFailure>())
+                keyFailures[reason] = _keyLogin.FailuresFor(reason);
+        }
         return new BrokerMetricsSnapshot
         {
             ConnectionsAccepted = Volatile.Read(ref _accepted),
@@ -175,6 +187,9 @@ public sealed partial class SsmpBroker : IAsyncDisposable
             UnknownVerbs = Volatile.Read(ref _unknownVerbs),
             UcastNotFound = Volatile.Read(ref _ucastNotFound),
             Disconnects = disconnects,
+            KeyLoginsAccepted = _keyLogin?.Accepted ?? 0,
+            KeyLoginFailures = keyFailures,
+            KeyLoginCredentialsRemembered = _keyLogin?.Remembered ?? 0,
         };
     }
 
@@ -247,6 +262,7 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         var now = _time.GetTimestamp();
         foreach (var c in _all.Values)
             c.CheckTimers(now);
+        _keyLogin?.Sweep();
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
@@ -255,8 +271,8 @@ public sealed partial class SsmpBroker : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "SSMP broker listening on {EndPoint} (schemes: {Schemes}; tls: {Tls})")]
-        public static partial void Started(ILogger logger, IPEndPoint endPoint, string schemes, bool tls);
+        [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "SSMP broker {Name} listening on {EndPoint} (schemes: {Schemes}; tls: {Tls})")]
+        public static partial void Started(ILogger logger, string name, IPEndPoint endPoint, string schemes, bool tls);
 
         [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "SSMP broker stopped after {Accepted} connections")]
         public static partial void Stopped(ILogger logger, long accepted);

@@ -8,6 +8,8 @@ public sealed class SsmpBrokerOptions
 {
     public const int DefaultPort = 8787;
 
+    public const string DefaultServerName = "skymesh";
+
     public IPEndPoint Listen { get; set; } = new(IPAddress.Loopback, DefaultPort);
 
     /// <summary>Login schemes offered, in the order the 401 payload lists them. Default: <c>open</c>.</summary>
@@ -40,6 +42,21 @@ public sealed class SsmpBrokerOptions
 
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
+    /// <summary>
+    /// The broker's name, which every <c>key</c> credential signs: a credential made for one broker is refused by any
+    /// broker with another name. An SSMP identifier (1 to 64 of letters, digits and <c>. : @ / _ - + = ~</c>).
+    /// </summary>
+    public string ServerName { get; set; } = DefaultServerName;
+
+    /// <summary>How far a <c>key</c> credential's timestamp may be from the broker's clock, either way.</summary>
+    public TimeSpan KeyLoginWindow { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Accepted <c>key</c> credentials remembered at once (each until its timestamp leaves the window, about 70 bytes
+    /// each). When full, new key logins are closed without an answer until entries expire.
+    /// </summary>
+    public int KeyLoginReplayCapacity { get; set; } = 250_000;
+
     public void Validate()
     {
         ArgumentNullException.ThrowIfNull(Listen, nameof(Listen));
@@ -68,6 +85,11 @@ public sealed class SsmpBrokerOptions
             throw new ArgumentOutOfRangeException(nameof(ReceiveBufferSize), ReceiveBufferSize,
                 $"Must hold at least two of the longest messages ({2 * Codec.SsmpGrammar.MaxMessageLength} bytes).");
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+        Codec.SsmpGrammar.ValidateId(ServerName, nameof(ServerName));
+        if (KeyLoginWindow < TimeSpan.FromSeconds(1) || KeyLoginWindow > TimeSpan.FromHours(1))
+            throw new ArgumentOutOfRangeException(nameof(KeyLoginWindow), KeyLoginWindow, "Must be between 1 second and 1 hour.");
+        if (KeyLoginReplayCapacity < 1)
+            throw new ArgumentOutOfRangeException(nameof(KeyLoginReplayCapacity), KeyLoginReplayCapacity, "Must be at least 1.");
     }
 
     private static void Positive(TimeSpan value, string name)

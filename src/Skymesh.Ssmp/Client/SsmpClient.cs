@@ -73,6 +73,11 @@ public sealed partial class SsmpClient : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(options);
         options = options.Clone();
         options.Validate();
+        if (options.Key is { } key)
+        {
+            options.Id = key.Address.ToString();
+            options.Scheme = SsmpKeyCredential.Scheme;
+        }
         var client = new SsmpClient(options);
         try
         {
@@ -238,7 +243,12 @@ public sealed partial class SsmpClient : IAsyncDisposable
         _ = Task.Run(() => session.RunReadLoopAsync(OnServerEvent));
         try
         {
-            var login = session.Send(_options, static (w, o) => SsmpWriter.WriteLogin(w, o.Id, o.Scheme, o.Credential.Span), expectResponse: true)!;
+            // A key login signs a new credential each time, just before sending it: a credential is good once, and only
+            // for a short while, so one kept from an earlier login would be refused.
+            var credential = _options.Key is { } key
+                ? SsmpKeyCredential.Create(key, _options.ServerName, _time.GetUtcNow().ToUnixTimeMilliseconds())
+                : _options.Credential;
+            var login = session.Send((options: _options, credential), static (w, s) => SsmpWriter.WriteLogin(w, s.options.Id, s.options.Scheme, s.credential.Span), expectResponse: true)!;
             var response = await login.WaitAsync(timeout.Token);
             if (response.Code != 200)
                 throw SsmpException.For(response.Code, "LOGIN " + _options.Id, response.Payload.Span);
@@ -299,6 +309,14 @@ public sealed partial class SsmpClient : IAsyncDisposable
                 }
                 catch (SsmpException e) when (e is not SsmpConnectionException && e.Code is 400 or 401)
                 {
+                    Log.ReconnectRefused(_logger, e.Message);
+                    SetState(SsmpClientState.Failed);
+                    _events.Writer.TryComplete(e);
+                    return;
+                }
+                catch (ObjectDisposedException e) when (_options.Key is not null && !_disposing.IsCancellationRequested)
+                {
+                    // The node key was disposed while the client still needed it to sign: nothing to retry with.
                     Log.ReconnectRefused(_logger, e.Message);
                     SetState(SsmpClientState.Failed);
                     _events.Writer.TryComplete(e);

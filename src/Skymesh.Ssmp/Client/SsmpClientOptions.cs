@@ -1,5 +1,6 @@
 using System.Net.Security;
 using Microsoft.Extensions.Logging;
+using Skymesh.Identity;
 
 namespace Skymesh.Ssmp.Client;
 
@@ -19,13 +20,27 @@ public sealed class SsmpClientOptions
 
     public int Port { get; set; } = Broker.SsmpBrokerOptions.DefaultPort;
 
-    /// <summary>The identifier to log in as; <c>.</c> for anonymous.</summary>
-    public required string Id { get; set; }
+    /// <summary>
+    /// The identifier to log in as; <c>.</c> for anonymous. With <see cref="Key"/> it may be left empty: the id is
+    /// then the key's address (and must be, if given).
+    /// </summary>
+    public string Id { get; set; } = "";
 
     public string Scheme { get; set; } = "open";
 
     /// <summary>The LOGIN credential (sent as a payload); empty for none.</summary>
     public ReadOnlyMemory<byte> Credential { get; set; }
+
+    /// <summary>
+    /// Log in with the <c>key</c> scheme as this key's address: every login, including each automatic one after a
+    /// reconnect, sends a fresh credential signed for <see cref="ServerName"/> at the time of the
+    /// <see cref="TimeProvider"/>. <see cref="Scheme"/> is then <c>key</c> and <see cref="Credential"/> must be empty.
+    /// The client does not dispose the key; keep it alive as long as the client.
+    /// </summary>
+    public NodeKey? Key { get; set; }
+
+    /// <summary>The name of the broker (its <c>--name</c>) that <see cref="Key"/> credentials are signed for.</summary>
+    public string ServerName { get; set; } = Broker.SsmpBrokerOptions.DefaultServerName;
 
     /// <summary>Connect with TLS using these options when set.</summary>
     public SslClientAuthenticationOptions? Tls { get; set; }
@@ -71,8 +86,22 @@ public sealed class SsmpClientOptions
         ArgumentException.ThrowIfNullOrEmpty(Host, nameof(Host));
         if (Port is < 1 or > 65535)
             throw new ArgumentOutOfRangeException(nameof(Port), Port, "A TCP port is 1 to 65535.");
-        Codec.SsmpGrammar.ValidateId(Id, nameof(Id));
-        Codec.SsmpGrammar.ValidateId(Scheme, nameof(Scheme));
+        if (Key is not null)
+        {
+            var address = Key.Address.ToString();
+            if (!string.IsNullOrEmpty(Id) && Id != address)
+                throw new ArgumentException($"With a Key the client logs in as the key's address {address}, not '{Id}'; leave Id empty.", nameof(Id));
+            if (Scheme is not ("open" or Codec.SsmpKeyCredential.Scheme))
+                throw new ArgumentException($"With a Key the login scheme is '{Codec.SsmpKeyCredential.Scheme}', not '{Scheme}'.", nameof(Scheme));
+            if (!Credential.IsEmpty)
+                throw new ArgumentException("With a Key the client signs its own credential at every login; leave Credential empty.", nameof(Credential));
+            Codec.SsmpGrammar.ValidateId(ServerName, nameof(ServerName));
+        }
+        else
+        {
+            Codec.SsmpGrammar.ValidateId(Id, nameof(Id));
+            Codec.SsmpGrammar.ValidateId(Scheme, nameof(Scheme));
+        }
         if (Credential.Length > Codec.SsmpGrammar.MaxPayloadLength)
             throw new ArgumentException($"A credential is at most {Codec.SsmpGrammar.MaxPayloadLength} bytes.", nameof(Credential));
         if (EventQueueCapacity < 1)
