@@ -19,6 +19,9 @@ public sealed class NodeConfigFile
     /// <summary>The SSMP broker of the control plane (host:port), used by the control agent.</summary>
     public string? Broker { get; set; }
 
+    /// <summary>The broker's name, which the node's `key` login signs (default "skymesh", as `skymesh broker --name`).</summary>
+    public string? BrokerName { get; set; }
+
     /// <summary>Encrypt link frames (a link is encrypted when both ends ask). Default true.</summary>
     public bool? Encrypt { get; set; }
 
@@ -122,6 +125,8 @@ public sealed record NodeOptions
     public IPEndPoint Api { get; init; } = new(IPAddress.Loopback, DefaultApiPort);
 
     public string? Broker { get; init; }
+
+    public string BrokerName { get; init; } = Ssmp.Broker.SsmpBrokerOptions.DefaultServerName;
 
     public bool Encrypt { get; init; } = true;
 
@@ -266,6 +271,7 @@ public sealed record NodeOptions
             DataDir = dataDir,
             Api = api,
             Broker = file.Broker,
+            BrokerName = file.BrokerName ?? Ssmp.Broker.SsmpBrokerOptions.DefaultServerName,
             Encrypt = file.Encrypt ?? true,
             Interfaces = interfaces,
             Peers = peers,

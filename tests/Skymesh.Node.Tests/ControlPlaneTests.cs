@@ -14,7 +14,9 @@ public sealed class ControlPlaneTests : IAsyncDisposable
 
     public ControlPlaneTests()
     {
-        _broker = new SsmpBroker(new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) });
+        var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
+        options.Authenticators.Add(new KeyAuthenticator());
+        _broker = new SsmpBroker(options);
         _broker.Start();
     }
 
@@ -116,7 +118,7 @@ public sealed class ControlPlaneTests : IAsyncDisposable
         var record = LinkAnnouncement.Create(mallory, long.MaxValue, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(2),
             [new AnnouncedLink(nodes[0].Node.Address, 1, 0, 1, 0, AnnouncedLinkState.Up)]).Bytes;
         nodes[1].Node.Address.WriteTo(record.AsSpan(4));
-        await using var client = await Skymesh.Ssmp.Client.SsmpClient.ConnectAsync(new Skymesh.Ssmp.Client.SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Id = mallory.Address.ToString() }, Ct);
+        await using var client = await Skymesh.Ssmp.Client.SsmpClient.ConnectAsync(new Skymesh.Ssmp.Client.SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Key = mallory }, Ct);
         await client.McastAsync(Control.ControlAgent.Topic, record, Ct);
         // The broker delivers in order: a second, genuine message after the forgery means the forgery was handled.
         await nodes[1].Agent!.AnnounceAsync(Ct);

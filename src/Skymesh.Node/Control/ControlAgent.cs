@@ -69,7 +69,10 @@ public sealed partial class ControlAgent : IAsyncDisposable
         {
             Host = host,
             Port = port,
-            Id = node.Address.ToString(),
+            // The `key` scheme: the broker checks a fresh signature by the node's key at every (re)login, so
+            // every other agent can trust that a request from this id comes from this node.
+            Key = node.Key,
+            ServerName = node.Options.BrokerName,
             TimeProvider = node.Time,
             LoggerFactory = loggerFactory,
         }, cancellationToken: cancellationToken);
