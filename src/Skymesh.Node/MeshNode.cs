@@ -101,6 +101,12 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     public long PingsAnswered => Interlocked.Read(ref _pingsAnswered);
 
+    /// <summary>
+    /// Asked (on the thread that took the link down; it must not block) whether a path end whose link went down
+    /// will be repaired: true when its owner takes it over (and calls <see cref="RetargetPath"/> or breaks it).
+    /// </summary>
+    public Func<int, string, bool>? RepairHandler { get; set; }
+
     /// <summary>Raised when a link to a neighbour goes down, with the paths that were using it.</summary>
     public event Action<Link, string>? LinkDown;
 
@@ -225,8 +231,13 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         // path's own timeout, so apps get a clear error at once.
         foreach (var path in _paths.Values)
         {
-            if (path.Link == link)
-                path.Endpoint.Break($"link to neighbour {link.Peer?.ToString() ?? "?"} down ({reason})");
+            if (path.Link != link)
+                continue;
+            var why = $"link to neighbour {link.Peer?.ToString() ?? "?"} down ({reason})";
+            // A path the control plane set up may be repaired onto other links, streams and all.
+            if (path.Spec.SetupId is not null && RepairHandler is { } repair && repair(path.Id, why))
+                continue;
+            path.Endpoint.Break(why);
         }
         LinkDown?.Invoke(link, reason);
     }
@@ -313,6 +324,36 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         path.Loops.Add(Task.Run(() => ReceiveDatagramsAsync(path)));
         Log.PathInstalled(_logger, path.Id, spec.Peer.ToString(), spec.Via.ToString(), spec.OutLabel, inLabel);
         return path.Info();
+    }
+
+    /// <summary>
+    /// Moves a path end onto a repaired path: new link and labels, same endpoint — its streams resend what was
+    /// not acknowledged and go on, with the same end-to-end keys.
+    /// </summary>
+    public void RetargetPath(int id, NodeAddress via, uint inLabel, uint outLabel, Guid setupId)
+    {
+        NodePath path;
+        lock (_pathLock)
+        {
+            path = _paths.GetValueOrDefault(id) ?? throw new NodeRequestException(404, $"no path {id}");
+        }
+        var link = FindLink(via) ?? throw new NodeRequestException(404, $"no link to {via} is up");
+        var channel = new LinkPathChannel(link, outLabel) { Endpoint = path.Endpoint };
+        var sink = Switch.RegisterSink(channel);
+        Switch.Labels.Install(link.Id, inLabel, LabelAction.Deliver(sink));
+        lock (_pathLock)
+        {
+            if (path.Link.State != LinkState.Down)
+                Switch.Labels.Remove(path.Link.Id, path.InLabel);
+            Switch.UnregisterSink(path.SinkId);
+            path.Link = link;
+            path.InLabel = inLabel;
+            path.SinkId = sink;
+            path.Channel = channel;
+            path.Spec = path.Spec with { Via = via, OutLabel = outLabel, InLabel = inLabel, SetupId = setupId };
+        }
+        path.Endpoint.Retarget(channel);
+        Log.PathRetargeted(_logger, id, path.Spec.Peer.ToString(), via.ToString());
     }
 
     public async Task<bool> RemovePathAsync(int id)
@@ -506,6 +547,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
         [LoggerMessage(EventId = 605, Level = LogLevel.Warning, Message = "Path {Id} to {Peer} lost: {Reason}")]
         public static partial void PathBroken(ILogger logger, int id, string peer, string reason);
+
+        [LoggerMessage(EventId = 607, Level = LogLevel.Information, Message = "Path {Id} to {Peer} moved onto a repaired path via {Via}")]
+        public static partial void PathRetargeted(ILogger logger, int id, string peer, string via);
 
         [LoggerMessage(EventId = 606, Level = LogLevel.Information, Message = "Node {Address} stopping")]
         public static partial void Stopping(ILogger logger, string address);

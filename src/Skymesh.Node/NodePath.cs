@@ -41,15 +41,15 @@ internal sealed class NodePath
 {
     public required int Id { get; init; }
 
-    public required PathSpec Spec { get; init; }
+    public required PathSpec Spec { get; set; }
 
-    public required Link Link { get; init; }
+    public required Link Link { get; set; }
 
-    public required uint InLabel { get; init; }
+    public required uint InLabel { get; set; }
 
-    public required int SinkId { get; init; }
+    public required int SinkId { get; set; }
 
-    public required LinkPathChannel Channel { get; init; }
+    public required LinkPathChannel Channel { get; set; }
 
     public required PathEndpoint Endpoint { get; init; }
 

@@ -87,7 +87,15 @@ public class ChainTests
         Assert.Equal(1, chain.Destination.Node.Exit.Served);
 
         // The exit allows only 127.0.0.1: another target is refused there, and the SOCKS client hears it.
+        var ended = new TaskCompletionSource<Skymesh.Mesh.Apps.AppConnection>(TaskCreationOptions.RunContinuationsAsynchronously);
+        socks.ConnectionEnded += c =>
+        {
+            if (c.Target.StartsWith("10.255.255.1", StringComparison.Ordinal))
+                ended.TrySetResult(c);
+        };
         await Assert.ThrowsAsync<HttpRequestException>(() => http.GetStringAsync("http://10.255.255.1:81/", Ct));
+        var refused = await ended.Task.WaitAsync(Bound, Ct);
+        Assert.Equal("refused", refused.Error);
         Assert.Equal(1, chain.Destination.Node.Exit.Refused);
         Assert.Equal(2, socks.Accepted);
         Assert.Equal(1, socks.Failed);

@@ -126,3 +126,97 @@ public sealed class ControlPlaneTests : IAsyncDisposable
         Assert.Equal(2, nodes[0].Agent!.Graph.NodeCount);
     }
 }
+
+/// <summary>Repair: a link under a path is cut mid-transfer and the stream carries on over another route.</summary>
+public sealed class RepairTests : IAsyncDisposable
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+    private readonly SsmpBroker _broker;
+    private readonly List<TestNode> _nodes = [];
+
+    public RepairTests()
+    {
+        var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
+        options.Authenticators.Add(new KeyAuthenticator());
+        _broker = new SsmpBroker(options);
+        _broker.Start();
+    }
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var node in _nodes)
+            await node.DisposeAsync();
+        await _broker.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_cut_link_is_repaired_around_and_the_stream_over_it_loses_nothing()
+    {
+        // S-1-2-D and S-4-D: the path goes S-1-2-D, then the link 1-2 is cut.
+        for (var i = 0; i < 5; i++)
+            _nodes.Add(await TestNode.StartAsync(broker: _broker.LocalEndPoint));
+        var (s, n1, n2, d, n4) = (_nodes[0], _nodes[1], _nodes[2], _nodes[3], _nodes[4]);
+        await s.LinkToAsync(n1).WaitAsync(Bound, Ct);
+        var cut = await n1.LinkToAsync(n2).WaitAsync(Bound, Ct);
+        await n2.LinkToAsync(d).WaitAsync(Bound, Ct);
+        await s.LinkToAsync(n4).WaitAsync(Bound, Ct);
+        await n4.LinkToAsync(d).WaitAsync(Bound, Ct);
+        var graph = s.Agent!.Graph;
+        var learned = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Check(LinkAnnouncement _)
+        {
+            if (graph.Neighbours(d.Node.Address).Count == 2 && graph.Neighbours(n1.Node.Address).Count == 2 && graph.Neighbours(n4.Node.Address).Count == 2)
+                learned.TrySetResult();
+        }
+        graph.RecordAccepted += Check;
+        Check(null!);
+        await learned.Task.WaitAsync(Bound, Ct);
+        graph.RecordAccepted -= Check;
+
+        var opened = await s.Agent.OpenPathAsync(d.Node.Address, new PathQuery { Via = [n1.Node.Address, n2.Node.Address] }, Ct);
+        Assert.Equal(n1.Address, opened.Via);
+
+        await using var echo = TcpTarget.Echo();
+        var (_, forwarder) = s.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), d.Node.Address, echo.Target);
+        using var client = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
+        var data = System.Security.Cryptography.RandomNumberGenerator.GetBytes(8 << 20);
+        var sending = Task.Run(async () =>
+        {
+            for (var offset = 0; offset < data.Length; offset += 65536)
+                await client.SendAsync(data.AsMemory(offset, 65536), System.Net.Sockets.SocketFlags.None, Ct);
+            client.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+        }, Ct);
+        var received = new MemoryStream();
+        var buffer = new byte[65536];
+        var cutDone = false;
+        while (true)
+        {
+            var n = await client.ReceiveAsync(buffer, System.Net.Sockets.SocketFlags.None, Ct).AsTask().WaitAsync(Bound, Ct);
+            if (n == 0)
+                break;
+            received.Write(buffer, 0, n);
+            if (!cutDone && received.Length > 1 << 20)
+            {
+                // Mid-transfer: relay 1 drops its link to relay 2 (both ends see it go down at once).
+                n1.Node.Switch.Disconnect(n1.Node.FindLink(n2.Node.Address)!, "cut by the test");
+                cutDone = true;
+            }
+        }
+        await sending.WaitAsync(Bound, Ct);
+        Assert.True(cutDone);
+        Assert.Equal(data.Length, received.Length);
+        Assert.Equal(System.Security.Cryptography.SHA256.HashData(data), System.Security.Cryptography.SHA256.HashData(received.ToArray()));
+
+        // The source's path end now goes through node 4, and the old relays hold nothing for it.
+        var path = Assert.Single(s.Node.Paths);
+        Assert.Equal(n4.Address, path.Via);
+        Assert.Equal("up", path.State);
+        Assert.Equal(0, forwarder.Failed);
+        Assert.Equal(2, n4.Node.Switch.Labels.List().Count);
+        Assert.Empty(n1.Node.Switch.Labels.List());
+        Assert.Single(d.Node.Paths);
+    }
+}

@@ -16,6 +16,9 @@ public static class SetupMethods
     public const string Reserve = "path-reserve";
     public const string Commit = "path-commit";
     public const string Release = "path-release";
+
+    /// <summary>A hop tells the source that a link under its path went down: <c>path id(16) | node(32) | node(32)</c>.</summary>
+    public const string Broken = "path-broken";
 }
 
 /// <summary>Path setup failed; <see cref="Failures"/> says which hop refused what.</summary>
@@ -60,11 +63,13 @@ public sealed class PathSetupSource(NodeKey key, IHopTable table, IControlCaller
     public TimeSpan RequestLifetime { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Sets up a path through <paramref name="nodes"/> (this node first, the destination last).</summary>
-    public async Task<EstablishedPath> SetupAsync(IReadOnlyList<NodeAddress> nodes, uint maxPricePerHop, CancellationToken cancellationToken)
+    /// <param name="replaces">The path this one repairs (its ends move onto the new one, keeping its nonce), or null.</param>
+    public async Task<EstablishedPath> SetupAsync(IReadOnlyList<NodeAddress> nodes, uint maxPricePerHop, CancellationToken cancellationToken, SetupRequest? replaces = null)
     {
         ArgumentNullException.ThrowIfNull(nodes);
         var started = _time.GetTimestamp();
-        var request = SetupRequest.Create(key, Guid.NewGuid(), _time.GetUtcNow(), RequestLifetime, maxPricePerHop, RandomNumberGenerator.GetBytes(32), nodes);
+        var nonce = replaces?.Nonce ?? RandomNumberGenerator.GetBytes(32);
+        var request = SetupRequest.Create(key, Guid.NewGuid(), _time.GetUtcNow(), RequestLifetime, maxPricePerHop, nonce, nodes, replaces?.PathId ?? Guid.Empty);
         var link = table.LinkTo(nodes[1]) ?? throw new PathSetupException("reserve", [(nodes[1], "this node has no link to the first hop")]);
         var backIn = table.Reserve(link, RequestLifetime);
         var hops = nodes.Skip(1).ToArray();
@@ -105,6 +110,13 @@ public sealed class PathSetupSource(NodeKey key, IHopTable table, IControlCaller
     private async Task ReleaseAsync(SetupRequest request, int link, uint backIn, CancellationToken cancellationToken)
     {
         table.Remove(link, backIn);
+        await ReleaseHopsAsync(request, cancellationToken);
+    }
+
+    /// <summary>Asks every hop of a path to release it (after a repair moved its ends elsewhere); best effort.</summary>
+    public async Task ReleaseHopsAsync(SetupRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
         var id = request.PathId.ToByteArray(bigEndian: true);
         await Task.WhenAll(request.Nodes.Skip(1).Select(hop => TryCall(hop, SetupMethods.Release, id, cancellationToken)));
     }

@@ -18,7 +18,7 @@ public enum SetupRequestError
 /// parallel, and each hop checks the one signature. It names every node from the source to the destination,
 /// a price cap per hop, and the nonce both ends salt the end-to-end keys with.
 /// <code>
-/// "SKP1" | path id(16) | issued ms(8) | lifetime s(2) | max price per hop(4) | nonce(32) | hops(1)
+/// "SKP1" | path id(16) | replaces(16) | issued ms(8) | lifetime s(2) | max price per hop(4) | nonce(32) | hops(1)
 ///        | (hops + 1) × node(32), source first, destination last
 ///        | BIP340 signature(64) by the source, purpose "path-setup", over everything before it
 /// </code>
@@ -29,12 +29,13 @@ public sealed class SetupRequest
 
     public const int MaxHops = 16;
 
-    private const int HeaderLength = 4 + 16 + 8 + 2 + 4 + 32 + 1;
+    private const int HeaderLength = 4 + 16 + 16 + 8 + 2 + 4 + 32 + 1;
     private static ReadOnlySpan<byte> Magic => "SKP1"u8;
 
-    private SetupRequest(Guid pathId, DateTimeOffset issued, TimeSpan lifetime, uint maxPricePerHop, byte[] nonce, IReadOnlyList<NodeAddress> nodes, byte[] bytes)
+    private SetupRequest(Guid pathId, Guid replaces, DateTimeOffset issued, TimeSpan lifetime, uint maxPricePerHop, byte[] nonce, IReadOnlyList<NodeAddress> nodes, byte[] bytes)
     {
         PathId = pathId;
+        Replaces = replaces;
         Issued = issued;
         Lifetime = lifetime;
         MaxPricePerHop = maxPricePerHop;
@@ -45,6 +46,12 @@ public sealed class SetupRequest
 
     /// <summary>Names the path in every later message (commit, release, close, broken); also the idempotency key.</summary>
     public Guid PathId { get; }
+
+    /// <summary>
+    /// The path this one repairs (empty for a new path): its two ends move their endpoint onto this path, so
+    /// streams continue with their keys and state, and the old path's hops are released.
+    /// </summary>
+    public Guid Replaces { get; }
 
     public DateTimeOffset Issued { get; }
 
@@ -70,7 +77,7 @@ public sealed class SetupRequest
 
     public byte[] Bytes { get; }
 
-    public static SetupRequest Create(NodeKey source, Guid pathId, DateTimeOffset issued, TimeSpan lifetime, uint maxPricePerHop, ReadOnlySpan<byte> nonce, IReadOnlyList<NodeAddress> nodes)
+    public static SetupRequest Create(NodeKey source, Guid pathId, DateTimeOffset issued, TimeSpan lifetime, uint maxPricePerHop, ReadOnlySpan<byte> nonce, IReadOnlyList<NodeAddress> nodes, Guid replaces = default)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(nodes);
@@ -89,11 +96,12 @@ public sealed class SetupRequest
         var span = bytes.AsSpan();
         Magic.CopyTo(span);
         pathId.TryWriteBytes(span[4..20], bigEndian: true, out _);
-        BinaryPrimitives.WriteInt64BigEndian(span[20..], issued.ToUnixTimeMilliseconds());
-        BinaryPrimitives.WriteUInt16BigEndian(span[28..], (ushort)Math.Ceiling(lifetime.TotalSeconds));
-        BinaryPrimitives.WriteUInt32BigEndian(span[30..], maxPricePerHop);
-        nonce.CopyTo(span[34..]);
-        span[66] = (byte)(nodes.Count - 1);
+        replaces.TryWriteBytes(span[20..36], bigEndian: true, out _);
+        BinaryPrimitives.WriteInt64BigEndian(span[36..], issued.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteUInt16BigEndian(span[44..], (ushort)Math.Ceiling(lifetime.TotalSeconds));
+        BinaryPrimitives.WriteUInt32BigEndian(span[46..], maxPricePerHop);
+        nonce.CopyTo(span[50..]);
+        span[82] = (byte)(nodes.Count - 1);
         for (var i = 0; i < nodes.Count; i++)
             nodes[i].WriteTo(span.Slice(HeaderLength + i * NodeAddress.Length));
         source.Sign(SignaturePurpose, span[..length], span[length..]);
@@ -106,11 +114,11 @@ public sealed class SetupRequest
         request = null;
         if (bytes.Length < HeaderLength + 2 * NodeAddress.Length + NodeKey.SignatureLength || !bytes.StartsWith(Magic))
             return SetupRequestError.Malformed;
-        var hops = bytes[66];
+        var hops = bytes[82];
         if (hops is 0 or > MaxHops || bytes.Length != HeaderLength + (hops + 1) * NodeAddress.Length + NodeKey.SignatureLength)
             return SetupRequestError.Malformed;
-        var issuedMs = BinaryPrimitives.ReadInt64BigEndian(bytes[20..]);
-        var lifetime = BinaryPrimitives.ReadUInt16BigEndian(bytes[28..]);
+        var issuedMs = BinaryPrimitives.ReadInt64BigEndian(bytes[36..]);
+        var lifetime = BinaryPrimitives.ReadUInt16BigEndian(bytes[44..]);
         if (issuedMs is < 0 or > 253_402_300_799_999 || lifetime == 0)
             return SetupRequestError.Malformed;
         var nodes = new NodeAddress[hops + 1];
@@ -121,8 +129,8 @@ public sealed class SetupRequest
         }
         if (nodes.Distinct().Count() != nodes.Length)
             return SetupRequestError.Malformed;
-        request = new SetupRequest(new Guid(bytes[4..20], bigEndian: true), DateTimeOffset.FromUnixTimeMilliseconds(issuedMs), TimeSpan.FromSeconds(lifetime),
-            BinaryPrimitives.ReadUInt32BigEndian(bytes[30..]), bytes.Slice(34, 32).ToArray(), nodes, bytes.ToArray());
+        request = new SetupRequest(new Guid(bytes[4..20], bigEndian: true), new Guid(bytes[20..36], bigEndian: true), DateTimeOffset.FromUnixTimeMilliseconds(issuedMs),
+            TimeSpan.FromSeconds(lifetime), BinaryPrimitives.ReadUInt32BigEndian(bytes[46..]), bytes.Slice(50, 32).ToArray(), nodes, bytes.ToArray());
         return SetupRequestError.None;
     }
 

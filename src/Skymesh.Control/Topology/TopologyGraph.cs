@@ -26,6 +26,9 @@ public sealed record PathQuery
     /// <summary>Nodes the path must not pass through.</summary>
     public IReadOnlySet<NodeAddress> Avoid { get; init; } = new HashSet<NodeAddress>();
 
+    /// <summary>Links the path must not use (in either direction), e.g. one just reported down.</summary>
+    public IReadOnlySet<(NodeAddress, NodeAddress)> AvoidLinks { get; init; } = new HashSet<(NodeAddress, NodeAddress)>();
+
     /// <summary>Most the relays together may charge per MiB; null for no cap.</summary>
     public ulong? MaxPrice { get; init; }
 
@@ -303,7 +306,7 @@ public sealed class TopologyGraph
                 continue;
             foreach (var (peer, link, back) in NeighboursLocked(label.Node, now))
             {
-                if (query.Avoid.Contains(peer) || label.Visits(peer))
+                if (query.Avoid.Contains(peer) || label.Visits(peer) || query.AvoidLinks.Contains((label.Node, peer)) || query.AvoidLinks.Contains((peer, label.Node)))
                     continue;
                 var price = label.Price + (label.Hops > 0 ? link.PricePerMiB : 0u);
                 if (query.MaxPrice is { } cap && price > cap)

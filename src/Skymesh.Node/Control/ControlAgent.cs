@@ -78,6 +78,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
         }, cancellationToken: cancellationToken);
         var agent = new ControlAgent(node, peer, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Control"));
         SsmpSetupService.Register(peer, agent._hop);
+        peer.Handle(SetupMethods.Broken, agent.OnBrokenAsync);
+        node.RepairHandler = agent.OnOwnLinkDown;
         node.Switch.LinkUp += agent.OnLinkChange;
         node.Switch.LinkDown += agent.OnLinkDown;
         agent._events = Task.Run(agent.ReadEventsAsync);
@@ -90,7 +92,97 @@ public sealed partial class ControlAgent : IAsyncDisposable
 
     private void OnLinkChange(Link link) => RequestAnnouncement();
 
-    private void OnLinkDown(Link link, string reason) => RequestAnnouncement();
+    private void OnLinkDown(Link link, string reason)
+    {
+        RequestAnnouncement();
+        if (link.Peer is not { } neighbour)
+            return;
+        // Tell the source of every path that crossed this link, so it can repair the path at once.
+        foreach (var (pathId, source) in _hop.PathsThrough(link.Id))
+        {
+            _hop.Release(_node.Address, pathId);
+            if (source == _node.Address)
+                continue;
+            var body = new byte[16 + 2 * NodeAddress.Length];
+            pathId.TryWriteBytes(body, bigEndian: true, out _);
+            _node.Address.WriteTo(body.AsSpan(16));
+            neighbour.WriteTo(body.AsSpan(48));
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await _peer.CallAsync(source.ToString(), SetupMethods.Broken, body, cancellationToken: _stop.Token);
+                }
+                catch (Exception e) when (e is SsmpException or SsmpRpcException or OperationCanceledException or ObjectDisposedException)
+                {
+                    Log.BrokenNotSent(_logger, source.ToString(), e.Message);
+                }
+            });
+        }
+    }
+
+    /// <summary>The node's own first link under a path went down: repair it if this agent set it up.</summary>
+    private bool OnOwnLinkDown(int pathId, string why)
+    {
+        var end = _node.PathEnds.FirstOrDefault(p => p.Id == pathId);
+        if (end?.Spec.SetupId is not { } setupId)
+            return false;
+        // The destination's end waits for the source to repair the path (or for its own failure timeout).
+        if (!end.Spec.Initiator)
+            return true;
+        EstablishedPath? path;
+        lock (_lock)
+        {
+            if (!_opened.TryGetValue(setupId, out path))
+                return false;
+        }
+        _ = Task.Run(() => RepairAsync(setupId, (_node.Address, path.Request.Nodes[1]), why));
+        return true;
+    }
+
+    private ValueTask<ReadOnlyMemory<byte>> OnBrokenAsync(SsmpRpcRequest request, CancellationToken cancellationToken)
+    {
+        if (request.Body.Length != 16 + 2 * NodeAddress.Length || !NodeAddress.TryParse(request.From, out var from))
+            throw new SsmpRpcException(SsmpRpcException.BadRequest, "path-broken is a path id and two node addresses");
+        var setupId = new Guid(request.Body.Span[..16], bigEndian: true);
+        var a = NodeAddress.FromBytes(request.Body.Span.Slice(16, 32));
+        var b = NodeAddress.FromBytes(request.Body.Span.Slice(48, 32));
+        EstablishedPath? path;
+        lock (_lock)
+            _opened.TryGetValue(setupId, out path);
+        // Only a node on the path may say it broke, and only about its own link.
+        if (path is null || !path.Request.Nodes.Contains(from) || (from != a && from != b))
+            throw new SsmpRpcException(404, "no such path from this source, or the caller is not on it");
+        _ = Task.Run(() => RepairAsync(setupId, (a, b), $"{from} reported its link to {(from == a ? b : a)} down"));
+        return ValueTask.FromResult(ReadOnlyMemory<byte>.Empty);
+    }
+
+    /// <summary>Sets up a new path around a failed link and moves both ends onto it; streams lose nothing.</summary>
+    private async Task RepairAsync(Guid setupId, (NodeAddress, NodeAddress) failed, string why)
+    {
+        EstablishedPath? old;
+        lock (_lock)
+        {
+            if (!_opened.Remove(setupId, out old))
+                return; // Already repaired (two hops reported the same break), or closed.
+        }
+        var destination = old.Request.Destination;
+        var end = _node.PathEnds.FirstOrDefault(p => p.Spec.SetupId == setupId);
+        try
+        {
+            var found = Graph.FindPath(_node.Address, destination, new PathQuery { AvoidLinks = new HashSet<(NodeAddress, NodeAddress)> { failed } });
+            var repaired = await _source.SetupAsync(found.Nodes, old.Request.MaxPricePerHop, _stop.Token, replaces: old.Request);
+            lock (_lock)
+                _opened[repaired.Request.PathId] = repaired;
+            Log.PathRepaired(_logger, destination.ToString(), why, found.Hops, repaired.SetupTime.TotalMilliseconds);
+            await _source.ReleaseHopsAsync(old.Request, _stop.Token);
+        }
+        catch (Exception e) when (e is NoRouteException or PathSetupException or NodeRequestException or OperationCanceledException)
+        {
+            Log.RepairFailed(_logger, destination.ToString(), why, e.Message);
+            end?.Endpoint.Break($"{why}; no repair: {e.Message}");
+        }
+    }
 
     /// <summary>Asks for a fresh announcement soon (changes close together share one).</summary>
     public void RequestAnnouncement() => _announceSignal.Release();
@@ -231,6 +323,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
     {
         if (_stop.IsCancellationRequested)
             return;
+        _node.RepairHandler = null;
         _node.Switch.LinkUp -= OnLinkChange;
         _node.Switch.LinkDown -= OnLinkDown;
         await _stop.CancelAsync();
@@ -251,6 +344,15 @@ public sealed partial class ControlAgent : IAsyncDisposable
 
         [LoggerMessage(EventId = 702, Level = LogLevel.Debug, Message = "Announcement from {From} refused: {Reason}")]
         public static partial void AnnouncementRefused(ILogger logger, string from, string reason);
+
+        [LoggerMessage(EventId = 704, Level = LogLevel.Information, Message = "Path to {Destination} repaired ({Why}): {Hops} hops, set up in {Milliseconds:0.00} ms")]
+        public static partial void PathRepaired(ILogger logger, string destination, string why, int hops, double milliseconds);
+
+        [LoggerMessage(EventId = 705, Level = LogLevel.Warning, Message = "Path to {Destination} lost ({Why}) and not repaired: {Reason}")]
+        public static partial void RepairFailed(ILogger logger, string destination, string why, string reason);
+
+        [LoggerMessage(EventId = 706, Level = LogLevel.Debug, Message = "Could not tell {Source} that its path broke: {Reason}")]
+        public static partial void BrokenNotSent(ILogger logger, string source, string reason);
 
         [LoggerMessage(EventId = 703, Level = LogLevel.Information, Message = "Path to {Destination} opened: {Hops} hops, set up in {Milliseconds:0.00} ms")]
         public static partial void PathOpened(ILogger logger, string destination, int hops, double milliseconds);

@@ -18,6 +18,11 @@ internal sealed class NodeHopTable(MeshNode node, uint price) : IHopTable
     {
         var source = request.Source == node.Address;
         var via = source ? request.Nodes[1] : request.Nodes[^2];
+        if (request.Replaces != Guid.Empty && node.PathEnds.FirstOrDefault(p => p.Spec.SetupId == request.Replaces) is { } existing)
+        {
+            node.RetargetPath(existing.Id, via, inLabel, outLabel, request.PathId);
+            return;
+        }
         node.InstallPath(new PathSpec
         {
             Peer = source ? request.Destination : request.Source,
