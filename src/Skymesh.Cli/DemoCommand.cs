@@ -3,8 +3,11 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
-using Skymesh.Mesh.Links;
+using Skymesh.Control.Topology;
+using Skymesh.Mesh.Apps;
 using Skymesh.Node;
+using Skymesh.Node.Control;
+using Skymesh.Ssmp.Broker;
 
 namespace Skymesh.Cli;
 
@@ -17,11 +20,11 @@ internal static class DemoCommand
 {
     public static Command Create()
     {
-        var nodes = new Option<int>("--nodes") { Description = "Nodes in the chain (2 to 10): the path has nodes-2 relays.", DefaultValueFactory = _ => 4 };
+        var nodes = new Option<int>("--nodes") { Description = "Nodes in the chain (2 to 10): the path has nodes-2 relays; one more node offers the repair route.", DefaultValueFactory = _ => 4 };
         var duration = new Option<double>("--duration") { Description = "Seconds to run; 0 runs until Ctrl+C.", DefaultValueFactory = _ => 20 };
         var rate = new Option<double>("--rate") { Description = "Megabytes per second of demo traffic through the path (0: as fast as it goes).", DefaultValueFactory = _ => 4 };
         var socks = new Option<string>("--socks") { Description = "Where the demo's SOCKS5 server listens (a free port is taken if this one is busy).", DefaultValueFactory = _ => "127.0.0.1:1080" };
-        var command = new Command("demo", "Start a mesh of nodes on loopback UDP with a multi-hop path and live traffic, and show what flows where.") { nodes, duration, rate, socks };
+        var command = new Command("demo", "Start a broker and a mesh of nodes on loopback UDP; the control plane opens a multi-hop path, carries live traffic, and repairs the path when a link is cut.") { nodes, duration, rate, socks };
         command.Subcommands.Add(ChatDemoCommand.Create());
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -44,42 +47,54 @@ internal static class DemoCommand
         using var logging = CliSupport.Logging(LogLevel.Warning);
         using var signals = CliSupport.UntilSignal(cancellationToken);
         var root = Directory.CreateTempSubdirectory("skymesh-demo-").FullName;
-        var mesh = new List<(MeshNode Node, NodeApi Api, NodeApiClient Client)>();
+        var mesh = new List<(MeshNode Node, NodeApi Api, ControlAgent Agent)>();
+        var brokerOptions = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
+        brokerOptions.Authenticators.Add(new KeyAuthenticator());
+        await using var broker = new SsmpBroker(brokerOptions, logging);
+        broker.Start();
+        // The chain A, B, C... plus one more node linked to both ends: the route a repair can take.
+        var total = count + 1;
+        string Name(int i) => ((char)('A' + i)).ToString();
         try
         {
-            Console.WriteLine($"Starting {count} nodes on loopback UDP (keys and state in {root})...");
-            for (var i = 0; i < count; i++)
+            Console.WriteLine($"Starting an SSMP broker on {broker.LocalEndPoint} (key logins) and {total} nodes on loopback UDP (keys and state in {root})...");
+            for (var i = 0; i < total; i++)
             {
-                var name = ((char)('a' + i)).ToString();
                 var json = $$"""
                     {
-                      "dataDir": "{{name}}",
+                      "dataDir": "{{Name(i).ToLowerInvariant()}}",
                       "api": "127.0.0.1:0",
+                      "broker": "{{broker.LocalEndPoint}}",
                       "interfaces": [ { "name": "udp0", "type": "udp", "listen": "127.0.0.1:0" } ],
                       "exits": [ {{(i == count - 1 ? "\"*:*\"" : "")}} ]
                     }
                     """;
                 var options = NodeOptions.Parse(json, root);
                 var node = MeshNode.Start(options, logging);
-                var api = await NodeApi.StartAsync(node, options.Api);
-                mesh.Add((node, api, new NodeApiClient(api.EndPoint.ToString())));
+                var agent = await ControlAgent.StartAsync(node, logging, signals.Token);
+                var api = await NodeApi.StartAsync(node, options.Api, agent);
+                mesh.Add((node, api, agent));
             }
-            var names = mesh.Select((m, i) => $"{(char)('A' + i)} {Short(m.Node.Address.ToString())}").ToList();
-            for (var i = 0; i < count; i++)
-                Console.WriteLine($"  node {names[i]}  udp {mesh[i].Node.Interfaces.Values.First().LocalEndPoint}  api {mesh[i].Api.EndPoint}{(i == count - 1 ? "  (exit: connects to any target)" : "")}");
-            for (var i = 0; i + 1 < count; i++)
+            for (var i = 0; i < total; i++)
+                Console.WriteLine($"  node {Name(i)} {Short(mesh[i].Node.Address.ToString())}  udp {mesh[i].Node.Interfaces.Values.First().LocalEndPoint}  api {mesh[i].Api.EndPoint}{(i == count - 1 ? "  (exit: connects to any target)" : "")}");
+            var pairs = Enumerable.Range(0, count - 1).Select(i => (i, i + 1)).Append((0, count)).Append((count, count - 1)).ToList();
+            foreach (var (a, b) in pairs)
             {
-                var link = await mesh[i].Node.ConnectAsync("udp0", mesh[i + 1].Node.Interfaces.Values.First().LocalEndPoint, mesh[i + 1].Node.Address, signals.Token);
-                Console.WriteLine($"  link {(char)('A' + i)} <-> {(char)('A' + i + 1)} up (signed handshake, {(link.Encrypted ? "ChaCha20-Poly1305 frames" : "plain frames")})");
+                var link = await mesh[a].Node.ConnectAsync("udp0", mesh[b].Node.Interfaces.Values.First().LocalEndPoint, mesh[b].Node.Address, signals.Token);
+                Console.WriteLine($"  link {Name(a)} <-> {Name(b)} up (signed handshake, {(link.Encrypted ? "ChaCha20-Poly1305 frames" : "plain frames")})");
             }
-            var path = await StaticPath.InstallAsync([.. mesh.Select(m => m.Client)], signals.Token);
-            Console.WriteLine($"  path A -> {string.Join(" -> ", Enumerable.Range(1, count - 1).Select(i => (char)('A' + i)))}: labels reserved and installed on every hop, both ways, end-to-end encrypted");
 
             var source = mesh[0].Node;
-            var destination = mesh[^1].Node;
+            var destination = mesh[count - 1].Node;
+            await WaitForMeshAsync(mesh[0].Agent.Graph, mesh.Select(m => m.Node.Address).ToList(), pairs.Count, signals.Token);
+            Console.WriteLine($"  every node's signed link announcement reached A over the broker: {mesh[0].Agent.Graph.NodeCount} nodes, {pairs.Count} links");
+            var opened = await mesh[0].Agent.OpenPathAsync(destination.Address, new PathQuery { MinHops = count - 1 }, signals.Token);
+            var setup = mesh[0].Agent.Opened.Single().SetupTime;
+            Console.WriteLine($"  path A -> {string.Join(" -> ", Enumerable.Range(1, count - 1).Select(Name))} found by A's route finder and set up by the control plane in {setup.TotalMilliseconds:0.0} ms (two parallel rounds, one signature)");
+
             await using var target = new Sink();
             var (_, forward) = source.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Address, target.Target);
-            Skymesh.Mesh.Apps.Socks5Server socks;
+            Socks5Server socks;
             try
             {
                 (_, socks) = source.StartSocks(socksAt, destination.Address);
@@ -90,12 +105,15 @@ internal static class DemoCommand
             }
             Console.WriteLine();
             Console.WriteLine("Try it from another terminal while the demo runs:");
-            Console.WriteLine($"    curl --socks5-hostname {socks.LocalEndPoint} http://example.org/      # leaves the mesh at {(char)('A' + count - 1)}");
-            Console.WriteLine($"    dotnet run --project src/Skymesh.Cli -- links --api {mesh[1].Api.EndPoint}   # node B's links");
+            Console.WriteLine($"    curl --socks5-hostname {socks.LocalEndPoint} http://example.org/      # leaves the mesh at {Name(count - 1)}");
+            Console.WriteLine($"    dotnet run --project src/Skymesh.Cli -- nodes --api {mesh[0].Api.EndPoint}    # the mesh as A knows it");
+            Console.WriteLine($"    dotnet run --project src/Skymesh.Cli -- links --api {mesh[1].Api.EndPoint}    # node B's links");
             Console.WriteLine($"    dotnet run --project src/Skymesh.Cli -- ping {destination.Address} --api {mesh[0].Api.EndPoint}");
             Console.WriteLine($"    curl http://{mesh[1].Api.EndPoint}/metrics");
             Console.WriteLine();
-            Console.WriteLine($"Traffic: a TCP connection into A's port forward {forward.LocalEndPoint} carried to a sink next to {(char)('A' + count - 1)}, plus a ping each second.");
+            var cutAt = seconds > 0 ? Math.Max(2, (int)(seconds / 2)) : 10;
+            Console.WriteLine($"Traffic: a TCP connection into A's port forward {forward.LocalEndPoint} carried to a sink next to {Name(count - 1)}, plus a ping each second.");
+            Console.WriteLine($"At {cutAt} s the link {Name(count > 2 ? 1 : 0)} <-> {Name(count > 2 ? 2 : 1)} is cut: watch the control plane repair the path through {Name(count)} while the stream goes on.");
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(signals.Token);
             if (seconds > 0)
@@ -116,36 +134,46 @@ internal static class DemoCommand
                     break;
                 }
                 second++;
+                if (second == cutAt)
+                {
+                    var (a, b) = count > 2 ? (1, 2) : (0, 1);
+                    if (mesh[a].Node.FindLink(mesh[b].Node.Address) is { } doomed)
+                    {
+                        mesh[a].Node.Switch.Disconnect(doomed, "cut by the demo");
+                        Console.WriteLine($"      link {Name(a)} <-> {Name(b)} cut");
+                    }
+                }
                 string ping;
                 try
                 {
                     ping = $"{(await source.PingAsync(destination.Address, 64, TimeSpan.FromSeconds(1), stop.Token)).TotalMilliseconds:0.00} ms";
                 }
-                catch (Exception e) when (e is NodeRequestException or OperationCanceledException)
+                catch (Exception e) when (e is NodeRequestException or OperationCanceledException or Skymesh.Mesh.Apps.NoPathException)
                 {
                     ping = "no answer";
                 }
+                var via = source.Paths.FirstOrDefault() is { } p ? Name(mesh.FindIndex(m => m.Node.Address.ToString() == p.Via)) : "-";
                 var bytes = target.Received;
-                var relays = string.Join("  ", Enumerable.Range(1, count - 2).Select(i =>
+                var relays = string.Join("  ", Enumerable.Range(1, total - 1).Where(i => i != count - 1).Select(i =>
                 {
                     var now = mesh[i].Node.Switch.Forwarded;
-                    var line = $"{(char)('A' + i)} switched {now - previous[i],7:N0} msgs";
+                    var line = $"{Name(i)} {now - previous[i],5:N0}";
                     previous[i] = now;
                     return line;
                 }));
-                Console.WriteLine($"{second,3}s  A -> {(char)('A' + count - 1)}: {(bytes - previousBytes) / 1e6,6:0.00} MB/s   ping {ping,9}   {relays}");
+                Console.WriteLine($"{second,3}s  A -> {Name(count - 1)} via {via}: {(bytes - previousBytes) / 1e6,6:0.00} MB/s   ping {ping,9}   switched msgs: {relays}");
                 previousBytes = bytes;
             }
             await sender;
             Console.WriteLine();
-            var linkLines = mesh.Take(count - 1).Select((m, i) =>
+            Console.WriteLine($"Carried {target.Received / 1e6:0.0} MB from A to {Name(count - 1)} in {clock.Elapsed.TotalSeconds:0} s over one TCP connection, across the repair; forward failures: {forward.Failed}; SOCKS connections: {socks.Accepted}.");
+            foreach (var (a, b) in pairs)
             {
-                var link = m.Node.Switch.Links.First(l => l.Peer == mesh[i + 1].Node.Address).Info();
-                return $"  link {(char)('A' + i)} -> {(char)('A' + i + 1)}: {link.FramesSent:N0} frames carried {link.MessagesSent:N0} messages ({link.MessagesSent / (double)Math.Max(1, link.FramesSent):0.0} per frame), {link.BytesSent / 1e6:0.0} MB, rtt {link.Rtt?.TotalMilliseconds:0.00} ms";
-            });
-            Console.WriteLine($"Carried {target.Received / 1e6:0.0} MB from A to {(char)('A' + count - 1)} in {clock.Elapsed.TotalSeconds:0} s; SOCKS connections: {socks.Accepted}.");
-            foreach (var line in linkLines)
-                Console.WriteLine(line);
+                if (mesh[a].Node.Switch.Links.FirstOrDefault(l => l.Peer == mesh[b].Node.Address) is not { } link)
+                    continue;
+                var info = link.Info();
+                Console.WriteLine($"  link {Name(a)} -> {Name(b)}: {info.FramesSent:N0} frames carried {info.MessagesSent:N0} messages, {info.BytesSent / 1e6:0.0} MB, rtt {info.Rtt?.TotalMilliseconds:0.00} ms ({info.State.ToString().ToLowerInvariant()})");
+            }
             return 0;
         }
         finally
@@ -156,10 +184,10 @@ internal static class DemoCommand
                 foreach (var path in node.Paths)
                     await node.RemovePathAsync(path.Id);
             }
-            foreach (var (node, api, client) in mesh)
+            foreach (var (node, api, agent) in mesh)
             {
-                client.Dispose();
                 await api.DisposeAsync();
+                await agent.DisposeAsync();
                 await node.DisposeAsync();
             }
             try
@@ -169,6 +197,27 @@ internal static class DemoCommand
             catch (IOException)
             {
             }
+        }
+    }
+
+    /// <summary>Waits until <paramref name="graph"/> holds every node and every link, both ends confirming.</summary>
+    private static async Task WaitForMeshAsync(TopologyGraph graph, IReadOnlyList<Skymesh.Identity.NodeAddress> nodes, int links, CancellationToken cancellationToken)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Check(LinkAnnouncement _)
+        {
+            if (nodes.Sum(n => graph.Neighbours(n).Count) == 2 * links)
+                done.TrySetResult();
+        }
+        graph.RecordAccepted += Check;
+        try
+        {
+            Check(null!);
+            await done.Task.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
+        }
+        finally
+        {
+            graph.RecordAccepted -= Check;
         }
     }
 

@@ -223,3 +223,20 @@ public sealed class NodeProcessTests : IAsyncDisposable
         }
     }
 }
+
+/// <summary>The README's first command: the demo builds a path through the control plane, carries traffic and repairs the path.</summary>
+public sealed class DemoTests
+{
+    [Fact]
+    public async Task The_demo_opens_a_multi_hop_path_carries_traffic_and_repairs_it_after_the_cut()
+    {
+        var (code, output) = await Skymesh.RunAsync("demo", "--duration", "6", "--socks", "127.0.0.1:0");
+        Assert.True(code == 0, output);
+        Assert.Contains("path A -> B -> C -> D found by A's route finder and set up by the control plane", output, StringComparison.Ordinal);
+        Assert.Contains("via B:", output, StringComparison.Ordinal);
+        Assert.Contains("link B <-> C cut", output, StringComparison.Ordinal);
+        Assert.Contains("via E:", output, StringComparison.Ordinal);
+        Assert.Contains("forward failures: 0", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("fail:", output, StringComparison.Ordinal);
+    }
+}
