@@ -81,6 +81,13 @@ public sealed class UdpInterface : IMeshInterface
             {
                 break;
             }
+            catch (SocketException) when (_closing.IsCancellationRequested)
+            {
+                // Closing: a receive cancelled as it started, or cut off by the socket's disposal, can end in
+                // OperationAborted rather than OperationCanceledException. Either way the loop is done, and
+                // DisposeAsync, which awaits it, must not fail for it.
+                break;
+            }
             catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.MessageSize or SocketError.ConnectionRefused)
             {
                 // ICMP errors from earlier sends and oversize datagrams: not fatal for the interface.
