@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
@@ -12,8 +13,9 @@ namespace Skymesh.Identity;
 /// address &lt;64 lowercase hex digits: the public address, checked against the secret&gt;
 /// secret &lt;64 hex digits: the 32-byte big-endian secp256k1 secret&gt;
 /// </code>
-/// It is created owner-only (0600) by writing a temporary file beside it and renaming it into place, so that no reader
-/// ever sees half a key; a file that group or others may access is refused rather than used.
+/// It is created owner-only (0600) by writing a temporary file beside it and linking it into place only if the name is
+/// free, so that no reader ever sees half a key and concurrent first runs agree on one key; a file that group or others
+/// may access is refused rather than used.
 /// </summary>
 public static class NodeKeyFile
 {
@@ -317,16 +319,9 @@ public static class NodeKeyFile
                 stream.Write(content);
                 stream.Flush(flushToDisk: true);
             }
-            try
-            {
-                // No overwrite: a file that appeared meanwhile (another process's key) wins and is loaded instead.
-                File.Move(temporary, path, overwrite: false);
-                return true;
-            }
-            catch (IOException) when (File.Exists(path))
-            {
-                return false;
-            }
+            // Publish the complete file under its name only if no file is there: a file that appeared meanwhile
+            // (another process's or thread's key) wins and is loaded instead.
+            return Publish(temporary, path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -344,6 +339,44 @@ public static class NodeKeyFile
                 // Nothing more can be done; the temporary file is owner-only like the key itself.
             }
         }
+    }
+
+    /// <summary>
+    /// Gives <paramref name="temporary"/> the name <paramref name="path"/> unless a file already has it, in one
+    /// atomic step; false when one had. On Unix, File.Move without overwrite is not such a step: it checks that
+    /// the target is absent and then calls rename(2), which replaces a file created in between, so two first
+    /// runs at once could each install their own key and each report it as created. link(2) gives the complete
+    /// file its name only if the name is free, failing with EEXIST otherwise. On Windows, File.Move without
+    /// overwrite (MoveFileEx without MOVEFILE_REPLACE_EXISTING) is already atomic.
+    /// </summary>
+    private static bool Publish(string temporary, string path)
+    {
+        if (!OperatingSystem.IsWindows())
+        {
+            if (NativeMethods.Link(temporary, path) == 0)
+                return true;
+            if (File.Exists(path) || Directory.Exists(path))
+                return false;
+            // link(2) failed and nothing has the name: a file system without hard links, or a real error, which
+            // the move below reports in .NET's words. Without hard links, the move is the best there is.
+        }
+        try
+        {
+            File.Move(temporary, path, overwrite: false);
+            return true;
+        }
+        catch (IOException) when (File.Exists(path))
+        {
+            return false;
+        }
+    }
+
+    private static class NativeMethods
+    {
+        // "libc" is the C library on every Unix .NET runs on (the runtime maps the name to libc.so.6 on Linux).
+        [DllImport("libc", EntryPoint = "link", SetLastError = true)]
+        [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
+        public static extern int Link([MarshalAs(UnmanagedType.LPUTF8Str)] string existing, [MarshalAs(UnmanagedType.LPUTF8Str)] string created);
     }
 
     private static byte[] Format(NodeKey key)

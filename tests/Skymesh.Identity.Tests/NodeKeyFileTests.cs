@@ -180,20 +180,47 @@ public sealed class NodeKeyFileTests : IDisposable
         Assert.Single(Directory.GetFiles(_directory));
     }
 
-    [Fact(Skip = "Known race: concurrent first runs on one key path can create different keys; to be fixed in NodeKeyFile.LoadOrCreate")]
+    [Fact]
     public void Two_nodes_starting_at_once_on_one_path_get_the_same_key()
     {
-        var path = PathOf("node.key");
-        var addresses = new NodeAddress[4];
-        Parallel.For(0, addresses.Length, i =>
+        // Several rounds, each on a fresh path with its creators released together, so that a window between
+        // "no file yet" and "my file is in place" is hit in a single run if there is one.
+        const int rounds = 10;
+        const int creators = 4;
+        for (var round = 0; round < rounds; round++)
         {
-            using var key = NodeKeyFile.LoadOrCreate(path);
-            addresses[i] = key.Address;
-        });
-        Assert.All(addresses, a => Assert.Equal(addresses[0], a));
-        Assert.Single(Directory.GetFiles(_directory));
-        using var loaded = NodeKeyFile.Load(path);
-        Assert.Equal(addresses[0], loaded.Address);
+            var path = PathOf($"node-{round}.key");
+            var addresses = new NodeAddress[creators];
+            var created = new bool[creators];
+            var errors = new Exception?[creators];
+            using var start = new Barrier(creators);
+            var threads = Enumerable.Range(0, creators).Select(i => new Thread(() =>
+            {
+                try
+                {
+                    start.SignalAndWait();
+                    using var key = NodeKeyFile.LoadOrCreate(path, out created[i]);
+                    addresses[i] = key.Address;
+                }
+                catch (Exception e)
+                {
+                    errors[i] = e;
+                }
+            })).ToArray();
+            foreach (var thread in threads)
+                thread.Start();
+            foreach (var thread in threads)
+                Assert.True(thread.Join(TimeSpan.FromSeconds(30)), "a creator did not finish");
+
+            Assert.All(errors, Assert.Null);
+            Assert.All(addresses, a => Assert.Equal(addresses[0], a));
+            Assert.Equal(1, created.Count(c => c)); // exactly one of them generated the key on the disk
+            using var loaded = NodeKeyFile.Load(path);
+            Assert.Equal(addresses[0], loaded.Address);
+        }
+        // No temporary file is left behind: only the key files.
+        Assert.Equal(rounds, Directory.GetFiles(_directory).Length);
+        Assert.Empty(Directory.GetFiles(_directory, ".*"));
     }
 
     [Fact]

@@ -83,7 +83,9 @@ public sealed class UdpInterface : IMeshInterface
             }
             catch (SocketException) when (_closing.IsCancellationRequested)
             {
-                // The socket was closed under the receive (OperationAborted): the interface is stopping.
+                // Closing: a receive cancelled as it started, or cut off by the socket's disposal, can end in
+                // OperationAborted rather than OperationCanceledException. Either way the loop is done, and
+                // DisposeAsync, which awaits it, must not fail for it.
                 break;
             }
             catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.MessageSize or SocketError.ConnectionRefused)

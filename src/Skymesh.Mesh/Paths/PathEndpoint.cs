@@ -21,6 +21,7 @@ public sealed class PathEndpoint : IAsyncDisposable
     // What the memory of ended streams holds instead of a final size.
     private const long Aborted = -1;
     private const long Refused = -2;
+    private const long RefusedClosing = -3;
 
     private readonly Lock _tableLock = new();
     private readonly Dictionary<uint, ReliableStream> _streams = [];
@@ -42,6 +43,10 @@ public sealed class PathEndpoint : IAsyncDisposable
     private long _lastSent;
     private ulong _keepaliveToken;
     private PathBrokenException? _broken;
+
+    // Set under _tableLock when disposal begins: from then on no stream joins the table, so the streams that
+    // disposal closes are all there will ever be. Sends still go out until _disposed, so that they can tell the peer.
+    private bool _closing;
     private volatile bool _disposed;
     private int _disposing;
 
@@ -135,6 +140,7 @@ public sealed class PathEndpoint : IAsyncDisposable
             throw broken;
         lock (_tableLock)
         {
+            ObjectDisposedException.ThrowIf(_closing, this);
             if (_nextLocalId > uint.MaxValue - 2)
                 throw new InvalidOperationException("This path has used all its stream ids; set up a new path.");
             var stream = new ReliableStream(this, _nextLocalId, openedLocally: true);
@@ -263,6 +269,10 @@ public sealed class PathEndpoint : IAsyncDisposable
         {
             SendClose(id, confirm: false, StreamCloseCode.Refused, $"more than {Options.MaxIncomingStreams} streams open");
         }
+        else if (recalled && finalSize == RefusedClosing)
+        {
+            SendClose(id, confirm: false, StreamCloseCode.EndpointClosed, "the path endpoint was closed");
+        }
         else
         {
             SendClose(id, confirm: false, StreamCloseCode.UnknownStream, "");
@@ -331,7 +341,12 @@ public sealed class PathEndpoint : IAsyncDisposable
             if (id <= _highestPeerId)
                 return null;
             _highestPeerId = id;
-            if (_disposed || _incomingOpen >= Options.MaxIncomingStreams)
+            if (_closing)
+            {
+                RememberClosed(id, RefusedClosing);
+                return null;
+            }
+            if (_incomingOpen >= Options.MaxIncomingStreams)
             {
                 Interlocked.Increment(ref _streamsRefused);
                 RememberClosed(id, Refused);
@@ -503,14 +518,23 @@ public sealed class PathEndpoint : IAsyncDisposable
         return Math.Min(room, ushort.MaxValue);
     }
 
-    /// <summary>Shuts the endpoint down: every open stream is aborted (the peer is told once), timers stop.</summary>
+    /// <summary>
+    /// Shuts the endpoint down: every open stream is aborted (the peer is told once), timers stop. Safe while the
+    /// receive loop is still delivering messages and while the application still opens streams: a stream either
+    /// joined the table before disposal took its snapshot, and is closed with the others, or is refused.
+    /// </summary>
     public ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposing, 1) != 0)
             return ValueTask.CompletedTask;
         ReliableStream[] streams;
         lock (_tableLock)
+        {
+            // OpenStream and FindOrCreate check _closing under this lock, so no stream joins the table after
+            // this snapshot: one that did would never be closed, and a read on it would wait for ever.
+            _closing = true;
             streams = [.. _streams.Values];
+        }
         _keepaliveTimer.Dispose();
         foreach (var stream in streams)
             stream.OnEndpointClosed();

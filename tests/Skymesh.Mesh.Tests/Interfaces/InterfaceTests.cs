@@ -9,7 +9,13 @@ public sealed class InterfaceTests : IAsyncDisposable
 {
     private readonly List<IMeshInterface> _owned = [];
 
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    /// <summary>The next frame <paramref name="inbox"/> receives, failing the test rather than waiting for ever.</summary>
+    private static async Task<(EndPoint From, byte[] Frame)> Next(ChannelReader<(EndPoint From, byte[] Frame)> inbox) =>
+        await inbox.ReadAsync(Ct).AsTask().WaitAsync(Patience, Ct);
 
     public async ValueTask DisposeAsync()
     {
@@ -42,7 +48,7 @@ public sealed class InterfaceTests : IAsyncDisposable
         Listen(a);
         var atB = Listen(b);
         Assert.True(a.TrySend(b.EndPoint, Frame(7)));
-        var (from, frame) = await atB.ReadAsync(Ct);
+        var (from, frame) = await Next(atB);
         Assert.Equal(a.EndPoint, from);
         Assert.Equal(Frame(7), frame);
         Assert.Equal(1, a.Counters.FramesSent);
@@ -62,7 +68,7 @@ public sealed class InterfaceTests : IAsyncDisposable
         time.Advance(TimeSpan.FromMilliseconds(49));
         Assert.False(atB.TryRead(out _));
         time.Advance(TimeSpan.FromMilliseconds(1));
-        var (_, frame) = await atB.ReadAsync(Ct);
+        var (_, frame) = await Next(atB);
         Assert.Equal(Frame(1), frame);
     }
 
@@ -83,7 +89,7 @@ public sealed class InterfaceTests : IAsyncDisposable
             time.Advance(TimeSpan.FromMilliseconds(99));
             Assert.False(atB.TryRead(out _));
             time.Advance(TimeSpan.FromMilliseconds(1));
-            var (_, frame) = await atB.ReadAsync(Ct);
+            var (_, frame) = await Next(atB);
             Assert.Equal(i, BitConverter.ToInt32(frame));
         }
     }
@@ -93,9 +99,13 @@ public sealed class InterfaceTests : IAsyncDisposable
     {
         var time = new FakeTimeProvider();
         var net = new MemoryNetwork(time, seed: 1);
+        const int sent = 5000;
         var a = net.CreateInterface();
-        // Room for every frame the test sends: a full queue would drop frames, the end marker among them.
-        var b = net.CreateInterface(receiveQueue: 16_384);
+        // This thread delivers every frame (by advancing virtual time) faster than b's receive loop may get a
+        // pool thread to drain them, so b's queue must hold the whole burst: with the default 4,096 a full
+        // queue drops frames (as a real one would), skewing the loss count and dropping the end marker, which
+        // left the read below waiting for ever. Up to two copies of each frame, and the marker, can arrive.
+        var b = net.CreateInterface(receiveQueue: 2 * sent + 1);
         var atB = Listen(b);
         net.SetImpairment(a.EndPoint, b.EndPoint, new Impairment
         {
@@ -105,7 +115,6 @@ public sealed class InterfaceTests : IAsyncDisposable
             Reordering = 0.1,
             ReorderDelay = TimeSpan.FromMilliseconds(5),
         });
-        const int sent = 5000;
         for (var i = 0; i < sent; i++)
         {
             a.TrySend(b.EndPoint, Frame(i));
@@ -116,11 +125,12 @@ public sealed class InterfaceTests : IAsyncDisposable
         net.SetImpairment(a.EndPoint, b.EndPoint, Impairment.None);
         a.TrySend(b.EndPoint, Frame(-1));
         var received = new List<int>();
-        while (BitConverter.ToInt32((await atB.ReadAsync(Ct).AsTask().WaitAsync(TimeSpan.FromSeconds(30), Ct)).Frame) is var n && n != -1)
+        while (BitConverter.ToInt32((await Next(atB)).Frame) is var n && n != -1)
             received.Add(n);
         var distinct = received.Distinct().Count();
         var duplicates = received.Count - distinct;
         var overtaken = received.Zip(received.Skip(1)).Count(p => p.Second < p.First);
+        Assert.Equal(0, b.Counters.ReceiveDrops); // every loss counted below is the impairment's
         Assert.InRange(sent - distinct, 350, 650); // ~10 % lost
         Assert.InRange(duplicates, 300, 600); // ~10 % of the survivors twice
         Assert.InRange(overtaken, 200, 1000); // held-back frames arrive after later ones
@@ -139,7 +149,7 @@ public sealed class InterfaceTests : IAsyncDisposable
         net.SetCut(a.EndPoint, b.EndPoint, cut: false);
         a.TrySend(b.EndPoint, Frame(2));
         // The first frame to arrive is the one sent after the cut was mended.
-        Assert.Equal(2, BitConverter.ToInt32((await atB.ReadAsync(Ct)).Frame));
+        Assert.Equal(2, BitConverter.ToInt32((await Next(atB)).Frame));
     }
 
     [Fact]
@@ -165,11 +175,26 @@ public sealed class InterfaceTests : IAsyncDisposable
         Assert.Equal(UdpInterface.LoopbackMtu, a.Mtu);
         var big = Frame(5, 60_000);
         Assert.True(a.TrySend(b.LocalEndPoint, big));
-        var (from, frame) = await atB.ReadAsync(Ct);
+        var (from, frame) = await Next(atB);
         Assert.Equal(a.LocalEndPoint, from);
         Assert.Equal(big, frame);
         Assert.True(b.TrySend(from, Frame(6)));
-        Assert.Equal(Frame(6), (await atA.ReadAsync(Ct)).Frame);
+        Assert.Equal(Frame(6), (await Next(atA)).Frame);
+    }
+
+    [Fact]
+    public async Task A_udp_interface_closes_cleanly_whatever_its_receive_loop_is_doing()
+    {
+        // Closing races the receive loop: it may not have started, may be entering a receive, or be waiting in
+        // one when the socket is shut. Whichever, DisposeAsync ends the loop without an error.
+        for (var i = 0; i < 1000; i++)
+        {
+            var nic = new UdpInterface(new IPEndPoint(IPAddress.Loopback, 0));
+            nic.Start((_, _, _) => { });
+            if (i % 3 == 1)
+                await Task.Yield();
+            await nic.DisposeAsync().AsTask().WaitAsync(Patience, Ct);
+        }
     }
 
     [Fact]
@@ -192,7 +217,7 @@ public sealed class InterfaceTests : IAsyncDisposable
         using (var raw = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp))
             raw.SendTo(new byte[5000], b.LocalEndPoint);
         Assert.True(a.TrySend(b.LocalEndPoint, Frame(2)));
-        Assert.Equal(Frame(2), (await atB.ReadAsync(Ct)).Frame);
+        Assert.Equal(Frame(2), (await Next(atB)).Frame);
         Assert.Equal(1, b.Counters.ReceiveDrops);
     }
 }

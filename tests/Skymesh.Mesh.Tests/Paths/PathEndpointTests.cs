@@ -107,6 +107,64 @@ public class PathEndpointTests
         Assert.Throws<ObjectDisposedException>(() => path.A.OpenStream());
     }
 
+    /// <summary>A channel that takes every message from any thread and only counts them.</summary>
+    private sealed class CountingChannel : IPathChannel
+    {
+        private long _sent;
+
+        public int MaxPayload => PathHarness.UdpPayload;
+
+        public long Sent => Interlocked.Read(ref _sent);
+
+        public bool TrySend(byte type, ReadOnlySpan<byte> payload)
+        {
+            Interlocked.Increment(ref _sent);
+            return true;
+        }
+    }
+
+    [Fact]
+    public async Task Disposing_while_the_receive_loop_opens_streams_closes_every_stream_it_let_in()
+    {
+        // A real receive loop runs on its own thread and does not stop because the application disposes the
+        // endpoint. Every stream the peer opened must either have been refused or be closed by the disposal;
+        // one let in meanwhile and never closed would keep a reader waiting for ever.
+        for (var round = 0; round < 20; round++)
+        {
+            var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+            var endpoint = new PathEndpoint(new CountingChannel(), new PathEndpointOptions { MaxIncomingStreams = 1_000_000 }, time: time);
+            var opened = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using var stop = new CancellationTokenSource();
+            var receiveLoop = Task.Run(() =>
+            {
+                // The peer (not the initiator) opens even-numbered streams, each with just its end.
+                var message = new byte[PathWire.DataHeaderLength];
+                for (uint id = 2; !stop.IsCancellationRequested; id += 2)
+                {
+                    var length = PathWire.WriteData(message, id, fin: true, offset: 0, data: []);
+                    endpoint.OnMessage((byte)PathMessageType.StreamData, message.AsSpan(0, length));
+                    if (id == 200)
+                        opened.TrySetResult();
+                }
+            }, Ct);
+            await opened.Task.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+
+            await endpoint.DisposeAsync();
+            await stop.CancelAsync();
+            await receiveLoop.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+
+            Assert.Equal(0, endpoint.OpenStreams);
+            var accepted = 0;
+            while (endpoint.TryAcceptStream(out var stream))
+            {
+                accepted++;
+                var aborted = Assert.IsType<StreamAbortedException>(stream.Failure);
+                Assert.Equal(StreamCloseCode.EndpointClosed, aborted.Code);
+            }
+            Assert.True(accepted >= 100, $"round {round}: {accepted} streams accepted");
+        }
+    }
+
     [Fact]
     public void A_path_too_small_for_streams_is_refused_when_the_endpoint_is_made()
     {
