@@ -30,18 +30,18 @@ public static class NodeMetrics
         w.Sample("skymesh_label_entries", "", sw.Labels.List().Count);
 
         var nics = node.Interfaces.Values.ToList();
-        w.Family("skymesh_interface_frames_sent_total", "counter", "Frames sent by an interface.");
-        foreach (var i in nics)
-            w.Sample("skymesh_interface_frames_sent_total", Label("interface", i.Name), i.Counters.FramesSent);
-        w.Family("skymesh_interface_frames_received_total", "counter", "Frames received by an interface.");
-        foreach (var i in nics)
-            w.Sample("skymesh_interface_frames_received_total", Label("interface", i.Name), i.Counters.FramesReceived);
-        w.Family("skymesh_interface_bytes_sent_total", "counter", "Bytes sent by an interface.");
-        foreach (var i in nics)
-            w.Sample("skymesh_interface_bytes_sent_total", Label("interface", i.Name), i.Counters.BytesSent);
-        w.Family("skymesh_interface_bytes_received_total", "counter", "Bytes received by an interface.");
-        foreach (var i in nics)
-            w.Sample("skymesh_interface_bytes_received_total", Label("interface", i.Name), i.Counters.BytesReceived);
+        foreach (var (name, help, read) in new (string, string, Func<Mesh.Interfaces.InterfaceCounters, long>)[]
+        {
+            ("skymesh_interface_frames_sent_total", "Frames sent by an interface.", c => c.FramesSent),
+            ("skymesh_interface_frames_received_total", "Frames received by an interface.", c => c.FramesReceived),
+            ("skymesh_interface_bytes_sent_total", "Bytes sent by an interface.", c => c.BytesSent),
+            ("skymesh_interface_bytes_received_total", "Bytes received by an interface.", c => c.BytesReceived),
+        })
+        {
+            w.Family(name, "counter", help);
+            foreach (var i in nics)
+                w.Sample(name, Label("interface", i.Name), read(i.Counters));
+        }
         w.Family("skymesh_interface_drops_total", "counter", "Frames an interface dropped, by direction.");
         foreach (var i in nics)
         {
@@ -54,23 +54,19 @@ public static class NodeMetrics
         w.Family("skymesh_link_up", "gauge", "1 for a link that is up, 0 while it shakes hands.");
         foreach (var l in links)
             w.Sample("skymesh_link_up", LinkLabels(l), l.State == LinkState.Up ? 1 : 0);
-        w.Family("skymesh_link_frames_total", "counter", "Frames on a link, by direction.");
-        foreach (var l in links)
+        foreach (var (name, help, sent, received) in new (string, string, Func<LinkInfo, long>, Func<LinkInfo, long>)[]
         {
-            w.Sample("skymesh_link_frames_total", LinkLabels(l) + ",direction=\"sent\"", l.FramesSent);
-            w.Sample("skymesh_link_frames_total", LinkLabels(l) + ",direction=\"received\"", l.FramesReceived);
-        }
-        w.Family("skymesh_link_messages_total", "counter", "Messages on a link, by direction.");
-        foreach (var l in links)
+            ("skymesh_link_frames_total", "Frames on a link, by direction.", l => l.FramesSent, l => l.FramesReceived),
+            ("skymesh_link_messages_total", "Messages on a link, by direction.", l => l.MessagesSent, l => l.MessagesReceived),
+            ("skymesh_link_bytes_total", "Bytes on a link, by direction.", l => l.BytesSent, l => l.BytesReceived),
+        })
         {
-            w.Sample("skymesh_link_messages_total", LinkLabels(l) + ",direction=\"sent\"", l.MessagesSent);
-            w.Sample("skymesh_link_messages_total", LinkLabels(l) + ",direction=\"received\"", l.MessagesReceived);
-        }
-        w.Family("skymesh_link_bytes_total", "counter", "Bytes on a link, by direction.");
-        foreach (var l in links)
-        {
-            w.Sample("skymesh_link_bytes_total", LinkLabels(l) + ",direction=\"sent\"", l.BytesSent);
-            w.Sample("skymesh_link_bytes_total", LinkLabels(l) + ",direction=\"received\"", l.BytesReceived);
+            w.Family(name, "counter", help);
+            foreach (var l in links)
+            {
+                w.Sample(name, LinkLabels(l) + ",direction=\"sent\"", sent(l));
+                w.Sample(name, LinkLabels(l) + ",direction=\"received\"", received(l));
+            }
         }
         w.Family("skymesh_link_send_drops_total", "counter", "Messages a link could not send (queue full, down).");
         foreach (var l in links)

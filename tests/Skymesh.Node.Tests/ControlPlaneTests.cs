@@ -5,32 +5,42 @@ using Skymesh.Ssmp.Broker;
 
 namespace Skymesh.Node.Tests;
 
-/// <summary>Nodes with control agents on a real SSMP broker: they learn the mesh from each other's announcements and set paths up.</summary>
-public sealed class ControlPlaneTests : IAsyncDisposable
+/// <summary>A real SSMP broker with key logins on loopback, and the nodes of one test whose agents use it.</summary>
+public abstract class MeshWithBroker : IAsyncDisposable
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
-    private readonly SsmpBroker _broker;
-    private readonly List<TestNode> _nodes = [];
+    protected static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
-    public ControlPlaneTests()
+    protected MeshWithBroker()
     {
         var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
         options.Authenticators.Add(new KeyAuthenticator());
-        _broker = new SsmpBroker(options);
-        _broker.Start();
+        Broker = new SsmpBroker(options);
+        Broker.Start();
     }
 
-    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+    protected SsmpBroker Broker { get; }
+
+    protected List<TestNode> Nodes { get; } = [];
+
+    protected static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     public async ValueTask DisposeAsync()
     {
-        foreach (var node in _nodes)
+        foreach (var node in Nodes)
             await node.DisposeAsync();
-        await _broker.DisposeAsync();
+        await Broker.DisposeAsync();
+        GC.SuppressFinalize(this);
+    }
+
+    protected async Task<TestNode> StartNodeAsync()
+    {
+        var node = await TestNode.StartAsync(broker: Broker.LocalEndPoint);
+        Nodes.Add(node);
+        return node;
     }
 
     /// <summary>Completes when <paramref name="node"/>'s graph satisfies <paramref name="condition"/>.</summary>
-    private static async Task UntilGraph(TestNode node, Func<TopologyGraph, bool> condition, string what)
+    protected static async Task UntilGraph(TestNode node, Func<TopologyGraph, bool> condition, string what)
     {
         var graph = node.Agent!.Graph;
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -54,14 +64,18 @@ public sealed class ControlPlaneTests : IAsyncDisposable
             graph.RecordAccepted -= Check;
         }
     }
+}
 
+/// <summary>Nodes with control agents on a real SSMP broker: they learn the mesh from each other's announcements and set paths up.</summary>
+public sealed class ControlPlaneTests : MeshWithBroker
+{
     private async Task<TestNode[]> ChainAsync(int count)
     {
         for (var i = 0; i < count; i++)
-            _nodes.Add(await TestNode.StartAsync(broker: _broker.LocalEndPoint));
+            await StartNodeAsync();
         for (var i = 0; i + 1 < count; i++)
-            await _nodes[i].LinkToAsync(_nodes[i + 1]).WaitAsync(Bound, Ct);
-        return [.. _nodes];
+            await Nodes[i].LinkToAsync(Nodes[i + 1]).WaitAsync(Bound, Ct);
+        return [.. Nodes];
     }
 
     [Fact]
@@ -118,7 +132,7 @@ public sealed class ControlPlaneTests : IAsyncDisposable
         var record = LinkAnnouncement.Create(mallory, long.MaxValue, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(2),
             [new AnnouncedLink(nodes[0].Node.Address, 1, 0, 1, 0, AnnouncedLinkState.Up)]).Bytes;
         nodes[1].Node.Address.WriteTo(record.AsSpan(4));
-        await using var client = await Skymesh.Ssmp.Client.SsmpClient.ConnectAsync(new Skymesh.Ssmp.Client.SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Key = mallory }, Ct);
+        await using var client = await Skymesh.Ssmp.Client.SsmpClient.ConnectAsync(new Skymesh.Ssmp.Client.SsmpClientOptions { Port = Broker.LocalEndPoint.Port, Key = mallory }, Ct);
         await client.McastAsync(Control.ControlAgent.Topic, record, Ct);
         // The broker delivers in order: a second, genuine message after the forgery means the forgery was handled.
         await nodes[1].Agent!.AnnounceAsync(Ct);
@@ -128,54 +142,24 @@ public sealed class ControlPlaneTests : IAsyncDisposable
 }
 
 /// <summary>Repair: a link under a path is cut mid-transfer and the stream carries on over another route.</summary>
-public sealed class RepairTests : IAsyncDisposable
+public sealed class RepairTests : MeshWithBroker
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
-    private readonly SsmpBroker _broker;
-    private readonly List<TestNode> _nodes = [];
-
-    public RepairTests()
-    {
-        var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
-        options.Authenticators.Add(new KeyAuthenticator());
-        _broker = new SsmpBroker(options);
-        _broker.Start();
-    }
-
-    private static CancellationToken Ct => TestContext.Current.CancellationToken;
-
-    public async ValueTask DisposeAsync()
-    {
-        foreach (var node in _nodes)
-            await node.DisposeAsync();
-        await _broker.DisposeAsync();
-    }
-
     [Fact]
     public async Task A_cut_link_is_repaired_around_and_the_stream_over_it_loses_nothing()
     {
         // S-1-2-D and S-4-D: the path goes S-1-2-D, then the link 1-2 is cut.
         for (var i = 0; i < 5; i++)
-            _nodes.Add(await TestNode.StartAsync(broker: _broker.LocalEndPoint));
-        var (s, n1, n2, d, n4) = (_nodes[0], _nodes[1], _nodes[2], _nodes[3], _nodes[4]);
+            await StartNodeAsync();
+        var (s, n1, n2, d, n4) = (Nodes[0], Nodes[1], Nodes[2], Nodes[3], Nodes[4]);
         await s.LinkToAsync(n1).WaitAsync(Bound, Ct);
         var cut = await n1.LinkToAsync(n2).WaitAsync(Bound, Ct);
         await n2.LinkToAsync(d).WaitAsync(Bound, Ct);
         await s.LinkToAsync(n4).WaitAsync(Bound, Ct);
         await n4.LinkToAsync(d).WaitAsync(Bound, Ct);
-        var graph = s.Agent!.Graph;
-        var learned = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void Check(LinkAnnouncement _)
-        {
-            if (graph.Neighbours(d.Node.Address).Count == 2 && graph.Neighbours(n1.Node.Address).Count == 2 && graph.Neighbours(n4.Node.Address).Count == 2)
-                learned.TrySetResult();
-        }
-        graph.RecordAccepted += Check;
-        Check(null!);
-        await learned.Task.WaitAsync(Bound, Ct);
-        graph.RecordAccepted -= Check;
+        await UntilGraph(s, g => g.Neighbours(d.Node.Address).Count == 2 && g.Neighbours(n1.Node.Address).Count == 2 && g.Neighbours(n4.Node.Address).Count == 2,
+            "learning both routes");
 
-        var opened = await s.Agent.OpenPathAsync(d.Node.Address, new PathQuery { Via = [n1.Node.Address, n2.Node.Address] }, Ct);
+        var opened = await s.Agent!.OpenPathAsync(d.Node.Address, new PathQuery { Via = [n1.Node.Address, n2.Node.Address] }, Ct);
         Assert.Equal(n1.Address, opened.Via);
 
         await using var echo = TcpTarget.Echo();
