@@ -12,13 +12,27 @@ public abstract class MeshWithBroker : IAsyncDisposable
 
     protected MeshWithBroker()
     {
-        var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
-        options.Authenticators.Add(new KeyAuthenticator());
-        Broker = new SsmpBroker(options);
-        Broker.Start();
+        Broker = StartBroker(0);
     }
 
-    protected SsmpBroker Broker { get; }
+    protected SsmpBroker Broker { get; private set; }
+
+    private static SsmpBroker StartBroker(int port)
+    {
+        var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, port) };
+        options.Authenticators.Add(new KeyAuthenticator());
+        var broker = new SsmpBroker(options);
+        broker.Start();
+        return broker;
+    }
+
+    /// <summary>Stops the broker (every agent loses its connection) and starts a fresh one on the same port.</summary>
+    protected async Task RestartBrokerAsync()
+    {
+        var port = Broker.LocalEndPoint.Port;
+        await Broker.DisposeAsync();
+        Broker = StartBroker(port);
+    }
 
     protected List<TestNode> Nodes { get; } = [];
 
@@ -121,6 +135,25 @@ public sealed class ControlPlaneTests : MeshWithBroker
         Assert.Contains("No path", error.Message, StringComparison.Ordinal);
         var listed = await nodes[0].Client.MeshAsync(Ct);
         Assert.Equal(3, listed.Count);
+    }
+
+    [Fact]
+    public async Task A_broker_restart_leaves_paths_working_and_the_agents_announce_again()
+    {
+        var nodes = await ChainAsync(3);
+        await UntilGraph(nodes[0], g => g.Neighbours(nodes[1].Node.Address).Count == 2, "learning the chain");
+        await nodes[0].Agent!.OpenPathAsync(nodes[2].Node.Address, null, Ct);
+        var before = nodes[0].Agent!.Graph.Accepted;
+
+        await RestartBrokerAsync();
+
+        // The data plane never needed the broker: the path still carries pings.
+        Assert.True(await nodes[0].Node.PingAsync(nodes[2].Node.Address, 64, TimeSpan.FromSeconds(5), Ct) > TimeSpan.Zero);
+        // The agents log in again and re-announce; a new path can be set up through the new broker.
+        await UntilGraph(nodes[0], g => g.Accepted >= before + 2, "hearing announcements through the new broker");
+        var second = await nodes[2].Agent!.OpenPathAsync(nodes[0].Node.Address, null, Ct);
+        Assert.Equal("up", second.State);
+        Assert.Equal(2, nodes[0].Node.Paths.Count);
     }
 
     [Fact]

@@ -80,6 +80,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
         SsmpSetupService.Register(peer, agent._hop);
         peer.Handle(SetupMethods.Broken, agent.OnBrokenAsync);
         node.RepairHandler = agent.OnOwnLinkDown;
+        // After a broker restart (or any reconnect) the new broker knows nothing: announce again at once.
+        peer.Client.StateChanged += agent.OnConnectionState;
         node.Switch.LinkUp += agent.OnLinkChange;
         node.Switch.LinkDown += agent.OnLinkDown;
         agent._events = Task.Run(agent.ReadEventsAsync);
@@ -91,6 +93,12 @@ public sealed partial class ControlAgent : IAsyncDisposable
     }
 
     private void OnLinkChange(Link link) => RequestAnnouncement();
+
+    private void OnConnectionState(SsmpClientState state)
+    {
+        if (state == SsmpClientState.Connected)
+            RequestAnnouncement();
+    }
 
     private void OnLinkDown(Link link, string reason)
     {
@@ -324,6 +332,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         if (_stop.IsCancellationRequested)
             return;
         _node.RepairHandler = null;
+        _peer.Client.StateChanged -= OnConnectionState;
         _node.Switch.LinkUp -= OnLinkChange;
         _node.Switch.LinkDown -= OnLinkDown;
         await _stop.CancelAsync();
