@@ -101,6 +101,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     public long PingsAnswered => Interlocked.Read(ref _pingsAnswered);
 
+    /// <summary>LAN discovery, when node.json enables it.</summary>
+    public Discovery.BeaconService? Beacons { get; private set; }
+
     /// <summary>
     /// Asked (on the thread that took the link down; it must not block) whether a path end whose link went down
     /// will be repaired: true when its owner takes it over (and calls <see cref="RetargetPath"/> or breaks it).
@@ -138,6 +141,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             node.DisposeAsync().AsTask().GetAwaiter().GetResult();
             throw;
         }
+        if (options.Discovery is { } discovery)
+            node.Beacons = Discovery.BeaconService.Start(node, discovery, loggerFactory);
         Log.Started(node._logger, node.Address.ToString(), created ? "new key" : "key", options.KeyFile);
         foreach (var peer in options.Peers)
             node._peerLoops.Add(Task.Run(() => node.KeepPeerAsync(peer)));
@@ -523,6 +528,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             await ClosePathAsync(path);
         }
         await Task.WhenAll(_peerLoops);
+        if (Beacons is not null)
+            await Beacons.DisposeAsync();
         await Switch.DisposeAsync();
         Key.Dispose();
         _stop.Dispose();

@@ -29,6 +29,9 @@ public sealed class NodeConfigFile
 
     public List<PeerConfig>? Peers { get; set; }
 
+    /// <summary>Discovery of neighbours by signed beacons on a LAN; off unless given.</summary>
+    public DiscoveryConfig? Discovery { get; set; }
+
     /// <summary>Targets this node connects to for streams arriving on its paths (host:port rules); default none.</summary>
     public List<string>? Exits { get; set; }
 
@@ -65,6 +68,21 @@ public sealed class InterfaceConfig
     public string? Listen { get; set; }
 
     public int? Mtu { get; set; }
+}
+
+public sealed class DiscoveryConfig
+{
+    /// <summary>Broadcast and listen for beacons (default false: on a public network it would invite strangers).</summary>
+    public bool? Beacons { get; set; }
+
+    /// <summary>Where beacons are sent: a broadcast (or multicast) address and port (default 255.255.255.255:7399).</summary>
+    public string? Address { get; set; }
+
+    /// <summary>The UDP interface whose port the beacons announce and whose links they make (default: the first UDP one).</summary>
+    public string? Interface { get; set; }
+
+    /// <summary>Seconds between beacons (default 5).</summary>
+    public double? IntervalSeconds { get; set; }
 }
 
 public sealed class PeerConfig
@@ -135,6 +153,9 @@ public sealed record NodeOptions
     public IReadOnlyList<PeerOptions> Peers { get; init; } = [];
 
     public ExitPolicy Exits { get; init; } = ExitPolicy.None;
+
+    /// <summary>LAN discovery by beacons; null when off.</summary>
+    public Discovery.DiscoveryOptions? Discovery { get; init; }
 
     public TimeSpan Keepalive { get; init; } = TimeSpan.FromSeconds(1);
 
@@ -262,6 +283,17 @@ public sealed record NodeOptions
             throw new NodeConfigException($"$.exits[{Math.Max(index, 0)}]", e.Message, e);
         }
 
+        Discovery.DiscoveryOptions? discovery = null;
+        if (file.Discovery is { Beacons: true } beacons)
+        {
+            var nic = beacons.Interface is null ? interfaces.FirstOrDefault(i => i.Kind == InterfaceKind.Udp)
+                : interfaces.FirstOrDefault(i => i.Name == beacons.Interface);
+            if (nic is null || nic.Kind != InterfaceKind.Udp)
+                throw new NodeConfigException("$.discovery.interface", beacons.Interface is null ? "beacons need a UDP interface" : $"\"{beacons.Interface}\" is not a UDP interface of this node");
+            discovery = new Discovery.DiscoveryOptions(nic.Name, ParseEndPoint(beacons.Address ?? "255.255.255.255:7399", "$.discovery.address"),
+                Seconds(beacons.IntervalSeconds, 5, "$.discovery.intervalSeconds"));
+        }
+
         var keepalive = Seconds(file.KeepaliveSeconds, 1, "$.keepaliveSeconds");
         var deadAfter = Seconds(file.DeadAfterSeconds, 5, "$.deadAfterSeconds");
         if (deadAfter <= keepalive)
@@ -276,6 +308,7 @@ public sealed record NodeOptions
             Interfaces = interfaces,
             Peers = peers,
             Exits = exits,
+            Discovery = discovery,
             Keepalive = keepalive,
             DeadAfter = deadAfter,
             LabelLifetime = Seconds(file.LabelLifetimeSeconds, 60, "$.labelLifetimeSeconds"),
