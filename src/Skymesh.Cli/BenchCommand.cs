@@ -13,6 +13,47 @@ internal static class BenchCommand
     {
         var command = new Command("bench", "Run a load generator and print one JSON line per workload.");
         command.Subcommands.Add(CreateSsmp());
+        command.Subcommands.Add(CreateControl());
+        return command;
+    }
+
+    private static Command CreateControl()
+    {
+        var defaults = new ControlBenchOptions();
+        var maxHops = new Option<int>("--max-hops") { Description = "Path setup is measured for 1 to this many hops.", DefaultValueFactory = _ => defaults.MaxHops };
+        var setups = new Option<int>("--setups") { Description = "Paths set up (and closed) per hop count.", DefaultValueFactory = _ => defaults.Setups };
+        var idleNodes = new Option<int>("--idle-nodes") { Description = "Nodes of the idle mesh whose control traffic is measured; 0 skips it.", DefaultValueFactory = _ => defaults.IdleNodes };
+        var idleSeconds = new Option<double>("--idle-seconds") { Description = "Seconds the idle mesh is measured.", DefaultValueFactory = _ => defaults.IdleTime.TotalSeconds };
+        var command = new Command("control", "Measure the control plane: path setup latency for 1..N hops (p50/p99) and an idle node's control traffic; one JSON line each.")
+        {
+            maxHops, setups, idleNodes, idleSeconds,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var seconds = parse.GetValue(idleSeconds);
+            if (!double.IsFinite(seconds) || seconds < 1)
+                throw new UsageException("--idle-seconds must be at least 1.");
+            var options = new ControlBenchOptions
+            {
+                MaxHops = parse.GetValue(maxHops),
+                Setups = parse.GetValue(setups),
+                IdleNodes = parse.GetValue(idleNodes),
+                IdleTime = TimeSpan.FromSeconds(seconds),
+            };
+            using var signals = CliSupport.UntilSignal(cancellationToken);
+            try
+            {
+                return await ControlBench.RunAsync(options, Console.Out, signals.Token);
+            }
+            catch (BenchException e)
+            {
+                throw new UsageException(e.Message);
+            }
+            catch (OperationCanceledException) when (signals.Token.IsCancellationRequested)
+            {
+                return 130;
+            }
+        });
         return command;
     }
 

@@ -1,0 +1,187 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using Skymesh.Control.Setup;
+using Skymesh.Identity;
+using Skymesh.Mesh.Forwarding;
+using Skymesh.Node;
+using Skymesh.Node.Control;
+using Skymesh.Ssmp.Broker;
+using Skymesh.Ssmp.Client;
+using Skymesh.Ssmp.Rpc;
+
+namespace Skymesh.Bench;
+
+/// <summary>What <c>skymesh bench control</c> runs.</summary>
+public sealed record ControlBenchOptions
+{
+    public int MaxHops { get; init; } = 10;
+
+    /// <summary>Paths set up (and closed) per hop count.</summary>
+    public int Setups { get; init; } = 200;
+
+    /// <summary>Nodes of the idle mesh whose control traffic is measured (0 skips it).</summary>
+    public int IdleNodes { get; init; } = 10;
+
+    public TimeSpan IdleTime { get; init; } = TimeSpan.FromSeconds(60);
+
+    public void Validate()
+    {
+        if (MaxHops is < 1 or > SetupRequest.MaxHops)
+            throw new BenchException($"--max-hops must be 1 to {SetupRequest.MaxHops}.");
+        if (Setups < 10)
+            throw new BenchException("--setups must be at least 10 (percentiles of fewer mean little).");
+        if (IdleNodes is < 0 or > 100 || (IdleNodes is > 0 and < 2))
+            throw new BenchException("--idle-nodes must be 0 (skip) or 2 to 100.");
+        if (IdleTime < TimeSpan.FromSeconds(1))
+            throw new BenchException("--idle-seconds must be at least 1.");
+    }
+}
+
+/// <summary>
+/// The control plane's speed: path setup latency for 1..N hops over a real broker with key logins (one signed
+/// request, two parallel rounds), and the SSMP bytes an idle node's control agent costs.
+/// </summary>
+public static class ControlBench
+{
+    public static async Task<int> RunAsync(ControlBenchOptions options, TextWriter output, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(output);
+        options.Validate();
+        var c = CultureInfo.InvariantCulture;
+        output.WriteLine(string.Format(c, "skymesh bench control: {0} CPUs ({1}), .NET {2}; broker, agents and tables in this process", Environment.ProcessorCount, ProcessProbe.CpuModel(), Environment.Version));
+        await SetupLatencyAsync(options, output, cancellationToken);
+        if (options.IdleNodes > 0)
+            await IdleTrafficAsync(options, output, cancellationToken);
+        return 0;
+    }
+
+    private static SsmpBroker StartBroker()
+    {
+        var brokerOptions = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
+        brokerOptions.Authenticators.Add(new KeyAuthenticator());
+        var broker = new SsmpBroker(brokerOptions);
+        broker.Start();
+        return broker;
+    }
+
+    private static async Task SetupLatencyAsync(ControlBenchOptions options, TextWriter output, CancellationToken cancellationToken)
+    {
+        await using var broker = StartBroker();
+        var count = options.MaxHops + 1;
+        var keys = Enumerable.Range(0, count).Select(_ => NodeKey.Generate()).ToArray();
+        var peers = new List<SsmpPeer>();
+        try
+        {
+            var sources = new PathSetupSource[count];
+            for (var i = 0; i < count; i++)
+            {
+                var links = new Dictionary<NodeAddress, int>();
+                if (i + 1 < count)
+                    links[keys[i + 1].Address] = 1;
+                if (i > 0)
+                    links[keys[i - 1].Address] = 2;
+                var table = new ChainTable(links);
+                var peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = broker.LocalEndPoint.Port, Key = keys[i] }, cancellationToken: cancellationToken);
+                peers.Add(peer);
+                SsmpSetupService.Register(peer, new PathSetupHop(keys[i].Address, table) { MaxPathsPerSource = int.MaxValue });
+                sources[i] = new PathSetupSource(keys[i], table, new SsmpControlCaller(peer));
+            }
+            var nodes = keys.Select(k => k.Address).ToList();
+            for (var i = 0; i < 20; i++)
+                await sources[0].CloseAsync(await sources[0].SetupAsync(nodes[..2], 0, cancellationToken), cancellationToken);
+            output.WriteLine($"setup: {options.Setups} paths per hop count, set up then closed one at a time, source at one end of a chain of {count} agents");
+            for (var hops = 1; hops <= options.MaxHops; hops++)
+            {
+                var times = new double[options.Setups];
+                for (var i = 0; i < options.Setups; i++)
+                {
+                    var path = await sources[0].SetupAsync(nodes[..(hops + 1)], 0, cancellationToken);
+                    times[i] = path.SetupTime.TotalMilliseconds;
+                    await sources[0].CloseAsync(path, cancellationToken);
+                }
+                Array.Sort(times);
+                var line = new Dictionary<string, object>
+                {
+                    ["bench"] = "control",
+                    ["hops"] = hops,
+                    ["setup_p50_ms"] = Math.Round(Percentile(times, 0.50), 3),
+                    ["setup_p99_ms"] = Math.Round(Percentile(times, 0.99), 3),
+                    ["setups"] = options.Setups,
+                };
+                output.WriteLine(JsonSerializer.Serialize(line));
+            }
+        }
+        finally
+        {
+            foreach (var peer in peers)
+                await peer.DisposeAsync();
+            foreach (var key in keys)
+                key.Dispose();
+        }
+    }
+
+    private static async Task IdleTrafficAsync(ControlBenchOptions options, TextWriter output, CancellationToken cancellationToken)
+    {
+        await using var broker = StartBroker();
+        var root = Directory.CreateTempSubdirectory("skymesh-bench-control-").FullName;
+        var mesh = new List<(MeshNode Node, ControlAgent Agent)>();
+        try
+        {
+            for (var i = 0; i < options.IdleNodes; i++)
+            {
+                var node = MeshNode.Start(NodeOptions.Parse($$"""
+                    { "dataDir": "n{{i}}", "broker": "{{broker.LocalEndPoint}}", "interfaces": [ { "type": "udp", "listen": "127.0.0.1:0" } ] }
+                    """, root));
+                mesh.Add((node, await ControlAgent.StartAsync(node, cancellationToken: cancellationToken)));
+            }
+            for (var i = 0; i + 1 < mesh.Count; i++)
+                await mesh[i].Node.ConnectAsync(mesh[i].Node.Interfaces.Keys.First(), mesh[i + 1].Node.Interfaces.Values.First().LocalEndPoint, mesh[i + 1].Node.Address, cancellationToken);
+            // Let the start-up announcements settle, then count what flows while nothing changes.
+            await Task.Delay(TimeSpan.FromSeconds(3), cancellationToken);
+            var before = broker.Snapshot();
+            output.WriteLine($"idle: {options.IdleNodes} nodes in a chain with control agents (announcement refresh {mesh[0].Node.Options.AnnounceInterval.TotalSeconds:0} s, SSMP keepalive 30 s), measured for {options.IdleTime.TotalSeconds:0} s");
+            await Task.Delay(options.IdleTime, cancellationToken);
+            var after = broker.Snapshot();
+            var bytes = (after.BytesReceived - before.BytesReceived) + (after.BytesSent - before.BytesSent);
+            var perNode = bytes / options.IdleTime.TotalSeconds / options.IdleNodes;
+            output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["bench"] = "control",
+                ["idle_control_bytes_per_sec"] = Math.Round(perNode, 1),
+                ["idle_nodes"] = options.IdleNodes,
+                ["idle_seconds"] = options.IdleTime.TotalSeconds,
+            }));
+        }
+        finally
+        {
+            foreach (var (node, agent) in mesh)
+            {
+                await agent.DisposeAsync();
+                await node.DisposeAsync();
+            }
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    private static double Percentile(double[] sorted, double q) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1)];
+
+    /// <summary>A relay's forwarder for setup alone: a real label table, links named by neighbour.</summary>
+    private sealed class ChainTable(Dictionary<NodeAddress, int> links) : IHopTable
+    {
+        private readonly LabelTable _labels = new();
+
+        public int? LinkTo(NodeAddress neighbour) => links.TryGetValue(neighbour, out var id) ? id : null;
+
+        public uint Reserve(int link, TimeSpan lifetime) => _labels.Reserve(link, lifetime);
+
+        public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel) => _labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel));
+
+        public void InstallEnd(SetupRequest request, int link, uint inLabel, uint outLabel) => _labels.Install(link, inLabel, LabelAction.Deliver(1));
+
+        public void Remove(int link, uint label) => _labels.Remove(link, label);
+
+        public uint PriceOnto(int outLink) => 0;
+    }
+}
