@@ -19,7 +19,28 @@ internal static class NodeCommands
     private static readonly Option<bool> Json = new("--json") { Description = "Print the API's JSON instead of a table." };
 
     public static IEnumerable<Command> Create() =>
-        [CreateNode(), CreateStatus(), CreateNodes(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+        [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+
+    private static Command CreateTraceroute()
+    {
+        var node = new Argument<string>("node") { Description = "The destination node's address." };
+        var probes = new Option<int>("--probes", "-q") { Description = "Pings per hop (1 to 10).", DefaultValueFactory = _ => 3 };
+        var command = new Command("traceroute", "Show each hop of the path the control plane would take to a node, with measured round trips to each.") { node, Api, probes, Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var hops = await client.TraceAsync(parse.GetValue(node)!, parse.GetValue(probes), cancellationToken);
+            if (Print(parse, hops))
+                return 0;
+            foreach (var hop in hops)
+            {
+                var times = string.Join("  ", hop.RoundTripsMicroseconds.Select(t => $"{t / 1000:0.000} ms"));
+                Console.WriteLine($"{hop.Hop,2}  {hop.Node}  {times}{(hop.Error is null ? "" : $"  ({hop.Error})")}   link {hop.AnnouncedLinkRttMicroseconds / 1000.0:0.00} ms announced");
+            }
+            return hops.All(h => h.RoundTripsMicroseconds.Count > 0) ? 0 : 1;
+        });
+        return command;
+    }
 
     private static Command CreateNodes()
     {

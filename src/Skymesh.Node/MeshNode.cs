@@ -443,9 +443,18 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     // ---- Apps --------------------------------------------------------------------------------------------
 
     /// <summary>One round trip over the path to <paramref name="peer"/>: a datagram the far node echoes.</summary>
-    public async Task<TimeSpan> PingAsync(NodeAddress peer, int size, TimeSpan timeout, CancellationToken cancellationToken)
+    public Task<TimeSpan> PingAsync(NodeAddress peer, int size, TimeSpan timeout, CancellationToken cancellationToken) =>
+        PingAsync(RequirePath(peer), peer, size, timeout, cancellationToken);
+
+    /// <summary>One round trip over the path end <paramref name="pathId"/>.</summary>
+    public Task<TimeSpan> PingPathAsync(int pathId, int size, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var endpoint = RequirePath(peer);
+        var path = _paths.GetValueOrDefault(pathId) ?? throw new NodeRequestException(404, $"no path {pathId}");
+        return PingAsync(path.Endpoint, path.Spec.Peer, size, timeout, cancellationToken);
+    }
+
+    private async Task<TimeSpan> PingAsync(PathEndpoint endpoint, NodeAddress peer, int size, TimeSpan timeout, CancellationToken cancellationToken)
+    {
         size = Math.Clamp(size, 9, endpoint.Datagrams.MaxDatagramSize);
         var token = Interlocked.Increment(ref _nextPing);
         var datagram = new byte[size];

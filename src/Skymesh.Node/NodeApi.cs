@@ -183,6 +183,13 @@ public sealed class NodeApi : IAsyncDisposable
             };
             return Results.Json(await agent.OpenPathAsync(to, query, context.RequestAborted), Json);
         });
+        _app.MapPost("/api/traceroute", async (HttpContext context) =>
+        {
+            var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");
+            var request = await Read<TraceRequest>(context);
+            var to = ParseAddress(request.To ?? throw Missing("to"), "to");
+            return Results.Json(await agent.TraceAsync(to, Math.Clamp(request.Probes ?? 3, 1, 10), context.RequestAborted), Json);
+        });
         _app.MapGet("/api/nodes", () =>
         {
             var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");
@@ -360,6 +367,8 @@ public sealed record LabelRequest(string? Link, uint? Label, LabelTarget? Forwar
 public sealed record PathRequest(string? Peer, string? Via, uint? OutLabel, uint? InLabel, bool? Initiator, string? Nonce);
 
 public sealed record PingRequest(string? To, int? Size, int? TimeoutMs);
+
+public sealed record TraceRequest(string? To, int? Probes);
 
 public sealed record OpenPathRequest(string? To, string? Policy, int? MinHops, int? MaxHops, ulong? MaxPrice, IReadOnlyList<string>? Avoid, IReadOnlyList<string>? Via);
 

@@ -86,6 +86,10 @@ public sealed class NodeApiClient : IDisposable
         IReadOnlyList<string>? avoid = null, IReadOnlyList<string>? via = null, CancellationToken cancellationToken = default) =>
         PostAsync<PathInfo>("api/paths/open", new OpenPathRequest(to, policy, minHops, maxHops, maxPrice, avoid, via), cancellationToken);
 
+    /// <summary>Hop by hop round trips to <paramref name="to"/> along the path the control plane would choose.</summary>
+    public Task<List<Control.TraceHop>> TraceAsync(string to, int probes = 3, CancellationToken cancellationToken = default) =>
+        PostAsync<List<Control.TraceHop>>("api/traceroute", new TraceRequest(to, probes), cancellationToken);
+
     /// <summary>The mesh as this node's control plane knows it: every node's latest announcement.</summary>
     public Task<List<MeshNodeInfo>> MeshAsync(CancellationToken cancellationToken = default) => GetAsync<List<MeshNodeInfo>>("api/nodes", cancellationToken);
 

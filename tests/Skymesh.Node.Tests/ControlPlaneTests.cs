@@ -138,6 +138,23 @@ public sealed class ControlPlaneTests : MeshWithBroker
     }
 
     [Fact]
+    public async Task Traceroute_measures_every_hop_and_leaves_nothing_behind()
+    {
+        var nodes = await ChainAsync(4);
+        await UntilGraph(nodes[0], g => g.Neighbours(nodes[2].Node.Address).Count == 2 && g.Neighbours(nodes[3].Node.Address).Count == 1, "learning the chain");
+        var hops = await nodes[0].Client.TraceAsync(nodes[3].Address, probes: 2, cancellationToken: Ct);
+        Assert.Equal([nodes[1].Address, nodes[2].Address, nodes[3].Address], hops.Select(h => h.Node));
+        Assert.All(hops, h => Assert.Equal(2, h.RoundTripsMicroseconds.Count));
+        Assert.All(hops, h => Assert.Null(h.Error));
+        Assert.All(hops, h => Assert.True(h.AnnouncedLinkRttMicroseconds > 0));
+        foreach (var node in nodes)
+        {
+            Assert.Empty(node.Node.Paths);
+            Assert.Empty(node.Node.Switch.Labels.List());
+        }
+    }
+
+    [Fact]
     public async Task A_broker_restart_leaves_paths_working_and_the_agents_announce_again()
     {
         var nodes = await ChainAsync(3);

@@ -311,6 +311,59 @@ public sealed partial class ControlAgent : IAsyncDisposable
         return _node.Paths.First(p => _node.PathEnds.First(e => e.Id == p.Id).Spec.SetupId == path.Request.PathId);
     }
 
+    /// <summary>
+    /// Traceroute over the mesh: finds the path to <paramref name="destination"/>, then for each hop in turn sets up
+    /// a path to that node along the same relays, pings over it and closes it.
+    /// </summary>
+    public async Task<IReadOnlyList<TraceHop>> TraceAsync(NodeAddress destination, int probes, CancellationToken cancellationToken)
+    {
+        FoundPath found;
+        try
+        {
+            found = Graph.FindPath(_node.Address, destination);
+        }
+        catch (NoRouteException e)
+        {
+            throw new NodeRequestException(404, e.Message);
+        }
+        var hops = new List<TraceHop>();
+        for (var i = 1; i < found.Nodes.Count; i++)
+        {
+            var target = found.Nodes[i];
+            var announced = Graph.Neighbours(found.Nodes[i - 1]).FirstOrDefault(n => n.Peer == target).Out.RttMicroseconds;
+            var times = new List<double>();
+            string? error = null;
+            try
+            {
+                var path = await OpenPathAsync(target, new PathQuery { Via = found.Nodes.Skip(1).Take(i - 1).ToList() }, cancellationToken);
+                try
+                {
+                    for (var p = 0; p < probes; p++)
+                    {
+                        try
+                        {
+                            times.Add((await _node.PingPathAsync(path.Id, 64, TimeSpan.FromSeconds(2), cancellationToken)).TotalMicroseconds);
+                        }
+                        catch (NodeRequestException e) when (e.Status == 504)
+                        {
+                            error = "no answer";
+                        }
+                    }
+                }
+                finally
+                {
+                    await ClosePathAsync(path.Id, cancellationToken);
+                }
+            }
+            catch (NodeRequestException e)
+            {
+                error = e.Message;
+            }
+            hops.Add(new TraceHop(i, target.ToString(), announced, times, error));
+        }
+        return hops;
+    }
+
     /// <summary>Tears down a path this node opened: every hop releases it.</summary>
     public async Task<bool> ClosePathAsync(int pathId, CancellationToken cancellationToken)
     {
@@ -367,3 +420,6 @@ public sealed partial class ControlAgent : IAsyncDisposable
         public static partial void PathOpened(ILogger logger, string destination, int hops, double milliseconds);
     }
 }
+
+/// <summary>One hop of a traceroute: the node, the link RTT its predecessor announced, and the measured round trips from the source.</summary>
+public sealed record TraceHop(int Hop, string Node, uint AnnouncedLinkRttMicroseconds, IReadOnlyList<double> RoundTripsMicroseconds, string? Error);
