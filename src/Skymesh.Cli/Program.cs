@@ -6,6 +6,7 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BrokerCommand.Create());
 foreach (var command in NodeCommands.Create())
     root.Subcommands.Add(command);
+root.Subcommands.Add(FinderCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 
 var parse = root.Parse(args);

@@ -22,6 +22,9 @@ public sealed class NodeConfigFile
     /// <summary>The broker's name, which the node's `key` login signs (default "skymesh", as `skymesh broker --name`).</summary>
     public string? BrokerName { get; set; }
 
+    /// <summary>A dedicated route finder's node address; without one the node keeps the whole graph itself.</summary>
+    public string? Finder { get; set; }
+
     /// <summary>Encrypt link frames (a link is encrypted when both ends ask). Default true.</summary>
     public bool? Encrypt { get; set; }
 
@@ -145,6 +148,9 @@ public sealed record NodeOptions
     public string? Broker { get; init; }
 
     public string BrokerName { get; init; } = Ssmp.Broker.SsmpBrokerOptions.DefaultServerName;
+
+    /// <summary>The dedicated route finder paths come from; null when the node finds its own.</summary>
+    public NodeAddress? Finder { get; init; }
 
     public bool Encrypt { get; init; } = true;
 
@@ -294,6 +300,16 @@ public sealed record NodeOptions
                 Seconds(beacons.IntervalSeconds, 5, "$.discovery.intervalSeconds"));
         }
 
+        NodeAddress? finder = null;
+        if (file.Finder is not null)
+        {
+            if (!NodeAddress.TryParse(file.Finder, out var parsedFinder))
+                throw new NodeConfigException("$.finder", $"\"{file.Finder}\" is not a node address (64 lowercase hex digits)");
+            if (file.Broker is null)
+                throw new NodeConfigException("$.finder", "a route finder is reached through the broker: set \"broker\" too");
+            finder = parsedFinder;
+        }
+
         var keepalive = Seconds(file.KeepaliveSeconds, 1, "$.keepaliveSeconds");
         var deadAfter = Seconds(file.DeadAfterSeconds, 5, "$.deadAfterSeconds");
         if (deadAfter <= keepalive)
@@ -304,6 +320,7 @@ public sealed record NodeOptions
             Api = api,
             Broker = file.Broker,
             BrokerName = file.BrokerName ?? Ssmp.Broker.SsmpBrokerOptions.DefaultServerName,
+            Finder = finder,
             Encrypt = file.Encrypt ?? true,
             Interfaces = interfaces,
             Peers = peers,

@@ -254,3 +254,53 @@ public sealed class RepairTests : MeshWithBroker
         Assert.Single(d.Node.Paths);
     }
 }
+
+/// <summary>A dedicated route finder: nodes configured with it keep no graph and still open paths.</summary>
+public sealed class FinderTests : MeshWithBroker
+{
+    [Fact]
+    public async Task Nodes_using_a_finder_open_paths_without_keeping_the_graph()
+    {
+        using var finderKey = NodeKey.Generate();
+        var peer = await Skymesh.Ssmp.Rpc.SsmpPeer.ConnectAsync(new Skymesh.Ssmp.Client.SsmpClientOptions { Port = Broker.LocalEndPoint.Port, Key = finderKey }, cancellationToken: Ct);
+        await using var finder = await RouteFinderService.StartAsync(peer, cancellationToken: Ct);
+        var nodes = new List<TestNode>();
+        for (var i = 0; i < 4; i++)
+        {
+            var node = await TestNode.StartAsync($$""", "finder": "{{finderKey.Address}}" """, broker: Broker.LocalEndPoint);
+            Nodes.Add(node);
+            nodes.Add(node);
+        }
+        for (var i = 0; i + 1 < 4; i++)
+            await nodes[i].LinkToAsync(nodes[i + 1]).WaitAsync(Bound, Ct);
+
+        var learned = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Check(LinkAnnouncement _)
+        {
+            if (nodes.Sum(n => finder.Graph.Neighbours(n.Node.Address).Count) == 6)
+                learned.TrySetResult();
+        }
+        finder.Graph.RecordAccepted += Check;
+        Check(null!);
+        await learned.Task.WaitAsync(Bound, Ct);
+
+        var path = await nodes[0].Agent!.OpenPathAsync(nodes[3].Node.Address, null, Ct);
+        Assert.Equal(nodes[1].Address, path.Via);
+        Assert.True(await nodes[0].Node.PingAsync(nodes[3].Node.Address, 64, TimeSpan.FromSeconds(5), Ct) > TimeSpan.Zero);
+        Assert.True(finder.Queries >= 1);
+        // The nodes never heard each other's announcements: each graph holds at most its own record.
+        Assert.All(nodes, n => Assert.True(n.Agent!.UsesFinder && n.Agent.Graph.NodeCount <= 1));
+
+        // A node that leaves is forgotten by the finder (its membership ends).
+        var gone = nodes[3].Node.Address;
+        var forgotten = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        finder.Graph.NodeForgotten += n =>
+        {
+            if (n == gone)
+                forgotten.TrySetResult();
+        };
+        await nodes[3].DisposeAsync();
+        await forgotten.Task.WaitAsync(Bound, Ct);
+        Assert.Null(finder.Graph.RecordOf(gone));
+    }
+}

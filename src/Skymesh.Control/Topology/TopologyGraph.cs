@@ -42,6 +42,9 @@ public sealed record PathQuery
 /// <summary>A path the finder chose: every node from source to destination, and what the path costs.</summary>
 public sealed record FoundPath(IReadOnlyList<NodeAddress> Nodes, ulong RttMicroseconds, ulong Price, uint BottleneckKbps)
 {
+    /// <summary>Each link's round-trip time as announced, source side first (what traceroute shows beside its measurements).</summary>
+    public IReadOnlyList<uint> LinkRtts { get; init; } = [];
+
     public int Hops => Nodes.Count - 1;
 }
 
@@ -163,9 +166,16 @@ public sealed class TopologyGraph
     /// <summary>Drops a node's record (it left: its presence on the announcement topic ended).</summary>
     public bool Forget(NodeAddress node)
     {
+        bool removed;
         lock (_lock)
-            return _records.Remove(node);
+            removed = _records.Remove(node);
+        if (removed)
+            NodeForgotten?.Invoke(node);
+        return removed;
     }
+
+    /// <summary>Raised when a node's record is dropped because it left; handlers must not block.</summary>
+    public event Action<NodeAddress>? NodeForgotten;
 
     /// <summary>Drops expired records; returns how many.</summary>
     public int Sweep()
@@ -254,8 +264,15 @@ public sealed class TopologyGraph
         }
         if (query.MaxPrice is { } cap && price > cap)
             throw new NoRouteException($"The given hops charge {price} per MiB, above the cap of {cap}.");
-        return new FoundPath(nodes, rtt, price, bottleneck);
+        return new FoundPath(nodes, rtt, price, bottleneck) { LinkRtts = LinkRttsLocked(nodes, now) };
     }
+
+    private List<uint> LinkRttsLocked(List<NodeAddress> nodes, DateTimeOffset now) =>
+        [.. nodes.Zip(nodes.Skip(1)).Select(pair =>
+        {
+            var (_, link, back) = NeighboursLocked(pair.First, now).FirstOrDefault(n => n.Item1 == pair.Second);
+            return Math.Max(link.RttMicroseconds, back.RttMicroseconds);
+        })];
 
     private sealed class Label(NodeAddress node, int hops, ulong rtt, ulong price, uint bottleneck, Label? parent)
     {
@@ -300,7 +317,7 @@ public sealed class TopologyGraph
                 for (var l = label; l is not null; l = l.Parent)
                     nodes.Add(l.Node);
                 nodes.Reverse();
-                return new FoundPath(nodes, label.Rtt, label.Price, label.Bottleneck);
+                return new FoundPath(nodes, label.Rtt, label.Price, label.Bottleneck) { LinkRtts = LinkRttsLocked(nodes, now) };
             }
             if (label.Hops == query.MaxHops)
                 continue;

@@ -19,12 +19,13 @@ namespace Skymesh.Node.Control;
 public sealed partial class ControlAgent : IAsyncDisposable
 {
     /// <summary>The SSMP topic of link announcements.</summary>
-    public const string Topic = "mesh.links";
+    public const string Topic = RouteTopics.Links;
 
     private readonly MeshNode _node;
     private readonly SsmpPeer _peer;
     private readonly PathSetupHop _hop;
     private readonly PathSetupSource _source;
+    private readonly IRouteFinder _finder;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _announceSignal = new(0);
@@ -44,7 +45,11 @@ public sealed partial class ControlAgent : IAsyncDisposable
         var table = new NodeHopTable(node, node.Options.Price);
         _hop = new PathSetupHop(node.Address, table, node.Time);
         _source = new PathSetupSource(node.Key, table, new SsmpControlCaller(peer), node.Time);
+        _finder = node.Options.Finder is { } finder ? new RemoteRouteFinder(peer, finder) : new LocalRouteFinder(Graph);
     }
+
+    /// <summary>True when paths come from a dedicated route finder and this node keeps no graph of the mesh.</summary>
+    public bool UsesFinder => _finder is RemoteRouteFinder;
 
     public TopologyGraph Graph { get; }
 
@@ -86,7 +91,17 @@ public sealed partial class ControlAgent : IAsyncDisposable
         node.Switch.LinkDown += agent.OnLinkDown;
         agent._events = Task.Run(agent.ReadEventsAsync);
         agent._announcer = Task.Run(agent.AnnounceLoopAsync);
-        await peer.Client.SubscribeAsync(Topic, presence: true, cancellationToken);
+        if (agent.UsesFinder)
+        {
+            // Announce without hearing anyone (memory does not grow with the mesh); be seen to leave; know when a
+            // finder starts, to announce to it at once.
+            await peer.Client.SubscribeAsync(RouteTopics.Members, cancellationToken: cancellationToken);
+            await peer.Client.SubscribeAsync(RouteTopics.Finders, presence: true, cancellationToken);
+        }
+        else
+        {
+            await peer.Client.SubscribeAsync(Topic, presence: true, cancellationToken);
+        }
         agent.RequestAnnouncement();
         Log.Started(agent._logger, broker);
         return agent;
@@ -178,7 +193,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         var end = _node.PathEnds.FirstOrDefault(p => p.Spec.SetupId == setupId);
         try
         {
-            var found = Graph.FindPath(_node.Address, destination, new PathQuery { AvoidLinks = new HashSet<(NodeAddress, NodeAddress)> { failed } });
+            var found = await _finder.FindAsync(_node.Address, destination, new PathQuery { AvoidLinks = new HashSet<(NodeAddress, NodeAddress)> { failed } }, _stop.Token);
             var repaired = await _source.SetupAsync(found.Nodes, old.Request.MaxPricePerHop, _stop.Token, replaces: old.Request);
             lock (_lock)
                 _opened[repaired.Request.PathId] = repaired;
@@ -259,6 +274,11 @@ public sealed partial class ControlAgent : IAsyncDisposable
         {
             await foreach (var e in _peer.OtherEvents.ReadAllAsync(_stop.Token))
             {
+                if (e.Target == RouteTopics.Finders && e.Verb == SsmpVerb.Subscribe)
+                {
+                    RequestAnnouncement();
+                    continue;
+                }
                 if (e.Target != Topic)
                     continue;
                 switch (e.Verb)
@@ -287,15 +307,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
     public async Task<PathInfo> OpenPathAsync(NodeAddress destination, PathQuery? query, CancellationToken cancellationToken)
     {
         query ??= new PathQuery();
-        FoundPath found;
-        try
-        {
-            found = Graph.FindPath(_node.Address, destination, query);
-        }
-        catch (NoRouteException e)
-        {
-            throw new NodeRequestException(404, e.Message);
-        }
+        var found = await FindAsync(destination, query, cancellationToken);
         EstablishedPath path;
         try
         {
@@ -317,20 +329,12 @@ public sealed partial class ControlAgent : IAsyncDisposable
     /// </summary>
     public async Task<IReadOnlyList<TraceHop>> TraceAsync(NodeAddress destination, int probes, CancellationToken cancellationToken)
     {
-        FoundPath found;
-        try
-        {
-            found = Graph.FindPath(_node.Address, destination);
-        }
-        catch (NoRouteException e)
-        {
-            throw new NodeRequestException(404, e.Message);
-        }
+        var found = await FindAsync(destination, new PathQuery(), cancellationToken);
         var hops = new List<TraceHop>();
         for (var i = 1; i < found.Nodes.Count; i++)
         {
             var target = found.Nodes[i];
-            var announced = Graph.Neighbours(found.Nodes[i - 1]).FirstOrDefault(n => n.Peer == target).Out.RttMicroseconds;
+            var announced = i - 1 < found.LinkRtts.Count ? found.LinkRtts[i - 1] : 0;
             var times = new List<double>();
             string? error = null;
             try
@@ -362,6 +366,18 @@ public sealed partial class ControlAgent : IAsyncDisposable
             hops.Add(new TraceHop(i, target.ToString(), announced, times, error));
         }
         return hops;
+    }
+
+    private async Task<FoundPath> FindAsync(NodeAddress destination, PathQuery query, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await _finder.FindAsync(_node.Address, destination, query, cancellationToken);
+        }
+        catch (NoRouteException e)
+        {
+            throw new NodeRequestException(404, e.Message);
+        }
     }
 
     /// <summary>Tears down a path this node opened: every hop releases it.</summary>

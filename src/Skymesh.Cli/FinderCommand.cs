@@ -1,0 +1,61 @@
+using System.CommandLine;
+using Microsoft.Extensions.Logging;
+using Skymesh.Control.Topology;
+using Skymesh.Identity;
+using Skymesh.Mesh.Apps;
+using Skymesh.Ssmp.Client;
+using Skymesh.Ssmp.Rpc;
+
+namespace Skymesh.Cli;
+
+/// <summary><c>skymesh finder</c>: a dedicated route finder for a large mesh (docs/control-plane.md).</summary>
+internal static class FinderCommand
+{
+    public static Command Create()
+    {
+        var broker = new Option<string>("--broker") { Description = "The SSMP broker, host:port.", DefaultValueFactory = _ => "127.0.0.1:8787" };
+        var name = new Option<string>("--name") { Description = "The broker's name, which the key login signs.", DefaultValueFactory = _ => Ssmp.Broker.SsmpBrokerOptions.DefaultServerName };
+        var dataDir = new Option<string>("--data-dir") { Description = "Where the finder keeps its key (finder.key, created on first run).", DefaultValueFactory = _ => "." };
+        var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line summaries; 0 for none.", DefaultValueFactory = _ => 60 };
+        var command = new Command("finder", "Run a dedicated route finder: it keeps the mesh's graph from the announcements and answers path queries over SSMP, so nodes configured with \"finder\" keep none.")
+        {
+            broker, name, dataDir, statsInterval,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            if (!ServiceWire.TryParseTarget(parse.GetValue(broker)!, out var host, out var port))
+                throw new UsageException($"--broker: '{parse.GetValue(broker)}' is not host:port");
+            var every = parse.GetValue(statsInterval);
+            if (every < 0 || !double.IsFinite(every))
+                throw new UsageException("--stats-interval must be 0 or a positive number of seconds.");
+            Directory.CreateDirectory(parse.GetValue(dataDir)!);
+            using var key = NodeKeyFile.LoadOrCreate(Path.Combine(parse.GetValue(dataDir)!, "finder.key"));
+            using var logging = CliSupport.Logging(LogLevel.Information);
+            using var signals = CliSupport.UntilSignal(cancellationToken);
+            SsmpPeer peer;
+            try
+            {
+                peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Host = host, Port = port, Key = key, ServerName = parse.GetValue(name)!, LoggerFactory = logging }, cancellationToken: signals.Token);
+            }
+            catch (SsmpException e)
+            {
+                throw new InvalidOperationException($"Cannot log into the SSMP broker at {host}:{port}: {e.Message}", e);
+            }
+            await using var finder = await RouteFinderService.StartAsync(peer, cancellationToken: signals.Token);
+            Console.WriteLine($"route finder {key.Address} on the broker at {host}:{port}; nodes set \"finder\": \"{key.Address}\" in node.json to use it");
+            try
+            {
+                while (!signals.Token.IsCancellationRequested)
+                {
+                    await Task.Delay(every > 0 ? TimeSpan.FromSeconds(every) : Timeout.InfiniteTimeSpan, signals.Token);
+                    Console.WriteLine($"{DateTime.UtcNow:HH:mm:ss} {finder.Graph.NodeCount} nodes known, {finder.Graph.Accepted} announcements accepted, {finder.Queries} queries answered");
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            return 0;
+        });
+        return command;
+    }
+}
