@@ -110,3 +110,40 @@ public sealed class AnnouncementTests : IDisposable
         Assert.Equal(AnnouncementError.Malformed, graph.Offer(bytes.AsSpan(0, Math.Min(length, bytes.Length - 1))));
     }
 }
+
+public sealed class AnnouncementTransportTests
+{
+    [Fact]
+    public void A_record_of_many_links_travels_in_fragments_and_is_put_back_together()
+    {
+        using var key = NodeKey.Generate();
+        var links = Enumerable.Range(0, 300).Select(_ => new AnnouncedLink(NodeKey.Generate().Address, 500, 0, 1000, 1, AnnouncedLinkState.Up)).ToArray();
+        var record = LinkAnnouncement.Create(key, 1, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), links);
+        var payloads = AnnouncementTransport.Payloads(record);
+        Assert.True(payloads.Count > 1);
+        Assert.All(payloads, p => Assert.True(p.Length <= 1024));
+
+        var receiver = new AnnouncementReceiver(new TopologyGraph());
+        var outcomes = payloads.Select(p => receiver.Receive(key.Address.ToString(), p)).ToList();
+        Assert.All(outcomes[..^1], o => Assert.Null(o));
+        Assert.Equal(AnnouncementError.None, outcomes[^1]);
+        Assert.Equal(300, receiver.Graph.RecordOf(key.Address)!.Links.Count);
+
+        // A small record is one payload, taken as it is.
+        var small = LinkAnnouncement.Create(key, 2, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), links[..3]);
+        Assert.Equal(AnnouncementError.None, receiver.Receive(key.Address.ToString(), Assert.Single(AnnouncementTransport.Payloads(small))));
+    }
+
+    [Fact]
+    public void A_fragment_of_a_forged_record_still_fails_the_signature_once_complete()
+    {
+        using var key = NodeKey.Generate();
+        var links = Enumerable.Range(0, 50).Select(_ => new AnnouncedLink(NodeKey.Generate().Address, 1, 0, 1, 0, AnnouncedLinkState.Up)).ToArray();
+        var bytes = LinkAnnouncement.Create(key, 1, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), links).Bytes;
+        bytes[200] ^= 1;
+        Assert.Equal(AnnouncementError.None, LinkAnnouncement.TryParse(bytes, out var tampered));
+        var receiver = new AnnouncementReceiver(new TopologyGraph());
+        var outcomes = AnnouncementTransport.Payloads(tampered!).Select(p => receiver.Receive("x", p)).ToList();
+        Assert.Equal(AnnouncementError.BadSignature, outcomes[^1]);
+    }
+}

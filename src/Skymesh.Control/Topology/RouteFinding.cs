@@ -83,6 +83,7 @@ public sealed class RouteFinderService : IAsyncDisposable
     private readonly SsmpPeer _peer;
     private readonly CancellationTokenSource _stop = new();
     private readonly ITimer _sweeper;
+    private readonly AnnouncementReceiver _receiver;
     private Task _events = Task.CompletedTask;
     private long _queries;
 
@@ -90,6 +91,7 @@ public sealed class RouteFinderService : IAsyncDisposable
     {
         _peer = peer;
         Graph = graph;
+        _receiver = new AnnouncementReceiver(graph, time);
         _sweeper = time.CreateTimer(static s => ((RouteFinderService)s!).Graph.Sweep(), this, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10));
     }
 
@@ -155,7 +157,7 @@ public sealed class RouteFinderService : IAsyncDisposable
             await foreach (var e in _peer.OtherEvents.ReadAllAsync(_stop.Token))
             {
                 if (e.Verb == SsmpVerb.Mcast && e.Target == RouteTopics.Links)
-                    Graph.Offer(e.Payload.Span);
+                    _receiver.Receive(e.From, e.Payload.Span);
                 else if (e.Verb == SsmpVerb.Unsubscribe && e.Target is RouteTopics.Links or RouteTopics.Members && NodeAddress.TryParse(e.From, out var gone))
                     Graph.Forget(gone);
             }

@@ -26,6 +26,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
     private readonly PathSetupHop _hop;
     private readonly PathSetupSource _source;
     private readonly IRouteFinder _finder;
+    private readonly AnnouncementReceiver _receiver;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _announceSignal = new(0);
@@ -42,6 +43,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         _peer = peer;
         _logger = logger;
         Graph = new TopologyGraph(node.Time);
+        _receiver = new AnnouncementReceiver(Graph, node.Time);
         var table = new NodeHopTable(node, node.Options.Price);
         _hop = new PathSetupHop(node.Address, table, node.Time);
         _source = new PathSetupSource(node.Key, table, new SsmpControlCaller(peer), node.Time);
@@ -248,13 +250,13 @@ public sealed partial class ControlAgent : IAsyncDisposable
         }
     }
 
-    /// <summary>Signs and publishes the node's links (at most 18: one SSMP payload).</summary>
+    /// <summary>Signs and publishes the node's links (one MCAST up to 18 links, fragments beyond).</summary>
     public async Task AnnounceAsync(CancellationToken cancellationToken)
     {
         var links = _node.Switch.Links
             .Where(l => l.State == LinkState.Up && l.Peer is not null)
             .GroupBy(l => l.Peer!.Value).Select(g => g.OrderBy(l => l.Id).First())
-            .Take(LinkAnnouncement.MaxLinksInOnePayload)
+            .Take(LinkAnnouncement.MaxLinks)
             .Select(l => new AnnouncedLink(l.Peer!.Value, (uint)Math.Min(uint.MaxValue, (l.Rtt ?? TimeSpan.FromMilliseconds(1)).TotalMicroseconds),
                 (uint)(l.Loss * 1_000_000), _node.Options.CapacityKbps, _node.Options.Price, AnnouncedLinkState.Up))
             .ToList();
@@ -264,7 +266,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
             sequence = _sequence = Math.Max(_sequence + 1, (ulong)now.ToUnixTimeMilliseconds());
         var record = LinkAnnouncement.Create(_node.Key, sequence, now, _node.Options.AnnounceInterval * 4, links);
         Graph.Offer(record);
-        await _peer.Client.McastAsync(Topic, record.Bytes, cancellationToken);
+        foreach (var payload in AnnouncementTransport.Payloads(record))
+            await _peer.Client.McastAsync(Topic, payload, cancellationToken);
         Interlocked.Increment(ref _announced);
     }
 
@@ -284,9 +287,9 @@ public sealed partial class ControlAgent : IAsyncDisposable
                 switch (e.Verb)
                 {
                     case SsmpVerb.Mcast:
-                        var result = Graph.Offer(e.Payload.Span);
-                        if (result != AnnouncementError.None)
-                            Log.AnnouncementRefused(_logger, e.From, result.ToString());
+                        var result = _receiver.Receive(e.From, e.Payload.Span);
+                        if (result is { } refused && refused != AnnouncementError.None)
+                            Log.AnnouncementRefused(_logger, e.From, refused.ToString());
                         break;
                     case SsmpVerb.Subscribe when e.From != _peer.Id:
                         // A newcomer knows nobody yet: everyone announces again (soon, and once for several joins).
