@@ -30,6 +30,11 @@ public sealed class PathCipher : IDisposable
     private readonly Lock _sealLock = new();
     private readonly Lock _openLock = new();
     private ulong _counter;
+    private readonly CounterWindow _replay = new();
+    private long _replays;
+
+    /// <summary>Sealed messages refused because their counter was seen before (or is too old to tell).</summary>
+    public long Replays => Interlocked.Read(ref _replays);
 
     public PathCipher(ReadOnlySpan<byte> sendKey, ReadOnlySpan<byte> receiveKey)
     {
@@ -82,10 +87,22 @@ public sealed class PathCipher : IDisposable
         Span<byte> nonce = stackalloc byte[12];
         Nonce(BinaryPrimitives.ReadUInt64BigEndian(sealedPayload), nonce);
         ReadOnlySpan<byte> associated = [type];
+        var counter = BinaryPrimitives.ReadUInt64BigEndian(sealedPayload);
         try
         {
             lock (_openLock)
+            {
+                // A copy of a message already opened (replayed on the way, or duplicated) is refused: otherwise a
+                // recorded keepalive could keep a dead path looking alive. Retransmissions are sealed afresh, so
+                // a genuine message never reuses a counter.
+                if (!_replay.IsNew(counter))
+                {
+                    Interlocked.Increment(ref _replays);
+                    return false;
+                }
                 _open.Decrypt(nonce, sealedPayload.Slice(CounterLength, length), sealedPayload[^TagLength..], plaintext[..length], associated);
+                _replay.Accept(counter);
+            }
         }
         catch (AuthenticationTagMismatchException)
         {
@@ -105,5 +122,45 @@ public sealed class PathCipher : IDisposable
     {
         _seal.Dispose();
         _open.Dispose();
+    }
+}
+
+/// <summary>
+/// Which message counters have been opened: the highest, and a bitmap of the <see cref="Size"/> before it. A
+/// counter older than that is refused as if replayed — harmless, since a retransmission gets a new counter.
+/// </summary>
+internal sealed class CounterWindow
+{
+    public const int Size = 4096;
+    private readonly ulong[] _bits = new ulong[Size / 64];
+    private ulong _highest;
+    private bool _any;
+
+    public bool IsNew(ulong counter)
+    {
+        if (!_any || counter > _highest)
+            return true;
+        var age = _highest - counter;
+        return age < Size && (_bits[(int)(counter / 64 % (Size / 64))] & (1UL << (int)(counter % 64))) == 0;
+    }
+
+    public void Accept(ulong counter)
+    {
+        if (!_any || counter > _highest)
+        {
+            // The slots of the counters the window slides over held counters a whole window older: clear them.
+            if (!_any || counter - _highest >= Size)
+            {
+                Array.Clear(_bits);
+            }
+            else
+            {
+                for (var c = _highest + 1; c <= counter; c++)
+                    _bits[(int)(c / 64 % (Size / 64))] &= ~(1UL << (int)(c % 64));
+            }
+            _highest = counter;
+            _any = true;
+        }
+        _bits[(int)(counter / 64 % (Size / 64))] |= 1UL << (int)(counter % 64);
     }
 }

@@ -59,3 +59,34 @@ public class PathCipherTests
         Assert.Throws<ArgumentException>(() => new PathCipher(new byte[16], new byte[32]));
     }
 }
+
+public sealed class PathCipherReplayTests
+{
+    [Fact]
+    public void A_sealed_message_opens_once_and_its_copy_is_refused_even_out_of_order()
+    {
+        var key = new byte[32];
+        var back = new byte[32];
+        back[0] = 1;
+        using var sender = new Skymesh.Mesh.Paths.PathCipher(key, back);
+        using var receiver = new Skymesh.Mesh.Paths.PathCipher(back, key);
+        var sealedMessages = Enumerable.Range(0, 5000).Select(i =>
+        {
+            var buffer = new byte[4 + Skymesh.Mesh.Paths.PathCipher.Overhead];
+            var n = sender.Seal(17, BitConverter.GetBytes(i), buffer);
+            return buffer[..n];
+        }).ToList();
+        var plain = new byte[4];
+        // Out of order within the window: each opens once.
+        foreach (var i in new[] { 10, 3, 4999, 4000, 904 })
+        {
+            Assert.True(receiver.TryOpen(17, sealedMessages[i], plain, out _));
+            Assert.Equal(i, BitConverter.ToInt32(plain));
+            Assert.False(receiver.TryOpen(17, sealedMessages[i], plain, out _));
+        }
+        // Older than the window behind the highest counter seen (4999): refused as a possible replay.
+        Assert.False(receiver.TryOpen(17, sealedMessages[700], plain, out _));
+        Assert.True(receiver.TryOpen(17, sealedMessages[1000], plain, out _));
+        Assert.Equal(6, receiver.Replays);
+    }
+}
