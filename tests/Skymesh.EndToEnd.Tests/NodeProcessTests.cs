@@ -175,6 +175,48 @@ public sealed class NodeProcessTests : IAsyncDisposable
         }
     }
 
+    [Fact]
+    public async Task Iperf3_runs_through_skymesh_forward_over_a_two_hop_path()
+    {
+        if (!File.Exists("/usr/bin/iperf3"))
+            Assert.Skip("iperf3 is not installed (test.sh installs it)");
+        var nodes = await ChainAsync();
+        var iperfPort = FreePort();
+        using var server = Process.Start(new ProcessStartInfo("iperf3", ["-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", iperfPort.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        try
+        {
+            var forwardPort = FreePort();
+            var forward = Skymesh.Start("forward", "--listen", $"127.0.0.1:{forwardPort}", "--to", nodes[2].Address, "--target", $"127.0.0.1:{iperfPort}", "--api", nodes[0].Api);
+            _running.Add(forward);
+            await forward.WaitForLineAsync("forwarding", Bound);
+            // The server may still be starting, and the client does not retry: wait for its listening line (flushed at once).
+            var ready = await server.StandardOutput.ReadLineAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+            while (ready is not null && !ready.Contains("Server listening", StringComparison.Ordinal))
+                ready = await server.StandardOutput.ReadLineAsync(Ct).AsTask().WaitAsync(Bound, Ct);
+
+            using var client = Process.Start(new ProcessStartInfo("iperf3", ["-c", "127.0.0.1", "-p", forwardPort.ToString(System.Globalization.CultureInfo.InvariantCulture), "-t", "2", "-J"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            })!;
+            var json = await client.StandardOutput.ReadToEndAsync(Ct).WaitAsync(Bound, Ct);
+            await client.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+            Assert.True(client.ExitCode == 0, json);
+            var bits = JsonDocument.Parse(json).RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
+            Assert.True(bits > 1e6, $"iperf3 through the mesh measured only {bits} bit/s");
+            TestContext.Current.SendDiagnosticMessage($"iperf3 through 2 hops: {bits / 1e6:0} Mbit/s");
+        }
+        finally
+        {
+            if (!server.HasExited)
+                server.Kill();
+        }
+    }
+
     /// <summary>A one-route HTTP/1.1 server on a raw socket (answers every request with the same body).</summary>
     private sealed class HttpListenerLike : IDisposable
     {
