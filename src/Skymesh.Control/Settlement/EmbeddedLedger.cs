@@ -1,0 +1,253 @@
+using Microsoft.Data.Sqlite;
+using Skymesh.Identity;
+
+namespace Skymesh.Control.Settlement;
+
+/// <summary>One settlement as the journal keeps it.</summary>
+/// <param name="Amount">The receipt's cumulative amount.</param>
+/// <param name="Moved">What this settlement moved from payer to payee.</param>
+public readonly record struct JournalEntry(long Id, NodeAddress Payer, NodeAddress Payee, ulong Sequence, long Amount, long Moved, DateTimeOffset SettledAt);
+
+/// <summary>
+/// The node's own ledger (docs/control-plane.md, "Settlement"): balances per node and a journal of every settlement,
+/// in one SQLite file. Each settlement is one transaction (journal row + the pair's position, with the receipt that
+/// proves it) committed with a full sync of the write-ahead log, so what a call reported settled survives a crash and
+/// a restart; a batch shares one transaction. Balances are the sums of the positions, so they cannot disagree with them.
+/// Every receipt's signature is checked before anything moves. Balances may go negative: this ledger records who owes
+/// whom; it holds no funds. Reads come from memory. Safe to use from several threads.
+/// </summary>
+public sealed class EmbeddedLedger : ILedger, IDisposable
+{
+    private sealed record Position(ulong Sequence, long Amount, Receipt Receipt);
+
+    private readonly TimeProvider _time;
+    private readonly Dictionary<(NodeAddress Payer, NodeAddress Payee), Position> _positions = [];
+    private readonly Dictionary<NodeAddress, long> _balances = [];
+    private readonly Lock _lock = new();
+    private SqliteConnection? _connection;
+
+    private EmbeddedLedger(SqliteConnection connection, TimeProvider time)
+    {
+        _connection = connection;
+        _time = time;
+    }
+
+    /// <summary>The file the ledger lives in.</summary>
+    public string Path { get; private init; } = "";
+
+    /// <summary>Opens the ledger in <paramref name="path"/>, creating the file if it does not exist.</summary>
+    /// <exception cref="InvalidDataException">A position in the file holds a receipt that does not parse.</exception>
+    public static EmbeddedLedger Open(string path, TimeProvider? time = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+        try
+        {
+            connection.Open();
+            Execute(connection, """
+                PRAGMA journal_mode = WAL;
+                PRAGMA synchronous = FULL;
+                CREATE TABLE IF NOT EXISTS journal (
+                    id INTEGER PRIMARY KEY,
+                    payer BLOB NOT NULL,
+                    payee BLOB NOT NULL,
+                    sequence INTEGER NOT NULL,
+                    amount INTEGER NOT NULL,
+                    moved INTEGER NOT NULL,
+                    settled_ms INTEGER NOT NULL,
+                    UNIQUE (payer, payee, sequence));
+                CREATE TABLE IF NOT EXISTS positions (
+                    payer BLOB NOT NULL,
+                    payee BLOB NOT NULL,
+                    receipt BLOB NOT NULL,
+                    PRIMARY KEY (payer, payee)) WITHOUT ROWID;
+                """);
+            var ledger = new EmbeddedLedger(connection, time ?? TimeProvider.System) { Path = path };
+            ledger.Load();
+            return ledger;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    public ValueTask<SettlementResult> SettleAsync(Receipt receipt, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(receipt);
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(Settle([receipt])[0]);
+    }
+
+    public ValueTask<IReadOnlyList<SettlementResult>> SettleAsync(IReadOnlyList<Receipt> receipts, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(receipts);
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult<IReadOnlyList<SettlementResult>>(Settle(receipts));
+    }
+
+    public ValueTask<long> GetBalanceAsync(NodeAddress node, CancellationToken cancellationToken = default) => ValueTask.FromResult(BalanceOf(node));
+
+    public ValueTask<SettledPosition> GetSettledAsync(NodeAddress payer, NodeAddress payee, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(SettledOf(payer, payee));
+
+    public long BalanceOf(NodeAddress node)
+    {
+        lock (_lock)
+            return _balances.GetValueOrDefault(node);
+    }
+
+    public SettledPosition SettledOf(NodeAddress payer, NodeAddress payee)
+    {
+        lock (_lock)
+            return _positions.TryGetValue((payer, payee), out var position) ? new SettledPosition(position.Sequence, position.Amount) : default;
+    }
+
+    /// <summary>The latest receipt settled for the pair: what a restarted node gives back to its <see cref="ReceiptBook"/> (payee) or <see cref="ReceiptSigner"/> (payer).</summary>
+    public Receipt? LatestSettled(NodeAddress payer, NodeAddress payee)
+    {
+        lock (_lock)
+            return _positions.GetValueOrDefault((payer, payee))?.Receipt;
+    }
+
+    /// <summary>Every settlement in the order it was made.</summary>
+    public IReadOnlyList<JournalEntry> ReadJournal()
+    {
+        lock (_lock)
+        {
+            using var command = Connection.CreateCommand();
+            command.CommandText = "SELECT id, payer, payee, sequence, amount, moved, settled_ms FROM journal ORDER BY id";
+            using var reader = command.ExecuteReader();
+            var entries = new List<JournalEntry>();
+            while (reader.Read())
+            {
+                entries.Add(new JournalEntry(reader.GetInt64(0), NodeAddress.FromBytes((byte[])reader[1]), NodeAddress.FromBytes((byte[])reader[2]),
+                    unchecked((ulong)reader.GetInt64(3)), reader.GetInt64(4), reader.GetInt64(5), DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(6))));
+            }
+            return entries;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _connection?.Dispose();
+            _connection = null;
+        }
+    }
+
+    private SqliteConnection Connection => _connection ?? throw new ObjectDisposedException(nameof(EmbeddedLedger));
+
+    private SettlementResult[] Settle(IReadOnlyList<Receipt> receipts)
+    {
+        // The signatures (0.23 ms each) are checked before the lock is taken.
+        var valid = new bool[receipts.Count];
+        for (var i = 0; i < receipts.Count; i++)
+            valid[i] = (receipts[i] ?? throw new ArgumentException("A receipt is missing.", nameof(receipts))).Verify();
+        lock (_lock)
+        {
+            var connection = Connection;
+            var staged = new Dictionary<(NodeAddress, NodeAddress), Position>();
+            var moves = new List<(Receipt Receipt, long Moved)>();
+            var results = new SettlementResult[receipts.Count];
+            for (var i = 0; i < receipts.Count; i++)
+            {
+                var receipt = receipts[i];
+                var pair = (receipt.Payer, receipt.Payee);
+                var position = staged.GetValueOrDefault(pair) ?? _positions.GetValueOrDefault(pair);
+                var settled = position is null ? default : new SettledPosition(position.Sequence, position.Amount);
+                if (!valid[i])
+                    results[i] = new SettlementResult(SettlementOutcome.Invalid, 0, settled);
+                else if (receipt.Sequence <= settled.Sequence)
+                    results[i] = new SettlementResult(SettlementOutcome.AlreadySettled, 0, settled);
+                else if (receipt.Amount < settled.Amount)
+                    results[i] = new SettlementResult(SettlementOutcome.NonMonotonic, 0, settled);
+                else
+                {
+                    var moved = receipt.Amount - settled.Amount;
+                    staged[pair] = new Position(receipt.Sequence, receipt.Amount, receipt);
+                    moves.Add((receipt, moved));
+                    results[i] = new SettlementResult(SettlementOutcome.Settled, moved, new SettledPosition(receipt.Sequence, receipt.Amount));
+                }
+            }
+            if (moves.Count == 0)
+                return results;
+            Write(connection, moves, staged.Values, _time.GetUtcNow().ToUnixTimeMilliseconds());
+            // Only once the transaction is committed does memory change.
+            foreach (var (pair, position) in staged)
+                _positions[pair] = position;
+            foreach (var (receipt, moved) in moves)
+            {
+                _balances[receipt.Payer] = _balances.GetValueOrDefault(receipt.Payer) - moved;
+                _balances[receipt.Payee] = _balances.GetValueOrDefault(receipt.Payee) + moved;
+            }
+            return results;
+        }
+    }
+
+    private static void Write(SqliteConnection connection, List<(Receipt Receipt, long Moved)> moves, IEnumerable<Position> positions, long nowMs)
+    {
+        using var transaction = connection.BeginTransaction();
+        using (var journal = connection.CreateCommand())
+        {
+            journal.Transaction = transaction;
+            journal.CommandText = "INSERT INTO journal (payer, payee, sequence, amount, moved, settled_ms) VALUES ($payer, $payee, $sequence, $amount, $moved, $ms)";
+            var payer = journal.Parameters.Add("$payer", SqliteType.Blob);
+            var payee = journal.Parameters.Add("$payee", SqliteType.Blob);
+            var sequence = journal.Parameters.Add("$sequence", SqliteType.Integer);
+            var amount = journal.Parameters.Add("$amount", SqliteType.Integer);
+            var moved = journal.Parameters.Add("$moved", SqliteType.Integer);
+            journal.Parameters.AddWithValue("$ms", nowMs);
+            foreach (var move in moves)
+            {
+                payer.Value = move.Receipt.Payer.ToBytes();
+                payee.Value = move.Receipt.Payee.ToBytes();
+                sequence.Value = unchecked((long)move.Receipt.Sequence);
+                amount.Value = move.Receipt.Amount;
+                moved.Value = move.Moved;
+                journal.ExecuteNonQuery();
+            }
+        }
+        using (var upsert = connection.CreateCommand())
+        {
+            upsert.Transaction = transaction;
+            upsert.CommandText = "INSERT INTO positions (payer, payee, receipt) VALUES ($payer, $payee, $receipt) ON CONFLICT (payer, payee) DO UPDATE SET receipt = excluded.receipt";
+            var payer = upsert.Parameters.Add("$payer", SqliteType.Blob);
+            var payee = upsert.Parameters.Add("$payee", SqliteType.Blob);
+            var receipt = upsert.Parameters.Add("$receipt", SqliteType.Blob);
+            foreach (var position in positions)
+            {
+                payer.Value = position.Receipt.Payer.ToBytes();
+                payee.Value = position.Receipt.Payee.ToBytes();
+                receipt.Value = position.Receipt.Bytes;
+                upsert.ExecuteNonQuery();
+            }
+        }
+        transaction.Commit();
+    }
+
+    private void Load()
+    {
+        using var command = Connection.CreateCommand();
+        command.CommandText = "SELECT receipt FROM positions";
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            var bytes = (byte[])reader[0];
+            if (Receipt.TryParse(bytes, out var receipt) != ReceiptError.None)
+                throw new InvalidDataException($"The ledger {Path} holds a settled position whose receipt does not parse.");
+            _positions[(receipt!.Payer, receipt.Payee)] = new Position(receipt.Sequence, receipt.Amount, receipt);
+            _balances[receipt.Payer] = _balances.GetValueOrDefault(receipt.Payer) - receipt.Amount;
+            _balances[receipt.Payee] = _balances.GetValueOrDefault(receipt.Payee) + receipt.Amount;
+        }
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+}
