@@ -133,8 +133,31 @@ public sealed partial class Link : IThreadPoolWorkItem
         return Enqueue(label, type, payload);
     }
 
-    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload)
+    /// <summary>
+    /// How the switch queues a forwarded message on a receive loop: like <see cref="TryEnqueue"/>, but when the link
+    /// needs a flush, <paramref name="flushHere"/> says so instead of a flush being scheduled on the thread pool; the
+    /// caller then calls <see cref="FlushHere"/> once it has switched the whole incoming frame. A relay so reads,
+    /// switches, seals and sends on one thread, without waking another one per frame.
+    /// </summary>
+    internal bool TryEnqueueDeferred(uint label, byte type, ReadOnlySpan<byte> payload, out bool flushHere)
     {
+        flushHere = false;
+        if (State != LinkState.Up || label == MeshWire.ControlLabel)
+        {
+            Interlocked.Increment(ref _sendDrops);
+            return false;
+        }
+        return Enqueue(label, type, payload, defer: true, out flushHere);
+    }
+
+    /// <summary>Sends what is queued now (after <see cref="TryEnqueueDeferred"/> said so); what others queue meanwhile goes to the thread pool.</summary>
+    internal void FlushHere() => RunFlush(once: true);
+
+    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload) => Enqueue(label, type, payload, defer: false, out _);
+
+    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload, bool defer, out bool flushHere)
+    {
+        flushHere = false;
         if (payload.Length > FrameBuilder.MaxPayload(Interface.Mtu, encrypted: true))
         {
             Interlocked.Increment(ref _sendDrops);
@@ -172,16 +195,20 @@ public sealed partial class Link : IThreadPoolWorkItem
             schedule = !_flushing;
             _flushing = true;
         }
-        if (schedule)
+        if (schedule && defer)
+            flushHere = true;
+        else if (schedule)
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
         return true;
     }
 
-    void IThreadPoolWorkItem.Execute()
+    void IThreadPoolWorkItem.Execute() => RunFlush(once: false);
+
+    private void RunFlush(bool once)
     {
         try
         {
-            Flush();
+            Flush(once);
         }
         catch (Exception e) when (e is ObjectDisposedException or System.Security.Cryptography.CryptographicException)
         {
@@ -196,10 +223,14 @@ public sealed partial class Link : IThreadPoolWorkItem
         }
     }
 
-    /// <summary>Sends everything queued, a frame per chunk, then stops until the next message.</summary>
-    private void Flush()
+    /// <summary>
+    /// Sends everything queued, a frame per chunk, then stops until the next message. With <paramref name="once"/>
+    /// (a receive loop flushing inline) it sends what is queued when it starts and leaves the rest to the thread pool,
+    /// so that a link others keep busy cannot hold a receive loop.
+    /// </summary>
+    private void Flush(bool once)
     {
-        while (true)
+        for (var pass = 0; ; pass++)
         {
             List<FrameChunk> batch;
             lock (_queueLock)
@@ -209,6 +240,12 @@ public sealed partial class Link : IThreadPoolWorkItem
                     _pending.Clear();
                     _queueLength = 0;
                     _flushing = false;
+                    return;
+                }
+                if (once && pass > 0)
+                {
+                    // Still flushing (the flag stays set): a pool thread takes over.
+                    ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
                     return;
                 }
                 // Take the whole queue; new messages go into the other list meanwhile.

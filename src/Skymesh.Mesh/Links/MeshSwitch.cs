@@ -181,7 +181,41 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         return link;
     }
 
+    // Links a receive loop has queued forwarded messages on and flushes itself when it is done with the frame
+    // (Link.TryEnqueueDeferred); and how deep in frame handling this thread is.
+    [ThreadStatic]
+    private static List<Link>? t_toFlush;
+
+    [ThreadStatic]
+    private static int t_receiving;
+
     private void OnFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
+    {
+        t_receiving++;
+        try
+        {
+            HandleFrame(nic, remote, frame);
+        }
+        finally
+        {
+            if (--t_receiving == 0 && t_toFlush is { Count: > 0 } links)
+                FlushQueued(links);
+        }
+    }
+
+    /// <summary>Flushes, on this thread, every link the frame just handled queued messages on.</summary>
+    private static void FlushQueued(List<Link> links)
+    {
+        // Popped one at a time: a flush may lead (through an in-process interface) to more frames handled here.
+        while (links.Count > 0)
+        {
+            var link = links[^1];
+            links.RemoveAt(links.Count - 1);
+            link.FlushHere();
+        }
+    }
+
+    private void HandleFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
     {
         var now = Time.GetTimestamp();
         if (!_byRemote.TryGetValue((nic, remote), out var link) || link.State == LinkState.Down)
@@ -210,7 +244,23 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         if (action.Kind == LabelActionKind.Forward)
         {
             var next = GetLink(action.OutLink);
-            if (next is not null && next.TryEnqueue(action.OutLabel, type, payload))
+            bool queued;
+            if (next is null)
+            {
+                queued = false;
+            }
+            else if (t_receiving > 0)
+            {
+                // On a receive loop: the loop sends the frame itself once this incoming frame is switched.
+                queued = next.TryEnqueueDeferred(action.OutLabel, type, payload, out var flushHere);
+                if (flushHere)
+                    (t_toFlush ??= []).Add(next);
+            }
+            else
+            {
+                queued = next.TryEnqueue(action.OutLabel, type, payload);
+            }
+            if (queued)
                 Interlocked.Increment(ref _forwarded);
             else
                 Interlocked.Increment(ref _forwardDrops);
