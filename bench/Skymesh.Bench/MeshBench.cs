@@ -61,7 +61,7 @@ public static class MeshBench
                 encryptedRate = await MeasureRelayAsync(route, relay, options, output, result, "relay", cancellationToken);
                 relayRate = encryptedRate;
                 if (!options.SkipLatency)
-                    await MeasureLatencyAsync(route, relayRate, options, output, result, cancellationToken);
+                    await MeasureLatencyAsync(route, relay, relayRate, options, output, result, cancellationToken);
             }
             await using (var plain = await WithTimeout(RelayRoute.ThroughAsync(relay, encrypt: false, cancellationToken), options.Timeout, "linking to the relay"))
             {
@@ -157,18 +157,28 @@ public static class MeshBench
 
     /// <summary>
     /// (c) Background traffic at <see cref="MeshBenchOptions.LatencyLoad"/> of the relay rate plus timestamped probes,
-    /// through the relay and then over a direct link between the same two switches; the hop's cost is the difference.
+    /// through the relay and over a direct link between the same two switches, taking turns every
+    /// <see cref="LatencySlice"/> probes; the hop's cost is the difference of the percentiles.
     /// </summary>
-    private static async Task MeasureLatencyAsync(RelayRoute route, double relayRate, MeshBenchOptions options, TextWriter output, JsonLine result, CancellationToken cancellationToken)
+    private static async Task MeasureLatencyAsync(RelayRoute route, NodeProcess relay, double relayRate, MeshBenchOptions options, TextWriter output, JsonLine result, CancellationToken cancellationToken)
     {
         var load = relayRate * options.LatencyLoad;
-        Say(output, string.Format(C, "latency: {0:N0} probes, one per {1:0.###} ms, with {2:N0} msgs/s of background ({3:0}% of the relay rate); via the relay, then over a direct link S-R",
-            options.Probes, options.ProbeInterval.TotalMilliseconds, load, options.LatencyLoad * 100));
-        var via = await ProbeAsync(route, load, options, cancellationToken);
         await using var direct = await WithTimeout(route.DirectAsync(options.Timeout, cancellationToken), options.Timeout, "linking sender and receiver");
-        var straight = await ProbeAsync(direct, load, options, cancellationToken);
+        Say(output, string.Format(C, "latency: {0:N0} probes per route, one per {1:0.###} ms, with {2:N0} msgs/s of background ({3:0}% of the relay rate) sent every ~0.1 ms; the route via the relay and a direct link S-R take turns every {4} probes",
+            options.Probes, options.ProbeInterval.TotalMilliseconds, load, options.LatencyLoad * 100, LatencySlice));
+        route.Sink.ExpectProbes(options.Probes);
+        direct.Sink.ExpectProbes(options.Probes);
+        var cpu = CpuWindow.Start([("relay", relay.ProcessId)]);
+        await MeshSenders.RunLatencyAsync([route, direct], options.PayloadSize, load, options.Probes, options.ProbeInterval, LatencySlice, options.Warmup, cancellationToken);
+        await Task.Delay(200, cancellationToken);
+        var spent = cpu.Stop();
+        var (viaMicros, viaLost) = route.Sink.ProbeResults();
+        var (directMicros, directLost) = direct.Sink.ProbeResults();
+        var via = Percentiles.Of(viaMicros, viaLost);
+        var straight = Percentiles.Of(directMicros, directLost);
         Say(output, "  via relay: " + via.Describe());
         Say(output, "  direct:    " + straight.Describe());
+        Say(output, "    " + spent.Describe());
         var p50 = via.P50 - straight.P50;
         var p99 = via.P99 - straight.P99;
         Say(output, string.Format(C, "  added by one relay hop: p50 {0:0.0} us, p99 {1:0.0} us", p50, p99));
@@ -178,30 +188,12 @@ public static class MeshBench
         result.Add("latency_probes", options.Probes);
         via.Write(result, "relay_path");
         straight.Write(result, "direct_path");
+        result.Add("latency_other_cpu_s", spent.Others, 2);
+        await Task.Delay(200, CancellationToken.None);
     }
 
-    private static async Task<Percentiles> ProbeAsync(RelayRoute route, double load, MeshBenchOptions options, CancellationToken cancellationToken)
-    {
-        using var stop = new CancellationTokenSource();
-        var background = MeshSenders.StartPaced(route, options.PayloadSize, load, stop.Token);
-        try
-        {
-            await Task.Delay(options.Warmup, cancellationToken);
-            route.Sink.ExpectProbes(options.Probes);
-            var cpu = CpuWindow.Start([]);
-            await MeshSenders.SendProbesAsync(route, options.PayloadSize, options.Probes, options.ProbeInterval, cancellationToken);
-            await Task.Delay(200, cancellationToken);
-            var spent = cpu.Stop();
-            var (micros, lost) = route.Sink.ProbeResults();
-            return Percentiles.Of(micros, lost, spent);
-        }
-        finally
-        {
-            await stop.CancelAsync();
-            background.Join(TimeSpan.FromSeconds(5));
-            await Task.Delay(200, CancellationToken.None);
-        }
-    }
+    /// <summary>Probes per turn of each route in the latency run.</summary>
+    private const int LatencySlice = 100;
 
     /// <summary>
     /// (b) iperf3 on plain loopback, then through <c>skymesh forward</c> on node A of a chain A-B-C-D of node
@@ -323,19 +315,19 @@ public static class MeshBench
     }
 
     /// <summary>Percentiles of one probe run, in microseconds.</summary>
-    private sealed record Percentiles(int Samples, int Lost, double P50, double P99, double P999, double Max, double Mean, CpuSpent Cpu)
+    private sealed record Percentiles(int Samples, int Lost, double P50, double P99, double P999, double Max, double Mean)
     {
-        public static Percentiles Of(double[] micros, int lost, CpuSpent cpu)
+        public static Percentiles Of(double[] micros, int lost)
         {
             if (micros.Length == 0)
                 throw new BenchException($"None of the {lost} latency probes arrived.");
             Array.Sort(micros);
             double At(double q) => micros[Math.Min(micros.Length - 1, (int)Math.Ceiling(q * micros.Length) - 1)];
-            return new Percentiles(micros.Length, lost, At(0.50), At(0.99), At(0.999), micros[^1], micros.Average(), cpu);
+            return new Percentiles(micros.Length, lost, At(0.50), At(0.99), At(0.999), micros[^1], micros.Average());
         }
 
-        public string Describe() => string.Format(C, "{0} samples ({1} lost): p50 {2:0.0} us, p99 {3:0.0} us, p99.9 {4:0.0} us, max {5:0.0} us, mean {6:0.0} us; {7}",
-            Samples, Lost, P50, P99, P999, Max, Mean, Cpu.Describe());
+        public string Describe() => string.Format(C, "{0} samples ({1} lost): p50 {2:0.0} us, p99 {3:0.0} us, p99.9 {4:0.0} us, max {5:0.0} us, mean {6:0.0} us",
+            Samples, Lost, P50, P99, P999, Max, Mean);
 
         public void Write(JsonLine json, string prefix)
         {
@@ -344,7 +336,6 @@ public static class MeshBench
             json.Add($"{prefix}_p999_us", P999, 1);
             json.Add($"{prefix}_max_us", Max, 1);
             json.Add($"{prefix}_lost", Lost);
-            json.Add($"{prefix}_other_cpu_s", Cpu.Others, 2);
         }
     }
 

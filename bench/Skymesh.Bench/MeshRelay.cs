@@ -231,54 +231,51 @@ internal static class MeshSenders
         return thread;
     }
 
-    /// <summary>Sends <paramref name="rate"/> messages per second, in a burst each millisecond or so (what is due by then).</summary>
-    public static Thread StartPaced(RelayRoute route, int payloadSize, double rate, CancellationToken stop)
-    {
-        var thread = new Thread(() =>
-        {
-            var payload = new byte[payloadSize];
-            var start = Stopwatch.GetTimestamp();
-            long sent = 0;
-            while (!stop.IsCancellationRequested)
-            {
-                var due = (long)(Stopwatch.GetElapsedTime(start).TotalSeconds * rate);
-                while (sent < due && route.SenderLink.TryEnqueue(route.Label, CountingSink.DataType, payload))
-                    sent++;
-                // Behind (queue full): the rest is not owed later; the load stays what the route can take.
-                sent = Math.Max(sent, due);
-                Thread.Sleep(1);
-            }
-        })
-        { IsBackground = true, Name = "bench background" };
-        thread.Start();
-        return thread;
-    }
-
-    /// <summary>Sends <paramref name="probes"/> timestamped probes, one every <paramref name="interval"/>; returns when all are sent.</summary>
-    public static Task SendProbesAsync(RelayRoute route, int payloadSize, int probes, TimeSpan interval, CancellationToken cancellationToken)
+    /// <summary>
+    /// The latency run: background messages at <paramref name="rate"/> per second in small steps (about every 0.1 ms,
+    /// so the load is smooth rather than a burst per millisecond), and a timestamped probe every
+    /// <paramref name="interval"/>, both on one route at a time: the routes take turns in slices of
+    /// <paramref name="slice"/> probes, so that both see the same machine (a shared one is noisy, and its noise
+    /// comes and goes in seconds). The first <paramref name="warmup"/> carries background only.
+    /// </summary>
+    public static Task RunLatencyAsync(RelayRoute[] routes, int payloadSize, double rate, int probesPerRoute, TimeSpan interval, int slice, TimeSpan warmup, CancellationToken cancellationToken)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var thread = new Thread(() =>
         {
             try
             {
-                var payload = new byte[Math.Max(12, payloadSize)];
+                var background = new byte[payloadSize];
+                var probe = new byte[Math.Max(12, payloadSize)];
                 var start = Stopwatch.GetTimestamp();
+                var probesFrom = start + (long)(warmup.TotalSeconds * Stopwatch.Frequency);
                 var step = interval.TotalSeconds * Stopwatch.Frequency;
-                for (var i = 0; i < probes && !cancellationToken.IsCancellationRequested; i++)
+                var sent = new int[routes.Length];
+                long backgroundSent = 0;
+                var probe0 = 0;
+                while (sent.Min() < probesPerRoute)
                 {
-                    var at = start + (long)(i * step);
-                    while (Stopwatch.GetTimestamp() < at)
+                    cancellationToken.ThrowIfCancellationRequested();
+                    var now = Stopwatch.GetTimestamp();
+                    var route = routes[probe0 / slice % routes.Length];
+                    var due = (long)((now - start) * rate / Stopwatch.Frequency);
+                    while (backgroundSent < due && route.SenderLink.TryEnqueue(route.Label, CountingSink.DataType, background))
+                        backgroundSent++;
+                    // Behind (queue full): what was not sent is not owed later.
+                    backgroundSent = Math.Max(backgroundSent, due);
+                    if (now >= probesFrom + (long)(probe0 * step))
                     {
-                        var left = (at - Stopwatch.GetTimestamp()) * 1000 / Stopwatch.Frequency;
-                        if (left >= 1)
-                            Thread.Sleep(1);
-                        else
-                            Thread.Yield();
+                        var r = probe0 / slice % routes.Length;
+                        if (sent[r] < probesPerRoute)
+                        {
+                            BinaryPrimitives.WriteInt32LittleEndian(probe, sent[r]);
+                            BinaryPrimitives.WriteInt64LittleEndian(probe.AsSpan(4), Stopwatch.GetTimestamp());
+                            route.SenderLink.TryEnqueue(route.Label, CountingSink.ProbeType, probe);
+                            sent[r]++;
+                        }
+                        probe0++;
                     }
-                    BinaryPrimitives.WriteInt32LittleEndian(payload, i);
-                    BinaryPrimitives.WriteInt64LittleEndian(payload.AsSpan(4), Stopwatch.GetTimestamp());
-                    route.SenderLink.TryEnqueue(route.Label, CountingSink.ProbeType, payload);
+                    Pause.Microseconds(100);
                 }
                 done.TrySetResult();
             }
@@ -287,8 +284,24 @@ internal static class MeshSenders
                 done.TrySetException(e);
             }
         })
-        { IsBackground = true, Name = "bench probes" };
+        { IsBackground = true, Name = "bench latency" };
         thread.Start();
         return done.Task;
     }
+}
+
+/// <summary>Sleeps shorter than a millisecond (Thread.Sleep's unit) where the system allows it.</summary>
+internal static class Pause
+{
+    public static void Microseconds(int microseconds)
+    {
+        if (OperatingSystem.IsLinux())
+            _ = Usleep((uint)microseconds);
+        else
+            Thread.Sleep(1);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "usleep")]
+    [System.Runtime.InteropServices.DefaultDllImportSearchPaths(System.Runtime.InteropServices.DllImportSearchPath.SafeDirectories)]
+    private static extern int Usleep(uint microseconds);
 }
