@@ -214,16 +214,23 @@ internal static class MeshSenders
                     continue;
                 }
                 // Read the receiver's counter once per burst, not per message (it lives on another core's cache line).
+                // The burst is sealed and sent by this thread when the scope ends, as a relay's receive loop does.
                 var burst = Math.Min(room, 1024);
-                for (var i = 0; i < burst; i++)
+                var full = false;
+                using (MeshSwitch.DeferFlushes())
                 {
-                    if (!link.TryEnqueue(route.Label, CountingSink.DataType, payload))
+                    for (var i = 0; i < burst; i++)
                     {
-                        Thread.Sleep(1);
-                        break;
+                        if (!link.TryEnqueue(route.Label, CountingSink.DataType, payload))
+                        {
+                            full = true;
+                            break;
+                        }
+                        sent++;
                     }
-                    sent++;
                 }
+                if (full)
+                    Thread.Sleep(1);
             }
         })
         { IsBackground = true, Name = "bench sender" };
@@ -256,24 +263,28 @@ internal static class MeshSenders
                 while (sent.Min() < probesPerRoute)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    var now = Stopwatch.GetTimestamp();
-                    var route = routes[probe0 / slice % routes.Length];
-                    var due = (long)((now - start) * rate / Stopwatch.Frequency);
-                    while (backgroundSent < due && route.SenderLink.TryEnqueue(route.Label, CountingSink.DataType, background))
-                        backgroundSent++;
-                    // Behind (queue full): what was not sent is not owed later.
-                    backgroundSent = Math.Max(backgroundSent, due);
-                    if (now >= probesFrom + (long)(probe0 * step))
+                    // What this step queues is sent by this thread at the end of the step (no pool thread woken).
+                    using (MeshSwitch.DeferFlushes())
                     {
-                        var r = probe0 / slice % routes.Length;
-                        if (sent[r] < probesPerRoute)
+                        var now = Stopwatch.GetTimestamp();
+                        var route = routes[probe0 / slice % routes.Length];
+                        var due = (long)((now - start) * rate / Stopwatch.Frequency);
+                        while (backgroundSent < due && route.SenderLink.TryEnqueue(route.Label, CountingSink.DataType, background))
+                            backgroundSent++;
+                        // Behind (queue full): what was not sent is not owed later.
+                        backgroundSent = Math.Max(backgroundSent, due);
+                        if (now >= probesFrom + (long)(probe0 * step))
                         {
-                            BinaryPrimitives.WriteInt32LittleEndian(probe, sent[r]);
-                            BinaryPrimitives.WriteInt64LittleEndian(probe.AsSpan(4), Stopwatch.GetTimestamp());
-                            route.SenderLink.TryEnqueue(route.Label, CountingSink.ProbeType, probe);
-                            sent[r]++;
+                            var r = probe0 / slice % routes.Length;
+                            if (sent[r] < probesPerRoute)
+                            {
+                                BinaryPrimitives.WriteInt32LittleEndian(probe, sent[r]);
+                                BinaryPrimitives.WriteInt64LittleEndian(probe.AsSpan(4), Stopwatch.GetTimestamp());
+                                route.SenderLink.TryEnqueue(route.Label, CountingSink.ProbeType, probe);
+                                sent[r]++;
+                            }
+                            probe0++;
                         }
-                        probe0++;
                     }
                     Pause.Microseconds(100);
                 }

@@ -121,7 +121,8 @@ public sealed partial class Link : IThreadPoolWorkItem
 
     /// <summary>
     /// Queues one message for the neighbour. Never blocks: false (and counted) when the link is not up, the
-    /// payload cannot fit a frame, or the queue is full.
+    /// payload cannot fit a frame, or the queue is full. The queue is sent by a pool thread, or, inside a
+    /// <see cref="MeshSwitch.DeferFlushes"/> scope (every receive loop runs in one), by this thread when the scope ends.
     /// </summary>
     public bool TryEnqueue(uint label, byte type, ReadOnlySpan<byte> payload)
     {
@@ -133,31 +134,11 @@ public sealed partial class Link : IThreadPoolWorkItem
         return Enqueue(label, type, payload);
     }
 
-    /// <summary>
-    /// How the switch queues a forwarded message on a receive loop: like <see cref="TryEnqueue"/>, but when the link
-    /// needs a flush, <paramref name="flushHere"/> says so instead of a flush being scheduled on the thread pool; the
-    /// caller then calls <see cref="FlushHere"/> once it has switched the whole incoming frame. A relay so reads,
-    /// switches, seals and sends on one thread, without waking another one per frame.
-    /// </summary>
-    internal bool TryEnqueueDeferred(uint label, byte type, ReadOnlySpan<byte> payload, out bool flushHere)
-    {
-        flushHere = false;
-        if (State != LinkState.Up || label == MeshWire.ControlLabel)
-        {
-            Interlocked.Increment(ref _sendDrops);
-            return false;
-        }
-        return Enqueue(label, type, payload, defer: true, out flushHere);
-    }
-
-    /// <summary>Sends what is queued now (after <see cref="TryEnqueueDeferred"/> said so); what others queue meanwhile goes to the thread pool.</summary>
+    /// <summary>Sends what is queued now (at the end of a <see cref="MeshSwitch.DeferFlushes"/> scope); what others queue meanwhile goes to the thread pool.</summary>
     internal void FlushHere() => RunFlush(once: true);
 
-    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload) => Enqueue(label, type, payload, defer: false, out _);
-
-    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload, bool defer, out bool flushHere)
+    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload)
     {
-        flushHere = false;
         if (payload.Length > FrameBuilder.MaxPayload(Interface.Mtu, encrypted: true))
         {
             Interlocked.Increment(ref _sendDrops);
@@ -195,8 +176,9 @@ public sealed partial class Link : IThreadPoolWorkItem
             schedule = !_flushing;
             _flushing = true;
         }
-        if (schedule && defer)
-            flushHere = true;
+        // This caller is the one to see the flush done: at the end of its scope, or by a pool thread.
+        if (schedule && MeshSwitch.Deferring)
+            MeshSwitch.FlushAtScopeEnd(this);
         else if (schedule)
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
         return true;

@@ -181,32 +181,53 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         return link;
     }
 
-    // Links a receive loop has queued forwarded messages on and flushes itself when it is done with the frame
-    // (Link.TryEnqueueDeferred); and how deep in frame handling this thread is.
+    // Links this thread has queued messages on inside a DeferFlushes scope, to flush when the outermost scope ends;
+    // and how many scopes deep the thread is.
     [ThreadStatic]
     private static List<Link>? t_toFlush;
 
     [ThreadStatic]
-    private static int t_receiving;
+    private static int t_deferring;
 
-    private void OnFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
+    /// <summary>True inside a <see cref="DeferFlushes"/> scope on this thread.</summary>
+    internal static bool Deferring => t_deferring > 0;
+
+    /// <summary>
+    /// Until the returned scope is disposed, messages this thread queues with <see cref="Link.TryEnqueue"/> are
+    /// not handed to the thread pool to be sent: disposing the scope sends them, on this thread, in as few frames
+    /// as they fit. A producer that queues a burst so sends it without waking another thread; every frame a
+    /// receive loop handles runs in such a scope (a relay reads, switches, seals and sends on one thread).
+    /// Scopes nest; the outermost one sends.
+    /// </summary>
+    public static FlushScope DeferFlushes()
     {
-        t_receiving++;
-        try
+        t_deferring++;
+        return default;
+    }
+
+    /// <summary>Ends a <see cref="DeferFlushes"/> scope.</summary>
+    public readonly struct FlushScope : IDisposable
+    {
+        public void Dispose()
         {
-            HandleFrame(nic, remote, frame);
-        }
-        finally
-        {
-            if (--t_receiving == 0 && t_toFlush is { Count: > 0 } links)
+            if (--t_deferring == 0 && t_toFlush is { Count: > 0 } links)
                 FlushQueued(links);
         }
     }
 
-    /// <summary>Flushes, on this thread, every link the frame just handled queued messages on.</summary>
+    /// <summary>Called by a link that must be flushed when this thread's scope ends.</summary>
+    internal static void FlushAtScopeEnd(Link link) => (t_toFlush ??= []).Add(link);
+
+    private void OnFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
+    {
+        using (DeferFlushes())
+            HandleFrame(nic, remote, frame);
+    }
+
+    /// <summary>Flushes, on this thread, every link queued on in the scope that just ended.</summary>
     private static void FlushQueued(List<Link> links)
     {
-        // Popped one at a time: a flush may lead (through an in-process interface) to more frames handled here.
+        // One at a time: a flush may lead (through an in-process interface) to more frames handled here.
         while (links.Count > 0)
         {
             var link = links[^1];
@@ -243,23 +264,9 @@ public sealed partial class MeshSwitch : IAsyncDisposable
             return;
         if (action.Kind == LabelActionKind.Forward)
         {
+            // On a receive loop the flush waits for the end of the frame (the loop sends it itself).
             var next = GetLink(action.OutLink);
-            bool queued;
-            if (next is null)
-            {
-                queued = false;
-            }
-            else if (t_receiving > 0)
-            {
-                // On a receive loop: the loop sends the frame itself once this incoming frame is switched.
-                queued = next.TryEnqueueDeferred(action.OutLabel, type, payload, out var flushHere);
-                if (flushHere)
-                    (t_toFlush ??= []).Add(next);
-            }
-            else
-            {
-                queued = next.TryEnqueue(action.OutLabel, type, payload);
-            }
+            var queued = next is not null && next.TryEnqueue(action.OutLabel, type, payload);
             if (queued)
                 Interlocked.Increment(ref _forwarded);
             else
