@@ -192,6 +192,9 @@ public static class MeshBench
         await Task.Delay(200, CancellationToken.None);
     }
 
+    /// <summary>Length of the uncounted iperf3 run through a fresh chain.</summary>
+    private const int WarmupIperfSeconds = 3;
+
     /// <summary>Probes per turn of each route in the latency run.</summary>
     private const int LatencySlice = 100;
 
@@ -240,6 +243,9 @@ public static class MeshBench
                 var watch = nodes.Select((n, i) => ($"node {names[i]}", n.ProcessId)).ToList();
                 Say(output, string.Format(C, "  chain A-B-C-D ({0}; pids {1}), forward on A at {2} -> D -> {3}",
                     encrypt ? "encrypted links" : "plain links", string.Join(" ", nodes.Select(n => n.ProcessId)), listen, server));
+                // Fresh processes run unoptimised code at first (the JIT recompiles hot methods after a few hundred ms,
+                // slower on a busy machine): a short run that is not counted, besides iperf3's -O.
+                await iperf.RunClientAsync(listen, WarmupIperfSeconds, 1, [], options.Timeout, cancellationToken);
                 var linksBefore = await LinkTotals.ReadAsync(nodes[1], cancellationToken);
                 var single = await iperf.RunClientAsync(listen, options.IperfSeconds, 1, watch, options.Timeout, cancellationToken);
                 var linksAfter = await LinkTotals.ReadAsync(nodes[1], cancellationToken);
