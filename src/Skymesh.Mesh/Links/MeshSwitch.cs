@@ -324,8 +324,13 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     private void Tick()
     {
         var now = Time.GetTimestamp();
-        foreach (var link in _byId.Values)
-            link.CheckTimers(now);
+        // Keepalives are sent from this thread, not by a pool thread woken for each: while such a flush is
+        // pending, the link's data queued by a receive loop waits for it too.
+        using (DeferFlushes())
+        {
+            foreach (var link in _byId.Values)
+                link.CheckTimers(now);
+        }
         Labels.Sweep();
     }
 
