@@ -93,18 +93,18 @@ internal abstract class BenchTarget : IAsyncDisposable
     /// <summary>Starts <c>nats-server</c> on a free loopback port and waits until it accepts connections.</summary>
     public static async Task<BenchTarget> StartNatsAsync(string path, TextWriter output, CancellationToken cancellationToken)
     {
-        var executable = FindExecutable(path);
+        var executable = HostTools.FindExecutable(path);
         if (executable is null && path == "nats-server")
         {
-            await InstallDebianPackageAsync("nats-server", output, cancellationToken);
-            executable = FindExecutable(path);
+            await HostTools.InstallDebianPackageAsync("nats-server", output, cancellationToken);
+            executable = HostTools.FindExecutable(path);
         }
         if (executable is null)
         {
             throw new BenchException(
                 $"'{path}' was not found. Install it (Debian: apt-get update && apt-get install -y nats-server) or give its path with --nats-server.");
         }
-        var port = FreeLoopbackPort();
+        var port = HostTools.FreeLoopbackPort();
         var info = new ProcessStartInfo(executable)
         {
             RedirectStandardOutput = true,
@@ -118,7 +118,7 @@ internal abstract class BenchTarget : IAsyncDisposable
         try
         {
             var endPoint = new IPEndPoint(IPAddress.Loopback, port);
-            await process.WaitForAsync(WaitUntilListeningAsync(endPoint, cancellationToken), TimeSpan.FromSeconds(30), cancellationToken);
+            await process.WaitForAsync(HostTools.WaitUntilListeningAsync(endPoint, cancellationToken), TimeSpan.FromSeconds(30), cancellationToken);
             return new ProcessTarget(WireDialect.Nats, endPoint, process, "process");
         }
         catch
@@ -126,69 +126,6 @@ internal abstract class BenchTarget : IAsyncDisposable
             await process.DisposeAsync();
             throw;
         }
-    }
-
-    /// <summary>Installs a Debian package with apt-get (as root, or through sudo); says what it does, and why when it cannot.</summary>
-    private static async Task InstallDebianPackageAsync(string package, TextWriter output, CancellationToken cancellationToken)
-    {
-        if (FindExecutable("apt-get") is null)
-            return;
-        var root = string.Equals(Environment.UserName, "root", StringComparison.Ordinal);
-        if (!root && FindExecutable("sudo") is null)
-            return;
-        output.WriteLine($"{package} is missing: installing it with apt-get");
-        foreach (var arguments in new[] { new[] { "apt-get", "update", "-qq" }, new[] { "apt-get", "install", "-y", "-qq", package } })
-        {
-            var info = new ProcessStartInfo(root ? arguments[0] : "sudo") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in root ? arguments[1..] : arguments)
-                info.ArgumentList.Add(a);
-            info.Environment["DEBIAN_FRONTEND"] = "noninteractive";
-            using var process = Process.Start(info) ?? throw new BenchException("Could not start apt-get.");
-            var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
-            _ = process.StandardOutput.ReadToEndAsync(cancellationToken);
-            await process.WaitForExitAsync(cancellationToken);
-            if (process.ExitCode != 0)
-                throw new BenchException($"'{string.Join(' ', arguments)}' failed ({process.ExitCode}): {(await stderr).Trim()}");
-        }
-    }
-
-    private static async Task<IPEndPoint> WaitUntilListeningAsync(IPEndPoint endPoint, CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            using var probe = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            try
-            {
-                await probe.ConnectAsync(endPoint, cancellationToken);
-                return endPoint;
-            }
-            catch (SocketException)
-            {
-                await Task.Delay(50, cancellationToken);
-            }
-        }
-    }
-
-    private static int FreeLoopbackPort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
-    }
-
-    private static string? FindExecutable(string name)
-    {
-        if (name.Contains('/', StringComparison.Ordinal))
-            return File.Exists(name) ? name : null;
-        var directories = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
-            .Concat(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"]);
-        foreach (var directory in directories)
-        {
-            var candidate = Path.Combine(directory, name);
-            if (File.Exists(candidate))
-                return candidate;
-        }
-        return null;
     }
 
     private sealed class InProcessTarget(SsmpBroker broker)
@@ -216,6 +153,19 @@ internal abstract class BenchTarget : IAsyncDisposable
 /// </summary>
 internal sealed class ChildProcess : IAsyncDisposable
 {
+    // Children still running; killed when this process exits by any path that runs ProcessExit (an error, SIGTERM),
+    // so that no server or node outlives the bench.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<ChildProcess, byte> Live = new();
+
+    static ChildProcess()
+    {
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            foreach (var child in Live.Keys)
+                child.Kill();
+        };
+    }
+
     private readonly string _name;
     private readonly Process _process;
     private readonly Queue<string> _recent = new();
@@ -258,6 +208,45 @@ internal sealed class ChildProcess : IAsyncDisposable
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
         Id = _process.Id;
+        Live[this] = 0;
+    }
+
+    public string Name => _name;
+
+    /// <summary>Waits until the process has exited and its output is read; its exit code. Kills it after <paramref name="timeout"/>.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _process.WaitForExitAsync(cancellationToken).WaitAsync(timeout, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            Kill();
+            throw new BenchException($"{_name} did not finish within {timeout.TotalSeconds:0} s. Its last output: {RecentOutput()}");
+        }
+        return _process.ExitCode;
+    }
+
+    public bool HasExited => _exited.Task.IsCompleted;
+
+    /// <summary>The last lines the process wrote (stdout and stderr), oldest first.</summary>
+    public string RecentOutput()
+    {
+        lock (_recent)
+            return string.Join(" | ", _recent);
+    }
+
+    private void Kill()
+    {
+        try
+        {
+            if (!_process.HasExited)
+                _process.Kill(entireProcessTree: true);
+        }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+        }
     }
 
     public int Id { get; }
@@ -278,6 +267,7 @@ internal sealed class ChildProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        Live.TryRemove(this, out _);
         try
         {
             if (!_process.HasExited)

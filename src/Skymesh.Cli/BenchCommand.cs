@@ -14,6 +14,7 @@ internal static class BenchCommand
         var command = new Command("bench", "Run a load generator and print one JSON line per workload.");
         command.Subcommands.Add(CreateSsmp());
         command.Subcommands.Add(CreateControl());
+        command.Subcommands.Add(CreateMesh());
         return command;
     }
 
@@ -191,24 +192,125 @@ internal static class BenchCommand
         return workloads;
     }
 
-    /// <summary>
-    /// This same program, run as <c>skymesh broker</c> on a port of the kernel's choosing. Through <c>dotnet skymesh.dll</c>
-    /// the process path is the dotnet host, so the entry assembly goes first.
-    /// </summary>
-    private static BrokerLaunch BrokerLaunch(int? receiveBufferSize)
+    private static Command CreateMesh()
     {
-        var host = Environment.ProcessPath ?? throw new UsageException("Cannot tell which executable is running; use --broker inproc or --target.");
-        var arguments = new List<string>();
+        var defaults = new MeshBenchOptions();
+        var duration = new Option<double>("--duration") { Description = "Seconds each throughput run is measured (relay, raw UDP).", DefaultValueFactory = _ => defaults.Duration.TotalSeconds };
+        var warmup = new Option<double>("--warmup") { Description = "Seconds each run goes before it is measured.", DefaultValueFactory = _ => defaults.Warmup.TotalSeconds };
+        var payloadSize = new Option<int>("--payload-size") { Description = "Bytes of each relayed message and raw datagram.", DefaultValueFactory = _ => defaults.PayloadSize };
+        var window = new Option<int>("--window") { Description = "Relay run: messages the sender keeps in flight at most.", DefaultValueFactory = _ => defaults.Window };
+        var skipIperf = new Option<bool>("--skip-iperf") { Description = "Skip the iperf3 runs (direct loopback and through 3 hops)." };
+        var iperfSeconds = new Option<int>("--iperf-seconds") { Description = "Seconds of each iperf3 run.", DefaultValueFactory = _ => defaults.IperfSeconds };
+        var iperfParallel = new Option<int>("--iperf-parallel") { Description = "Streams of the extra multi-stream 3-hop iperf3 run (0 or 1 skips it).", DefaultValueFactory = _ => defaults.IperfParallel };
+        var iperf3 = new Option<string>("--iperf3") { Description = "The iperf3 executable (Debian's iperf3 is installed with apt-get when missing).", DefaultValueFactory = _ => defaults.Iperf3Path };
+        var skipLatency = new Option<bool>("--skip-latency") { Description = "Skip the per-hop latency measurement." };
+        var probes = new Option<int>("--probes") { Description = "Latency: timestamped probes per measurement.", DefaultValueFactory = _ => defaults.Probes };
+        var probeInterval = new Option<double>("--probe-interval") { Description = "Latency: milliseconds between probes.", DefaultValueFactory = _ => defaults.ProbeInterval.TotalMilliseconds };
+        var latencyLoad = new Option<double>("--latency-load") { Description = "Latency: background load as a fraction of the measured relay rate.", DefaultValueFactory = _ => defaults.LatencyLoad };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds any one step may take (a node start, a link, an iperf3 run beyond its length).", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds };
+
+        var command = new Command("mesh", "Measure the mesh data plane: relay messages/s beside raw UDP datagrams/s, iperf3 through 3 hops beside direct loopback, added latency per hop.")
+        {
+            duration, warmup, payloadSize, window, skipIperf, iperfSeconds, iperfParallel, iperf3, skipLatency, probes, probeInterval, latencyLoad, timeout,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            MeshBenchOptions options;
+            try
+            {
+                options = new MeshBenchOptions
+                {
+                    Launch = SkymeshLaunch(),
+                    Duration = Seconds(parse.GetValue(duration), "--duration"),
+                    Warmup = Seconds(parse.GetValue(warmup), "--warmup"),
+                    PayloadSize = parse.GetValue(payloadSize),
+                    Window = parse.GetValue(window),
+                    SkipIperf = parse.GetValue(skipIperf),
+                    IperfSeconds = parse.GetValue(iperfSeconds),
+                    IperfParallel = parse.GetValue(iperfParallel),
+                    Iperf3Path = parse.GetValue(iperf3)!,
+                    SkipLatency = parse.GetValue(skipLatency),
+                    Probes = parse.GetValue(probes),
+                    ProbeInterval = Seconds(parse.GetValue(probeInterval) / 1000, "--probe-interval"),
+                    LatencyLoad = parse.GetValue(latencyLoad),
+                    Timeout = Seconds(parse.GetValue(timeout), "--timeout"),
+                };
+                options.Validate();
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException(e.Message);
+            }
+            // Ctrl+C and SIGTERM cancel the run, so that every child (nodes, iperf3) is killed on the way out.
+            using var signals = CliSupport.UntilSignal(cancellationToken);
+            try
+            {
+                return await MeshBench.RunAsync(options, Console.Out, signals.Token);
+            }
+            catch (BenchException e)
+            {
+                Console.Error.WriteLine($"skymesh: {e.Message}");
+                return 1;
+            }
+            catch (Skymesh.Node.NodeApiException e)
+            {
+                Console.Error.WriteLine($"skymesh: a node refused a bench step: {e.Message}");
+                return 1;
+            }
+            catch (Skymesh.Mesh.Links.LinkFailedException e)
+            {
+                Console.Error.WriteLine($"skymesh: a link of the bench failed: {e.Message}");
+                return 1;
+            }
+            catch (OperationCanceledException) when (signals.Token.IsCancellationRequested)
+            {
+                Console.Error.WriteLine("skymesh: benchmark interrupted.");
+                return 130;
+            }
+        });
+        return command;
+    }
+
+    private static TimeSpan Seconds(double value, string option)
+    {
+        if (!double.IsFinite(value) || value < 0 || value > 86_400)
+            throw new UsageException($"{option} must be a number of seconds between 0 and 86400; got {value.ToString(CultureInfo.InvariantCulture)}.");
+        return TimeSpan.FromSeconds(value);
+    }
+
+    /// <summary>
+    /// This same program as a child process. Through <c>dotnet skymesh.dll</c> the process path is the dotnet host,
+    /// so the entry assembly goes first.
+    /// </summary>
+    private static SkymeshLaunch SkymeshLaunch()
+    {
+        var host = Environment.ProcessPath ?? throw new UsageException("Cannot tell which executable is running, so cannot start `skymesh` children.");
+        var prefix = new List<string>();
         if (Path.GetFileNameWithoutExtension(host).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
         {
             var entry = Assembly.GetEntryAssembly()?.Location;
             if (string.IsNullOrEmpty(entry))
-                throw new UsageException("Cannot find skymesh.dll to start the broker; use --broker inproc or --target.");
-            arguments.Add(entry);
+                throw new UsageException("Cannot find skymesh.dll to start `skymesh` children.");
+            prefix.Add(entry);
         }
-        arguments.AddRange(["broker", "--listen", "127.0.0.1:0", "--log-level", "Information"]);
+        return new SkymeshLaunch(host, prefix);
+    }
+
+    /// <summary>This same program, run as <c>skymesh broker</c> on a port of the kernel's choosing.</summary>
+    private static BrokerLaunch BrokerLaunch(int? receiveBufferSize)
+    {
+        SkymeshLaunch launch;
+        try
+        {
+            launch = SkymeshLaunch();
+        }
+        catch (UsageException e)
+        {
+            throw new UsageException($"{e.Message} Use --broker inproc or --target.");
+        }
+        var arguments = new List<string>(launch.Prefix) { "broker", "--listen", "127.0.0.1:0", "--log-level", "Information" };
         if (receiveBufferSize is { } size)
             arguments.AddRange(["--receive-buffer-size", size.ToString(CultureInfo.InvariantCulture)]);
-        return new BrokerLaunch(host, arguments);
+        return new BrokerLaunch(launch.FileName, arguments);
     }
 }

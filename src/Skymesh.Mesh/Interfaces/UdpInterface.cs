@@ -16,9 +16,11 @@ public sealed class UdpInterface : IMeshInterface
     /// <summary>Default MTU on real networks: fits an Ethernet frame with IP and UDP headers and some tunnelling.</summary>
     public const int InternetMtu = 1400;
 
+    /// <summary>Longest the receive thread waits in poll before it looks whether the interface is closing.</summary>
+    private const int PollMicroseconds = 100_000;
+
     private readonly Socket _socket;
-    private readonly CancellationTokenSource _closing = new();
-    private Task? _loop;
+    private Thread? _loop;
     private int _closed;
 
     public UdpInterface(IPEndPoint bind, int? mtu = null, string? name = null, int socketBufferBytes = 4 * 1024 * 1024)
@@ -51,42 +53,51 @@ public sealed class UdpInterface : IMeshInterface
 
     public InterfaceCounters Counters { get; } = new();
 
+    /// <summary>
+    /// Starts the receive loop on a thread of its own. It waits in poll(2) and reads with a plain recvfrom, and the
+    /// handler (the switch, which on a relay also seals and sends the frames it forwards) runs on it: a datagram
+    /// wakes one thread, and nothing spins waiting for the next one. (An awaited ReceiveFromAsync woke the epoll
+    /// thread, then a pool thread, which spun before sleeping: per frame, more CPU than a relay's own work at
+    /// moderate rates.)
+    /// </summary>
     public void Start(FrameHandler handler)
     {
         ArgumentNullException.ThrowIfNull(handler);
         if (_loop is not null)
             throw new InvalidOperationException("The interface has already started.");
-        _loop = Task.Run(() => ReceiveLoopAsync(handler));
+        _loop = new Thread(() => ReceiveLoop(handler)) { IsBackground = true, Name = $"skymesh {Name}" };
+        _loop.Start();
     }
 
-    private async Task ReceiveLoopAsync(FrameHandler handler)
+    private void ReceiveLoop(FrameHandler handler)
     {
         // One buffer for the interface's life: a datagram is handled before the next is read.
         var buffer = GC.AllocateUninitializedArray<byte>(Wire.MeshWire.MaxFrameLength + 1, pinned: true);
         EndPoint any = _socket.AddressFamily == AddressFamily.InterNetworkV6 ? new IPEndPoint(IPAddress.IPv6Any, 0) : new IPEndPoint(IPAddress.Any, 0);
         var address = new SocketAddress(_socket.AddressFamily);
         var endpoints = new Dictionary<SocketAddress, EndPoint>();
-        while (!_closing.IsCancellationRequested)
+        while (Volatile.Read(ref _closed) == 0)
         {
             int n;
             try
             {
-                n = await _socket.ReceiveFromAsync(buffer, SocketFlags.None, address, _closing.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                break;
+                // The socket is non-blocking (sends must never wait): wait for a datagram in the kernel first.
+                if (!_socket.Poll(PollMicroseconds, SelectMode.SelectRead))
+                    continue;
+                n = _socket.ReceiveFrom(buffer, SocketFlags.None, address);
             }
             catch (ObjectDisposedException)
             {
                 break;
             }
-            catch (SocketException) when (_closing.IsCancellationRequested)
+            catch (SocketException) when (Volatile.Read(ref _closed) != 0)
             {
-                // Closing: a receive cancelled as it started, or cut off by the socket's disposal, can end in
-                // OperationAborted rather than OperationCanceledException. Either way the loop is done, and
-                // DisposeAsync, which awaits it, must not fail for it.
                 break;
+            }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock)
+            {
+                // Poll said readable but the datagram was gone (a checksum failure, say): wait again.
+                continue;
             }
             catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.MessageSize or SocketError.ConnectionRefused)
             {
@@ -94,6 +105,8 @@ public sealed class UdpInterface : IMeshInterface
                 Counters.ReceiveDropped();
                 continue;
             }
+            if (Volatile.Read(ref _closed) != 0)
+                break;
             if (n > Mtu)
             {
                 Counters.ReceiveDropped();
@@ -152,10 +165,34 @@ public sealed class UdpInterface : IMeshInterface
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
             return;
-        await _closing.CancelAsync();
-        _socket.Dispose();
-        if (_loop is not null)
-            await _loop;
-        _closing.Dispose();
+        var loop = _loop;
+        if (loop is not null && loop != Thread.CurrentThread)
+        {
+            // Closing the socket does not wake a thread in poll(2); an empty datagram to ourselves does (the
+            // loop then sees the interface closed), and the poll timeout bounds the wait if it cannot be sent.
+            WakeReceiver();
+            _socket.Dispose();
+            await Task.Run(() => loop.Join()).ConfigureAwait(false);
+        }
+        else
+        {
+            _socket.Dispose();
+        }
+    }
+
+    private void WakeReceiver()
+    {
+        try
+        {
+            if (_socket.LocalEndPoint is IPEndPoint local)
+            {
+                var self = local.Address.Equals(IPAddress.Any) ? IPAddress.Loopback
+                    : local.Address.Equals(IPAddress.IPv6Any) ? IPAddress.IPv6Loopback : local.Address;
+                _socket.SendTo([], SocketFlags.None, new IPEndPoint(self, local.Port));
+            }
+        }
+        catch (SocketException)
+        {
+        }
     }
 }

@@ -29,11 +29,15 @@ public sealed partial class Link : IThreadPoolWorkItem
     private readonly MeshSwitch _switch;
     private readonly object _queueLock = new();
     private readonly int _queueLimit;
-    private byte[] _queue = new byte[4096];
+    // Messages waiting to be sent, laid out as the frames they will go in: each chunk is one frame's buffer with
+    // room for the header before its messages and for the tag after them, so a flush seals it in place and sends
+    // it, without copying the messages again. Buffers come from the shared array pool and go back as soon as their
+    // frame is sent: a busy link allocates nothing per frame, and an idle one holds no buffer.
+    private List<FrameChunk> _pending = [];
+    private List<FrameChunk> _sending = [];
+    private readonly Stack<FrameChunk> _freeChunks = new();
     private int _queueLength;
-    private int _queuedMessages;
     private bool _flushing;
-    private FrameBuilder? _builder;
     private FrameCipher? _sendCipher;
     private FrameCipher? _receiveCipher;
     // Next frame sequence number; taken with Interlocked so that no two frames ever share a nonce.
@@ -117,7 +121,8 @@ public sealed partial class Link : IThreadPoolWorkItem
 
     /// <summary>
     /// Queues one message for the neighbour. Never blocks: false (and counted) when the link is not up, the
-    /// payload cannot fit a frame, or the queue is full.
+    /// payload cannot fit a frame, or the queue is full. The queue is sent by a pool thread, or, inside a
+    /// <see cref="MeshSwitch.DeferFlushes"/> scope (every receive loop runs in one), by this thread when the scope ends.
     /// </summary>
     public bool TryEnqueue(uint label, byte type, ReadOnlySpan<byte> payload)
     {
@@ -128,6 +133,9 @@ public sealed partial class Link : IThreadPoolWorkItem
         }
         return Enqueue(label, type, payload);
     }
+
+    /// <summary>Sends what is queued now (at the end of a <see cref="MeshSwitch.DeferFlushes"/> scope); what others queue meanwhile goes to the thread pool.</summary>
+    internal void FlushHere() => RunFlush(once: true);
 
     private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload)
     {
@@ -145,104 +153,166 @@ public sealed partial class Link : IThreadPoolWorkItem
                 _sendDrops++;
                 return false;
             }
-            if (_queue.Length - _queueLength < need)
-                Array.Resize(ref _queue, Math.Max(_queue.Length * 2, _queueLength + need));
-            var slot = _queue.AsSpan(_queueLength, need);
+            // Data is queued only once the link is up, when the keys (if any) are in place: whether a frame needs
+            // room for a tag is known here.
+            var tag = _sendCipher is null ? 0 : MeshWire.TagLength;
+            var pending = _pending;
+            var chunk = pending.Count > 0 ? pending[^1] : null;
+            if (chunk is null || chunk.Length + need + tag > chunk.Capacity)
+            {
+                chunk = _freeChunks.TryPop(out var free) ? free : new FrameChunk();
+                chunk.Rent(Interface.Mtu);
+                pending.Add(chunk);
+            }
+            var slot = chunk.Buffer.AsSpan(chunk.Length, need);
             BinaryPrimitives.WriteUInt32BigEndian(slot, label);
             slot[4] = type;
             slot[5] = 0;
             BinaryPrimitives.WriteUInt16BigEndian(slot[6..], (ushort)payload.Length);
             payload.CopyTo(slot[MeshWire.MessageHeaderLength..]);
+            chunk.Length += need;
+            chunk.Count++;
             _queueLength += need;
-            _queuedMessages++;
             schedule = !_flushing;
             _flushing = true;
         }
-        if (schedule)
+        // This caller is the one to see the flush done: at the end of its scope, or by a pool thread.
+        if (schedule && MeshSwitch.Deferring)
+            MeshSwitch.FlushAtScopeEnd(this);
+        else if (schedule)
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
         return true;
     }
 
-    void IThreadPoolWorkItem.Execute()
+    void IThreadPoolWorkItem.Execute() => RunFlush(once: false);
+
+    private void RunFlush(bool once)
     {
         try
         {
-            Flush();
+            Flush(once);
         }
         catch (Exception e) when (e is ObjectDisposedException or System.Security.Cryptography.CryptographicException)
         {
             // The link closed under the flush: what was queued is dropped, as on any link that goes down.
             lock (_queueLock)
             {
+                _pending.Clear();
+                _sending.Clear();
                 _flushing = false;
                 _queueLength = 0;
             }
         }
     }
 
-    /// <summary>Sends everything queued, as few frames as the MTU allows, then stops until the next message.</summary>
-    private void Flush()
+    /// <summary>
+    /// Sends everything queued, a frame per chunk, then stops until the next message. With <paramref name="once"/>
+    /// (a receive loop flushing inline) it sends what is queued when it starts and leaves the rest to the thread pool,
+    /// so that a link others keep busy cannot hold a receive loop.
+    /// </summary>
+    private void Flush(bool once)
     {
-        byte[] batch;
-        int length;
-        var spare = Array.Empty<byte>();
-        while (true)
+        for (var pass = 0; ; pass++)
         {
+            List<FrameChunk> batch;
             lock (_queueLock)
             {
-                if (_queueLength == 0 || State == LinkState.Down)
+                if (_pending.Count == 0 || State == LinkState.Down)
                 {
+                    _pending.Clear();
                     _queueLength = 0;
                     _flushing = false;
                     return;
                 }
-                batch = _queue;
-                length = _queueLength;
-                _queue = spare.Length >= 4096 ? spare : new byte[Math.Max(4096, batch.Length)];
+                if (once && pass > 0)
+                {
+                    // Still flushing (the flag stays set): a pool thread takes over.
+                    ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+                    return;
+                }
+                // Take the whole queue; new messages go into the other list meanwhile.
+                batch = _pending;
+                _pending = _sending;
+                _sending = batch;
                 _queueLength = 0;
-                _queuedMessages = 0;
             }
-            SendBatch(batch.AsSpan(0, length));
-            spare = batch;
-        }
-    }
-
-    private void SendBatch(ReadOnlySpan<byte> messages)
-    {
-        var builder = _builder ??= new FrameBuilder(Interface.Mtu);
-        var encrypted = _sendCipher is not null;
-        var offset = 0;
-        while (offset < messages.Length)
-        {
-            var header = messages.Slice(offset, MeshWire.MessageHeaderLength);
-            var length = BinaryPrimitives.ReadUInt16BigEndian(header[6..]);
-            var payload = messages.Slice(offset + MeshWire.MessageHeaderLength, length);
-            if (!builder.TryAdd(BinaryPrimitives.ReadUInt32BigEndian(header), header[4], payload, encrypted))
+            foreach (var chunk in batch)
             {
-                SendFrame(builder);
-                builder.TryAdd(BinaryPrimitives.ReadUInt32BigEndian(header), header[4], payload, encrypted);
+                SendChunk(chunk);
+                chunk.Release();
+                lock (_queueLock)
+                {
+                    if (_freeChunks.Count < MaxFreeChunks)
+                        _freeChunks.Push(chunk);
+                }
             }
-            offset += MeshWire.MessageHeaderLength + length;
+            batch.Clear();
         }
-        if (!builder.IsEmpty)
-            SendFrame(builder);
     }
 
-    private void SendFrame(FrameBuilder builder)
+    /// <summary>Empty chunk objects kept for reuse (their buffers are in the shared pool).</summary>
+    private const int MaxFreeChunks = 64;
+
+    /// <summary>Writes the frame header into the chunk, seals the messages in place when the link is encrypted, and sends it.</summary>
+    private void SendChunk(FrameChunk chunk)
     {
-        var count = builder.Count;
-        var frame = builder.Seal(NextSequence(), _sendCipher);
-        if (Interface.TrySend(Remote, frame))
+        var cipher = _sendCipher;
+        var buffer = chunk.Buffer;
+        var length = chunk.Length;
+        if (cipher is not null && length + MeshWire.TagLength > chunk.Capacity)
+        {
+            // Queued before the keys were there (cannot happen: data waits for the handshake); never send it plain.
+            Interlocked.Add(ref _sendDrops, chunk.Count);
+            return;
+        }
+        var sequence = NextSequence();
+        new FrameHeader(cipher is null ? FrameFlags.None : FrameFlags.Encrypted, sequence).Write(buffer);
+        if (cipher is not null)
+        {
+            cipher.Encrypt(sequence, buffer.AsSpan(0, MeshWire.FrameHeaderLength), buffer.AsSpan(MeshWire.FrameHeaderLength, length - MeshWire.FrameHeaderLength),
+                buffer.AsSpan(length, MeshWire.TagLength));
+            length += MeshWire.TagLength;
+        }
+        if (Interface.TrySend(Remote, buffer.AsSpan(0, length)))
         {
             Interlocked.Increment(ref _framesSent);
-            Interlocked.Add(ref _messagesSent, count);
-            Interlocked.Add(ref _bytesSent, frame.Length);
+            Interlocked.Add(ref _messagesSent, chunk.Count);
+            Interlocked.Add(ref _bytesSent, length);
         }
         else
         {
-            Interlocked.Add(ref _sendDrops, count);
+            Interlocked.Add(ref _sendDrops, chunk.Count);
         }
-        builder.Reset();
+    }
+
+    /// <summary>One frame being filled: its buffer (at least the link's MTU), the bytes used so far (header included) and its messages.</summary>
+    private sealed class FrameChunk
+    {
+        public byte[] Buffer { get; private set; } = [];
+
+        /// <summary>The largest frame this chunk may become: the MTU (a pooled buffer may be longer).</summary>
+        public int Capacity { get; private set; }
+
+        public int Length { get; set; }
+
+        public int Count { get; set; }
+
+        public void Rent(int mtu)
+        {
+            Buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(mtu);
+            Capacity = mtu;
+            Length = MeshWire.FrameHeaderLength;
+            Count = 0;
+        }
+
+        public void Release()
+        {
+            var buffer = Buffer;
+            Buffer = [];
+            Capacity = 0;
+            if (buffer.Length > 0)
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     private ulong NextSequence() => (ulong)Interlocked.Increment(ref _sendSequence);

@@ -181,7 +181,62 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         return link;
     }
 
+    // Links this thread has queued messages on inside a DeferFlushes scope, to flush when the outermost scope ends;
+    // and how many scopes deep the thread is.
+    [ThreadStatic]
+    private static List<Link>? t_toFlush;
+
+    [ThreadStatic]
+    private static int t_deferring;
+
+    /// <summary>True inside a <see cref="DeferFlushes"/> scope on this thread.</summary>
+    internal static bool Deferring => t_deferring > 0;
+
+    /// <summary>
+    /// Until the returned scope is disposed, messages this thread queues with <see cref="Link.TryEnqueue"/> are
+    /// not handed to the thread pool to be sent: disposing the scope sends them, on this thread, in as few frames
+    /// as they fit. A producer that queues a burst so sends it without waking another thread; every frame a
+    /// receive loop handles runs in such a scope (a relay reads, switches, seals and sends on one thread).
+    /// Scopes nest; the outermost one sends.
+    /// </summary>
+    public static FlushScope DeferFlushes()
+    {
+        t_deferring++;
+        return default;
+    }
+
+    /// <summary>Ends a <see cref="DeferFlushes"/> scope.</summary>
+    public readonly struct FlushScope : IDisposable
+    {
+        public void Dispose()
+        {
+            if (--t_deferring == 0 && t_toFlush is { Count: > 0 } links)
+                FlushQueued(links);
+        }
+    }
+
+    /// <summary>Called by a link that must be flushed when this thread's scope ends.</summary>
+    internal static void FlushAtScopeEnd(Link link) => (t_toFlush ??= []).Add(link);
+
     private void OnFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
+    {
+        using (DeferFlushes())
+            HandleFrame(nic, remote, frame);
+    }
+
+    /// <summary>Flushes, on this thread, every link queued on in the scope that just ended.</summary>
+    private static void FlushQueued(List<Link> links)
+    {
+        // One at a time: a flush may lead (through an in-process interface) to more frames handled here.
+        while (links.Count > 0)
+        {
+            var link = links[^1];
+            links.RemoveAt(links.Count - 1);
+            link.FlushHere();
+        }
+    }
+
+    private void HandleFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
     {
         var now = Time.GetTimestamp();
         if (!_byRemote.TryGetValue((nic, remote), out var link) || link.State == LinkState.Down)
@@ -209,8 +264,10 @@ public sealed partial class MeshSwitch : IAsyncDisposable
             return;
         if (action.Kind == LabelActionKind.Forward)
         {
+            // On a receive loop the flush waits for the end of the frame (the loop sends it itself).
             var next = GetLink(action.OutLink);
-            if (next is not null && next.TryEnqueue(action.OutLabel, type, payload))
+            var queued = next is not null && next.TryEnqueue(action.OutLabel, type, payload);
+            if (queued)
                 Interlocked.Increment(ref _forwarded);
             else
                 Interlocked.Increment(ref _forwardDrops);
@@ -267,8 +324,13 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     private void Tick()
     {
         var now = Time.GetTimestamp();
-        foreach (var link in _byId.Values)
-            link.CheckTimers(now);
+        // Keepalives are sent from this thread, not by a pool thread woken for each: while such a flush is
+        // pending, the link's data queued by a receive loop waits for it too.
+        using (DeferFlushes())
+        {
+            foreach (var link in _byId.Values)
+                link.CheckTimers(now);
+        }
         Labels.Sweep();
     }
 
