@@ -19,7 +19,28 @@ internal static class NodeCommands
     private static readonly Option<bool> Json = new("--json") { Description = "Print the API's JSON instead of a table." };
 
     public static IEnumerable<Command> Create() =>
-        [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+        [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateBalance(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+
+    private static Command CreateBalance()
+    {
+        var command = new Command("balance", "Show this node's ledger balance and its books with each neighbour: what they owe, their receipts, their credit.") { Api, Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var balance = await client.BalanceAsync(cancellationToken);
+            if (Print(parse, balance))
+                return 0;
+            Console.WriteLine($"node {balance.Node}: ledger balance {balance.Balance:N0} (micro-units); receipts accepted {balance.ReceiptsAccepted:N0}, refused {balance.ReceiptsRefused:N0}");
+            Table(["NEIGHBOUR", "FORWARDED FOR IT", "RECEIPTED", "OWES (UNRECEIPTED)", "RECEIPTED AMOUNT", "SETTLED", "CREDIT", "DROPS", "HANDED TO IT", "OUR RECEIPTS"],
+                balance.Neighbours.Select(n => new[]
+                {
+                    Short(n.Neighbour), $"{n.ForwardedForThem:N0} B", $"{n.ReceiptedBytes:N0} B", $"{n.OwedToUs:N0}", $"{n.ReceiptedAmount:N0}", $"{n.SettledToUs:N0}",
+                    n.AllowedBytesPerSecond is { } rate ? $"{n.Credit} ({rate:N0} B/s)" : n.Credit, $"{n.CreditDrops:N0}", $"{n.HandedToThem:N0} B", $"{n.ReceiptsWeSigned:N0}",
+                }));
+            return 0;
+        });
+        return command;
+    }
 
     private static Command CreateTraceroute()
     {

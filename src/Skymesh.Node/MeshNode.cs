@@ -305,7 +305,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
                 throw new NodeRequestException(400, "inLabel must be 1 or more");
             EnsureFree(link, given);
         }
-        var channel = new LinkPathChannel(link, spec.OutLabel);
+        var channel = new LinkPathChannel(link, spec.OutLabel) { Billable = spec.Peer != spec.Via };
         var options = new PathEndpointOptions { PeerName = spec.Peer.ToString(), IsInitiator = spec.Initiator, FailureTimeout = Options.PathTimeout };
         var endpoint = new PathEndpoint(channel, options, NodePath.CreateCipher(Key, spec), Time);
         channel.Endpoint = endpoint;
@@ -343,7 +343,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             path = _paths.GetValueOrDefault(id) ?? throw new NodeRequestException(404, $"no path {id}");
         }
         var link = FindLink(via) ?? throw new NodeRequestException(404, $"no link to {via} is up");
-        var channel = new LinkPathChannel(link, outLabel) { Endpoint = path.Endpoint };
+        var channel = new LinkPathChannel(link, outLabel) { Endpoint = path.Endpoint, Billable = path.Spec.Peer != via };
         var sink = Switch.RegisterSink(channel);
         Switch.Labels.Install(link.Id, inLabel, LabelAction.Deliver(sink));
         lock (_pathLock)

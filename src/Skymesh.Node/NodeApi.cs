@@ -190,6 +190,8 @@ public sealed class NodeApi : IAsyncDisposable
             var to = ParseAddress(request.To ?? throw Missing("to"), "to");
             return Results.Json(await agent.TraceAsync(to, Math.Clamp(request.Probes ?? 3, 1, 10), context.RequestAborted), Json);
         });
+        _app.MapGet("/api/balance", () =>
+            Results.Json((Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)")).Settlement.Balance(), Json));
         _app.MapGet("/api/nodes", () =>
         {
             var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");

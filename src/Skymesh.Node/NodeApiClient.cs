@@ -90,6 +90,9 @@ public sealed class NodeApiClient : IDisposable
     public Task<List<Control.TraceHop>> TraceAsync(string to, int probes = 3, CancellationToken cancellationToken = default) =>
         PostAsync<List<Control.TraceHop>>("api/traceroute", new TraceRequest(to, probes), cancellationToken);
 
+    /// <summary>This node's ledger balance and its books with each neighbour.</summary>
+    public Task<Control.BalanceInfo> BalanceAsync(CancellationToken cancellationToken = default) => GetAsync<Control.BalanceInfo>("api/balance", cancellationToken);
+
     /// <summary>The mesh as this node's control plane knows it: every node's latest announcement.</summary>
     public Task<List<MeshNodeInfo>> MeshAsync(CancellationToken cancellationToken = default) => GetAsync<List<MeshNodeInfo>>("api/nodes", cancellationToken);
 

@@ -58,6 +58,12 @@ public sealed class NodeConfigFile
 
     /// <summary>Seconds between refreshes of this node's link announcement (default 30; records live four times as long).</summary>
     public double? AnnounceSeconds { get; set; }
+
+    /// <summary>What a neighbour may owe (micro-units) beyond its receipts before it is throttled and then suspended (default 10,000).</summary>
+    public long? CreditLimit { get; set; }
+
+    /// <summary>The embedded ledger's file (default ledger.db in the data directory).</summary>
+    public string? Ledger { get; set; }
 }
 
 public sealed class InterfaceConfig
@@ -176,6 +182,12 @@ public sealed record NodeOptions
     public uint CapacityKbps { get; init; } = 1_000_000;
 
     public TimeSpan AnnounceInterval { get; init; } = TimeSpan.FromSeconds(30);
+
+    public long CreditLimit { get; init; } = 10_000;
+
+    public string? Ledger { get; init; }
+
+    public string LedgerFile => Ledger ?? Path.Combine(DataDir, "ledger.db");
 
     public string KeyFile => Path.Combine(DataDir, "node.key");
 
@@ -333,6 +345,10 @@ public sealed record NodeOptions
             Price = file.Price ?? 0,
             CapacityKbps = file.CapacityKbps ?? 1_000_000,
             AnnounceInterval = Seconds(file.AnnounceSeconds, 30, "$.announceSeconds"),
+            CreditLimit = file.CreditLimit is { } limit && limit <= 0
+                ? throw new NodeConfigException("$.creditLimit", "must be positive (micro-units a neighbour may owe beyond its receipts)")
+                : file.CreditLimit ?? 10_000,
+            Ledger = file.Ledger is { } ledger ? Path.GetFullPath(Path.Combine(baseDirectory, ledger)) : null,
         };
     }
 

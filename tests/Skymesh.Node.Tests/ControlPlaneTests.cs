@@ -304,3 +304,115 @@ public sealed class FinderTests : MeshWithBroker
         Assert.Null(finder.Graph.RecordOf(gone));
     }
 }
+
+/// <summary>Settlement between nodes: receipts over SSMP, the ledger, and credit that throttles a neighbour who does not pay.</summary>
+public sealed class SettlementTests : MeshWithBroker
+{
+    [Fact]
+    public async Task Receipts_flow_and_balances_move_as_traffic_crosses_a_paid_relay()
+    {
+        var source = await StartNodeAsync();
+        var relay = await TestNode.StartAsync(""", "price": 1000""", broker: Broker.LocalEndPoint);
+        Nodes.Add(relay);
+        var destination = await StartNodeAsync();
+        await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
+        await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
+        await UntilGraph(source, g => g.Neighbours(relay.Node.Address).Count == 2, "learning the chain");
+        await source.Agent!.OpenPathAsync(destination.Node.Address, null, Ct);
+
+        // 4 MiB through the relay, which charges 1,000 micro-units per MiB.
+        var covered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
+        {
+            if (r.Payer == source.Node.Address && r.ForwardedBytes >= 4 << 20)
+                covered.TrySetResult();
+        };
+        await using var echo = TcpTarget.Echo();
+        var (_, forwarder) = source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Node.Address, echo.Target);
+        using (var client = new System.Net.Sockets.TcpClient())
+        {
+            await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
+            var stream = client.GetStream();
+            var data = new byte[4 << 20];
+            var reading = Task.Run(async () =>
+            {
+                var buffer = new byte[65536];
+                long got = 0;
+                while (got < data.Length)
+                    got += await stream.ReadAsync(buffer, Ct);
+            }, Ct);
+            await stream.WriteAsync(data, Ct);
+            await reading.WaitAsync(Bound, Ct);
+        }
+        await covered.Task.WaitAsync(Bound, Ct);
+
+        var books = await relay.Client.BalanceAsync(Ct);
+        var fromSource = Assert.Single(books.Neighbours, n => n.Neighbour == source.Address);
+        Assert.True(fromSource.ReceiptedBytes >= 4 << 20, $"receipted {fromSource.ReceiptedBytes}");
+        Assert.True(fromSource.ReceiptedAmount >= 4000, $"amount {fromSource.ReceiptedAmount}");
+        Assert.Equal("normal", fromSource.Credit);
+        // Nothing was refused as invalid (two receipts arriving closer than 50 ms apart are merely skipped: TooFrequent).
+        foreach (var reason in Enum.GetValues<Skymesh.Control.Settlement.ReceiptError>().Where(r => r is not (Skymesh.Control.Settlement.ReceiptError.None or Skymesh.Control.Settlement.ReceiptError.TooFrequent)))
+            Assert.True(relay.Agent.Settlement.Book.Refused(reason) == 0, $"{relay.Agent.Settlement.Book.Refused(reason)} receipt(s) refused: {reason}");
+
+        // Settling moves the amount on the relay's ledger from the source to the relay.
+        await relay.Agent.Settlement.SettleAsync(Ct);
+        Assert.True(relay.Agent.Settlement.Ledger.BalanceOf(relay.Node.Address) >= 4000);
+        // The echo came back through the relay too: the destination pays for that direction.
+        var ledger = relay.Agent.Settlement.Ledger;
+        Assert.True(ledger.BalanceOf(source.Node.Address) <= -4000);
+        Assert.Equal(-ledger.BalanceOf(relay.Node.Address), ledger.BalanceOf(source.Node.Address) + ledger.BalanceOf(destination.Node.Address));
+        Assert.True((await relay.Client.BalanceAsync(Ct)).Balance >= 4000);
+    }
+
+    [Fact]
+    public async Task A_neighbour_that_sends_no_receipts_goes_over_its_credit_and_is_suspended()
+    {
+        // The source runs no control agent, so it never signs a receipt; the relay charges 100,000 per MiB
+        // and gives credit for 1,000.
+        var source = await TestNode.StartAsync();
+        Nodes.Add(source);
+        var relay = await TestNode.StartAsync(""", "price": 100000, "creditLimit": 1000""", broker: Broker.LocalEndPoint);
+        Nodes.Add(relay);
+        var destination = await StartNodeAsync();
+        await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
+        await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
+        await StaticPath.InstallAsync([source.Client, relay.Client, destination.Client], Ct).WaitAsync(Bound, Ct);
+
+        var suspended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.Agent!.Settlement.Credit.StateChanged += (status, _) =>
+        {
+            if (status.Neighbour == source.Node.Address && status.State == Skymesh.Control.Settlement.CreditState.Suspended)
+                suspended.TrySetResult();
+        };
+        await using var sink = TcpTarget.Echo();
+        var (_, forwarder) = source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Node.Address, sink.Target);
+        using var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
+        var writing = Task.Run(async () =>
+        {
+            var chunk = new byte[65536];
+            try
+            {
+                while (!suspended.Task.IsCompleted)
+                    await client.GetStream().WriteAsync(chunk, Ct);
+            }
+            catch (IOException)
+            {
+                // The path gave up: fine, the relay has decided by then.
+            }
+        }, Ct);
+        await suspended.Task.WaitAsync(Bound, Ct);
+
+        // Suspended: what the source sends now is dropped at the relay and counted, and the API says so.
+        var dropsBefore = relay.Node.FindLink(source.Node.Address)!.CreditDrops;
+        Assert.True(await source.Node.PingAsync(destination.Node.Address, 64, TimeSpan.FromSeconds(1), Ct).ContinueWith(t => t.IsFaulted, TaskScheduler.Default));
+        Assert.True(relay.Node.FindLink(source.Node.Address)!.CreditDrops > dropsBefore);
+        var books = await relay.Client.BalanceAsync(Ct);
+        var fromSource = Assert.Single(books.Neighbours, n => n.Neighbour == source.Address);
+        Assert.Equal("suspended", fromSource.Credit);
+        Assert.Equal(0, fromSource.AllowedBytesPerSecond);
+        Assert.True(fromSource.OwedToUs > 1000);
+        await writing.WaitAsync(Bound, Ct);
+    }
+}

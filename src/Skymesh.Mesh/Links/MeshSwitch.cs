@@ -265,12 +265,24 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         if (action.Kind == LabelActionKind.Forward)
         {
             // On a receive loop the flush waits for the end of the frame (the loop sends it itself).
+            if (!from.MayForward(payload.Length, now))
+            {
+                Interlocked.Increment(ref _forwardDrops);
+                return;
+            }
             var next = GetLink(action.OutLink);
             var queued = next is not null && next.TryEnqueue(action.OutLabel, type, payload);
             if (queued)
+            {
                 Interlocked.Increment(ref _forwarded);
+                // Settlement: the sender owes this node for the bytes, and this node owes the next hop.
+                from.Forwarded(payload.Length);
+                next!.AddBillable(payload.Length);
+            }
             else
+            {
                 Interlocked.Increment(ref _forwardDrops);
+            }
             return;
         }
         if (_sinks.TryGetValue(action.Endpoint, out var sink))

@@ -55,6 +55,9 @@ public sealed partial class ControlAgent : IAsyncDisposable
 
     public TopologyGraph Graph { get; }
 
+    /// <summary>Receipts, credit and the ledger with this node's neighbours.</summary>
+    public SettlementService Settlement { get; private set; } = null!;
+
     public long Announced => Interlocked.Read(ref _announced);
 
     /// <summary>Paths this node set up through the control plane, by setup id.</summary>
@@ -84,6 +87,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
             LoggerFactory = loggerFactory,
         }, cancellationToken: cancellationToken);
         var agent = new ControlAgent(node, peer, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Control"));
+        agent.Settlement = new SettlementService(node, peer.Client, agent.Graph, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Settlement"));
         SsmpSetupService.Register(peer, agent._hop);
         peer.Handle(SetupMethods.Broken, agent.OnBrokenAsync);
         node.RepairHandler = agent.OnOwnLinkDown;
@@ -277,6 +281,11 @@ public sealed partial class ControlAgent : IAsyncDisposable
         {
             await foreach (var e in _peer.OtherEvents.ReadAllAsync(_stop.Token))
             {
+                if (e.Verb == SsmpVerb.Ucast && e.Payload.Span.StartsWith("SKR1"u8))
+                {
+                    Settlement.OnReceipt(e.From, e.Payload.Span);
+                    continue;
+                }
                 if (e.Target == RouteTopics.Finders && e.Verb == SsmpVerb.Subscribe)
                 {
                     RequestAnnouncement();
@@ -408,6 +417,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         _node.Switch.LinkUp -= OnLinkChange;
         _node.Switch.LinkDown -= OnLinkDown;
         await _stop.CancelAsync();
+        await Settlement.DisposeAsync();
         await _announcer;
         await _peer.DisposeAsync();
         await _events;

@@ -1,0 +1,187 @@
+using Microsoft.Extensions.Logging;
+using Skymesh.Control.Settlement;
+using Skymesh.Control.Topology;
+using Skymesh.Identity;
+using Skymesh.Mesh.Links;
+using Skymesh.Ssmp.Client;
+
+namespace Skymesh.Node.Control;
+
+/// <summary>A neighbour's side of the books, as the local API shows it.</summary>
+public sealed record NeighbourBalance(
+    string Neighbour, long ForwardedForThem, long ReceiptedBytes, long OwedToUs, long ReceiptedAmount, long SettledToUs, string Credit,
+    long? AllowedBytesPerSecond, long CreditDrops, long HandedToThem, long ReceiptsWeSigned);
+
+/// <summary>This node's balance on its ledger and its books with each neighbour.</summary>
+public sealed record BalanceInfo(string Node, long Balance, long ReceiptsAccepted, long ReceiptsRefused, IReadOnlyList<NeighbourBalance> Neighbours);
+
+/// <summary>
+/// Settlement for one node (docs/control-plane.md, "Settlement"): every 100 ms it feeds the links' counts to the
+/// receipt book (what neighbours owe) and the signer (what this node owes), sends the receipts that are due to the
+/// neighbours over SSMP, weighs each neighbour's debt with the credit policy and sets its link's forwarding
+/// allowance (throttled, then suspended), and settles the latest receipts on the ledger every half minute.
+/// </summary>
+public sealed partial class SettlementService : IAsyncDisposable
+{
+    private readonly MeshNode _node;
+    private readonly SsmpClient _client;
+    private readonly TopologyGraph _graph;
+    private readonly ILogger _logger;
+    private readonly ReceiptBook _book;
+    private readonly ReceiptSigner _signer;
+    private readonly CreditPolicy _credit;
+    private readonly EmbeddedLedger _ledger;
+    private readonly Dictionary<int, (long Forwarded, long Billable)> _seen = [];
+    private readonly Lock _lock = new();
+    private readonly ITimer _tick;
+    private readonly ITimer _settle;
+    private int _disposed;
+
+    internal SettlementService(MeshNode node, SsmpClient client, TopologyGraph graph, ILogger logger)
+    {
+        _node = node;
+        _client = client;
+        _graph = graph;
+        _logger = logger;
+        _book = new ReceiptBook(node.Address, node.Time);
+        _signer = new ReceiptSigner(node.Key, node.Time);
+        _credit = new CreditPolicy(new CreditOptions { DefaultLimits = new CreditLimits(node.Options.CreditLimit) }, node.Time);
+        _ledger = EmbeddedLedger.Open(node.Options.LedgerFile, node.Time);
+        _book.ReceiptRefused += r => Log.ReceiptRefused(_logger, r.Payer.ToString(), r.Reason.ToString());
+        _tick = node.Time.CreateTimer(static s => ((SettlementService)s!).Tick(), this, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(100));
+        _settle = node.Time.CreateTimer(static s => _ = ((SettlementService)s!).SettleAsync(CancellationToken.None), this, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+    }
+
+    public ReceiptBook Book => _book;
+
+    public ReceiptSigner Signer => _signer;
+
+    public CreditPolicy Credit => _credit;
+
+    public EmbeddedLedger Ledger => _ledger;
+
+    /// <summary>A receipt a neighbour sent (an SSMP UCAST from <paramref name="from"/>); only its payer may send it.</summary>
+    internal void OnReceipt(string from, ReadOnlySpan<byte> payload)
+    {
+        if (!NodeAddress.TryParse(from, out var sender) || Receipt.TryParse(payload, out var receipt) != ReceiptError.None || receipt!.Payer != sender)
+        {
+            Log.ReceiptRefused(_logger, from, "not a receipt signed by its sender");
+            return;
+        }
+        _book.Offer(receipt);
+    }
+
+    /// <summary>One round: counts in, receipts out, credit to the links.</summary>
+    internal void Tick()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            return;
+        try
+        {
+            var ownPrice = _node.Options.Price;
+            foreach (var link in _node.Switch.Links)
+            {
+                if (link.State != LinkState.Up || link.Peer is not { } peer)
+                    continue;
+                long forwarded, billable;
+                lock (_lock)
+                {
+                    _seen.TryGetValue(link.Id, out var before);
+                    forwarded = link.ForwardedForPeer - before.Forwarded;
+                    billable = link.BillableSent - before.Billable;
+                    _seen[link.Id] = (link.ForwardedForPeer, link.BillableSent);
+                }
+                _book.AddNeighbour(peer);
+                if (forwarded > 0)
+                    _book.Count(peer, forwarded, ownPrice);
+                if (billable > 0)
+                    _signer.Count(peer, billable, PriceOf(peer));
+                if (_book.AccountOf(peer) is { } account)
+                {
+                    var settled = _ledger.SettledOf(peer, _node.Address).Amount;
+                    var status = _credit.Update(peer, Exposure.Of(account, settled));
+                    link.SetForwardAllowance(status.AllowedBytesPerSecond);
+                }
+            }
+            foreach (var receipt in _signer.PollAll())
+                _ = SendAsync(receipt);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A timer callback must not end the process; the next round tries again.
+            Log.TickFailed(_logger, e.Message);
+        }
+    }
+
+    /// <summary>What <paramref name="neighbour"/> charges per MiB to forward, from its announcement (0 when unknown).</summary>
+    private uint PriceOf(NodeAddress neighbour) =>
+        _graph.RecordOf(neighbour)?.Links.Where(l => l.State == AnnouncedLinkState.Up).Select(l => l.PricePerMiB).DefaultIfEmpty(0u).Max() ?? 0;
+
+    private async Task SendAsync(Receipt receipt)
+    {
+        try
+        {
+            await _client.UcastAsync(receipt.Payee.ToString(), receipt.Bytes);
+        }
+        catch (Exception e) when (e is SsmpException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The payee is away or the broker is: the next receipt (cumulative) covers this one.
+            Log.ReceiptNotSent(_logger, receipt.Payee.ToString(), e.Message);
+        }
+    }
+
+    /// <summary>Settles every neighbour's latest receipt on the ledger (also done every 30 s).</summary>
+    public async Task SettleAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            return;
+        var receipts = _book.Accounts.Select(a => _book.LatestReceipt(a.Payer)).OfType<Receipt>().ToList();
+        if (receipts.Count == 0)
+            return;
+        try
+        {
+            await _ledger.SettleAsync(receipts, cancellationToken);
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException)
+        {
+            Log.TickFailed(_logger, e.Message);
+        }
+    }
+
+    public BalanceInfo Balance()
+    {
+        var neighbours = new List<NeighbourBalance>();
+        foreach (var link in _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer is not null).OrderBy(l => l.Id))
+        {
+            var peer = link.Peer!.Value;
+            var account = _book.AccountOf(peer);
+            var status = _credit.StatusOf(peer);
+            neighbours.Add(new NeighbourBalance(peer.ToString(), account?.CountedBytes ?? 0, account?.ReceiptedBytes ?? 0, account?.UnacknowledgedAmount ?? 0,
+                account?.ReceiptedAmount ?? 0, _ledger.SettledOf(peer, _node.Address).Amount, (status?.State ?? CreditState.Normal).ToString().ToLowerInvariant(),
+                link.ForwardAllowance, link.CreditDrops, link.BillableSent, (long)(_signer.LatestReceipt(peer)?.Sequence ?? 0)));
+        }
+        var refused = Enum.GetValues<ReceiptError>().Where(r => r != ReceiptError.None).Sum(_book.Refused);
+        return new BalanceInfo(_node.Address.ToString(), _ledger.BalanceOf(_node.Address), _book.Accepted, refused, neighbours);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        await _tick.DisposeAsync();
+        await _settle.DisposeAsync();
+        _ledger.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 720, Level = LogLevel.Warning, Message = "Receipt from {Payer} refused: {Reason}")]
+        public static partial void ReceiptRefused(ILogger logger, string payer, string reason);
+
+        [LoggerMessage(EventId = 721, Level = LogLevel.Debug, Message = "Receipt to {Payee} not sent: {Reason}")]
+        public static partial void ReceiptNotSent(ILogger logger, string payee, string reason);
+
+        [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Settlement round failed: {Reason}")]
+        public static partial void TickFailed(ILogger logger, string reason);
+    }
+}
