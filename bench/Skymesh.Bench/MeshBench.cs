@@ -169,7 +169,7 @@ public static class MeshBench
         route.Sink.ExpectProbes(options.Probes);
         direct.Sink.ExpectProbes(options.Probes);
         var cpu = CpuWindow.Start([("relay", relay.ProcessId)]);
-        await MeshSenders.RunLatencyAsync([route, direct], options.PayloadSize, load, options.Probes, options.ProbeInterval, LatencySlice, options.Warmup, cancellationToken);
+        var sentLoad = await MeshSenders.RunLatencyAsync([route, direct], options.PayloadSize, load, options.Probes, options.ProbeInterval, LatencySlice, options.Warmup, cancellationToken);
         await Task.Delay(200, cancellationToken);
         var spent = cpu.Stop();
         var (viaMicros, viaLost) = route.Sink.ProbeResults();
@@ -178,13 +178,14 @@ public static class MeshBench
         var straight = Percentiles.Of(directMicros, directLost);
         Say(output, "  via relay: " + via.Describe());
         Say(output, "  direct:    " + straight.Describe());
-        Say(output, "    " + spent.Describe());
+        Say(output, "    " + spent.Describe() + string.Format(C, "; background sent: {0:N0} msgs/s", sentLoad));
         var p50 = via.P50 - straight.P50;
         var p99 = via.P99 - straight.P99;
         Say(output, string.Format(C, "  added by one relay hop: p50 {0:0.0} us, p99 {1:0.0} us", p50, p99));
         result.Add("hop_p50_us", p50, 1);
         result.Add("hop_p99_us", p99, 1);
         result.Add("latency_background_msgs_per_sec", Math.Round(load));
+        result.Add("latency_background_sent_msgs_per_sec", Math.Round(sentLoad));
         result.Add("latency_probes", options.Probes);
         via.Write(result, "relay_path");
         straight.Write(result, "direct_path");

@@ -38,7 +38,7 @@ public sealed class MeshBenchOptions
     /// <summary>Skip the latency part (c).</summary>
     public bool SkipLatency { get; init; }
 
-    /// <summary>Timestamped probe messages per latency measurement (via the relay, then direct).</summary>
+    /// <summary>Timestamped probe messages per route of the latency run (via the relay, and direct).</summary>
     public int Probes { get; init; } = 2_000;
 
     /// <summary>Time between two probes.</summary>

@@ -204,7 +204,7 @@ internal static class BenchCommand
         var iperfParallel = new Option<int>("--iperf-parallel") { Description = "Streams of the extra multi-stream 3-hop iperf3 run (0 or 1 skips it).", DefaultValueFactory = _ => defaults.IperfParallel };
         var iperf3 = new Option<string>("--iperf3") { Description = "The iperf3 executable (Debian's iperf3 is installed with apt-get when missing).", DefaultValueFactory = _ => defaults.Iperf3Path };
         var skipLatency = new Option<bool>("--skip-latency") { Description = "Skip the per-hop latency measurement." };
-        var probes = new Option<int>("--probes") { Description = "Latency: timestamped probes per measurement.", DefaultValueFactory = _ => defaults.Probes };
+        var probes = new Option<int>("--probes") { Description = "Latency: timestamped probes per route (via the relay, and direct).", DefaultValueFactory = _ => defaults.Probes };
         var probeInterval = new Option<double>("--probe-interval") { Description = "Latency: milliseconds between probes.", DefaultValueFactory = _ => defaults.ProbeInterval.TotalMilliseconds };
         var latencyLoad = new Option<double>("--latency-load") { Description = "Latency: background load as a fraction of the measured relay rate.", DefaultValueFactory = _ => defaults.LatencyLoad };
         var timeout = new Option<double>("--timeout") { Description = "Seconds any one step may take (a node start, a link, an iperf3 run beyond its length).", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds };

@@ -224,7 +224,7 @@ public sealed partial class Link : IThreadPoolWorkItem
                     _flushing = false;
                     return;
                 }
-                if (once && pass > 0)
+                if (once && pass >= InlinePasses)
                 {
                     // Still flushing (the flag stays set): a pool thread takes over.
                     ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
@@ -249,6 +249,13 @@ public sealed partial class Link : IThreadPoolWorkItem
             batch.Clear();
         }
     }
+
+    /// <summary>
+    /// Passes an inline flush makes before it leaves what is still queued to a pool thread. More than one, because
+    /// a keepalive queued by the timer while this thread was sending would otherwise hand the link to the pool, and
+    /// the receive loop's next frames would wait for a pool thread to wake.
+    /// </summary>
+    private const int InlinePasses = 8;
 
     /// <summary>Empty chunk objects kept for reuse (their buffers are in the shared pool).</summary>
     private const int MaxFreeChunks = 64;
