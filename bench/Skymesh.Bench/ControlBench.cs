@@ -176,7 +176,7 @@ public static class ControlBench
 
         public uint Reserve(int link, TimeSpan lifetime) => _labels.Reserve(link, lifetime);
 
-        public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel) => _labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel));
+        public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel, bool billable) => _labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel, billable));
 
         public void InstallEnd(SetupRequest request, int link, uint inLabel, uint outLabel) => _labels.Install(link, inLabel, LabelAction.Deliver(1));
 

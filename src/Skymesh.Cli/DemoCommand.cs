@@ -66,7 +66,8 @@ internal static class DemoCommand
                       "api": "127.0.0.1:0",
                       "broker": "{{broker.LocalEndPoint}}",
                       "interfaces": [ { "name": "udp0", "type": "udp", "listen": "127.0.0.1:0" } ],
-                      "exits": [ {{(i == count - 1 ? "\"*:*\"" : "")}} ]
+                      "exits": [ {{(i == count - 1 ? "\"*:*\"" : "")}} ],
+                      "price": {{(i == 0 || i == count - 1 ? 0 : 1000)}}
                     }
                     """;
                 var options = NodeOptions.Parse(json, root);
@@ -166,6 +167,12 @@ internal static class DemoCommand
             }
             await sender;
             Console.WriteLine();
+            foreach (var (node, _, agent) in mesh)
+                await agent.Settlement.SettleAsync(CancellationToken.None);
+            var earned = string.Join(", ", Enumerable.Range(0, total).Where(i => i != 0 && i != count - 1)
+                .Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address):N0}"));
+            var receipts = mesh.Sum(m => m.Agent.Settlement.Book.Accepted);
+            Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts crossed the broker; ledger balances after settling: {earned}.");
             Console.WriteLine($"Carried {target.Received / 1e6:0.0} MB from A to {Name(count - 1)} in {clock.Elapsed.TotalSeconds:0} s over one TCP connection, across the repair; forward failures: {forward.Failed}; SOCKS connections: {socks.Accepted}.");
             foreach (var (a, b) in pairs)
             {

@@ -253,14 +253,14 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     public uint ReserveLabel(Link link) => Switch.Labels.Reserve(link.Id);
 
     /// <summary>Installs a forwarding entry: messages arriving on <paramref name="inLink"/> with <paramref name="inLabel"/> go out on <paramref name="outLink"/> with <paramref name="outLabel"/>.</summary>
-    public void InstallForward(Link inLink, uint inLabel, Link outLink, uint outLabel)
+    public void InstallForward(Link inLink, uint inLabel, Link outLink, uint outLabel, bool billable = true)
     {
         if (inLabel == 0 || outLabel == 0)
             throw new NodeRequestException(400, "label 0 is each link's own (control messages); paths use labels from 1");
         if (inLink.Id == outLink.Id)
             throw new NodeRequestException(400, "a path cannot be forwarded back onto the link it came from");
         EnsureFree(inLink, inLabel);
-        Switch.Labels.Install(inLink.Id, inLabel, LabelAction.Forward(outLink.Id, outLabel));
+        Switch.Labels.Install(inLink.Id, inLabel, LabelAction.Forward(outLink.Id, outLabel, billable));
         Log.LabelInstalled(_logger, inLink.Id, inLabel, outLink.Id, outLabel);
     }
 

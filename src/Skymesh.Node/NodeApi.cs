@@ -131,7 +131,7 @@ public sealed class NodeApi : IAsyncDisposable
             var outLink = node.ResolveLink(request.Forward.Link ?? throw Missing("forward.link"));
             var outLabel = request.Forward.Label ?? throw Missing("forward.label");
             var label = request.Label ?? node.ReserveLabel(inLink);
-            node.InstallForward(inLink, label, outLink, outLabel);
+            node.InstallForward(inLink, label, outLink, outLabel, request.Forward.Billable ?? true);
             return Results.Json(new LabelReply(inLink.Id, inLink.Peer?.ToString(), label, $"forward to link {outLink.Id} label {outLabel}"), Json);
         });
         _app.MapDelete("/api/labels/{link:int}/{label:long}", (int link, long label) =>
@@ -362,7 +362,8 @@ public sealed record AppInfo(int Id, string Kind, string Listen, string Destinat
 
 public sealed record LinkRequest(string? Interface, string? Endpoint, string? Peer);
 
-public sealed record LabelTarget(string? Link, uint? Label);
+/// <param name="Billable">False when the next hop is the path's end (settlement pays only for forwarding); default true.</param>
+public sealed record LabelTarget(string? Link, uint? Label, bool? Billable = null);
 
 public sealed record LabelRequest(string? Link, uint? Label, LabelTarget? Forward);
 

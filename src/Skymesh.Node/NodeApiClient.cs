@@ -63,8 +63,8 @@ public sealed class NodeApiClient : IDisposable
     public Task<LabelReply> ReserveLabelAsync(string link, CancellationToken cancellationToken = default) =>
         PostAsync<LabelReply>("api/labels", new LabelRequest(link, null, null), cancellationToken);
 
-    public Task<LabelReply> ForwardLabelAsync(string inLink, uint? inLabel, string outLink, uint outLabel, CancellationToken cancellationToken = default) =>
-        PostAsync<LabelReply>("api/labels", new LabelRequest(inLink, inLabel, new LabelTarget(outLink, outLabel)), cancellationToken);
+    public Task<LabelReply> ForwardLabelAsync(string inLink, uint? inLabel, string outLink, uint outLabel, CancellationToken cancellationToken = default, bool billable = true) =>
+        PostAsync<LabelReply>("api/labels", new LabelRequest(inLink, inLabel, new LabelTarget(outLink, outLabel, billable)), cancellationToken);
 
     public Task RemoveLabelAsync(int link, uint label, CancellationToken cancellationToken = default) =>
         SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/labels/{link}/{label}"), cancellationToken);
@@ -209,9 +209,9 @@ public static class StaticPath
             for (var i = 1; i < k; i++)
             {
                 var node = chain[i];
-                var fwd = await node.ForwardLabelAsync(addresses[i - 1], forwardIn[i], addresses[i + 1], forwardIn[i + 1], cancellationToken);
+                var fwd = await node.ForwardLabelAsync(addresses[i - 1], forwardIn[i], addresses[i + 1], forwardIn[i + 1], cancellationToken, billable: i + 1 < k);
                 undo.Add(() => node.RemoveLabelAsync(fwd.Link, fwd.Label));
-                var back = await node.ForwardLabelAsync(addresses[i + 1], backIn[i], addresses[i - 1], backIn[i - 1], cancellationToken);
+                var back = await node.ForwardLabelAsync(addresses[i + 1], backIn[i], addresses[i - 1], backIn[i - 1], cancellationToken, billable: i > 1);
                 undo.Add(() => node.RemoveLabelAsync(back.Link, back.Label));
             }
             var nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));

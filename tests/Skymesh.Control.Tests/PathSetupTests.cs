@@ -28,7 +28,7 @@ internal sealed class TableOfNode(Dictionary<NodeAddress, int> links, uint price
         return label;
     }
 
-    public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel) => Labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel));
+    public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel, bool billable) => Labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel, billable));
 
     public void InstallEnd(SetupRequest request, int link, uint inLabel, uint outLabel)
     {

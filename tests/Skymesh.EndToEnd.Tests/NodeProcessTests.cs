@@ -279,6 +279,9 @@ public sealed class DemoTests
         Assert.Contains("link B <-> C cut", output, StringComparison.Ordinal);
         Assert.Contains("via E:", output, StringComparison.Ordinal);
         Assert.Contains("forward failures: 0", output, StringComparison.Ordinal);
+        // Relays were paid: signed receipts crossed the broker and B's ledger balance rose.
+        var settlement = output.Split('\n').Single(l => l.StartsWith("Settlement:", StringComparison.Ordinal));
+        Assert.Matches(@"B \+[1-9]", settlement);
         Assert.DoesNotContain("fail:", output, StringComparison.Ordinal);
     }
 }

@@ -351,6 +351,8 @@ public sealed class SettlementTests : MeshWithBroker
         Assert.True(fromSource.ReceiptedBytes >= 4 << 20, $"receipted {fromSource.ReceiptedBytes}");
         Assert.True(fromSource.ReceiptedAmount >= 4000, $"amount {fromSource.ReceiptedAmount}");
         Assert.Equal("normal", fromSource.Credit);
+        // The relay's next hops were the path's two ends, which deliver: it owes nobody, so it signed nothing.
+        Assert.Equal(0, relay.Agent.Settlement.Signer.Signed);
         // Nothing was refused as invalid (two receipts arriving closer than 50 ms apart are merely skipped: TooFrequent).
         foreach (var reason in Enum.GetValues<Skymesh.Control.Settlement.ReceiptError>().Where(r => r is not (Skymesh.Control.Settlement.ReceiptError.None or Skymesh.Control.Settlement.ReceiptError.TooFrequent)))
             Assert.True(relay.Agent.Settlement.Book.Refused(reason) == 0, $"{relay.Agent.Settlement.Book.Refused(reason)} receipt(s) refused: {reason}");

@@ -13,7 +13,8 @@ public interface IHopTable
     uint Reserve(int link, TimeSpan lifetime);
 
     /// <summary>Messages in on (<paramref name="inLink"/>, <paramref name="inLabel"/>) go out on (<paramref name="outLink"/>, <paramref name="outLabel"/>).</summary>
-    void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel);
+    /// <param name="billable">False when the next hop is the path's end (it delivers, so it is not paid for forwarding).</param>
+    void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel, bool billable);
 
     /// <summary>This node is the destination: a path end towards <paramref name="request"/>'s source.</summary>
     void InstallEnd(SetupRequest request, int link, uint inLabel, uint outLabel);
@@ -192,8 +193,10 @@ public sealed class PathSetupHop
                 throw Refuse(400, "label 0 is no path's label");
             if (state.NextLink is { } next)
             {
-                _table.InstallForward(state.PrevLink!.Value, state.Labels.ForwardIn, next, commit.ForwardOut);
-                _table.InstallForward(next, state.Labels.BackIn, state.PrevLink.Value, commit.BackOut);
+                // The next hop forward is the destination when this is the last relay; the next hop back is the
+                // source when this is the first: those deliver, and settlement pays only for forwarding.
+                _table.InstallForward(state.PrevLink!.Value, state.Labels.ForwardIn, next, commit.ForwardOut, billable: state.Index + 1 < state.Request.Hops);
+                _table.InstallForward(next, state.Labels.BackIn, state.PrevLink.Value, commit.BackOut, billable: state.Index > 1);
             }
             else
             {

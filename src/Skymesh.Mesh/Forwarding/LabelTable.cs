@@ -10,9 +10,11 @@ public enum LabelActionKind : byte
 }
 
 /// <summary>What the forwarder does with a message that arrives on a link with a label.</summary>
-public readonly record struct LabelAction(LabelActionKind Kind, int OutLink, uint OutLabel, int Endpoint)
+/// <param name="Unbilled">For a forward: the next hop delivers (it is the path's end), so it is not paid for forwarding.</param>
+public readonly record struct LabelAction(LabelActionKind Kind, int OutLink, uint OutLabel, int Endpoint, bool Unbilled = false)
 {
-    public static LabelAction Forward(int outLink, uint outLabel) => new(LabelActionKind.Forward, outLink, outLabel, 0);
+    /// <param name="billable">False when the next hop is the path's end: settlement pays only for forwarding.</param>
+    public static LabelAction Forward(int outLink, uint outLabel, bool billable = true) => new(LabelActionKind.Forward, outLink, outLabel, 0, !billable);
 
     public static LabelAction Deliver(int endpoint) => new(LabelActionKind.Deliver, 0, 0, endpoint);
 

@@ -277,7 +277,8 @@ public sealed partial class MeshSwitch : IAsyncDisposable
                 Interlocked.Increment(ref _forwarded);
                 // Settlement: the sender owes this node for the bytes, and this node owes the next hop.
                 from.Forwarded(payload.Length);
-                next!.AddBillable(payload.Length);
+                if (!action.Unbilled)
+                    next!.AddBillable(payload.Length);
             }
             else
             {

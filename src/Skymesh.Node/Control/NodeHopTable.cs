@@ -11,8 +11,8 @@ internal sealed class NodeHopTable(MeshNode node, uint price) : IHopTable
 
     public uint Reserve(int link, TimeSpan lifetime) => node.Switch.Labels.Reserve(link, lifetime);
 
-    public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel) =>
-        node.Switch.Labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel));
+    public void InstallForward(int inLink, uint inLabel, int outLink, uint outLabel, bool billable) =>
+        node.Switch.Labels.Install(inLink, inLabel, LabelAction.Forward(outLink, outLabel, billable));
 
     public void InstallEnd(SetupRequest request, int link, uint inLabel, uint outLabel)
     {

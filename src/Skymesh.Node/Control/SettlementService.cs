@@ -68,6 +68,10 @@ public sealed partial class SettlementService : IAsyncDisposable
             Log.ReceiptRefused(_logger, from, "not a receipt signed by its sender");
             return;
         }
+        // A neighbour's first receipt can arrive before the next round has opened its account (a MiB in the first
+        // 100 ms of a link): any node this one has a link to is a neighbour; strangers stay unknown and refused.
+        if (_node.FindLink(sender) is not null)
+            _book.AddNeighbour(sender);
         _book.Offer(receipt);
     }
 
