@@ -94,10 +94,18 @@ public sealed class LossyChainTests
             var buffer = new byte[256 * 1024];
             long received = 0;
             int n;
-            while ((n = await receiver.ReadAsync(buffer, Ct).AsTask().WaitAsync(TimeSpan.FromSeconds(60), Ct)) > 0)
+            try
             {
-                actual.AppendData(buffer.AsSpan(0, n));
-                received += n;
+                while ((n = await receiver.ReadAsync(buffer, Ct).AsTask().WaitAsync(TimeSpan.FromSeconds(60), Ct)) > 0)
+                {
+                    actual.AppendData(buffer.AsSpan(0, n));
+                    received += n;
+                }
+            }
+            catch (TimeoutException)
+            {
+                throw new Xunit.Sdk.XunitException($"no data for 60 s after {received:N0} bytes; sender {sender.Counters}; receiver {receiver.Counters}; "
+                    + $"source {source.Counters}; destination {destination.Counters}; links {string.Join(" | ", forward.Concat(backward).Select(l => l.Info()))}");
             }
             await writing.WaitAsync(TimeSpan.FromSeconds(60), Ct);
             var elapsed = clock.Elapsed;
