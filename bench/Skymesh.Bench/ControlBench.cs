@@ -25,6 +25,9 @@ public sealed record ControlBenchOptions
 
     public TimeSpan IdleTime { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>Neighbours each settled with at one receipt per second, each way.</summary>
+    public int ReceiptNeighbours { get; init; } = 1000;
+
     public void Validate()
     {
         if (MaxHops is < 1 or > SetupRequest.MaxHops)
@@ -52,6 +55,7 @@ public static class ControlBench
         var c = CultureInfo.InvariantCulture;
         output.WriteLine(string.Format(c, "skymesh bench control: {0} CPUs ({1}), .NET {2}; broker, agents and tables in this process", Environment.ProcessorCount, ProcessProbe.CpuModel(), Environment.Version));
         await SetupLatencyAsync(options, output, cancellationToken);
+        Receipts(options, output);
         if (options.IdleNodes > 0)
             await IdleTrafficAsync(options, output, cancellationToken);
         return 0;
@@ -162,6 +166,57 @@ public static class ControlBench
                 await node.DisposeAsync();
             }
             Directory.Delete(root, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Settlement at 1,000 neighbours: one second's work — sign one cumulative receipt to each neighbour and check one
+    /// from each — timed in this thread's CPU; repeated, the best round reported.
+    /// </summary>
+    private static void Receipts(ControlBenchOptions options, TextWriter output)
+    {
+        var neighbours = options.ReceiptNeighbours;
+        using var self = NodeKey.Generate();
+        var keys = Enumerable.Range(0, neighbours).Select(_ => NodeKey.Generate()).ToArray();
+        try
+        {
+            var book = new Skymesh.Control.Settlement.ReceiptBook(self.Address, options: new Skymesh.Control.Settlement.ReceiptBookOptions { MinInterval = TimeSpan.Zero });
+            var signer = new Skymesh.Control.Settlement.ReceiptSigner(self, options: new Skymesh.Control.Settlement.ReceiptSignerOptions { MinInterval = TimeSpan.Zero });
+            foreach (var key in keys)
+                book.AddNeighbour(key.Address);
+            var best = double.MaxValue;
+            for (var round = 1; round <= 4; round++)
+            {
+                // Their receipts to us are made outside the timing: that is their CPU, not ours.
+                var incoming = keys.Select(k => Skymesh.Control.Settlement.Receipt.Create(k, self.Address, (ulong)round, round << 20, round * 1000L, DateTimeOffset.UtcNow).Bytes).ToArray();
+                var cpu = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime;
+                foreach (var key in keys)
+                {
+                    signer.Count(key.Address, 1 << 20, 1000);
+                    _ = signer.Poll(key.Address) ?? throw new BenchException("A receipt was not due after a MiB.");
+                }
+                foreach (var receipt in incoming)
+                {
+                    var result = book.Offer(receipt);
+                    if (result != Skymesh.Control.Settlement.ReceiptError.None)
+                        throw new BenchException($"A valid receipt was refused: {result}.");
+                }
+                var used = (System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
+                best = Math.Min(best, used);
+            }
+            output.WriteLine($"receipts: {neighbours:N0} neighbours, one receipt signed to each and one checked from each per round (single thread, process CPU), best of 4 rounds");
+            output.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["bench"] = "control",
+                ["receipt_neighbours"] = neighbours,
+                ["receipts_per_sec"] = Math.Round(2 * neighbours / best),
+                ["receipt_cpu_fraction"] = Math.Round(best, 3),
+            }));
+        }
+        finally
+        {
+            foreach (var key in keys)
+                key.Dispose();
         }
     }
 
