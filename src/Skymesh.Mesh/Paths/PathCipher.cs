@@ -118,10 +118,13 @@ public sealed class PathCipher : IDisposable
         BinaryPrimitives.WriteUInt64BigEndian(nonce[4..], counter);
     }
 
+    /// <summary>Frees the native cipher contexts, after any seal or open under way on another thread has finished.</summary>
     public void Dispose()
     {
-        _seal.Dispose();
-        _open.Dispose();
+        lock (_sealLock)
+            _seal.Dispose();
+        lock (_openLock)
+            _open.Dispose();
     }
 }
 

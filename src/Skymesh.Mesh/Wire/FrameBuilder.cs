@@ -133,5 +133,9 @@ public sealed class FrameCipher : IDisposable
         BinaryPrimitives.WriteUInt64BigEndian(nonce[4..], sequence);
     }
 
-    public void Dispose() => _aead.Dispose();
+    public void Dispose()
+    {
+        lock (_lock)
+            _aead.Dispose();
+    }
 }
