@@ -71,6 +71,9 @@ public static class NodeMetrics
         w.Family("skymesh_link_send_drops_total", "counter", "Messages a link could not send (queue full, down).");
         foreach (var l in links)
             w.Sample("skymesh_link_send_drops_total", LinkLabels(l), l.SendDrops);
+        w.Family("skymesh_link_credit_drops_total", "counter", "Messages from a neighbour not forwarded because it was over its credit.");
+        foreach (var l in sw.Links.Where(l => l.State != LinkState.Down).OrderBy(l => l.Id))
+            w.Sample("skymesh_link_credit_drops_total", $"link=\"{l.Id}\",peer=\"{l.Peer?.ToString() ?? ""}\"", l.CreditDrops);
         w.Family("skymesh_link_rtt_seconds", "gauge", "Smoothed round-trip time of a link from keepalives.");
         foreach (var l in links.Where(l => l.Rtt is not null))
             w.Sample("skymesh_link_rtt_seconds", LinkLabels(l), l.Rtt!.Value.TotalSeconds);

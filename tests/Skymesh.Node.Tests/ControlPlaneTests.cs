@@ -415,6 +415,7 @@ public sealed class SettlementTests : MeshWithBroker
         Assert.Equal("suspended", fromSource.Credit);
         Assert.Equal(0, fromSource.AllowedBytesPerSecond);
         Assert.True(fromSource.OwedToUs > 1000);
+        Assert.Contains($"skymesh_link_credit_drops_total{{link=\"{relay.Node.FindLink(source.Node.Address)!.Id}\",peer=\"{source.Address}\"}} ", await relay.Client.MetricsAsync(Ct), StringComparison.Ordinal);
         await writing.WaitAsync(Bound, Ct);
     }
 }

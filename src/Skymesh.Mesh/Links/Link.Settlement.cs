@@ -15,7 +15,7 @@ public sealed partial class Link
     /// <summary>Payload bytes that arrived on this link and that this node forwarded onward: what the neighbour owes for.</summary>
     public long ForwardedForPeer => Interlocked.Read(ref _forwardedForPeer);
 
-    /// <summary>Payload bytes this node queued on this link for the neighbour to forward: what this node owes for.</summary>
+    /// <summary>Payload bytes this node queued on this link for the neighbour to forward (counted by <see cref="TryEnqueue"/>): what this node owes for.</summary>
     public long BillableSent => Interlocked.Read(ref _billableSent);
 
     /// <summary>Messages from this neighbour not forwarded because it was over its credit.</summary>
@@ -33,8 +33,6 @@ public sealed partial class Link
         Volatile.Write(ref _gate, bytesPerSecond is { } rate ? new ForwardGate(rate, _switch.Time) : null);
     }
 
-    public void AddBillable(int bytes) => Interlocked.Add(ref _billableSent, bytes);
-
     /// <summary>On the receive loop, before forwarding: false (and counted) when the neighbour's credit does not allow it.</summary>
     internal bool MayForward(int bytes, long now)
     {
@@ -45,7 +43,8 @@ public sealed partial class Link
         return false;
     }
 
-    internal void Forwarded(int bytes) => Interlocked.Add(ref _forwardedForPeer, bytes);
+    /// <summary>Counts bytes forwarded for the neighbour; only this link's receive loop calls it, so a plain add will do.</summary>
+    internal void Forwarded(int bytes) => Volatile.Write(ref _forwardedForPeer, _forwardedForPeer + bytes);
 
     /// <summary>A token bucket of a tenth of a second's allowance; rate 0 lets nothing through.</summary>
     private sealed class ForwardGate(long bytesPerSecond, TimeProvider time)

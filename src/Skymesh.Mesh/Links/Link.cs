@@ -124,20 +124,21 @@ public sealed partial class Link : IThreadPoolWorkItem
     /// payload cannot fit a frame, or the queue is full. The queue is sent by a pool thread, or, inside a
     /// <see cref="MeshSwitch.DeferFlushes"/> scope (every receive loop runs in one), by this thread when the scope ends.
     /// </summary>
-    public bool TryEnqueue(uint label, byte type, ReadOnlySpan<byte> payload)
+    /// <param name="billable">The neighbour forwards this message (it is not its path's end): it counts towards what this node owes it (settlement).</param>
+    public bool TryEnqueue(uint label, byte type, ReadOnlySpan<byte> payload, bool billable = false)
     {
         if (State != LinkState.Up || label == MeshWire.ControlLabel)
         {
             Interlocked.Increment(ref _sendDrops);
             return false;
         }
-        return Enqueue(label, type, payload);
+        return Enqueue(label, type, payload, billable);
     }
 
     /// <summary>Sends what is queued now (at the end of a <see cref="MeshSwitch.DeferFlushes"/> scope); what others queue meanwhile goes to the thread pool.</summary>
     internal void FlushHere() => RunFlush(once: true);
 
-    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload)
+    private bool Enqueue(uint label, byte type, ReadOnlySpan<byte> payload, bool billable = false)
     {
         if (payload.Length > FrameBuilder.MaxPayload(Interface.Mtu, encrypted: true))
         {
@@ -173,6 +174,9 @@ public sealed partial class Link : IThreadPoolWorkItem
             chunk.Length += need;
             chunk.Count++;
             _queueLength += need;
+            // Counted under the lock already held for the queue: no extra atomic operation per message.
+            if (billable)
+                _billableSent += payload.Length;
             schedule = !_flushing;
             _flushing = true;
         }

@@ -271,14 +271,13 @@ public sealed partial class MeshSwitch : IAsyncDisposable
                 return;
             }
             var next = GetLink(action.OutLink);
-            var queued = next is not null && next.TryEnqueue(action.OutLabel, type, payload);
+            // Settlement: this node owes the next hop for what it forwards (unless that hop is the path's end),
+            // and the sender owes this node.
+            var queued = next is not null && next.TryEnqueue(action.OutLabel, type, payload, billable: !action.Unbilled);
             if (queued)
             {
                 Interlocked.Increment(ref _forwarded);
-                // Settlement: the sender owes this node for the bytes, and this node owes the next hop.
                 from.Forwarded(payload.Length);
-                if (!action.Unbilled)
-                    next!.AddBillable(payload.Length);
             }
             else
             {

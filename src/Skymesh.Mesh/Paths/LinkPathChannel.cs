@@ -23,14 +23,7 @@ public sealed class LinkPathChannel(Link outLink, uint outLabel) : IPathChannel,
     /// <summary>True when the first hop forwards this path's messages (it is not the destination): they count for settlement.</summary>
     public bool Billable { get; init; }
 
-    public bool TrySend(byte type, ReadOnlySpan<byte> payload)
-    {
-        if (!OutLink.TryEnqueue(OutLabel, type, payload))
-            return false;
-        if (Billable)
-            OutLink.AddBillable(payload.Length);
-        return true;
-    }
+    public bool TrySend(byte type, ReadOnlySpan<byte> payload) => OutLink.TryEnqueue(OutLabel, type, payload, Billable);
 
     public void OnMessage(Link from, uint label, byte type, ReadOnlySpan<byte> payload) => Endpoint?.OnMessage(type, payload);
 }
