@@ -45,7 +45,10 @@ public sealed partial class Link
         Interlocked.Add(ref _bytesReceived, frame.Length);
         Volatile.Write(ref _lastReceived, now);
         if (State == LinkState.Up)
+        {
             CountForLoss(header.Sequence);
+            ArqOnFrame(header.Sequence, now);
+        }
 
         var plain = (header.Flags & FrameFlags.Encrypted) == 0;
         var reader = new MessageReader(body);
@@ -67,6 +70,8 @@ public sealed partial class Link
         }
         if (reader.Error != WireError.None)
             _switch.CountBadFrame(reader.Error);
+        if (_missingCount > 0)
+            ArqAskForMissing(now);
     }
 
     private void OnControl(byte type, ReadOnlySpan<byte> payload, bool plain, long now)
@@ -93,6 +98,9 @@ public sealed partial class Link
                 // At least one tick, so that a measured round trip is never mistaken for "not measured yet".
                 var rtt = Math.Max(1, _switch.Time.GetElapsedTime(sent, now).Ticks);
                 _srttTicks = _srttTicks == 0 ? rtt : 0.875 * _srttTicks + 0.125 * rtt;
+                break;
+            case LinkMessageType.Nack when State == LinkState.Up && (!plain || _receiveCipher is null):
+                OnNack(payload);
                 break;
             case LinkMessageType.Close when State == LinkState.Up && (!plain || _receiveCipher is null):
                 _switch.TakeDown(this, "closed by the neighbour");
@@ -254,6 +262,7 @@ public sealed partial class Link
             SendControl(LinkMessageType.Keepalive, stamp);
             UpdateLoss();
         }
+        ArqOnTimer(now);
     }
 
     /// <summary>Ends the link once (false if it already ended): tells the neighbour when it was up.</summary>
@@ -279,6 +288,7 @@ public sealed partial class Link
         }
         waiter?.TrySetException(new LinkFailedException(reason));
         _down.TrySetResult(reason);
+        ReleaseRetained();
         // The frame ciphers are left to the finalizer: a flush or a receive under way may still be using them.
         _ephemeral?.Dispose();
         return true;
@@ -314,40 +324,55 @@ public sealed partial class Link
         }
     }
 
-    /// <summary>Sliding window over received sequence numbers: a frame is taken once, and not if far older than the newest.</summary>
+    /// <summary>
+    /// Sliding window over received sequence numbers: a frame is taken once, and not if 1,024 or more behind the
+    /// newest. Wide enough that a frame sent again on request (<see cref="OnNack"/>) still fits behind a fast flow.
+    /// </summary>
     private struct ReplayWindow
     {
+        private const int Size = 1024;
         private ulong _highest;
-        private ulong _bits;
         private bool _any;
+        private Bits _bits;
+
+        [System.Runtime.CompilerServices.InlineArray(Size / 64)]
+        private struct Bits
+        {
+            private ulong _first;
+        }
 
         public readonly bool IsNew(ulong sequence)
         {
             if (!_any || sequence > _highest)
                 return true;
-            var age = _highest - sequence;
-            return age < 64 && (_bits & (1UL << (int)age)) == 0;
+            if (_highest - sequence >= Size)
+                return false;
+            var at = (int)(sequence % Size);
+            return (_bits[at >> 6] & (1UL << (at & 63))) == 0;
         }
 
         public void Accept(ulong sequence)
         {
-            if (!_any)
+            if (!_any || sequence > _highest)
             {
+                var from = _any ? _highest + 1 : sequence;
+                if (!_any || sequence - from >= Size)
+                {
+                    ((Span<ulong>)_bits).Clear();
+                }
+                else
+                {
+                    for (var s = from; s < sequence; s++)
+                    {
+                        var gap = (int)(s % Size);
+                        _bits[gap >> 6] &= ~(1UL << (gap & 63));
+                    }
+                }
                 _any = true;
                 _highest = sequence;
-                _bits = 1;
-                return;
             }
-            if (sequence > _highest)
-            {
-                var shift = sequence - _highest;
-                _bits = shift >= 64 ? 1 : (_bits << (int)shift) | 1;
-                _highest = sequence;
-            }
-            else
-            {
-                _bits |= 1UL << (int)(_highest - sequence);
-            }
+            var at = (int)(sequence % Size);
+            _bits[at >> 6] |= 1UL << (at & 63);
         }
     }
 }

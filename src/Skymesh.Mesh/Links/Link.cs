@@ -226,6 +226,8 @@ public sealed partial class Link : IThreadPoolWorkItem
                     _pending.Clear();
                     _queueLength = 0;
                     _flushing = false;
+                    if (pass > 0 && _retained is not null)
+                        ArmTailProbe();
                     return;
                 }
                 if (once && pass >= InlinePasses)
@@ -240,10 +242,14 @@ public sealed partial class Link : IThreadPoolWorkItem
                 _sending = batch;
                 _queueLength = 0;
             }
+            var retain = Retaining;
             foreach (var chunk in batch)
             {
-                SendChunk(chunk);
-                chunk.Release();
+                var sent = SendChunk(chunk, out var sequence);
+                if (retain && sent > 0)
+                    Retain(chunk.Detach(), sequence, sent);
+                else
+                    chunk.Release();
                 lock (_queueLock)
                 {
                     if (_freeChunks.Count < MaxFreeChunks)
@@ -264,9 +270,13 @@ public sealed partial class Link : IThreadPoolWorkItem
     /// <summary>Empty chunk objects kept for reuse (their buffers are in the shared pool).</summary>
     private const int MaxFreeChunks = 64;
 
-    /// <summary>Writes the frame header into the chunk, seals the messages in place when the link is encrypted, and sends it.</summary>
-    private void SendChunk(FrameChunk chunk)
+    /// <summary>
+    /// Writes the frame header into the chunk, seals the messages in place when the link is encrypted, and sends it;
+    /// returns the frame's length when it was sent, 0 when it was not.
+    /// </summary>
+    private int SendChunk(FrameChunk chunk, out ulong sequence)
     {
+        sequence = 0;
         var cipher = _sendCipher;
         var buffer = chunk.Buffer;
         var length = chunk.Length;
@@ -274,9 +284,9 @@ public sealed partial class Link : IThreadPoolWorkItem
         {
             // Queued before the keys were there (cannot happen: data waits for the handshake); never send it plain.
             Interlocked.Add(ref _sendDrops, chunk.Count);
-            return;
+            return 0;
         }
-        var sequence = NextSequence();
+        sequence = NextSequence();
         new FrameHeader(cipher is null ? FrameFlags.None : FrameFlags.Encrypted, sequence).Write(buffer);
         if (cipher is not null)
         {
@@ -289,11 +299,10 @@ public sealed partial class Link : IThreadPoolWorkItem
             Interlocked.Increment(ref _framesSent);
             Interlocked.Add(ref _messagesSent, chunk.Count);
             Interlocked.Add(ref _bytesSent, length);
+            return length;
         }
-        else
-        {
-            Interlocked.Add(ref _sendDrops, chunk.Count);
-        }
+        Interlocked.Add(ref _sendDrops, chunk.Count);
+        return 0;
     }
 
     /// <summary>One frame being filled: its buffer (at least the link's MTU), the bytes used so far (header included) and its messages.</summary>
@@ -314,6 +323,15 @@ public sealed partial class Link : IThreadPoolWorkItem
             Capacity = mtu;
             Length = MeshWire.FrameHeaderLength;
             Count = 0;
+        }
+
+        /// <summary>Hands the buffer over (to the ring of frames kept for retransmission) instead of returning it.</summary>
+        public byte[] Detach()
+        {
+            var buffer = Buffer;
+            Buffer = [];
+            Capacity = 0;
+            return buffer;
         }
 
         public void Release()

@@ -13,6 +13,7 @@ public static class LinkMessageType
     public const byte Keepalive = 4;
     public const byte KeepaliveAck = 5;
     public const byte Close = 6;
+    public const byte Nack = 7;
 }
 
 /// <summary>

@@ -29,6 +29,12 @@ public sealed class MeshSwitchOptions
     /// <summary>Bytes of messages queued towards one neighbour before more are dropped.</summary>
     public int LinkQueueBytes { get; set; } = 8 * 1024 * 1024;
 
+    /// <summary>
+    /// Recover lost frames on the link itself: ask the neighbour for the frames missing from its sequence, and send
+    /// again those it asks for (docs/wire-format.md, Nack). Off leaves every loss to end-to-end recovery.
+    /// </summary>
+    public bool LinkRecovery { get; set; } = true;
+
     /// <summary>Label entries without traffic or keepalive for this long expire.</summary>
     public TimeSpan LabelLifetime { get; set; } = TimeSpan.FromSeconds(60);
 

@@ -91,6 +91,26 @@ internal abstract class CongestionController
     protected virtual void OnApplicationLimited(long now)
     {
     }
+
+    private long _undoWindow;
+    private long _undoThreshold;
+
+    /// <summary>Remembers the state before a loss response, so that <see cref="Undo"/> can take it back.</summary>
+    public virtual void SaveForUndo()
+    {
+        _undoWindow = Window;
+        _undoThreshold = SlowStartThreshold;
+    }
+
+    /// <summary>
+    /// The losses responded to were not losses (every segment presumed lost arrived after all, late or reordered):
+    /// the window and threshold go back to what they were, as RFC 4015 and Linux's undo do.
+    /// </summary>
+    public virtual void Undo()
+    {
+        Window = Math.Max(Window, _undoWindow);
+        SlowStartThreshold = Math.Max(SlowStartThreshold, _undoThreshold);
+    }
 }
 
 /// <summary>NewReno: congestion avoidance adds one segment per window acknowledged; a loss halves the window.</summary>
@@ -204,6 +224,30 @@ internal sealed class Cubic(int mss, int initialSegments) : CongestionController
             _growthCredit -= whole;
             Window = Math.Min(MaxWindow, Window + whole);
         }
+    }
+
+    private double _undoWMax;
+    private double _undoK;
+    private long _undoEpochStart;
+    private double _undoEstimate;
+
+    public override void SaveForUndo()
+    {
+        base.SaveForUndo();
+        _undoWMax = _wMax;
+        _undoK = _k;
+        _undoEpochStart = _epochStart;
+        _undoEstimate = _wEstimate;
+    }
+
+    public override void Undo()
+    {
+        base.Undo();
+        _wMax = _undoWMax;
+        _k = _undoK;
+        _epochStart = _undoEpochStart;
+        _wEstimate = _undoEstimate;
+        _growthCredit = 0;
     }
 
     /// <summary>Time spent not using the window does not count toward the curve (RFC 9438 §5.8).</summary>

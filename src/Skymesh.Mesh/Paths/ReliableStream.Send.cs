@@ -110,6 +110,11 @@ public sealed partial class ReliableStream
     private long _bytesRetransmitted;
     private long _fastRetransmits;
     private long _spuriousRetransmits;
+    private long _undos;
+    // Segments presumed lost in the current fast recovery, and how many of those turned out not to be.
+    private int _episodeLost;
+    private int _episodeSpurious;
+    private bool _undoPossible;
     private long _tailProbes;
     private long _timeouts;
     private long _acksReceived;
@@ -456,6 +461,16 @@ public sealed partial class ReliableStream
         {
             _spuriousSeen = true;
             _spuriousRetransmits++;
+            if (_undoPossible && ++_episodeSpurious >= _episodeLost)
+            {
+                // Every loss this recovery responded to was reordering or a loss the link itself repaired: take the
+                // window reduction back instead of paying for a congestion that never was.
+                _undoPossible = false;
+                _cc.Undo();
+                _inFastRecovery = false;
+                _recoveryPoint = _sndUna;
+                _undos++;
+            }
         }
     }
 
@@ -535,6 +550,9 @@ public sealed partial class ReliableStream
             if (segment.Offset >= _recoveryPoint)
             {
                 // The first loss in a window not yet reduced for: multiplicative decrease, and resend at once.
+                _cc.SaveForUndo();
+                _undoPossible = true;
+                _episodeLost = _episodeSpurious = 0;
                 _cc.OnLoss(_sndNxt - _sndUna, now);
                 if (++_recoveriesSinceReorderChange >= 16)
                 {
@@ -545,6 +563,7 @@ public sealed partial class ReliableStream
                 _recoveryPoint = _sndNxt;
                 _retransmitNow = true;
             }
+            _episodeLost++;
             segment = next;
         }
     }
@@ -560,6 +579,7 @@ public sealed partial class ReliableStream
     /// <summary>RFC 6298 5.4–5.7: everything in flight is presumed lost; back off and start again from one segment.</summary>
     private void OnRetransmissionTimeout(long now)
     {
+        _undoPossible = false;
         _rtoDue = long.MaxValue;
         if (SegmentCount == 0)
             return;

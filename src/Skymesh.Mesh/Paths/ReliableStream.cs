@@ -90,6 +90,7 @@ public sealed partial class ReliableStream : IAsyncDisposable
                     BytesRetransmitted = _bytesRetransmitted,
                     FastRetransmits = _fastRetransmits,
                     SpuriousRetransmits = _spuriousRetransmits,
+                    Undos = _undos,
                     TailProbes = _tailProbes,
                     Timeouts = _timeouts,
                     SegmentsReceived = _segmentsReceived,

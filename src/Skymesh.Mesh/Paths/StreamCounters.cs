@@ -22,6 +22,9 @@ public readonly record struct StreamCounters
     /// <summary>Segments found delivered after they were presumed lost (reordering); they widen the reordering window.</summary>
     public long SpuriousRetransmits { get; init; }
 
+    /// <summary>Window reductions taken back because every loss they answered turned out not to be one.</summary>
+    public long Undos { get; init; }
+
     /// <summary>Tail loss probes sent: one segment past the window after two silent round trips.</summary>
     public long TailProbes { get; init; }
 

@@ -1,0 +1,343 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Skymesh.Mesh.Wire;
+
+namespace Skymesh.Mesh.Links;
+
+/// <summary>
+/// Recovery of lost frames on the link itself, as 802.11 does on a radio hop: the receiver names the frames it
+/// misses (by sequence number) in a Nack, and the sender sends those frames again — the very bytes it sent, still
+/// sealed under their own sequence number, so nothing is encrypted twice and the receiver's replay window drops a
+/// copy that arrives twice. A frame lost on one hop is so recovered within that hop's round trip, and end-to-end
+/// congestion control, which would read the loss as congestion and halve its rate, sees a clean path.
+/// <para>
+/// It costs nothing on a link that loses nothing: a sender keeps its sent frames (moving their pooled buffers into a
+/// ring instead of returning them) only after its neighbour has asked for one, for a while after the last ask.
+/// </para>
+/// </summary>
+public sealed partial class Link
+{
+    // ---- Receiver: frames missing from the sequence, and when to ask for them ----------------------------------
+
+    /// <summary>Gaps remembered at once; a longer run of losses is not worth recovering hop by hop.</summary>
+    internal const int MaxMissing = 256;
+
+    /// <summary>Times a missing frame is asked for before the end-to-end recovery is left to deal with it.</summary>
+    internal const int MaxNacks = 4;
+
+    /// <summary>Sequence ranges one Nack names at most (16 bytes each: first sequence, 64-frame bitmap).</summary>
+    internal const int MaxNackRanges = 16;
+
+    private MissingFrame[]? _missing;
+    private int _missingCount;
+    private long _arqHighest = -1;
+    private long _framesAskedFor, _framesRecovered, _framesRetransmitted, _nacksReceived, _framesGivenUp;
+
+    private struct MissingFrame
+    {
+        public ulong Sequence;
+        public long FirstSeen;
+        public long LastAsked;
+        public int Asked;
+    }
+
+    /// <summary>Frames this link asked its neighbour to send again.</summary>
+    public long FramesAskedFor => Interlocked.Read(ref _framesAskedFor);
+
+    /// <summary>Frames that arrived after this link had found them missing (late or sent again).</summary>
+    public long FramesRecovered => Interlocked.Read(ref _framesRecovered);
+
+    /// <summary>Frames this link sent again because its neighbour asked.</summary>
+    public long FramesRetransmitted => Interlocked.Read(ref _framesRetransmitted);
+
+    /// <summary>Missing frames given up on (asked for too often, or too old): end-to-end recovery takes over.</summary>
+    public long FramesGivenUp => Interlocked.Read(ref _framesGivenUp);
+
+    /// <summary>
+    /// Notes a frame taken from the neighbour (receive loop only): a jump in sequence numbers leaves gaps to ask for,
+    /// a frame that fills one closes it.
+    /// </summary>
+    private void ArqOnFrame(ulong sequence, long now)
+    {
+        if (!_switch.Options.LinkRecovery)
+            return;
+        var highest = _arqHighest;
+        if (highest < 0 || (long)sequence > highest)
+        {
+            if (highest >= 0 && (long)sequence > highest + 1)
+                NoteGap((ulong)highest + 1, sequence, now);
+            _arqHighest = (long)sequence;
+            return;
+        }
+        if (_missingCount == 0)
+            return;
+        var missing = _missing!;
+        for (var i = 0; i < _missingCount; i++)
+        {
+            if (missing[i].Sequence == sequence)
+            {
+                missing[i] = missing[--_missingCount];
+                Interlocked.Increment(ref _framesRecovered);
+                return;
+            }
+        }
+    }
+
+    private void NoteGap(ulong from, ulong to, long now)
+    {
+        // A gap wider than what is remembered is a burst (or the neighbour restarted its numbering): only its newest
+        // frames are asked for.
+        if (to - from > MaxMissing)
+            from = to - MaxMissing;
+        _missing ??= new MissingFrame[MaxMissing];
+        for (var s = from; s < to; s++)
+        {
+            if (_missingCount == MaxMissing)
+            {
+                // Full: the oldest gap is the least likely to be worth a retransmission.
+                Interlocked.Increment(ref _framesGivenUp);
+                RemoveOldestMissing();
+            }
+            _missing[_missingCount++] = new MissingFrame { Sequence = s, FirstSeen = now };
+        }
+    }
+
+    private void RemoveOldestMissing()
+    {
+        var oldest = 0;
+        for (var i = 1; i < _missingCount; i++)
+        {
+            if (_missing![i].Sequence < _missing[oldest].Sequence)
+                oldest = i;
+        }
+        _missing![oldest] = _missing[--_missingCount];
+    }
+
+    /// <summary>
+    /// Asks for the missing frames that are due (after each frame received, and on the switch's timer): a gap is
+    /// asked for once it has outlived the reordering allowance, and again, up to <see cref="MaxNacks"/> times,
+    /// when a retransmission's round trip passed without it.
+    /// </summary>
+    private void ArqAskForMissing(long now)
+    {
+        if (_missingCount == 0 || State != LinkState.Up)
+            return;
+        var time = _switch.Time;
+        var rtt = Rtt ?? TimeSpan.FromMilliseconds(10);
+        // Reordering allowance: an eighth of the link's round trip, at least 200 µs, at most 5 ms.
+        var reorder = TimeSpan.FromTicks(Math.Clamp(rtt.Ticks / 8, TimeSpan.TicksPerMillisecond / 5, 5 * TimeSpan.TicksPerMillisecond));
+        // Asked again after a round trip and a half, at least 1 ms; abandoned after MaxNacks asks or 20 round trips.
+        var again = TimeSpan.FromTicks(Math.Max(rtt.Ticks * 3 / 2, TimeSpan.TicksPerMillisecond));
+        var abandon = TimeSpan.FromTicks(Math.Max(rtt.Ticks * 20, 50 * TimeSpan.TicksPerMillisecond));
+        Span<byte> nack = stackalloc byte[MaxNackRanges * 16];
+        var ranges = 0;
+        var missing = _missing!;
+        for (var i = 0; i < _missingCount;)
+        {
+            ref var m = ref missing[i];
+            var age = time.GetElapsedTime(m.FirstSeen, now);
+            if (age >= abandon || (m.Asked >= MaxNacks && time.GetElapsedTime(m.LastAsked, now) >= again))
+            {
+                Interlocked.Increment(ref _framesGivenUp);
+                missing[i] = missing[--_missingCount];
+                continue;
+            }
+            var due = m.Asked == 0 ? age >= reorder : m.Asked < MaxNacks && time.GetElapsedTime(m.LastAsked, now) >= again;
+            if (due && AddToNack(nack, ref ranges, m.Sequence))
+            {
+                m.Asked++;
+                m.LastAsked = now;
+                Interlocked.Increment(ref _framesAskedFor);
+            }
+            i++;
+        }
+        if (ranges > 0)
+            SendControl(LinkMessageType.Nack, nack[..(ranges * 16)]);
+    }
+
+    /// <summary>Sets the sequence's bit in a range of the Nack being built, opening a range if none covers it; false when full.</summary>
+    private static bool AddToNack(Span<byte> nack, ref int ranges, ulong sequence)
+    {
+        for (var r = 0; r < ranges; r++)
+        {
+            var first = BinaryPrimitives.ReadUInt64BigEndian(nack[(r * 16)..]);
+            if (sequence >= first && sequence - first < 64)
+            {
+                var bits = BinaryPrimitives.ReadUInt64BigEndian(nack[(r * 16 + 8)..]) | (1UL << (int)(sequence - first));
+                BinaryPrimitives.WriteUInt64BigEndian(nack[(r * 16 + 8)..], bits);
+                return true;
+            }
+        }
+        if (ranges == MaxNackRanges)
+            return false;
+        BinaryPrimitives.WriteUInt64BigEndian(nack[(ranges * 16)..], sequence);
+        BinaryPrimitives.WriteUInt64BigEndian(nack[(ranges * 16 + 8)..], 1);
+        ranges++;
+        return true;
+    }
+
+    // ---- Sender: frames kept for a while, and sent again when asked ---------------------------------------------
+
+    /// <summary>How long after the neighbour's last Nack this side keeps its sent frames.</summary>
+    internal static readonly TimeSpan RetainAfterNack = TimeSpan.FromSeconds(30);
+
+    /// <summary>Bytes of sent frames kept per link at most (and at least 32 frames).</summary>
+    internal const int RetainBytes = 2 * 1024 * 1024;
+
+    private readonly Lock _retainLock = new();
+    private SentFrame[]? _retained;
+    private long _retainUntil = long.MinValue;
+
+    private struct SentFrame
+    {
+        public byte[]? Buffer;
+        public ulong Sequence;
+        public int Length;
+        public long SentAt;
+    }
+
+    /// <summary>Whether sent frames are kept now: the neighbour asked for one not long ago.</summary>
+    private bool Retaining => Volatile.Read(ref _retainUntil) > _switch.Time.GetTimestamp();
+
+    /// <summary>
+    /// Keeps a sent frame's buffer in the ring (in place of returning it to the pool), returning the buffer of the
+    /// frame it replaces. Called by the flush, after the send.
+    /// </summary>
+    private void Retain(byte[] buffer, ulong sequence, int length)
+    {
+        byte[]? evicted;
+        lock (_retainLock)
+        {
+            if (_retained is null)
+            {
+                var slots = Math.Clamp(RetainBytes / Math.Max(1, Interface.Mtu), 32, 1024);
+                _retained = new SentFrame[slots];
+            }
+            ref var slot = ref _retained[(int)(sequence % (ulong)_retained.Length)];
+            evicted = slot.Buffer;
+            slot = new SentFrame { Buffer = buffer, Sequence = sequence, Length = length, SentAt = _switch.Time.GetTimestamp() };
+        }
+        if (evicted is not null)
+            ArrayPool<byte>.Shared.Return(evicted);
+    }
+
+    /// <summary>Returns every kept buffer to the pool (the link went down, or nobody asked for a long time).</summary>
+    private void ReleaseRetained()
+    {
+        if (Volatile.Read(ref _closed) != 0)
+            Interlocked.Exchange(ref _tailTimer, null)?.Dispose();
+        SentFrame[]? retained;
+        lock (_retainLock)
+        {
+            retained = _retained;
+            _retained = null;
+        }
+        if (retained is null)
+            return;
+        foreach (var frame in retained)
+        {
+            if (frame.Buffer is not null)
+                ArrayPool<byte>.Shared.Return(frame.Buffer);
+        }
+    }
+
+    /// <summary>
+    /// Nack: <c>(first-sequence(8) bitmap(8))+</c> — bit i of a bitmap names frame first+i. Sends again each named
+    /// frame this side still holds (receive loop).
+    /// </summary>
+    private void OnNack(ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length == 0 || payload.Length % 16 != 0 || payload.Length > MaxNackRanges * 16)
+        {
+            _switch.CountBadFrame(WireError.BadControlMessage);
+            return;
+        }
+        Interlocked.Increment(ref _nacksReceived);
+        var now = _switch.Time.GetTimestamp();
+        Volatile.Write(ref _retainUntil, now + (long)(RetainAfterNack.TotalSeconds * _switch.Time.TimestampFrequency));
+        var maxAge = TimeSpan.FromTicks(Math.Max((Rtt ?? TimeSpan.FromMilliseconds(10)).Ticks * 20, 50 * TimeSpan.TicksPerMillisecond));
+        lock (_retainLock)
+        {
+            var retained = _retained;
+            if (retained is null)
+                return;
+            for (var r = 0; r < payload.Length; r += 16)
+            {
+                var first = BinaryPrimitives.ReadUInt64BigEndian(payload[r..]);
+                var bits = BinaryPrimitives.ReadUInt64BigEndian(payload[(r + 8)..]);
+                while (bits != 0)
+                {
+                    var bit = System.Numerics.BitOperations.TrailingZeroCount(bits);
+                    bits &= bits - 1;
+                    var sequence = first + (ulong)bit;
+                    ref var slot = ref retained[(int)(sequence % (ulong)retained.Length)];
+                    if (slot.Buffer is null || slot.Sequence != sequence || _switch.Time.GetElapsedTime(slot.SentAt, now) > maxAge)
+                        continue;
+                    if (Interface.TrySend(Remote, slot.Buffer.AsSpan(0, slot.Length)))
+                    {
+                        Interlocked.Increment(ref _framesRetransmitted);
+                        Interlocked.Add(ref _bytesSent, slot.Length);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- Tail probe: a lost last frame leaves no gap behind it for the neighbour to see -----------------------
+
+    private ITimer? _tailTimer;
+    private long _tailSequence = -1;
+    private long _tailProbes;
+
+    /// <summary>Last frames of a burst sent again because nothing followed them.</summary>
+    public long TailProbes => Interlocked.Read(ref _tailProbes);
+
+    /// <summary>
+    /// The queue just ran dry while frames are kept: if nothing else is sent within a round trip of the link (and a
+    /// half), the last frame goes again, so that the neighbour either gets it or sees the gaps before it and asks.
+    /// </summary>
+    private void ArmTailProbe()
+    {
+        if (Volatile.Read(ref _closed) != 0 || !Retaining)
+            return;
+        var delay = TimeSpan.FromTicks(Math.Max((Rtt ?? TimeSpan.FromMilliseconds(10)).Ticks * 3 / 2, TimeSpan.TicksPerMillisecond));
+        var timer = _tailTimer;
+        if (timer is null)
+        {
+            timer = _switch.Time.CreateTimer(static s => ((Link)s!).OnTailTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            if (Interlocked.CompareExchange(ref _tailTimer, timer, null) is { } other)
+            {
+                timer.Dispose();
+                timer = other;
+            }
+        }
+        Volatile.Write(ref _tailSequence, Interlocked.Read(ref _sendSequence));
+        timer.Change(delay, Timeout.InfiniteTimeSpan);
+    }
+
+    private void OnTailTimer()
+    {
+        var sequence = Volatile.Read(ref _tailSequence);
+        if (Volatile.Read(ref _closed) != 0 || sequence < 0 || Interlocked.Read(ref _sendSequence) != sequence)
+            return;
+        lock (_retainLock)
+        {
+            var retained = _retained;
+            if (retained is null)
+                return;
+            ref var slot = ref retained[(int)((ulong)sequence % (ulong)retained.Length)];
+            if (slot.Buffer is null || slot.Sequence != (ulong)sequence)
+                return;
+            if (Interface.TrySend(Remote, slot.Buffer.AsSpan(0, slot.Length)))
+                Interlocked.Increment(ref _tailProbes);
+        }
+    }
+
+    /// <summary>On the switch's timer: stop keeping frames when the neighbour has not asked for one in a while.</summary>
+    private void ArqOnTimer(long now)
+    {
+        if (_retained is not null && Volatile.Read(ref _retainUntil) <= now)
+            ReleaseRetained();
+        ArqAskForMissing(now);
+    }
+}
