@@ -38,8 +38,13 @@ internal sealed class NodeProcess : IAsyncDisposable
     /// <summary>Where its UDP interface listens.</summary>
     public IPEndPoint Udp { get; }
 
+    public static Task<NodeProcess> StartAsync(
+        SkymeshLaunch launch, string name, bool encrypt, IReadOnlyList<string> exits, TextWriter output, TimeSpan timeout, CancellationToken cancellationToken) =>
+        StartAsync(launch, name, encrypt, exits, output, timeout, mtu: null, linkRecovery: true, cancellationToken);
+
+    /// <param name="mtu">The UDP interface's MTU (node.json's default, the largest frame on loopback, when null).</param>
     public static async Task<NodeProcess> StartAsync(
-        SkymeshLaunch launch, string name, bool encrypt, IReadOnlyList<string> exits, TextWriter output, TimeSpan timeout, CancellationToken cancellationToken)
+        SkymeshLaunch launch, string name, bool encrypt, IReadOnlyList<string> exits, TextWriter output, TimeSpan timeout, int? mtu, bool linkRecovery, CancellationToken cancellationToken)
     {
         var directory = Directory.CreateTempSubdirectory("skymesh-bench-node-").FullName;
         var config = Path.Combine(directory, "node.json");
@@ -48,7 +53,10 @@ internal sealed class NodeProcess : IAsyncDisposable
             ["dataDir"] = "state",
             ["api"] = "127.0.0.1:0",
             ["encrypt"] = encrypt,
-            ["interfaces"] = new[] { new Dictionary<string, object> { ["type"] = "udp", ["listen"] = "127.0.0.1:0" } },
+            ["linkRecovery"] = linkRecovery,
+            ["interfaces"] = new[] { mtu is { } m
+                ? new Dictionary<string, object> { ["type"] = "udp", ["listen"] = "127.0.0.1:0", ["mtu"] = m }
+                : new Dictionary<string, object> { ["type"] = "udp", ["listen"] = "127.0.0.1:0" } },
             ["exits"] = exits,
         };
         await File.WriteAllTextAsync(config, JsonSerializer.Serialize(json), cancellationToken);
@@ -110,9 +118,12 @@ internal sealed class NodeProcess : IAsyncDisposable
     /// Links this node to <paramref name="next"/> through its local API (it starts the handshake), and waits until
     /// <paramref name="next"/> has the link up too (the answering side completes the handshake a moment later).
     /// </summary>
-    public async Task LinkToAsync(NodeProcess next, CancellationToken cancellationToken)
+    public Task LinkToAsync(NodeProcess next, CancellationToken cancellationToken) => LinkToAsync(next, next.Udp, cancellationToken);
+
+    /// <summary>Links this node to <paramref name="next"/> by sending to <paramref name="via"/> (an impairing relay in front of it).</summary>
+    public async Task LinkToAsync(NodeProcess next, IPEndPoint via, CancellationToken cancellationToken)
     {
-        await Api.ConnectAsync(null, next.Udp.ToString(), next.Address, cancellationToken);
+        await Api.ConnectAsync(null, via.ToString(), next.Address, cancellationToken);
         await next.WaitForLinkAsync(Address, cancellationToken);
     }
 

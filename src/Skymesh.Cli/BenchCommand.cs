@@ -208,13 +208,60 @@ internal static class BenchCommand
         var probeInterval = new Option<double>("--probe-interval") { Description = "Latency: milliseconds between probes.", DefaultValueFactory = _ => defaults.ProbeInterval.TotalMilliseconds };
         var latencyLoad = new Option<double>("--latency-load") { Description = "Latency: background load as a fraction of the measured relay rate.", DefaultValueFactory = _ => defaults.LatencyLoad };
         var timeout = new Option<double>("--timeout") { Description = "Seconds any one step may take (a node start, a link, an iperf3 run beyond its length).", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds };
+        var lossDefaults = new LossBenchOptions();
+        var loss = new Option<string?>("--loss")
+        {
+            Description = "Instead of the rest: one forwarded stream over 3 impaired UDP hops, at each of these losses per hop (e.g. 0,0.05,0.1,0.15,0.2), beside the Mathis bound; --duration is per point.",
+        };
+        var duplicate = new Option<double>("--duplicate") { Description = "--loss: share of datagrams each hop duplicates.", DefaultValueFactory = _ => lossDefaults.Duplication };
+        var reorder = new Option<double>("--reorder") { Description = "--loss: share of datagrams each hop delays 1 ms more (reordering).", DefaultValueFactory = _ => lossDefaults.Reordering };
+        var delay = new Option<double>("--delay") { Description = "--loss: milliseconds each hop adds to every datagram.", DefaultValueFactory = _ => lossDefaults.Delay.TotalMilliseconds };
+        var mtu = new Option<int>("--mtu") { Description = "--loss: MTU of the nodes' UDP interfaces.", DefaultValueFactory = _ => lossDefaults.Mtu };
+        var onlyRecovery = new Option<bool>("--recovery-only") { Description = "--loss: skip the points with link recovery off." };
 
-        var command = new Command("mesh", "Measure the mesh data plane: relay messages/s beside raw UDP datagrams/s, iperf3 through 3 hops beside direct loopback, added latency per hop.")
+        var command = new Command("mesh", "Measure the mesh data plane: relay messages/s beside raw UDP datagrams/s, iperf3 through 3 hops beside direct loopback, added latency per hop; or, with --loss, throughput over lossy hops.")
         {
             duration, warmup, payloadSize, window, skipIperf, iperfSeconds, iperfParallel, iperf3, skipLatency, probes, probeInterval, latencyLoad, timeout,
+            loss, duplicate, reorder, delay, mtu, onlyRecovery,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            if (parse.GetValue(loss) is { } losses)
+            {
+                LossBenchOptions lossOptions;
+                try
+                {
+                    lossOptions = new LossBenchOptions
+                    {
+                        Launch = SkymeshLaunch(),
+                        Losses = [.. losses.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(l =>
+                            double.TryParse(l, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v)
+                                ? v : throw new ArgumentException($"--loss: \"{l}\" is not a share such as 0.05."))],
+                        Duplication = parse.GetValue(duplicate),
+                        Reordering = parse.GetValue(reorder),
+                        Delay = Seconds(parse.GetValue(delay) / 1000, "--delay"),
+                        Mtu = parse.GetValue(mtu),
+                        Duration = Seconds(parse.GetValue(duration), "--duration"),
+                        CompareWithoutRecovery = !parse.GetValue(onlyRecovery),
+                        Timeout = Seconds(parse.GetValue(timeout), "--timeout"),
+                    };
+                    lossOptions.Validate();
+                }
+                catch (ArgumentException e)
+                {
+                    throw new UsageException(e.Message);
+                }
+                using var lossSignals = CliSupport.UntilSignal(cancellationToken);
+                try
+                {
+                    return await LossBench.RunAsync(lossOptions, Console.Out, lossSignals.Token);
+                }
+                catch (Exception e) when (e is BenchException or Skymesh.Node.NodeApiException or TimeoutException)
+                {
+                    Console.Error.WriteLine($"skymesh: {e.Message}");
+                    return 1;
+                }
+            }
             MeshBenchOptions options;
             try
             {

@@ -75,6 +75,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         Switch = new MeshSwitch(key, new MeshSwitchOptions
         {
             Encrypt = options.Encrypt,
+            LinkRecovery = options.LinkRecovery,
             KeepaliveInterval = options.Keepalive,
             DeadAfter = options.DeadAfter,
             LabelLifetime = options.LabelLifetime,

@@ -28,6 +28,9 @@ public sealed class NodeConfigFile
     /// <summary>Encrypt link frames (a link is encrypted when both ends ask). Default true.</summary>
     public bool? Encrypt { get; set; }
 
+    /// <summary>Recover lost frames on each link (asks for missing frames, resends on request). Default true.</summary>
+    public bool? LinkRecovery { get; set; }
+
     public List<InterfaceConfig>? Interfaces { get; set; }
 
     public List<PeerConfig>? Peers { get; set; }
@@ -159,6 +162,8 @@ public sealed record NodeOptions
     public NodeAddress? Finder { get; init; }
 
     public bool Encrypt { get; init; } = true;
+
+    public bool LinkRecovery { get; init; } = true;
 
     public IReadOnlyList<InterfaceOptions> Interfaces { get; init; } = [];
 
@@ -334,6 +339,7 @@ public sealed record NodeOptions
             BrokerName = file.BrokerName ?? Ssmp.Broker.SsmpBrokerOptions.DefaultServerName,
             Finder = finder,
             Encrypt = file.Encrypt ?? true,
+            LinkRecovery = file.LinkRecovery ?? true,
             Interfaces = interfaces,
             Peers = peers,
             Exits = exits,

@@ -68,6 +68,15 @@ public static class NodeMetrics
                 w.Sample(name, LinkLabels(l) + ",direction=\"received\"", received(l));
             }
         }
+        w.Family("skymesh_link_recovery_total", "counter", "Lost frames recovered on the link itself: frames asked for again, recovered, sent again on request, tail probes, given up.");
+        foreach (var l in links)
+        {
+            w.Sample("skymesh_link_recovery_total", LinkLabels(l) + ",event=\"asked\"", l.FramesAskedFor);
+            w.Sample("skymesh_link_recovery_total", LinkLabels(l) + ",event=\"recovered\"", l.FramesRecovered);
+            w.Sample("skymesh_link_recovery_total", LinkLabels(l) + ",event=\"resent\"", l.FramesRetransmitted);
+            w.Sample("skymesh_link_recovery_total", LinkLabels(l) + ",event=\"tail_probe\"", l.TailProbes);
+            w.Sample("skymesh_link_recovery_total", LinkLabels(l) + ",event=\"given_up\"", l.FramesGivenUp);
+        }
         w.Family("skymesh_link_send_drops_total", "counter", "Messages a link could not send (queue full, down).");
         foreach (var l in links)
             w.Sample("skymesh_link_send_drops_total", LinkLabels(l), l.SendDrops);

@@ -11,8 +11,9 @@ namespace Skymesh.Mesh.Links;
 /// copy that arrives twice. A frame lost on one hop is so recovered within that hop's round trip, and end-to-end
 /// congestion control, which would read the loss as congestion and halve its rate, sees a clean path.
 /// <para>
-/// It costs nothing on a link that loses nothing: a sender keeps its sent frames (moving their pooled buffers into a
-/// ring instead of returning them) only after its neighbour has asked for one, for a while after the last ask.
+/// A sender keeps its last sent frames by moving their pooled buffers into a ring instead of returning them at once:
+/// no copy, and no allocation once the ring has turned over (each frame kept returns the one it replaces). The ring
+/// holds at most 2 MiB and one second of frames; an idle link gives its buffers back.
 /// </para>
 /// </summary>
 public sealed partial class Link
@@ -123,12 +124,12 @@ public sealed partial class Link
         if (_missingCount == 0 || State != LinkState.Up)
             return;
         var time = _switch.Time;
-        var rtt = Rtt ?? TimeSpan.FromMilliseconds(10);
+        var rtt = RecoveryRtt;
         // Reordering allowance: an eighth of the link's round trip, at least 200 µs, at most 5 ms.
         var reorder = TimeSpan.FromTicks(Math.Clamp(rtt.Ticks / 8, TimeSpan.TicksPerMillisecond / 5, 5 * TimeSpan.TicksPerMillisecond));
-        // Asked again after a round trip and a half, at least 1 ms; abandoned after MaxNacks asks or 20 round trips.
-        var again = TimeSpan.FromTicks(Math.Max(rtt.Ticks * 3 / 2, TimeSpan.TicksPerMillisecond));
-        var abandon = TimeSpan.FromTicks(Math.Max(rtt.Ticks * 20, 50 * TimeSpan.TicksPerMillisecond));
+        // Asked again after two round trips, at least 2 ms; abandoned after MaxNacks asks, or after 20 round trips and at least a second.
+        var again = TimeSpan.FromTicks(Math.Max(rtt.Ticks * 2, 2 * TimeSpan.TicksPerMillisecond));
+        var abandon = TimeSpan.FromTicks(Math.Max(rtt.Ticks * 20, TimeSpan.TicksPerSecond));
         Span<byte> nack = stackalloc byte[MaxNackRanges * 16];
         var ranges = 0;
         var missing = _missing!;
@@ -152,8 +153,53 @@ public sealed partial class Link
             i++;
         }
         if (ranges > 0)
-            SendControl(LinkMessageType.Nack, nack[..(ranges * 16)]);
+            SendNack(nack[..(ranges * 16)]);
     }
+
+    /// <summary>
+    /// A Nack goes out at once in a frame of its own, not behind the data queued for the neighbour: how soon it
+    /// arrives is how soon the missing frame comes back.
+    /// </summary>
+    private void SendNack(ReadOnlySpan<byte> payload)
+    {
+        var cipher = _sendCipher;
+        var body = MeshWire.MessageHeaderLength + payload.Length;
+        var length = MeshWire.FrameHeaderLength + body + (cipher is null ? 0 : MeshWire.TagLength);
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        var frame = buffer.AsSpan(0, length);
+        var message = frame[MeshWire.FrameHeaderLength..];
+        BinaryPrimitives.WriteUInt32BigEndian(message, MeshWire.ControlLabel);
+        message[4] = LinkMessageType.Nack;
+        message[5] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(message[6..], (ushort)payload.Length);
+        payload.CopyTo(message[MeshWire.MessageHeaderLength..]);
+        var sequence = NextSequence();
+        new FrameHeader(cipher is null ? FrameFlags.None : FrameFlags.Encrypted, sequence).Write(frame);
+        cipher?.Encrypt(sequence, frame[..MeshWire.FrameHeaderLength], frame.Slice(MeshWire.FrameHeaderLength, body), frame.Slice(MeshWire.FrameHeaderLength + body, MeshWire.TagLength));
+        // Sent twice: on a link that loses one frame in twenty, a lost Nack would cost a whole round of asking
+        // again, late enough for the path's end-to-end recovery to step in; two copies make that rare.
+        for (var copy = 0; copy < 2; copy++)
+        {
+            if (Interface.TrySend(Remote, frame))
+            {
+                Interlocked.Increment(ref _framesSent);
+                Interlocked.Add(ref _bytesSent, length);
+            }
+        }
+        // Kept like any frame while frames are kept: the neighbour may miss this one too, and ask.
+        if (Retaining)
+            Retain(buffer, sequence, length);
+        else
+            ArrayPool<byte>.Shared.Return(buffer);
+    }
+
+    /// <summary>
+    /// The round trip recovery is timed by: the smallest the keepalives measured (a Nack and the frames sent again
+    /// never wait in the queue, so queueing delay does not belong in it), 10 ms before the first measurement.
+    /// </summary>
+    private TimeSpan RecoveryRtt => _minRttTicks > 0 ? TimeSpan.FromTicks(_minRttTicks) : TimeSpan.FromMilliseconds(10);
+
+    private long _minRttTicks;
 
     /// <summary>Sets the sequence's bit in a range of the Nack being built, opening a range if none covers it; false when full.</summary>
     private static bool AddToNack(Span<byte> nack, ref int ranges, ulong sequence)
@@ -178,15 +224,13 @@ public sealed partial class Link
 
     // ---- Sender: frames kept for a while, and sent again when asked ---------------------------------------------
 
-    /// <summary>How long after the neighbour's last Nack this side keeps its sent frames.</summary>
-    internal static readonly TimeSpan RetainAfterNack = TimeSpan.FromSeconds(30);
-
     /// <summary>Bytes of sent frames kept per link at most (and at least 32 frames).</summary>
     internal const int RetainBytes = 2 * 1024 * 1024;
 
     private readonly Lock _retainLock = new();
     private SentFrame[]? _retained;
-    private long _retainUntil = long.MinValue;
+    private long _newestRetained;
+    private long _lastNackReceived = long.MinValue / 2;
 
     private struct SentFrame
     {
@@ -196,8 +240,8 @@ public sealed partial class Link
         public long SentAt;
     }
 
-    /// <summary>Whether sent frames are kept now: the neighbour asked for one not long ago.</summary>
-    private bool Retaining => Volatile.Read(ref _retainUntil) > _switch.Time.GetTimestamp();
+    /// <summary>Whether sent frames are kept: while recovery is on and the link is up.</summary>
+    private bool Retaining => _switch.Options.LinkRecovery && State == LinkState.Up;
 
     /// <summary>
     /// Keeps a sent frame's buffer in the ring (in place of returning it to the pool), returning the buffer of the
@@ -215,7 +259,9 @@ public sealed partial class Link
             }
             ref var slot = ref _retained[(int)(sequence % (ulong)_retained.Length)];
             evicted = slot.Buffer;
-            slot = new SentFrame { Buffer = buffer, Sequence = sequence, Length = length, SentAt = _switch.Time.GetTimestamp() };
+            var now = _switch.Time.GetTimestamp();
+            slot = new SentFrame { Buffer = buffer, Sequence = sequence, Length = length, SentAt = now };
+            _newestRetained = now;
         }
         if (evicted is not null)
             ArrayPool<byte>.Shared.Return(evicted);
@@ -254,8 +300,8 @@ public sealed partial class Link
         }
         Interlocked.Increment(ref _nacksReceived);
         var now = _switch.Time.GetTimestamp();
-        Volatile.Write(ref _retainUntil, now + (long)(RetainAfterNack.TotalSeconds * _switch.Time.TimestampFrequency));
-        var maxAge = TimeSpan.FromTicks(Math.Max((Rtt ?? TimeSpan.FromMilliseconds(10)).Ticks * 20, 50 * TimeSpan.TicksPerMillisecond));
+        Volatile.Write(ref _lastNackReceived, now);
+        var maxAge = TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 20, TimeSpan.TicksPerSecond));
         lock (_retainLock)
         {
             var retained = _retained;
@@ -273,10 +319,14 @@ public sealed partial class Link
                     ref var slot = ref retained[(int)(sequence % (ulong)retained.Length)];
                     if (slot.Buffer is null || slot.Sequence != sequence || _switch.Time.GetElapsedTime(slot.SentAt, now) > maxAge)
                         continue;
-                    if (Interface.TrySend(Remote, slot.Buffer.AsSpan(0, slot.Length)))
+                    // Twice, for the reason the Nack came twice; the neighbour's replay window drops the copy.
+                    for (var copy = 0; copy < 2; copy++)
                     {
-                        Interlocked.Increment(ref _framesRetransmitted);
-                        Interlocked.Add(ref _bytesSent, slot.Length);
+                        if (Interface.TrySend(Remote, slot.Buffer.AsSpan(0, slot.Length)))
+                        {
+                            Interlocked.Increment(ref _framesRetransmitted);
+                            Interlocked.Add(ref _bytesSent, slot.Length);
+                        }
                     }
                 }
             }
@@ -298,9 +348,11 @@ public sealed partial class Link
     /// </summary>
     private void ArmTailProbe()
     {
-        if (Volatile.Read(ref _closed) != 0 || !Retaining)
+        // Only on a link that loses frames: on a clean one the copy would be pure waste.
+        if (Volatile.Read(ref _closed) != 0 || !Retaining
+            || _switch.Time.GetElapsedTime(Volatile.Read(ref _lastNackReceived)) > TimeSpan.FromSeconds(10))
             return;
-        var delay = TimeSpan.FromTicks(Math.Max((Rtt ?? TimeSpan.FromMilliseconds(10)).Ticks * 3 / 2, TimeSpan.TicksPerMillisecond));
+        var delay = TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 2, 2 * TimeSpan.TicksPerMillisecond));
         var timer = _tailTimer;
         if (timer is null)
         {
@@ -333,10 +385,10 @@ public sealed partial class Link
         }
     }
 
-    /// <summary>On the switch's timer: stop keeping frames when the neighbour has not asked for one in a while.</summary>
+    /// <summary>On the switch's timer: an idle link (nothing sent for a second, too late to resend) gives its kept buffers back.</summary>
     private void ArqOnTimer(long now)
     {
-        if (_retained is not null && Volatile.Read(ref _retainUntil) <= now)
+        if (_retained is not null && _switch.Time.GetElapsedTime(Volatile.Read(ref _newestRetained), now) > TimeSpan.FromSeconds(1))
             ReleaseRetained();
         ArqAskForMissing(now);
     }

@@ -98,6 +98,7 @@ public sealed partial class Link
                 // At least one tick, so that a measured round trip is never mistaken for "not measured yet".
                 var rtt = Math.Max(1, _switch.Time.GetElapsedTime(sent, now).Ticks);
                 _srttTicks = _srttTicks == 0 ? rtt : 0.875 * _srttTicks + 0.125 * rtt;
+                _minRttTicks = _minRttTicks == 0 ? rtt : Math.Min(_minRttTicks, rtt);
                 break;
             case LinkMessageType.Nack when State == LinkState.Up && (!plain || _receiveCipher is null):
                 OnNack(payload);

@@ -17,7 +17,8 @@ public enum LinkState
 public sealed record LinkInfo(
     int Id, string Interface, string Remote, string? Peer, LinkState State, bool Encrypted, int Mtu,
     TimeSpan? Rtt, double Loss, long FramesSent, long FramesReceived, long MessagesSent, long MessagesReceived,
-    long BytesSent, long BytesReceived, long SendDrops, string? DownReason);
+    long BytesSent, long BytesReceived, long SendDrops, string? DownReason,
+    long FramesAskedFor = 0, long FramesRecovered = 0, long FramesRetransmitted = 0, long TailProbes = 0, long FramesGivenUp = 0);
 
 /// <summary>
 /// A connection to one neighbour over one interface, authenticated by both identities. It batches queued
@@ -106,7 +107,8 @@ public sealed partial class Link : IThreadPoolWorkItem
     public LinkInfo Info() => new(Id, Interface.Name, Remote.ToString() ?? "", Peer?.ToString(), State, Encrypted,
         Interface.Mtu, Rtt, Loss, Interlocked.Read(ref _framesSent), Interlocked.Read(ref _framesReceived),
         Interlocked.Read(ref _messagesSent), Interlocked.Read(ref _messagesReceived), Interlocked.Read(ref _bytesSent),
-        Interlocked.Read(ref _bytesReceived), Interlocked.Read(ref _sendDrops), DownReason);
+        Interlocked.Read(ref _bytesReceived), Interlocked.Read(ref _sendDrops), DownReason,
+        FramesAskedFor, FramesRecovered, FramesRetransmitted, TailProbes, FramesGivenUp);
 
     internal Task<Link> WaitUpAsync()
     {

@@ -111,6 +111,7 @@ public sealed partial class ReliableStream
     private long _fastRetransmits;
     private long _spuriousRetransmits;
     private long _undos;
+    private long _windowReductions;
     // Segments presumed lost in the current fast recovery, and how many of those turned out not to be.
     private int _episodeLost;
     private int _episodeSpurious;
@@ -470,6 +471,9 @@ public sealed partial class ReliableStream
                 _inFastRecovery = false;
                 _recoveryPoint = _sndUna;
                 _undos++;
+                // A recovery that was not one does not count towards narrowing the reordering window again.
+                if (_recoveriesSinceReorderChange > 0)
+                    _recoveriesSinceReorderChange--;
             }
         }
     }
@@ -477,9 +481,9 @@ public sealed partial class ReliableStream
     private void WidenReorderWindow()
     {
         _spuriousSeen = false;
-        // Once per round of recovery at most; the window never exceeds the smoothed RTT anyway.
-        if (_recoveriesSinceReorderChange == 0 && _reorderMultiplier > 1)
-            return;
+        // Each acknowledgement that shows a spurious retransmission widens it a step; it never exceeds the
+        // smoothed RTT anyway. (Links that recover their own losses deliver a recovered frame a hop's round trip
+        // late: such a path needs a wide window for as long as it loses frames.)
         if ((long)(_reorderMultiplier + 1) * (_rtt.Min / 4) <= _rtt.Smoothed)
             _reorderMultiplier++;
         _recoveriesSinceReorderChange = 0;
@@ -551,6 +555,7 @@ public sealed partial class ReliableStream
             {
                 // The first loss in a window not yet reduced for: multiplicative decrease, and resend at once.
                 _cc.SaveForUndo();
+                _windowReductions++;
                 _undoPossible = true;
                 _episodeLost = _episodeSpurious = 0;
                 _cc.OnLoss(_sndNxt - _sndUna, now);

@@ -91,6 +91,7 @@ public sealed partial class ReliableStream : IAsyncDisposable
                     FastRetransmits = _fastRetransmits,
                     SpuriousRetransmits = _spuriousRetransmits,
                     Undos = _undos,
+                    WindowReductions = _windowReductions,
                     TailProbes = _tailProbes,
                     Timeouts = _timeouts,
                     SegmentsReceived = _segmentsReceived,

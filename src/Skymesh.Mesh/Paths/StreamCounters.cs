@@ -25,6 +25,9 @@ public readonly record struct StreamCounters
     /// <summary>Window reductions taken back because every loss they answered turned out not to be one.</summary>
     public long Undos { get; init; }
 
+    /// <summary>Times the congestion window was reduced for a loss found by acknowledgements (before any undo).</summary>
+    public long WindowReductions { get; init; }
+
     /// <summary>Tail loss probes sent: one segment past the window after two silent round trips.</summary>
     public long TailProbes { get; init; }
 
