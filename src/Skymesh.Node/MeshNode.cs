@@ -80,7 +80,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             DeadAfter = options.DeadAfter,
             LabelLifetime = options.LabelLifetime,
         }, time, loggerFactory);
-        _exit = new StreamExit(options.Exits, loggerFactory.CreateLogger("Skymesh.Node.Exit"));
+        _exit = new StreamExit(options.Exits, loggerFactory.CreateLogger("Skymesh.Node.Exit")) { Time = time };
         Switch.LinkDown += OnLinkDown;
     }
 
@@ -171,8 +171,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     {
         if (!_interfaces.TryGetValue(interfaceName, out var nic))
             throw new NodeRequestException(404, $"no interface is named \"{interfaceName}\"");
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
-        deadline.CancelAfter(Switch.Options.HandshakeTimeout);
+        using var deadline = new Deadline(Switch.Options.HandshakeTimeout, Time, cancellationToken, _stop.Token);
         try
         {
             return await Switch.ConnectAsync(nic, await ResolveAsync(remote, deadline.Token), expected, deadline.Token);
@@ -194,8 +193,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
                 var existing = FindLink(peer.Address);
                 if (existing is null)
                 {
-                    using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-                    deadline.CancelAfter(Switch.Options.HandshakeTimeout);
+                    using var deadline = new Deadline(Switch.Options.HandshakeTimeout, Time, _stop.Token);
                     existing = await Switch.ConnectAsync(nic, await ResolveAsync(peer.Endpoint, deadline.Token), peer.Address, deadline.Token);
                     backoff = TimeSpan.FromMilliseconds(500);
                 }
@@ -489,11 +487,11 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     {
         if (!ServiceWire.TryParseTarget(target, out _, out _))
             throw new NodeRequestException(400, $"target \"{target}\" is not host:port");
-        return Register(new TcpForwarder(listen, this, destination, target));
+        return Register(new TcpForwarder(listen, this, destination, target) { Time = Time });
     }
 
     /// <summary>Starts a SOCKS5 server whose connections leave the mesh at <paramref name="exit"/>.</summary>
-    public (int Id, Socks5Server Server) StartSocks(IPEndPoint listen, NodeAddress exit) => Register(new Socks5Server(listen, this, exit));
+    public (int Id, Socks5Server Server) StartSocks(IPEndPoint listen, NodeAddress exit) => Register(new Socks5Server(listen, this, exit) { Time = Time });
 
     private (int, T) Register<T>(T app)
         where T : TcpAppListener

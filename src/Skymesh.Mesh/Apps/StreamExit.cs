@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Identity;
 using Skymesh.Mesh.Paths;
 
 namespace Skymesh.Mesh.Apps;
@@ -25,6 +26,9 @@ public sealed partial class StreamExit(ExitPolicy policy, ILogger? logger = null
     /// <summary>How long an opener has to send its request, and a target to accept the connection.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>The clock of the timeouts (virtual in tests and the simulator).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
     public long Served => Interlocked.Read(ref _served);
 
     public long Refused => Interlocked.Read(ref _refused);
@@ -45,9 +49,8 @@ public sealed partial class StreamExit(ExitPolicy policy, ILogger? logger = null
         try
         {
             string target;
-            using (var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+            using (var deadline = new Deadline(Timeout, Time, cancellationToken))
             {
-                deadline.CancelAfter(Timeout);
                 ServiceKind kind;
                 try
                 {

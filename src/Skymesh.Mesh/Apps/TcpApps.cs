@@ -52,6 +52,9 @@ public abstract class TcpAppListener : IAsyncDisposable
     private long _failed;
     private long _active;
 
+    /// <summary>The clock of the listener's timeouts (virtual in tests and the simulator).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
     protected TcpAppListener(IPEndPoint listen, IStreamOpener opener)
     {
         ArgumentNullException.ThrowIfNull(listen);
@@ -192,8 +195,7 @@ public sealed class Socks5Server(IPEndPoint listen, IStreamOpener opener, NodeAd
 
     protected override async Task<(string Target, ReliableStream? Stream)> OpenAsync(Socket client, CancellationToken cancellationToken)
     {
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(HandshakeTimeout);
+        using var deadline = new Deadline(HandshakeTimeout, Time, cancellationToken);
         var buffer = new byte[262];
         await ReadAsync(client, buffer.AsMemory(0, 2), deadline.Token);
         if (buffer[0] != 5)

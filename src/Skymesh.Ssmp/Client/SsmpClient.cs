@@ -3,6 +3,7 @@ using System.Text;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Identity;
 using Skymesh.Ssmp.Codec;
 
 namespace Skymesh.Ssmp.Client;
@@ -224,8 +225,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
 
     private async Task<ClientSession> OpenSessionAsync(CancellationToken cancellationToken)
     {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
-        timeout.CancelAfter(_options.ConnectTimeout);
+        using var timeout = new Deadline(_options.ConnectTimeout, _time, cancellationToken, _disposing.Token);
         ClientSession session;
         try
         {
@@ -294,7 +294,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
             {
                 try
                 {
-                    var jitter = 0.5 + Random.Shared.NextDouble() / 2;
+                    var jitter = 0.5 + _options.Random.NextDouble() / 2;
                     await Task.Delay(delay * jitter, _time, _disposing.Token);
                     session = await OpenSessionAsync(_disposing.Token);
                     _session = session;

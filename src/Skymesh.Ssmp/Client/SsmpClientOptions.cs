@@ -76,6 +76,9 @@ public sealed class SsmpClientOptions
 
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
+    /// <summary>Randomness of reconnect jitter and of message and call ids; seeded in simulations for repeatable runs.</summary>
+    public Random Random { get; set; } = new();
+
     public ILoggerFactory? LoggerFactory { get; set; }
 
     /// <summary>A copy, so that a client is not affected by later changes to the options it was given.</summary>

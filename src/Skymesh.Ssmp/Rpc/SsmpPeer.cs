@@ -123,8 +123,8 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         _userCallback = clientOptions.OnEvent;
         _answered = new ResponseCache(options.MaxCachedResponses, options.ResponseCacheTime, _time);
         // Random start so that a restarted peer does not reuse the ids of its previous life within a receiver's caches.
-        _nextCallId = Random.Shared.NextInt64() & 0x3FFF_FFFF_FFFF_FFFF;
-        _nextMessageId = Random.Shared.Next();
+        _nextCallId = clientOptions.Random.NextInt64() & 0x3FFF_FFFF_FFFF_FFFF;
+        _nextMessageId = clientOptions.Random.Next();
     }
 
     /// <summary>Connects a client with <paramref name="clientOptions"/> and layers messaging and RPC on it.</summary>
