@@ -13,8 +13,8 @@ internal static class BrokerCommand
         var listen = new Option<string>("--listen") { Description = "Address and port to listen on.", DefaultValueFactory = _ => "127.0.0.1:8787" };
         var auth = new Option<string[]>("--auth")
         {
-            Description = "Login schemes offered, in order: open, secret:FILE (shared secret read from FILE), cert (TLS client certificates), key (node keys: the id is the node's address, the credential a signed timestamp). Repeat or separate with commas.",
-            DefaultValueFactory = _ => ["open"],
+            Description = "Login schemes offered, in order: open, secret:FILE (shared secret read from FILE), cert (TLS client certificates), key (node keys: the id is the node's address, the credential a signed timestamp). Repeat or separate with commas. The default, key,open, lets nodes log in under their proven addresses and people under any other name; an id shaped like a node address (64 lowercase hex digits) only ever logs in with key, and no login takes an id from a connection that proved more (key or cert over secret over open).",
+            DefaultValueFactory = _ => ["key", "open"],
             AllowMultipleArgumentsPerToken = true,
         };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate of the broker; enables TLS." };

@@ -104,23 +104,34 @@ internal static class NodeCommands
             }
             using var logging = CliSupport.Logging(parse.GetValue(logLevel));
             using var signals = CliSupport.UntilSignal(cancellationToken);
-            await using var node = MeshNode.Start(options, logging);
-            Node.Control.ControlAgent? agent = null;
+            MeshNode started;
             try
             {
-                agent = options.Broker is null ? null : await Node.Control.ControlAgent.StartAsync(node, logging, signals.Token);
+                started = MeshNode.Start(options, logging);
             }
-            catch (Ssmp.Client.SsmpException e)
+            catch (Exception e) when (e is InvalidOperationException or System.Net.Sockets.SocketException)
             {
-                throw new InvalidOperationException($"Cannot log into the SSMP broker at {options.Broker} (\"broker\" in the configuration): {e.Message}", e);
+                // An interface that cannot have its address (a port in use) is a configuration error: one line, exit 2.
+                throw new UsageException(CliSupport.Reason(e));
             }
-            await using var agentScope = agent;
-            await using var api = await NodeApi.StartAsync(node, options.Api, agent);
+            await using var node = started;
+            // The control plane connects in the background: a broker that is away never stops the data plane.
+            await using var control = options.Broker is null ? null : Node.Control.ControlPlane.Start(node, logging);
+            NodeApi startedApi;
+            try
+            {
+                startedApi = await NodeApi.StartAsync(node, options.Api, control);
+            }
+            catch (InvalidOperationException e)
+            {
+                throw new UsageException(CliSupport.Reason(e));
+            }
+            await using var api = startedApi;
             Console.WriteLine($"node {node.Address}");
             Console.WriteLine($"  interfaces: {string.Join(", ", node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}"))}");
             Console.WriteLine($"  local API:  http://{api.EndPoint}/api/node   metrics: http://{api.EndPoint}/metrics");
             Console.WriteLine($"  exits:      {(options.Exits.Rules.Count == 0 ? "none" : string.Join(", ", options.Exits.Rules))}");
-            Console.WriteLine($"  control:    {(agent is null ? "none (no broker in the configuration: paths by hand only)" : $"SSMP broker {options.Broker}, announcing on {Node.Control.ControlAgent.Topic}")}");
+            Console.WriteLine($"  control:    {(control is null ? "none (no broker in the configuration: paths by hand only)" : $"SSMP broker {options.Broker}, announcing on {Node.Control.ControlAgent.Topic} once logged in")}");
             try
             {
                 await Task.Delay(Timeout.Infinite, signals.Token);
@@ -150,6 +161,7 @@ internal static class NodeCommands
             Console.WriteLine($"labels      {status.Labels}");
             Console.WriteLine($"forwarded   {status.Forwarded:N0} messages, delivered {status.Delivered:N0}, dropped {status.ForwardDrops:N0}, bad frames {status.BadFrames:N0}, unknown labels {status.UnknownLabels:N0}");
             Console.WriteLine($"exits       {(status.Exits.Count == 0 ? "none" : string.Join(", ", status.Exits))}");
+            Console.WriteLine($"control     {(status.Broker is null ? "none" : $"{status.Control}, broker {status.Broker}{(status.ControlError is { } error ? $" (last error: {error})" : "")}")}");
             return 0;
         });
         return command;

@@ -31,22 +31,33 @@ public sealed class NodeApi : IAsyncDisposable
 
     private readonly WebApplication _app;
 
-    private NodeApi(WebApplication app, MeshNode node, Control.ControlAgent? agent)
+    private NodeApi(WebApplication app, MeshNode node, Control.ControlPlane? control)
     {
         _app = app;
         Node = node;
-        Agent = agent;
+        Control = control;
     }
 
-    /// <summary>The node's control agent, when it has a broker.</summary>
-    public Control.ControlAgent? Agent { get; }
+    /// <summary>The node's control plane, when it has a broker (logged in or still connecting).</summary>
+    public Control.ControlPlane? Control { get; }
+
+    /// <summary>The node's control agent while it is logged into the broker.</summary>
+    public Control.ControlAgent? Agent => Control?.Agent;
+
+    /// <summary>The agent, or why there is none: no broker configured, or not logged in yet.</summary>
+    private Control.ControlAgent RequireAgent() =>
+        Control is null ? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)")
+        : Control.Agent ?? throw new NodeRequestException(503, $"the control plane is not connected: {Control.Describe()}");
 
     public MeshNode Node { get; }
 
     /// <summary>Where the API listens (the real port when the configuration asked for port 0).</summary>
     public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
 
-    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlAgent? agent = null)
+    public static Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlAgent? agent = null) =>
+        StartAsync(node, listen, agent is null ? null : Skymesh.Node.Control.ControlPlane.Of(agent, node));
+
+    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlPlane? control)
     {
         ArgumentNullException.ThrowIfNull(node);
         var builder = WebApplication.CreateSlimBuilder();
@@ -54,7 +65,7 @@ public sealed class NodeApi : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
         var app = builder.Build();
-        var api = new NodeApi(app, node, agent);
+        var api = new NodeApi(app, node, control);
         api.Map();
         try
         {
@@ -163,7 +174,7 @@ public sealed class NodeApi : IAsyncDisposable
         });
         _app.MapPost("/api/paths/open", async (HttpContext context) =>
         {
-            var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");
+            var agent = RequireAgent();
             var request = await Read<OpenPathRequest>(context);
             var to = ParseAddress(request.To ?? throw Missing("to"), "to");
             var query = new Skymesh.Control.Topology.PathQuery
@@ -185,16 +196,16 @@ public sealed class NodeApi : IAsyncDisposable
         });
         _app.MapPost("/api/traceroute", async (HttpContext context) =>
         {
-            var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");
+            var agent = RequireAgent();
             var request = await Read<TraceRequest>(context);
             var to = ParseAddress(request.To ?? throw Missing("to"), "to");
             return Results.Json(await agent.TraceAsync(to, Math.Clamp(request.Probes ?? 3, 1, 10), context.RequestAborted), Json);
         });
         _app.MapGet("/api/balance", () =>
-            Results.Json((Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)")).Settlement.Balance(), Json));
+            Results.Json((RequireAgent()).Settlement.Balance(), Json));
         _app.MapGet("/api/nodes", () =>
         {
-            var agent = Agent ?? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)");
+            var agent = RequireAgent();
             return Results.Json(agent.Graph.Records.OrderBy(r => r.Node.ToString()).Select(r => new MeshNodeInfo(
                 r.Node.ToString(), r.Sequence, r.Expires, r.Links.Select(l => new MeshLinkInfo(l.Peer.ToString(), l.RttMicroseconds, l.LossPpm, l.CapacityKbps, l.PricePerMiB, l.State.ToString().ToLowerInvariant())).ToList())), Json);
         });
@@ -232,7 +243,7 @@ public sealed class NodeApi : IAsyncDisposable
         _app.MapGet("/metrics", (HttpContext context) =>
         {
             context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-            return context.Response.WriteAsync(NodeMetrics.Render(node));
+            return context.Response.WriteAsync(NodeMetrics.Render(node, Control));
         });
     }
 
@@ -283,7 +294,7 @@ public sealed class NodeApi : IAsyncDisposable
             node.Address.ToString(), node.Started, node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}").ToList(),
             node.Switch.Links.Count(l => l.State == LinkState.Up), node.Paths.Count, node.Switch.Labels.List().Count,
             node.Switch.Forwarded, node.Switch.Delivered, node.Switch.ForwardDrops, node.Switch.BadFrames, node.Switch.Labels.UnknownLabels,
-            node.Options.Exits.Rules, node.Options.Broker);
+            node.Options.Exits.Rules, node.Options.Broker, Control?.State ?? "none", Control?.LastError);
     }
 
     private LabelEntry Describe(LabelEntryInfo e)
@@ -338,7 +349,8 @@ public sealed record ApiError(string Error);
 
 public sealed record NodeStatus(
     string Address, DateTimeOffset Started, IReadOnlyList<string> Interfaces, int Links, int Paths, int Labels,
-    long Forwarded, long Delivered, long ForwardDrops, long BadFrames, long UnknownLabels, IReadOnlyList<string> Exits, string? Broker);
+    long Forwarded, long Delivered, long ForwardDrops, long BadFrames, long UnknownLabels, IReadOnlyList<string> Exits, string? Broker,
+    string Control = "none", string? ControlError = null);
 
 public sealed record InterfaceInfo(string Name, string Local, int Mtu, long FramesSent, long FramesReceived, long BytesSent, long BytesReceived, long SendDrops, long ReceiveDrops);
 

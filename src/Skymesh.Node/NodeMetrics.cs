@@ -7,10 +7,18 @@ namespace Skymesh.Node;
 /// <summary>The node's counters in the Prometheus text exposition format (version 0.0.4).</summary>
 public static class NodeMetrics
 {
-    public static string Render(MeshNode node)
+    public static string Render(MeshNode node, Control.ControlPlane? control = null)
     {
         ArgumentNullException.ThrowIfNull(node);
         var w = new Writer();
+        if (control is not null)
+        {
+            w.Family("skymesh_control_connected", "gauge", "1 while the control agent is logged into the SSMP broker, 0 while the node tries to reach it.");
+            w.Sample("skymesh_control_connected", "", control.Connected ? 1 : 0);
+            w.Family("skymesh_control_login_attempts_total", "counter", "Attempts to log the control agent into the broker, by result.");
+            w.Sample("skymesh_control_login_attempts_total", "result=\"ok\"", control.Connects);
+            w.Sample("skymesh_control_login_attempts_total", "result=\"failed\"", control.Failures);
+        }
         var sw = node.Switch;
         w.Family("skymesh_forwarded_messages_total", "counter", "Messages switched from one link to another.");
         w.Sample("skymesh_forwarded_messages_total", "", sw.Forwarded);

@@ -38,7 +38,8 @@ public sealed class NodeProcessTests : IAsyncDisposable
 
     private sealed record NodeProcess(Skymesh Process, string Api, string Udp, string Address);
 
-    private async Task<NodeProcess> StartNodeAsync(string name, string exits = "", int? mtu = null)
+    /// <param name="extra">More node.json fields, e.g. <c>"broker": "127.0.0.1:1234",</c> (with the trailing comma).</param>
+    private async Task<NodeProcess> StartNodeAsync(string name, string exits = "", int? mtu = null, string extra = "")
     {
         var api = $"127.0.0.1:{FreePort()}";
         var udp = $"127.0.0.1:{FreePort(SocketType.Dgram)}";
@@ -46,11 +47,14 @@ public sealed class NodeProcessTests : IAsyncDisposable
         Directory.CreateDirectory(dir);
         var config = Path.Combine(dir, "node.json");
         await File.WriteAllTextAsync(config, $$"""
-            { "api": "{{api}}", "interfaces": [ { "type": "udp", "listen": "{{udp}}"{{(mtu is { } m ? $", \"mtu\": {m}" : "")}} } ], "exits": [ {{exits}} ] }
+            { {{extra}} "api": "{{api}}", "interfaces": [ { "type": "udp", "listen": "{{udp}}"{{(mtu is { } m ? $", \"mtu\": {m}" : "")}} } ], "exits": [ {{exits}} ] }
             """, Ct);
         var process = Skymesh.Start("node", "--config", config);
         _running.Add(process);
+        // "node <address>" (log lines may mention "node" too).
         var line = await process.WaitForLineAsync("node ", Bound);
+        while (!line.StartsWith("node ", StringComparison.Ordinal))
+            line = await process.WaitForLineAsync("node ", Bound);
         var address = line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
         await process.WaitForLineAsync("local API:", Bound);
         return new NodeProcess(process, api, udp, address);
@@ -173,6 +177,78 @@ public sealed class NodeProcessTests : IAsyncDisposable
             Assert.Equal(0, await node.Process.WaitForExitAsync(Bound));
             Assert.Contains("stopping", node.Process.Output, StringComparison.Ordinal);
         }
+    }
+
+    [Fact]
+    public async Task A_node_whose_broker_is_away_forwards_on_a_hand_made_path_and_joins_the_control_plane_when_it_appears()
+    {
+        // The broker named in node.json is not running: the nodes start anyway and say they are connecting.
+        var brokerPort = FreePort();
+        var broker = $"\"broker\": \"127.0.0.1:{brokerPort}\",";
+        var nodes = new[] { await StartNodeAsync("a", extra: broker), await StartNodeAsync("b", extra: broker), await StartNodeAsync("c", "\"127.0.0.1:*\"", extra: broker) };
+        await nodes[0].Process.WaitForTextAsync("cannot log into the SSMP broker", Bound);
+        var status = await CliAsync("status", "--api", nodes[0].Api);
+        Assert.Contains($"control     connecting, broker 127.0.0.1:{brokerPort} (last error:", status, StringComparison.Ordinal);
+        using (var http = new HttpClient())
+        {
+            var metrics = await http.GetStringAsync($"http://{nodes[0].Api}/metrics", Ct);
+            Assert.Contains("skymesh_control_connected 0", metrics, StringComparison.Ordinal);
+        }
+        var refused = await Skymesh.RunAsync("path", "open", nodes[2].Address, "--api", nodes[0].Api);
+        Assert.NotEqual(0, refused.Code);
+        Assert.Contains("not connected", refused.Output, StringComparison.Ordinal);
+
+        // The data plane does not wait for it: links and a path made by hand carry pings.
+        await CliAsync("links", "add", nodes[1].Udp, "--peer", nodes[1].Address, "--api", nodes[0].Api);
+        await CliAsync("links", "add", nodes[2].Udp, "--peer", nodes[2].Address, "--api", nodes[1].Api);
+        await CliAsync("path", "static", nodes[0].Api, nodes[1].Api, nodes[2].Api);
+        var ping = await CliAsync("ping", nodes[2].Address, "-c", "3", "-i", "0.05", "--api", nodes[0].Api);
+        Assert.Contains("3 sent, 3 answered, 0% lost", ping, StringComparison.Ordinal);
+
+        // The broker comes, with its defaults (which must accept a node's key login): every node logs in.
+        var brokerProcess = Skymesh.Start("broker", "--listen", $"127.0.0.1:{brokerPort}");
+        _running.Add(brokerProcess);
+        foreach (var node in nodes)
+            await node.Process.WaitForTextAsync("Control agent logged into the broker", TimeSpan.FromSeconds(90));
+        status = await CliAsync("status", "--api", nodes[0].Api);
+        Assert.Contains($"control     connected, broker 127.0.0.1:{brokerPort}", status, StringComparison.Ordinal);
+        // And the control plane works: once A's route finder has heard the others, a path opens through it.
+        var opened = (Code: -1, Output: "");
+        for (var attempt = 0; attempt < 100 && opened.Code != 0; attempt++)
+            opened = await Skymesh.RunAsync("path", "open", nodes[2].Address, "--api", nodes[0].Api);
+        Assert.True(opened.Code == 0, opened.Output);
+        // The ping over the hand-made path went on working all along.
+        ping = await CliAsync("ping", nodes[2].Address, "-c", "2", "-i", "0.05", "--api", nodes[0].Api);
+        Assert.Contains("2 sent, 2 answered, 0% lost", ping, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_second_broker_or_node_on_a_port_already_in_use_exits_2_with_one_line()
+    {
+        var port = FreePort();
+        var first = Skymesh.Start("broker", "--listen", $"127.0.0.1:{port}");
+        _running.Add(first);
+        await first.WaitForLineAsync("listening on", Bound);
+        var (code, output) = await Skymesh.RunAsync("broker", "--listen", $"127.0.0.1:{port}");
+        Assert.Equal(2, code);
+        Assert.Contains($"Cannot listen on 127.0.0.1:{port}", output, StringComparison.Ordinal);
+
+        // The same for a node's TCP interface: the first node keeps its port, the second does not start.
+        var tcp = FreePort();
+        var dir = Path.Combine(_dir, "tcp");
+        Directory.CreateDirectory(dir);
+        foreach (var name in new[] { "one", "two" })
+        {
+            await File.WriteAllTextAsync(Path.Combine(dir, name + ".json"), $$"""
+                { "dataDir": "{{name}}", "api": "127.0.0.1:{{FreePort()}}", "interfaces": [ { "type": "tcp", "listen": "127.0.0.1:{{tcp}}" } ] }
+                """, Ct);
+        }
+        var one = Skymesh.Start("node", "--config", Path.Combine(dir, "one.json"));
+        _running.Add(one);
+        await one.WaitForLineAsync("local API:", Bound);
+        (code, output) = await Skymesh.RunAsync("node", "--config", Path.Combine(dir, "two.json"));
+        Assert.Equal(2, code);
+        Assert.Contains($"Cannot listen on TCP 127.0.0.1:{tcp}", output, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -83,6 +83,14 @@ public sealed partial class Skymesh : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until the output so far contains <paramref name="text"/>, in a line already read or one still to come.</summary>
+    public async Task WaitForTextAsync(string text, TimeSpan timeout)
+    {
+        if (Output.Contains(text, StringComparison.Ordinal))
+            return;
+        await WaitForLineAsync(text, timeout);
+    }
+
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
         try

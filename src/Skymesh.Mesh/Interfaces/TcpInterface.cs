@@ -103,10 +103,9 @@ public sealed partial class TcpInterface : IMeshInterface
         {
             if (bind.AddressFamily == AddressFamily.InterNetworkV6 && bind.Address.Equals(IPAddress.IPv6Any))
                 _listener.DualMode = true;
-            // A node that restarts must get its port back while connections of its last run wait out TIME_WAIT.
-            // (On Windows this option would let another program take the port, so it is left off there.)
-            if (!OperatingSystem.IsWindows())
-                _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            // A node that restarts must get its port back while connections of its last run wait out TIME_WAIT,
+            // without ever sharing it with another process.
+            Identity.ListenSocket.AllowQuickRestart(_listener);
             _listener.Bind(bind);
             _listener.Listen(_options.ListenBacklog);
         }

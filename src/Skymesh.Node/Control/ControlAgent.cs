@@ -97,16 +97,25 @@ public sealed partial class ControlAgent : IAsyncDisposable
         node.Switch.LinkDown += agent.OnLinkDown;
         agent._events = Task.Run(agent.ReadEventsAsync);
         agent._announcer = Task.Run(agent.AnnounceLoopAsync);
-        if (agent.UsesFinder)
+        try
         {
-            // Announce without hearing anyone (memory does not grow with the mesh); be seen to leave; know when a
-            // finder starts, to announce to it at once.
-            await peer.Client.SubscribeAsync(RouteTopics.Members, cancellationToken: cancellationToken);
-            await peer.Client.SubscribeAsync(RouteTopics.Finders, presence: true, cancellationToken);
+            if (agent.UsesFinder)
+            {
+                // Announce without hearing anyone (memory does not grow with the mesh); be seen to leave; know when a
+                // finder starts, to announce to it at once.
+                await peer.Client.SubscribeAsync(RouteTopics.Members, cancellationToken: cancellationToken);
+                await peer.Client.SubscribeAsync(RouteTopics.Finders, presence: true, cancellationToken);
+            }
+            else
+            {
+                await peer.Client.SubscribeAsync(Topic, presence: true, cancellationToken);
+            }
         }
-        else
+        catch
         {
-            await peer.Client.SubscribeAsync(Topic, presence: true, cancellationToken);
+            // The broker went away between the login and the subscriptions: leave nothing running behind.
+            await agent.DisposeAsync();
+            throw;
         }
         agent.RequestAnnouncement();
         Log.Started(agent._logger, broker);
@@ -119,7 +128,15 @@ public sealed partial class ControlAgent : IAsyncDisposable
     {
         if (state == SsmpClientState.Connected)
             RequestAnnouncement();
+        else if ((state is SsmpClientState.Closed or SsmpClientState.Failed) && !_stop.IsCancellationRequested)
+            GaveUp?.Invoke();
     }
+
+    /// <summary>Raised when the agent's client stops trying to reach the broker (its re-login was refused).</summary>
+    public event Action? GaveUp;
+
+    /// <summary>Where the agent's broker connection stands.</summary>
+    public SsmpClientState ClientState => _peer.Client.State;
 
     private void OnLinkDown(Link link, string reason)
     {

@@ -37,6 +37,13 @@ public interface ISsmpAuthenticator
 
     bool RequiresTls => false;
 
+    /// <summary>
+    /// How much a login under this scheme proves about who holds the id: 0 nothing (<c>open</c>), 1 membership
+    /// (<c>secret</c>), 2 the identity itself (<c>cert</c>, <c>key</c>). A login never evicts a connection holding
+    /// the same id with more proof than its own.
+    /// </summary>
+    int Assurance => 1;
+
     /// <summary>Checks the credential (payload content, binary prefix removed). Must not throw for bad input.</summary>
     bool Authenticate(SsmpLoginContext context, ReadOnlySpan<byte> credential);
 }
@@ -45,6 +52,8 @@ public interface ISsmpAuthenticator
 public sealed class OpenAuthenticator : ISsmpAuthenticator
 {
     public string Scheme => "open";
+
+    public int Assurance => 0;
 
     public bool Authenticate(SsmpLoginContext context, ReadOnlySpan<byte> credential) => true;
 }
@@ -99,6 +108,8 @@ public sealed class SecretAuthenticator : ISsmpAuthenticator
 public sealed class CertAuthenticator : ISsmpAuthenticator
 {
     public string Scheme => "cert";
+
+    public int Assurance => 2;
 
     public bool RequiresTls => true;
 

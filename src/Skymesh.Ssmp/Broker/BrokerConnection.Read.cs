@@ -193,6 +193,8 @@ internal sealed partial class BrokerConnection
         var accepted = false;
         if (authenticator is null)
             context.RefusalReason = "unknown scheme";
+        else if (authenticator.Scheme != SsmpKeyCredential.Scheme && SsmpKeyCredential.LooksLikeNodeAddress(id))
+            context.RefusalReason = "a node address logs in only with the key scheme";
         else if (context.IsAnonymous && !_broker.Options.AllowAnonymous)
             context.RefusalReason = "anonymous logins are not allowed";
         else
@@ -208,7 +210,15 @@ internal sealed partial class BrokerConnection
         }
         EventPrefix = Encoding.ASCII.GetBytes("000 " + id + " ");
         Id = id;
-        _broker.Register(this);
+        Assurance = authenticator!.Assurance;
+        if (!_broker.Register(this))
+        {
+            Id = null;
+            Log.LoginRefused(_broker.Logger, Serial, id, scheme, "the id is held by a connection that proved more");
+            Enqueue("401 "u8, _broker.UnauthorizedPayload, "\n"u8);
+            CloseAfterFlush(DisconnectReason.LoginRefused);
+            return false;
+        }
         return Respond(Ok);
     }
 
@@ -225,9 +235,9 @@ internal sealed partial class BrokerConnection
         }
     }
 
-    // SUBSCRIBE t [PRESENCE]: watchers of t hear of the new member; with PRESENCE the caller then hears of
-    // every current member. Both happen under the topic's lock so no watcher sees a membership twice or
-    // its end before its start.
+    // SUBSCRIBE t [PRESENCE]: watchers of t hear of the new member; the caller gets its 200 and then, with
+    // PRESENCE, one event per current member (spec §5, in that order). All under the topic's lock so no watcher
+    // sees a membership twice or its end before its start.
     private bool Subscribe(string name, bool presence, ReadOnlySpan<byte> message)
     {
         lock (_subscriptionsLock)
@@ -255,6 +265,9 @@ internal sealed partial class BrokerConnection
                         if (m.Presence)
                             m.Connection.EnqueueEvent(EventPrefix, message);
                     }
+                    // The 200 goes into this connection's queue before the snapshot, and before any event of the
+                    // topic can reach it (it is not a member until below).
+                    Enqueue(Ok);
                     if (presence)
                     {
                         foreach (var m in members)
@@ -269,7 +282,7 @@ internal sealed partial class BrokerConnection
                 break;
             }
         }
-        return Respond(Ok);
+        return true;
     }
 
     private static byte[] SubscribeLine(string topic, bool presence) =>

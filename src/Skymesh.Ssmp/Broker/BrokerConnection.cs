@@ -45,6 +45,9 @@ internal sealed partial class BrokerConnection
 
     public bool IsAnonymous => Id == ".";
 
+    /// <summary>What the login scheme proved (<see cref="ISsmpAuthenticator.Assurance"/>).</summary>
+    public int Assurance { get; private set; }
+
     /// <summary><c>000 id </c>: what precedes every request this connection's events forward.</summary>
     public byte[] EventPrefix { get; private set; } = [];
 

@@ -17,6 +17,8 @@ public sealed class KeyAuthenticator : ISsmpAuthenticator
 {
     public string Scheme => SsmpKeyCredential.Scheme;
 
+    public int Assurance => 2;
+
     public bool Authenticate(SsmpLoginContext context, ReadOnlySpan<byte> credential)
     {
         var guard = context.KeyLogin;

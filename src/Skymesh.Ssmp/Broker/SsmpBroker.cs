@@ -78,7 +78,7 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         var listener = new Socket(_options.Listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
-            listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            Identity.ListenSocket.AllowQuickRestart(listener);
             listener.Bind(_options.Listen);
             listener.Listen(4096);
         }
@@ -203,24 +203,45 @@ public sealed partial class SsmpBroker : IAsyncDisposable
 
     internal CancellationToken Stopping => _stopping.Token;
 
-    /// <summary>Makes <paramref name="connection"/> the holder of its id, evicting any previous holder.</summary>
-    internal void Register(BrokerConnection connection)
+    /// <summary>
+    /// Makes <paramref name="connection"/> the holder of its id, evicting any previous holder — unless that one
+    /// proved more at its login (a key or certificate login is never pushed out by an open one): false then, and
+    /// the new login is refused.
+    /// </summary>
+    internal bool Register(BrokerConnection connection)
     {
-        Interlocked.Increment(ref _loggedIn);
         if (connection.IsAnonymous)
-            return;
-        BrokerConnection? previous = null;
-        _byId.AddOrUpdate(connection.Id!, connection, (_, old) =>
         {
+            Interlocked.Increment(ref _loggedIn);
+            return true;
+        }
+        BrokerConnection? previous = null;
+        var kept = _byId.AddOrUpdate(connection.Id!, connection, (_, old) =>
+        {
+            previous = null;
+            if (old.Assurance > connection.Assurance)
+                return old;
             previous = old;
             return connection;
         });
+        if (kept != connection)
+        {
+            Interlocked.Increment(ref _impersonationsRefused);
+            return false;
+        }
+        Interlocked.Increment(ref _loggedIn);
         if (previous is not null && previous != connection)
         {
             Log.Evicted(_logger, connection.Id!);
             previous.Evict();
         }
+        return true;
     }
+
+    private long _impersonationsRefused;
+
+    /// <summary>Logins refused because a connection that proved more holds the id.</summary>
+    public long ImpersonationsRefused => Interlocked.Read(ref _impersonationsRefused);
 
     internal void Forget(BrokerConnection connection)
     {

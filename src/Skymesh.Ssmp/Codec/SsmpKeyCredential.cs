@@ -70,4 +70,20 @@ public static class SsmpKeyCredential
 
     /// <summary>The timestamp of a credential of the right length.</summary>
     public static long ReadTimestamp(ReadOnlySpan<byte> credential) => BinaryPrimitives.ReadInt64BigEndian(credential);
+
+    /// <summary>
+    /// Whether an id has the shape of a node address (64 lowercase hex digits). Such an id names a node, so only a key
+    /// login, which proves the key, may hold it: anyone could claim it under <c>open</c> or a shared secret.
+    /// </summary>
+    public static bool LooksLikeNodeAddress(ReadOnlySpan<char> id)
+    {
+        if (id.Length != 64)
+            return false;
+        foreach (var c in id)
+        {
+            if (c is not ((>= '0' and <= '9') or (>= 'a' and <= 'f')))
+                return false;
+        }
+        return true;
+    }
 }

@@ -572,4 +572,51 @@ public class KeyLoginTests
         cts.CancelAfter(RawPeer.ReadTimeout);
         return await client.Events.ReadAsync(cts.Token);
     }
+    [Fact]
+    public async Task An_open_login_under_a_node_address_is_refused_and_the_node_is_never_evicted()
+    {
+        await using var broker = StartKeyBroker(configure: o => o.Authenticators.Add(new SecretAuthenticator("s3cret"u8)));
+        using var key = NodeKey.Generate();
+        var id = key.Address.ToString();
+        await using var node = await LoginAsync(broker, id, Credential(key, Now), "200");
+        await node.SendAsync("SUBSCRIBE mesh PRESENCE\n");
+        await node.ExpectLineAsync("200");
+
+        // Twenty-one impostors, as the attack was tried: by open, by the shared secret, and anonymously named.
+        for (var i = 0; i < 21; i++)
+        {
+            await using var impostor = await broker.ConnectAsync();
+            await impostor.SendAsync(i % 2 == 0 ? $"LOGIN {id} open\n" : $"LOGIN {id} secret s3cret\n");
+            await impostor.ExpectLineAsync("401 key open secret");
+            await impostor.ExpectClosedAsync();
+        }
+
+        // The node still holds its id: a UCAST reaches it, and it saw nobody come or go.
+        await using var sender = await broker.LoginAsync("sender");
+        await sender.SendAsync($"UCAST {id} receipt\n");
+        await sender.ExpectLineAsync("200");
+        await node.ExpectLineAsync("000 sender UCAST " + id + " receipt");
+        await node.ExpectNothingMoreAsync();
+    }
+
+    [Fact]
+    public async Task An_open_login_never_evicts_a_connection_that_proved_more_but_an_equal_proof_still_does()
+    {
+        await using var broker = StartKeyBroker(configure: o => o.Authenticators.Add(new SecretAuthenticator("s3cret"u8)));
+        await using var member = await broker.ConnectAsync();
+        await member.SendAsync("LOGIN hub secret s3cret\n");
+        await member.ExpectLineAsync("200");
+
+        await using var impostor = await broker.ConnectAsync();
+        await impostor.SendAsync("LOGIN hub open\n");
+        await impostor.ExpectLineAsync("401 key open secret");
+        await impostor.ExpectClosedAsync();
+        Assert.Equal(1, broker.Broker.ImpersonationsRefused);
+
+        // The same proof again is the spec's duplicate login: the new connection takes the id, the old one is closed.
+        await using var again = await broker.ConnectAsync();
+        await again.SendAsync("LOGIN hub secret s3cret\n");
+        await again.ExpectLineAsync("200");
+        await member.ExpectClosedAsync();
+    }
 }

@@ -16,7 +16,9 @@ public class PresenceTests
         await plain.SendAsync("SUBSCRIBE room\n");
         await plain.ExpectLineAsync("200");
         await watcher.SendAsync("SUBSCRIBE room PRESENCE\n");
-        await watcher.ExpectLinesInAnyOrderAsync("200", "000 plain SUBSCRIBE room");
+        // The 200 first, then the snapshot of who is there (spec §5-6).
+        await watcher.ExpectLineAsync("200");
+        await watcher.ExpectLineAsync("000 plain SUBSCRIBE room");
 
         await alice.SendAsync("SUBSCRIBE room\n");
         await alice.ExpectLineAsync("200");
@@ -38,7 +40,8 @@ public class PresenceTests
         await watcher.SendAsync("SUBSCRIBE room PRESENCE\n");
         await watcher.ExpectLineAsync("200");
         await alice.SendAsync("SUBSCRIBE room PRESENCE\n");
-        await alice.ExpectLinesInAnyOrderAsync("200", "000 watcher SUBSCRIBE room PRESENCE");
+        await alice.ExpectLineAsync("200");
+        await alice.ExpectLineAsync("000 watcher SUBSCRIBE room PRESENCE");
         await watcher.ExpectLineAsync("000 alice SUBSCRIBE room PRESENCE");
     }
 
@@ -66,9 +69,11 @@ public class PresenceTests
         await alice.SendAsync("SUBSCRIBE room\n");
         await alice.ExpectLineAsync("200");
         await bob.SendAsync("SUBSCRIBE room PRESENCE\n");
-        await bob.ExpectLinesInAnyOrderAsync("200", "000 alice SUBSCRIBE room");
+        await bob.ExpectLineAsync("200");
+        await bob.ExpectLineAsync("000 alice SUBSCRIBE room");
         await carol.SendAsync("SUBSCRIBE room PRESENCE\n");
-        await carol.ExpectLinesInAnyOrderAsync("200", "000 alice SUBSCRIBE room", "000 bob SUBSCRIBE room PRESENCE");
+        await carol.ExpectLineAsync("200");
+        await carol.ExpectLinesInAnyOrderAsync("000 alice SUBSCRIBE room", "000 bob SUBSCRIBE room PRESENCE");
         await bob.ExpectLineAsync("000 carol SUBSCRIBE room PRESENCE");
         await carol.ExpectNothingMoreAsync();
         await bob.ExpectNothingMoreAsync();

@@ -236,8 +236,9 @@ public class RequestTests
                 await peer.ExpectLineAsync("200");
         }
         await carol.SendAsync("SUBSCRIBE t3 PRESENCE\n");
-        // carol asked for presence: her snapshot names alice and bob, in either order, around her 200.
-        await carol.ExpectLinesInAnyOrderAsync("200", "000 alice SUBSCRIBE t3", "000 bob SUBSCRIBE t3");
+        // carol asked for presence: her 200 first (spec §5), then a snapshot naming alice and bob, in either order.
+        await carol.ExpectLineAsync("200");
+        await carol.ExpectLinesInAnyOrderAsync("000 alice SUBSCRIBE t3", "000 bob SUBSCRIBE t3");
 
         await alice.SendAsync("BCAST hello everyone\n");
         await alice.ExpectLineAsync("200");
