@@ -16,6 +16,14 @@ internal static class NodeCommands
         Recursive = true,
     };
 
+    private static readonly Option<string?> Token = new("--token")
+    {
+        Description = "The node's API token (default: $SKYMESH_TOKEN, else api.token in --data-dir, else the one the node on --api published for this user).",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("SKYMESH_TOKEN") is { Length: > 0 } env ? env : null,
+    };
+
+    private static readonly Option<string?> DataDir = new("--data-dir") { Description = "The node's data directory, to read its API token from." };
+
     private static readonly Option<bool> Json = new("--json") { Description = "Print the API's JSON instead of a table." };
 
     public static IEnumerable<Command> Create() =>
@@ -23,7 +31,7 @@ internal static class NodeCommands
 
     private static Command CreateBalance()
     {
-        var command = new Command("balance", "Show this node's ledger balance and its books with each neighbour: what they owe, their receipts, their credit.") { Api, Json };
+        var command = new Command("balance", "Show this node's ledger balance and its books with each neighbour: what they owe, their receipts, their credit.") { Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -46,7 +54,7 @@ internal static class NodeCommands
     {
         var node = new Argument<string>("node") { Description = "The destination node's address." };
         var probes = new Option<int>("--probes", "-q") { Description = "Pings per hop (1 to 10).", DefaultValueFactory = _ => 3 };
-        var command = new Command("traceroute", "Show each hop of the path the control plane would take to a node, with measured round trips to each.") { node, Api, probes, Json };
+        var command = new Command("traceroute", "Show each hop of the path the control plane would take to a node, with measured round trips to each.") { node, Api, Token, DataDir, probes, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -65,7 +73,7 @@ internal static class NodeCommands
 
     private static Command CreateNodes()
     {
-        var command = new Command("nodes", "List the nodes of the mesh as this node's control plane knows them.") { Api, Json };
+        var command = new Command("nodes", "List the nodes of the mesh as this node's control plane knows them.") { Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -84,7 +92,12 @@ internal static class NodeCommands
         return command;
     }
 
-    private static NodeApiClient Client(ParseResult parse) => new(parse.GetValue(Api)!);
+    private static NodeApiClient Client(ParseResult parse)
+    {
+        var api = parse.GetValue(Api)!;
+        var token = parse.GetValue(Token) ?? (parse.GetValue(DataDir) is { } dir ? ApiToken.Find(api, dir) ?? throw new UsageException($"--data-dir: no {ApiToken.FileName} in {dir}") : null);
+        return new(api, token: token);
+    }
 
     private static Command CreateNode()
     {
@@ -146,7 +159,7 @@ internal static class NodeCommands
 
     private static Command CreateStatus()
     {
-        var command = new Command("status", "Show the node's address, interfaces and counters.") { Api, Json };
+        var command = new Command("status", "Show the node's address, interfaces and counters.") { Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -169,7 +182,7 @@ internal static class NodeCommands
 
     private static Command CreateLinks()
     {
-        var command = new Command("links", "List the node's links to its neighbours.") { Api, Json };
+        var command = new Command("links", "List the node's links to its neighbours.") { Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -188,7 +201,7 @@ internal static class NodeCommands
         var endpoint = new Argument<string>("endpoint") { Description = "The neighbour's interface address, host:port." };
         var peer = new Option<string?>("--peer") { Description = "The neighbour's node address: the link is refused if another node answers." };
         var nic = new Option<string?>("--interface") { Description = "Which of this node's interfaces to use (default: the first)." };
-        var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, endpoint, peer, nic };
+        var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, Token, DataDir, endpoint, peer, nic };
         add.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -202,7 +215,7 @@ internal static class NodeCommands
 
     private static Command CreateLabels()
     {
-        var command = new Command("labels", "List the node's label table; add, reserve or remove entries by hand.") { Api, Json };
+        var command = new Command("labels", "List the node's label table; add, reserve or remove entries by hand.") { Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -220,7 +233,7 @@ internal static class NodeCommands
         });
 
         var link = new Option<string>("--link") { Description = "The incoming link: its id or its neighbour's address.", Required = true };
-        var reserve = new Command("reserve", "Reserve a free label on a link (it expires unless an entry is installed on it).") { Api, link };
+        var reserve = new Command("reserve", "Reserve a free label on a link (it expires unless an entry is installed on it).") { Api, Token, DataDir, link };
         reserve.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -232,7 +245,7 @@ internal static class NodeCommands
         var label = new Option<uint?>("--label") { Description = "The incoming label (default: a free one is reserved)." };
         var toLink = new Option<string>("--to-link") { Description = "The outgoing link: its id or its neighbour's address.", Required = true };
         var toLabel = new Option<uint>("--to-label") { Description = "The label the next hop reads.", Required = true };
-        var add = new Command("add", "Forward messages arriving on --link with --label to --to-link with --to-label.") { Api, link, label, toLink, toLabel };
+        var add = new Command("add", "Forward messages arriving on --link with --label to --to-link with --to-label.") { Api, Token, DataDir, link, label, toLink, toLabel };
         add.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -243,7 +256,7 @@ internal static class NodeCommands
 
         var linkId = new Argument<int>("link") { Description = "The incoming link id." };
         var labelValue = new Argument<uint>("label") { Description = "The incoming label." };
-        var remove = new Command("remove", "Remove a label entry.") { Api, linkId, labelValue };
+        var remove = new Command("remove", "Remove a label entry.") { Api, Token, DataDir, linkId, labelValue };
         remove.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -261,7 +274,7 @@ internal static class NodeCommands
     {
         var command = new Command("path", "Paths from this node: list them, install one by hand along a chain of nodes, remove one.");
 
-        var list = new Command("list", "List the path ends on this node.") { Api, Json };
+        var list = new Command("list", "List the path ends on this node.") { Api, Token, DataDir, Json };
         list.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -295,7 +308,7 @@ internal static class NodeCommands
         });
 
         var id = new Argument<int>("id") { Description = "The path id (skymesh path list)." };
-        var remove = new Command("remove", "Remove a path end from this node.") { Api, id };
+        var remove = new Command("remove", "Remove a path end from this node.") { Api, Token, DataDir, id };
         remove.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -311,7 +324,7 @@ internal static class NodeCommands
         var minHops = new Option<int?>("--min-hops") { Description = "Fewest hops (links) the path may have." };
         var maxHops = new Option<int?>("--max-hops") { Description = "Most hops (links) the path may have (default 10)." };
         var maxPrice = new Option<ulong?>("--max-price") { Description = "Most the relays together may charge per MiB." };
-        var open = new Command("open", "Find a path to a node and set it up through the control plane.") { to, Api, policy, via, avoid, minHops, maxHops, maxPrice };
+        var open = new Command("open", "Find a path to a node and set it up through the control plane.") { to, Api, Token, DataDir, policy, via, avoid, minHops, maxHops, maxPrice };
         open.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -322,7 +335,7 @@ internal static class NodeCommands
             return 0;
         });
         var closeId = new Argument<int>("id") { Description = "The path id (skymesh path list)." };
-        var close = new Command("close", "Close a path: every hop releases it.") { Api, closeId };
+        var close = new Command("close", "Close a path: every hop releases it.") { Api, Token, DataDir, closeId };
         close.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
@@ -345,7 +358,7 @@ internal static class NodeCommands
         var interval = new Option<double>("--interval", "-i") { Description = "Seconds between pings.", DefaultValueFactory = _ => 1 };
         var size = new Option<int>("--size", "-s") { Description = "Bytes per ping datagram.", DefaultValueFactory = _ => 64 };
         var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for each answer.", DefaultValueFactory = _ => 2 };
-        var command = new Command("ping", "Send datagrams over the path to a node and time its answers.") { node, Api, count, interval, size, timeout };
+        var command = new Command("ping", "Send datagrams over the path to a node and time its answers.") { node, Api, Token, DataDir, count, interval, size, timeout };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var target = parse.GetValue(node)!;
@@ -398,7 +411,7 @@ internal static class NodeCommands
         var listen = new Option<string>("--listen") { Description = "Local address:port to accept connections on.", Required = true };
         var to = new Option<string>("--to") { Description = "The destination node's address.", Required = true };
         var target = new Option<string>("--target") { Description = "host:port the destination node connects to (its exit policy must allow it).", Required = true };
-        var command = new Command("forward", "Forward a local TCP port through the mesh to host:port as reached from the destination node; runs until Ctrl+C.") { listen, to, target, Api };
+        var command = new Command("forward", "Forward a local TCP port through the mesh to host:port as reached from the destination node; runs until Ctrl+C.") { listen, to, target, Api, Token, DataDir };
         command.SetAction(async (parse, cancellationToken) =>
             await RunApp(parse, "forwards", new ForwardRequest(parse.GetValue(listen), parse.GetValue(to), parse.GetValue(target), false),
                 $"forwarding {{0}} -> {parse.GetValue(target)} via node {Short(parse.GetValue(to))}", cancellationToken));
@@ -409,7 +422,7 @@ internal static class NodeCommands
     {
         var listen = new Option<string>("--listen") { Description = "Local address:port of the SOCKS5 server.", DefaultValueFactory = _ => "127.0.0.1:1080" };
         var exit = new Option<string?>("--exit") { Description = "The node whose network the connections leave from (default: the one node this node has a path to)." };
-        var command = new Command("socks", "Run a SOCKS5 server whose connections leave the mesh at an exit node; runs until Ctrl+C.") { listen, exit, Api };
+        var command = new Command("socks", "Run a SOCKS5 server whose connections leave the mesh at an exit node; runs until Ctrl+C.") { listen, exit, Api, Token, DataDir };
         command.SetAction(async (parse, cancellationToken) =>
             await RunApp(parse, "socks", new SocksRequest(parse.GetValue(listen), parse.GetValue(exit), false),
                 "SOCKS5 on {0}, leaving the mesh at " + (parse.GetValue(exit) is { } e ? Short(e) : "the path's destination"), cancellationToken));

@@ -496,9 +496,22 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     private (int, T) Register<T>(T app)
         where T : TcpAppListener
     {
+        if (_apps.Count >= Options.MaxApps)
+        {
+            _ = app.DisposeAsync();
+            throw new NodeRequestException(429, $"this node already runs {_apps.Count} apps, its limit (\"maxApps\" in node.json); stop one first");
+        }
         var id = Interlocked.Increment(ref _nextApp);
         _apps[id] = app;
-        app.Start();
+        try
+        {
+            app.Start();
+        }
+        catch
+        {
+            _apps.TryRemove(id, out _);
+            throw;
+        }
         return (id, app);
     }
 

@@ -5,6 +5,7 @@ using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Logging;
 using Skymesh.Identity;
 using Skymesh.Mesh.Apps;
@@ -63,9 +64,16 @@ public sealed class NodeApi : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         // The host's own logs (Kestrel, lifetime) are not the node's: the node logs what matters itself.
         builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(listen));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(listen);
+            // Every request this API takes is a few hundred bytes of JSON: anything larger is refused (413) before
+            // it is read, so no client can make the node hold megabytes for it.
+            k.Limits.MaxRequestBodySize = MaxRequestBody;
+            k.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
+        });
         var app = builder.Build();
-        var api = new NodeApi(app, node, control);
+        var api = new NodeApi(app, node, control) { Token = ApiToken.LoadOrCreate(node.Options.DataDir) };
         api.Map();
         try
         {
@@ -78,33 +86,111 @@ public sealed class NodeApi : IAsyncDisposable
         }
         var address = app.Urls.Select(u => new Uri(u)).First();
         api.EndPoint = new IPEndPoint(IPAddress.Parse(address.Host.Trim('[', ']')), address.Port);
+        try
+        {
+            ApiToken.Publish(api.EndPoint.Port, api.Token);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The CLI then needs --token or --data-dir; the API itself is unaffected.
+        }
         return api;
+    }
+
+    /// <summary>Largest request body the API reads.</summary>
+    public const int MaxRequestBody = 64 * 1024;
+
+    /// <summary>The secret every request but <c>/metrics</c> and <c>/healthz</c> must carry (never logged).</summary>
+    public string Token { get; private init; } = "";
+
+    /// <summary>
+    /// Only the node's owner may drive it. A web page the owner visits can make the browser send requests here; so
+    /// a request must name this API by an IP address or <c>localhost</c> in <c>Host</c> (a page that rebinds its
+    /// own name to 127.0.0.1 still sends that name), must not come from another origin, must carry the token (which
+    /// no page can read), and must send its body as JSON (a form or <c>text/plain</c> post needs no preflight).
+    /// </summary>
+    private async Task GuardAsync(HttpContext context, Func<Task> next)
+    {
+        var request = context.Request;
+        var host = request.Host.Host;
+        if (string.IsNullOrEmpty(host) || (!IPAddress.TryParse(host.Trim('[', ']'), out _) && !string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase)))
+        {
+            await ProblemAsync(context, 403, "Forbidden", $"the local API answers only requests addressed to an IP address or localhost, not \"{host}\"");
+            return;
+        }
+        var origin = request.Headers.Origin.ToString();
+        if (origin.Length > 0 && !string.Equals(origin, $"http://{request.Host}", StringComparison.OrdinalIgnoreCase))
+        {
+            await ProblemAsync(context, 403, "Forbidden", $"requests from the web page {origin} are not allowed");
+            return;
+        }
+        var path = request.Path.Value ?? "";
+        if (path is not ("/metrics" or "/healthz"))
+        {
+            var authorization = request.Headers.Authorization.ToString();
+            var presented = authorization.StartsWith(ApiToken.Scheme + " ", StringComparison.Ordinal) ? authorization.AsSpan(ApiToken.Scheme.Length + 1).Trim() : default;
+            if (!ApiToken.Matches(presented, Token))
+            {
+                context.Response.Headers.WWWAuthenticate = ApiToken.Scheme;
+                await ProblemAsync(context, 401, "Unauthorized", presented.IsEmpty
+                    ? $"the local API needs the node's token (Authorization: Bearer …; the CLI reads it from {ApiToken.FileName} in the data directory, or --token)"
+                    : "wrong token");
+                return;
+            }
+        }
+        if (HttpMethods.IsPost(request.Method) || HttpMethods.IsPut(request.Method) || HttpMethods.IsPatch(request.Method)
+            || (HttpMethods.IsDelete(request.Method) && request.ContentLength > 0))
+        {
+            if (!request.HasJsonContentType())
+            {
+                await ProblemAsync(context, 415, "Unsupported Media Type", "requests that change the node send their body as application/json");
+                return;
+            }
+        }
+        await next();
+    }
+
+    /// <summary>An error as RFC 7807 problem details.</summary>
+    private static Task ProblemAsync(HttpContext context, int status, string title, string detail)
+    {
+        context.Response.StatusCode = status;
+        return context.Response.WriteAsJsonAsync(new ApiProblem(title, status, detail), Json, "application/problem+json");
     }
 
     private void Map()
     {
         var node = Node;
+        _app.Use((context, next) => GuardAsync(context, () => next(context)));
         _app.Use(async (context, next) =>
         {
             try
             {
                 await next(context);
             }
-            catch (Exception e) when (e is NodeRequestException or NoPathException or ServiceRefusedException or PathBrokenException or JsonException or InvalidOperationException or ArgumentException)
+            catch (Exception e) when (e is NodeRequestException or NoPathException or ServiceRefusedException or PathBrokenException or JsonException
+                or InvalidOperationException or ArgumentException or BadHttpRequestException)
             {
                 if (context.Response.HasStarted)
                     return;
-                context.Response.StatusCode = e switch
+                var status = e switch
                 {
                     NodeRequestException r => r.Status,
+                    BadHttpRequestException b => b.StatusCode,
                     NoPathException => 404,
                     ServiceRefusedException or PathBrokenException => 502,
                     InvalidOperationException => 409,
                     _ => 400,
                 };
-                await context.Response.WriteAsJsonAsync(new ApiError(e is JsonException ? $"bad JSON: {e.Message}" : e.Message), Json);
+                var detail = e switch
+                {
+                    JsonException => $"bad JSON: {e.Message}",
+                    BadHttpRequestException { StatusCode: 413 } => $"the request body is larger than {MaxRequestBody:N0} bytes",
+                    _ => e.Message,
+                };
+                await ProblemAsync(context, status, ReasonPhrases.GetReasonPhrase(status), detail);
             }
         });
+        _app.MapGet("/healthz", () => Results.Text("ok\n"));
 
         _app.MapGet("/api/node", () => Results.Json(Status(), Json));
         _app.MapGet("/api/interfaces", () => Results.Json(node.Interfaces.Values.Select(i => new InterfaceInfo(
@@ -340,12 +426,14 @@ public sealed class NodeApi : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        ApiToken.Withdraw(EndPoint.Port, Token);
         await _app.StopAsync();
         await _app.DisposeAsync();
     }
 }
 
-public sealed record ApiError(string Error);
+/// <summary>An error of the local API: RFC 7807 problem details (<c>application/problem+json</c>).</summary>
+public sealed record ApiProblem(string Title, int Status, string Detail);
 
 public sealed record NodeStatus(
     string Address, DateTimeOffset Started, IReadOnlyList<string> Interfaces, int Links, int Paths, int Labels,

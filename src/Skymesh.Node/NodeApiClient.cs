@@ -37,11 +37,14 @@ public sealed class NodeApiClient : IDisposable
 {
     private readonly HttpClient _http;
 
-    public NodeApiClient(string address, TimeSpan? timeout = null)
+    /// <param name="token">The node's API token; when null, the one the node at <paramref name="address"/> published for this user (<see cref="ApiToken.Find"/>).</param>
+    public NodeApiClient(string address, TimeSpan? timeout = null, string? token = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(address);
         Address = address;
         _http = new HttpClient { BaseAddress = new Uri($"http://{address}/"), Timeout = timeout ?? TimeSpan.FromSeconds(30) };
+        if ((token ?? ApiToken.Find(address)) is { } found)
+            _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue(ApiToken.Scheme, found);
     }
 
     public string Address { get; }
@@ -107,6 +110,7 @@ public sealed class NodeApiClient : IDisposable
     {
         using var message = new HttpRequestMessage(HttpMethod.Post, $"api/{kind}") { Content = JsonContent.Create(request, request.GetType(), options: NodeApi.Json) };
         using var http = new HttpClient { BaseAddress = _http.BaseAddress, Timeout = Timeout.InfiniteTimeSpan };
+        http.DefaultRequestHeaders.Authorization = _http.DefaultRequestHeaders.Authorization;
         using var response = await Send(http, message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         await using var body = await response.Content.ReadAsStreamAsync(cancellationToken);
         using var reader = new StreamReader(body);
@@ -157,7 +161,7 @@ public sealed class NodeApiClient : IDisposable
             string error;
             try
             {
-                error = JsonSerializer.Deserialize<ApiError>(text, NodeApi.Json)?.Error ?? text;
+                error = JsonSerializer.Deserialize<ApiProblem>(text, NodeApi.Json)?.Detail ?? text;
             }
             catch (JsonException)
             {

@@ -53,6 +53,9 @@ public sealed class NodeConfigFile
     /// <summary>Seconds without any answer after which a path end declares the path lost (default 15).</summary>
     public double? PathTimeoutSeconds { get; set; }
 
+    /// <summary>Apps (port forwards, SOCKS servers) the node runs at once at most (default 64).</summary>
+    public int? MaxApps { get; set; }
+
     /// <summary>What this node charges to forward one MiB, in micro-units of the settlement coin (default 0).</summary>
     public uint? Price { get; set; }
 
@@ -181,6 +184,9 @@ public sealed record NodeOptions
     public TimeSpan LabelLifetime { get; init; } = TimeSpan.FromSeconds(60);
 
     public TimeSpan PathTimeout { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Apps the node runs at once at most; more are refused (each holds a listening socket and its connections).</summary>
+    public int MaxApps { get; init; } = 64;
 
     public uint Price { get; init; }
 
@@ -348,6 +354,9 @@ public sealed record NodeOptions
             DeadAfter = deadAfter,
             LabelLifetime = Seconds(file.LabelLifetimeSeconds, 60, "$.labelLifetimeSeconds"),
             PathTimeout = Seconds(file.PathTimeoutSeconds, 15, "$.pathTimeoutSeconds"),
+            MaxApps = file.MaxApps is { } apps && apps is < 1 or > 10_000
+                ? throw new NodeConfigException("$.maxApps", $"{apps} is not a number of apps from 1 to 10000")
+                : file.MaxApps ?? 64,
             Price = file.Price ?? 0,
             CapacityKbps = file.CapacityKbps ?? 1_000_000,
             AnnounceInterval = Seconds(file.AnnounceSeconds, 30, "$.announceSeconds"),

@@ -107,7 +107,7 @@ public sealed partial class TcpInterface
         /// <summary>The connection's life: dial (when ours), then both loops until either ends, then clean up.</summary>
         public async Task RunAsync()
         {
-            var timeout = _owner._options.PreambleTimeout;
+            var timeout = Dialled ? _owner._options.PreambleTimeout : _owner._options.AcceptedPreambleTimeout;
             _preambleTimer = _owner._time.CreateTimer(static s => ((Connection)s!).OnPreambleTimeout(), this, timeout, Timeout.InfiniteTimeSpan);
             Task? reader = null;
             try
@@ -368,7 +368,7 @@ public sealed partial class TcpInterface
             if (_connected)
             {
                 _owner.CountProtocolError();
-                Close($"no preamble within {_owner._options.PreambleTimeout.TotalSeconds:0.###} s");
+                Close($"no preamble within {(Dialled ? _owner._options.PreambleTimeout : _owner._options.AcceptedPreambleTimeout).TotalSeconds:0.###} s");
             }
             else
             {

@@ -24,6 +24,15 @@ public sealed class TcpInterfaceOptions
     /// <summary>How long a connection has, from its accept or the start of its dial, to deliver the peer's preamble.</summary>
     public TimeSpan PreambleTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Accepted connections that may wait for their preamble at once. A real neighbour sends it at once; idle
+    /// connections beyond this are closed oldest first, so a flood of them cannot keep a neighbour out.
+    /// </summary>
+    public int MaxPendingConnections { get; set; } = 64;
+
+    /// <summary>How long an accepted connection has to deliver its preamble (a dial of ours gets <see cref="PreambleTimeout"/>).</summary>
+    public TimeSpan AcceptedPreambleTimeout { get; set; } = TimeSpan.FromSeconds(3);
+
     /// <summary>Least time between two dials to one neighbour; doubled after each dial that fails, up to <see cref="MaxRedialDelay"/>.</summary>
     public TimeSpan RedialDelay { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -38,7 +47,7 @@ public sealed class TcpInterfaceOptions
             throw new ArgumentOutOfRangeException(nameof(Mtu), Mtu, $"An MTU is {MeshWire.MinMtu} to {MeshWire.MaxFrameLength} bytes.");
         if (SendQueueBytes < 2 * (MeshWire.MaxFrameLength + TcpInterface.LengthPrefixLength))
             throw new ArgumentOutOfRangeException(nameof(SendQueueBytes), SendQueueBytes, "The send queue must hold at least two of the largest frames.");
-        if (MaxAcceptedConnections < 1 || ListenBacklog < 1)
+        if (MaxAcceptedConnections < 1 || ListenBacklog < 1 || MaxPendingConnections < 1 || AcceptedPreambleTimeout <= TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(MaxAcceptedConnections), "At least one connection and a backlog of one.");
         if (PreambleTimeout <= TimeSpan.Zero || RedialDelay <= TimeSpan.Zero || MaxRedialDelay < RedialDelay)
             throw new ArgumentException("The preamble timeout and redial delay must be positive, and MaxRedialDelay at least RedialDelay.");
@@ -287,7 +296,41 @@ public sealed partial class TcpInterface : IMeshInterface
                 socket.Dispose();
                 continue;
             }
-            Launch(new Connection(this, socket, observed, dialled: false));
+            var accepted = new Connection(this, socket, observed, dialled: false);
+            _pending.Enqueue(accepted);
+            Launch(accepted);
+            EvictIdlePending();
+        }
+    }
+
+    // Accepted connections in the order they came, some of which may still await their preamble (those that do
+    // not are skipped when met); only the accept loop touches it.
+    private readonly Queue<Connection> _pending = new();
+    private long _evicted;
+
+    /// <summary>Accepted connections closed because too many waited for their preamble at once (oldest first).</summary>
+    public long PendingEvicted => Interlocked.Read(ref _evicted);
+
+    private void EvictIdlePending()
+    {
+        int waiting;
+        lock (_connections)
+            waiting = _connections.Count(c => !c.Dialled && !c.Identified);
+        while (waiting > _options.MaxPendingConnections && _pending.TryDequeue(out var oldest))
+        {
+            if (oldest.Identified || oldest.IsClosed)
+                continue;
+            oldest.Close("too many connections waiting for a preamble; the oldest goes");
+            Interlocked.Increment(ref _evicted);
+            waiting--;
+        }
+        // Forget what no longer waits, so the queue stays as short as the connections that do.
+        var keep = _pending.Count;
+        for (var i = 0; i < keep; i++)
+        {
+            var c = _pending.Dequeue();
+            if (!c.Identified && !c.IsClosed)
+                _pending.Enqueue(c);
         }
     }
 

@@ -80,6 +80,36 @@ public sealed class TcpInterfaceTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Hundreds_of_idle_connections_cannot_keep_a_real_neighbour_out()
+    {
+        var b = Tcp();
+        var atB = Listen(b);
+        // A crowd of connections that never send a preamble, far beyond what may wait for one.
+        var idle = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 300; i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                idle.Add(socket);
+                await socket.ConnectAsync(b.LocalEndPoint, Ct);
+            }
+            // A real neighbour still gets through at once, and the oldest idle connections made room for it.
+            var a = Tcp();
+            Assert.True(a.TrySend(b.LocalEndPoint, Frame(7)));
+            var (from, frame) = await Next(atB);
+            Assert.Equal(a.LocalEndPoint, from);
+            Assert.Equal(Frame(7), frame);
+            Assert.True(b.PendingEvicted >= 300 - new TcpInterfaceOptions().MaxPendingConnections, $"{b.PendingEvicted} idle connections evicted");
+        }
+        finally
+        {
+            foreach (var socket in idle)
+                socket.Dispose();
+        }
+    }
+
+    [Fact]
     public void The_preamble_is_magic_version_reserved_and_listening_port()
     {
         Assert.Equal(Convert.FromHexString("534B595401001B58"), TcpInterface.WritePreamble(7000));
