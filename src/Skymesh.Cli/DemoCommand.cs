@@ -165,7 +165,11 @@ internal static class DemoCommand
                 Console.WriteLine($"{second,3}s  A -> {Name(count - 1)} via {via}: {(bytes - previousBytes) / 1e6,6:0.00} MB/s   ping {ping,9}   switched msgs: {relays}");
                 previousBytes = bytes;
             }
-            await sender;
+            var (sentBytes, sendError) = await sender;
+            // What is still in flight gets a few seconds to arrive before it is counted.
+            var drain = Stopwatch.StartNew();
+            while (target.Received < sentBytes && drain.Elapsed < TimeSpan.FromSeconds(10))
+                await Task.Delay(50, CancellationToken.None);
             Console.WriteLine();
             foreach (var (node, _, agent) in mesh)
                 await agent.Settlement.SettleAsync(CancellationToken.None);
@@ -173,7 +177,13 @@ internal static class DemoCommand
                 .Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address):N0}"));
             var receipts = mesh.Sum(m => m.Agent.Settlement.Book.Accepted);
             Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts crossed the broker; ledger balances after settling: {earned}.");
-            Console.WriteLine($"Carried {target.Received / 1e6:0.0} MB from A to {Name(count - 1)} in {clock.Elapsed.TotalSeconds:0} s over one TCP connection, across the repair; forward failures: {forward.Failed}; SOCKS connections: {socks.Accepted}.");
+            var carried = target.Received;
+            var pathState = source.Paths.FirstOrDefault()?.State ?? "gone";
+            if (carried == sentBytes && sendError is null)
+                Console.WriteLine($"Carried all {carried / 1e6:0.0} MB sent from A to {Name(count - 1)} in {clock.Elapsed.TotalSeconds:0} s over one TCP connection, across the repair; the path is {pathState}; forward failures: {forward.Failed}; SOCKS connections: {socks.Accepted}.");
+            else
+                Console.WriteLine($"NOT everything arrived: A sent {sentBytes / 1e6:0.0} MB and {Name(count - 1)} received {carried / 1e6:0.0} MB"
+                    + $"{(sendError is null ? "" : $" (the connection failed: {sendError})")}; the path is {pathState}; forward failures: {forward.Failed}.");
             foreach (var (a, b) in pairs)
             {
                 if (mesh[a].Node.Switch.Links.FirstOrDefault(l => l.Peer == mesh[b].Node.Address) is not { } link)
@@ -229,8 +239,10 @@ internal static class DemoCommand
     }
 
     /// <summary>Writes to the forward at <paramref name="megabytes"/> MB/s until stopped.</summary>
-    private static async Task SendAsync(IPEndPoint forward, double megabytes, CancellationToken cancellationToken)
+    /// <returns>Bytes the forward accepted, and why sending ended early (null when it ran until stopped).</returns>
+    private static async Task<(long Sent, string? Error)> SendAsync(IPEndPoint forward, double megabytes, CancellationToken cancellationToken)
     {
+        long sent = 0;
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         var chunk = new byte[64 * 1024];
         Random.Shared.NextBytes(chunk);
@@ -238,7 +250,6 @@ internal static class DemoCommand
         {
             await socket.ConnectAsync(forward, cancellationToken);
             var clock = Stopwatch.StartNew();
-            long sent = 0;
             while (!cancellationToken.IsCancellationRequested)
             {
                 if (megabytes > 0)
@@ -249,10 +260,18 @@ internal static class DemoCommand
                 }
                 sent += await socket.SendAsync(chunk, SocketFlags.None, cancellationToken);
             }
+            // Everything written is on its way: say so, so that the far end can tell all of it arrived.
+            socket.Shutdown(SocketShutdown.Send);
         }
-        catch (Exception e) when (e is OperationCanceledException or SocketException)
+        catch (OperationCanceledException)
         {
+            socket.Shutdown(SocketShutdown.Send);
         }
+        catch (SocketException e)
+        {
+            return (sent, e.Message);
+        }
+        return (sent, null);
     }
 
     private static string Short(string address) => $"{address[..8]}…{address[^4..]}";

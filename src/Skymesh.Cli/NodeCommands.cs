@@ -379,8 +379,10 @@ internal static class NodeCommands
                     times.Add(reply.RttMicroseconds / 1000);
                     Console.WriteLine($"{parse.GetValue(size)} bytes from {Short(target)}: seq={sent} time={reply.RttMicroseconds / 1000:0.000} ms");
                 }
-                catch (NodeApiException e) when (e.Status == System.Net.HttpStatusCode.GatewayTimeout)
+                catch (NodeApiException e) when (e.Status is System.Net.HttpStatusCode.GatewayTimeout or System.Net.HttpStatusCode.NotFound or System.Net.HttpStatusCode.BadGateway
+                    && (sent > 1 || total != 1))
                 {
+                    // Unanswered, or no working path for now (a repair under way): counted as lost, and pinging goes on.
                     Console.WriteLine($"seq={sent}: {e.Message}");
                 }
                 catch (OperationCanceledException)

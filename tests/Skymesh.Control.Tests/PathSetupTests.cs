@@ -55,7 +55,10 @@ public sealed class PathSetupTests : IAsyncDisposable
 
     public PathSetupTests()
     {
-        _broker = new SsmpBroker(new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) });
+        // Nodes log in under their addresses, which only the key scheme may hold.
+        var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
+        options.Authenticators.Add(new KeyAuthenticator());
+        _broker = new SsmpBroker(options);
         _broker.Start();
     }
 
@@ -87,7 +90,7 @@ public sealed class PathSetupTests : IAsyncDisposable
                 links[keys[i - 1].Address] = 2;
             var table = new TableOfNode(links, price?.Invoke(i) ?? 0);
             var hop = new PathSetupHop(keys[i].Address, table);
-            var peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Id = keys[i].Address.ToString() }, cancellationToken: Ct);
+            var peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Key = keys[i] }, cancellationToken: Ct);
             _peers.Add(peer);
             SsmpSetupService.Register(peer, hop);
             agents[i] = new Agent(keys[i], table, hop, peer, new PathSetupSource(keys[i], table, new SsmpControlCaller(peer)));
@@ -164,7 +167,7 @@ public sealed class PathSetupTests : IAsyncDisposable
         Assert.Equal(SetupRefusedException.Forbidden, relayed.Status);
 
         // Over SSMP, a peer logged in under another id gets 403.
-        var stranger = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Id = mallory.Address.ToString() }, cancellationToken: Ct);
+        var stranger = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Key = mallory }, cancellationToken: Ct);
         _peers.Add(stranger);
         var rpc = await Assert.ThrowsAsync<SsmpRpcException>(() => stranger.CallAsync(nodes[1].ToString(), SetupMethods.Reserve, real.Bytes, cancellationToken: Ct));
         Assert.Equal(403, rpc.Status);

@@ -427,9 +427,23 @@ public sealed class DemoTests
         Assert.Contains("link B <-> C cut", output, StringComparison.Ordinal);
         Assert.Contains("via E:", output, StringComparison.Ordinal);
         Assert.Contains("forward failures: 0", output, StringComparison.Ordinal);
+        Assert.Contains("Carried all", output, StringComparison.Ordinal);
         // Relays were paid: signed receipts crossed the broker and B's ledger balance rose.
         var settlement = output.Split('\n').Single(l => l.StartsWith("Settlement:", StringComparison.Ordinal));
         Assert.Matches(@"B \+[1-9]", settlement);
         Assert.DoesNotContain("fail:", output, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task The_demo_with_fewer_nodes_carries_everything_across_its_cut(int nodes)
+    {
+        var (code, output) = await Skymesh.RunAsync("demo", "--nodes", nodes.ToString(System.Globalization.CultureInfo.InvariantCulture), "--duration", "6", "--socks", "127.0.0.1:0");
+        Assert.True(code == 0, output);
+        Assert.Contains(" cut", output, StringComparison.Ordinal);
+        // Every byte sent arrived, or the demo says plainly that it did not.
+        Assert.Contains("Carried all", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("NOT everything arrived", output, StringComparison.Ordinal);
     }
 }

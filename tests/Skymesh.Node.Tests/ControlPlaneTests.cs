@@ -194,15 +194,19 @@ public sealed class ControlPlaneTests : MeshWithBroker
 /// <summary>Repair: a link under a path is cut mid-transfer and the stream carries on over another route.</summary>
 public sealed class RepairTests : MeshWithBroker
 {
-    [Fact]
-    public async Task A_cut_link_is_repaired_around_and_the_stream_over_it_loses_nothing()
+    [Theory]
+    [InlineData("relay-relay")]
+    [InlineData("relay-destination")]
+    [InlineData("source-relay")]
+    public async Task A_cut_link_is_repaired_around_and_the_stream_over_it_loses_nothing(string cut)
     {
-        // S-1-2-D and S-4-D: the path goes S-1-2-D, then the link 1-2 is cut.
+        // S-1-2-D and S-4-D: the path goes S-1-2-D, then one of its links is cut — in the middle, the destination's
+        // own (cut at the destination, as DELETE /api/links does), or the source's own.
         for (var i = 0; i < 5; i++)
             await StartNodeAsync();
         var (s, n1, n2, d, n4) = (Nodes[0], Nodes[1], Nodes[2], Nodes[3], Nodes[4]);
         await s.LinkToAsync(n1).WaitAsync(Bound, Ct);
-        var cut = await n1.LinkToAsync(n2).WaitAsync(Bound, Ct);
+        await n1.LinkToAsync(n2).WaitAsync(Bound, Ct);
         await n2.LinkToAsync(d).WaitAsync(Bound, Ct);
         await s.LinkToAsync(n4).WaitAsync(Bound, Ct);
         await n4.LinkToAsync(d).WaitAsync(Bound, Ct);
@@ -234,8 +238,14 @@ public sealed class RepairTests : MeshWithBroker
             received.Write(buffer, 0, n);
             if (!cutDone && received.Length > 1 << 20)
             {
-                // Mid-transfer: relay 1 drops its link to relay 2 (both ends see it go down at once).
-                n1.Node.Switch.Disconnect(n1.Node.FindLink(n2.Node.Address)!, "cut by the test");
+                // Mid-transfer: one node drops a link under the path (both ends see it go down at once).
+                var (at, other) = cut switch
+                {
+                    "relay-relay" => (n1, n2),
+                    "relay-destination" => (d, n2),
+                    _ => (s, n1),
+                };
+                at.Node.Switch.Disconnect(at.Node.FindLink(other.Node.Address)!, "cut by the test");
                 cutDone = true;
             }
         }
@@ -251,7 +261,48 @@ public sealed class RepairTests : MeshWithBroker
         Assert.Equal(0, forwarder.Failed);
         Assert.Equal(2, n4.Node.Switch.Labels.List().Count);
         Assert.Empty(n1.Node.Switch.Labels.List());
-        Assert.Single(d.Node.Paths);
+        // One path end at the destination: the same one, moved onto the new route (no stale end beside it).
+        var atD = Assert.Single(d.Node.Paths);
+        Assert.Equal(n4.Address, atD.Via);
+        Assert.Equal("up", atD.State);
+    }
+
+    [Fact]
+    public async Task A_path_left_broken_with_no_route_is_repaired_by_itself_when_a_route_comes_back()
+    {
+        // S-1-D only: cutting 1-D leaves no route, so the path breaks; a new link S-D brings one back.
+        for (var i = 0; i < 3; i++)
+            await StartNodeAsync();
+        var (s, n1, d) = (Nodes[0], Nodes[1], Nodes[2]);
+        await s.LinkToAsync(n1).WaitAsync(Bound, Ct);
+        await n1.LinkToAsync(d).WaitAsync(Bound, Ct);
+        await UntilGraph(s, g => g.Neighbours(d.Node.Address).Count == 1 && g.Neighbours(n1.Node.Address).Count == 2, "learning the chain");
+        var opened = await s.Agent!.OpenPathAsync(d.Node.Address, null, Ct);
+        Assert.True((await s.Client.PingAsync(d.Address, cancellationToken: Ct)).RttMicroseconds > 0);
+
+        n1.Node.Switch.Disconnect(n1.Node.FindLink(d.Node.Address)!, "cut by the test");
+        await Until(() => s.Node.Paths.Single().State == "broken", "the path showing broken");
+        await Assert.ThrowsAsync<NodeApiException>(() => s.Client.PingAsync(d.Address, cancellationToken: Ct));
+
+        await s.LinkToAsync(d).WaitAsync(Bound, Ct);
+        await Until(() => s.Node.Paths.Single().State == "up", "the path repaired onto the new link");
+        var path = Assert.Single(s.Node.Paths);
+        Assert.Equal(opened.Id, path.Id);
+        Assert.Equal(d.Address, path.Via);
+        Assert.True((await s.Client.PingAsync(d.Address, cancellationToken: Ct)).RttMicroseconds > 0);
+    }
+
+    /// <summary>Polls a condition that no event signals, within the bound.</summary>
+    private static async Task Until(Func<bool> condition, string what)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+        var deadline = DateTime.UtcNow + Bound;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+                throw new Xunit.Sdk.XunitException($"{what} did not happen within {Bound.TotalSeconds} s");
+            await timer.WaitForNextTickAsync(Ct);
+        }
     }
 }
 

@@ -224,6 +224,16 @@ public sealed class PathSetupHop
     }
 
     /// <summary>Paths that cross the link to <paramref name="neighbour"/> (to tell their sources when it goes down).</summary>
+    /// <summary>
+    /// Forgets a path's state here without touching the table: its entries went with a link that went down, and
+    /// its end (when this node is the destination) stays, to be moved onto the path that repairs it.
+    /// </summary>
+    public bool Forget(Guid pathId)
+    {
+        lock (_lock)
+            return _paths.Remove(pathId);
+    }
+
     public IReadOnlyList<(Guid PathId, NodeAddress Source)> PathsThrough(int link)
     {
         lock (_lock)

@@ -43,6 +43,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
         _peer = peer;
         _logger = logger;
         Graph = new TopologyGraph(node.Time);
+        // A route may be back: paths left broken are tried again.
+        Graph.RecordAccepted += _ => RequestRepairRetry();
         _receiver = new AnnouncementReceiver(Graph, node.Time);
         var table = new NodeHopTable(node, node.Options.Price);
         _hop = new PathSetupHop(node.Address, table, node.Time);
@@ -146,7 +148,13 @@ public sealed partial class ControlAgent : IAsyncDisposable
         // Tell the source of every path that crossed this link, so it can repair the path at once.
         foreach (var (pathId, source) in _hop.PathsThrough(link.Id))
         {
-            _hop.Release(_node.Address, pathId);
+            // This node's own end of the path (it is the destination) is kept: the source repairs the path and moves
+            // both ends onto the new one, streams and all. Releasing it here would drop the stream state and leave
+            // the source's end talking to nobody.
+            if (_node.PathEnds.Any(p => p.Spec.SetupId == pathId))
+                _hop.Forget(pathId);
+            else
+                _hop.Release(_node.Address, pathId);
             if (source == _node.Address)
                 continue;
             var body = new byte[16 + 2 * NodeAddress.Length];
@@ -227,6 +235,69 @@ public sealed partial class ControlAgent : IAsyncDisposable
         {
             Log.RepairFailed(_logger, destination.ToString(), why, e.Message);
             end?.Endpoint.Break($"{why}; no repair: {e.Message}");
+            // Kept: when the mesh changes (a route may be back) the path is repaired again by itself.
+            if (!_stop.IsCancellationRequested && end is not null)
+            {
+                lock (_lock)
+                    _unrepaired[setupId] = old;
+            }
+        }
+    }
+
+    // Paths this node set up that broke and could not be repaired yet, by their last setup id.
+    private readonly Dictionary<Guid, EstablishedPath> _unrepaired = [];
+    private int _retryScheduled;
+
+    /// <summary>The mesh changed: try again, soon and once for many changes, to repair the paths left broken.</summary>
+    private void RequestRepairRetry()
+    {
+        lock (_lock)
+        {
+            if (_unrepaired.Count == 0)
+                return;
+        }
+        if (Interlocked.Exchange(ref _retryScheduled, 1) != 0)
+            return;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(200), _node.Time, _stop.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            Volatile.Write(ref _retryScheduled, 0);
+            List<(Guid, EstablishedPath)> broken;
+            lock (_lock)
+            {
+                broken = [.. _unrepaired.Select(p => (p.Key, p.Value))];
+                _unrepaired.Clear();
+            }
+            foreach (var (setupId, old) in broken)
+            {
+                // Closed meanwhile: nothing to repair.
+                if (!_node.PathEnds.Any(p => p.Spec.SetupId == setupId))
+                    continue;
+                lock (_lock)
+                    _opened[setupId] = old;
+                await RepairAsync(setupId, (old.Request.Source, old.Request.Source), "the mesh changed");
+            }
+        });
+    }
+
+    /// <summary>
+    /// Path ends this node holds as a path's destination that broke and were not repaired (their source gave up, or
+    /// is gone): removed, so they do not pile up. A repair that comes later installs a fresh end.
+    /// </summary>
+    private async Task RemoveStaleEndsAsync()
+    {
+        foreach (var end in _node.PathEnds.Where(p => p.Spec.SetupId is not null && !p.Spec.Initiator && p.Endpoint.BrokenBy is not null).ToList())
+        {
+            if (end.Spec.SetupId is { } setupId)
+                _hop.Forget(setupId);
+            await _node.RemovePathAsync(end.Id);
         }
     }
 
@@ -258,6 +329,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
                     await _announceSignal.WaitAsync(_stop.Token);
                 await AnnounceAsync(_stop.Token);
                 Graph.Sweep();
+                await RemoveStaleEndsAsync();
+                RequestRepairRetry();
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
