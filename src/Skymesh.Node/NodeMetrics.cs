@@ -30,6 +30,14 @@ public static class NodeMetrics
         w.Sample("skymesh_bad_frames_total", "", sw.BadFrames);
         w.Family("skymesh_handshake_failures_total", "counter", "Link handshakes refused.");
         w.Sample("skymesh_handshake_failures_total", "", sw.HandshakeFailures);
+        var hellos = sw.HelloDrops;
+        w.Family("skymesh_hello_drops_total", "counter", "Hellos from strangers dropped, by reason (rate limit, full queue, forged or stale, half-open cap).");
+        w.Sample("skymesh_hello_drops_total", "reason=\"rate_limited\"", hellos.RateLimited);
+        w.Sample("skymesh_hello_drops_total", "reason=\"queue_full\"", hellos.QueueFull);
+        w.Sample("skymesh_hello_drops_total", "reason=\"refused\"", hellos.Refused);
+        w.Sample("skymesh_hello_drops_total", "reason=\"half_open_cap\"", hellos.HalfOpenCapped);
+        w.Family("skymesh_links_half_open", "gauge", "Links answered that have not finished their handshake.");
+        w.Sample("skymesh_links_half_open", "", sw.HalfOpen);
         w.Family("skymesh_unknown_labels_total", "counter", "Messages with a label nobody installed (dropped).");
         w.Sample("skymesh_unknown_labels_total", "", sw.Labels.UnknownLabels);
         w.Family("skymesh_label_entries_expired_total", "counter", "Label entries that expired without traffic.");

@@ -80,6 +80,15 @@ public sealed partial class Link : IThreadPoolWorkItem
 
     public int Id { get; }
 
+    private volatile bool _answering;
+
+    /// <summary>The handshake worker is answering this link's Hello: its receive loop leaves the link alone meanwhile.</summary>
+    internal bool Answering
+    {
+        get => _answering;
+        set => _answering = value;
+    }
+
     public IMeshInterface Interface { get; }
 
     public EndPoint Remote { get; }

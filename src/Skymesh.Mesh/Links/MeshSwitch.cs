@@ -35,6 +35,9 @@ public sealed class MeshSwitchOptions
     /// </summary>
     public bool LinkRecovery { get; set; } = true;
 
+    /// <summary>What Hellos from strangers may cost (rates, queue, half-open links).</summary>
+    public HandshakeLimits Handshakes { get; set; } = new();
+
     /// <summary>Label entries without traffic or keepalive for this long expire.</summary>
     public TimeSpan LabelLifetime { get; set; } = TimeSpan.FromSeconds(60);
 
@@ -43,6 +46,8 @@ public sealed class MeshSwitchOptions
         if (HandshakeTimeout <= TimeSpan.Zero || HandshakeRetry <= TimeSpan.Zero || KeepaliveInterval <= TimeSpan.Zero
             || DeadAfter <= KeepaliveInterval || ClockTolerance <= TimeSpan.Zero || LabelLifetime <= TimeSpan.Zero)
             throw new ArgumentException("Link timers must be positive, and DeadAfter longer than KeepaliveInterval.");
+        ArgumentNullException.ThrowIfNull(Handshakes);
+        Handshakes.Validate();
         if (LinkQueueBytes < 64 * 1024)
             throw new ArgumentOutOfRangeException(nameof(LinkQueueBytes), LinkQueueBytes, "Must be at least 64 KiB.");
     }
@@ -70,6 +75,7 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     private readonly ITimer _timer;
     private volatile Link?[] _linkArray = new Link?[16];
     private int _nextLinkId;
+    private readonly SortedSet<int> _freeIds = [];
     private int _nextSink;
     private long _badFrames;
     private long _handshakeFailures;
@@ -166,10 +172,17 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     /// <summary>Takes a link down (its label entries go with it) and tells the neighbour when possible.</summary>
     public void Disconnect(Link link, string reason = "closed locally") => TakeDown(link, reason);
 
-    private Link NewLink(IMeshInterface nic, EndPoint remote, bool initiator, NodeAddress? expectedPeer)
+    private Link NewLink(IMeshInterface nic, EndPoint remote, bool initiator, NodeAddress? expectedPeer, bool answering = false)
     {
-        var id = Interlocked.Increment(ref _nextLinkId);
-        var link = new Link(this, id, nic, remote, initiator, expectedPeer, Options.LinkQueueBytes);
+        int id;
+        lock (_byId)
+        {
+            // Ids of links gone are used again (lowest first), so the table of links stays as large as the links
+            // there are at once, whatever comes and goes.
+            id = _freeIds.Count > 0 ? _freeIds.Min : ++_nextLinkId;
+            _freeIds.Remove(id);
+        }
+        var link = new Link(this, id, nic, remote, initiator, expectedPeer, Options.LinkQueueBytes) { Answering = answering };
         _byRemote[(nic, remote)] = link;
         _byId[id] = link;
         lock (_byId)
@@ -247,14 +260,21 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         var now = Time.GetTimestamp();
         if (!_byRemote.TryGetValue((nic, remote), out var link) || link.State == LinkState.Down)
         {
-            // Only a Hello may open a link; anything else from a stranger is dropped.
+            // Only a Hello may open a link; anything else from a stranger is dropped. A Hello goes to the handshake
+            // worker, through cheap checks only (MeshSwitch.Handshakes.cs).
             if (!LooksLikeHello(frame))
             {
                 CountBadFrame(WireError.None);
                 return;
             }
-            link = NewLink(nic, remote, initiator: false, expectedPeer: null);
+            AdmitHello(nic, remote, frame, now);
+            return;
         }
+        // The worker is answering this neighbour's Hello: a repeat of it waits for the answer (a later repeat gets the
+        // same one). What follows the answer (HelloConfirm, the first sealed frame) is the receive loop's as always:
+        // the answer is the last thing the worker does.
+        if (link.Answering && LooksLikeHello(frame))
+            return;
         link.OnFrame(frame, now);
     }
 
@@ -315,15 +335,18 @@ public sealed partial class MeshSwitch : IAsyncDisposable
             return;
         _byRemote.TryRemove(new KeyValuePair<(IMeshInterface, EndPoint), Link>((link.Interface, link.Remote), link));
         _byId.TryRemove(link.Id, out _);
+        Labels.RemoveLink(link.Id);
         lock (_byId)
         {
             if (link.Id < _linkArray.Length)
                 _linkArray[link.Id] = null;
         }
-        Labels.RemoveLink(link.Id);
         if (wasUp)
             Log.LinkDown(_logger, link.Id, link.Peer?.ToString() ?? "?", reason);
         LinkDown?.Invoke(link, reason);
+        // Only now, when everyone who cleans up after the link has seen its id, may a new link take it.
+        lock (_byId)
+            _freeIds.Add(link.Id);
     }
 
     internal void CountBadFrame(WireError error) => Interlocked.Increment(ref _badFrames);
@@ -355,6 +378,8 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _timer.DisposeAsync();
+        StopHandshakeWorker();
+        await _handshakeWorker;
         foreach (var link in _byId.Values)
             TakeDown(link, "node stopping");
         IMeshInterface[] nics;
