@@ -360,6 +360,50 @@ public sealed class FinderTests : MeshWithBroker
 public sealed class SettlementTests : MeshWithBroker
 {
     [Fact]
+    public async Task With_the_broker_gone_receipts_still_reach_a_paid_relay_over_the_link_and_nobody_is_throttled()
+    {
+        var source = await StartNodeAsync();
+        var relay = await TestNode.StartAsync(""", "price": 1000""", broker: Broker.LocalEndPoint);
+        Nodes.Add(relay);
+        var destination = await StartNodeAsync();
+        await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
+        await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
+        await UntilGraph(source, g => g.Neighbours(relay.Node.Address).Count == 2, "learning the chain");
+        await source.Agent!.OpenPathAsync(destination.Node.Address, null, Ct);
+
+        // The broker goes away for good; 8 MiB then cross the relay, and the source's signed receipts must still
+        // reach it (before, they went only through the broker: the relay would see a growing debt and throttle).
+        await Broker.DisposeAsync();
+        var covered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
+        {
+            if (r.Payer == source.Node.Address && r.ForwardedBytes >= 8 << 20)
+                covered.TrySetResult();
+        };
+        await using var sink = TcpTarget.Echo();
+        var (_, forwarder) = source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Node.Address, sink.Target);
+        using (var client = new System.Net.Sockets.TcpClient())
+        {
+            await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
+            var stream = client.GetStream();
+            var data = new byte[8 << 20];
+            var reading = Task.Run(async () =>
+            {
+                var buffer = new byte[65536];
+                long got = 0;
+                while (got < data.Length)
+                    got += await stream.ReadAsync(buffer, Ct);
+            }, Ct);
+            await stream.WriteAsync(data, Ct);
+            await reading.WaitAsync(Bound, Ct);
+        }
+        await covered.Task.WaitAsync(Bound, Ct);
+        var fromSource = Assert.Single((await relay.Client.BalanceAsync(Ct)).Neighbours, n => n.Neighbour == source.Address);
+        Assert.Equal("normal", fromSource.Credit);
+        Assert.Equal(0, fromSource.CreditDrops);
+    }
+
+    [Fact]
     public async Task Receipts_flow_and_balances_move_as_traffic_crosses_a_paid_relay()
     {
         var source = await StartNodeAsync();

@@ -146,6 +146,16 @@ public sealed partial class Link : IThreadPoolWorkItem
         return Enqueue(label, type, payload, billable);
     }
 
+    /// <summary>
+    /// Sends a settlement receipt to the neighbour on the link itself (docs/wire-format.md, type 8): neighbours settle
+    /// with each other whether or not the control bus is there. False when the link is not up or its queue is full.
+    /// </summary>
+    public bool TrySendReceipt(ReadOnlySpan<byte> receipt) =>
+        State == LinkState.Up && receipt.Length <= MaxReceiptLength && Enqueue(MeshWire.ControlLabel, LinkMessageType.Receipt, receipt);
+
+    /// <summary>The largest receipt a link carries (a receipt is a few hundred bytes).</summary>
+    public const int MaxReceiptLength = 1024;
+
     /// <summary>Sends what is queued now (at the end of a <see cref="MeshSwitch.DeferFlushes"/> scope); what others queue meanwhile goes to the thread pool.</summary>
     internal void FlushHere() => RunFlush(once: true);
 

@@ -14,6 +14,7 @@ public static class LinkMessageType
     public const byte KeepaliveAck = 5;
     public const byte Close = 6;
     public const byte Nack = 7;
+    public const byte Receipt = 8;
 }
 
 /// <summary>

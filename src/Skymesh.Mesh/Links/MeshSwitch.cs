@@ -9,6 +9,9 @@ using Skymesh.Mesh.Wire;
 
 namespace Skymesh.Mesh.Links;
 
+/// <summary>A payload that arrived on a link, valid only during the call.</summary>
+public delegate void LinkPayloadHandler(Link link, ReadOnlySpan<byte> payload);
+
 public sealed class MeshSwitchOptions
 {
     /// <summary>Ask neighbours for encrypted frames (a link is encrypted when both ends ask).</summary>
@@ -128,6 +131,19 @@ public sealed partial class MeshSwitch : IAsyncDisposable
 
     /// <summary>Messages that matched an entry but could not go on (next link down or full, no endpoint).</summary>
     public long ForwardDrops => Interlocked.Read(ref _forwardDrops);
+
+    /// <summary>A settlement receipt from a neighbour, carried on a link (on its receive loop: copy the payload, return quickly).</summary>
+    public event LinkPayloadHandler? ReceiptReceived;
+
+    internal void OnReceipt(Link link, ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length > Link.MaxReceiptLength)
+        {
+            CountBadFrame(WireError.BadControlMessage);
+            return;
+        }
+        ReceiptReceived?.Invoke(link, payload);
+    }
 
     /// <summary>Raised on the receive loop that completed the handshake: handlers must return quickly and never block.</summary>
     public event Action<Link>? LinkUp;

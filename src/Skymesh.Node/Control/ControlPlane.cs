@@ -157,10 +157,10 @@ public sealed partial class ControlPlane : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 720, Level = LogLevel.Warning, Message = "Control plane: cannot log into the SSMP broker at {Broker}: {Reason}; the node goes on forwarding and tries again (next in {Seconds:0.#} s, backing off to 30 s)")]
+        [LoggerMessage(EventId = 730, Level = LogLevel.Warning, Message = "Control plane: cannot log into the SSMP broker at {Broker}: {Reason}; the node goes on forwarding and tries again (next in {Seconds:0.#} s, backing off to 30 s)")]
         public static partial void Unreachable(ILogger logger, string broker, string reason, double seconds);
 
-        [LoggerMessage(EventId = 721, Level = LogLevel.Warning, Message = "Control plane: the broker at {Broker} refused the node after a reconnect; starting over")]
+        [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "Control plane: the broker at {Broker} refused the node after a reconnect; starting over")]
         public static partial void AgentLost(ILogger logger, string broker);
     }
 }

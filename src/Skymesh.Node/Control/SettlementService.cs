@@ -48,6 +48,7 @@ public sealed partial class SettlementService : IAsyncDisposable
         _credit = new CreditPolicy(new CreditOptions { DefaultLimits = new CreditLimits(node.Options.CreditLimit) }, node.Time);
         _ledger = EmbeddedLedger.Open(node.Options.LedgerFile, node.Time);
         _book.ReceiptRefused += r => Log.ReceiptRefused(_logger, r.Payer.ToString(), r.Reason.ToString());
+        node.Switch.ReceiptReceived += OnLinkReceipt;
         _tick = node.Time.CreateTimer(static s => ((SettlementService)s!).Tick(), this, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(100));
         _settle = node.Time.CreateTimer(static s => _ = ((SettlementService)s!).SettleAsync(CancellationToken.None), this, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
     }
@@ -73,6 +74,13 @@ public sealed partial class SettlementService : IAsyncDisposable
         if (_node.FindLink(sender) is not null)
             _book.AddNeighbour(sender);
         _book.Offer(receipt);
+    }
+
+    /// <summary>A receipt on the link from a neighbour: the link's handshake proved who sent it.</summary>
+    private void OnLinkReceipt(Link link, ReadOnlySpan<byte> payload)
+    {
+        if (link.Peer is { } peer && Volatile.Read(ref _disposed) == 0)
+            OnReceipt(peer.ToString(), payload);
     }
 
     /// <summary>One round: counts in, receipts out, credit to the links.</summary>
@@ -123,6 +131,10 @@ public sealed partial class SettlementService : IAsyncDisposable
 
     private async Task SendAsync(Receipt receipt)
     {
+        // Straight to the neighbour on the link between them: settlement does not wait for the control bus, and a
+        // broker outage never throttles a paying neighbour. Over SSMP only when no link to the payee is up.
+        if (_node.FindLink(receipt.Payee) is { } link && link.TrySendReceipt(receipt.Bytes))
+            return;
         try
         {
             await _client.UcastAsync(receipt.Payee.ToString(), receipt.Bytes);
@@ -172,6 +184,7 @@ public sealed partial class SettlementService : IAsyncDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
+        _node.Switch.ReceiptReceived -= OnLinkReceipt;
         await _tick.DisposeAsync();
         await _settle.DisposeAsync();
         _ledger.Dispose();
