@@ -28,7 +28,7 @@ internal static class BrokerCommand
         var noAnonymous = new Option<bool>("--no-anonymous") { Description = "Refuse the anonymous identifier '.'." };
         var maxConnections = new Option<int>("--max-connections") { Description = "Connections open at once.", DefaultValueFactory = _ => 100_000 };
         var maxSubscriptions = new Option<int>("--max-subscriptions") { Description = "Subscriptions per connection.", DefaultValueFactory = _ => 10_000 };
-        var maxQueued = new Option<int>("--max-queued-bytes") { Description = "Bytes queued towards one connection before it is dropped as a slow consumer.", DefaultValueFactory = _ => 8 * 1024 * 1024 };
+        var maxQueued = new Option<int>("--max-queued-bytes") { Description = "Bytes queued towards one connection before it is dropped as a slow consumer.", DefaultValueFactory = _ => SsmpBrokerOptions.DefaultMaxQueuedBytes };
         var loginTimeout = new Option<double>("--login-timeout") { Description = "Seconds a new connection has to log in.", DefaultValueFactory = _ => 10 };
         var pingInterval = new Option<double>("--ping-interval") { Description = "Seconds of client silence before the broker sends PING.", DefaultValueFactory = _ => 30 };
         var pongTimeout = new Option<double>("--pong-timeout") { Description = "Further seconds of silence after the PING before the broker closes the connection.", DefaultValueFactory = _ => 30 };

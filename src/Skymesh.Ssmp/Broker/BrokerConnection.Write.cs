@@ -40,8 +40,9 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
         if (overflow)
         {
             // Never wait for a slow reader: drop it, so that whoever is publishing goes on.
-            Log.SlowConsumer(_broker.Logger, Serial, queued);
-            Abort(DisconnectReason.SlowConsumer);
+            // Several publishers may find it over the limit at once: the one that closes it logs it, once.
+            if (Abort(DisconnectReason.SlowConsumer))
+                Log.SlowConsumer(_broker.Logger, Serial, queued);
             return false;
         }
         if (schedule)

@@ -153,10 +153,11 @@ internal sealed partial class BrokerConnection
     /// Ends the connection now: the socket is closed, queued bytes are dropped, the id is released and every
     /// topic is left (with presence events). Safe to call from any thread, any number of times.
     /// </summary>
-    public void Abort(DisconnectReason reason)
+    /// <returns>True for the call that closed it; false when it was closed already.</returns>
+    public bool Abort(DisconnectReason reason)
     {
         if (!MarkClosed(reason, graceful: false))
-            return;
+            return false;
         try
         {
             _stream.Dispose();
@@ -167,6 +168,7 @@ internal sealed partial class BrokerConnection
         // Leaving topics takes topic locks; the caller may hold one (a slow consumer found while fanning out),
         // so the rest runs on the pool.
         ThreadPool.UnsafeQueueUserWorkItem(static c => c.CleanUp(), this, preferLocal: false);
+        return true;
     }
 
     /// <summary>

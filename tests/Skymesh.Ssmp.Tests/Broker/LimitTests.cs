@@ -93,6 +93,8 @@ public class LimitTests
                 slowLeft |= ReceivedInOrder(await reader.ReadLineAsync(), ref received, padding);
         }
         Assert.Equal(1, broker.Broker.Snapshot().DisconnectsFor(DisconnectReason.SlowConsumer));
+        // Logged once, however many events found it over its limit.
+        Assert.Equal(1, broker.Logged(13));
         TestContext.Current.TestOutputHelper?.WriteLine($"slow was dropped after {sent} MCASTs of about 1 KiB each");
 
         // The reader hears that slow left, and keeps receiving what is published after.

@@ -30,6 +30,9 @@ internal sealed class TestBroker : IAsyncDisposable
 
     public IReadOnlyCollection<string> Errors => _logs.Errors;
 
+    /// <summary>How often the broker logged the warning or error with this event id.</summary>
+    public int Logged(int eventId) => _logs.Counts.GetValueOrDefault(eventId);
+
     public static TestBroker Start(Action<SsmpBrokerOptions>? configure = null, IPEndPoint? listen = null)
     {
         var options = new SsmpBrokerOptions { Listen = listen ?? new IPEndPoint(IPAddress.Loopback, 0) };
@@ -63,6 +66,8 @@ internal sealed class TestBroker : IAsyncDisposable
     {
         public ConcurrentQueue<string> Errors { get; } = new();
 
+        public ConcurrentDictionary<int, int> Counts { get; } = new();
+
         public ILogger CreateLogger(string categoryName) => this;
 
         public void AddProvider(ILoggerProvider provider)
@@ -76,10 +81,11 @@ internal sealed class TestBroker : IAsyncDisposable
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull => null;
 
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
+            Counts.AddOrUpdate(eventId.Id, 1, (_, n) => n + 1);
             if (logLevel >= LogLevel.Error)
                 Errors.Enqueue($"{logLevel} {eventId.Id}: {formatter(state, exception)} {exception}");
         }
