@@ -362,49 +362,18 @@ public sealed class SettlementTests : MeshWithBroker
     [Fact]
     public async Task With_the_broker_gone_receipts_still_reach_a_paid_relay_over_the_link_and_nobody_is_throttled()
     {
-        var source = await StartNodeAsync();
-        var relay = await TestNode.StartAsync(""", "price": 1000""", broker: Broker.LocalEndPoint);
-        Nodes.Add(relay);
-        var destination = await StartNodeAsync();
-        await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
-        await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
-        await UntilGraph(source, g => g.Neighbours(relay.Node.Address).Count == 2, "learning the chain");
-        await source.Agent!.OpenPathAsync(destination.Node.Address, null, Ct);
-
-        // The broker goes away for good; 8 MiB then cross the relay, and the source's signed receipts must still
+        var (source, relay, destination) = await PaidChainAsync();
+        // The broker goes away for good; 4 MiB then cross the relay, and the source's signed receipts must still
         // reach it (before, they went only through the broker: the relay would see a growing debt and throttle).
         await Broker.DisposeAsync();
-        var covered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
-        {
-            if (r.Payer == source.Node.Address && r.ForwardedBytes >= 8 << 20)
-                covered.TrySetResult();
-        };
-        await using var sink = TcpTarget.Echo();
-        var (_, forwarder) = source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Node.Address, sink.Target);
-        using (var client = new System.Net.Sockets.TcpClient())
-        {
-            await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
-            var stream = client.GetStream();
-            var data = new byte[8 << 20];
-            var reading = Task.Run(async () =>
-            {
-                var buffer = new byte[65536];
-                long got = 0;
-                while (got < data.Length)
-                    got += await stream.ReadAsync(buffer, Ct);
-            }, Ct);
-            await stream.WriteAsync(data, Ct);
-            await reading.WaitAsync(Bound, Ct);
-        }
-        await covered.Task.WaitAsync(Bound, Ct);
+        await EchoThroughAsync(source, relay, destination, 4 << 20);
         var fromSource = Assert.Single((await relay.Client.BalanceAsync(Ct)).Neighbours, n => n.Neighbour == source.Address);
         Assert.Equal("normal", fromSource.Credit);
         Assert.Equal(0, fromSource.CreditDrops);
     }
 
-    [Fact]
-    public async Task Receipts_flow_and_balances_move_as_traffic_crosses_a_paid_relay()
+    /// <summary>Source, a relay charging 1,000 micro-units per MiB, destination; a path open from source to destination.</summary>
+    private async Task<(TestNode Source, TestNode Relay, TestNode Destination)> PaidChainAsync()
     {
         var source = await StartNodeAsync();
         var relay = await TestNode.StartAsync(""", "price": 1000""", broker: Broker.LocalEndPoint);
@@ -414,12 +383,16 @@ public sealed class SettlementTests : MeshWithBroker
         await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
         await UntilGraph(source, g => g.Neighbours(relay.Node.Address).Count == 2, "learning the chain");
         await source.Agent!.OpenPathAsync(destination.Node.Address, null, Ct);
+        return (source, relay, destination);
+    }
 
-        // 4 MiB through the relay, which charges 1,000 micro-units per MiB.
+    /// <summary>Sends <paramref name="size"/> bytes to an echo beside the destination and back; completes once the relay has accepted a receipt covering them.</summary>
+    private static async Task EchoThroughAsync(TestNode source, TestNode relay, TestNode destination, int size)
+    {
         var covered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
         {
-            if (r.Payer == source.Node.Address && r.ForwardedBytes >= 4 << 20)
+            if (r.Payer == source.Node.Address && r.ForwardedBytes >= size)
                 covered.TrySetResult();
         };
         await using var echo = TcpTarget.Echo();
@@ -428,7 +401,7 @@ public sealed class SettlementTests : MeshWithBroker
         {
             await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
             var stream = client.GetStream();
-            var data = new byte[4 << 20];
+            var data = new byte[size];
             var reading = Task.Run(async () =>
             {
                 var buffer = new byte[65536];
@@ -440,6 +413,14 @@ public sealed class SettlementTests : MeshWithBroker
             await reading.WaitAsync(Bound, Ct);
         }
         await covered.Task.WaitAsync(Bound, Ct);
+    }
+
+    [Fact]
+    public async Task Receipts_flow_and_balances_move_as_traffic_crosses_a_paid_relay()
+    {
+        // 4 MiB through the relay, which charges 1,000 micro-units per MiB.
+        var (source, relay, destination) = await PaidChainAsync();
+        await EchoThroughAsync(source, relay, destination, 4 << 20);
 
         var books = await relay.Client.BalanceAsync(Ct);
         var fromSource = Assert.Single(books.Neighbours, n => n.Neighbour == source.Address);
@@ -447,7 +428,7 @@ public sealed class SettlementTests : MeshWithBroker
         Assert.True(fromSource.ReceiptedAmount >= 4000, $"amount {fromSource.ReceiptedAmount}");
         Assert.Equal("normal", fromSource.Credit);
         // The relay's next hops were the path's two ends, which deliver: it owes nobody, so it signed nothing.
-        Assert.Equal(0, relay.Agent.Settlement.Signer.Signed);
+        Assert.Equal(0, relay.Agent!.Settlement.Signer.Signed);
         // Nothing was refused as invalid (two receipts arriving closer than 50 ms apart are merely skipped: TooFrequent).
         foreach (var reason in Enum.GetValues<Skymesh.Control.Settlement.ReceiptError>().Where(r => r is not (Skymesh.Control.Settlement.ReceiptError.None or Skymesh.Control.Settlement.ReceiptError.TooFrequent)))
             Assert.True(relay.Agent.Settlement.Book.Refused(reason) == 0, $"{relay.Agent.Settlement.Book.Refused(reason)} receipt(s) refused: {reason}");

@@ -96,8 +96,15 @@ public sealed class TcpInterfaceTests : IAsyncDisposable
             }
             // A real neighbour still gets through at once, and the oldest idle connections made room for it.
             var a = Tcp();
-            Assert.True(a.TrySend(b.LocalEndPoint, Frame(7)));
-            var (from, frame) = await Next(atB);
+            // Sent until it arrives: a frame offered while the dial is still held back is dropped, as on any link.
+            using var resend = new PeriodicTimer(TimeSpan.FromMilliseconds(200));
+            var arrived = Next(atB);
+            while (!arrived.IsCompleted)
+            {
+                a.TrySend(b.LocalEndPoint, Frame(7));
+                await Task.WhenAny(arrived, resend.WaitForNextTickAsync(Ct).AsTask());
+            }
+            var (from, frame) = await arrived;
             Assert.Equal(a.LocalEndPoint, from);
             Assert.Equal(Frame(7), frame);
             Assert.True(b.PendingEvicted >= 300 - new TcpInterfaceOptions().MaxPendingConnections, $"{b.PendingEvicted} idle connections evicted");
@@ -342,7 +349,7 @@ public sealed class TcpInterfaceTests : IAsyncDisposable
     public async Task A_silent_client_is_closed_after_the_preamble_timeout_and_clients_over_the_limit_are_refused()
     {
         var time = new FakeTimeProvider();
-        var b = Tcp(new TcpInterfaceOptions { MaxAcceptedConnections = 1, PreambleTimeout = TimeSpan.FromSeconds(5) }, time);
+        var b = Tcp(new TcpInterfaceOptions { MaxAcceptedConnections = 1, AcceptedPreambleTimeout = TimeSpan.FromSeconds(5) }, time);
         Listen(b);
         var closed = Closures(b);
         using var silent = new TcpClient();

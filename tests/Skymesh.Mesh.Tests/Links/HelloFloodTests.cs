@@ -36,18 +36,8 @@ public sealed class HelloFloodTests
     [Fact]
     public async Task A_flood_of_valid_and_forged_hellos_leaves_a_working_link_flowing_and_the_node_bounded()
     {
-        using var ka = NodeKey.Generate();
-        using var kb = NodeKey.Generate();
-        await using var a = new MeshSwitch(ka);
-        await using var b = new MeshSwitch(kb);
-        var aNic = new UdpInterface(new IPEndPoint(IPAddress.Loopback, 0));
-        var bNic = new UdpInterface(new IPEndPoint(IPAddress.Loopback, 0));
-        a.AddInterface(aNic);
-        b.AddInterface(bNic);
-        var bIn = new TaskCompletionSource<Link>(TaskCreationOptions.RunContinuationsAsynchronously);
-        b.LinkUp += l => bIn.TrySetResult(l);
-        var ab = await a.ConnectAsync(aNic, bNic.LocalEndPoint, kb.Address, Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
-        var ba = await bIn.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await using var pair = await UdpPair.LinkAsync(Ct);
+        var (b, bNic, ab, ba) = (pair.B, pair.BNic, pair.AtoB, pair.BtoA);
         var inbox = new Counter();
         b.Labels.Install(ba.Id, 4, LabelAction.Deliver(b.RegisterSink(inbox)));
 

@@ -210,18 +210,8 @@ public sealed class LinkTests : IAsyncDisposable
     [Fact]
     public async Task Two_nodes_link_over_real_udp_on_loopback()
     {
-        using var ka = NodeKey.Generate();
-        using var kb = NodeKey.Generate();
-        await using var a = new MeshSwitch(ka);
-        await using var b = new MeshSwitch(kb);
-        var aNic = new UdpInterface(new IPEndPoint(IPAddress.Loopback, 0));
-        var bNic = new UdpInterface(new IPEndPoint(IPAddress.Loopback, 0));
-        a.AddInterface(aNic);
-        b.AddInterface(bNic);
-        var bIn = new TaskCompletionSource<Link>(TaskCreationOptions.RunContinuationsAsynchronously);
-        b.LinkUp += l => bIn.TrySetResult(l);
-        var ab = await a.ConnectAsync(aNic, bNic.LocalEndPoint, kb.Address, Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
-        var ba = await bIn.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await using var pair = await UdpPair.LinkAsync(Ct);
+        var (b, ab, ba) = (pair.B, pair.AtoB, pair.BtoA);
         var inbox = new Inbox();
         b.Labels.Install(ba.Id, 4, LabelAction.Deliver(b.RegisterSink(inbox)));
         var big = new byte[60_000];
