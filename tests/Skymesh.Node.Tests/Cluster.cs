@@ -31,11 +31,12 @@ public sealed class TestNode : IAsyncDisposable
 
     public IPEndPoint UdpEndPoint => (IPEndPoint)Node.Interfaces.Values.First().LocalEndPoint;
 
-    public static async Task<TestNode> StartAsync(string? extraJson = null, string kind = "udp", IPEndPoint? broker = null)
+    /// <param name="dir">The data directory of a node restarted (its key, ledger and token); a new one when null.</param>
+    public static async Task<TestNode> StartAsync(string? extraJson = null, string kind = "udp", IPEndPoint? broker = null, string? dir = null)
     {
         if (broker is not null)
             extraJson += $", \"broker\": \"{broker}\"";
-        var dir = Directory.CreateTempSubdirectory("skymesh-node-").FullName;
+        dir ??= Directory.CreateTempSubdirectory("skymesh-node-").FullName;
         var json = $$"""
             {
               "api": "127.0.0.1:0",
@@ -57,15 +58,31 @@ public sealed class TestNode : IAsyncDisposable
     public async Task<Link> LinkToAsync(TestNode other) =>
         await Node.ConnectAsync(Node.Interfaces.Keys.First(), other.UdpEndPoint, other.Node.Address, CancellationToken.None);
 
-    public async ValueTask DisposeAsync()
+    /// <summary>The node's data directory, to start it again from (<see cref="StopAsync"/>).</summary>
+    public string DataDirectory => _dir;
+
+    /// <summary>Stops the node as a process would stop, keeping its data directory for a restart.</summary>
+    public async Task StopAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
+        await StopPartsAsync();
+    }
+
+    private async Task StopPartsAsync()
+    {
         Client.Dispose();
         await Api.DisposeAsync();
         if (Agent is not null)
             await Agent.DisposeAsync();
         await Node.DisposeAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        await StopPartsAsync();
         try
         {
             Directory.Delete(_dir, recursive: true);

@@ -372,6 +372,53 @@ public sealed class SettlementTests : MeshWithBroker
         Assert.Equal(0, fromSource.CreditDrops);
     }
 
+    [Fact]
+    public async Task Settlement_carries_on_across_restarts_of_the_payer_and_of_both_and_every_byte_is_paid_once()
+    {
+        var (source, relay, destination) = await PaidChainAsync();
+        await EchoThroughAsync(source, relay, destination, 2 << 20);
+        var relayDir = relay.DataDirectory;
+        var sourceDir = source.DataDirectory;
+
+        // The payer restarts: it learns from the relay, when their link comes up, where its receipts stood.
+        await source.StopAsync();
+        Nodes.Remove(source);
+        source = await TestNode.StartAsync(broker: Broker.LocalEndPoint, dir: sourceDir);
+        Nodes.Add(source);
+        await RejoinAsync(source, relay, destination);
+        await EchoThroughAsync(source, relay, destination, 2 << 20, coveredBytes: 4 << 20);
+
+        // Both restart: the relay remembers from its ledger what the source had paid, and hands it back.
+        await relay.Agent!.Settlement.SettleAsync(Ct);
+        await relay.StopAsync();
+        await source.StopAsync();
+        Nodes.Remove(relay);
+        Nodes.Remove(source);
+        relay = await TestNode.StartAsync(""", "price": 1000""", broker: Broker.LocalEndPoint, dir: relayDir);
+        source = await TestNode.StartAsync(broker: Broker.LocalEndPoint, dir: sourceDir);
+        Nodes.Add(relay);
+        Nodes.Add(source);
+        await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
+        await RejoinAsync(source, relay, destination);
+        await EchoThroughAsync(source, relay, destination, 2 << 20, coveredBytes: 6 << 20);
+
+        // 6 MiB forwarded for the source in all, paid once: about 6,000 micro-units on the relay's ledger, not less
+        // (receipts refused after a restart) and not more (paid twice).
+        await relay.Agent!.Settlement.SettleAsync(Ct);
+        var paid = relay.Agent.Settlement.Ledger.SettledOf(source.Node.Address, relay.Node.Address).Amount;
+        Assert.InRange(paid, 6000, 6600);
+        foreach (var reason in new[] { Skymesh.Control.Settlement.ReceiptError.Stale, Skymesh.Control.Settlement.ReceiptError.Replayed, Skymesh.Control.Settlement.ReceiptError.NonMonotonic })
+            Assert.True(relay.Agent.Settlement.Book.Refused(reason) == 0, $"{relay.Agent.Settlement.Book.Refused(reason)} receipt(s) refused: {reason}");
+    }
+
+    /// <summary>A restarted source links to the relay again and opens a path to the destination.</summary>
+    private async Task RejoinAsync(TestNode source, TestNode relay, TestNode destination)
+    {
+        await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
+        await UntilGraph(source, g => g.Neighbours(relay.Node.Address).Count == 2, "learning the chain again");
+        await source.Agent!.OpenPathAsync(destination.Node.Address, null, Ct);
+    }
+
     /// <summary>Source, a relay charging 1,000 micro-units per MiB, destination; a path open from source to destination.</summary>
     private async Task<(TestNode Source, TestNode Relay, TestNode Destination)> PaidChainAsync()
     {
@@ -387,12 +434,12 @@ public sealed class SettlementTests : MeshWithBroker
     }
 
     /// <summary>Sends <paramref name="size"/> bytes to an echo beside the destination and back; completes once the relay has accepted a receipt covering them.</summary>
-    private static async Task EchoThroughAsync(TestNode source, TestNode relay, TestNode destination, int size)
+    private static async Task EchoThroughAsync(TestNode source, TestNode relay, TestNode destination, int size, long? coveredBytes = null)
     {
         var covered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
         {
-            if (r.Payer == source.Node.Address && r.ForwardedBytes >= size)
+            if (r.Payer == source.Node.Address && r.ForwardedBytes >= (coveredBytes ?? size))
                 covered.TrySetResult();
         };
         await using var echo = TcpTarget.Echo();

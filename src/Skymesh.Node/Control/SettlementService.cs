@@ -48,9 +48,18 @@ public sealed partial class SettlementService : IAsyncDisposable
         _credit = new CreditPolicy(new CreditOptions { DefaultLimits = new CreditLimits(node.Options.CreditLimit) }, node.Time);
         _ledger = EmbeddedLedger.Open(node.Options.LedgerFile, node.Time);
         _book.ReceiptRefused += r => Log.ReceiptRefused(_logger, r.Payer.ToString(), r.Reason.ToString());
+        // After a restart: what each neighbour had paid, as far as this node's ledger knows, so that their receipts
+        // carry on from there (and each byte is paid once).
+        foreach (var payer in _ledger.ReadJournal().Where(e => e.Payee == node.Address).Select(e => e.Payer).Distinct())
+        {
+            if (_ledger.LatestSettled(payer, node.Address) is { } latest)
+                _book.Restore(latest);
+        }
         node.Switch.ReceiptReceived += OnLinkReceipt;
+        node.Switch.LinkUp += OnLinkUp;
         _tick = node.Time.CreateTimer(static s => ((SettlementService)s!).Tick(), this, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(100));
-        _settle = node.Time.CreateTimer(static s => _ = ((SettlementService)s!).SettleAsync(CancellationToken.None), this, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(30));
+        // Settled every 2 s: what is settled survives a restart (the ledger is the node's memory of who paid what).
+        _settle = node.Time.CreateTimer(static s => _ = ((SettlementService)s!).SettleAsync(CancellationToken.None), this, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2));
     }
 
     public ReceiptBook Book => _book;
@@ -76,11 +85,35 @@ public sealed partial class SettlementService : IAsyncDisposable
         _book.Offer(receipt);
     }
 
-    /// <summary>A receipt on the link from a neighbour: the link's handshake proved who sent it.</summary>
+    /// <summary>
+    /// A receipt on the link from a neighbour (the link's handshake proved who sent it): one it signed for what this
+    /// node forwarded, or one this node signed, handed back when the link came up so that this node, if it restarted,
+    /// numbers on from it.
+    /// </summary>
     private void OnLinkReceipt(Link link, ReadOnlySpan<byte> payload)
     {
-        if (link.Peer is { } peer && Volatile.Read(ref _disposed) == 0)
-            OnReceipt(peer.ToString(), payload);
+        if (link.Peer is not { } peer || Volatile.Read(ref _disposed) != 0)
+            return;
+        if (Receipt.TryParse(payload, out var receipt) == ReceiptError.None && receipt!.Payer == _node.Address && receipt.Payee == peer)
+        {
+            try
+            {
+                _signer.Resume(receipt);
+            }
+            catch (ArgumentException e)
+            {
+                Log.ReceiptRefused(_logger, peer.ToString(), e.Message);
+            }
+            return;
+        }
+        OnReceipt(peer.ToString(), payload);
+    }
+
+    /// <summary>A link came up: hand the neighbour back the latest receipt this node holds from it (see <see cref="OnLinkReceipt"/>).</summary>
+    private void OnLinkUp(Link link)
+    {
+        if (link.Peer is { } peer && Volatile.Read(ref _disposed) == 0 && _book.LatestReceipt(peer) is { } latest)
+            link.TrySendReceipt(latest.Bytes);
     }
 
     /// <summary>One round: counts in, receipts out, credit to the links.</summary>
@@ -185,6 +218,7 @@ public sealed partial class SettlementService : IAsyncDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         _node.Switch.ReceiptReceived -= OnLinkReceipt;
+        _node.Switch.LinkUp -= OnLinkUp;
         await _tick.DisposeAsync();
         await _settle.DisposeAsync();
         _ledger.Dispose();
