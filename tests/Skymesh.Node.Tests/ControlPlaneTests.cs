@@ -411,6 +411,67 @@ public sealed class SettlementTests : MeshWithBroker
             Assert.True(relay.Agent.Settlement.Book.Refused(reason) == 0, $"{relay.Agent.Settlement.Book.Refused(reason)} receipt(s) refused: {reason}");
     }
 
+    [Fact]
+    public async Task A_relay_that_drops_the_traffic_it_was_handed_is_not_paid_for_it()
+    {
+        var (source, relay, destination) = await PaidChainAsync();
+        long paidBytes = 0;
+        relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
+        {
+            if (r.Payer == source.Node.Address)
+                Interlocked.Exchange(ref paidBytes, Math.Max(Interlocked.Read(ref paidBytes), r.ForwardedBytes));
+        };
+        await using var sink = TcpTarget.Echo();
+        var (_, forwarder) = source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Node.Address, sink.Target);
+        using var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
+        var stream = client.GetStream();
+        var chunk = new byte[65536];
+        var handedOver = source.Node.FindLink(relay.Node.Address)!;
+        var forwardedForSource = relay.Node.FindLink(source.Node.Address)!;
+        // 1 MiB crosses, then the relay deletes its forwarding entries: what the source goes on handing it (new data
+        // and retransmissions) goes nowhere.
+        for (var i = 0; i < 16; i++)
+            await stream.WriteAsync(chunk, Ct);
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (forwardedForSource.ForwardedForPeer < 1 << 20)
+        {
+            Assert.True(deadline.Elapsed < Bound, "the first MiB never crossed the relay");
+            await poll.WaitForNextTickAsync(Ct);
+        }
+        foreach (var entry in relay.Node.Switch.Labels.List())
+            relay.Node.Switch.Labels.Remove(entry.InLink, entry.InLabel);
+        var dropped = forwardedForSource.ForwardedForPeer;
+        var writing = Task.Run(async () =>
+        {
+            try
+            {
+                for (var i = 0; i < 64; i++)
+                    await stream.WriteAsync(chunk, Ct);
+            }
+            catch (IOException)
+            {
+                // The path is declared lost and the connection reset: expected.
+            }
+        }, Ct);
+        // Until the source has handed over half a MiB more than the relay forwarded, and two receipt rounds later.
+        deadline.Restart();
+        while (handedOver.BillableSent < dropped + (512 << 10) && deadline.Elapsed < TimeSpan.FromSeconds(20))
+            await poll.WaitForNextTickAsync(Ct);
+        var signed = source.Agent!.Settlement.Signer.Signed;
+        var rounds = 0;
+        while (rounds++ < 150 && source.Agent.Settlement.Signer.Signed < signed + 2 && handedOver.State == Mesh.Links.LinkState.Up)
+            await poll.WaitForNextTickAsync(Ct);
+
+        // Paid for what the relay forwarded, not for what it was handed.
+        Assert.True(handedOver.BillableSent > forwardedForSource.ForwardedForPeer + (512 << 10), "the relay was never handed traffic it dropped");
+        Assert.True(Interlocked.Read(ref paidBytes) <= forwardedForSource.ForwardedForPeer,
+            $"paid for {Interlocked.Read(ref paidBytes):N0} bytes, forwarded {forwardedForSource.ForwardedForPeer:N0}, handed {handedOver.BillableSent:N0}");
+        client.Close();
+        await writing;
+    }
+
     /// <summary>A restarted source links to the relay again and opens a path to the destination.</summary>
     private async Task RejoinAsync(TestNode source, TestNode relay, TestNode destination)
     {

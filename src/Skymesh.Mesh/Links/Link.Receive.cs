@@ -100,6 +100,9 @@ public sealed partial class Link
                 _srttTicks = _srttTicks == 0 ? rtt : 0.875 * _srttTicks + 0.125 * rtt;
                 _minRttTicks = _minRttTicks == 0 ? rtt : Math.Min(_minRttTicks, rtt);
                 break;
+            case LinkMessageType.Forwarded when State == LinkState.Up && (!plain || _receiveCipher is null):
+                OnForwardedReport(payload);
+                break;
             case LinkMessageType.Receipt when State == LinkState.Up && (!plain || _receiveCipher is null):
                 _switch.OnReceipt(this, payload);
                 break;

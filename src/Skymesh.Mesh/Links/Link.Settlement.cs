@@ -18,6 +18,43 @@ public sealed partial class Link
     /// <summary>Payload bytes this node queued on this link for the neighbour to forward (counted by <see cref="TryEnqueue"/>): what this node owes for.</summary>
     public long BillableSent => Interlocked.Read(ref _billableSent);
 
+    private long _confirmedForwarded;
+
+    /// <summary>
+    /// What the neighbour reports having forwarded of what this node handed it to forward (link message 9), on this
+    /// link: a neighbour that drops traffic — lost on the way, or no entry to forward it by — reports less, and this
+    /// node pays only for what both counts agree on.
+    /// </summary>
+    public long ConfirmedForwarded => Interlocked.Read(ref _confirmedForwarded);
+
+    /// <summary>Bytes this node may pay the neighbour for: handed over for forwarding and reported forwarded.</summary>
+    public long PayableSent => Math.Min(BillableSent, ConfirmedForwarded);
+
+    /// <summary>Tells the neighbour how many bytes of its traffic this node has forwarded on this link (a cumulative count).</summary>
+    public bool TryReportForwarded()
+    {
+        Span<byte> count = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64BigEndian(count, ForwardedForPeer);
+        return State == LinkState.Up && Enqueue(Wire.MeshWire.ControlLabel, LinkMessageType.Forwarded, count);
+    }
+
+    private void OnForwardedReport(ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length != 8)
+        {
+            _switch.CountBadFrame(Wire.WireError.BadControlMessage);
+            return;
+        }
+        var reported = System.Buffers.Binary.BinaryPrimitives.ReadInt64BigEndian(payload);
+        // Cumulative and only ever up (a report that arrives late changes nothing).
+        long current;
+        while (reported > (current = Interlocked.Read(ref _confirmedForwarded)))
+        {
+            if (Interlocked.CompareExchange(ref _confirmedForwarded, reported, current) == current)
+                break;
+        }
+    }
+
     /// <summary>Messages from this neighbour not forwarded because it was over its credit.</summary>
     public long CreditDrops => Interlocked.Read(ref _creditDrops);
 

@@ -15,6 +15,7 @@ public static class LinkMessageType
     public const byte Close = 6;
     public const byte Nack = 7;
     public const byte Receipt = 8;
+    public const byte Forwarded = 9;
 }
 
 /// <summary>

@@ -31,7 +31,9 @@ public sealed partial class SettlementService : IAsyncDisposable
     private readonly ReceiptSigner _signer;
     private readonly CreditPolicy _credit;
     private readonly EmbeddedLedger _ledger;
-    private readonly Dictionary<int, (long Forwarded, long Billable)> _seen = [];
+    // Per link object, not per id: a link's id is used again by a later link, whose counts start from zero.
+    private readonly Dictionary<Link, (long Forwarded, long Billable)> _seen = [];
+    private readonly Dictionary<Link, long> _reported = [];
     private readonly Lock _lock = new();
     private readonly ITimer _tick;
     private readonly ITimer _settle;
@@ -131,10 +133,18 @@ public sealed partial class SettlementService : IAsyncDisposable
                 long forwarded, billable;
                 lock (_lock)
                 {
-                    _seen.TryGetValue(link.Id, out var before);
+                    _seen.TryGetValue(link, out var before);
+                    // Paid for: what was handed over to forward and the neighbour reports forwarded, not merely sent.
+                    var payable = link.PayableSent;
                     forwarded = link.ForwardedForPeer - before.Forwarded;
-                    billable = link.BillableSent - before.Billable;
-                    _seen[link.Id] = (link.ForwardedForPeer, link.BillableSent);
+                    billable = Math.Max(0, payable - before.Billable);
+                    _seen[link] = (link.ForwardedForPeer, Math.Max(before.Billable, payable));
+                    // Tell the neighbour what it is owed for, when that changed.
+                    if (!_reported.TryGetValue(link, out var told) || told != link.ForwardedForPeer)
+                    {
+                        if (link.TryReportForwarded())
+                            _reported[link] = link.ForwardedForPeer;
+                    }
                 }
                 _book.AddNeighbour(peer);
                 if (forwarded > 0)
@@ -150,6 +160,14 @@ public sealed partial class SettlementService : IAsyncDisposable
             }
             foreach (var receipt in _signer.PollAll())
                 _ = SendAsync(receipt);
+            lock (_lock)
+            {
+                foreach (var gone in _seen.Keys.Where(l => l.State == LinkState.Down).ToList())
+                {
+                    _seen.Remove(gone);
+                    _reported.Remove(gone);
+                }
+            }
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
