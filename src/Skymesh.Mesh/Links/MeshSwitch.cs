@@ -347,10 +347,12 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     internal void TakeDown(Link link, string reason)
     {
         var wasUp = link.State == LinkState.Up;
+        // Out of the tables before the link is closed: closing wakes whoever waits for it (a ConnectAsync that then
+        // fails), and what they see next must not list it. Only this link's own entries go (its id may be reused).
+        _byRemote.TryRemove(new KeyValuePair<(IMeshInterface, EndPoint), Link>((link.Interface, link.Remote), link));
+        _byId.TryRemove(new KeyValuePair<int, Link>(link.Id, link));
         if (!link.Close(reason))
             return;
-        _byRemote.TryRemove(new KeyValuePair<(IMeshInterface, EndPoint), Link>((link.Interface, link.Remote), link));
-        _byId.TryRemove(link.Id, out _);
         Labels.RemoveLink(link.Id);
         lock (_byId)
         {
