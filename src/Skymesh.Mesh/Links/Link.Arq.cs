@@ -32,7 +32,7 @@ public sealed partial class Link
     private MissingFrame[]? _missing;
     private int _missingCount;
     private long _arqHighest = -1;
-    private long _framesAskedFor, _framesRecovered, _framesRetransmitted, _nacksReceived, _framesGivenUp;
+    private long _framesAskedFor, _framesRecovered, _framesRetransmitted, _framesGivenUp;
 
     private struct MissingFrame
     {
@@ -162,20 +162,11 @@ public sealed partial class Link
     /// </summary>
     private void SendNack(ReadOnlySpan<byte> payload)
     {
-        var cipher = _sendCipher;
-        var body = MeshWire.MessageHeaderLength + payload.Length;
-        var length = MeshWire.FrameHeaderLength + body + (cipher is null ? 0 : MeshWire.TagLength);
-        var buffer = ArrayPool<byte>.Shared.Rent(length);
-        var frame = buffer.AsSpan(0, length);
-        var message = frame[MeshWire.FrameHeaderLength..];
-        BinaryPrimitives.WriteUInt32BigEndian(message, MeshWire.ControlLabel);
-        message[4] = LinkMessageType.Nack;
-        message[5] = 0;
-        BinaryPrimitives.WriteUInt16BigEndian(message[6..], (ushort)payload.Length);
-        payload.CopyTo(message[MeshWire.MessageHeaderLength..]);
+        var buffer = ArrayPool<byte>.Shared.Rent(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + payload.Length + MeshWire.TagLength);
+        var unsealed = MeshWire.FrameHeaderLength + MeshWire.WriteMessage(buffer.AsSpan(MeshWire.FrameHeaderLength), MeshWire.ControlLabel, LinkMessageType.Nack, payload);
         var sequence = NextSequence();
-        new FrameHeader(cipher is null ? FrameFlags.None : FrameFlags.Encrypted, sequence).Write(frame);
-        cipher?.Encrypt(sequence, frame[..MeshWire.FrameHeaderLength], frame.Slice(MeshWire.FrameHeaderLength, body), frame.Slice(MeshWire.FrameHeaderLength + body, MeshWire.TagLength));
+        var length = MeshWire.SealFrame(buffer, unsealed, sequence, _sendCipher);
+        var frame = buffer.AsSpan(0, length);
         // Sent twice: on a link that loses one frame in twenty, a lost Nack would cost a whole round of asking
         // again, late enough for the path's end-to-end recovery to step in; two copies make that rare.
         for (var copy = 0; copy < 2; copy++)
@@ -298,7 +289,6 @@ public sealed partial class Link
             _switch.CountBadFrame(WireError.BadControlMessage);
             return;
         }
-        Interlocked.Increment(ref _nacksReceived);
         var now = _switch.Time.GetTimestamp();
         Volatile.Write(ref _lastNackReceived, now);
         var maxAge = TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 20, TimeSpan.TicksPerSecond));

@@ -186,12 +186,7 @@ public sealed partial class Link : IThreadPoolWorkItem
                 chunk.Rent(Interface.Mtu);
                 pending.Add(chunk);
             }
-            var slot = chunk.Buffer.AsSpan(chunk.Length, need);
-            BinaryPrimitives.WriteUInt32BigEndian(slot, label);
-            slot[4] = type;
-            slot[5] = 0;
-            BinaryPrimitives.WriteUInt16BigEndian(slot[6..], (ushort)payload.Length);
-            payload.CopyTo(slot[MeshWire.MessageHeaderLength..]);
+            MeshWire.WriteMessage(chunk.Buffer.AsSpan(chunk.Length, need), label, type, payload);
             chunk.Length += need;
             chunk.Count++;
             _queueLength += need;
@@ -308,13 +303,7 @@ public sealed partial class Link : IThreadPoolWorkItem
             return 0;
         }
         sequence = NextSequence();
-        new FrameHeader(cipher is null ? FrameFlags.None : FrameFlags.Encrypted, sequence).Write(buffer);
-        if (cipher is not null)
-        {
-            cipher.Encrypt(sequence, buffer.AsSpan(0, MeshWire.FrameHeaderLength), buffer.AsSpan(MeshWire.FrameHeaderLength, length - MeshWire.FrameHeaderLength),
-                buffer.AsSpan(length, MeshWire.TagLength));
-            length += MeshWire.TagLength;
-        }
+        length = MeshWire.SealFrame(buffer, length, sequence, cipher);
         if (Interface.TrySend(Remote, buffer.AsSpan(0, length)))
         {
             Interlocked.Increment(ref _framesSent);

@@ -41,13 +41,7 @@ public sealed class FrameBuilder
     {
         if (payload.Length > Room(encrypted))
             return false;
-        var header = _buffer.AsSpan(_length, MeshWire.MessageHeaderLength);
-        BinaryPrimitives.WriteUInt32BigEndian(header, label);
-        header[4] = type;
-        header[5] = 0;
-        BinaryPrimitives.WriteUInt16BigEndian(header[6..], (ushort)payload.Length);
-        payload.CopyTo(_buffer.AsSpan(_length + MeshWire.MessageHeaderLength));
-        _length += MeshWire.MessageHeaderLength + payload.Length;
+        _length += MeshWire.WriteMessage(_buffer.AsSpan(_length), label, type, payload);
         Count++;
         return true;
     }
@@ -56,17 +50,8 @@ public sealed class FrameBuilder
     /// Writes the header and, with a cipher, encrypts the body in place and appends the tag. Returns the
     /// finished frame, valid until <see cref="Reset"/>.
     /// </summary>
-    public ReadOnlySpan<byte> Seal(ulong sequence, FrameCipher? cipher)
-    {
-        var flags = cipher is null ? FrameFlags.None : FrameFlags.Encrypted;
-        new FrameHeader(flags, sequence).Write(_buffer);
-        if (cipher is null)
-            return _buffer.AsSpan(0, _length);
-        var body = _buffer.AsSpan(MeshWire.FrameHeaderLength, _length - MeshWire.FrameHeaderLength);
-        var tag = _buffer.AsSpan(_length, MeshWire.TagLength);
-        cipher.Encrypt(sequence, _buffer.AsSpan(0, MeshWire.FrameHeaderLength), body, tag);
-        return _buffer.AsSpan(0, _length + MeshWire.TagLength);
-    }
+    public ReadOnlySpan<byte> Seal(ulong sequence, FrameCipher? cipher) =>
+        _buffer.AsSpan(0, MeshWire.SealFrame(_buffer, _length, sequence, cipher));
 
     public void Reset()
     {

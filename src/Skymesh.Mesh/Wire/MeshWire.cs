@@ -25,6 +25,31 @@ public static class MeshWire
 
     /// <summary>Label 0 carries link control messages; labels 1 and up name paths.</summary>
     public const uint ControlLabel = 0;
+
+    /// <summary>Writes one message (8-byte header, then the payload) at the start of <paramref name="destination"/>; returns its length.</summary>
+    public static int WriteMessage(Span<byte> destination, uint label, byte type, ReadOnlySpan<byte> payload)
+    {
+        BinaryPrimitives.WriteUInt32BigEndian(destination, label);
+        destination[4] = type;
+        destination[5] = 0;
+        BinaryPrimitives.WriteUInt16BigEndian(destination[6..], (ushort)payload.Length);
+        payload.CopyTo(destination[MessageHeaderLength..]);
+        return MessageHeaderLength + payload.Length;
+    }
+
+    /// <summary>
+    /// Finishes a frame whose messages fill <paramref name="buffer"/> from the header up to <paramref name="length"/>:
+    /// writes the header and, with a cipher, seals the body in place and appends the tag (the buffer must have room
+    /// for it). Returns the frame's length.
+    /// </summary>
+    public static int SealFrame(Span<byte> buffer, int length, ulong sequence, FrameCipher? cipher)
+    {
+        new FrameHeader(cipher is null ? FrameFlags.None : FrameFlags.Encrypted, sequence).Write(buffer);
+        if (cipher is null)
+            return length;
+        cipher.Encrypt(sequence, buffer[..FrameHeaderLength], buffer[FrameHeaderLength..length], buffer.Slice(length, TagLength));
+        return length + TagLength;
+    }
 }
 
 [Flags]
