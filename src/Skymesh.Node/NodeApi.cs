@@ -288,7 +288,7 @@ public sealed class NodeApi : IAsyncDisposable
             return Results.Json(await agent.TraceAsync(to, Math.Clamp(request.Probes ?? 3, 1, 10), context.RequestAborted), Json);
         });
         _app.MapGet("/api/balance", () =>
-            Results.Json((RequireAgent()).Settlement.Balance(), Json));
+            Results.Json(RequireAgent().Settlement.Balance(), Json));
         _app.MapGet("/api/nodes", () =>
         {
             var agent = RequireAgent();

@@ -212,7 +212,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
     }
 
     /// <summary>Sets up a new path around a failed link and moves both ends onto it; streams lose nothing.</summary>
-    private async Task RepairAsync(Guid setupId, (NodeAddress, NodeAddress) failed, string why)
+    /// <param name="failed">The dead link to route around; null when retrying a broken path (the graph already shows what is down).</param>
+    private async Task RepairAsync(Guid setupId, (NodeAddress, NodeAddress)? failed, string why)
     {
         EstablishedPath? old;
         lock (_lock)
@@ -224,7 +225,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         var end = _node.PathEnds.FirstOrDefault(p => p.Spec.SetupId == setupId);
         try
         {
-            var found = await _finder.FindAsync(_node.Address, destination, new PathQuery { AvoidLinks = new HashSet<(NodeAddress, NodeAddress)> { failed } }, _stop.Token);
+            var found = await _finder.FindAsync(_node.Address, destination, failed is { } dead ? new PathQuery { AvoidLinks = new HashSet<(NodeAddress, NodeAddress)> { dead } } : new PathQuery(), _stop.Token);
             var repaired = await _source.SetupAsync(found.Nodes, old.Request.MaxPricePerHop, _stop.Token, replaces: old.Request);
             lock (_lock)
                 _opened[repaired.Request.PathId] = repaired;
@@ -282,7 +283,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
                     continue;
                 lock (_lock)
                     _opened[setupId] = old;
-                await RepairAsync(setupId, (old.Request.Source, old.Request.Source), "the mesh changed");
+                await RepairAsync(setupId, failed: null, "the mesh changed");
             }
         });
     }
