@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
-using System.Text;
 using Skymesh.Node;
 
 namespace Skymesh.Bench;
@@ -62,13 +61,19 @@ public static class LossBench
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(output);
         options.Validate();
-        var json = new StringBuilder("{\"bench\":\"mesh-loss\"");
-        json.Append(C, $",\"date\":\"{DateTimeOffset.UtcNow:yyyy-MM-dd'T'HH:mm:ss'Z'}\",\"cpus\":{Environment.ProcessorCount},\"mtu\":{options.Mtu}");
-        json.Append(C, $",\"duplication\":{options.Duplication},\"reordering\":{options.Reordering},\"delay_ms\":{options.Delay.TotalMilliseconds},\"duration_s\":{options.Duration.TotalSeconds},\"points\":[");
+        var json = new JsonLine();
+        json.Add("bench", "mesh-loss");
+        json.Add("date", DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", C));
+        json.Add("cpus", Environment.ProcessorCount);
+        json.Add("mtu", options.Mtu);
+        json.Add("duplication", options.Duplication);
+        json.Add("reordering", options.Reordering);
+        json.Add("delay_ms", options.Delay.TotalMilliseconds);
+        json.Add("duration_s", options.Duration.TotalSeconds);
+        var points = new List<Dictionary<string, object?>>();
         output.WriteLine(string.Format(C, "skymesh bench mesh --loss: 3 hops of UDP links (MTU {0}), each through a relay with {1:P1} duplication, {2:P1} reordering, {3:0.#} ms delay; {4:0.#} s per point",
             options.Mtu, options.Duplication, options.Reordering, options.Delay.TotalMilliseconds, options.Duration.TotalSeconds));
         output.WriteLine("  loss/hop   e2e loss   path RTT   recovery on MB/s   off MB/s   Mathis MB/s   on/Mathis   link frames resent");
-        var first = true;
         foreach (var recovery in options.CompareWithoutRecovery ? new[] { true, false } : [true])
         {
             await using var chain = await LossyChain.StartAsync(options, recovery, output, cancellationToken);
@@ -76,17 +81,28 @@ public static class LossBench
             {
                 var point = await chain.MeasureAsync(loss, cancellationToken);
                 var mathis = point.MathisBytesPerSecond;
-                output.WriteLine(string.Format(C, "  {0,7:P1}   {1,7:P1}   {2,6:0.0} ms   {3}   {4,12:0.00}   {5,8:0.00}x   {6:N0}  (recovery {7})",
+                // No loss has no Mathis bound (it is infinite): a dash here, null in the JSON.
+                var bounded = double.IsFinite(mathis);
+                output.WriteLine(string.Format(C, "  {0,7:P1}   {1,7:P1}   {2,6:0.0} ms   {3}   {4,12}   {5,9}   {6:N0}  (recovery {7})",
                     loss, point.EndToEndLoss, point.Rtt.TotalMilliseconds, recovery ? $"{point.BytesPerSecond / 1e6,16:0.00}" : $"{"",16}{point.BytesPerSecond / 1e6,10:0.00}",
-                    mathis / 1e6, point.BytesPerSecond / mathis, point.LinkFramesResent, recovery ? "on" : "off"));
-                json.Append(first ? "" : ",");
-                first = false;
-                json.Append(C, $"{{\"loss_per_hop\":{loss},\"link_recovery\":{(recovery ? "true" : "false")},\"bytes_per_sec\":{Math.Round(point.BytesPerSecond)},\"rtt_ms\":{point.Rtt.TotalMilliseconds:0.00},");
-                json.Append(C, $"\"e2e_loss\":{point.EndToEndLoss:0.0000},\"mathis_bytes_per_sec\":{Math.Round(mathis)},\"vs_mathis\":{point.BytesPerSecond / mathis:0.00},\"link_frames_resent\":{point.LinkFramesResent},\"bytes_verified\":{point.Verified}}}");
+                    bounded ? (mathis / 1e6).ToString("0.00", C) : "-", bounded ? (point.BytesPerSecond / mathis).ToString("0.00", C) + "x" : "-",
+                    point.LinkFramesResent, recovery ? "on" : "off"));
+                points.Add(new Dictionary<string, object?>
+                {
+                    ["loss_per_hop"] = loss,
+                    ["link_recovery"] = recovery,
+                    ["bytes_per_sec"] = Math.Round(point.BytesPerSecond),
+                    ["rtt_ms"] = Math.Round(point.Rtt.TotalMilliseconds, 2),
+                    ["e2e_loss"] = Math.Round(point.EndToEndLoss, 4),
+                    ["mathis_bytes_per_sec"] = bounded ? Math.Round(mathis) : null,
+                    ["vs_mathis"] = bounded ? Math.Round(point.BytesPerSecond / mathis, 2) : null,
+                    ["link_frames_resent"] = point.LinkFramesResent,
+                    ["bytes_verified"] = point.Verified,
+                });
             }
         }
-        json.Append("]}");
-        output.WriteLine(json.ToString());
+        json.Add("points", points);
+        output.WriteLine(json.ToJson());
         return 0;
     }
 
