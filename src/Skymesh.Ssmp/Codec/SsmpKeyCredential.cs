@@ -72,8 +72,9 @@ public static class SsmpKeyCredential
     public static long ReadTimestamp(ReadOnlySpan<byte> credential) => BinaryPrimitives.ReadInt64BigEndian(credential);
 
     /// <summary>
-    /// Whether an id has the shape of a node address (64 lowercase hex digits). Such an id names a node, so only a key
-    /// login, which proves the key, may hold it: anyone could claim it under <c>open</c> or a shared secret.
+    /// Whether an id has the shape of a node address: 64 hex digits, in either case, since whoever reads a sender's id
+    /// as an address (<c>NodeAddress.TryParse</c>) takes either. Such an id names a node, so only a key login, which
+    /// proves the key, may hold it: anyone could claim it under <c>open</c> or a shared secret.
     /// </summary>
     public static bool LooksLikeNodeAddress(ReadOnlySpan<char> id)
     {
@@ -81,7 +82,7 @@ public static class SsmpKeyCredential
             return false;
         foreach (var c in id)
         {
-            if (c is not ((>= '0' and <= '9') or (>= 'a' and <= 'f')))
+            if (!char.IsAsciiHexDigit(c))
                 return false;
         }
         return true;

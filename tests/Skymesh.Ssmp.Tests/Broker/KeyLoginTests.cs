@@ -586,7 +586,9 @@ public class KeyLoginTests
         for (var i = 0; i < 21; i++)
         {
             await using var impostor = await broker.ConnectAsync();
-            await impostor.SendAsync(i % 2 == 0 ? $"LOGIN {id} open\n" : $"LOGIN {id} secret s3cret\n");
+            // Upper case too: readers of sender ids parse either case as the same node.
+            var claimed = i % 3 == 2 ? id.ToUpperInvariant() : id;
+            await impostor.SendAsync(i % 2 == 0 ? $"LOGIN {claimed} open\n" : $"LOGIN {claimed} secret s3cret\n");
             await impostor.ExpectLineAsync("401 key open secret");
             await impostor.ExpectClosedAsync();
         }
