@@ -176,7 +176,7 @@ internal static class DemoCommand
             var earned = string.Join(", ", Enumerable.Range(0, total).Where(i => i != 0 && i != count - 1)
                 .Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address):N0}"));
             var receipts = mesh.Sum(m => m.Agent.Settlement.Book.Accepted);
-            Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts crossed the broker; ledger balances after settling: {earned}.");
+            Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts passed between neighbours over their links; ledger balances after settling: {earned}.");
             var carried = target.Received;
             var pathState = source.Paths.FirstOrDefault()?.State ?? "gone";
             if (carried == sentBytes && sendError is null)
