@@ -1,11 +1,14 @@
 using System.Globalization;
 using System.Net;
 using System.Text.Json;
+using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Ssmp;
 using Skymesh.Control.Setup;
 using Skymesh.Identity;
 using Skymesh.Mesh.Forwarding;
 using Skymesh.Node;
 using Skymesh.Node.Control;
+using Skymesh.Node.Hosting;
 using Skymesh.Ssmp.Broker;
 using Skymesh.Ssmp.Client;
 using Skymesh.Ssmp.Rpc;
@@ -75,7 +78,7 @@ public static class ControlBench
         await using var broker = StartBroker();
         var count = options.MaxHops + 1;
         var keys = Enumerable.Range(0, count).Select(_ => NodeKey.Generate()).ToArray();
-        var peers = new List<SsmpPeer>();
+        var peers = new List<IControlBus>();
         try
         {
             var sources = new PathSetupSource[count];
@@ -87,10 +90,10 @@ public static class ControlBench
                 if (i > 0)
                     links[keys[i - 1].Address] = 2;
                 var table = new ChainTable(links);
-                var peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = broker.LocalEndPoint.Port, Key = keys[i] }, cancellationToken: cancellationToken);
+                var peer = await SsmpControlBus.ConnectAsync("127.0.0.1", broker.LocalEndPoint.Port, keys[i], cancellationToken: cancellationToken);
                 peers.Add(peer);
-                SsmpSetupService.Register(peer, new PathSetupHop(keys[i].Address, table) { MaxPathsPerSource = int.MaxValue });
-                sources[i] = new PathSetupSource(keys[i], table, new SsmpControlCaller(peer));
+                SetupService.Register(peer, new PathSetupHop(keys[i].Address, table) { MaxPathsPerSource = int.MaxValue });
+                sources[i] = new PathSetupSource(keys[i], table, new BusControlCaller(peer));
             }
             var nodes = keys.Select(k => k.Address).ToList();
             for (var i = 0; i < 20; i++)
@@ -130,15 +133,16 @@ public static class ControlBench
     {
         await using var broker = StartBroker();
         var root = Directory.CreateTempSubdirectory("skymesh-bench-control-").FullName;
-        var mesh = new List<(MeshNode Node, ControlAgent Agent)>();
+        var mesh = new List<NodeHost>();
         try
         {
             for (var i = 0; i < options.IdleNodes; i++)
             {
-                var node = MeshNode.Start(NodeOptions.Parse($$"""
+                var host = await new NodeHostBuilder(NodeOptions.Parse($$"""
                     { "dataDir": "n{{i}}", "broker": "{{broker.LocalEndPoint}}", "interfaces": [ { "type": "udp", "listen": "127.0.0.1:0" } ] }
-                    """, root));
-                mesh.Add((node, await ControlAgent.StartAsync(node, cancellationToken: cancellationToken)));
+                    """, root)).WithoutApi().StartAsync(cancellationToken);
+                mesh.Add(host);
+                await host.WaitForControlAsync(cancellationToken);
             }
             for (var i = 0; i + 1 < mesh.Count; i++)
                 await mesh[i].Node.ConnectAsync(mesh[i].Node.Interfaces.Keys.First(), mesh[i + 1].Node.Interfaces.Values.First().LocalEndPoint, mesh[i + 1].Node.Address, cancellationToken);
@@ -160,11 +164,8 @@ public static class ControlBench
         }
         finally
         {
-            foreach (var (node, agent) in mesh)
-            {
-                await agent.DisposeAsync();
-                await node.DisposeAsync();
-            }
+            foreach (var host in mesh)
+                await host.DisposeAsync();
             Directory.Delete(root, recursive: true);
         }
     }

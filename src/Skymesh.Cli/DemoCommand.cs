@@ -7,6 +7,7 @@ using Skymesh.Control.Topology;
 using Skymesh.Mesh.Apps;
 using Skymesh.Node;
 using Skymesh.Node.Control;
+using Skymesh.Node.Hosting;
 using Skymesh.Ssmp.Broker;
 
 namespace Skymesh.Cli;
@@ -47,6 +48,7 @@ internal static class DemoCommand
         using var logging = CliSupport.Logging(LogLevel.Warning);
         using var signals = CliSupport.UntilSignal(cancellationToken);
         var root = Directory.CreateTempSubdirectory("skymesh-demo-").FullName;
+        var hosts = new List<NodeHost>();
         var mesh = new List<(MeshNode Node, NodeApi Api, ControlAgent Agent)>();
         var brokerOptions = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
         brokerOptions.Authenticators.Add(new KeyAuthenticator());
@@ -71,10 +73,9 @@ internal static class DemoCommand
                     }
                     """;
                 var options = NodeOptions.Parse(json, root);
-                var node = MeshNode.Start(options, logging);
-                var agent = await ControlAgent.StartAsync(node, logging, signals.Token);
-                var api = await NodeApi.StartAsync(node, options.Api, agent);
-                mesh.Add((node, api, agent));
+                var host = await new NodeHostBuilder(options).UseLogging(logging).StartAsync(signals.Token);
+                hosts.Add(host);
+                mesh.Add((host.Node, host.Api!, await host.WaitForControlAsync(signals.Token)));
             }
             for (var i = 0; i < total; i++)
                 Console.WriteLine($"  node {Name(i)} {Short(mesh[i].Node.Address.ToString())}  udp {mesh[i].Node.Interfaces.Values.First().LocalEndPoint}  api {mesh[i].Api.EndPoint}{(i == count - 1 ? "  (exit: connects to any target)" : "")}");
@@ -196,17 +197,13 @@ internal static class DemoCommand
         finally
         {
             // Paths first, so that no end reports its path lost while the nodes stop one by one.
-            foreach (var (node, _, _) in mesh)
+            foreach (var host in hosts)
             {
-                foreach (var path in node.Paths)
-                    await node.RemovePathAsync(path.Id);
+                foreach (var path in host.Node.Paths)
+                    await host.Node.RemovePathAsync(path.Id);
             }
-            foreach (var (node, api, agent) in mesh)
-            {
-                await api.DisposeAsync();
-                await agent.DisposeAsync();
-                await node.DisposeAsync();
-            }
+            foreach (var host in hosts)
+                await host.DisposeAsync();
             try
             {
                 Directory.Delete(root, recursive: true);

@@ -3,8 +3,8 @@ using Microsoft.Extensions.Logging;
 using Skymesh.Control.Topology;
 using Skymesh.Identity;
 using Skymesh.Mesh.Apps;
-using Skymesh.Ssmp.Client;
-using Skymesh.Ssmp.Rpc;
+using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Ssmp;
 
 namespace Skymesh.Cli;
 
@@ -32,16 +32,16 @@ internal static class FinderCommand
             using var key = NodeKeyFile.LoadOrCreate(Path.Combine(parse.GetValue(dataDir)!, "finder.key"));
             using var logging = CliSupport.Logging(LogLevel.Information);
             using var signals = CliSupport.UntilSignal(cancellationToken);
-            SsmpPeer peer;
+            IControlBus bus;
             try
             {
-                peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Host = host, Port = port, Key = key, ServerName = parse.GetValue(name)!, LoggerFactory = logging }, cancellationToken: signals.Token);
+                bus = await SsmpControlBus.ConnectAsync(host, port, key, new SsmpControlBusOptions { ServerName = parse.GetValue(name)!, LoggerFactory = logging }, signals.Token);
             }
-            catch (SsmpException e)
+            catch (ControlBusException e)
             {
                 throw new InvalidOperationException($"Cannot log into the SSMP broker at {host}:{port}: {e.Message}", e);
             }
-            await using var finder = await RouteFinderService.StartAsync(peer, cancellationToken: signals.Token);
+            await using var finder = await RouteFinderService.StartAsync(bus, cancellationToken: signals.Token);
             Console.WriteLine($"route finder {key.Address} on the broker at {host}:{port}; nodes set \"finder\": \"{key.Address}\" in node.json to use it");
             try
             {

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Skymesh.Node;
+using Skymesh.Node.Hosting;
 
 namespace Skymesh.Cli;
 
@@ -117,29 +118,21 @@ internal static class NodeCommands
             }
             using var logging = CliSupport.Logging(parse.GetValue(logLevel));
             using var signals = CliSupport.UntilSignal(cancellationToken);
-            MeshNode started;
+            NodeHost started;
             try
             {
-                started = MeshNode.Start(options, logging);
+                // The control plane connects in the background: a broker that is away never stops the data plane.
+                started = await new NodeHostBuilder(options).UseLogging(logging).StartAsync(signals.Token);
             }
             catch (Exception e) when (e is InvalidOperationException or System.Net.Sockets.SocketException)
             {
-                // An interface that cannot have its address (a port in use) is a configuration error: one line, exit 2.
+                // An interface or API that cannot have its address (a port in use) is a configuration error: one line, exit 2.
                 throw new UsageException(CliSupport.Reason(e));
             }
-            await using var node = started;
-            // The control plane connects in the background: a broker that is away never stops the data plane.
-            await using var control = options.Broker is null ? null : Node.Control.ControlPlane.Start(node, logging);
-            NodeApi startedApi;
-            try
-            {
-                startedApi = await NodeApi.StartAsync(node, options.Api, control);
-            }
-            catch (InvalidOperationException e)
-            {
-                throw new UsageException(CliSupport.Reason(e));
-            }
-            await using var api = startedApi;
+            await using var host = started;
+            var node = host.Node;
+            var api = host.Api!;
+            var control = host.Control;
             Console.WriteLine($"node {node.Address}");
             Console.WriteLine($"  interfaces: {string.Join(", ", node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}"))}");
             Console.WriteLine($"  local API:  http://{api.EndPoint}/api/node   metrics: http://{api.EndPoint}/metrics");

@@ -81,10 +81,17 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             LabelLifetime = options.LabelLifetime,
         }, time, loggerFactory);
         _exit = new StreamExit(options.Exits, loggerFactory.CreateLogger("Skymesh.Node.Exit")) { Time = time };
+        Events = new Events.NodeEventLog(time);
+        Switch.LinkUp += link => Events.Append(Node.Events.NodeEventKind.LinkUp,
+            $"link {link.Id} to {link.Peer} up via {link.Remote}{(link.Encrypted ? ", encrypted" : "")}", link.Peer?.ToString(), link.Id);
         Switch.LinkDown += OnLinkDown;
+        Switch.HandshakeRefused += why => Events.Append(Node.Events.NodeEventKind.HandshakeRefused, why);
     }
 
     public NodeOptions Options { get; }
+
+    /// <summary>What the node did recently, numbered (link, path, control, settlement and app events).</summary>
+    public Events.NodeEventLog Events { get; }
 
     public NodeKey Key { get; }
 
@@ -115,24 +122,19 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     public event Action<Link, string>? LinkDown;
 
     /// <summary>
-    /// Starts a node: loads (or creates) its key in the data directory, opens its interfaces and starts
-    /// keeping links to its static peers. The local API is started separately (<see cref="NodeApi"/>).
+    /// Starts a node from its parts (the node host, <see cref="Hosting.NodeHostBuilder"/>, is the one caller): its key,
+    /// its interfaces opened by <paramref name="openInterface"/>, LAN discovery when configured, and the loops that keep
+    /// links to its static peers. The control plane and the local API are the host's.
     /// </summary>
-    public static MeshNode Start(NodeOptions options, ILoggerFactory? loggerFactory = null, TimeProvider? time = null)
+    internal static MeshNode Start(NodeOptions options, NodeKey key, string keyState, Func<InterfaceOptions, MeshNode, IMeshInterface> openInterface,
+        ILoggerFactory loggerFactory, TimeProvider time)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        Directory.CreateDirectory(options.DataDir);
-        var key = NodeKeyFile.LoadOrCreate(options.KeyFile, out var created);
-        var node = new MeshNode(options, key, time ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
+        var node = new MeshNode(options, key, time, loggerFactory);
         try
         {
             foreach (var nic in options.Interfaces)
             {
-                IMeshInterface opened = nic.Kind switch
-                {
-                    InterfaceKind.Udp => new UdpInterface(nic.Listen, nic.Mtu, nic.Name),
-                    _ => new TcpInterface(nic.Listen, new TcpInterfaceOptions { Name = nic.Name, Mtu = nic.Mtu ?? Mesh.Wire.MeshWire.MaxFrameLength }, node.Time),
-                };
+                var opened = openInterface(nic, node);
                 node._interfaces[nic.Name] = opened;
                 node.Switch.AddInterface(opened);
             }
@@ -144,7 +146,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         }
         if (options.Discovery is { } discovery)
             node.Beacons = Discovery.BeaconService.Start(node, discovery, loggerFactory);
-        Log.Started(node._logger, node.Address.ToString(), created ? "new key" : "key", options.KeyFile);
+        Log.Started(node._logger, node.Address.ToString(), keyState);
         foreach (var peer in options.Peers)
             node._peerLoops.Add(Task.Run(() => node.KeepPeerAsync(peer)));
         return node;
@@ -231,6 +233,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     private void OnLinkDown(Link link, string reason)
     {
+        Events.Append(Node.Events.NodeEventKind.LinkDown, $"link {link.Id} to {link.Peer?.ToString() ?? "?"} down: {reason}", link.Peer?.ToString(), link.Id);
         // The paths over this link cannot carry anything more: fail their streams now rather than after the
         // path's own timeout, so apps get a clear error at once.
         foreach (var path in _paths.Values)
@@ -323,10 +326,16 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         };
         lock (_pathLock)
             _paths[path.Id] = path;
-        endpoint.Broken += (_, error) => Log.PathBroken(_logger, path.Id, spec.Peer.ToString(), error.Message);
+        endpoint.Broken += (_, error) =>
+        {
+            Log.PathBroken(_logger, path.Id, spec.Peer.ToString(), error.Message);
+            Events.Append(Node.Events.NodeEventKind.PathBroken, $"path {path.Id} to {spec.Peer} lost: {error.Message}", spec.Peer.ToString(), path: path.Id);
+        };
         path.Loops.Add(Task.Run(() => AcceptStreamsAsync(path)));
         path.Loops.Add(Task.Run(() => ReceiveDatagramsAsync(path)));
         Log.PathInstalled(_logger, path.Id, spec.Peer.ToString(), spec.Via.ToString(), spec.OutLabel, inLabel);
+        Events.Append(Node.Events.NodeEventKind.PathSetUp, $"path {path.Id} to {spec.Peer} via {spec.Via}: out label {spec.OutLabel}, in label {inLabel}",
+            spec.Peer.ToString(), link.Id, path.Id);
         return path.Info();
     }
 
@@ -358,6 +367,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         }
         path.Endpoint.Retarget(channel);
         Log.PathRetargeted(_logger, id, path.Spec.Peer.ToString(), via.ToString());
+        Events.Append(Node.Events.NodeEventKind.PathRepaired, $"path {id} to {path.Spec.Peer} moved onto a repaired path via {via}: out label {outLabel}, in label {inLabel}",
+            path.Spec.Peer.ToString(), path: id);
     }
 
     public async Task<bool> RemovePathAsync(int id)
@@ -370,6 +381,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         }
         await ClosePathAsync(path);
         Log.PathRemoved(_logger, id);
+        Events.Append(Node.Events.NodeEventKind.PathClosed, $"path {id} to {path.Spec.Peer} removed", path.Spec.Peer.ToString(), path: id);
         return true;
     }
 
@@ -512,6 +524,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             _apps.TryRemove(id, out _);
             throw;
         }
+        Events.Append(Node.Events.NodeEventKind.AppStarted, $"app {id} ({app.GetType().Name}) listening on {app.LocalEndPoint}", app: id);
         return (id, app);
     }
 
@@ -523,6 +536,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         if (!_apps.TryRemove(id, out var app))
             return false;
         await app.DisposeAsync();
+        Events.Append(Node.Events.NodeEventKind.AppStopped, $"app {id} ({app.GetType().Name}) stopped", app: id);
         return true;
     }
 
@@ -558,8 +572,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 600, Level = LogLevel.Information, Message = "Node {Address} started ({KeyState} in {KeyFile})")]
-        public static partial void Started(ILogger logger, string address, string keyState, string keyFile);
+        [LoggerMessage(EventId = 600, Level = LogLevel.Information, Message = "Node {Address} started ({Key})")]
+        public static partial void Started(ILogger logger, string address, string key);
 
         [LoggerMessage(EventId = 601, Level = LogLevel.Warning, Message = "Peer {Peer} at {Endpoint} unreachable: {Reason}; retrying in {Seconds} s")]
         public static partial void PeerUnreachable(ILogger logger, string peer, string endpoint, string reason, double seconds);

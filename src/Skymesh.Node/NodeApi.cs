@@ -55,10 +55,7 @@ public sealed class NodeApi : IAsyncDisposable
     /// <summary>Where the API listens (the real port when the configuration asked for port 0).</summary>
     public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
 
-    public static Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlAgent? agent = null) =>
-        StartAsync(node, listen, agent is null ? null : Skymesh.Node.Control.ControlPlane.Of(agent, node));
-
-    public static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlPlane? control)
+    internal static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlPlane? control)
     {
         ArgumentNullException.ThrowIfNull(node);
         var builder = WebApplication.CreateSlimBuilder();

@@ -76,13 +76,36 @@ public sealed class InterfaceConfig
 {
     public string? Name { get; set; }
 
-    /// <summary>udp or tcp.</summary>
+    /// <summary>udp, tcp, or memory (an in-process network, for tests and simulations).</summary>
     public string? Type { get; set; }
 
-    /// <summary>host:port to bind (port 0 takes a free one).</summary>
+    /// <summary>host:port to bind (port 0 takes a free one); for memory, <c>mem:N</c> or nothing (a free port).</summary>
     public string? Listen { get; set; }
 
     public int? Mtu { get; set; }
+
+    /// <summary>memory only: the name of the in-process network (interfaces of one name reach each other). Default "default".</summary>
+    public string? Network { get; set; }
+
+    /// <summary>memory only: how frames sent from this interface misbehave.</summary>
+    public ImpairmentConfig? Impairment { get; set; }
+}
+
+public sealed class ImpairmentConfig
+{
+    public double? LatencyMs { get; set; }
+
+    public double? JitterMs { get; set; }
+
+    /// <summary>Share of frames lost, 0 to 1.</summary>
+    public double? Loss { get; set; }
+
+    public double? Duplication { get; set; }
+
+    public double? Reordering { get; set; }
+
+    /// <summary>0 or absent: unlimited.</summary>
+    public long? BandwidthKbps { get; set; }
 }
 
 public sealed class DiscoveryConfig
@@ -142,9 +165,18 @@ public enum InterfaceKind
 {
     Udp,
     Tcp,
+    Memory,
 }
 
-public sealed record InterfaceOptions(string Name, InterfaceKind Kind, IPEndPoint Listen, int? Mtu);
+/// <summary>One interface: <see cref="Listen"/> is an <see cref="IPEndPoint"/> for UDP and TCP, a <see cref="Mesh.Interfaces.MemoryEndPoint"/> for memory (port 0: any free one).</summary>
+public sealed record InterfaceOptions(string Name, InterfaceKind Kind, EndPoint Listen, int? Mtu)
+{
+    /// <summary>Memory interfaces: the in-process network's name.</summary>
+    public string? Network { get; init; }
+
+    /// <summary>Memory interfaces: how frames sent from this interface misbehave.</summary>
+    public Mesh.Interfaces.Impairment? Impairment { get; init; }
+}
 
 public sealed record PeerOptions(NodeAddress Address, EndPoint Endpoint, string Interface);
 
@@ -159,7 +191,7 @@ public sealed record NodeOptions
 
     public string? Broker { get; init; }
 
-    public string BrokerName { get; init; } = Ssmp.Broker.SsmpBrokerOptions.DefaultServerName;
+    public string BrokerName { get; init; } = Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName;
 
     /// <summary>The dedicated route finder paths come from; null when the node finds its own.</summary>
     public NodeAddress? Finder { get; init; }
@@ -266,18 +298,29 @@ public sealed record NodeOptions
             {
                 "udp" => InterfaceKind.Udp,
                 "tcp" => InterfaceKind.Tcp,
-                null => throw new NodeConfigException($"{field}.type", "is missing (udp or tcp)"),
-                _ => throw new NodeConfigException($"{field}.type", $"\"{nic.Type}\" is not an interface type (udp or tcp)"),
+                "memory" => InterfaceKind.Memory,
+                null => throw new NodeConfigException($"{field}.type", "is missing (udp, tcp or memory)"),
+                _ => throw new NodeConfigException($"{field}.type", $"\"{nic.Type}\" is not an interface type (udp, tcp or memory)"),
             };
-            if (nic.Listen is null)
+            if (kind != InterfaceKind.Memory && (nic.Network is not null || nic.Impairment is not null))
+                throw new NodeConfigException($"{field}.{(nic.Network is not null ? "network" : "impairment")}", "is for memory interfaces only");
+            EndPoint listen;
+            if (kind == InterfaceKind.Memory)
+                listen = nic.Listen is null ? new Mesh.Interfaces.MemoryEndPoint(0) : ParseMemoryEndPoint(nic.Listen, $"{field}.listen");
+            else if (nic.Listen is null)
                 throw new NodeConfigException($"{field}.listen", "is missing (host:port to bind, e.g. 0.0.0.0:7400)");
-            var listen = ParseEndPoint(nic.Listen, $"{field}.listen");
+            else
+                listen = ParseEndPoint(nic.Listen, $"{field}.listen");
             if (nic.Mtu is { } mtu && (mtu < Mesh.Wire.MeshWire.MinMtu || mtu > Mesh.Wire.MeshWire.MaxFrameLength))
                 throw new NodeConfigException($"{field}.mtu", $"{mtu} is outside {Mesh.Wire.MeshWire.MinMtu}..{Mesh.Wire.MeshWire.MaxFrameLength}");
             var name = nic.Name ?? $"{kind.ToString().ToLowerInvariant()}{interfaces.Count(x => x.Kind == kind)}";
             if (interfaces.Any(x => x.Name == name))
                 throw new NodeConfigException($"{field}.name", $"\"{name}\" names two interfaces");
-            interfaces.Add(new InterfaceOptions(name, kind, listen, nic.Mtu));
+            interfaces.Add(new InterfaceOptions(name, kind, listen, nic.Mtu)
+            {
+                Network = kind == InterfaceKind.Memory ? ValidNetworkName(nic.Network ?? "default", $"{field}.network") : null,
+                Impairment = nic.Impairment is { } impaired ? ParseImpairment(impaired, $"{field}.impairment") : null,
+            });
         }
 
         var peers = new List<PeerOptions>();
@@ -342,7 +385,7 @@ public sealed record NodeOptions
             DataDir = dataDir,
             Api = api,
             Broker = file.Broker,
-            BrokerName = file.BrokerName ?? Ssmp.Broker.SsmpBrokerOptions.DefaultServerName,
+            BrokerName = file.BrokerName ?? Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName,
             Finder = finder,
             Encrypt = file.Encrypt ?? true,
             LinkRecovery = file.LinkRecovery ?? true,
@@ -383,8 +426,41 @@ public sealed record NodeOptions
         return endPoint;
     }
 
+    private static Mesh.Interfaces.MemoryEndPoint ParseMemoryEndPoint(string value, string field) =>
+        value.StartsWith("mem:", StringComparison.Ordinal) && int.TryParse(value.AsSpan(4), NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and < 1 << 30
+            ? new Mesh.Interfaces.MemoryEndPoint(port)
+            : throw new NodeConfigException(field, $"\"{value}\" is not a memory address such as mem:7");
+
+    private static string ValidNetworkName(string name, string field) =>
+        name.Length is > 0 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')
+            ? name
+            : throw new NodeConfigException(field, $"\"{name}\" is not a network name (1 to 64 of A-Z a-z 0-9 - _ .)");
+
+    private static Mesh.Interfaces.Impairment ParseImpairment(ImpairmentConfig config, string field)
+    {
+        static double Share(double? value, string field) => value is null ? 0
+            : double.IsFinite(value.Value) && value.Value is >= 0 and <= 1 ? value.Value
+            : throw new NodeConfigException(field, "is a share between 0 and 1");
+        static TimeSpan Millis(double? value, string field) => value is null ? TimeSpan.Zero
+            : double.IsFinite(value.Value) && value.Value is >= 0 and <= 60_000 ? TimeSpan.FromMilliseconds(value.Value)
+            : throw new NodeConfigException(field, "is milliseconds between 0 and 60000");
+        if (config.BandwidthKbps is < 0)
+            throw new NodeConfigException($"{field}.bandwidthKbps", "must not be negative");
+        return new Mesh.Interfaces.Impairment
+        {
+            Latency = Millis(config.LatencyMs, $"{field}.latencyMs"),
+            Jitter = Millis(config.JitterMs, $"{field}.jitterMs"),
+            Loss = Share(config.Loss, $"{field}.loss"),
+            Duplication = Share(config.Duplication, $"{field}.duplication"),
+            Reordering = Share(config.Reordering, $"{field}.reordering"),
+            BandwidthBytesPerSecond = (config.BandwidthKbps ?? 0) * 1000 / 8,
+        };
+    }
+
     private static EndPoint ParsePeerEndPoint(string value, string field)
     {
+        if (value.StartsWith("mem:", StringComparison.Ordinal))
+            return ParseMemoryEndPoint(value, field);
         if (!ServiceWire.TryParseTarget(value, out var host, out var port))
             throw new NodeConfigException(field, $"\"{value}\" is not host:port");
         if (IPAddress.TryParse(host, out var address))

@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Net;
+using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Ssmp;
 using Skymesh.Control.Setup;
 using Skymesh.Identity;
 using Skymesh.Mesh.Forwarding;
 using Skymesh.Ssmp.Broker;
-using Skymesh.Ssmp.Client;
-using Skymesh.Ssmp.Rpc;
 
 namespace Skymesh.Control.Tests;
 
@@ -46,11 +46,12 @@ internal sealed class TableOfNode(Dictionary<NodeAddress, int> links, uint price
     public uint PriceOnto(int outLink) => price;
 }
 
-/// <summary>Path setup between control agents over a real SSMP broker on loopback.</summary>
+/// <summary>Path setup between control agents, over each control bus: a real SSMP broker on loopback, and the in-memory bus.</summary>
 public sealed class PathSetupTests : IAsyncDisposable
 {
     private readonly SsmpBroker _broker;
-    private readonly List<SsmpPeer> _peers = [];
+    private readonly MemoryBusNetwork _memory = new();
+    private readonly List<IControlBus> _peers = [];
     private readonly List<NodeKey> _keys = [];
 
     public PathSetupTests()
@@ -73,10 +74,19 @@ public sealed class PathSetupTests : IAsyncDisposable
             key.Dispose();
     }
 
-    private sealed record Agent(NodeKey Key, TableOfNode Table, PathSetupHop Hop, SsmpPeer Peer, PathSetupSource Source);
+    private sealed record Agent(NodeKey Key, TableOfNode Table, PathSetupHop Hop, IControlBus Peer, PathSetupSource Source);
+
+    private async Task<IControlBus> ConnectAsync(string bus, NodeKey key)
+    {
+        IControlBus connected = bus == "ssmp"
+            ? await SsmpControlBus.ConnectAsync("127.0.0.1", _broker.LocalEndPoint.Port, key, cancellationToken: Ct)
+            : _memory.Connect(key);
+        _peers.Add(connected);
+        return connected;
+    }
 
     /// <summary>A chain of agents; node i's link to node i+1 has id 1 and to node i-1 id 2 (ids are per node).</summary>
-    private async Task<Agent[]> ChainAsync(int count, Func<int, uint>? price = null)
+    private async Task<Agent[]> ChainAsync(string bus, int count, Func<int, uint>? price = null)
     {
         var keys = Enumerable.Range(0, count).Select(_ => NodeKey.Generate()).ToArray();
         _keys.AddRange(keys);
@@ -90,18 +100,19 @@ public sealed class PathSetupTests : IAsyncDisposable
                 links[keys[i - 1].Address] = 2;
             var table = new TableOfNode(links, price?.Invoke(i) ?? 0);
             var hop = new PathSetupHop(keys[i].Address, table);
-            var peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Key = keys[i] }, cancellationToken: Ct);
-            _peers.Add(peer);
-            SsmpSetupService.Register(peer, hop);
-            agents[i] = new Agent(keys[i], table, hop, peer, new PathSetupSource(keys[i], table, new SsmpControlCaller(peer)));
+            var peer = await ConnectAsync(bus, keys[i]);
+            SetupService.Register(peer, hop);
+            agents[i] = new Agent(keys[i], table, hop, peer, new PathSetupSource(keys[i], table, new BusControlCaller(peer)));
         }
         return agents;
     }
 
-    [Fact]
-    public async Task A_five_hop_path_is_set_up_in_two_parallel_rounds_with_labels_chained_hop_to_hop()
+    [Theory]
+    [InlineData("ssmp")]
+    [InlineData("memory")]
+    public async Task A_five_hop_path_is_set_up_in_two_parallel_rounds_with_labels_chained_hop_to_hop(string bus)
     {
-        var agents = await ChainAsync(6);
+        var agents = await ChainAsync(bus, 6);
         var nodes = agents.Select(a => a.Key.Address).ToList();
         var path = await agents[0].Source.SetupAsync(nodes, maxPricePerHop: 0, Ct);
 
@@ -129,13 +140,15 @@ public sealed class PathSetupTests : IAsyncDisposable
         Assert.Equal(path.InLabel, label);
         var start = Assert.Single(agents[0].Table.Ends);
         Assert.Equal((path.InLabel, path.OutLabel), (start.In, start.Out));
-        TestContext.Current.SendDiagnosticMessage($"5-hop setup over the broker took {path.SetupTime.TotalMilliseconds:0.00} ms");
+        TestContext.Current.SendDiagnosticMessage($"5-hop setup over the {bus} bus took {path.SetupTime.TotalMilliseconds:0.00} ms");
     }
 
-    [Fact]
-    public async Task A_hop_over_the_price_cap_refuses_and_every_reservation_is_released()
+    [Theory]
+    [InlineData("ssmp")]
+    [InlineData("memory")]
+    public async Task A_hop_over_the_price_cap_refuses_and_every_reservation_is_released(string bus)
     {
-        var agents = await ChainAsync(5, price: i => i == 2 ? 50u : 1u);
+        var agents = await ChainAsync(bus, 5, price: i => i == 2 ? 50u : 1u);
         var error = await Assert.ThrowsAsync<PathSetupException>(() => agents[0].Source.SetupAsync([.. agents.Select(a => a.Key.Address)], maxPricePerHop: 10, Ct));
         var (hop, reason) = Assert.Single(error.Failures);
         Assert.Equal(agents[2].Key.Address, hop);
@@ -148,10 +161,12 @@ public sealed class PathSetupTests : IAsyncDisposable
         }
     }
 
-    [Fact]
-    public async Task A_request_signed_by_another_key_or_sent_by_another_node_is_refused()
+    [Theory]
+    [InlineData("ssmp")]
+    [InlineData("memory")]
+    public async Task A_request_signed_by_another_key_or_sent_by_another_node_is_refused(string bus)
     {
-        var agents = await ChainAsync(3);
+        var agents = await ChainAsync(bus, 3);
         var nodes = agents.Select(a => a.Key.Address).ToList();
         using var mallory = NodeKey.Generate();
 
@@ -166,18 +181,19 @@ public sealed class PathSetupTests : IAsyncDisposable
         var relayed = Assert.Throws<SetupRefusedException>(() => agents[1].Hop.Reserve(mallory.Address, real.Bytes));
         Assert.Equal(SetupRefusedException.Forbidden, relayed.Status);
 
-        // Over SSMP, a peer logged in under another id gets 403.
-        var stranger = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = _broker.LocalEndPoint.Port, Key = mallory }, cancellationToken: Ct);
-        _peers.Add(stranger);
-        var rpc = await Assert.ThrowsAsync<SsmpRpcException>(() => stranger.CallAsync(nodes[1].ToString(), SetupMethods.Reserve, real.Bytes, cancellationToken: Ct));
-        Assert.Equal(403, rpc.Status);
+        // Over the bus, a node that asks with a request naming another source gets 403: the bus proves who asks.
+        var stranger = await ConnectAsync(bus, mallory);
+        var rpc = await Assert.ThrowsAsync<ControlBusException>(() => stranger.RequestAsync(nodes[1], SetupMethods.Reserve, real.Bytes, null, Ct));
+        Assert.Equal(ControlBusException.Forbidden, rpc.Status);
         Assert.Equal(0, agents[1].Hop.Paths);
     }
 
-    [Fact]
-    public async Task Retried_steps_are_idempotent_and_conflicting_ones_refused()
+    [Theory]
+    [InlineData("ssmp")]
+    [InlineData("memory")]
+    public async Task Retried_steps_are_idempotent_and_conflicting_ones_refused(string bus)
     {
-        var agents = await ChainAsync(3);
+        var agents = await ChainAsync(bus, 3);
         var nodes = agents.Select(a => a.Key.Address).ToList();
         var request = SetupRequest.Create(agents[0].Key, Guid.NewGuid(), DateTimeOffset.UtcNow, TimeSpan.FromSeconds(30), 0, new byte[32], nodes);
         var first = agents[1].Hop.Reserve(nodes[0], request.Bytes);
@@ -193,10 +209,12 @@ public sealed class PathSetupTests : IAsyncDisposable
         Assert.Empty(agents[1].Table.Labels.List());
     }
 
-    [Fact]
-    public async Task A_hop_that_does_not_answer_fails_the_setup_in_bounded_time_and_the_others_are_released()
+    [Theory]
+    [InlineData("ssmp")]
+    [InlineData("memory")]
+    public async Task A_hop_that_does_not_answer_fails_the_setup_in_bounded_time_and_the_others_are_released(string bus)
     {
-        var agents = await ChainAsync(4);
+        var agents = await ChainAsync(bus, 4);
         await agents[2].Peer.DisposeAsync();
         var clock = Stopwatch.StartNew();
         var error = await Assert.ThrowsAsync<PathSetupException>(() => agents[0].Source.SetupAsync([.. agents.Select(a => a.Key.Address)], 0, Ct));

@@ -186,7 +186,7 @@ public sealed class NodeProcessTests : IAsyncDisposable
         var brokerPort = FreePort();
         var broker = $"\"broker\": \"127.0.0.1:{brokerPort}\",";
         var nodes = new[] { await StartNodeAsync("a", extra: broker), await StartNodeAsync("b", extra: broker), await StartNodeAsync("c", "\"127.0.0.1:*\"", extra: broker) };
-        await nodes[0].Process.WaitForTextAsync("cannot log into the SSMP broker", Bound);
+        await nodes[0].Process.WaitForTextAsync("cannot join the control bus", Bound);
         var status = await CliAsync("status", "--api", nodes[0].Api);
         Assert.Contains($"control     connecting, broker 127.0.0.1:{brokerPort} (last error:", status, StringComparison.Ordinal);
         using (var http = new HttpClient())
@@ -209,7 +209,7 @@ public sealed class NodeProcessTests : IAsyncDisposable
         var brokerProcess = Skymesh.Start("broker", "--listen", $"127.0.0.1:{brokerPort}");
         _running.Add(brokerProcess);
         foreach (var node in nodes)
-            await node.Process.WaitForTextAsync("Control agent logged into the broker", TimeSpan.FromSeconds(90));
+            await node.Process.WaitForTextAsync("Control agent on the control bus", TimeSpan.FromSeconds(90));
         status = await CliAsync("status", "--api", nodes[0].Api);
         Assert.Contains($"control     connected, broker 127.0.0.1:{brokerPort}", status, StringComparison.Ordinal);
         // And the control plane works: once A's route finder has heard the others, a path opens through it.

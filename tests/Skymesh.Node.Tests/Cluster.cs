@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Skymesh.Mesh.Links;
+using Skymesh.Node.Hosting;
 
 namespace Skymesh.Node.Tests;
 
@@ -10,20 +11,22 @@ public sealed class TestNode : IAsyncDisposable
     private readonly string _dir;
     private int _disposed;
 
-    private TestNode(string dir, MeshNode node, NodeApi api, Control.ControlAgent? agent)
+    private TestNode(string dir, NodeHost host, Control.ControlAgent? agent)
     {
         _dir = dir;
-        Node = node;
-        Api = api;
+        Host = host;
         Agent = agent;
-        Client = new NodeApiClient(api.EndPoint.ToString());
+        Client = new NodeApiClient(Api.EndPoint.ToString());
     }
 
+    public NodeHost Host { get; }
+
+    /// <summary>The control agent as it first logged in (null without a broker).</summary>
     public Control.ControlAgent? Agent { get; }
 
-    public MeshNode Node { get; }
+    public MeshNode Node => Host.Node;
 
-    public NodeApi Api { get; }
+    public NodeApi Api => Host.Api!;
 
     public NodeApiClient Client { get; }
 
@@ -48,11 +51,17 @@ public sealed class TestNode : IAsyncDisposable
               {{extraJson}}
             }
             """;
-        var options = NodeOptions.Parse(json, dir);
-        var node = MeshNode.Start(options);
-        var agent = broker is null ? null : await Control.ControlAgent.StartAsync(node);
-        var api = await NodeApi.StartAsync(node, options.Api, agent);
-        return new TestNode(dir, node, api, agent);
+        var host = await new NodeHostBuilder(NodeOptions.Parse(json, dir)).StartAsync();
+        try
+        {
+            var agent = broker is null ? null : await host.WaitForControlAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(20));
+            return new TestNode(dir, host, agent);
+        }
+        catch
+        {
+            await host.DisposeAsync();
+            throw;
+        }
     }
 
     public async Task<Link> LinkToAsync(TestNode other) =>
@@ -72,10 +81,7 @@ public sealed class TestNode : IAsyncDisposable
     private async Task StopPartsAsync()
     {
         Client.Dispose();
-        await Api.DisposeAsync();
-        if (Agent is not null)
-            await Agent.DisposeAsync();
-        await Node.DisposeAsync();
+        await Host.DisposeAsync();
     }
 
     public async ValueTask DisposeAsync()

@@ -313,8 +313,8 @@ public sealed class FinderTests : MeshWithBroker
     public async Task Nodes_using_a_finder_open_paths_without_keeping_the_graph()
     {
         using var finderKey = NodeKey.Generate();
-        var peer = await Skymesh.Ssmp.Rpc.SsmpPeer.ConnectAsync(new Skymesh.Ssmp.Client.SsmpClientOptions { Port = Broker.LocalEndPoint.Port, Key = finderKey }, cancellationToken: Ct);
-        await using var finder = await RouteFinderService.StartAsync(peer, cancellationToken: Ct);
+        var bus = await Skymesh.Control.Bus.Ssmp.SsmpControlBus.ConnectAsync("127.0.0.1", Broker.LocalEndPoint.Port, finderKey, cancellationToken: Ct);
+        await using var finder = await RouteFinderService.StartAsync(bus, cancellationToken: Ct);
         var nodes = new List<TestNode>();
         for (var i = 0; i < 4; i++)
         {

@@ -35,6 +35,9 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
     /// <summary>The file the ledger lives in.</summary>
     public string Path { get; private init; } = "";
 
+    /// <summary>A ledger held in memory only (tests, simulations): nothing survives its disposal.</summary>
+    public static EmbeddedLedger OpenInMemory(TimeProvider? time = null) => Open(":memory:", time);
+
     /// <summary>Opens the ledger in <paramref name="path"/>, creating the file if it does not exist.</summary>
     /// <exception cref="InvalidDataException">A position in the file holds a receipt that does not parse.</exception>
     public static EmbeddedLedger Open(string path, TimeProvider? time = null)

@@ -1,13 +1,11 @@
 using System.Text.Json;
 using System.Threading.Channels;
+using Skymesh.Control.Bus;
 using Skymesh.Identity;
-using Skymesh.Ssmp.Client;
-using Skymesh.Ssmp.Codec;
-using Skymesh.Ssmp.Rpc;
 
 namespace Skymesh.Control.Topology;
 
-/// <summary>Where a control agent gets its paths: its own graph, or a dedicated route finder over SSMP.</summary>
+/// <summary>Where a control agent gets its paths: its own graph, or a dedicated route finder over the control bus.</summary>
 public interface IRouteFinder
 {
     Task<FoundPath> FindAsync(NodeAddress source, NodeAddress destination, PathQuery query, CancellationToken cancellationToken);
@@ -20,7 +18,7 @@ public sealed class LocalRouteFinder(TopologyGraph graph) : IRouteFinder
         Task.FromResult(graph.FindPath(source, destination, query));
 }
 
-/// <summary>The SSMP topics and RPC of route finding (docs/control-plane.md).</summary>
+/// <summary>The control-bus topics and method of route finding (docs/control-plane.md).</summary>
 public static class RouteTopics
 {
     /// <summary>Link announcements (MCAST); route finders and nodes that keep the whole graph subscribe with presence.</summary>
@@ -33,6 +31,9 @@ public static class RouteTopics
     public const string Finders = "mesh.finders";
 
     public const string QueryMethod = "route-query";
+
+    /// <summary>A finder's answer when no path meets the query (apart from the bus's own 404: the finder is not there).</summary>
+    public const int NoRouteStatus = 422;
 }
 
 /// <summary>A path query as it travels to a finder (JSON: not signed, not on a hot path).</summary>
@@ -41,8 +42,8 @@ public sealed record RouteQueryMessage(string Destination, string Policy, int Mi
 
 public sealed record RouteAnswerMessage(IReadOnlyList<string> Nodes, ulong RttMicroseconds, ulong Price, uint BottleneckKbps, IReadOnlyList<uint> LinkRtts);
 
-/// <summary>Paths from a dedicated route finder, asked over SSMP RPC; the node keeps no graph of its own.</summary>
-public sealed class RemoteRouteFinder(SsmpPeer peer, NodeAddress finder) : IRouteFinder
+/// <summary>Paths from a dedicated route finder, asked over the control bus; the node keeps no graph of its own.</summary>
+public sealed class RemoteRouteFinder(IControlBus bus, NodeAddress finder) : IRouteFinder
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -57,13 +58,13 @@ public sealed class RemoteRouteFinder(SsmpPeer peer, NodeAddress finder) : IRout
         ReadOnlyMemory<byte> answer;
         try
         {
-            answer = await peer.CallAsync(Finder.ToString(), RouteTopics.QueryMethod, JsonSerializer.SerializeToUtf8Bytes(request, Json), cancellationToken: cancellationToken);
+            answer = await bus.RequestAsync(Finder, RouteTopics.QueryMethod, JsonSerializer.SerializeToUtf8Bytes(request, Json), null, cancellationToken);
         }
-        catch (SsmpRpcException e) when (e.Status == 404)
+        catch (ControlBusException e) when (e.Status == RouteTopics.NoRouteStatus)
         {
             throw new NoRouteException(e.Message);
         }
-        catch (Exception e) when (e is SsmpRpcException or SsmpException)
+        catch (ControlBusException e)
         {
             throw new NoRouteException($"the route finder {Finder} did not answer: {e.Message}");
         }
@@ -73,25 +74,23 @@ public sealed class RemoteRouteFinder(SsmpPeer peer, NodeAddress finder) : IRout
 }
 
 /// <summary>
-/// A route finder: it keeps the graph from everyone's announcements and answers path queries over SSMP RPC for
-/// the node that asks (the caller's SSMP id, proven by its key login, is the source). Every node can run one
-/// for itself; a large mesh runs a few dedicated ones (<c>skymesh finder</c>) so ordinary nodes keep no graph.
+/// A route finder: it keeps the graph from everyone's announcements and answers path queries over the control bus
+/// for the node that asks (the caller, proven by the bus, is the source). Every node can run one for itself; a
+/// large mesh runs a few dedicated ones (<c>skymesh finder</c>) so ordinary nodes keep no graph.
 /// </summary>
 public sealed class RouteFinderService : IAsyncDisposable
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly SsmpPeer _peer;
+    private readonly IControlBus _bus;
     private readonly CancellationTokenSource _stop = new();
     private readonly ITimer _sweeper;
-    private readonly AnnouncementReceiver _receiver;
     private Task _events = Task.CompletedTask;
     private long _queries;
 
-    private RouteFinderService(SsmpPeer peer, TopologyGraph graph, TimeProvider time)
+    private RouteFinderService(IControlBus bus, TopologyGraph graph, TimeProvider time)
     {
-        _peer = peer;
+        _bus = bus;
         Graph = graph;
-        _receiver = new AnnouncementReceiver(graph, time);
         _sweeper = time.CreateTimer(static s => ((RouteFinderService)s!).Graph.Sweep(), this, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10));
     }
 
@@ -99,25 +98,23 @@ public sealed class RouteFinderService : IAsyncDisposable
 
     public long Queries => Interlocked.Read(ref _queries);
 
-    /// <summary>Starts serving on a connected peer (logged in under the finder's own key).</summary>
-    public static async Task<RouteFinderService> StartAsync(SsmpPeer peer, TimeProvider? time = null, CancellationToken cancellationToken = default)
+    /// <summary>Starts serving on a bus connection (the finder's own node identity); the service owns it from then on.</summary>
+    public static async Task<RouteFinderService> StartAsync(IControlBus bus, TimeProvider? time = null, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(peer);
+        ArgumentNullException.ThrowIfNull(bus);
         time ??= TimeProvider.System;
-        var service = new RouteFinderService(peer, new TopologyGraph(time), time);
-        peer.Handle(RouteTopics.QueryMethod, service.AnswerAsync);
+        var service = new RouteFinderService(bus, new TopologyGraph(time), time);
+        bus.Handle(RouteTopics.QueryMethod, service.AnswerAsync);
         service._events = Task.Run(service.ReadEventsAsync);
-        await peer.Client.SubscribeAsync(RouteTopics.Links, presence: true, cancellationToken);
-        await peer.Client.SubscribeAsync(RouteTopics.Members, presence: true, cancellationToken);
-        await peer.Client.SubscribeAsync(RouteTopics.Finders, cancellationToken: cancellationToken);
+        await bus.SubscribeAsync(RouteTopics.Links, watchMembers: true, cancellationToken);
+        await bus.SubscribeAsync(RouteTopics.Members, watchMembers: true, cancellationToken);
+        await bus.SubscribeAsync(RouteTopics.Finders, watchMembers: false, cancellationToken);
         return service;
     }
 
-    private ValueTask<ReadOnlyMemory<byte>> AnswerAsync(SsmpRpcRequest request, CancellationToken cancellationToken)
+    private ValueTask<ReadOnlyMemory<byte>> AnswerAsync(BusRequest request, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _queries);
-        if (!NodeAddress.TryParse(request.From, out var source))
-            throw new SsmpRpcException(403, "route queries are for nodes logged in under their address");
         RouteQueryMessage query;
         PathQuery parsed;
         try
@@ -136,17 +133,17 @@ public sealed class RouteFinderService : IAsyncDisposable
         }
         catch (Exception e) when (e is JsonException or FormatException or ArgumentException)
         {
-            throw new SsmpRpcException(SsmpRpcException.BadRequest, $"malformed route query: {e.Message}");
+            throw new ControlBusException(ControlBusException.BadRequest, $"malformed route query: {e.Message}");
         }
         try
         {
-            var found = Graph.FindPath(source, NodeAddress.Parse(query.Destination), parsed);
+            var found = Graph.FindPath(request.From, NodeAddress.Parse(query.Destination), parsed);
             var answer = new RouteAnswerMessage([.. found.Nodes.Select(n => n.ToString())], found.RttMicroseconds, found.Price, found.BottleneckKbps, found.LinkRtts);
             return ValueTask.FromResult<ReadOnlyMemory<byte>>(JsonSerializer.SerializeToUtf8Bytes(answer, Json));
         }
         catch (Exception e) when (e is NoRouteException or ArgumentException or FormatException)
         {
-            throw new SsmpRpcException(404, e.Message);
+            throw new ControlBusException(RouteTopics.NoRouteStatus, e.Message);
         }
     }
 
@@ -154,12 +151,12 @@ public sealed class RouteFinderService : IAsyncDisposable
     {
         try
         {
-            await foreach (var e in _peer.OtherEvents.ReadAllAsync(_stop.Token))
+            await foreach (var e in _bus.Events.ReadAllAsync(_stop.Token))
             {
-                if (e.Verb == SsmpVerb.Mcast && e.Target == RouteTopics.Links)
-                    _receiver.Receive(e.From, e.Payload.Span);
-                else if (e.Verb == SsmpVerb.Unsubscribe && e.Target is RouteTopics.Links or RouteTopics.Members && NodeAddress.TryParse(e.From, out var gone))
-                    Graph.Forget(gone);
+                if (e is BusPublication { Topic: RouteTopics.Links } announcement)
+                    Graph.Offer(announcement.Payload.Span);
+                else if (e is BusMemberLeft { Topic: RouteTopics.Links or RouteTopics.Members } left)
+                    Graph.Forget(left.From);
             }
         }
         catch (Exception e) when (e is OperationCanceledException or ChannelClosedException)
@@ -173,7 +170,7 @@ public sealed class RouteFinderService : IAsyncDisposable
             return;
         await _sweeper.DisposeAsync();
         await _stop.CancelAsync();
-        await _peer.DisposeAsync();
+        await _bus.DisposeAsync();
         await _events;
         _stop.Dispose();
     }

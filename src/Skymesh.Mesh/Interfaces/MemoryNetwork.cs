@@ -71,6 +71,7 @@ public sealed class MemoryNetwork
 {
     private readonly ConcurrentDictionary<int, MemoryInterface> _ports = new();
     private readonly ConcurrentDictionary<(int From, int To), DelayLine> _lines = new();
+    private readonly ConcurrentDictionary<int, Impairment> _senders = new();
     private readonly Random _random;
     private readonly object _randomLock = new();
     private Impairment _default = Impairment.None;
@@ -87,10 +88,32 @@ public sealed class MemoryNetwork
     /// <summary>Creates an interface on a new port of this network.</summary>
     public MemoryInterface CreateInterface(string? name = null, int mtu = Wire.MeshWire.MaxFrameLength, int receiveQueue = 4096)
     {
-        var port = Interlocked.Increment(ref _nextPort);
+        while (true)
+        {
+            var port = Interlocked.Increment(ref _nextPort);
+            var nic = new MemoryInterface(this, new MemoryEndPoint(port), name ?? $"mem{port}", mtu, receiveQueue);
+            // A port taken by an interface created on a chosen port is skipped.
+            if (_ports.TryAdd(port, nic))
+                return nic;
+        }
+    }
+
+    /// <summary>Creates an interface on <paramref name="port"/>; a port in use is refused, as a socket's would be.</summary>
+    public MemoryInterface CreateInterface(int port, string? name = null, int mtu = Wire.MeshWire.MaxFrameLength, int receiveQueue = 4096)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(port);
         var nic = new MemoryInterface(this, new MemoryEndPoint(port), name ?? $"mem{port}", mtu, receiveQueue);
-        _ports[port] = nic;
+        if (!_ports.TryAdd(port, nic))
+            throw new InvalidOperationException($"The memory address mem:{port} is in use.");
         return nic;
+    }
+
+    /// <summary>Impairment of every path from <paramref name="from"/> that has none of its own.</summary>
+    public void SetSenderImpairment(MemoryEndPoint from, Impairment impairment)
+    {
+        ArgumentNullException.ThrowIfNull(from);
+        impairment.Validate();
+        _senders[from.Port] = impairment;
     }
 
     /// <summary>Impairment of every path that has none of its own.</summary>
@@ -114,7 +137,11 @@ public sealed class MemoryNetwork
         Line(b.Port, a.Port).Cut = cut;
     }
 
-    internal void Remove(MemoryInterface nic) => _ports.TryRemove(nic.Port, out _);
+    internal void Remove(MemoryInterface nic)
+    {
+        _ports.TryRemove(new KeyValuePair<int, MemoryInterface>(nic.Port, nic));
+        _senders.TryRemove(nic.Port, out _);
+    }
 
     internal bool Transmit(MemoryInterface from, MemoryEndPoint to, ReadOnlySpan<byte> frame)
     {
@@ -123,7 +150,7 @@ public sealed class MemoryNetwork
         var line = Line(from.Port, to.Port);
         if (line.Cut)
             return true; // sent, and lost on the way
-        var impairment = line.Impairment ?? _default;
+        var impairment = line.Impairment ?? (_senders.TryGetValue(from.Port, out var own) ? own : _default);
         if (impairment.IsNone)
             return target.Arrive(from.EndPoint, frame.ToArray());
         double lossDraw, dupDraw, reorderDraw, jitterDraw;

@@ -151,6 +151,9 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     /// <summary>Raised where the link was taken down (a receive loop or the timer): handlers must return quickly and never block.</summary>
     public event Action<Link, string>? LinkDown;
 
+    /// <summary>Raised when a handshake is refused or fails (the reason); handlers must not block.</summary>
+    public event Action<string>? HandshakeRefused;
+
     public void AddInterface(IMeshInterface nic)
     {
         ArgumentNullException.ThrowIfNull(nic);
@@ -373,6 +376,7 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     {
         Interlocked.Increment(ref _handshakeFailures);
         Log.HandshakeFailed(_logger, why);
+        HandshakeRefused?.Invoke(why);
     }
 
     internal long NowMs() => Time.GetUtcNow().ToUnixTimeMilliseconds();

@@ -1,32 +1,30 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using System.Threading.Channels;
+using Skymesh.Control.Bus;
+using Skymesh.Control.Settlement;
 using Skymesh.Control.Setup;
 using Skymesh.Control.Topology;
 using Skymesh.Identity;
-using Skymesh.Mesh.Apps;
 using Skymesh.Mesh.Links;
-using Skymesh.Ssmp.Client;
-using Skymesh.Ssmp.Codec;
-using Skymesh.Ssmp.Rpc;
 
 namespace Skymesh.Node.Control;
 
 /// <summary>
-/// A node's control agent (docs/control-plane.md): logged into the SSMP broker under the node's address, it
-/// announces the node's links, keeps a route finder's graph from everyone's announcements, serves its side of
-/// path setup, and opens and closes paths for the node.
+/// A node's control agent (docs/control-plane.md): on the control bus under the node's address, it announces the
+/// node's links, keeps a route finder's graph from everyone's announcements, serves its side of path setup, and
+/// opens, repairs and closes paths for the node. It knows the bus only through <see cref="IControlBus"/>.
 /// </summary>
 public sealed partial class ControlAgent : IAsyncDisposable
 {
-    /// <summary>The SSMP topic of link announcements.</summary>
+    /// <summary>The topic of link announcements.</summary>
     public const string Topic = RouteTopics.Links;
 
     private readonly MeshNode _node;
-    private readonly SsmpPeer _peer;
+    private readonly IControlBus _bus;
     private readonly PathSetupHop _hop;
     private readonly PathSetupSource _source;
     private readonly IRouteFinder _finder;
-    private readonly AnnouncementReceiver _receiver;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _announceSignal = new(0);
@@ -37,19 +35,18 @@ public sealed partial class ControlAgent : IAsyncDisposable
     private ulong _sequence;
     private long _announced;
 
-    private ControlAgent(MeshNode node, SsmpPeer peer, ILogger logger)
+    private ControlAgent(MeshNode node, IControlBus bus, ILogger logger)
     {
         _node = node;
-        _peer = peer;
+        _bus = bus;
         _logger = logger;
         Graph = new TopologyGraph(node.Time);
         // A route may be back: paths left broken are tried again.
         Graph.RecordAccepted += _ => RequestRepairRetry();
-        _receiver = new AnnouncementReceiver(Graph, node.Time);
         var table = new NodeHopTable(node, node.Options.Price);
         _hop = new PathSetupHop(node.Address, table, node.Time);
-        _source = new PathSetupSource(node.Key, table, new SsmpControlCaller(peer), node.Time);
-        _finder = node.Options.Finder is { } finder ? new RemoteRouteFinder(peer, finder) : new LocalRouteFinder(Graph);
+        _source = new PathSetupSource(node.Key, table, new BusControlCaller(bus), node.Time);
+        _finder = node.Options.Finder is { } finder ? new RemoteRouteFinder(bus, finder) : new LocalRouteFinder(Graph);
     }
 
     /// <summary>True when paths come from a dedicated route finder and this node keeps no graph of the mesh.</summary>
@@ -72,29 +69,20 @@ public sealed partial class ControlAgent : IAsyncDisposable
         }
     }
 
-    public static async Task<ControlAgent> StartAsync(MeshNode node, ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
+    /// <summary>Starts the agent on <paramref name="bus"/> (logged in as the node); the agent owns the bus from then on.</summary>
+    public static async Task<ControlAgent> StartAsync(MeshNode node, IControlBus bus, EmbeddedLedger ledger, ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(node);
-        var broker = node.Options.Broker ?? throw new InvalidOperationException("The node has no broker configured.");
-        ServiceWire.TryParseTarget(broker, out var host, out var port);
-        var peer = await SsmpPeer.ConnectAsync(new SsmpClientOptions
-        {
-            Host = host,
-            Port = port,
-            // The `key` scheme: the broker checks a fresh signature by the node's key at every (re)login, so
-            // every other agent can trust that a request from this id comes from this node.
-            Key = node.Key,
-            ServerName = node.Options.BrokerName,
-            TimeProvider = node.Time,
-            LoggerFactory = loggerFactory,
-        }, cancellationToken: cancellationToken);
-        var agent = new ControlAgent(node, peer, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Control"));
-        agent.Settlement = new SettlementService(node, peer.Client, agent.Graph, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Settlement"));
-        SsmpSetupService.Register(peer, agent._hop);
-        peer.Handle(SetupMethods.Broken, agent.OnBrokenAsync);
+        ArgumentNullException.ThrowIfNull(bus);
+        if (bus.Self != node.Address)
+            throw new ArgumentException($"The bus connection speaks for {bus.Self}, not for this node {node.Address}.", nameof(bus));
+        var agent = new ControlAgent(node, bus, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Control"));
+        agent.Settlement = new SettlementService(node, bus, agent.Graph, ledger, (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Skymesh.Node.Settlement"));
+        SetupService.Register(bus, agent._hop);
+        bus.Handle(SetupMethods.Broken, agent.OnBrokenAsync);
         node.RepairHandler = agent.OnOwnLinkDown;
-        // After a broker restart (or any reconnect) the new broker knows nothing: announce again at once.
-        peer.Client.StateChanged += agent.OnConnectionState;
+        // After a broker restart (or any reconnect) the bus knows nothing: announce again at once.
+        bus.StateChanged += agent.OnBusState;
         node.Switch.LinkUp += agent.OnLinkChange;
         node.Switch.LinkDown += agent.OnLinkDown;
         agent._events = Task.Run(agent.ReadEventsAsync);
@@ -105,40 +93,48 @@ public sealed partial class ControlAgent : IAsyncDisposable
             {
                 // Announce without hearing anyone (memory does not grow with the mesh); be seen to leave; know when a
                 // finder starts, to announce to it at once.
-                await peer.Client.SubscribeAsync(RouteTopics.Members, cancellationToken: cancellationToken);
-                await peer.Client.SubscribeAsync(RouteTopics.Finders, presence: true, cancellationToken);
+                await bus.SubscribeAsync(RouteTopics.Members, watchMembers: false, cancellationToken);
+                await bus.SubscribeAsync(RouteTopics.Finders, watchMembers: true, cancellationToken);
             }
             else
             {
-                await peer.Client.SubscribeAsync(Topic, presence: true, cancellationToken);
+                await bus.SubscribeAsync(Topic, watchMembers: true, cancellationToken);
             }
         }
         catch
         {
-            // The broker went away between the login and the subscriptions: leave nothing running behind.
+            // The bus went away between the login and the subscriptions: leave nothing running behind.
             await agent.DisposeAsync();
             throw;
         }
         agent.RequestAnnouncement();
-        Log.Started(agent._logger, broker);
+        Log.Started(agent._logger, bus.Describe);
         return agent;
     }
 
     private void OnLinkChange(Link link) => RequestAnnouncement();
 
-    private void OnConnectionState(SsmpClientState state)
+    private void OnBusState(BusState state)
     {
-        if (state == SsmpClientState.Connected)
+        if (state == BusState.Reconnecting && !_stop.IsCancellationRequested)
+            _node.Events.Append(Events.NodeEventKind.ControlLost, $"lost the control bus at {_bus.Describe}; reconnecting");
+        if (state == BusState.Connected)
+        {
+            _node.Events.Append(Events.NodeEventKind.ControlConnected, $"back on the control bus at {_bus.Describe}");
             RequestAnnouncement();
-        else if ((state is SsmpClientState.Closed or SsmpClientState.Failed) && !_stop.IsCancellationRequested)
+        }
+        else if (state == BusState.Closed && !_stop.IsCancellationRequested)
             GaveUp?.Invoke();
     }
 
-    /// <summary>Raised when the agent's client stops trying to reach the broker (its re-login was refused).</summary>
+    /// <summary>Raised when the agent's bus connection closes for good (the broker refused its re-login, or dropped it).</summary>
     public event Action? GaveUp;
 
-    /// <summary>Where the agent's broker connection stands.</summary>
-    public SsmpClientState ClientState => _peer.Client.State;
+    /// <summary>Where the agent's bus connection stands.</summary>
+    public BusState BusState => _bus.State;
+
+    /// <summary>The bus this agent is on.</summary>
+    public IControlBus Bus => _bus;
 
     private void OnLinkDown(Link link, string reason)
     {
@@ -165,9 +161,9 @@ public sealed partial class ControlAgent : IAsyncDisposable
             {
                 try
                 {
-                    await _peer.CallAsync(source.ToString(), SetupMethods.Broken, body, cancellationToken: _stop.Token);
+                    await _bus.RequestAsync(source, SetupMethods.Broken, body, null, _stop.Token);
                 }
-                catch (Exception e) when (e is SsmpException or SsmpRpcException or OperationCanceledException or ObjectDisposedException)
+                catch (Exception e) when (e is ControlBusException or OperationCanceledException or ObjectDisposedException)
                 {
                     Log.BrokenNotSent(_logger, source.ToString(), e.Message);
                 }
@@ -194,10 +190,11 @@ public sealed partial class ControlAgent : IAsyncDisposable
         return true;
     }
 
-    private ValueTask<ReadOnlyMemory<byte>> OnBrokenAsync(SsmpRpcRequest request, CancellationToken cancellationToken)
+    private ValueTask<ReadOnlyMemory<byte>> OnBrokenAsync(BusRequest request, CancellationToken cancellationToken)
     {
-        if (request.Body.Length != 16 + 2 * NodeAddress.Length || !NodeAddress.TryParse(request.From, out var from))
-            throw new SsmpRpcException(SsmpRpcException.BadRequest, "path-broken is a path id and two node addresses");
+        var from = request.From;
+        if (request.Body.Length != 16 + 2 * NodeAddress.Length)
+            throw new ControlBusException(ControlBusException.BadRequest, "path-broken is a path id and two node addresses");
         var setupId = new Guid(request.Body.Span[..16], bigEndian: true);
         var a = NodeAddress.FromBytes(request.Body.Span.Slice(16, 32));
         var b = NodeAddress.FromBytes(request.Body.Span.Slice(48, 32));
@@ -206,7 +203,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
             _opened.TryGetValue(setupId, out path);
         // Only a node on the path may say it broke, and only about its own link.
         if (path is null || !path.Request.Nodes.Contains(from) || (from != a && from != b))
-            throw new SsmpRpcException(404, "no such path from this source, or the caller is not on it");
+            throw new ControlBusException(ControlBusException.NotFound, "no such path from this source, or the caller is not on it");
         _ = Task.Run(() => RepairAsync(setupId, (a, b), $"{from} reported its link to {(from == a ? b : a)} down"));
         return ValueTask.FromResult(ReadOnlyMemory<byte>.Empty);
     }
@@ -337,15 +334,15 @@ public sealed partial class ControlAgent : IAsyncDisposable
             {
                 return;
             }
-            catch (Exception e) when (e is SsmpException or ObjectDisposedException)
+            catch (Exception e) when (e is ControlBusException or ObjectDisposedException)
             {
-                // The broker is away: the client reconnects by itself, and the next round announces again.
+                // The bus is away: it reconnects by itself, and the next round announces again.
                 Log.AnnounceFailed(_logger, e.Message);
             }
         }
     }
 
-    /// <summary>Signs and publishes the node's links (one MCAST up to 18 links, fragments beyond).</summary>
+    /// <summary>Signs and publishes the node's links.</summary>
     public async Task AnnounceAsync(CancellationToken cancellationToken)
     {
         var links = _node.Switch.Links
@@ -361,8 +358,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
             sequence = _sequence = Math.Max(_sequence + 1, (ulong)now.ToUnixTimeMilliseconds());
         var record = LinkAnnouncement.Create(_node.Key, sequence, now, _node.Options.AnnounceInterval * 4, links);
         Graph.Offer(record);
-        foreach (var payload in AnnouncementTransport.Payloads(record))
-            await _peer.Client.McastAsync(Topic, payload, cancellationToken);
+        await _bus.PublishAsync(Topic, record.Bytes, cancellationToken);
         Interlocked.Increment(ref _announced);
     }
 
@@ -370,38 +366,39 @@ public sealed partial class ControlAgent : IAsyncDisposable
     {
         try
         {
-            await foreach (var e in _peer.OtherEvents.ReadAllAsync(_stop.Token))
+            await foreach (var e in _bus.Events.ReadAllAsync(_stop.Token))
             {
-                if (e.Verb == SsmpVerb.Ucast && e.Payload.Span.StartsWith("SKR1"u8))
+                switch (e)
                 {
-                    Settlement.OnReceipt(e.From, e.Payload.Span);
-                    continue;
-                }
-                if (e.Target == RouteTopics.Finders && e.Verb == SsmpVerb.Subscribe)
-                {
-                    RequestAnnouncement();
-                    continue;
-                }
-                if (e.Target != Topic)
-                    continue;
-                switch (e.Verb)
-                {
-                    case SsmpVerb.Mcast:
-                        var result = _receiver.Receive(e.From, e.Payload.Span);
-                        if (result is { } refused && refused != AnnouncementError.None)
-                            Log.AnnouncementRefused(_logger, e.From, refused.ToString());
+                    case BusDirectMessage direct when direct.Payload.Span.StartsWith("SKR1"u8):
+                        Settlement.OnReceipt(direct.From, direct.Payload.Span);
                         break;
-                    case SsmpVerb.Subscribe when e.From != _peer.Id:
+                    case BusMemberJoined { Topic: RouteTopics.Finders }:
+                        RequestAnnouncement();
+                        break;
+                    case BusPublication { Topic: Topic } announcement:
+                        var result = Graph.Offer(announcement.Payload.Span);
+                        if (result != AnnouncementError.None)
+                        {
+                            Log.AnnouncementRefused(_logger, announcement.From.ToString(), result.ToString());
+                            _node.Events.Append(Events.NodeEventKind.AnnouncementRefused, $"announcement from {announcement.From} refused: {result}", announcement.From.ToString());
+                        }
+                        else
+                        {
+                            _node.Events.Append(Events.NodeEventKind.AnnouncementAccepted, $"announcement from {announcement.From} accepted", announcement.From.ToString());
+                        }
+                        break;
+                    case BusMemberJoined { Topic: Topic }:
                         // A newcomer knows nobody yet: everyone announces again (soon, and once for several joins).
                         RequestAnnouncement();
                         break;
-                    case SsmpVerb.Unsubscribe when NodeAddress.TryParse(e.From, out var gone):
-                        Graph.Forget(gone);
+                    case BusMemberLeft { Topic: Topic } left:
+                        Graph.Forget(left.From);
                         break;
                 }
             }
         }
-        catch (OperationCanceledException)
+        catch (Exception e) when (e is OperationCanceledException or ChannelClosedException)
         {
         }
     }
@@ -504,13 +501,13 @@ public sealed partial class ControlAgent : IAsyncDisposable
         if (_stop.IsCancellationRequested)
             return;
         _node.RepairHandler = null;
-        _peer.Client.StateChanged -= OnConnectionState;
+        _bus.StateChanged -= OnBusState;
         _node.Switch.LinkUp -= OnLinkChange;
         _node.Switch.LinkDown -= OnLinkDown;
         await _stop.CancelAsync();
         await Settlement.DisposeAsync();
         await _announcer;
-        await _peer.DisposeAsync();
+        await _bus.DisposeAsync();
         await _events;
         _stop.Dispose();
         _announceSignal.Dispose();
@@ -518,8 +515,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "Control agent logged into the broker at {Broker}")]
-        public static partial void Started(ILogger logger, string broker);
+        [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "Control agent on the control bus at {Bus}")]
+        public static partial void Started(ILogger logger, string bus);
 
         [LoggerMessage(EventId = 701, Level = LogLevel.Warning, Message = "Announcement not sent: {Reason}")]
         public static partial void AnnounceFailed(ILogger logger, string reason);

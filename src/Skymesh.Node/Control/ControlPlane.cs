@@ -1,12 +1,13 @@
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Skymesh.Ssmp.Client;
+using Skymesh.Control.Bus;
+using Skymesh.Control.Settlement;
 
 namespace Skymesh.Node.Control;
 
 /// <summary>
-/// Keeps a node's control agent connected, whatever the broker does. A mesh node switches traffic and keeps its
+/// Keeps a node's control agent connected, whatever the control bus does. A mesh node switches traffic and keeps its
 /// links and paths without a control plane; so a broker that is not running, refuses the login, or goes away for
 /// good never stops the node: this retries with backoff (0.5 s doubling to 30 s), logs once per change of state,
 /// and says where it stands (<see cref="State"/>, <see cref="LastError"/>) for <c>skymesh status</c> and
@@ -19,6 +20,8 @@ public sealed partial class ControlPlane : IAsyncDisposable
     private static readonly TimeSpan LastRetry = TimeSpan.FromSeconds(30);
 
     private readonly MeshNode _node;
+    private readonly IControlBusConnector _connector;
+    private readonly EmbeddedLedger _ledger;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
@@ -31,23 +34,25 @@ public sealed partial class ControlPlane : IAsyncDisposable
     private long _connects;
     private long _failures;
 
-    private ControlPlane(MeshNode node, ILoggerFactory? loggerFactory)
+    private ControlPlane(MeshNode node, IControlBusConnector connector, EmbeddedLedger ledger, ILoggerFactory? loggerFactory)
     {
         _node = node;
+        _connector = connector;
+        _ledger = ledger;
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger("Skymesh.Node.Control");
     }
 
-    /// <summary>The broker in the node's configuration.</summary>
-    public string Broker => _node.Options.Broker ?? "";
+    /// <summary>The broker in the node's configuration, or where the bus is when it names none.</summary>
+    public string Broker => _node.Options.Broker ?? _connector.Describe;
 
     /// <summary>The agent while logged in; null while connecting.</summary>
     public ControlAgent? Agent => _agent;
 
-    public bool Connected => _agent is { } agent && agent.ClientState == SsmpClientState.Connected;
+    public bool Connected => _agent is { } agent && agent.BusState == BusState.Connected;
 
     /// <summary><c>connected</c>, <c>reconnecting</c> (the agent's client lost the broker and is dialling again) or <c>connecting</c>.</summary>
-    public string State => _agent is { } agent ? (agent.ClientState == SsmpClientState.Connected ? "connected" : "reconnecting") : "connecting";
+    public string State => _agent is { } agent ? (agent.BusState == BusState.Connected ? "connected" : "reconnecting") : "connecting";
 
     /// <summary>Why the last attempt to reach or log into the broker failed; null once logged in.</summary>
     public string? LastError => _lastError;
@@ -61,26 +66,17 @@ public sealed partial class ControlPlane : IAsyncDisposable
 
     /// <summary>A line for people: "connected to B", or "connecting to B (last error: …)".</summary>
     public string Describe() => _agent is { } agent
-        ? (agent.ClientState == SsmpClientState.Connected ? $"connected to {Broker}" : $"reconnecting to {Broker}")
+        ? (agent.BusState == BusState.Connected ? $"connected to {Broker}" : $"reconnecting to {Broker}")
         : $"connecting to {Broker}" + (_lastError is { } error ? $" (last error: {error})" : "");
 
     /// <summary>Starts keeping the node's agent connected; returns at once, the first login happens in the background.</summary>
-    public static ControlPlane Start(MeshNode node, ILoggerFactory? loggerFactory = null)
+    public static ControlPlane Start(MeshNode node, IControlBusConnector connector, EmbeddedLedger ledger, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(node);
-        if (node.Options.Broker is null)
-            throw new InvalidOperationException("The node has no broker configured.");
-        var plane = new ControlPlane(node, loggerFactory);
+        ArgumentNullException.ThrowIfNull(connector);
+        ArgumentNullException.ThrowIfNull(ledger);
+        var plane = new ControlPlane(node, connector, ledger, loggerFactory);
         plane._loop = Task.Run(plane.RunAsync);
-        return plane;
-    }
-
-    /// <summary>A control plane around an agent already logged in (tests, the demo).</summary>
-    public static ControlPlane Of(ControlAgent agent, MeshNode node)
-    {
-        ArgumentNullException.ThrowIfNull(agent);
-        var plane = new ControlPlane(node, null) { _agent = agent };
-        plane._firstConnected.TrySetResult();
         return plane;
     }
 
@@ -96,13 +92,22 @@ public sealed partial class ControlPlane : IAsyncDisposable
             try
             {
                 Interlocked.Increment(ref _attempts);
-                agent = await ControlAgent.StartAsync(_node, _loggerFactory, _stop.Token);
+                var bus = await _connector.ConnectAsync(_node.Key, _stop.Token);
+                try
+                {
+                    agent = await ControlAgent.StartAsync(_node, bus, _ledger, _loggerFactory, _stop.Token);
+                }
+                catch
+                {
+                    await bus.DisposeAsync();
+                    throw;
+                }
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
                 return;
             }
-            catch (Exception e) when (e is SsmpException or SocketException or IOException or TimeoutException or OperationCanceledException)
+            catch (Exception e) when (e is ControlBusException or SocketException or IOException or TimeoutException or OperationCanceledException)
             {
                 Interlocked.Increment(ref _failures);
                 var reason = e.Message;
@@ -126,6 +131,7 @@ public sealed partial class ControlPlane : IAsyncDisposable
             Interlocked.Increment(ref _connects);
             agent.GaveUp += () => _lost.Release();
             _agent = agent;
+            _node.Events.Append(Events.NodeEventKind.ControlConnected, $"control agent on the control bus at {Broker}");
             _firstConnected.TrySetResult();
             try
             {
@@ -137,8 +143,9 @@ public sealed partial class ControlPlane : IAsyncDisposable
                 return;
             }
             _agent = null;
-            _lastError = "the broker refused the node's login after a reconnect";
+            _lastError = "the control bus closed the connection (a refused re-login, or dropped)";
             Log.AgentLost(_logger, Broker);
+            _node.Events.Append(Events.NodeEventKind.ControlLost, $"the control bus at {Broker} closed the node's connection; connecting again");
             await agent.DisposeAsync();
         }
     }
@@ -157,10 +164,10 @@ public sealed partial class ControlPlane : IAsyncDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 730, Level = LogLevel.Warning, Message = "Control plane: cannot log into the SSMP broker at {Broker}: {Reason}; the node goes on forwarding and tries again (next in {Seconds:0.#} s, backing off to 30 s)")]
+        [LoggerMessage(EventId = 730, Level = LogLevel.Warning, Message = "Control plane: cannot join the control bus at {Broker}: {Reason}; the node goes on forwarding and tries again (next in {Seconds:0.#} s, backing off to 30 s)")]
         public static partial void Unreachable(ILogger logger, string broker, string reason, double seconds);
 
-        [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "Control plane: the broker at {Broker} refused the node after a reconnect; starting over")]
+        [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "Control plane: the control bus at {Broker} closed the node's connection (a refused re-login, or dropped); starting over")]
         public static partial void AgentLost(ILogger logger, string broker);
     }
 }

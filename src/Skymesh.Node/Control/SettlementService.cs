@@ -1,9 +1,10 @@
 using Microsoft.Extensions.Logging;
+using Skymesh.Control.Bus;
 using Skymesh.Control.Settlement;
 using Skymesh.Control.Topology;
 using Skymesh.Identity;
 using Skymesh.Mesh.Links;
-using Skymesh.Ssmp.Client;
+using Skymesh.Node.Events;
 
 namespace Skymesh.Node.Control;
 
@@ -18,13 +19,13 @@ public sealed record BalanceInfo(string Node, long Balance, long ReceiptsAccepte
 /// <summary>
 /// Settlement for one node (docs/control-plane.md, "Settlement"): every 100 ms it feeds the links' counts to the
 /// receipt book (what neighbours owe) and the signer (what this node owes), sends the receipts that are due to the
-/// neighbours over SSMP, weighs each neighbour's debt with the credit policy and sets its link's forwarding
+/// neighbours (on their links, over the control bus when no link is up), weighs each neighbour's debt with the credit policy and sets its link's forwarding
 /// allowance (throttled, then suspended), and settles the latest receipts on the ledger every half minute.
 /// </summary>
 public sealed partial class SettlementService : IAsyncDisposable
 {
     private readonly MeshNode _node;
-    private readonly SsmpClient _client;
+    private readonly IControlBus _bus;
     private readonly TopologyGraph _graph;
     private readonly ILogger _logger;
     private readonly ReceiptBook _book;
@@ -39,17 +40,33 @@ public sealed partial class SettlementService : IAsyncDisposable
     private readonly ITimer _settle;
     private int _disposed;
 
-    internal SettlementService(MeshNode node, SsmpClient client, TopologyGraph graph, ILogger logger)
+    internal SettlementService(MeshNode node, IControlBus bus, TopologyGraph graph, EmbeddedLedger ledger, ILogger logger)
     {
         _node = node;
-        _client = client;
+        _bus = bus;
         _graph = graph;
         _logger = logger;
         _book = new ReceiptBook(node.Address, node.Time);
         _signer = new ReceiptSigner(node.Key, node.Time);
         _credit = new CreditPolicy(new CreditOptions { DefaultLimits = new CreditLimits(node.Options.CreditLimit) }, node.Time);
-        _ledger = EmbeddedLedger.Open(node.Options.LedgerFile, node.Time);
-        _book.ReceiptRefused += r => Log.ReceiptRefused(_logger, r.Payer.ToString(), r.Reason.ToString());
+        _ledger = ledger;
+        _book.ReceiptRefused += r =>
+        {
+            Log.ReceiptRefused(_logger, r.Payer.ToString(), r.Reason.ToString());
+            node.Events.Append(NodeEventKind.ReceiptRefused, $"receipt from {r.Payer} refused: {r.Reason}", r.Payer.ToString());
+        };
+        _book.ReceiptAccepted += r =>
+        {
+            if (Due(r.Payer, incoming: true))
+                node.Events.Append(NodeEventKind.ReceiptAccepted, $"receipt {r.Sequence} from {r.Payer} accepted: {r.Amount:N0} micro-units for {r.ForwardedBytes:N0} bytes so far", r.Payer.ToString());
+        };
+        _credit.StateChanged += (status, _) => node.Events.Append(status.State switch
+        {
+            CreditState.Throttled => NodeEventKind.CreditThrottled,
+            CreditState.Suspended => NodeEventKind.CreditSuspended,
+            _ => NodeEventKind.CreditNormal,
+        }, $"{status.Neighbour} {status.State.ToString().ToLowerInvariant()} at {status.Usage:P0} of its credit limit"
+            + (status.AllowedBytesPerSecond is { } allowed ? $" (forwarding at most {allowed:N0} B/s for it)" : ""), status.Neighbour.ToString());
         // After a restart: what each neighbour had paid, as far as this node's ledger knows, so that their receipts
         // carry on from there (and each byte is paid once).
         foreach (var payer in _ledger.ReadJournal().Where(e => e.Payee == node.Address).Select(e => e.Payer).Distinct())
@@ -72,12 +89,12 @@ public sealed partial class SettlementService : IAsyncDisposable
 
     public EmbeddedLedger Ledger => _ledger;
 
-    /// <summary>A receipt a neighbour sent (an SSMP UCAST from <paramref name="from"/>); only its payer may send it.</summary>
-    internal void OnReceipt(string from, ReadOnlySpan<byte> payload)
+    /// <summary>A receipt a neighbour sent (on its link, or over the bus from <paramref name="sender"/>); only its payer may send it.</summary>
+    internal void OnReceipt(NodeAddress sender, ReadOnlySpan<byte> payload)
     {
-        if (!NodeAddress.TryParse(from, out var sender) || Receipt.TryParse(payload, out var receipt) != ReceiptError.None || receipt!.Payer != sender)
+        if (Receipt.TryParse(payload, out var receipt) != ReceiptError.None || receipt!.Payer != sender)
         {
-            Log.ReceiptRefused(_logger, from, "not a receipt signed by its sender");
+            Log.ReceiptRefused(_logger, sender.ToString(), "not a receipt signed by its sender");
             return;
         }
         // A neighbour's first receipt can arrive before the next round has opened its account (a MiB in the first
@@ -108,7 +125,7 @@ public sealed partial class SettlementService : IAsyncDisposable
             }
             return;
         }
-        OnReceipt(peer.ToString(), payload);
+        OnReceipt(peer, payload);
     }
 
     /// <summary>A link came up: hand the neighbour back the latest receipt this node holds from it (see <see cref="OnLinkReceipt"/>).</summary>
@@ -180,17 +197,35 @@ public sealed partial class SettlementService : IAsyncDisposable
     private uint PriceOf(NodeAddress neighbour) =>
         _graph.RecordOf(neighbour)?.Links.Where(l => l.State == AnnouncedLinkState.Up).Select(l => l.PricePerMiB).DefaultIfEmpty(0u).Max() ?? 0;
 
+    // Receipts flow every 100 ms per neighbour under traffic: at most one event a second per neighbour and direction
+    // keeps them from pushing everything else out of the event ring.
+    private readonly Dictionary<(NodeAddress, bool), long> _lastReceiptEvent = [];
+
+    private bool Due(NodeAddress neighbour, bool incoming)
+    {
+        var now = _node.Time.GetTimestamp();
+        lock (_lastReceiptEvent)
+        {
+            if (_lastReceiptEvent.TryGetValue((neighbour, incoming), out var last) && _node.Time.GetElapsedTime(last, now) < TimeSpan.FromSeconds(1))
+                return false;
+            _lastReceiptEvent[(neighbour, incoming)] = now;
+            return true;
+        }
+    }
+
     private async Task SendAsync(Receipt receipt)
     {
+        if (Due(receipt.Payee, incoming: false))
+            _node.Events.Append(NodeEventKind.ReceiptSent, $"receipt {receipt.Sequence} to {receipt.Payee}: {receipt.Amount:N0} micro-units for {receipt.ForwardedBytes:N0} bytes so far", receipt.Payee.ToString());
         // Straight to the neighbour on the link between them: settlement does not wait for the control bus, and a
-        // broker outage never throttles a paying neighbour. Over SSMP only when no link to the payee is up.
+        // broker outage never throttles a paying neighbour. Over the control bus only when no link to the payee is up.
         if (_node.FindLink(receipt.Payee) is { } link && link.TrySendReceipt(receipt.Bytes))
             return;
         try
         {
-            await _client.UcastAsync(receipt.Payee.ToString(), receipt.Bytes);
+            await _bus.SendAsync(receipt.Payee, receipt.Bytes, CancellationToken.None);
         }
-        catch (Exception e) when (e is SsmpException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception e) when (e is ControlBusException or ObjectDisposedException or OperationCanceledException)
         {
             // The payee is away or the broker is: the next receipt (cumulative) covers this one.
             Log.ReceiptNotSent(_logger, receipt.Payee.ToString(), e.Message);
@@ -202,6 +237,11 @@ public sealed partial class SettlementService : IAsyncDisposable
     {
         if (Volatile.Read(ref _disposed) != 0)
             return;
+        await SettleLatestAsync(cancellationToken);
+    }
+
+    private async Task SettleLatestAsync(CancellationToken cancellationToken)
+    {
         var receipts = _book.Accounts.Select(a => _book.LatestReceipt(a.Payer)).OfType<Receipt>().ToList();
         if (receipts.Count == 0)
             return;
@@ -239,7 +279,8 @@ public sealed partial class SettlementService : IAsyncDisposable
         _node.Switch.LinkUp -= OnLinkUp;
         await _tick.DisposeAsync();
         await _settle.DisposeAsync();
-        _ledger.Dispose();
+        // Settled once more, so what the neighbours receipted last is on the ledger; the ledger is the host's.
+        await SettleLatestAsync(CancellationToken.None);
     }
 
     private static partial class Log

@@ -1,0 +1,186 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Ssmp;
+using Skymesh.Control.Settlement;
+using Skymesh.Mesh.Apps;
+using Skymesh.Node.Control;
+
+namespace Skymesh.Node.Hosting;
+
+/// <summary>
+/// The one place a node is put together (docs/node.md, "The node host"). Every part from outside the node is
+/// injected, each with a real default: the clock (<see cref="TimeProvider.System"/>), randomness, the key store (the
+/// owner-only file in the data directory), the interfaces (sockets, or in-process networks), the control bus (the SSMP
+/// broker in node.json, or none), the ledger (SQLite in the data directory) and whether the local API runs. The
+/// <c>node</c> command, <c>skymesh demo</c>, the tests and the simulator all start nodes here, so the start order
+/// exists once.
+/// </summary>
+public sealed class NodeHostBuilder
+{
+    private readonly NodeOptions _options;
+    private ILoggerFactory _logging = NullLoggerFactory.Instance;
+    private TimeProvider _time = TimeProvider.System;
+    private Random? _random;
+    private IKeyStore? _keys;
+    private IInterfaceFactory _interfaces = InterfaceFactory.Default;
+    private IControlBusConnector? _bus;
+    private bool _busChosen;
+    private Func<TimeProvider, EmbeddedLedger>? _ledger;
+    private bool _api = true;
+
+    public NodeHostBuilder(NodeOptions options) => _options = options ?? throw new ArgumentNullException(nameof(options));
+
+    public NodeOptions Options => _options;
+
+    public NodeHostBuilder UseLogging(ILoggerFactory loggerFactory)
+    {
+        _logging = loggerFactory ?? throw new ArgumentNullException(nameof(loggerFactory));
+        return this;
+    }
+
+    /// <summary>Every timer and timeout of the node, its control plane and its bus connection runs on <paramref name="time"/>.</summary>
+    public NodeHostBuilder UseTime(TimeProvider time)
+    {
+        _time = time ?? throw new ArgumentNullException(nameof(time));
+        return this;
+    }
+
+    /// <summary>The node's randomness (bus message ids, reconnect jitter); seeded for repeatable runs.</summary>
+    public NodeHostBuilder UseRandom(Random random)
+    {
+        _random = random ?? throw new ArgumentNullException(nameof(random));
+        return this;
+    }
+
+    public NodeHostBuilder UseKeyStore(IKeyStore keys)
+    {
+        _keys = keys ?? throw new ArgumentNullException(nameof(keys));
+        return this;
+    }
+
+    public NodeHostBuilder UseInterfaces(IInterfaceFactory interfaces)
+    {
+        _interfaces = interfaces ?? throw new ArgumentNullException(nameof(interfaces));
+        return this;
+    }
+
+    /// <summary>The control bus; null runs the node without a control plane (paths by hand only).</summary>
+    public NodeHostBuilder UseControlBus(IControlBusConnector? connector)
+    {
+        _bus = connector;
+        _busChosen = true;
+        return this;
+    }
+
+    /// <summary>Where receipts settle; by default the SQLite file in the data directory (or node.json's <c>ledger</c>).</summary>
+    public NodeHostBuilder UseLedger(Func<TimeProvider, EmbeddedLedger> open)
+    {
+        _ledger = open ?? throw new ArgumentNullException(nameof(open));
+        return this;
+    }
+
+    /// <summary>A ledger in memory: nothing settled survives the host.</summary>
+    public NodeHostBuilder UseMemoryLedger() => UseLedger(EmbeddedLedger.OpenInMemory);
+
+    /// <summary>Runs no local API (simulations, embedded nodes).</summary>
+    public NodeHostBuilder WithoutApi()
+    {
+        _api = false;
+        return this;
+    }
+
+    /// <summary>
+    /// Starts the node: key, interfaces and links, then the control plane (connecting in the background: a bus that is
+    /// away never stops the data plane), then the local API. A part that cannot start (a port in use, a bad key file)
+    /// stops what had started and throws.
+    /// </summary>
+    public async Task<NodeHost> StartAsync(CancellationToken cancellationToken = default)
+    {
+        var keys = _keys ?? new FileKeyStore(_options.KeyFile);
+        if (keys is FileKeyStore || _ledger is null || _api)
+            Directory.CreateDirectory(_options.DataDir);
+        var key = keys.LoadOrCreate(out var keyDescription);
+        var bus = _busChosen ? _bus : DefaultBus();
+        var node = MeshNode.Start(_options, key, keyDescription, (nic, _) => _interfaces.Open(nic, _time), _logging, _time);
+        EmbeddedLedger? ledger = null;
+        ControlPlane? control = null;
+        try
+        {
+            ledger = (_ledger ?? (time => EmbeddedLedger.Open(_options.LedgerFile, time)))(_time);
+            control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
+            var api = _api ? await NodeApi.StartAsync(node, _options.Api, control) : null;
+            return new NodeHost(node, control, api, ledger);
+        }
+        catch
+        {
+            if (control is not null)
+                await control.DisposeAsync();
+            ledger?.Dispose();
+            await node.DisposeAsync();
+            throw;
+        }
+    }
+
+    private SsmpBusConnector? DefaultBus()
+    {
+        if (_options.Broker is not { } broker)
+            return null;
+        ServiceWire.TryParseTarget(broker, out var host, out var port);
+        return new SsmpBusConnector(host, port, new SsmpControlBusOptions
+        {
+            ServerName = _options.BrokerName,
+            Time = _time,
+            Random = _random,
+            LoggerFactory = _logging,
+        });
+    }
+}
+
+/// <summary>A running node and the parts the host put around it; disposing stops them in the reverse order.</summary>
+public sealed class NodeHost : IAsyncDisposable
+{
+    private int _disposed;
+
+    internal NodeHost(MeshNode node, ControlPlane? control, NodeApi? api, EmbeddedLedger ledger)
+    {
+        Node = node;
+        Control = control;
+        Api = api;
+        Ledger = ledger;
+    }
+
+    public MeshNode Node { get; }
+
+    /// <summary>The control plane; null when the node has no control bus.</summary>
+    public ControlPlane? Control { get; }
+
+    /// <summary>The control agent while the node is on its bus.</summary>
+    public ControlAgent? Agent => Control?.Agent;
+
+    /// <summary>The local API; null when the host runs without one.</summary>
+    public NodeApi? Api { get; }
+
+    /// <summary>Where this node's receipts settle; it outlives reconnections of the control plane.</summary>
+    public EmbeddedLedger Ledger { get; }
+
+    /// <summary>Completes once the control agent is first on the bus (at once when there is no bus to wait for: it throws).</summary>
+    public async Task<ControlAgent> WaitForControlAsync(CancellationToken cancellationToken)
+    {
+        var control = Control ?? throw new InvalidOperationException("This node has no control bus.");
+        await control.WaitConnectedAsync(cancellationToken);
+        return control.Agent ?? throw new InvalidOperationException("The control agent left the bus again.");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        if (Api is not null)
+            await Api.DisposeAsync();
+        if (Control is not null)
+            await Control.DisposeAsync();
+        await Node.DisposeAsync();
+        Ledger.Dispose();
+    }
+}
