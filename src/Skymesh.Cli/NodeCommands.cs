@@ -28,7 +28,7 @@ internal static class NodeCommands
     private static readonly Option<bool> Json = new("--json") { Description = "Print the API's JSON instead of a table." };
 
     public static IEnumerable<Command> Create() =>
-        [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateBalance(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+        [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateBalance(), CreateEvents(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
 
     private static Command CreateBalance()
     {
@@ -46,6 +46,35 @@ internal static class NodeCommands
                     Short(n.Neighbour), $"{n.ForwardedForThem:N0} B", $"{n.ReceiptedBytes:N0} B", $"{n.OwedToUs:N0}", $"{n.ReceiptedAmount:N0}", $"{n.SettledToUs:N0}",
                     n.AllowedBytesPerSecond is { } rate ? $"{n.Credit} ({rate:N0} B/s)" : n.Credit, $"{n.CreditDrops:N0}", $"{n.HandedToThem:N0} B", $"{n.ReceiptsWeSigned:N0}",
                 }));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command CreateEvents()
+    {
+        var after = new Option<long>("--after") { Description = "Start after this event number (what the last run printed); default: every event the node still holds." };
+        var noFollow = new Option<bool>("--no-follow") { Description = "Print what the node holds and stop, instead of following new events." };
+        var command = new Command("events", "Follow what the node does: links up and down, paths set up, repaired, broken, announcements, receipts, credit, apps, the control bus.") { Api, Token, DataDir, after, noFollow, Json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            var json = parse.GetValue(Json);
+            try
+            {
+                await foreach (var item in client.EventsAsync(parse.GetValue(after), !parse.GetValue(noFollow), cancellationToken))
+                {
+                    if (json)
+                        Console.WriteLine(item.Event is { } e ? JsonSerializer.Serialize(e, NodeApi.Json) : $"{{\"missed\":{item.Missed}}}");
+                    else if (item.Event is { } e)
+                        Console.WriteLine($"{e.Sequence,6}  {e.At.ToLocalTime():HH:mm:ss.fff}  {e.Kind,-20}  {e.Detail}");
+                    else
+                        Console.WriteLine($"        ({item.Missed:N0} events had already left the node's memory)");
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+            }
             return 0;
         });
         return command;

@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Net;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Threading.Channels;
@@ -188,6 +190,7 @@ public sealed class NodeApi : IAsyncDisposable
             }
         });
         _app.MapGet("/healthz", () => Results.Text("ok\n"));
+        _app.MapGet("/api/events", StreamEventsAsync);
 
         _app.MapGet("/api/node", () => Results.Json(Status(), Json));
         _app.MapGet("/api/interfaces", () => Results.Json(node.Interfaces.Values.Select(i => new InterfaceInfo(
@@ -364,6 +367,77 @@ public sealed class NodeApi : IAsyncDisposable
         }
     }
 
+    private readonly CancellationTokenSource _stopping = new();
+
+    /// <summary>How often an idle event stream sends a comment line, so proxies and clients see it is alive.</summary>
+    private static readonly TimeSpan EventKeepalive = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// <c>GET /api/events</c>: the node's events as Server-Sent Events (docs/node.md, "Events"). Each is
+    /// <c>id: N</c>, <c>event: Kind</c>, <c>data: {json}</c>. A client that reconnects with <c>Last-Event-ID</c> (or
+    /// <c>?after=N</c>) gets exactly the events after N; if some already left the ring, a <c>missed</c> event says how
+    /// many first. Without either, the stream starts with every event still held. <c>?follow=false</c> ends the
+    /// response after those instead of waiting for new ones.
+    /// </summary>
+    private async Task StreamEventsAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var after = 0L;
+        var resume = request.Headers["Last-Event-ID"].ToString();
+        if (resume.Length == 0)
+            resume = request.Query["after"].ToString();
+        if (resume.Length > 0 && (!long.TryParse(resume, NumberStyles.None, CultureInfo.InvariantCulture, out after)))
+            throw new NodeRequestException(400, $"\"{resume}\" is not an event number");
+        var follow = request.Query["follow"].ToString() is not ("false" or "0");
+        var log = Node.Events;
+        var response = context.Response;
+        response.ContentType = "text/event-stream";
+        response.Headers.CacheControl = "no-cache";
+        response.Headers["X-Accel-Buffering"] = "no";
+        using var ended = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping.Token);
+        var token = ended.Token;
+        try
+        {
+            await response.StartAsync(token);
+            while (true)
+            {
+                var events = log.Since(after, out var missed);
+                var text = new StringBuilder();
+                if (missed > 0)
+                    text.Append(CultureInfo.InvariantCulture, $"event: missed\ndata: {{\"missed\":{missed}}}\n\n");
+                foreach (var e in events)
+                {
+                    text.Append(CultureInfo.InvariantCulture, $"id: {e.Sequence}\nevent: {e.Kind}\ndata: ");
+                    text.Append(JsonSerializer.Serialize(e, Json)).Append("\n\n");
+                    after = e.Sequence;
+                }
+                if (text.Length > 0)
+                {
+                    await response.WriteAsync(text.ToString(), token);
+                    await response.Body.FlushAsync(token);
+                }
+                if (!follow)
+                    return;
+                var next = log.WaitAsync(after, token);
+                using (var idle = CancellationTokenSource.CreateLinkedTokenSource(token))
+                {
+                    var keepalive = Task.Delay(EventKeepalive, Node.Time, idle.Token);
+                    if (await Task.WhenAny(next, keepalive) == keepalive && !token.IsCancellationRequested)
+                    {
+                        await response.WriteAsync(": keepalive\n\n", token);
+                        await response.Body.FlushAsync(token);
+                    }
+                    await idle.CancelAsync();
+                }
+                token.ThrowIfCancellationRequested();
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException)
+        {
+            // The client went away, or the node is stopping.
+        }
+    }
+
     private static async Task WriteLine(HttpContext context, AppEvent e)
     {
         await context.Response.WriteAsync(JsonSerializer.Serialize(e, Json) + "\n", context.RequestAborted);
@@ -424,6 +498,8 @@ public sealed class NodeApi : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         ApiToken.Withdraw(EndPoint.Port, Token);
+        // Long-lived responses (event streams, apps tied to their request) end now rather than hold the shutdown.
+        await _stopping.CancelAsync();
         await _app.StopAsync();
         await _app.DisposeAsync();
     }

@@ -6,6 +6,9 @@ using Skymesh.Mesh.Links;
 
 namespace Skymesh.Node;
 
+/// <summary>One item of a node's event stream: an event, or how many events the reader missed.</summary>
+public sealed record EventStreamItem(Events.NodeEvent? Event, long Missed);
+
 /// <summary>An error answered by a node's local API, with its message.</summary>
 public sealed class NodeApiException : Exception
 {
@@ -118,6 +121,48 @@ public sealed class NodeApiClient : IDisposable
         {
             if (line.Length > 0)
                 yield return JsonSerializer.Deserialize<AppEvent>(line, NodeApi.Json)!;
+        }
+    }
+
+    /// <summary>
+    /// Reads the node's event stream (<c>GET /api/events</c>): the events after number <paramref name="after"/> (all the
+    /// node still holds when 0), then — with <paramref name="follow"/> — each new one as it happens. An item with
+    /// <see cref="EventStreamItem.Missed"/> above 0 says that many events had already left the node's ring.
+    /// </summary>
+    public async IAsyncEnumerable<EventStreamItem> EventsAsync(long after = 0, bool follow = true, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var message = new HttpRequestMessage(HttpMethod.Get, $"api/events?follow={(follow ? "true" : "false")}");
+        if (after > 0)
+            message.Headers.Add("Last-Event-ID", after.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        using var http = new HttpClient { BaseAddress = _http.BaseAddress, Timeout = Timeout.InfiniteTimeSpan };
+        http.DefaultRequestHeaders.Authorization = _http.DefaultRequestHeaders.Authorization;
+        using var response = await Send(http, message, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        await using var body = await response.Content.ReadAsStreamAsync(cancellationToken);
+        using var reader = new StreamReader(body);
+        string? kind = null;
+        var data = new System.Text.StringBuilder();
+        while (await reader.ReadLineAsync(cancellationToken) is { } line)
+        {
+            if (line.Length == 0)
+            {
+                // The end of one event (docs: id, event and data lines, then a blank line).
+                if (data.Length > 0)
+                {
+                    yield return kind == "missed"
+                        ? new EventStreamItem(null, JsonDocument.Parse(data.ToString()).RootElement.GetProperty("missed").GetInt64())
+                        : new EventStreamItem(JsonSerializer.Deserialize<Events.NodeEvent>(data.ToString(), NodeApi.Json), 0);
+                }
+                kind = null;
+                data.Clear();
+            }
+            else if (line.StartsWith("event: ", StringComparison.Ordinal))
+            {
+                kind = line["event: ".Length..];
+            }
+            else if (line.StartsWith("data: ", StringComparison.Ordinal))
+            {
+                data.Append(line.AsSpan("data: ".Length));
+            }
         }
     }
 

@@ -434,6 +434,24 @@ public sealed class DemoTests
         Assert.DoesNotContain("fail:", output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Skymesh_events_follows_a_live_trace_of_the_demo_through_its_cut_and_repair()
+    {
+        await using var demo = Skymesh.Start("demo", "--duration", "8", "--socks", "127.0.0.1:0");
+        var line = await demo.WaitForLineAsync("  node A ", TimeSpan.FromSeconds(60));
+        var api = System.Text.RegularExpressions.Regex.Match(line, @"api (\S+)").Groups[1].Value;
+        // The CLI finds A's token where the node published it for this user.
+        await using var events = Skymesh.Start("events", "--api", api);
+        await events.WaitForLineAsync("PathSetUp", TimeSpan.FromSeconds(60));
+        var repaired = await events.WaitForLineAsync("PathRepaired", TimeSpan.FromSeconds(60));
+        Assert.Contains("moved onto a repaired path via", repaired, StringComparison.Ordinal);
+        // When the demo ends, its API closes the stream and the follower exits cleanly.
+        Assert.Equal(0, await demo.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Equal(0, await events.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("LinkUp", events.Output, StringComparison.Ordinal);
+        Assert.Contains("AnnouncementAccepted", events.Output, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(2)]
     [InlineData(3)]
