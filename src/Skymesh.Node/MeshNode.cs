@@ -12,7 +12,32 @@ using Skymesh.Mesh.Paths;
 
 namespace Skymesh.Node;
 
-/// <summary>An error in a local API request: <see cref="Status"/> is the HTTP status it is answered with.</summary>
+/// <summary>What kind of failure a node operation met; the local API (and only it) turns each into an HTTP status.</summary>
+public enum NodeError
+{
+    /// <summary>The request is malformed or impossible (a bad address, a path to oneself…).</summary>
+    Invalid,
+
+    /// <summary>No such link, path, label, app or route.</summary>
+    NotFound,
+
+    /// <summary>The thing is in use or in another state (a label taken, no control plane configured).</summary>
+    Conflict,
+
+    /// <summary>More than the node's limit (apps).</summary>
+    TooMany,
+
+    /// <summary>The far side refused (path setup refused by a hop).</summary>
+    Refused,
+
+    /// <summary>Not possible now (the control plane is not connected yet).</summary>
+    Unavailable,
+
+    /// <summary>No answer in time.</summary>
+    Timeout,
+}
+
+/// <summary>A node operation failed; <see cref="Error"/> says how, the message says why in words for people.</summary>
 public sealed class NodeRequestException : Exception
 {
     public NodeRequestException()
@@ -29,13 +54,13 @@ public sealed class NodeRequestException : Exception
     {
     }
 
-    public NodeRequestException(int status, string message)
+    public NodeRequestException(NodeError error, string message)
         : base(message)
     {
-        Status = status;
+        Error = error;
     }
 
-    public int Status { get; } = 400;
+    public NodeError Error { get; } = NodeError.Invalid;
 }
 
 /// <summary>
@@ -89,6 +114,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     }
 
     public NodeOptions Options { get; }
+
+    /// <summary>A seeded random source in simulations (path ids and nonces repeat run to run); null in a real node.</summary>
+    public Random? Random { get; internal set; }
 
     /// <summary>What the node did recently, numbered (link, path, control, settlement and app events).</summary>
     public Events.NodeEventLog Events { get; }
@@ -148,7 +176,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             node.Beacons = Discovery.BeaconService.Start(node, discovery, loggerFactory);
         Log.Started(node._logger, node.Address.ToString(), keyState);
         foreach (var peer in options.Peers)
-            node._peerLoops.Add(Task.Run(() => node.KeepPeerAsync(peer)));
+            node._peerLoops.Add(Background.Run(() => node.KeepPeerAsync(peer)));
         return node;
     }
 
@@ -162,17 +190,17 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     public Link ResolveLink(string reference)
     {
         if (int.TryParse(reference, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id))
-            return Switch.GetLink(id) is { State: LinkState.Up } byId ? byId : throw new NodeRequestException(404, $"no link {id} is up");
+            return Switch.GetLink(id) is { State: LinkState.Up } byId ? byId : throw new NodeRequestException(NodeError.NotFound, $"no link {id} is up");
         if (!NodeAddress.TryParse(reference, out var peer))
-            throw new NodeRequestException(400, $"\"{reference}\" is neither a link id nor a node address");
-        return FindLink(peer) ?? throw new NodeRequestException(404, $"no link to {peer} is up");
+            throw new NodeRequestException(NodeError.Invalid, $"\"{reference}\" is neither a link id nor a node address");
+        return FindLink(peer) ?? throw new NodeRequestException(NodeError.NotFound, $"no link to {peer} is up");
     }
 
     /// <summary>Connects to a neighbour now (the API's "add link"); the static peers are kept by the node itself.</summary>
     public async Task<Link> ConnectAsync(string interfaceName, EndPoint remote, NodeAddress? expected, CancellationToken cancellationToken)
     {
         if (!_interfaces.TryGetValue(interfaceName, out var nic))
-            throw new NodeRequestException(404, $"no interface is named \"{interfaceName}\"");
+            throw new NodeRequestException(NodeError.NotFound, $"no interface is named \"{interfaceName}\"");
         using var deadline = new Deadline(Switch.Options.HandshakeTimeout, Time, cancellationToken, _stop.Token);
         try
         {
@@ -180,7 +208,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw new NodeRequestException(504, $"no handshake with {remote} within {Switch.Options.HandshakeTimeout.TotalSeconds:0} s");
+            throw new NodeRequestException(NodeError.Timeout, $"no handshake with {remote} within {Switch.Options.HandshakeTimeout.TotalSeconds:0} s");
         }
     }
 
@@ -199,7 +227,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
                     existing = await Switch.ConnectAsync(nic, await ResolveAsync(peer.Endpoint, deadline.Token), peer.Address, deadline.Token);
                     backoff = TimeSpan.FromMilliseconds(500);
                 }
-                await existing.WaitDownAsync().WaitAsync(_stop.Token);
+                await Background.WaitAsync(existing.WaitDownAsync(), _stop.Token);
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
@@ -258,9 +286,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     public void InstallForward(Link inLink, uint inLabel, Link outLink, uint outLabel, bool billable = true)
     {
         if (inLabel == 0 || outLabel == 0)
-            throw new NodeRequestException(400, "label 0 is each link's own (control messages); paths use labels from 1");
+            throw new NodeRequestException(NodeError.Invalid, "label 0 is each link's own (control messages); paths use labels from 1");
         if (inLink.Id == outLink.Id)
-            throw new NodeRequestException(400, "a path cannot be forwarded back onto the link it came from");
+            throw new NodeRequestException(NodeError.Invalid, "a path cannot be forwarded back onto the link it came from");
         EnsureFree(inLink, inLabel);
         Switch.Labels.Install(inLink.Id, inLabel, LabelAction.Forward(outLink.Id, outLabel, billable));
         Log.LabelInstalled(_logger, inLink.Id, inLabel, outLink.Id, outLabel);
@@ -271,7 +299,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         lock (_pathLock)
         {
             if (_paths.Values.Any(p => p.Link.Id == link && p.InLabel == label))
-                throw new NodeRequestException(409, $"label {label} on link {link} belongs to a path; remove the path instead");
+                throw new NodeRequestException(NodeError.Conflict, $"label {label} on link {link} belongs to a path; remove the path instead");
         }
         return Switch.Labels.Remove(link, label);
     }
@@ -279,7 +307,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     private void EnsureFree(Link link, uint label)
     {
         if (Switch.Labels.List().Any(e => e.InLink == link.Id && e.InLabel == label))
-            throw new NodeRequestException(409, $"label {label} on link {link.Id} is already in use; remove it first or reserve a new one");
+            throw new NodeRequestException(NodeError.Conflict, $"label {label} on link {link.Id} is already in use; remove it first or reserve a new one");
     }
 
     // ---- Paths -------------------------------------------------------------------------------------------
@@ -294,17 +322,17 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         ArgumentNullException.ThrowIfNull(spec);
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         if (spec.Nonce.Length != 32)
-            throw new NodeRequestException(400, "a path nonce is 32 bytes (64 hex digits)");
+            throw new NodeRequestException(NodeError.Invalid, "a path nonce is 32 bytes (64 hex digits)");
         if (spec.Peer == Address)
-            throw new NodeRequestException(400, "a path leads to another node, not to this one");
+            throw new NodeRequestException(NodeError.Invalid, "a path leads to another node, not to this one");
         if (spec.OutLabel == 0)
-            throw new NodeRequestException(400, "outLabel must be 1 or more");
-        var link = FindLink(spec.Via) ?? throw new NodeRequestException(404, $"no link to {spec.Via} is up");
+            throw new NodeRequestException(NodeError.Invalid, "outLabel must be 1 or more");
+        var link = FindLink(spec.Via) ?? throw new NodeRequestException(NodeError.NotFound, $"no link to {spec.Via} is up");
         var inLabel = spec.InLabel ?? ReserveLabel(link);
         if (spec.InLabel is { } given)
         {
             if (given == 0)
-                throw new NodeRequestException(400, "inLabel must be 1 or more");
+                throw new NodeRequestException(NodeError.Invalid, "inLabel must be 1 or more");
             EnsureFree(link, given);
         }
         var channel = new LinkPathChannel(link, spec.OutLabel) { Billable = spec.Peer != spec.Via };
@@ -331,8 +359,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             Log.PathBroken(_logger, path.Id, spec.Peer.ToString(), error.Message);
             Events.Append(Node.Events.NodeEventKind.PathBroken, $"path {path.Id} to {spec.Peer} lost: {error.Message}", spec.Peer.ToString(), path: path.Id);
         };
-        path.Loops.Add(Task.Run(() => AcceptStreamsAsync(path)));
-        path.Loops.Add(Task.Run(() => ReceiveDatagramsAsync(path)));
+        path.Loops.Add(Background.Run(() => AcceptStreamsAsync(path)));
+        path.Loops.Add(Background.Run(() => ReceiveDatagramsAsync(path)));
         Log.PathInstalled(_logger, path.Id, spec.Peer.ToString(), spec.Via.ToString(), spec.OutLabel, inLabel);
         Events.Append(Node.Events.NodeEventKind.PathSetUp, $"path {path.Id} to {spec.Peer} via {spec.Via}: out label {spec.OutLabel}, in label {inLabel}",
             spec.Peer.ToString(), link.Id, path.Id);
@@ -348,9 +376,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         NodePath path;
         lock (_pathLock)
         {
-            path = _paths.GetValueOrDefault(id) ?? throw new NodeRequestException(404, $"no path {id}");
+            path = _paths.GetValueOrDefault(id) ?? throw new NodeRequestException(NodeError.NotFound, $"no path {id}");
         }
-        var link = FindLink(via) ?? throw new NodeRequestException(404, $"no link to {via} is up");
+        var link = FindLink(via) ?? throw new NodeRequestException(NodeError.NotFound, $"no link to {via} is up");
         var channel = new LinkPathChannel(link, outLabel) { Endpoint = path.Endpoint, Billable = path.Spec.Peer != via };
         var sink = Switch.RegisterSink(channel);
         Switch.Labels.Install(link.Id, inLabel, LabelAction.Deliver(sink));
@@ -389,7 +417,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     {
         Switch.Labels.Remove(path.Link.Id, path.InLabel);
         Switch.UnregisterSink(path.SinkId);
-        await path.Stop.CancelAsync();
+        await Background.CancelAsync(path.Stop);
         await path.Endpoint.DisposeAsync();
         await Task.WhenAll(path.Loops);
         path.Stop.Dispose();
@@ -419,7 +447,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             {
                 return;
             }
-            _ = Task.Run(() => _exit.ServeAsync(stream, from, _stop.Token));
+            _ = Background.Run(() => _exit.ServeAsync(stream, from, _stop.Token));
         }
     }
 
@@ -460,7 +488,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     /// <summary>One round trip over the path end <paramref name="pathId"/>.</summary>
     public Task<TimeSpan> PingPathAsync(int pathId, int size, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var path = _paths.GetValueOrDefault(pathId) ?? throw new NodeRequestException(404, $"no path {pathId}");
+        var path = _paths.GetValueOrDefault(pathId) ?? throw new NodeRequestException(NodeError.NotFound, $"no path {pathId}");
         return PingAsync(path.Endpoint, path.Spec.Peer, size, timeout, cancellationToken);
     }
 
@@ -477,13 +505,13 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         try
         {
             if (!endpoint.Datagrams.TrySend(datagram))
-                throw new NodeRequestException(503, "the path refused the ping (its link queue is full or down)");
-            await waiter.Task.WaitAsync(timeout, Time, cancellationToken);
+                throw new NodeRequestException(NodeError.Unavailable, "the path refused the ping (its link queue is full or down)");
+            await Background.WaitAsync(waiter.Task, timeout, Time, cancellationToken);
             return Time.GetElapsedTime(started);
         }
         catch (TimeoutException)
         {
-            throw new NodeRequestException(504, $"no answer from {peer} within {timeout.TotalMilliseconds:0} ms");
+            throw new NodeRequestException(NodeError.Timeout, $"no answer from {peer} within {timeout.TotalMilliseconds:0} ms");
         }
         finally
         {
@@ -498,7 +526,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     public (int Id, TcpForwarder Forwarder) StartForward(IPEndPoint listen, NodeAddress destination, string target)
     {
         if (!ServiceWire.TryParseTarget(target, out _, out _))
-            throw new NodeRequestException(400, $"target \"{target}\" is not host:port");
+            throw new NodeRequestException(NodeError.Invalid, $"target \"{target}\" is not host:port");
         return Register(new TcpForwarder(listen, this, destination, target) { Time = Time });
     }
 
@@ -511,7 +539,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         if (_apps.Count >= Options.MaxApps)
         {
             _ = app.DisposeAsync();
-            throw new NodeRequestException(429, $"this node already runs {_apps.Count} apps, its limit (\"maxApps\" in node.json); stop one first");
+            throw new NodeRequestException(NodeError.TooMany, $"this node already runs {_apps.Count} apps, its limit (\"maxApps\" in node.json); stop one first");
         }
         var id = Interlocked.Increment(ref _nextApp);
         _apps[id] = app;
@@ -554,7 +582,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         Log.Stopping(_logger, Address.ToString());
-        await _stop.CancelAsync();
+        await Background.CancelAsync(_stop);
         foreach (var id in _apps.Keys.ToList())
             await StopApp(id);
         foreach (var path in _paths.Values.ToList())

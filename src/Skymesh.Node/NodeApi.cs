@@ -49,8 +49,8 @@ public sealed class NodeApi : IAsyncDisposable
 
     /// <summary>The agent, or why there is none: no broker configured, or not logged in yet.</summary>
     private Control.ControlAgent RequireAgent() =>
-        Control is null ? throw new NodeRequestException(409, "this node has no control plane (set \"broker\" in node.json)")
-        : Control.Agent ?? throw new NodeRequestException(503, $"the control plane is not connected: {Control.Describe()}");
+        Control is null ? throw new NodeRequestException(NodeError.Conflict, "this node has no control plane (set \"broker\" in node.json)")
+        : Control.Agent ?? throw new NodeRequestException(NodeError.Unavailable, $"the control plane is not connected: {Control.Describe()}");
 
     public MeshNode Node { get; }
 
@@ -149,6 +149,18 @@ public sealed class NodeApi : IAsyncDisposable
         await next();
     }
 
+    /// <summary>The HTTP status of a node error: the one place where node failures become HTTP.</summary>
+    private static int StatusOf(NodeError error) => error switch
+    {
+        NodeError.NotFound => 404,
+        NodeError.Conflict => 409,
+        NodeError.TooMany => 429,
+        NodeError.Refused => 502,
+        NodeError.Unavailable => 503,
+        NodeError.Timeout => 504,
+        _ => 400,
+    };
+
     /// <summary>An error as RFC 7807 problem details.</summary>
     private static Task ProblemAsync(HttpContext context, int status, string title, string detail)
     {
@@ -173,7 +185,7 @@ public sealed class NodeApi : IAsyncDisposable
                     return;
                 var status = e switch
                 {
-                    NodeRequestException r => r.Status,
+                    NodeRequestException r => StatusOf(r.Error),
                     BadHttpRequestException b => b.StatusCode,
                     NoPathException => 404,
                     ServiceRefusedException or PathBrokenException => 502,
@@ -208,7 +220,7 @@ public sealed class NodeApi : IAsyncDisposable
         });
         _app.MapDelete("/api/links/{id:int}", (int id) =>
         {
-            var link = node.Switch.GetLink(id) ?? throw new NodeRequestException(404, $"no link {id}");
+            var link = node.Switch.GetLink(id) ?? throw new NodeRequestException(NodeError.NotFound, $"no link {id}");
             node.Switch.Disconnect(link, "closed by the operator");
             return Results.NoContent();
         });
@@ -221,7 +233,7 @@ public sealed class NodeApi : IAsyncDisposable
             if (request.Forward is null)
             {
                 if (request.Label is not null)
-                    throw new NodeRequestException(400, "to reserve a label leave \"label\" out; to install one give \"forward\"");
+                    throw new NodeRequestException(NodeError.Invalid, "to reserve a label leave \"label\" out; to install one give \"forward\"");
                 var reserved = node.ReserveLabel(inLink);
                 return Results.Json(new LabelReply(inLink.Id, inLink.Peer?.ToString(), reserved, "reserved"), Json);
             }
@@ -234,7 +246,7 @@ public sealed class NodeApi : IAsyncDisposable
         _app.MapDelete("/api/labels/{link:int}/{label:long}", (int link, long label) =>
             label is > 0 and <= uint.MaxValue && node.RemoveLabel(link, (uint)label)
                 ? Results.NoContent()
-                : throw new NodeRequestException(404, $"no label {label} on link {link}"));
+                : throw new NodeRequestException(NodeError.NotFound, $"no label {label} on link {link}"));
 
         _app.MapGet("/api/paths", () => Results.Json(node.Paths, Json));
         _app.MapPost("/api/paths", async (HttpContext context) =>
@@ -256,7 +268,7 @@ public sealed class NodeApi : IAsyncDisposable
             // A path the control plane set up is released at every hop; one installed by hand only here.
             if (Agent is not null && await Agent.ClosePathAsync(id, context.RequestAborted))
                 return Results.NoContent();
-            return await node.RemovePathAsync(id) ? Results.NoContent() : throw new NodeRequestException(404, $"no path {id}");
+            return await node.RemovePathAsync(id) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"no path {id}");
         });
         _app.MapPost("/api/paths/open", async (HttpContext context) =>
         {
@@ -270,7 +282,7 @@ public sealed class NodeApi : IAsyncDisposable
                     null or "latency" => Skymesh.Control.Topology.PathPolicy.LowestLatency,
                     "price" => Skymesh.Control.Topology.PathPolicy.LowestPrice,
                     "bandwidth" => Skymesh.Control.Topology.PathPolicy.MostBandwidth,
-                    _ => throw new NodeRequestException(400, $"\"policy\": \"{request.Policy}\" is not latency, price or bandwidth"),
+                    _ => throw new NodeRequestException(NodeError.Invalid, $"\"policy\": \"{request.Policy}\" is not latency, price or bandwidth"),
                 },
                 MinHops = request.MinHops ?? 1,
                 MaxHops = request.MaxHops ?? 10,
@@ -319,12 +331,12 @@ public sealed class NodeApi : IAsyncDisposable
             var request = await Read<SocksRequest>(context);
             var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "listen");
             var exit = request.Exit is { } e ? ParseAddress(e, "exit")
-                : node.SolePathPeer() ?? throw new NodeRequestException(400, "name the exit node (\"exit\"): this node has paths to none or to several nodes");
+                : node.SolePathPeer() ?? throw new NodeRequestException(NodeError.Invalid, "name the exit node (\"exit\"): this node has paths to none or to several nodes");
             var (id, app) = node.StartSocks(listen, exit);
             await RunAppAsync(context, id, app, request.Detach == true);
         });
         _app.MapDelete("/api/apps/{id:int}", async (int id) =>
-            await node.StopApp(id) ? Results.NoContent() : throw new NodeRequestException(404, $"no app {id}"));
+            await node.StopApp(id) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"no app {id}"));
 
         _app.MapGet("/metrics", (HttpContext context) =>
         {
@@ -387,7 +399,7 @@ public sealed class NodeApi : IAsyncDisposable
         if (resume.Length == 0)
             resume = request.Query["after"].ToString();
         if (resume.Length > 0 && (!long.TryParse(resume, NumberStyles.None, CultureInfo.InvariantCulture, out after)))
-            throw new NodeRequestException(400, $"\"{resume}\" is not an event number");
+            throw new NodeRequestException(NodeError.Invalid, $"\"{resume}\" is not an event number");
         var follow = request.Query["follow"].ToString() is not ("false" or "0");
         var log = Node.Events;
         var response = context.Response;
@@ -469,29 +481,29 @@ public sealed class NodeApi : IAsyncDisposable
         try
         {
             return await JsonSerializer.DeserializeAsync<T>(context.Request.Body, Json, context.RequestAborted)
-                ?? throw new NodeRequestException(400, "the request body is empty; send a JSON object");
+                ?? throw new NodeRequestException(NodeError.Invalid, "the request body is empty; send a JSON object");
         }
         catch (JsonException e)
         {
-            throw new NodeRequestException(400, $"bad JSON{(e.Path is { Length: > 0 } p ? $" at {p}" : "")}: {e.Message.Split(" Path:", 2)[0]}");
+            throw new NodeRequestException(NodeError.Invalid, $"bad JSON{(e.Path is { Length: > 0 } p ? $" at {p}" : "")}: {e.Message.Split(" Path:", 2)[0]}");
         }
     }
 
-    private static NodeRequestException Missing(string field) => new(400, $"\"{field}\" is missing");
+    private static NodeRequestException Missing(string field) => new(NodeError.Invalid, $"\"{field}\" is missing");
 
     private static NodeAddress ParseAddress(string text, string field) =>
-        NodeAddress.TryParse(text, out var address) ? address : throw new NodeRequestException(400, $"\"{field}\": \"{text}\" is not a node address (64 lowercase hex digits)");
+        NodeAddress.TryParse(text, out var address) ? address : throw new NodeRequestException(NodeError.Invalid, $"\"{field}\": \"{text}\" is not a node address (64 lowercase hex digits)");
 
     private static byte[] ParseNonce(string hex)
     {
         try
         {
             var bytes = Convert.FromHexString(hex);
-            return bytes.Length == 32 ? bytes : throw new NodeRequestException(400, "\"nonce\" is 64 hex digits (32 bytes)");
+            return bytes.Length == 32 ? bytes : throw new NodeRequestException(NodeError.Invalid, "\"nonce\" is 64 hex digits (32 bytes)");
         }
         catch (FormatException)
         {
-            throw new NodeRequestException(400, "\"nonce\" is 64 hex digits (32 bytes)");
+            throw new NodeRequestException(NodeError.Invalid, "\"nonce\" is 64 hex digits (32 bytes)");
         }
     }
 

@@ -62,14 +62,20 @@ public sealed class PathSetupSource(NodeKey key, IHopTable table, IControlCaller
     /// <summary>How long a request may be acted on.</summary>
     public TimeSpan RequestLifetime { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Where path ids and nonces come from: null (the default) for the operating system's cryptographic generator; a
+    /// seeded source only in simulations, whose runs must repeat.
+    /// </summary>
+    public Random? Random { get; init; }
+
     /// <summary>Sets up a path through <paramref name="nodes"/> (this node first, the destination last).</summary>
     /// <param name="replaces">The path this one repairs (its ends move onto the new one, keeping its nonce), or null.</param>
     public async Task<EstablishedPath> SetupAsync(IReadOnlyList<NodeAddress> nodes, uint maxPricePerHop, CancellationToken cancellationToken, SetupRequest? replaces = null)
     {
         ArgumentNullException.ThrowIfNull(nodes);
         var started = _time.GetTimestamp();
-        var nonce = replaces?.Nonce ?? RandomNumberGenerator.GetBytes(32);
-        var request = SetupRequest.Create(key, Guid.NewGuid(), _time.GetUtcNow(), RequestLifetime, maxPricePerHop, nonce, nodes, replaces?.PathId ?? Guid.Empty);
+        var nonce = replaces?.Nonce ?? NewBytes(32);
+        var request = SetupRequest.Create(key, new Guid(NewBytes(16)), _time.GetUtcNow(), RequestLifetime, maxPricePerHop, nonce, nodes, replaces?.PathId ?? Guid.Empty);
         var link = table.LinkTo(nodes[1]) ?? throw new PathSetupException("reserve", [(nodes[1], "this node has no link to the first hop")]);
         var backIn = table.Reserve(link, RequestLifetime);
         var hops = nodes.Skip(1).ToArray();
@@ -98,6 +104,16 @@ public sealed class PathSetupSource(NodeKey key, IHopTable table, IControlCaller
         }
         table.InstallEnd(request, link, backIn, labels[0].ForwardIn);
         return new EstablishedPath(request, link, backIn, labels[0].ForwardIn, _time.GetElapsedTime(started));
+    }
+
+    private byte[] NewBytes(int count)
+    {
+        if (Random is not { } random)
+            return RandomNumberGenerator.GetBytes(count);
+        var bytes = new byte[count];
+        lock (random)
+            random.NextBytes(bytes);
+        return bytes;
     }
 
     /// <summary>Tears a path down at every hop (best effort: entries left behind expire without traffic).</summary>

@@ -105,7 +105,7 @@ public sealed class RouteFinderService : IAsyncDisposable
         time ??= TimeProvider.System;
         var service = new RouteFinderService(bus, new TopologyGraph(time), time);
         bus.Handle(RouteTopics.QueryMethod, service.AnswerAsync);
-        service._events = Task.Run(service.ReadEventsAsync);
+        service._events = Background.Run(service.ReadEventsAsync);
         await bus.SubscribeAsync(RouteTopics.Links, watchMembers: true, cancellationToken);
         await bus.SubscribeAsync(RouteTopics.Members, watchMembers: true, cancellationToken);
         await bus.SubscribeAsync(RouteTopics.Finders, watchMembers: false, cancellationToken);
@@ -151,8 +151,12 @@ public sealed class RouteFinderService : IAsyncDisposable
     {
         try
         {
-            await foreach (var e in _bus.Events.ReadAllAsync(_stop.Token))
+            // Not ReadAllAsync: its awaits leave the caller's scheduler (a simulation's, on virtual time).
+            var events = _bus.Events;
+            while (await events.WaitToReadAsync(_stop.Token))
             {
+                if (!events.TryRead(out var e))
+                    continue;
                 if (e is BusPublication { Topic: RouteTopics.Links } announcement)
                     Graph.Offer(announcement.Payload.Span);
                 else if (e is BusMemberLeft { Topic: RouteTopics.Links or RouteTopics.Members } left)
@@ -169,7 +173,7 @@ public sealed class RouteFinderService : IAsyncDisposable
         if (_stop.IsCancellationRequested)
             return;
         await _sweeper.DisposeAsync();
-        await _stop.CancelAsync();
+        await Background.CancelAsync(_stop);
         await _bus.DisposeAsync();
         await _events;
         _stop.Dispose();

@@ -2,6 +2,8 @@ using System.Buffers;
 using System.Net.Sockets;
 using Skymesh.Mesh.Paths;
 
+using Skymesh.Identity;
+
 namespace Skymesh.Mesh.Apps;
 
 /// <summary>What one joined connection carried.</summary>
@@ -80,12 +82,12 @@ public static class StreamPump
                 {
                     // One side failed: the other cannot finish, so stop it too and tell the far end.
                     stream.Abort(e is SocketException or IOException ? "the local connection failed" : e.Message);
-                    await stop.CancelAsync();
+                    await Background.CancelAsync(stop);
                 }
             }
         }
 
-        await Task.WhenAll(Task.Run(() => Guard(Up)), Task.Run(() => Guard(Down)));
+        await Task.WhenAll(Background.Run(() => Guard(Up)), Background.Run(() => Guard(Down)));
         if (error is not null)
             socket.Close(0);
         else

@@ -85,7 +85,7 @@ public abstract class TcpAppListener : IAsyncDisposable
     /// <summary>Raised when a connection ends (from the task that carried it); handlers must not block.</summary>
     public event Action<AppConnection>? ConnectionEnded;
 
-    public void Start() => _accepting ??= Task.Run(AcceptLoopAsync);
+    public void Start() => _accepting ??= Background.Run(AcceptLoopAsync);
 
     private async Task AcceptLoopAsync()
     {
@@ -106,7 +106,7 @@ public abstract class TcpAppListener : IAsyncDisposable
             }
             client.NoDelay = true;
             Interlocked.Increment(ref _accepted);
-            var task = Task.Run(() => CarryAsync(client));
+            var task = Background.Run(() => CarryAsync(client));
             lock (_connections)
                 _connections.Add(task);
             _ = task.ContinueWith(t =>

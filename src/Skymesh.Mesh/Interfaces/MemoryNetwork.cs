@@ -2,6 +2,8 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Threading.Channels;
 
+using Skymesh.Identity;
+
 namespace Skymesh.Mesh.Interfaces;
 
 /// <summary>The address of an in-memory interface.</summary>
@@ -281,23 +283,29 @@ public sealed class MemoryInterface : IMeshInterface
         ArgumentNullException.ThrowIfNull(handler);
         if (_loop is not null)
             throw new InvalidOperationException("The interface has already started.");
-        // On the pool, never on the caller's synchronization context: frames must flow whatever the caller does.
-        _loop = Task.Run(() => ReceiveLoopAsync(handler));
+        // In the background on the caller's scheduler (the pool, or a simulation's), never on a synchronization context.
+        _loop = Background.Run(() => ReceiveLoopAsync(handler));
     }
 
     private async Task ReceiveLoopAsync(FrameHandler handler)
     {
-        await foreach (var (from, frame) in _inbox.Reader.ReadAllAsync())
+        // Not ReadAllAsync: its awaits leave the caller's scheduler, and a simulation must keep every frame on its own.
+        var reader = _inbox.Reader;
+        while (await reader.WaitToReadAsync())
         {
-            Counters.Received(frame.Length);
-            try
+            while (reader.TryRead(out var item))
             {
-                handler(this, from, frame);
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                // A fault in whoever handles frames must not stop the interface for every other link.
-                Counters.HandlerFailed(e);
+                var (from, frame) = item;
+                Counters.Received(frame.Length);
+                try
+                {
+                    handler(this, from, frame);
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    // A fault in whoever handles frames must not stop the interface for every other link.
+                    Counters.HandlerFailed(e);
+                }
             }
         }
     }

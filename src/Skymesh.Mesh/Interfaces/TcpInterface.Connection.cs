@@ -3,6 +3,8 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 
+using Skymesh.Identity;
+
 namespace Skymesh.Mesh.Interfaces;
 
 public sealed partial class TcpInterface
@@ -126,7 +128,7 @@ public sealed partial class TcpInterface
                     _connected = true;
                 }
                 Configure(_socket);
-                reader = Task.Run(ReadLoopAsync);
+                reader = Background.Run(ReadLoopAsync);
                 await WriteLoopAsync();
             }
             catch (Exception e) when (e is not OutOfMemoryException)

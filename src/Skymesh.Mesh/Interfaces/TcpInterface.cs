@@ -4,6 +4,8 @@ using System.Net;
 using System.Net.Sockets;
 using Skymesh.Mesh.Wire;
 
+using Skymesh.Identity;
+
 namespace Skymesh.Mesh.Interfaces;
 
 /// <summary>Settings of a <see cref="TcpInterface"/>.</summary>
@@ -171,7 +173,7 @@ public sealed partial class TcpInterface : IMeshInterface
         if (Interlocked.CompareExchange(ref _handler, handler, null) is not null)
             throw new InvalidOperationException("The interface has already started.");
         _started.TrySetResult();
-        _acceptLoop = Task.Run(AcceptLoopAsync);
+        _acceptLoop = Background.Run(AcceptLoopAsync);
     }
 
     /// <summary>
@@ -342,7 +344,7 @@ public sealed partial class TcpInterface : IMeshInterface
             if (Volatile.Read(ref _closed) == 0)
             {
                 _connections.Add(connection);
-                connection.Completion = Task.Run(connection.RunAsync);
+                connection.Completion = Background.Run(connection.RunAsync);
                 return true;
             }
         }

@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Sockets;
 
+using Skymesh.Identity;
+
 namespace Skymesh.Mesh.Interfaces;
 
 /// <summary>
@@ -172,7 +174,7 @@ public sealed class UdpInterface : IMeshInterface
             // loop then sees the interface closed), and the poll timeout bounds the wait if it cannot be sent.
             WakeReceiver();
             _socket.Dispose();
-            await Task.Run(() => loop.Join()).ConfigureAwait(false);
+            await Background.Run(() => loop.Join()).ConfigureAwait(false);
         }
         else
         {

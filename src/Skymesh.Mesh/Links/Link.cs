@@ -200,7 +200,7 @@ public sealed partial class Link : IThreadPoolWorkItem
         if (schedule && MeshSwitch.Deferring)
             MeshSwitch.FlushAtScopeEnd(this);
         else if (schedule)
-            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: true);
+            Background.Queue(this, preferLocal: true);
         return true;
     }
 
@@ -249,7 +249,7 @@ public sealed partial class Link : IThreadPoolWorkItem
                 if (once && pass >= InlinePasses)
                 {
                     // Still flushing (the flag stays set): a pool thread takes over.
-                    ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+                    Background.Queue(this, preferLocal: false);
                     return;
                 }
                 // Take the whole queue; new messages go into the other list meanwhile.

@@ -3,6 +3,8 @@ using System.Threading.Channels;
 using Skymesh.Mesh.Interfaces;
 using Skymesh.Mesh.Wire;
 
+using Skymesh.Identity;
+
 namespace Skymesh.Mesh.Links;
 
 /// <summary>Limits on how much a stranger's Hellos may cost a node (docs/wire-format.md, "Handshake admission").</summary>
@@ -93,7 +95,7 @@ public sealed partial class MeshSwitch
                     SingleReader = true,
                     FullMode = BoundedChannelFullMode.DropWrite,
                 });
-                _handshakeWorker = Task.Run(HandshakeWorkerAsync);
+                _handshakeWorker = Background.Run(HandshakeWorkerAsync);
             }
         }
         if (!_hellos.Writer.TryWrite((nic, remote, frame.ToArray())))

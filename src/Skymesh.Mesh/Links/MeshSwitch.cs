@@ -166,10 +166,10 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     public async Task<Link> ConnectAsync(IMeshInterface nic, EndPoint remote, NodeAddress? expectedPeer = null, CancellationToken cancellationToken = default)
     {
         if (_byRemote.TryGetValue((nic, remote), out var existing) && existing.State != LinkState.Down)
-            return await existing.WaitUpAsync().WaitAsync(cancellationToken);
+            return await Background.WaitAsync(existing.WaitUpAsync(), cancellationToken);
         var link = NewLink(nic, remote, initiator: true, expectedPeer);
         link.StartHandshake();
-        return await link.WaitUpAsync().WaitAsync(cancellationToken);
+        return await Background.WaitAsync(link.WaitUpAsync(), cancellationToken);
     }
 
     /// <summary>Registers a local receiver of delivered messages; its id goes into <see cref="LabelAction.Deliver"/>.</summary>

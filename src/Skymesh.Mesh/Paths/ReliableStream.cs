@@ -1,3 +1,5 @@
+using Skymesh.Identity;
+
 namespace Skymesh.Mesh.Paths;
 
 /// <summary>
@@ -206,7 +208,7 @@ public sealed partial class ReliableStream : IAsyncDisposable
                     Reschedule(now);
                 }
             }
-            return cancellationToken.CanBeCanceled ? _completion.Task.WaitAsync(cancellationToken) : _completion.Task;
+            return Background.WaitAsync(_completion.Task, cancellationToken);
         }
     }
 

@@ -27,7 +27,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
     private readonly IRouteFinder _finder;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
-    private readonly SemaphoreSlim _announceSignal = new(0);
+    private readonly AsyncSignal _announceSignal = new();
     private readonly Dictionary<Guid, EstablishedPath> _opened = [];
     private readonly Lock _lock = new();
     private Task _events = Task.CompletedTask;
@@ -45,7 +45,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         Graph.RecordAccepted += _ => RequestRepairRetry();
         var table = new NodeHopTable(node, node.Options.Price);
         _hop = new PathSetupHop(node.Address, table, node.Time);
-        _source = new PathSetupSource(node.Key, table, new BusControlCaller(bus), node.Time);
+        _source = new PathSetupSource(node.Key, table, new BusControlCaller(bus), node.Time) { Random = node.Random };
         _finder = node.Options.Finder is { } finder ? new RemoteRouteFinder(bus, finder) : new LocalRouteFinder(Graph);
     }
 
@@ -85,8 +85,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
         bus.StateChanged += agent.OnBusState;
         node.Switch.LinkUp += agent.OnLinkChange;
         node.Switch.LinkDown += agent.OnLinkDown;
-        agent._events = Task.Run(agent.ReadEventsAsync);
-        agent._announcer = Task.Run(agent.AnnounceLoopAsync);
+        agent._events = Background.Run(agent.ReadEventsAsync);
+        agent._announcer = Background.Run(agent.AnnounceLoopAsync);
         try
         {
             if (agent.UsesFinder)
@@ -157,7 +157,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
             pathId.TryWriteBytes(body, bigEndian: true, out _);
             _node.Address.WriteTo(body.AsSpan(16));
             neighbour.WriteTo(body.AsSpan(48));
-            _ = Task.Run(async () =>
+            _ = Background.Run(async () =>
             {
                 try
                 {
@@ -186,7 +186,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
             if (!_opened.TryGetValue(setupId, out path))
                 return false;
         }
-        _ = Task.Run(() => RepairAsync(setupId, (_node.Address, path.Request.Nodes[1]), why));
+        _ = Background.Run(() => RepairAsync(setupId, (_node.Address, path.Request.Nodes[1]), why));
         return true;
     }
 
@@ -204,7 +204,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         // Only a node on the path may say it broke, and only about its own link.
         if (path is null || !path.Request.Nodes.Contains(from) || (from != a && from != b))
             throw new ControlBusException(ControlBusException.NotFound, "no such path from this source, or the caller is not on it");
-        _ = Task.Run(() => RepairAsync(setupId, (a, b), $"{from} reported its link to {(from == a ? b : a)} down"));
+        _ = Background.Run(() => RepairAsync(setupId, (a, b), $"{from} reported its link to {(from == a ? b : a)} down"));
         return ValueTask.FromResult(ReadOnlyMemory<byte>.Empty);
     }
 
@@ -256,7 +256,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         }
         if (Interlocked.Exchange(ref _retryScheduled, 1) != 0)
             return;
-        _ = Task.Run(async () =>
+        _ = Background.Run(async () =>
         {
             try
             {
@@ -366,8 +366,12 @@ public sealed partial class ControlAgent : IAsyncDisposable
     {
         try
         {
-            await foreach (var e in _bus.Events.ReadAllAsync(_stop.Token))
+            // Not ReadAllAsync: its awaits leave the caller's scheduler (a simulation's, on virtual time).
+            var events = _bus.Events;
+            while (await events.WaitToReadAsync(_stop.Token))
             {
+                if (!events.TryRead(out var e))
+                    continue;
                 switch (e)
                 {
                     case BusDirectMessage direct when direct.Payload.Span.StartsWith("SKR1"u8):
@@ -415,7 +419,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         }
         catch (PathSetupException e)
         {
-            throw new NodeRequestException(502, e.Message);
+            throw new NodeRequestException(NodeError.Refused, e.Message);
         }
         lock (_lock)
             _opened[path.Request.PathId] = path;
@@ -448,7 +452,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
                         {
                             times.Add((await _node.PingPathAsync(path.Id, 64, TimeSpan.FromSeconds(2), cancellationToken)).TotalMicroseconds);
                         }
-                        catch (NodeRequestException e) when (e.Status == 504)
+                        catch (NodeRequestException e) when (e.Error == NodeError.Timeout)
                         {
                             error = "no answer";
                         }
@@ -476,7 +480,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         }
         catch (NoRouteException e)
         {
-            throw new NodeRequestException(404, e.Message);
+            throw new NodeRequestException(NodeError.NotFound, e.Message);
         }
     }
 
@@ -504,13 +508,12 @@ public sealed partial class ControlAgent : IAsyncDisposable
         _bus.StateChanged -= OnBusState;
         _node.Switch.LinkUp -= OnLinkChange;
         _node.Switch.LinkDown -= OnLinkDown;
-        await _stop.CancelAsync();
+        await Background.CancelAsync(_stop);
         await Settlement.DisposeAsync();
         await _announcer;
         await _bus.DisposeAsync();
         await _events;
         _stop.Dispose();
-        _announceSignal.Dispose();
     }
 
     private static partial class Log

@@ -4,6 +4,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Skymesh.Control.Bus;
 using Skymesh.Control.Settlement;
 
+using Skymesh.Identity;
+
 namespace Skymesh.Node.Control;
 
 /// <summary>
@@ -25,7 +27,7 @@ public sealed partial class ControlPlane : IAsyncDisposable
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
-    private readonly SemaphoreSlim _lost = new(0);
+    private readonly AsyncSignal _lost = new();
     private readonly TaskCompletionSource _firstConnected = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task _loop = Task.CompletedTask;
     private volatile ControlAgent? _agent;
@@ -76,12 +78,12 @@ public sealed partial class ControlPlane : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(connector);
         ArgumentNullException.ThrowIfNull(ledger);
         var plane = new ControlPlane(node, connector, ledger, loggerFactory);
-        plane._loop = Task.Run(plane.RunAsync);
+        plane._loop = Background.Run(plane.RunAsync);
         return plane;
     }
 
     /// <summary>Completes when the agent first logs in.</summary>
-    public Task WaitConnectedAsync(CancellationToken cancellationToken) => _firstConnected.Task.WaitAsync(cancellationToken);
+    public Task WaitConnectedAsync(CancellationToken cancellationToken) => Background.WaitAsync(_firstConnected.Task, cancellationToken);
 
     private async Task RunAsync()
     {
@@ -154,12 +156,11 @@ public sealed partial class ControlPlane : IAsyncDisposable
     {
         if (_stop.IsCancellationRequested)
             return;
-        await _stop.CancelAsync();
+        await Background.CancelAsync(_stop);
         await _loop;
         if (_agent is { } agent)
             await agent.DisposeAsync();
         _stop.Dispose();
-        _lost.Dispose();
     }
 
     private static partial class Log

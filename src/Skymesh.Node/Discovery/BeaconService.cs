@@ -47,7 +47,7 @@ public sealed partial class BeaconService : IAsyncDisposable
         _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         _listener.Bind(new IPEndPoint(IPAddress.Any, options.Address.Port));
         _sender = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { EnableBroadcast = true };
-        _loop = Task.Run(ListenAsync);
+        _loop = Background.Run(ListenAsync);
         _timer = node.Time.CreateTimer(static s => ((BeaconService)s!).Send(), this, TimeSpan.Zero, options.Interval);
     }
 
@@ -125,7 +125,7 @@ public sealed partial class BeaconService : IAsyncDisposable
             if (_lastAttempt.TryGetValue(beacon.Node, out var last) && _node.Time.GetElapsedTime(last, now) < _options.Interval * 3)
                 continue;
             _lastAttempt[beacon.Node] = now;
-            _ = Task.Run(() => LinkAsync(beacon.Node, new IPEndPoint(from.Address, beacon.Port)));
+            _ = Background.Run(() => LinkAsync(beacon.Node, new IPEndPoint(from.Address, beacon.Port)));
         }
     }
 

@@ -46,7 +46,10 @@ public sealed class NodeHostBuilder
         return this;
     }
 
-    /// <summary>The node's randomness (bus message ids, reconnect jitter); seeded for repeatable runs.</summary>
+    /// <summary>
+    /// A seeded random source for repeatable runs (simulations): bus message ids, reconnect jitter, path ids and
+    /// nonces. Without it, ids and nonces come from the operating system's cryptographic generator.
+    /// </summary>
     public NodeHostBuilder UseRandom(Random random)
     {
         _random = random ?? throw new ArgumentNullException(nameof(random));
@@ -103,6 +106,7 @@ public sealed class NodeHostBuilder
         var key = keys.LoadOrCreate(out var keyDescription);
         var bus = _busChosen ? _bus : DefaultBus();
         var node = MeshNode.Start(_options, key, keyDescription, (nic, _) => _interfaces.Open(nic, _time), _logging, _time);
+        node.Random = _random;
         EmbeddedLedger? ledger = null;
         ControlPlane? control = null;
         try

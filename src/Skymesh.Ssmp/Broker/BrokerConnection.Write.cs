@@ -46,7 +46,9 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
             return false;
         }
         if (schedule)
+            #pragma warning disable RS0030 // SSMP runs on real sockets and the thread pool, never on a simulation's scheduler
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            #pragma warning restore RS0030
         return true;
     }
 

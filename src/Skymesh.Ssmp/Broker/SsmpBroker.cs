@@ -92,7 +92,9 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         sweep = Max(TimeSpan.FromMilliseconds(10), Min(sweep, TimeSpan.FromSeconds(1)));
         _sweepTimer = _time.CreateTimer(_ => Sweep(), null, sweep, sweep);
         // Connection loops start from here: run them on the pool, free of the caller's synchronization context.
+        #pragma warning disable RS0030 // SSMP runs on real sockets and the thread pool, never on a simulation's scheduler
         _acceptLoop = Task.Run(AcceptLoopAsync);
+        #pragma warning restore RS0030
         Log.Started(_logger, _options.ServerName, LocalEndPoint, string.Join(' ', _options.Authenticators.Select(a => a.Scheme)), _options.Tls is not null);
     }
 

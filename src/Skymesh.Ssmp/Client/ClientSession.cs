@@ -104,7 +104,9 @@ internal sealed class ClientSession : IThreadPoolWorkItem
             _flushing = true;
         }
         if (schedule)
+            #pragma warning disable RS0030 // SSMP runs on real sockets and the thread pool, never on a simulation's scheduler
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            #pragma warning restore RS0030
         return waiter?.Task;
     }
 
@@ -122,7 +124,9 @@ internal sealed class ClientSession : IThreadPoolWorkItem
             _flushing = true;
         }
         if (schedule)
+            #pragma warning disable RS0030 // SSMP runs on real sockets and the thread pool, never on a simulation's scheduler
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            #pragma warning restore RS0030
     }
 
     /// <summary>Posted requests the broker refused.</summary>

@@ -84,7 +84,9 @@ public sealed partial class SsmpClient : IAsyncDisposable
         {
             var session = await client.OpenSessionAsync(cancellationToken);
             client._session = session;
+            #pragma warning disable RS0030 // SSMP runs on real sockets and the thread pool, never on a simulation's scheduler
             client._supervisor = Task.Run(() => client.SuperviseAsync(session));
+            #pragma warning restore RS0030
             var period = Min(options.PingInterval, options.PongTimeout) / 4;
             period = period < TimeSpan.FromMilliseconds(10) ? TimeSpan.FromMilliseconds(10) : period;
             client._keepalive = client._time.CreateTimer(static c => ((SsmpClient)c!).CheckKeepalive(), client, period, period);
@@ -240,7 +242,9 @@ public sealed partial class SsmpClient : IAsyncDisposable
             throw new SsmpConnectionException($"Could not connect to {_options.Host}:{_options.Port}: {e.Message}", e);
         }
         // The read loop runs on the pool, never on the caller's synchronization context.
+        #pragma warning disable RS0030 // SSMP runs on real sockets and the thread pool, never on a simulation's scheduler
         _ = Task.Run(() => session.RunReadLoopAsync(OnServerEvent));
+        #pragma warning restore RS0030
         try
         {
             // A key login signs a new credential each time, just before sending it: a credential is good once, and only

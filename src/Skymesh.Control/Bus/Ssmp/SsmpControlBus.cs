@@ -47,8 +47,8 @@ public sealed partial class SsmpControlBus : IControlBus
             Timeout = TimeSpan.FromSeconds(10),
         }, time);
         peer.Client.StateChanged += OnClientState;
-        _pump = Task.Run(PumpEventsAsync);
-        _messagePump = Task.Run(PumpMessagesAsync);
+        _pump = Background.Run(PumpEventsAsync);
+        _messagePump = Background.Run(PumpMessagesAsync);
     }
 
     public NodeAddress Self { get; }
