@@ -309,6 +309,9 @@ internal static class NodeCommands
                     p.Id.ToString(CultureInfo.InvariantCulture), Short(p.Peer), Short(p.Via), p.Initiator ? "source" : "destination", p.State,
                     $"{p.OutLabel}/{p.InLabel}", p.OpenStreams.ToString(CultureInfo.InvariantCulture), $"{p.MessagesSent:N0}/{p.MessagesReceived:N0}", p.Error ?? "",
                 }));
+            // Paths the control plane set up: every hop with the labels it takes the path in on (forward/back).
+            foreach (var p in paths.Where(p => p.Hops is { Count: > 0 }))
+                Console.WriteLine($"path {p.Id}: {string.Join(" -> ", p.Hops!.Select(h => $"{Short(h.Node)} ({(h.ForwardIn == 0 ? "-" : h.ForwardIn.ToString(CultureInfo.InvariantCulture))}/{(h.BackIn == 0 ? "-" : h.BackIn.ToString(CultureInfo.InvariantCulture))})"))}");
             return 0;
         });
 

@@ -34,12 +34,16 @@ public sealed class NodeApi : IAsyncDisposable
 
     private readonly WebApplication _app;
 
-    private NodeApi(WebApplication app, MeshNode node, Control.ControlPlane? control)
+    private NodeApi(WebApplication app, NodeReadModel read)
     {
         _app = app;
-        Node = node;
-        Control = control;
+        ReadModel = read;
+        Node = read.Node;
+        Control = read.Control;
     }
+
+    /// <summary>What the API answers its queries from (the same the dashboard and the simulator read).</summary>
+    public NodeReadModel ReadModel { get; }
 
     /// <summary>The node's control plane, when it has a broker (logged in or still connecting).</summary>
     public Control.ControlPlane? Control { get; }
@@ -47,19 +51,17 @@ public sealed class NodeApi : IAsyncDisposable
     /// <summary>The node's control agent while it is logged into the broker.</summary>
     public Control.ControlAgent? Agent => Control?.Agent;
 
-    /// <summary>The agent, or why there is none: no broker configured, or not logged in yet.</summary>
-    private Control.ControlAgent RequireAgent() =>
-        Control is null ? throw new NodeRequestException(NodeError.Conflict, "this node has no control plane (set \"broker\" in node.json)")
-        : Control.Agent ?? throw new NodeRequestException(NodeError.Unavailable, $"the control plane is not connected: {Control.Describe()}");
+    private Control.ControlAgent RequireAgent() => ReadModel.RequireAgent();
 
     public MeshNode Node { get; }
 
     /// <summary>Where the API listens (the real port when the configuration asked for port 0).</summary>
     public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
 
-    internal static async Task<NodeApi> StartAsync(MeshNode node, IPEndPoint listen, Control.ControlPlane? control)
+    internal static async Task<NodeApi> StartAsync(NodeReadModel read, IPEndPoint listen)
     {
-        ArgumentNullException.ThrowIfNull(node);
+        ArgumentNullException.ThrowIfNull(read);
+        var node = read.Node;
         var builder = WebApplication.CreateSlimBuilder();
         // The host's own logs (Kestrel, lifetime) are not the node's: the node logs what matters itself.
         builder.Logging.ClearProviders();
@@ -72,7 +74,7 @@ public sealed class NodeApi : IAsyncDisposable
             k.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
         });
         var app = builder.Build();
-        var api = new NodeApi(app, node, control) { Token = ApiToken.LoadOrCreate(node.Options.DataDir) };
+        var api = new NodeApi(app, read) { Token = ApiToken.LoadOrCreate(node.Options.DataDir) };
         api.Map();
         try
         {
@@ -204,11 +206,9 @@ public sealed class NodeApi : IAsyncDisposable
         _app.MapGet("/healthz", () => Results.Text("ok\n"));
         _app.MapGet("/api/events", StreamEventsAsync);
 
-        _app.MapGet("/api/node", () => Results.Json(Status(), Json));
-        _app.MapGet("/api/interfaces", () => Results.Json(node.Interfaces.Values.Select(i => new InterfaceInfo(
-            i.Name, i.LocalEndPoint.ToString() ?? "", i.Mtu, i.Counters.FramesSent, i.Counters.FramesReceived,
-            i.Counters.BytesSent, i.Counters.BytesReceived, i.Counters.SendDrops, i.Counters.ReceiveDrops)), Json));
-        _app.MapGet("/api/links", () => Results.Json(node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info()), Json));
+        _app.MapGet("/api/node", () => Results.Json(ReadModel.Status(), Json));
+        _app.MapGet("/api/interfaces", () => Results.Json(ReadModel.Interfaces(), Json));
+        _app.MapGet("/api/links", () => Results.Json(ReadModel.Links(), Json));
         _app.MapPost("/api/links", async (HttpContext context) =>
         {
             var request = await Read<LinkRequest>(context);
@@ -225,7 +225,7 @@ public sealed class NodeApi : IAsyncDisposable
             return Results.NoContent();
         });
 
-        _app.MapGet("/api/labels", () => Results.Json(node.Switch.Labels.List().Select(Describe), Json));
+        _app.MapGet("/api/labels", () => Results.Json(ReadModel.Labels(), Json));
         _app.MapPost("/api/labels", async (HttpContext context) =>
         {
             var request = await Read<LabelRequest>(context);
@@ -248,7 +248,7 @@ public sealed class NodeApi : IAsyncDisposable
                 ? Results.NoContent()
                 : throw new NodeRequestException(NodeError.NotFound, $"no label {label} on link {link}"));
 
-        _app.MapGet("/api/paths", () => Results.Json(node.Paths, Json));
+        _app.MapGet("/api/paths", () => Results.Json(ReadModel.Paths(), Json));
         _app.MapPost("/api/paths", async (HttpContext context) =>
         {
             var request = await Read<PathRequest>(context);
@@ -299,14 +299,8 @@ public sealed class NodeApi : IAsyncDisposable
             var to = ParseAddress(request.To ?? throw Missing("to"), "to");
             return Results.Json(await agent.TraceAsync(to, Math.Clamp(request.Probes ?? 3, 1, 10), context.RequestAborted), Json);
         });
-        _app.MapGet("/api/balance", () =>
-            Results.Json(RequireAgent().Settlement.Balance(), Json));
-        _app.MapGet("/api/nodes", () =>
-        {
-            var agent = RequireAgent();
-            return Results.Json(agent.Graph.Records.OrderBy(r => r.Node.ToString()).Select(r => new MeshNodeInfo(
-                r.Node.ToString(), r.Sequence, r.Expires, r.Links.Select(l => new MeshLinkInfo(l.Peer.ToString(), l.RttMicroseconds, l.LossPpm, l.CapacityKbps, l.PricePerMiB, l.State.ToString().ToLowerInvariant())).ToList())), Json);
-        });
+        _app.MapGet("/api/balance", () => Results.Json(ReadModel.Balance(), Json));
+        _app.MapGet("/api/nodes", () => Results.Json(ReadModel.Mesh(), Json));
 
         _app.MapPost("/api/ping", async (HttpContext context) =>
         {
@@ -317,7 +311,7 @@ public sealed class NodeApi : IAsyncDisposable
             return Results.Json(new PingReply(to.ToString(), rtt.TotalMicroseconds), Json);
         });
 
-        _app.MapGet("/api/apps", () => Results.Json(node.Apps.Select(a => AppInfo.Of(a.Key, a.Value)), Json));
+        _app.MapGet("/api/apps", () => Results.Json(ReadModel.Apps(), Json));
         _app.MapPost("/api/forwards", async (HttpContext context) =>
         {
             var request = await Read<ForwardRequest>(context);
@@ -454,25 +448,6 @@ public sealed class NodeApi : IAsyncDisposable
     {
         await context.Response.WriteAsync(JsonSerializer.Serialize(e, Json) + "\n", context.RequestAborted);
         await context.Response.Body.FlushAsync(context.RequestAborted);
-    }
-
-    private NodeStatus Status()
-    {
-        var node = Node;
-        return new NodeStatus(
-            node.Address.ToString(), node.Started, node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}").ToList(),
-            node.Switch.Links.Count(l => l.State == LinkState.Up), node.Paths.Count, node.Switch.Labels.List().Count,
-            node.Switch.Forwarded, node.Switch.Delivered, node.Switch.ForwardDrops, node.Switch.BadFrames, node.Switch.Labels.UnknownLabels,
-            node.Options.Exits.Rules, node.Options.Broker, Control?.State ?? "none", Control?.LastError);
-    }
-
-    private LabelEntry Describe(LabelEntryInfo e)
-    {
-        var inPeer = Node.Switch.GetLink(e.InLink)?.Peer?.ToString();
-        if (e.Action.Kind == LabelActionKind.Forward)
-            return new LabelEntry(e.InLink, inPeer, e.InLabel, "forward", e.Action.OutLink, Node.Switch.GetLink(e.Action.OutLink)?.Peer?.ToString(), e.Action.OutLabel, null, e.IdleFor.TotalSeconds);
-        var path = Node.PathEnds.FirstOrDefault(p => p.SinkId == e.Action.Endpoint)?.Id;
-        return new LabelEntry(e.InLink, inPeer, e.InLabel, "deliver", null, null, null, path, e.IdleFor.TotalSeconds);
     }
 
     private static async Task<T> Read<T>(HttpContext context)

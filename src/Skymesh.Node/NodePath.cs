@@ -34,7 +34,18 @@ public sealed record PathSpec
 /// <summary>A path as the local API lists it.</summary>
 public sealed record PathInfo(
     int Id, string Peer, string Via, int OutLink, uint OutLabel, int InLink, uint InLabel, bool Initiator, string State,
-    int OpenStreams, long MessagesSent, long MessagesReceived, long MessagesDropped, DateTimeOffset Created, string? Error);
+    int OpenStreams, long MessagesSent, long MessagesReceived, long MessagesDropped, DateTimeOffset Created, string? Error)
+{
+    /// <summary>For a path this node set up through the control plane: every node on it and the labels it switches on.</summary>
+    public IReadOnlyList<PathHop>? Hops { get; init; }
+}
+
+/// <summary>
+/// One node of a path as its source set it up: the label it takes the path's messages in on from the source's side
+/// (<see cref="ForwardIn"/>) and from the destination's side (<see cref="BackIn"/>); 0 where there is none (the source
+/// has no forward-in label, the destination no back-in label of its own).
+/// </summary>
+public sealed record PathHop(string Node, uint ForwardIn, uint BackIn);
 
 /// <summary>One end of a path on this node: the endpoint, its channel, and the label entry that feeds it.</summary>
 internal sealed class NodePath

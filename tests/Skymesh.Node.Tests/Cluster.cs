@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Skymesh.Mesh.Links;
 using Skymesh.Node.Hosting;
+using Skymesh.Tests;
 
 namespace Skymesh.Node.Tests;
 
@@ -11,8 +12,9 @@ public sealed class TestNode : IAsyncDisposable
     private readonly string _dir;
     private int _disposed;
 
-    private TestNode(string dir, NodeHost host, Control.ControlAgent? agent)
+    private TestNode(string dir, NodeHost host, Control.ControlAgent? agent, CapturingLoggerFactory logs)
     {
+        Logs = logs;
         _dir = dir;
         Host = host;
         Agent = agent;
@@ -20,6 +22,9 @@ public sealed class TestNode : IAsyncDisposable
     }
 
     public NodeHost Host { get; }
+
+    /// <summary>What the node logged: stopping it fails the test if it logged an error.</summary>
+    internal CapturingLoggerFactory Logs { get; }
 
     /// <summary>The control agent as it first logged in (null without a broker).</summary>
     public Control.ControlAgent? Agent { get; }
@@ -51,11 +56,12 @@ public sealed class TestNode : IAsyncDisposable
               {{extraJson}}
             }
             """;
-        var host = await new NodeHostBuilder(NodeOptions.Parse(json, dir)).StartAsync();
+        var logs = new CapturingLoggerFactory();
+        var host = await new NodeHostBuilder(NodeOptions.Parse(json, dir)).UseLogging(logs).StartAsync();
         try
         {
             var agent = broker is null ? null : await host.WaitForControlAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(20));
-            return new TestNode(dir, host, agent);
+            return new TestNode(dir, host, agent, logs);
         }
         catch
         {
@@ -82,6 +88,8 @@ public sealed class TestNode : IAsyncDisposable
     {
         Client.Dispose();
         await Host.DisposeAsync();
+        // A node keeps going through what its peers and its bus do, and says so in warnings; an error is a bug.
+        Assert.True(Logs.Errors.IsEmpty, $"node {Address[..16]} logged errors:\n" + string.Join("\n", Logs.Errors));
     }
 
     public async ValueTask DisposeAsync()

@@ -18,6 +18,7 @@ public sealed class NodeHostTests : IAsyncDisposable
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
     private readonly List<NodeHost> _hosts = [];
+    private readonly Skymesh.Tests.CapturingLoggerFactory _logs = new();
     private readonly MemoryNetworks _networks = new(seed: 9);
     private SsmpBroker? _broker;
 
@@ -50,6 +51,7 @@ public sealed class NodeHostTests : IAsyncDisposable
             """, Path.Combine(Path.GetTempPath(), "skymesh-never-written"));
         var host = await new NodeHostBuilder(options)
             .UseKeyStore(new MemoryKeyStore(NodeKey.Generate()))
+            .UseLogging(_logs)
             .UseInterfaces(new InterfaceFactory(_networks))
             .UseControlBus(bus)
             .UseMemoryLedger()
@@ -86,6 +88,13 @@ public sealed class NodeHostTests : IAsyncDisposable
         var path = await agent.OpenPathAsync(c.Node.Address, new PathQuery { Via = [b.Node.Address] }, Ct);
         Assert.Equal(b.Node.Address.ToString(), path.Via);
         Assert.True(await a.Node.PingAsync(c.Node.Address, 64, TimeSpan.FromSeconds(5), Ct) > TimeSpan.Zero);
+
+        // The source's read model shows every hop with its labels, and they are the ones in the relay's table.
+        var hops = Assert.Single(a.Read.Paths()).Hops!;
+        Assert.Equal([a.Node.Address.ToString(), b.Node.Address.ToString(), c.Node.Address.ToString()], hops.Select(h => h.Node));
+        var relay = b.Read.Labels();
+        Assert.Contains(relay, e => e.InLabel == hops[1].ForwardIn && e.Action == "forward" && e.OutLabel == hops[2].ForwardIn && e.OutPeer == c.Node.Address.ToString());
+        Assert.Contains(relay, e => e.InLabel == hops[1].BackIn && e.Action == "forward" && e.OutLabel == hops[0].BackIn && e.OutPeer == a.Node.Address.ToString());
 
         // Cut B - C for good: B reports the break over the bus, A repairs through D.
         _networks["lab"].SetCut(At(b), At(c), cut: true);
@@ -158,5 +167,6 @@ public sealed class NodeHostTests : IAsyncDisposable
             await host.DisposeAsync();
         if (_broker is not null)
             await _broker.DisposeAsync();
+        Assert.True(_logs.Errors.IsEmpty, "the nodes logged errors:\n" + string.Join("\n", _logs.Errors));
     }
 }

@@ -48,7 +48,11 @@ public sealed class PathSetupException : Exception
 }
 
 /// <summary>A path that is set up, from the source's side.</summary>
-public sealed record EstablishedPath(SetupRequest Request, int Link, uint InLabel, uint OutLabel, TimeSpan SetupTime);
+public sealed record EstablishedPath(SetupRequest Request, int Link, uint InLabel, uint OutLabel, TimeSpan SetupTime)
+{
+    /// <summary>The labels each hop after the source chose (in the order of <see cref="SetupRequest.Nodes"/>, from the second).</summary>
+    public IReadOnlyList<HopLabels> Hops { get; init; } = [];
+}
 
 /// <summary>
 /// The source's side of path setup: one signature, then two parallel rounds to every hop — reserve (each
@@ -103,7 +107,7 @@ public sealed class PathSetupSource(NodeKey key, IHopTable table, IControlCaller
             throw new PathSetupException("commit", refusals!);
         }
         table.InstallEnd(request, link, backIn, labels[0].ForwardIn);
-        return new EstablishedPath(request, link, backIn, labels[0].ForwardIn, _time.GetElapsedTime(started));
+        return new EstablishedPath(request, link, backIn, labels[0].ForwardIn, _time.GetElapsedTime(started)) { Hops = labels };
     }
 
     private byte[] NewBytes(int count)

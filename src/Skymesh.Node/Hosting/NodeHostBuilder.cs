@@ -113,8 +113,9 @@ public sealed class NodeHostBuilder
         {
             ledger = (_ledger ?? (time => EmbeddedLedger.Open(_options.LedgerFile, time)))(_time);
             control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
-            var api = _api ? await NodeApi.StartAsync(node, _options.Api, control) : null;
-            return new NodeHost(node, control, api, ledger);
+            var read = new NodeReadModel(node, control);
+            var api = _api ? await NodeApi.StartAsync(read, _options.Api) : null;
+            return new NodeHost(node, control, api, ledger, read);
         }
         catch
         {
@@ -146,15 +147,19 @@ public sealed class NodeHost : IAsyncDisposable
 {
     private int _disposed;
 
-    internal NodeHost(MeshNode node, ControlPlane? control, NodeApi? api, EmbeddedLedger ledger)
+    internal NodeHost(MeshNode node, ControlPlane? control, NodeApi? api, EmbeddedLedger ledger, NodeReadModel read)
     {
         Node = node;
+        Read = read;
         Control = control;
         Api = api;
         Ledger = ledger;
     }
 
     public MeshNode Node { get; }
+
+    /// <summary>What the node shows of itself, as the local API serves it.</summary>
+    public NodeReadModel Read { get; }
 
     /// <summary>The control plane; null when the node has no control bus.</summary>
     public ControlPlane? Control { get; }

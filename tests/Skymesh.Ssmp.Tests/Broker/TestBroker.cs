@@ -1,6 +1,5 @@
-using System.Collections.Concurrent;
 using System.Net;
-using Microsoft.Extensions.Logging;
+using Skymesh.Tests;
 using Skymesh.Ssmp.Broker;
 
 namespace Skymesh.Ssmp.Tests.Broker;
@@ -60,34 +59,5 @@ internal sealed class TestBroker : IAsyncDisposable
     {
         await Broker.DisposeAsync();
         Assert.True(_logs.Errors.IsEmpty, "The broker logged errors:\n" + string.Join("\n", _logs.Errors));
-    }
-
-    private sealed class CapturingLoggerFactory : ILoggerFactory, ILogger
-    {
-        public ConcurrentQueue<string> Errors { get; } = new();
-
-        public ConcurrentDictionary<int, int> Counts { get; } = new();
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public void Dispose()
-        {
-        }
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            Counts.AddOrUpdate(eventId.Id, 1, (_, n) => n + 1);
-            if (logLevel >= LogLevel.Error)
-                Errors.Enqueue($"{logLevel} {eventId.Id}: {formatter(state, exception)} {exception}");
-        }
     }
 }

@@ -1,0 +1,71 @@
+using Skymesh.Mesh.Apps;
+using Skymesh.Mesh.Forwarding;
+using Skymesh.Mesh.Links;
+using Skymesh.Node.Control;
+
+namespace Skymesh.Node;
+
+/// <summary>
+/// What a node shows of itself — its status, interfaces, links, label table, paths with the labels at every hop,
+/// balances, the mesh as it knows it, its apps — in the shapes the local API serves. The API, the dashboard and the
+/// simulator all read a node through this one place, so they never disagree. Reads are snapshots: cheap, lock-free
+/// where the node's own state is, and safe from any thread.
+/// </summary>
+public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
+{
+    public MeshNode Node { get; } = node;
+
+    public ControlPlane? Control { get; } = control;
+
+    /// <summary>The control agent, or why there is none: no control bus configured, or not on it yet.</summary>
+    public ControlAgent RequireAgent() =>
+        Control is null ? throw new NodeRequestException(NodeError.Conflict, "this node has no control plane (set \"broker\" in node.json)")
+        : Control.Agent ?? throw new NodeRequestException(NodeError.Unavailable, $"the control plane is not connected: {Control.Describe()}");
+
+    public NodeStatus Status() => new(
+        Node.Address.ToString(), Node.Started, [.. Node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}")],
+        Node.Switch.Links.Count(l => l.State == LinkState.Up), Node.Paths.Count, Node.Switch.Labels.List().Count,
+        Node.Switch.Forwarded, Node.Switch.Delivered, Node.Switch.ForwardDrops, Node.Switch.BadFrames, Node.Switch.Labels.UnknownLabels,
+        Node.Options.Exits.Rules, Node.Options.Broker ?? (Control is null ? null : Control.Broker), Control?.State ?? "none", Control?.LastError);
+
+    public IReadOnlyList<InterfaceInfo> Interfaces() => [.. Node.Interfaces.Values.Select(i => new InterfaceInfo(
+        i.Name, i.LocalEndPoint.ToString() ?? "", i.Mtu, i.Counters.FramesSent, i.Counters.FramesReceived,
+        i.Counters.BytesSent, i.Counters.BytesReceived, i.Counters.SendDrops, i.Counters.ReceiveDrops))];
+
+    public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info())];
+
+    public IReadOnlyList<LabelEntry> Labels() => [.. Node.Switch.Labels.List().Select(Describe)];
+
+    private LabelEntry Describe(LabelEntryInfo e)
+    {
+        var inPeer = Node.Switch.GetLink(e.InLink)?.Peer?.ToString();
+        if (e.Action.Kind == LabelActionKind.Forward)
+            return new LabelEntry(e.InLink, inPeer, e.InLabel, "forward", e.Action.OutLink, Node.Switch.GetLink(e.Action.OutLink)?.Peer?.ToString(), e.Action.OutLabel, null, e.IdleFor.TotalSeconds);
+        var path = Node.PathEnds.FirstOrDefault(p => p.SinkId == e.Action.Endpoint)?.Id;
+        return new LabelEntry(e.InLink, inPeer, e.InLabel, "deliver", null, null, null, path, e.IdleFor.TotalSeconds);
+    }
+
+    /// <summary>The node's path ends; those it set up through the control plane carry every hop and its labels.</summary>
+    public IReadOnlyList<PathInfo> Paths()
+    {
+        var opened = Control?.Agent?.Opened.ToDictionary(p => p.Request.PathId) ?? [];
+        var setupIds = Node.PathEnds.ToDictionary(p => p.Id, p => p.Spec.SetupId);
+        return [.. Node.Paths.Select(p =>
+        {
+            if (!setupIds.TryGetValue(p.Id, out var setupId) || setupId is not { } id || !opened.TryGetValue(id, out var path))
+                return p;
+            var nodes = path.Request.Nodes;
+            var hops = new List<PathHop> { new(nodes[0].ToString(), 0, path.InLabel) };
+            hops.AddRange(path.Hops.Select((h, i) => new PathHop(nodes[i + 1].ToString(), h.ForwardIn, i + 1 == path.Hops.Count ? 0 : h.BackIn)));
+            return p with { Hops = hops };
+        })];
+    }
+
+    public BalanceInfo Balance() => RequireAgent().Settlement.Balance();
+
+    /// <summary>The mesh as this node's control plane knows it: every node's latest announcement.</summary>
+    public IReadOnlyList<MeshNodeInfo> Mesh() => [.. RequireAgent().Graph.Records.OrderBy(r => r.Node.ToString()).Select(r => new MeshNodeInfo(
+        r.Node.ToString(), r.Sequence, r.Expires, [.. r.Links.Select(l => new MeshLinkInfo(l.Peer.ToString(), l.RttMicroseconds, l.LossPpm, l.CapacityKbps, l.PricePerMiB, l.State.ToString().ToLowerInvariant()))]))];
+
+    public IReadOnlyList<AppInfo> Apps() => [.. Node.Apps.Select(a => AppInfo.Of(a.Key, a.Value))];
+}
