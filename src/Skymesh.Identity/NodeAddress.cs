@@ -129,6 +129,11 @@ public readonly struct NodeAddress : IEquatable<NodeAddress>, ISpanFormattable
     {
         if (signature.Length != NodeKey.SignatureLength || IsEmpty)
             return false;
+        return VerifiedSignatures.Enabled ? VerifiedSignatures.Verify(this, digest, signature, CheckDigest) : CheckDigest(digest, signature);
+    }
+
+    private bool CheckDigest(ReadOnlySpan<byte> digest, ReadOnlySpan<byte> signature)
+    {
         Span<byte> key = stackalloc byte[Length];
         WriteTo(key);
         return ECXOnlyPubKey.TryCreate(key, out var publicKey)

@@ -31,8 +31,11 @@ public sealed class NodeVerifier
     {
         Span<byte> digest = stackalloc byte[SignatureDomain.DigestLength];
         SignatureDomain.Digest(purpose, message, digest);
-        return signature.Length == NodeKey.SignatureLength
-            && SecpSchnorrSignature.TryCreate(signature, out var parsed)
-            && _key.SigVerifyBIP340(parsed, digest);
+        if (signature.Length != NodeKey.SignatureLength)
+            return false;
+        return VerifiedSignatures.Enabled ? VerifiedSignatures.Verify(Address, digest, signature, Check) : Check(digest, signature);
     }
+
+    private bool Check(ReadOnlySpan<byte> digest, ReadOnlySpan<byte> signature) =>
+        SecpSchnorrSignature.TryCreate(signature, out var parsed) && _key.SigVerifyBIP340(parsed, digest);
 }

@@ -1,4 +1,5 @@
 using Skymesh.Control.Bus;
+using Skymesh.Identity;
 using Skymesh.Mesh.Interfaces;
 using Skymesh.Mesh.Links;
 using Skymesh.Node;
@@ -35,6 +36,9 @@ public sealed class VirtualMesh : IAsyncDisposable
 
     public VirtualMesh(int seed)
     {
+        // Thousands of nodes in one process check the same announcements: each triple is checked once, as each real
+        // node (in its own process) would check it once.
+        VerifiedSignatures.Enable();
         Seed = seed;
         _random = new Random(seed);
         Time = new VirtualTime(Epoch);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Skymesh.Control.Topology;
+using Skymesh.Identity;
 using Skymesh.Mesh.Interfaces;
 using Skymesh.Node.Events;
 
@@ -110,5 +111,25 @@ public sealed class VirtualMeshTests
         Assert.Equal(VirtualMesh.Epoch + TimeSpan.FromSeconds(2), time.GetUtcNow());
         periodic.Dispose();
         Assert.Null(time.NextDue);
+    }
+
+    [Fact]
+    public void The_simulations_memory_of_good_signatures_never_takes_a_forged_one()
+    {
+        VerifiedSignatures.Enable();
+        using var key = Skymesh.Identity.NodeKey.Generate();
+        using var other = Skymesh.Identity.NodeKey.Generate();
+        var message = "an announcement"u8.ToArray();
+        var signature = key.Sign("link-announcement", message);
+        Assert.True(key.Address.Verify("link-announcement", message, signature));
+        var hits = VerifiedSignatures.Hits;
+        Assert.True(key.Address.Verify("link-announcement", message, signature));
+        Assert.Equal(hits + 1, VerifiedSignatures.Hits);
+        // The same signature under another key, purpose or message, or a changed bit, is checked and refused.
+        Assert.False(other.Address.Verify("link-announcement", message, signature));
+        Assert.False(key.Address.Verify("setup-request", message, signature));
+        Assert.False(key.Address.Verify("link-announcement", "another"u8, signature));
+        signature[10] ^= 1;
+        Assert.False(key.Address.Verify("link-announcement", message, signature));
     }
 }
