@@ -8,6 +8,7 @@ foreach (var command in NodeCommands.Create())
     root.Subcommands.Add(command);
 root.Subcommands.Add(FinderCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(SimCommand.Create());
 
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)

@@ -371,8 +371,6 @@ public sealed record NodeOptions
         {
             if (!NodeAddress.TryParse(file.Finder, out var parsedFinder))
                 throw new NodeConfigException("$.finder", $"\"{file.Finder}\" is not a node address (64 lowercase hex digits)");
-            if (file.Broker is null)
-                throw new NodeConfigException("$.finder", "a route finder is reached through the broker: set \"broker\" too");
             finder = parsedFinder;
         }
 

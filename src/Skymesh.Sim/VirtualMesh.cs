@@ -1,6 +1,7 @@
 using Skymesh.Control.Bus;
 using Skymesh.Identity;
 using Skymesh.Mesh.Interfaces;
+using Skymesh.Control.Topology;
 using Skymesh.Mesh.Links;
 using Skymesh.Node;
 using Skymesh.Node.Events;
@@ -34,8 +35,11 @@ public sealed class VirtualMesh : IAsyncDisposable
     private readonly Dictionary<string, int> _index = [];
     private int _disposed;
 
-    public VirtualMesh(int seed)
+    /// <param name="recordTrace">Keep every node's events in <see cref="Trace"/> (a large mesh may not want to).</param>
+    /// <param name="busLatency">How long a control message takes from one node to another through the bus.</param>
+    public VirtualMesh(int seed, bool recordTrace = true, TimeSpan busLatency = default)
     {
+        RecordTrace = recordTrace;
         // Thousands of nodes in one process check the same announcements: each triple is checked once, as each real
         // node (in its own process) would check it once.
         VerifiedSignatures.Enable();
@@ -44,10 +48,17 @@ public sealed class VirtualMesh : IAsyncDisposable
         Time = new VirtualTime(Epoch);
         Scheduler = new SimulationScheduler();
         Networks = new MemoryNetworks(Time, seed);
-        Bus = new MemoryBusNetwork(Time);
+        Bus = new MemoryBusNetwork(Time, busLatency);
     }
 
     public int Seed { get; }
+
+    public bool RecordTrace { get; }
+
+    /// <summary>Dedicated route finders started with <see cref="AddFinders"/>.</summary>
+    public IReadOnlyList<RouteFinderService> Finders => _finders;
+
+    private readonly List<RouteFinderService> _finders = [];
 
     public VirtualTime Time { get; }
 
@@ -69,17 +80,18 @@ public sealed class VirtualMesh : IAsyncDisposable
     /// Starts <paramref name="count"/> nodes, each with <paramref name="extraJson"/> added to its node.json (e.g.
     /// <c>, "price": 1000</c>); they join the bus at once (links come with <see cref="Link"/>).
     /// </summary>
-    public void AddNodes(int count, string extraJson = "")
+    public void AddNodes(int count, string extraJson = "", Func<int, string>? perNode = null)
     {
         for (var i = 0; i < count; i++)
         {
             var index = _hosts.Count;
+            var own = perNode?.Invoke(index) ?? "";
             var options = NodeOptions.Parse($$"""
                 {
-                  "interfaces": [ { "name": "m0", "type": "memory", "network": "{{Network}}" } ],
+                  "interfaces": [ { "name": "m0", "type": "memory", "network": "{{Network}}", "mtu": 1400 } ],
                   "keepaliveSeconds": 1,
                   "deadAfterSeconds": 5
-                  {{extraJson}}
+                  {{extraJson}}{{own}}
                 }
                 """, Path.Combine(Path.GetTempPath(), "skymesh-sim-never-written"));
             var keys = MemoryKeyStore.From(_random);
@@ -94,7 +106,8 @@ public sealed class VirtualMesh : IAsyncDisposable
                 .WithoutApi()
                 .StartAsync(CancellationToken.None), TimeSpan.FromSeconds(10));
             _index[host.Node.Address.ToString()] = index;
-            host.Node.Events.Appended += e => _trace.Add(new TraceEntry(Time.Elapsed, index, e.Kind, e.Detail));
+            if (RecordTrace)
+                host.Node.Events.Appended += e => _trace.Add(new TraceEntry(Time.Elapsed, index, e.Kind, e.Detail));
             _hosts.Add(host);
         }
     }
@@ -114,6 +127,45 @@ public sealed class VirtualMesh : IAsyncDisposable
         }
         var to = _hosts[b].Node;
         return Run(() => _hosts[a].Node.ConnectAsync("m0", EndPointOf(b), to.Address, CancellationToken.None), TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>
+    /// Starts <paramref name="count"/> dedicated route finders on the bus (keys from the seed); nodes added after
+    /// them can name one in <c>"finder"</c> and keep no graph of their own.
+    /// </summary>
+    public IReadOnlyList<Skymesh.Identity.NodeAddress> AddFinders(int count)
+    {
+        var added = new List<Skymesh.Identity.NodeAddress>();
+        for (var i = 0; i < count; i++)
+        {
+            var key = MemoryKeyStore.From(_random).LoadOrCreate(out _);
+            var finder = Run(() => RouteFinderService.StartAsync(Bus.Connect(key), Time), TimeSpan.FromSeconds(10));
+            _finders.Add(finder);
+            added.Add(key.Address);
+        }
+        return added;
+    }
+
+    /// <summary>Links many pairs at once: every handshake starts at the same instant, as when a whole mesh powers up.</summary>
+    public void LinkAll(IEnumerable<(int A, int B)> links, Impairment? impairment = null)
+    {
+        var pending = new List<Task<Link>>();
+        foreach (var (a, b) in links)
+        {
+            if (impairment is not null)
+            {
+                Links.SetImpairment(EndPointOf(a), EndPointOf(b), impairment);
+                Links.SetImpairment(EndPointOf(b), EndPointOf(a), impairment);
+            }
+            var from = _hosts[a].Node;
+            var to = _hosts[b].Node;
+            var at = EndPointOf(b);
+            pending.Add(Scheduler.Start(() => from.ConnectAsync("m0", at, to.Address, CancellationToken.None)));
+        }
+        if (!RunUntil(() => pending.All(t => t.IsCompleted), TimeSpan.FromSeconds(120)))
+            throw new TimeoutException("Not every link came up within 120 s of virtual time.");
+        foreach (var task in pending)
+            task.GetAwaiter().GetResult();
     }
 
     /// <summary>Cuts the link between two nodes for good: frames stop both ways and both ends take the link down.</summary>
@@ -175,6 +227,12 @@ public sealed class VirtualMesh : IAsyncDisposable
         foreach (var host in _hosts)
         {
             var stopping = Scheduler.Start(() => host.DisposeAsync().AsTask());
+            RunUntil(() => stopping.IsCompleted, TimeSpan.FromSeconds(60));
+            await stopping;
+        }
+        foreach (var finder in _finders)
+        {
+            var stopping = Scheduler.Start(() => finder.DisposeAsync().AsTask());
             RunUntil(() => stopping.IsCompleted, TimeSpan.FromSeconds(60));
             await stopping;
         }

@@ -11,14 +11,34 @@ namespace Skymesh.Control.Bus;
 /// proven by construction: a node connects with its key. For tests and the simulator, on any
 /// <see cref="TimeProvider"/>.
 /// </summary>
-public sealed class MemoryBusNetwork(TimeProvider? time = null)
+public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency = default)
 {
+    /// <summary>
+    /// How long every message takes to reach its recipient (a broker's round trip is twice this); zero delivers at
+    /// once. Deliveries keep their order: each waits the same time on <see cref="Time"/>.
+    /// </summary>
+    public TimeSpan Latency { get; } = latency >= TimeSpan.Zero ? latency : throw new ArgumentOutOfRangeException(nameof(latency));
+
     private readonly Lock _lock = new();
     private readonly Dictionary<NodeAddress, MemoryControlBus> _members = [];
     private readonly Dictionary<string, Dictionary<NodeAddress, bool>> _topics = new(StringComparer.Ordinal);
     private bool _down;
+    private long _bytes;
+    private long _messages;
 
     public TimeProvider Time { get; } = time ?? TimeProvider.System;
+
+    /// <summary>Payload bytes delivered so far (each copy counted at its recipient): what the control plane costs.</summary>
+    public long BytesDelivered => Interlocked.Read(ref _bytes);
+
+    /// <summary>Messages delivered so far (publications per recipient, direct messages, requests and answers).</summary>
+    public long MessagesDelivered => Interlocked.Read(ref _messages);
+
+    internal void CountDelivered(long bytes)
+    {
+        Interlocked.Add(ref _bytes, bytes);
+        Interlocked.Increment(ref _messages);
+    }
 
     /// <summary>Nodes connected now.</summary>
     public int Count
@@ -143,7 +163,10 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null)
             foreach (var other in members.Keys)
             {
                 if (other != bus.Self)
-                    _members[other].Deliver(new BusPublication(bus.Self, topic, copy));
+                {
+                    _members[other].DeliverAfter(Latency, new BusPublication(bus.Self, topic, copy));
+                    CountDelivered(copy.Length);
+                }
             }
         }
     }
@@ -202,6 +225,23 @@ public sealed class MemoryControlBus : IControlBus
 
     internal void Deliver(BusEvent e) => _events.Writer.TryWrite(e);
 
+    /// <summary>Delivers after <paramref name="delay"/> on the network's clock (at once when zero).</summary>
+    internal void DeliverAfter(TimeSpan delay, BusEvent e)
+    {
+        if (delay == TimeSpan.Zero)
+        {
+            Deliver(e);
+            return;
+        }
+        _ = LaterAsync(this, delay, e);
+
+        static async Task LaterAsync(MemoryControlBus bus, TimeSpan delay, BusEvent e)
+        {
+            await Task.Delay(delay, bus._network.Time);
+            bus.Deliver(e);
+        }
+    }
+
     public Task PublishAsync(string topic, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
     {
         ControlBus.ValidateName(topic, nameof(topic));
@@ -223,7 +263,8 @@ public sealed class MemoryControlBus : IControlBus
     public Task SendAsync(NodeAddress to, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        _network.Recipient(this, to).Deliver(new BusDirectMessage(Self, payload.ToArray()));
+        _network.Recipient(this, to).DeliverAfter(_network.Latency, new BusDirectMessage(Self, payload.ToArray()));
+        _network.CountDelivered(payload.Length);
         return Task.CompletedTask;
     }
 
@@ -234,17 +275,30 @@ public sealed class MemoryControlBus : IControlBus
         var recipient = _network.Recipient(this, to);
         // Nothing is lost in memory, so a retry would reach the same handler and get its cached answer: one run,
         // waited for as long as all the attempts together.
-        var answer = recipient.AnswerAsync(new BusRequest(Self, method, body.ToArray()));
+        _network.CountDelivered(body.Length + method.Length);
+        var request = new BusRequest(Self, method, body.ToArray());
+        var answer = _network.Latency == TimeSpan.Zero ? recipient.AnswerAsync(request) : AnswerLaterAsync(recipient, request, _network);
         var patience = options.AttemptTimeout * Math.Max(1, options.Attempts);
         try
         {
-            return await answer.WaitAsync(patience, _network.Time, cancellationToken);
+            var result = await answer.WaitAsync(patience, _network.Time, cancellationToken);
+            _network.CountDelivered(result.Length);
+            return result;
         }
         catch (TimeoutException)
         {
             throw new ControlBusException(ControlBusException.Timeout,
                 $"{method} at {to}: no answer after {options.Attempts} attempt(s) of {options.AttemptTimeout.TotalSeconds:0.###} s.");
         }
+    }
+
+    // The request travels to the recipient and its answer back, each taking the network's latency.
+    private static async Task<ReadOnlyMemory<byte>> AnswerLaterAsync(MemoryControlBus recipient, BusRequest request, MemoryBusNetwork network)
+    {
+        await Task.Delay(network.Latency, network.Time);
+        var answer = await recipient.AnswerAsync(request);
+        await Task.Delay(network.Latency, network.Time);
+        return answer;
     }
 
     private async Task<ReadOnlyMemory<byte>> AnswerAsync(BusRequest request)

@@ -105,6 +105,8 @@ public sealed class NodeHostBuilder
             Directory.CreateDirectory(_options.DataDir);
         var key = keys.LoadOrCreate(out var keyDescription);
         var bus = _busChosen ? _bus : DefaultBus();
+        if (bus is null && _options.Finder is not null)
+            throw new InvalidOperationException("$.finder: a route finder is reached over the control bus: set \"broker\" too");
         var node = MeshNode.Start(_options, key, keyDescription, (nic, _) => _interfaces.Open(nic, _time), _logging, _time);
         node.Random = _random;
         EmbeddedLedger? ledger = null;

@@ -1,0 +1,100 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Skymesh.Sim;
+
+namespace Skymesh.Cli;
+
+/// <summary><c>skymesh sim</c>: a mesh of real nodes on virtual time (docs/simulation.md).</summary>
+internal static class SimCommand
+{
+    public static Command Create()
+    {
+        var defaults = new SimOptions();
+        var nodes = new Option<int>("--nodes", "-n") { Description = "Nodes in the mesh.", DefaultValueFactory = _ => defaults.Nodes };
+        var topology = new Option<string>("--topology") { Description = $"The mesh's shape: {string.Join(", ", Topologies.Names)}.", DefaultValueFactory = _ => defaults.Topology };
+        var edges = new Option<string?>("--edges") { Description = "Links from a file of lines \"A B\" (node numbers from 0) instead of --topology." };
+        var seed = new Option<int>("--seed") { Description = "The run's seed: the same seed gives the same run.", DefaultValueFactory = _ => defaults.Seed };
+        var finders = new Option<int?>("--finders") { Description = "Dedicated route finders (default: none up to 500 nodes, then one per 2,000 nodes, at least 2)." };
+        var pairs = new Option<int>("--pairs") { Description = "Node pairs sampled for reachability.", DefaultValueFactory = _ => defaults.SampledPairs };
+        var setups = new Option<int>("--setups") { Description = "Paths set up through the control plane after convergence, for latency and stretch.", DefaultValueFactory = _ => defaults.Setups };
+        var latency = new Option<double>("--latency-ms") { Description = "One-way latency of every link.", DefaultValueFactory = _ => defaults.LinkLatency.TotalMilliseconds };
+        var busLatency = new Option<double>("--bus-latency-ms") { Description = "How long a control message takes from node to node through the bus.", DefaultValueFactory = _ => defaults.BusLatency.TotalMilliseconds };
+        var limit = new Option<double>("--limit-seconds") { Description = "Virtual seconds the cold start may take.", DefaultValueFactory = _ => defaults.Limit.TotalSeconds };
+        var idle = new Option<double>("--idle-seconds") { Description = "Virtual seconds of idle mesh over which control traffic is measured.", DefaultValueFactory = _ => defaults.IdleWindow.TotalSeconds };
+        var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start.", DefaultValueFactory = _ => "cold-start" };
+        var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")
+        {
+            nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            if (parse.GetValue(scenario) != "cold-start")
+                throw new UsageException($"--scenario: \"{parse.GetValue(scenario)}\" is not a scenario this version runs (cold-start).");
+            var count = parse.GetValue(nodes);
+            if (count < 2)
+                throw new UsageException("--nodes must be at least 2.");
+            IReadOnlyList<(int, int)>? links = null;
+            if (parse.GetValue(edges) is { } file)
+            {
+                try
+                {
+                    links = Topologies.FromEdgeList(File.ReadLines(file), out count);
+                }
+                catch (FormatException e)
+                {
+                    throw new UsageException($"--edges {file}: {e.Message}");
+                }
+            }
+            else if (!Topologies.Names.Contains(parse.GetValue(topology)))
+            {
+                throw new UsageException($"--topology: \"{parse.GetValue(topology)}\" is not one of {string.Join(", ", Topologies.Names)}.");
+            }
+            var options = new SimOptions
+            {
+                Nodes = count,
+                Topology = parse.GetValue(topology)!,
+                Edges = links,
+                Seed = parse.GetValue(seed),
+                Finders = parse.GetValue(finders) ?? (count <= 500 ? 0 : Math.Max(2, count / 2000)),
+                SampledPairs = Math.Max(1, parse.GetValue(pairs)),
+                Setups = Math.Max(0, parse.GetValue(setups)),
+                LinkLatency = TimeSpan.FromMilliseconds(parse.GetValue(latency)),
+                BusLatency = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(busLatency))),
+                Limit = TimeSpan.FromSeconds(parse.GetValue(limit)),
+                IdleWindow = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(idle))),
+            };
+            var report = await ColdStart.RunAsync(options, line => Console.Error.WriteLine(line));
+            string Num(double? value, string format) => value is { } v ? v.ToString(format, CultureInfo.InvariantCulture) : "-";
+            Console.WriteLine($"nodes {report.Nodes:N0} ({report.Topology}, {report.Links:N0} links, {report.Finders} dedicated finders), seed {report.Seed}");
+            Console.WriteLine($"reachable pairs at the end   {report.Reachability:P1}{(report.PairsBeyondHopLimit > 0 ? $" ({report.PairsBeyondHopLimit:P1} of sampled pairs are farther apart than the 16-hop path limit, left out)" : "")}");
+            Console.WriteLine($"95 % / 99 % reachable after  {Num(report.SecondsTo95, "0.00")} s / {Num(report.SecondsTo99, "0.00")} s of virtual time");
+            Console.WriteLine($"path setup p50 / p99         {Num(report.SetupP50Ms, "0.0")} ms / {Num(report.SetupP99Ms, "0.0")} ms (virtual), stretch {Num(report.StretchMean, "0.00")}");
+            Console.WriteLine($"idle control traffic         {report.ControlBytesPerNodePerSec:N0} bytes/s per node");
+            Console.WriteLine($"memory                       {report.MemoryBytesPerNode / 1024.0:N0} KiB per node (managed heap, whole process)");
+            Console.WriteLine($"real time                    {report.RealSeconds:0.0} s");
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
+            {
+                ["nodes"] = report.Nodes,
+                ["topology"] = report.Topology,
+                ["scenario"] = report.Scenario,
+                ["seed"] = report.Seed,
+                ["links"] = report.Links,
+                ["finders"] = report.Finders,
+                ["reachability"] = Math.Round(report.Reachability, 4),
+                ["pairs_beyond_hop_limit"] = Math.Round(report.PairsBeyondHopLimit, 4),
+                ["seconds_to_95"] = report.SecondsTo95 is { } t95 ? Math.Round(t95, 3) : null,
+                ["seconds_to_99"] = report.SecondsTo99 is { } t99 ? Math.Round(t99, 3) : null,
+                ["setup_p50_ms"] = report.SetupP50Ms is { } p50 ? Math.Round(p50, 3) : null,
+                ["setup_p99_ms"] = report.SetupP99Ms is { } p99 ? Math.Round(p99, 3) : null,
+                ["repair_p50_ms"] = null,
+                ["stretch_mean"] = report.StretchMean is { } s ? Math.Round(s, 3) : null,
+                ["control_bytes_per_node_per_sec"] = Math.Round(report.ControlBytesPerNodePerSec, 1),
+                ["memory_bytes_per_node"] = report.MemoryBytesPerNode,
+                ["real_seconds"] = Math.Round(report.RealSeconds, 2),
+            }));
+            return report.SecondsTo99 is null ? 1 : 0;
+        });
+        return command;
+    }
+}

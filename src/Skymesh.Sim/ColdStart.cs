@@ -1,0 +1,166 @@
+using Skymesh.Control.Topology;
+using Skymesh.Identity;
+using Skymesh.Mesh.Interfaces;
+
+namespace Skymesh.Sim;
+
+/// <summary>What to simulate (<c>skymesh sim</c>).</summary>
+public sealed record SimOptions
+{
+    public int Nodes { get; init; } = 100;
+
+    public string Topology { get; init; } = "ring";
+
+    /// <summary>Links read from an edge list instead of generated (<see cref="Topologies.FromEdgeList"/>).</summary>
+    public IReadOnlyList<(int A, int B)>? Edges { get; init; }
+
+    public int Seed { get; init; } = 1;
+
+    /// <summary>Dedicated route finders; 0: every node keeps its own graph (memory grows as N²).</summary>
+    public int Finders { get; init; }
+
+    /// <summary>One-way latency of every link.</summary>
+    public TimeSpan LinkLatency { get; init; } = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>How long a control message takes from one node to another through the bus (half a broker round trip each way).</summary>
+    public TimeSpan BusLatency { get; init; } = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>Node pairs sampled for reachability and stretch (those beyond the hop limit are left out).</summary>
+    public int SampledPairs { get; init; } = 200;
+
+    /// <summary>Paths really set up (through the control plane) once the mesh has converged, for their latency.</summary>
+    public int Setups { get; init; } = 20;
+
+    /// <summary>Virtual time the cold start may take before the run stops waiting for 99 %.</summary>
+    public TimeSpan Limit { get; init; } = TimeSpan.FromSeconds(120);
+
+    /// <summary>Virtual time idle after convergence over which control traffic is measured.</summary>
+    public TimeSpan IdleWindow { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Every how much virtual time reachability is sampled.</summary>
+    public TimeSpan SampleEvery { get; init; } = TimeSpan.FromMilliseconds(250);
+}
+
+/// <summary>One sample of a run: at a virtual instant, the share of sampled pairs that can open a path, and control bytes so far.</summary>
+public sealed record SimSample(double Seconds, double Reachability, long ControlBytes);
+
+/// <summary>What a run found (the JSON line of <c>skymesh sim</c>).</summary>
+public sealed record SimReport(
+    int Nodes, string Topology, string Scenario, int Seed, int Links, int Finders, double Reachability, double? SecondsTo95, double? SecondsTo99,
+    double? SetupP50Ms, double? SetupP99Ms, double? StretchMean, double ControlBytesPerNodePerSec, long MemoryBytesPerNode, double RealSeconds,
+    IReadOnlyList<SimSample> Samples)
+{
+    /// <summary>Share of sampled pairs more than <see cref="PathQuery.HopLimit"/> hops apart on the topology (left out of reachability).</summary>
+    public double PairsBeyondHopLimit { get; init; }
+}
+
+/// <summary>
+/// The cold-start scenario: N nodes power up at once with every link of the topology, and the control plane finds the
+/// mesh. It samples, every <see cref="SimOptions.SampleEvery"/> of virtual time, the share of sampled node pairs whose
+/// route finder (the node's own, or its dedicated finder) can give a path between them; then sets up real paths for
+/// their latency and stretch, and measures the control traffic of the idle mesh.
+/// </summary>
+public static class ColdStart
+{
+    /// <param name="realClock">The wall clock the run's real time is read from (the system's by default).</param>
+    public static async Task<SimReport> RunAsync(SimOptions options, Action<string>? progress = null, TimeProvider? realClock = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var real = realClock ?? TimeProvider.System;
+        var started = real.GetTimestamp();
+        var links = options.Edges ?? Topologies.Create(options.Topology, options.Nodes, options.Seed);
+        var nodes = options.Edges is null ? options.Nodes : links.Max(l => Math.Max(l.A, l.B)) + 1;
+        await using var mesh = new VirtualMesh(options.Seed, recordTrace: false, options.BusLatency);
+        var finders = mesh.AddFinders(options.Finders);
+        mesh.AddNodes(nodes, perNode: finders.Count == 0 ? null : i => $$""", "finder": "{{finders[i % finders.Count]}}" """);
+        progress?.Invoke($"{nodes:N0} nodes started ({real.GetElapsedTime(started).TotalSeconds:0.0} s real); linking {links.Count:N0} pairs");
+        mesh.LinkAll(links, new Impairment { Latency = options.LinkLatency });
+        var poweredUp = mesh.Time.Elapsed;
+
+        var random = new Random(options.Seed ^ 0x5eed);
+        var neighbours = Topologies.Adjacency(nodes, links);
+        var sampled = Enumerable.Range(0, options.SampledPairs).Select(_ =>
+        {
+            var a = random.Next(nodes);
+            var b = random.Next(nodes - 1);
+            return (a, b >= a ? b + 1 : b);
+        }).ToList();
+        // A path is at most PathQuery.HopLimit hops (a setup request fits one control message): pairs farther apart on
+        // the topology can never have one, and are reported apart rather than counted as failures.
+        var distance = sampled.Select(p => Topologies.HopsFrom(neighbours, p.Item1)[p.Item2]).ToList();
+        var pairs = sampled.Where((p, i) => distance[i] is > 0 and <= PathQuery.HopLimit).ToList();
+        var beyond = sampled.Count - pairs.Count;
+        var query = new PathQuery { MaxHops = PathQuery.HopLimit };
+        var addresses = mesh.Nodes.Select(h => h.Node.Address).ToArray();
+        TopologyGraph GraphOf(int node) => finders.Count == 0 ? mesh.Nodes[node].Agent!.Graph : mesh.Finders[node % finders.Count].Graph;
+        double Reachability() => pairs.Count(p =>
+        {
+            try
+            {
+                GraphOf(p.Item1).FindPath(addresses[p.Item1], addresses[p.Item2], query);
+                return true;
+            }
+            catch (NoRouteException)
+            {
+                return false;
+            }
+        }) / (double)Math.Max(1, pairs.Count);
+
+        var samples = new List<SimSample>();
+        double? to95 = null, to99 = null;
+        var end = poweredUp + options.Limit;
+        while (true)
+        {
+            var reach = mesh.Nodes.All(h => h.Agent is not null) ? Reachability() : 0;
+            var seconds = (mesh.Time.Elapsed - poweredUp).TotalSeconds;
+            samples.Add(new SimSample(seconds, reach, mesh.Bus.BytesDelivered));
+            if (reach >= 0.95)
+                to95 ??= seconds;
+            if (reach >= 0.99)
+                to99 ??= seconds;
+            progress?.Invoke($"virtual {seconds,7:0.00} s  reachable {reach,6:P1}  control {mesh.Bus.BytesDelivered / 1e6,8:0.0} MB  real {real.GetElapsedTime(started).TotalSeconds,6:0.0} s");
+            if (to99 is not null || mesh.Time.Elapsed >= end)
+                break;
+            mesh.RunFor(options.SampleEvery);
+        }
+
+        // Real paths through the control plane between sampled pairs: setup latency, and stretch against the shortest.
+        var setupMs = new List<double>();
+        var stretch = new List<double>();
+        foreach (var (from, to) in pairs.Take(options.Setups))
+        {
+            var agent = mesh.Nodes[from].Agent;
+            if (agent is null)
+                continue;
+            try
+            {
+                var opened = mesh.Run(() => agent.OpenPathAsync(addresses[to], query, CancellationToken.None), TimeSpan.FromSeconds(10));
+                var path = agent.Opened.Last(p => p.Request.Destination == addresses[to]);
+                setupMs.Add(path.SetupTime.TotalMilliseconds);
+                var shortest = Topologies.HopsFrom(neighbours, from)[to];
+                stretch.Add((path.Request.Nodes.Count - 1) / (double)Math.Max(1, shortest));
+                mesh.Run(() => agent.ClosePathAsync(opened.Id, CancellationToken.None), TimeSpan.FromSeconds(10));
+            }
+            catch (Exception e) when (e is Node.NodeRequestException or TimeoutException)
+            {
+                progress?.Invoke($"path {from} -> {to} not set up: {e.Message}");
+            }
+        }
+
+        // The idle mesh's control traffic.
+        var before = mesh.Bus.BytesDelivered;
+        mesh.RunFor(options.IdleWindow);
+        var controlRate = (mesh.Bus.BytesDelivered - before) / options.IdleWindow.TotalSeconds / nodes;
+        var memory = GC.GetTotalMemory(forceFullCollection: true) / nodes;
+        var finalReach = Reachability();
+        setupMs.Sort();
+        return new SimReport(nodes, options.Edges is null ? options.Topology : "edges", "cold-start", options.Seed, links.Count, finders.Count, finalReach, to95, to99,
+            Percentile(setupMs, 0.5), Percentile(setupMs, 0.99), stretch.Count == 0 ? null : stretch.Average(), controlRate, memory, real.GetElapsedTime(started).TotalSeconds, samples)
+        {
+            PairsBeyondHopLimit = beyond / (double)sampled.Count,
+        };
+    }
+
+    private static double? Percentile(List<double> sorted, double p) =>
+        sorted.Count == 0 ? null : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
+}

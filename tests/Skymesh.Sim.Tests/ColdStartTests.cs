@@ -1,0 +1,59 @@
+namespace Skymesh.Sim.Tests;
+
+/// <summary><c>skymesh sim</c>'s cold start at CI size, and the topologies it builds.</summary>
+public sealed class ColdStartTests
+{
+    [Theory]
+    [InlineData("grid")]
+    [InlineData("tree")]
+    public async Task Fifty_nodes_reach_95_percent_of_pairs_within_5_seconds_of_cold_start_the_same_way_every_run(string topology)
+    {
+        var options = new SimOptions { Nodes = 50, Topology = topology, Seed = 1, SampledPairs = 100, Setups = 5, IdleWindow = TimeSpan.FromSeconds(30) };
+        var first = await ColdStart.RunAsync(options);
+        Assert.Equal(1.0, first.Reachability);
+        Assert.NotNull(first.SecondsTo95);
+        Assert.True(first.SecondsTo95 <= 5, $"95 % of pairs reachable only after {first.SecondsTo95} s");
+        // Two rounds of two messages each way through a bus of 10 ms: the setup takes 40 ms of virtual time.
+        Assert.Equal(40, first.SetupP50Ms);
+        Assert.True(first.StretchMean >= 1);
+        Assert.True(first.ControlBytesPerNodePerSec > 0);
+
+        var second = await ColdStart.RunAsync(options);
+        Assert.Equal((first.SecondsTo95, first.SecondsTo99, first.SetupP99Ms, first.StretchMean, first.ControlBytesPerNodePerSec),
+            (second.SecondsTo95, second.SecondsTo99, second.SetupP99Ms, second.StretchMean, second.ControlBytesPerNodePerSec));
+        Assert.Equal(first.Samples, second.Samples);
+    }
+
+    [Theory]
+    [InlineData("line")]
+    [InlineData("ring")]
+    [InlineData("grid")]
+    [InlineData("tree")]
+    [InlineData("geometric")]
+    [InlineData("powerlaw")]
+    public void Every_topology_is_connected_and_the_same_for_the_same_seed(string name)
+    {
+        var links = Topologies.Create(name, 300, seed: 7);
+        Assert.Single(Topologies.Components(300, links));
+        Assert.Equal(links, Topologies.Create(name, 300, seed: 7));
+        Assert.DoesNotContain(links, l => l.A == l.B);
+    }
+
+    [Fact]
+    public void A_power_law_mesh_has_hubs_and_a_grid_has_none()
+    {
+        static int MaxDegree(IReadOnlyList<(int A, int B)> links) => links.SelectMany(l => new[] { l.A, l.B }).GroupBy(n => n).Max(g => g.Count());
+        Assert.True(MaxDegree(Topologies.Create("powerlaw", 2000, 1)) >= 40);
+        Assert.Equal(4, MaxDegree(Topologies.Create("grid", 2000, 1)));
+    }
+
+    [Fact]
+    public void An_edge_list_is_read_with_comments_and_a_bad_line_is_named()
+    {
+        var links = Topologies.FromEdgeList(["# a triangle", "0 1", "1 2  # second", "", "2 0"], out var nodes);
+        Assert.Equal(3, nodes);
+        Assert.Equal(3, links.Count);
+        var error = Assert.Throws<FormatException>(() => Topologies.FromEdgeList(["0 1", "1 x"], out _));
+        Assert.StartsWith("line 2:", error.Message, StringComparison.Ordinal);
+    }
+}
