@@ -221,6 +221,10 @@ public sealed partial class Link
     private readonly Lock _retainLock = new();
     private SentFrame[]? _retained;
     private long _newestRetained;
+    private ulong _newestSequence;
+
+    // The oldest sequence that may still hold a kept frame: trimming walks forward from here.
+    private ulong _trimFrom;
     private long _lastNackReceived = long.MinValue / 2;
 
     private struct SentFrame
@@ -229,6 +233,16 @@ public sealed partial class Link
         public ulong Sequence;
         public int Length;
         public long SentAt;
+    }
+
+    /// <summary>Sent frames kept now for resending (each holds a buffer of the interface's MTU).</summary>
+    internal int RetainedFrames
+    {
+        get
+        {
+            lock (_retainLock)
+                return _retained?.Count(f => f.Buffer is not null) ?? 0;
+        }
     }
 
     /// <summary>Whether sent frames are kept: while recovery is on and the link is up.</summary>
@@ -253,6 +267,9 @@ public sealed partial class Link
             var now = _switch.Time.GetTimestamp();
             slot = new SentFrame { Buffer = buffer, Sequence = sequence, Length = length, SentAt = now };
             _newestRetained = now;
+            if (_trimFrom == 0 || sequence < _trimFrom)
+                _trimFrom = sequence;
+            _newestSequence = Math.Max(_newestSequence, sequence);
         }
         if (evicted is not null)
             ArrayPool<byte>.Shared.Return(evicted);
@@ -268,6 +285,8 @@ public sealed partial class Link
         {
             retained = _retained;
             _retained = null;
+            _trimFrom = 0;
+            _newestSequence = 0;
         }
         if (retained is null)
             return;
@@ -375,11 +394,48 @@ public sealed partial class Link
         }
     }
 
-    /// <summary>On the switch's timer: an idle link (nothing sent for a second, too late to resend) gives its kept buffers back.</summary>
+    /// <summary>
+    /// On the switch's timer: an idle link (nothing sent for a second, too late to resend) gives its kept buffers back;
+    /// a busy one gives back those too old to be sent again. So a link that sends a keepalive a second keeps a frame
+    /// or two, not the whole ring (1,024 frames of its MTU: 2 MiB).
+    /// </summary>
     private void ArqOnTimer(long now)
     {
         if (_retained is not null && _switch.Time.GetElapsedTime(Volatile.Read(ref _newestRetained), now) > TimeSpan.FromSeconds(1))
             ReleaseRetained();
+        else if (_retained is not null)
+            TrimRetained(now);
         ArqAskForMissing(now);
+    }
+
+    /// <summary>Returns to the pool the kept frames older than a Nack would still be answered for (oldest first).</summary>
+    private void TrimRetained(long now)
+    {
+        var maxAge = TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 20, TimeSpan.TicksPerSecond));
+        List<byte[]>? old = null;
+        lock (_retainLock)
+        {
+            var retained = _retained;
+            if (retained is null || _trimFrom == 0)
+                return;
+            var length = (ulong)retained.Length;
+            // Slots older than one lap were overwritten (and their buffers returned) already.
+            if (_newestSequence >= length && _trimFrom < _newestSequence - length + 1)
+                _trimFrom = _newestSequence - length + 1;
+            for (; _trimFrom <= _newestSequence; _trimFrom++)
+            {
+                ref var slot = ref retained[(int)(_trimFrom % length)];
+                if (slot.Buffer is null || slot.Sequence != _trimFrom)
+                    continue;
+                if (_switch.Time.GetElapsedTime(slot.SentAt, now) <= maxAge)
+                    break;
+                (old ??= []).Add(slot.Buffer);
+                slot = default;
+            }
+        }
+        if (old is null)
+            return;
+        foreach (var buffer in old)
+            ArrayPool<byte>.Shared.Return(buffer);
     }
 }

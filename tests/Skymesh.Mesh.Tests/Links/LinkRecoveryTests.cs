@@ -64,6 +64,22 @@ public sealed class LinkRecoveryTests : IAsyncDisposable
         return (atA, atB, inbox);
     }
 
+    [Fact]
+    public async Task A_busy_link_keeps_only_the_frames_it_could_still_be_asked_for_not_the_whole_ring()
+    {
+        var (atA, _, inbox) = await LossyLinkAsync(loss: 0, recovery: true);
+        // 300 frames over 3 s of virtual time, then 5 s of keepalives: frames older than the resend horizon
+        // (a second here) go back to the pool, where before the ring kept up to 1,024 of them (2 MiB of buffers).
+        Send(atA, 300);
+        Until(() => inbox.Seen.Count == 300, "not every message arrived");
+        for (var second = 0; second < 5; second++)
+        {
+            _time.Advance(TimeSpan.FromSeconds(1));
+            Until(() => atA.RetainedFrames < 50, $"after {second + 1} s of keepalives the link still keeps {atA.RetainedFrames} frames");
+        }
+        Assert.True(atA.RetainedFrames < 50, $"{atA.RetainedFrames} frames kept");
+    }
+
     /// <summary>Sends messages 0..count-1 one frame each, a millisecond of virtual time apart, then lets a second pass.</summary>
     private void Send(Link link, int count)
     {
