@@ -22,15 +22,15 @@ internal static class SimCommand
         var busLatency = new Option<double>("--bus-latency-ms") { Description = "How long a control message takes from node to node through the bus.", DefaultValueFactory = _ => defaults.BusLatency.TotalMilliseconds };
         var limit = new Option<double>("--limit-seconds") { Description = "Virtual seconds the cold start may take.", DefaultValueFactory = _ => defaults.Limit.TotalSeconds };
         var idle = new Option<double>("--idle-seconds") { Description = "Virtual seconds of idle mesh over which control traffic is measured.", DefaultValueFactory = _ => defaults.IdleWindow.TotalSeconds };
-        var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start.", DefaultValueFactory = _ => "cold-start" };
+        var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start, or link-failures (after the cold start, one link of each path set up is cut at once).", DefaultValueFactory = _ => "cold-start" };
         var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")
         {
             nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            if (parse.GetValue(scenario) != "cold-start")
-                throw new UsageException($"--scenario: \"{parse.GetValue(scenario)}\" is not a scenario this version runs (cold-start).");
+            if (parse.GetValue(scenario) is not ("cold-start" or "link-failures"))
+                throw new UsageException($"--scenario: \"{parse.GetValue(scenario)}\" is not a scenario this version runs (cold-start, link-failures).");
             var count = parse.GetValue(nodes);
             if (count < 2)
                 throw new UsageException("--nodes must be at least 2.");
@@ -63,6 +63,7 @@ internal static class SimCommand
                 BusLatency = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(busLatency))),
                 Limit = TimeSpan.FromSeconds(parse.GetValue(limit)),
                 IdleWindow = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(idle))),
+                Scenario = parse.GetValue(scenario)!,
             };
             var report = await ColdStart.RunAsync(options, line => Console.Error.WriteLine(line));
             string Num(double? value, string format) => value is { } v ? v.ToString(format, CultureInfo.InvariantCulture) : "-";
@@ -70,6 +71,8 @@ internal static class SimCommand
             Console.WriteLine($"reachable pairs at the end   {report.Reachability:P1}{(report.PairsBeyondHopLimit > 0 ? $" ({report.PairsBeyondHopLimit:P1} of sampled pairs are farther apart than the 16-hop path limit, left out)" : "")}");
             Console.WriteLine($"95 % / 99 % reachable after  {Num(report.SecondsTo95, "0.00")} s / {Num(report.SecondsTo99, "0.00")} s of virtual time");
             Console.WriteLine($"path setup p50 / p99         {Num(report.SetupP50Ms, "0.0")} ms / {Num(report.SetupP99Ms, "0.0")} ms (virtual), stretch {Num(report.StretchMean, "0.00")}");
+            if (report.Repaired is { } share)
+                Console.WriteLine($"paths repaired after a cut   {share:P0}, p50 / p99 {Num(report.RepairP50Ms, "0.0")} ms / {Num(report.RepairP99Ms, "0.0")} ms (virtual)");
             Console.WriteLine($"idle control traffic         {report.ControlBytesPerNodePerSec:N0} bytes/s per node");
             Console.WriteLine($"memory                       {report.MemoryBytesPerNode / 1024.0:N0} KiB per node (managed heap, whole process)");
             Console.WriteLine($"real time                    {report.RealSeconds:0.0} s");
@@ -87,7 +90,9 @@ internal static class SimCommand
                 ["seconds_to_99"] = report.SecondsTo99 is { } t99 ? Math.Round(t99, 3) : null,
                 ["setup_p50_ms"] = report.SetupP50Ms is { } p50 ? Math.Round(p50, 3) : null,
                 ["setup_p99_ms"] = report.SetupP99Ms is { } p99 ? Math.Round(p99, 3) : null,
-                ["repair_p50_ms"] = null,
+                ["repair_p50_ms"] = report.RepairP50Ms is { } r50 ? Math.Round(r50, 3) : null,
+                ["repair_p99_ms"] = report.RepairP99Ms is { } r99 ? Math.Round(r99, 3) : null,
+                ["repaired"] = report.Repaired is { } repaired ? Math.Round(repaired, 4) : null,
                 ["stretch_mean"] = report.StretchMean is { } s ? Math.Round(s, 3) : null,
                 ["control_bytes_per_node_per_sec"] = Math.Round(report.ControlBytesPerNodePerSec, 1),
                 ["memory_bytes_per_node"] = report.MemoryBytesPerNode,

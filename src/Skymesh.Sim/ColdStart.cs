@@ -38,7 +38,10 @@ public sealed record SimOptions
     public TimeSpan IdleWindow { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>Every how much virtual time reachability is sampled.</summary>
-    public TimeSpan SampleEvery { get; init; } = TimeSpan.FromMilliseconds(250);
+    public TimeSpan SampleEvery { get; init; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary><c>cold-start</c>, or <c>link-failures</c>: then one link of each path set up is cut, and the repairs are timed.</summary>
+    public string Scenario { get; init; } = "cold-start";
 }
 
 /// <summary>One sample of a run: at a virtual instant, the share of sampled pairs that can open a path, and control bytes so far.</summary>
@@ -52,6 +55,13 @@ public sealed record SimReport(
 {
     /// <summary>Share of sampled pairs more than <see cref="PathQuery.HopLimit"/> hops apart on the topology (left out of reachability).</summary>
     public double PairsBeyondHopLimit { get; init; }
+
+    /// <summary>Link failures: virtual time from the cut to the source's repair, and the share of cut paths repaired.</summary>
+    public double? RepairP50Ms { get; init; }
+
+    public double? RepairP99Ms { get; init; }
+
+    public double? Repaired { get; init; }
 }
 
 /// <summary>
@@ -127,6 +137,8 @@ public static class ColdStart
         // Real paths through the control plane between sampled pairs: setup latency, and stretch against the shortest.
         var setupMs = new List<double>();
         var stretch = new List<double>();
+        var failures = options.Scenario == "link-failures";
+        var kept = new List<(int Source, int PathId, IReadOnlyList<NodeAddress> Nodes)>();
         foreach (var (from, to) in pairs.Take(options.Setups))
         {
             var agent = mesh.Nodes[from].Agent;
@@ -139,12 +151,39 @@ public static class ColdStart
                 setupMs.Add(path.SetupTime.TotalMilliseconds);
                 var shortest = Topologies.HopsFrom(neighbours, from)[to];
                 stretch.Add((path.Request.Nodes.Count - 1) / (double)Math.Max(1, shortest));
-                mesh.Run(() => agent.ClosePathAsync(opened.Id, CancellationToken.None), TimeSpan.FromSeconds(10));
+                if (failures && path.Request.Nodes.Count >= 3)
+                    kept.Add((from, opened.Id, path.Request.Nodes));
+                else
+                    mesh.Run(() => agent.ClosePathAsync(opened.Id, CancellationToken.None), TimeSpan.FromSeconds(10));
             }
             catch (Exception e) when (e is Node.NodeRequestException or TimeoutException)
             {
                 progress?.Invoke($"path {from} -> {to} not set up: {e.Message}");
             }
+        }
+
+        // Link failures: the link after the first relay of each kept path is cut, all at once; each source repairs.
+        var repairMs = new List<double>();
+        if (kept.Count > 0)
+        {
+            var cutAt = mesh.Time.Elapsed;
+            var repaired = new Dictionary<(int, int), TimeSpan>();
+            foreach (var (source, pathId, _) in kept)
+            {
+                var id = pathId;
+                var at = source;
+                mesh.Nodes[source].Node.Events.Appended += e =>
+                {
+                    if (e.Kind == Node.Events.NodeEventKind.PathRepaired && e.Path == id)
+                        repaired.TryAdd((at, id), mesh.Time.Elapsed - cutAt);
+                };
+            }
+            foreach (var (_, _, path) in kept.DistinctBy(k => (k.Nodes[1], k.Nodes[2])))
+                mesh.Cut(mesh.IndexOf(path[1].ToString()), mesh.IndexOf(path[2].ToString()));
+            mesh.RunUntil(() => repaired.Count == kept.Count, TimeSpan.FromSeconds(30));
+            repairMs.AddRange(repaired.Values.Select(t => t.TotalMilliseconds));
+            repairMs.Sort();
+            progress?.Invoke($"{repaired.Count} of {kept.Count} paths repaired after their link was cut");
         }
 
         // The idle mesh's control traffic.
@@ -154,10 +193,13 @@ public static class ColdStart
         var memory = GC.GetTotalMemory(forceFullCollection: true) / nodes;
         var finalReach = Reachability();
         setupMs.Sort();
-        return new SimReport(nodes, options.Edges is null ? options.Topology : "edges", "cold-start", options.Seed, links.Count, finders.Count, finalReach, to95, to99,
+        return new SimReport(nodes, options.Edges is null ? options.Topology : "edges", options.Scenario, options.Seed, links.Count, finders.Count, finalReach, to95, to99,
             Percentile(setupMs, 0.5), Percentile(setupMs, 0.99), stretch.Count == 0 ? null : stretch.Average(), controlRate, memory, real.GetElapsedTime(started).TotalSeconds, samples)
         {
             PairsBeyondHopLimit = beyond / (double)sampled.Count,
+            RepairP50Ms = Percentile(repairMs, 0.5),
+            RepairP99Ms = Percentile(repairMs, 0.99),
+            Repaired = kept.Count == 0 ? null : repairMs.Count / (double)kept.Count,
         };
     }
 

@@ -24,6 +24,19 @@ public sealed class ColdStartTests
         Assert.Equal(first.Samples, second.Samples);
     }
 
+    [Fact]
+    public async Task After_a_cold_start_every_path_whose_link_is_cut_is_repaired_within_a_bus_round_trip_or_two()
+    {
+        var report = await ColdStart.RunAsync(new SimOptions
+        {
+            Nodes = 64, Topology = "grid", Seed = 3, SampledPairs = 50, Setups = 10, Scenario = "link-failures", IdleWindow = TimeSpan.FromSeconds(5),
+        });
+        Assert.Equal(1.0, report.Repaired);
+        // The relay reports over the bus (10 ms), the source sets the new path up in two rounds (40 ms).
+        Assert.True(report.RepairP50Ms <= 200, $"repairs took {report.RepairP50Ms} ms (p50)");
+        Assert.Equal("link-failures", report.Scenario);
+    }
+
     [Theory]
     [InlineData("line")]
     [InlineData("ring")]

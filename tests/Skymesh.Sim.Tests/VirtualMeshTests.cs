@@ -132,4 +132,26 @@ public sealed class VirtualMeshTests
         signature[10] ^= 1;
         Assert.False(key.Address.Verify("link-announcement", message, signature));
     }
+
+    [Fact]
+    public async Task A_path_longer_than_ten_hops_is_repaired_the_long_way_round()
+    {
+        // A ring of 24: node 0 to node 12 is 12 hops either way. Cut one link on the path: the only repair is the
+        // other 12 hops, more than a default query's ten.
+        await using var mesh = new VirtualMesh(5, recordTrace: true, TimeSpan.FromMilliseconds(10));
+        mesh.AddNodes(24);
+        mesh.LinkAll(Topologies.Create("ring", 24, 5), new Impairment { Latency = TimeSpan.FromMilliseconds(5) });
+        mesh.RunFor(TimeSpan.FromSeconds(1));
+        var agent = mesh.Nodes[0].Agent!;
+        var opened = mesh.Run(() => agent.OpenPathAsync(mesh.Nodes[12].Node.Address, new PathQuery { MaxHops = PathQuery.HopLimit }, CancellationToken.None), TimeSpan.FromSeconds(10));
+        var hops = agent.Opened.Single().Request.Nodes.Select(n => mesh.IndexOf(n.ToString())).ToList();
+        Assert.Equal(13, hops.Count);
+        mesh.Cut(hops[1], hops[2]);
+        Assert.True(mesh.RunUntil(() => mesh.Nodes[0].Node.Paths.Single().State == "up" && mesh.Trace.Any(t => t.Node == 0 && t.Kind == NodeEventKind.PathRepaired), TimeSpan.FromSeconds(10)),
+            "the 12-hop path was not repaired the other way round");
+        var repaired = agent.Opened.Single().Request.Nodes.Select(n => mesh.IndexOf(n.ToString())).ToList();
+        Assert.Equal(13, repaired.Count);
+        Assert.DoesNotContain(hops[1], repaired);
+        Assert.Equal(opened.Id, mesh.Nodes[0].Node.Paths.Single().Id);
+    }
 }

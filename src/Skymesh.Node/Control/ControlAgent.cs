@@ -222,7 +222,12 @@ public sealed partial class ControlAgent : IAsyncDisposable
         var end = _node.PathEnds.FirstOrDefault(p => p.Spec.SetupId == setupId);
         try
         {
-            var found = await _finder.FindAsync(_node.Address, destination, failed is { } dead ? new PathQuery { AvoidLinks = new HashSet<(NodeAddress, NodeAddress)> { dead } } : new PathQuery(), _stop.Token);
+            // Any working path will do, up to the longest a path may be: a path opened long (a query allowing more than
+            // the default ten hops) must not become unrepairable because the repair asked for less.
+            var query = new PathQuery { MaxHops = PathQuery.HopLimit };
+            if (failed is { } dead)
+                query = query with { AvoidLinks = new HashSet<(NodeAddress, NodeAddress)> { dead } };
+            var found = await _finder.FindAsync(_node.Address, destination, query, _stop.Token);
             var repaired = await _source.SetupAsync(found.Nodes, old.Request.MaxPricePerHop, _stop.Token, replaces: old.Request);
             lock (_lock)
                 _opened[repaired.Request.PathId] = repaired;
