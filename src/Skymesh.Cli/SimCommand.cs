@@ -22,10 +22,11 @@ internal static class SimCommand
         var busLatency = new Option<double>("--bus-latency-ms") { Description = "How long a control message takes from node to node through the bus.", DefaultValueFactory = _ => defaults.BusLatency.TotalMilliseconds };
         var limit = new Option<double>("--limit-seconds") { Description = "Virtual seconds the cold start may take.", DefaultValueFactory = _ => defaults.Limit.TotalSeconds };
         var idle = new Option<double>("--idle-seconds") { Description = "Virtual seconds of idle mesh over which control traffic is measured.", DefaultValueFactory = _ => defaults.IdleWindow.TotalSeconds };
+        var plot = new Option<string?>("--plot") { Description = "Also draw reachability and control traffic over virtual time into this SVG file." };
         var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start, or link-failures (after the cold start, one link of each path set up is cut at once).", DefaultValueFactory = _ => "cold-start" };
         var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")
         {
-            nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario,
+            nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario, plot,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -66,6 +67,8 @@ internal static class SimCommand
                 Scenario = parse.GetValue(scenario)!,
             };
             var report = await ColdStart.RunAsync(options, line => Console.Error.WriteLine(line));
+            if (parse.GetValue(plot) is { } svg)
+                await File.WriteAllTextAsync(svg, SvgPlot.Render(report), cancellationToken);
             string Num(double? value, string format) => value is { } v ? v.ToString(format, CultureInfo.InvariantCulture) : "-";
             Console.WriteLine($"nodes {report.Nodes:N0} ({report.Topology}, {report.Links:N0} links, {report.Finders} dedicated finders), seed {report.Seed}");
             Console.WriteLine($"reachable pairs at the end   {report.Reachability:P1}{(report.PairsBeyondHopLimit > 0 ? $" ({report.PairsBeyondHopLimit:P1} of sampled pairs are farther apart than the 16-hop path limit, left out)" : "")}");

@@ -188,7 +188,12 @@ public static class ColdStart
 
         // The idle mesh's control traffic.
         var before = mesh.Bus.BytesDelivered;
-        mesh.RunFor(options.IdleWindow);
+        var step = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerSecond, options.IdleWindow.Ticks / 12));
+        for (var idle = TimeSpan.Zero; idle < options.IdleWindow; idle += step)
+        {
+            mesh.RunFor(TimeSpan.FromTicks(Math.Min(step.Ticks, (options.IdleWindow - idle).Ticks)));
+            samples.Add(new SimSample((mesh.Time.Elapsed - poweredUp).TotalSeconds, Reachability(), mesh.Bus.BytesDelivered));
+        }
         var controlRate = (mesh.Bus.BytesDelivered - before) / options.IdleWindow.TotalSeconds / nodes;
         var memory = GC.GetTotalMemory(forceFullCollection: true) / nodes;
         var finalReach = Reachability();

@@ -22,6 +22,14 @@ public sealed class ColdStartTests
         Assert.Equal((first.SecondsTo95, first.SecondsTo99, first.SetupP99Ms, first.StretchMean, first.ControlBytesPerNodePerSec),
             (second.SecondsTo95, second.SecondsTo99, second.SetupP99Ms, second.StretchMean, second.ControlBytesPerNodePerSec));
         Assert.Equal(first.Samples, second.Samples);
+
+        // The plot is an SVG with both charts, their axes named.
+        var svg = SvgPlot.Render(first);
+        Assert.StartsWith("<svg", svg, StringComparison.Ordinal);
+        Assert.Contains("reachable pairs (%)", svg, StringComparison.Ordinal);
+        Assert.Contains("control traffic (bytes/s per node)", svg, StringComparison.Ordinal);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(svg, "<polyline"));
+        System.Xml.Linq.XDocument.Parse(svg);
     }
 
     [Fact]
