@@ -24,13 +24,18 @@ public sealed class SettlementLedgerTests : IDisposable
 
     private static CancellationToken Cancel => TestContext.Current.CancellationToken;
 
+    /// <summary>The SQLite file the node uses, or the in-memory ledger of tests and simulations: the same rules either way.</summary>
+    private EmbeddedLedger Open(string kind) => kind == "file" ? EmbeddedLedger.Open(_path, _time) : EmbeddedLedger.OpenInMemory(_time);
+
     private Receipt Signed(ulong sequence, long amount, NodeKey? payer = null, NodeAddress? payee = null) =>
         Receipt.Create(payer ?? _payer, payee ?? _payee.Address, sequence, amount * 1000, amount, _time.GetUtcNow());
 
-    [Fact]
-    public async Task Settling_moves_balances_exactly_once_per_receipt()
+    [Theory]
+    [InlineData("file")]
+    [InlineData("memory")]
+    public async Task Settling_moves_balances_exactly_once_per_receipt(string kind)
     {
-        using var ledger = EmbeddedLedger.Open(_path, _time);
+        using var ledger = Open(kind);
         var first = Signed(1, 300);
         Assert.Equal(new SettlementResult(SettlementOutcome.Settled, 300, new SettledPosition(1, 300)), await ledger.SettleAsync(first, Cancel));
         Assert.Equal(new SettlementResult(SettlementOutcome.AlreadySettled, 0, new SettledPosition(1, 300)), await ledger.SettleAsync(first, Cancel));
@@ -115,10 +120,12 @@ public sealed class SettlementLedgerTests : IDisposable
         Assert.Equal(5, third.ReadJournal().Count);
     }
 
-    [Fact]
-    public async Task A_receipt_with_a_bad_signature_or_a_smaller_amount_moves_nothing()
+    [Theory]
+    [InlineData("file")]
+    [InlineData("memory")]
+    public async Task A_receipt_with_a_bad_signature_or_a_smaller_amount_moves_nothing(string kind)
     {
-        using var ledger = EmbeddedLedger.Open(_path, _time);
+        using var ledger = Open(kind);
         Assert.Equal(SettlementOutcome.Settled, (await ledger.SettleAsync(Signed(2, 500), Cancel)).Outcome);
 
         var forged = Signed(3, 5000).Bytes;
@@ -143,10 +150,12 @@ public sealed class SettlementLedgerTests : IDisposable
         Assert.Equal(700, book.AccountOf(_payer.Address)!.Value.CountedAmount);
     }
 
-    [Fact]
-    public async Task A_disposed_ledger_says_so()
+    [Theory]
+    [InlineData("file")]
+    [InlineData("memory")]
+    public async Task A_disposed_ledger_says_so(string kind)
     {
-        var ledger = EmbeddedLedger.Open(_path, _time);
+        var ledger = Open(kind);
         ledger.Dispose();
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await ledger.SettleAsync(Signed(1, 1), Cancel));
     }

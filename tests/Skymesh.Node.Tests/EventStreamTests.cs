@@ -87,6 +87,19 @@ public sealed class EventStreamTests
         Assert.False(waiting.IsCompleted);
         log.Append(NodeEventKind.LinkDown, "event 11");
         await waiting.WaitAsync(Bound, Ct);
+
+        // A ring that starts small and grows as events come keeps every one of them until it is full.
+        var growing = new NodeEventLog(capacity: 100);
+        for (var i = 1; i <= 70; i++)
+            growing.Append(NodeEventKind.PathSetUp, $"event {i}");
+        Assert.Equal(Enumerable.Range(1, 70).Select(i => (long)i), growing.Since(0, out missed).Select(e => e.Sequence));
+        Assert.Equal(0, missed);
+        for (var i = 71; i <= 150; i++)
+            growing.Append(NodeEventKind.PathSetUp, $"event {i}");
+        var held = growing.Since(0, out missed);
+        Assert.Equal(Enumerable.Range(51, 100).Select(i => (long)i), held.Select(e => e.Sequence));
+        Assert.Equal("event 150", held[^1].Detail);
+        Assert.Equal(50, missed);
     }
 
     private static async Task<List<EventStreamItem>> ReadAllAsync(IAsyncEnumerable<EventStreamItem> items)

@@ -26,17 +26,26 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
     private readonly Lock _lock = new();
     private SqliteConnection? _connection;
 
-    private EmbeddedLedger(SqliteConnection connection, TimeProvider time)
+    // In memory only: the journal is this list and nothing is written anywhere.
+    private readonly List<JournalEntry>? _memoryJournal;
+    private bool _disposed;
+
+    private EmbeddedLedger(SqliteConnection? connection, TimeProvider time)
     {
         _connection = connection;
         _time = time;
+        if (connection is null)
+            _memoryJournal = [];
     }
 
     /// <summary>The file the ledger lives in.</summary>
     public string Path { get; private init; } = "";
 
-    /// <summary>A ledger held in memory only (tests, simulations): nothing survives its disposal.</summary>
-    public static EmbeddedLedger OpenInMemory(TimeProvider? time = null) => Open(":memory:", time);
+    /// <summary>
+    /// A ledger held in memory only (tests, simulations): the same rules and answers, no database at all — a
+    /// simulation of thousands of nodes has one each — and nothing survives its disposal.
+    /// </summary>
+    public static EmbeddedLedger OpenInMemory(TimeProvider? time = null) => new(null, time ?? TimeProvider.System) { Path = ":memory:" };
 
     /// <summary>Opens the ledger in <paramref name="path"/>, creating the file if it does not exist.</summary>
     /// <exception cref="InvalidDataException">A position in the file holds a receipt that does not parse.</exception>
@@ -119,6 +128,8 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
     {
         lock (_lock)
         {
+            if (_memoryJournal is not null)
+                return _disposed ? throw new ObjectDisposedException(nameof(EmbeddedLedger)) : [.. _memoryJournal];
             using var command = Connection.CreateCommand();
             command.CommandText = "SELECT id, payer, payee, sequence, amount, moved, settled_ms FROM journal ORDER BY id";
             using var reader = command.ExecuteReader();
@@ -136,12 +147,15 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
     {
         lock (_lock)
         {
+            _disposed = true;
             _connection?.Dispose();
             _connection = null;
         }
     }
 
     private SqliteConnection Connection => _connection ?? throw new ObjectDisposedException(nameof(EmbeddedLedger));
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     private SettlementResult[] Settle(IReadOnlyList<Receipt> receipts)
     {
@@ -151,7 +165,7 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
             valid[i] = (receipts[i] ?? throw new ArgumentException("A receipt is missing.", nameof(receipts))).Verify();
         lock (_lock)
         {
-            var connection = Connection;
+            ThrowIfDisposed();
             var staged = new Dictionary<(NodeAddress, NodeAddress), Position>();
             var moves = new List<(Receipt Receipt, long Moved)>();
             var results = new SettlementResult[receipts.Count];
@@ -177,7 +191,17 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
             }
             if (moves.Count == 0)
                 return results;
-            Write(connection, moves, staged.Values, _time.GetUtcNow().ToUnixTimeMilliseconds());
+            var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
+            if (_memoryJournal is null)
+                Write(Connection, moves, staged.Values, nowMs);
+            else
+            {
+                foreach (var (receipt, moved) in moves)
+                {
+                    _memoryJournal.Add(new JournalEntry(_memoryJournal.Count + 1, receipt.Payer, receipt.Payee, receipt.Sequence, receipt.Amount, moved,
+                        DateTimeOffset.FromUnixTimeMilliseconds(nowMs)));
+                }
+            }
             // Only once the transaction is committed does memory change.
             foreach (var (pair, position) in staged)
                 _positions[pair] = position;

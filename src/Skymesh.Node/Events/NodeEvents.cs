@@ -43,7 +43,10 @@ public sealed class NodeEventLog
 {
     public const int DefaultCapacity = 4096;
 
-    private readonly NodeEvent?[] _ring;
+    // Grows by doubling up to the capacity, so that a node with little to say (thousands of them in a simulation)
+    // holds little.
+    private NodeEvent?[] _ring;
+    private readonly int _capacity;
     private readonly TimeProvider _time;
     private readonly Lock _lock = new();
     private TaskCompletionSource _next = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -52,11 +55,12 @@ public sealed class NodeEventLog
     public NodeEventLog(TimeProvider? time = null, int capacity = DefaultCapacity)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
-        _ring = new NodeEvent?[capacity];
+        _capacity = capacity;
+        _ring = new NodeEvent?[Math.Min(capacity, 16)];
         _time = time ?? TimeProvider.System;
     }
 
-    public int Capacity => _ring.Length;
+    public int Capacity => _capacity;
 
     /// <summary>The number of the latest event (0 before the first).</summary>
     public long Last
@@ -78,6 +82,13 @@ public sealed class NodeEventLog
         lock (_lock)
         {
             appended = new NodeEvent(++_last, _time.GetUtcNow(), kind, peer, link, path, app, detail);
+            if (_last > _ring.Length && _ring.Length < _capacity)
+            {
+                var grown = new NodeEvent?[Math.Min(_capacity, _ring.Length * 2)];
+                for (var sequence = _last - _ring.Length; sequence < _last; sequence++)
+                    grown[sequence % grown.Length] = _ring[sequence % _ring.Length];
+                _ring = grown;
+            }
             _ring[_last % _ring.Length] = appended;
             woken = _next;
             _next = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

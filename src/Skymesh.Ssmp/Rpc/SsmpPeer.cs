@@ -104,6 +104,10 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<ReadOnlyMemory<byte>>> _calls = new();
     private readonly ResponseCache _answered;
     private readonly CancellationTokenSource _disposing = new();
+
+    // Taken once: a request or a reply that arrives while the peer is being disposed still reads it (the source's
+    // Token property throws once the source is disposed; a token taken before stays valid, and cancelled).
+    private readonly CancellationToken _disposingToken;
     private SsmpClient? _client;
     private long _nextCallId;
     private int _nextMessageId;
@@ -122,6 +126,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         _otherEvents = Channel.CreateBounded<SsmpEvent>(new BoundedChannelOptions(clientOptions.EventQueueCapacity) { FullMode = BoundedChannelFullMode.DropOldest });
         _userCallback = clientOptions.OnEvent;
         _answered = new ResponseCache(options.MaxCachedResponses, options.ResponseCacheTime, _time);
+        _disposingToken = _disposing.Token;
         // Random start so that a restarted peer does not reuse the ids of its previous life within a receiver's caches.
         _nextCallId = clientOptions.Random.NextInt64() & 0x3FFF_FFFF_FFFF_FFFF;
         _nextMessageId = clientOptions.Random.Next();
@@ -345,7 +350,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         try
         {
             await Task.Yield();
-            answer = await handler(request, _disposing.Token);
+            answer = await handler(request, _disposingToken);
         }
         catch (SsmpRpcException e)
         {
@@ -382,7 +387,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     {
         try
         {
-            await SendFramedAsync(to, framed, _disposing.Token);
+            await SendFramedAsync(to, framed, _disposingToken);
         }
         catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
         {
