@@ -23,15 +23,15 @@ internal static class SimCommand
         var limit = new Option<double>("--limit-seconds") { Description = "Virtual seconds the cold start may take.", DefaultValueFactory = _ => defaults.Limit.TotalSeconds };
         var idle = new Option<double>("--idle-seconds") { Description = "Virtual seconds of idle mesh over which control traffic is measured.", DefaultValueFactory = _ => defaults.IdleWindow.TotalSeconds };
         var plot = new Option<string?>("--plot") { Description = "Also draw reachability and control traffic over virtual time into this SVG file." };
-        var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start, or link-failures (after the cold start, one link of each path set up is cut at once).", DefaultValueFactory = _ => "cold-start" };
+        var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start; link-failures (after the cold start, one link of each path set up is cut at once); concurrent-setups (every path asked for at one instant).", DefaultValueFactory = _ => "cold-start" };
         var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")
         {
             nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario, plot,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            if (parse.GetValue(scenario) is not ("cold-start" or "link-failures"))
-                throw new UsageException($"--scenario: \"{parse.GetValue(scenario)}\" is not a scenario this version runs (cold-start, link-failures).");
+            if (parse.GetValue(scenario) is not ("cold-start" or "link-failures" or "concurrent-setups"))
+                throw new UsageException($"--scenario: \"{parse.GetValue(scenario)}\" is not a scenario this version runs (cold-start, link-failures, concurrent-setups).");
             var count = parse.GetValue(nodes);
             if (count < 2)
                 throw new UsageException("--nodes must be at least 2.");
@@ -96,6 +96,7 @@ internal static class SimCommand
                 ["repair_p50_ms"] = report.RepairP50Ms is { } r50 ? Math.Round(r50, 3) : null,
                 ["repair_p99_ms"] = report.RepairP99Ms is { } r99 ? Math.Round(r99, 3) : null,
                 ["repaired"] = report.Repaired is { } repaired ? Math.Round(repaired, 4) : null,
+                ["set_up"] = report.SetUp is { } setUp ? Math.Round(setUp, 4) : null,
                 ["stretch_mean"] = report.StretchMean is { } s ? Math.Round(s, 3) : null,
                 ["control_bytes_per_node_per_sec"] = Math.Round(report.ControlBytesPerNodePerSec, 1),
                 ["memory_bytes_per_node"] = report.MemoryBytesPerNode,

@@ -40,7 +40,10 @@ public sealed record SimOptions
     /// <summary>Every how much virtual time reachability is sampled.</summary>
     public TimeSpan SampleEvery { get; init; } = TimeSpan.FromMilliseconds(50);
 
-    /// <summary><c>cold-start</c>, or <c>link-failures</c>: then one link of each path set up is cut, and the repairs are timed.</summary>
+    /// <summary>
+    /// <c>cold-start</c>; <c>link-failures</c> (one link of each path set up is cut, and the repairs are timed); or
+    /// <c>concurrent-setups</c> (every path is asked for at the same instant).
+    /// </summary>
     public string Scenario { get; init; } = "cold-start";
 }
 
@@ -62,6 +65,9 @@ public sealed record SimReport(
     public double? RepairP99Ms { get; init; }
 
     public double? Repaired { get; init; }
+
+    /// <summary>Concurrent setups: the share of the paths asked for at one instant that were set up.</summary>
+    public double? SetUp { get; init; }
 }
 
 /// <summary>
@@ -139,7 +145,27 @@ public static class ColdStart
         var stretch = new List<double>();
         var failures = options.Scenario == "link-failures";
         var kept = new List<(int Source, int PathId, IReadOnlyList<NodeAddress> Nodes)>();
-        foreach (var (from, to) in pairs.Take(options.Setups))
+        var concurrentSetups = 0;
+        if (options.Scenario == "concurrent-setups")
+        {
+            // Every sampled pair sets a path up at the same instant: the hops in common take many requests at once.
+            var asked = pairs.Take(options.Setups).Where(p => mesh.Nodes[p.Item1].Agent is not null)
+                .Select(p => (From: p.Item1, To: p.Item2, Task: mesh.Scheduler.Start(() => mesh.Nodes[p.Item1].Agent!.OpenPathAsync(addresses[p.Item2], query, CancellationToken.None))))
+                .ToList();
+            mesh.RunUntil(() => asked.All(s => s.Task.IsCompleted), TimeSpan.FromSeconds(30));
+            foreach (var (from, to, task) in asked)
+            {
+                if (!task.IsCompletedSuccessfully)
+                    continue;
+                concurrentSetups++;
+                var agent = mesh.Nodes[from].Agent!;
+                var path = agent.Opened.First(p => p.Request.Destination == addresses[to]);
+                setupMs.Add(path.SetupTime.TotalMilliseconds);
+                stretch.Add((path.Request.Nodes.Count - 1) / (double)Math.Max(1, Topologies.HopsFrom(neighbours, from)[to]));
+            }
+            progress?.Invoke($"{concurrentSetups} of {asked.Count} paths set up at the same instant");
+        }
+        foreach (var (from, to) in options.Scenario == "concurrent-setups" ? [] : pairs.Take(options.Setups))
         {
             var agent = mesh.Nodes[from].Agent;
             if (agent is null)
@@ -205,6 +231,7 @@ public static class ColdStart
             RepairP50Ms = Percentile(repairMs, 0.5),
             RepairP99Ms = Percentile(repairMs, 0.99),
             Repaired = kept.Count == 0 ? null : repairMs.Count / (double)kept.Count,
+            SetUp = options.Scenario == "concurrent-setups" ? concurrentSetups / (double)Math.Max(1, Math.Min(options.Setups, pairs.Count)) : null,
         };
     }
 

@@ -45,6 +45,18 @@ public sealed class ColdStartTests
         Assert.Equal("link-failures", report.Scenario);
     }
 
+    [Fact]
+    public async Task Forty_paths_asked_for_at_one_instant_are_all_set_up_as_fast_as_one()
+    {
+        var report = await ColdStart.RunAsync(new SimOptions
+        {
+            Nodes = 80, Topology = "powerlaw", Seed = 4, SampledPairs = 40, Setups = 40, Scenario = "concurrent-setups", IdleWindow = TimeSpan.FromSeconds(2),
+        });
+        Assert.Equal(1.0, report.SetUp);
+        // Hops answer each request on its own: forty at once cost each no more than the two rounds of one.
+        Assert.Equal(40, report.SetupP99Ms);
+    }
+
     [Theory]
     [InlineData("line")]
     [InlineData("ring")]
