@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Skymesh.Identity;
 using Skymesh.Mesh.Apps;
 using Skymesh.Mesh.Forwarding;
@@ -154,7 +153,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     /// its interfaces opened by <paramref name="openInterface"/>, LAN discovery when configured, and the loops that keep
     /// links to its static peers. The control plane and the local API are the host's.
     /// </summary>
-    internal static MeshNode Start(NodeOptions options, NodeKey key, string keyState, Func<InterfaceOptions, MeshNode, IMeshInterface> openInterface,
+    internal static MeshNode Start(NodeOptions options, NodeKey key, string keyState, Func<InterfaceOptions, IMeshInterface> openInterface,
         ILoggerFactory loggerFactory, TimeProvider time)
     {
         var node = new MeshNode(options, key, time, loggerFactory);
@@ -162,7 +161,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         {
             foreach (var nic in options.Interfaces)
             {
-                var opened = openInterface(nic, node);
+                var opened = openInterface(nic);
                 node._interfaces[nic.Name] = opened;
                 node.Switch.AddInterface(opened);
             }

@@ -13,11 +13,18 @@ public static class NodeMetrics
         var w = new Writer();
         if (control is not null)
         {
-            w.Family("skymesh_control_connected", "gauge", "1 while the control agent is logged into the SSMP broker, 0 while the node tries to reach it.");
+            w.Family("skymesh_control_connected", "gauge", "1 while the control agent is on its control bus, 0 while the node tries to reach it.");
             w.Sample("skymesh_control_connected", "", control.Connected ? 1 : 0);
-            w.Family("skymesh_control_login_attempts_total", "counter", "Attempts to log the control agent into the broker, by result.");
+            w.Family("skymesh_control_login_attempts_total", "counter", "Attempts to get the control agent onto its control bus, by result.");
             w.Sample("skymesh_control_login_attempts_total", "result=\"ok\"", control.Connects);
             w.Sample("skymesh_control_login_attempts_total", "result=\"failed\"", control.Failures);
+            if (control.Agent?.Bus is { } bus)
+            {
+                w.Family("skymesh_control_unproven_senders_total", "counter", "Control-bus messages refused because the bus could not prove their sender is a node.");
+                w.Sample("skymesh_control_unproven_senders_total", "", bus.UnprovenSenders);
+                w.Family("skymesh_control_dropped_events_total", "counter", "Control-bus deliveries dropped because the agent fell behind reading them.");
+                w.Sample("skymesh_control_dropped_events_total", "", bus.DroppedEvents);
+            }
         }
         var sw = node.Switch;
         w.Family("skymesh_forwarded_messages_total", "counter", "Messages switched from one link to another.");

@@ -118,16 +118,7 @@ public sealed class VirtualMesh : IAsyncDisposable
     public MemoryEndPoint EndPointOf(int node) => (MemoryEndPoint)_hosts[node].Node.Interfaces["m0"].LocalEndPoint;
 
     /// <summary>Links node <paramref name="a"/> to node <paramref name="b"/> (the handshake runs on virtual time).</summary>
-    public Link Link(int a, int b, Impairment? impairment = null)
-    {
-        if (impairment is not null)
-        {
-            Links.SetImpairment(EndPointOf(a), EndPointOf(b), impairment);
-            Links.SetImpairment(EndPointOf(b), EndPointOf(a), impairment);
-        }
-        var to = _hosts[b].Node;
-        return Run(() => _hosts[a].Node.ConnectAsync("m0", EndPointOf(b), to.Address, CancellationToken.None), TimeSpan.FromSeconds(30));
-    }
+    public Link Link(int a, int b, Impairment? impairment = null) => LinkAll([(a, b)], impairment)[0];
 
     /// <summary>
     /// Starts <paramref name="count"/> dedicated route finders on the bus (keys from the seed); nodes added after
@@ -147,7 +138,8 @@ public sealed class VirtualMesh : IAsyncDisposable
     }
 
     /// <summary>Links many pairs at once: every handshake starts at the same instant, as when a whole mesh powers up.</summary>
-    public void LinkAll(IEnumerable<(int A, int B)> links, Impairment? impairment = null)
+    /// <returns>The links, at the first node of each pair, in the order given.</returns>
+    public IReadOnlyList<Link> LinkAll(IEnumerable<(int A, int B)> links, Impairment? impairment = null)
     {
         var pending = new List<Task<Link>>();
         foreach (var (a, b) in links)
@@ -164,8 +156,7 @@ public sealed class VirtualMesh : IAsyncDisposable
         }
         if (!RunUntil(() => pending.All(t => t.IsCompleted), TimeSpan.FromSeconds(120)))
             throw new TimeoutException("Not every link came up within 120 s of virtual time.");
-        foreach (var task in pending)
-            task.GetAwaiter().GetResult();
+        return [.. pending.Select(t => t.GetAwaiter().GetResult())];
     }
 
     /// <summary>Cuts the link between two nodes for good: frames stop both ways and both ends take the link down.</summary>

@@ -21,6 +21,8 @@ public abstract class MeshWithBroker : IAsyncDisposable
     {
         var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, port) };
         options.Authenticators.Add(new KeyAuthenticator());
+        // People (and impostors) log in by name; node addresses stay reserved to key logins.
+        options.Authenticators.Add(new OpenAuthenticator());
         var broker = new SsmpBroker(options);
         broker.Start();
         return broker;
@@ -603,5 +605,30 @@ public sealed class SettlementTests : MeshWithBroker
         Assert.True(fromSource.OwedToUs > 1000);
         Assert.Contains($"skymesh_link_credit_drops_total{{link=\"{relay.Node.FindLink(source.Node.Address)!.Id}\",peer=\"{source.Address}\"}} ", await relay.Client.MetricsAsync(Ct), StringComparison.Ordinal);
         await writing.WaitAsync(Bound, Ct);
+    }
+}
+
+/// <summary>What the control bus refuses is counted where an operator looks.</summary>
+public sealed class ControlBusMetricsTests : MeshWithBroker
+{
+    [Fact]
+    public async Task Announcements_and_receipts_from_a_login_that_is_not_a_node_are_refused_and_counted_in_metrics()
+    {
+        var node = await StartNodeAsync();
+        await using var stranger = await Skymesh.Ssmp.Client.SsmpClient.ConnectAsync(
+            new Skymesh.Ssmp.Client.SsmpClientOptions { Port = Broker.LocalEndPoint.Port, Id = "mallory" }, Ct);
+        await stranger.McastAsync(RouteTopics.Links, "a forged announcement", Ct);
+        await stranger.UcastAsync(node.Address, "SKR1 a forged receipt", Ct);
+        // Nothing on the wire says when the node has read them: poll its metrics, within the bound.
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+        var deadline = DateTime.UtcNow + Bound;
+        var metrics = await node.Client.MetricsAsync(Ct);
+        while (!metrics.Contains("skymesh_control_unproven_senders_total 2", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+        {
+            await timer.WaitForNextTickAsync(Ct);
+            metrics = await node.Client.MetricsAsync(Ct);
+        }
+        Assert.Contains("skymesh_control_unproven_senders_total 2", metrics, StringComparison.Ordinal);
+        Assert.Contains("skymesh_control_dropped_events_total 0", metrics, StringComparison.Ordinal);
     }
 }

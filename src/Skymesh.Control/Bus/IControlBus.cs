@@ -30,6 +30,9 @@ public interface IControlBus : IAsyncDisposable
     /// <summary>Senders refused because the bus could not prove they are a node (not a node address).</summary>
     long UnprovenSenders { get; }
 
+    /// <summary>Deliveries dropped because <see cref="Events"/> was full (its reader fell behind).</summary>
+    long DroppedEvents { get; }
+
     /// <summary>Publishes <paramref name="payload"/> (up to <see cref="ControlBus.MaxPublishBytes"/>) to every subscriber of <paramref name="topic"/> but this node.</summary>
     Task PublishAsync(string topic, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken);
 

@@ -1,8 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
-using Skymesh.Mesh.Paths;
-
 using Skymesh.Identity;
+using Skymesh.Mesh.Paths;
 
 namespace Skymesh.Mesh.Apps;
 

@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Threading.Channels;
-
 using Skymesh.Identity;
 
 namespace Skymesh.Mesh.Interfaces;

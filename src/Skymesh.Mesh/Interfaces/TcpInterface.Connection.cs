@@ -1,8 +1,7 @@
-using System.Buffers;
 using System.Buffers.Binary;
-using System.Net;
+using System.Buffers;
 using System.Net.Sockets;
-
+using System.Net;
 using Skymesh.Identity;
 
 namespace Skymesh.Mesh.Interfaces;

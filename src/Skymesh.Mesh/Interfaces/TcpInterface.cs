@@ -1,10 +1,9 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
-using System.Net;
 using System.Net.Sockets;
-using Skymesh.Mesh.Wire;
-
+using System.Net;
 using Skymesh.Identity;
+using Skymesh.Mesh.Wire;
 
 namespace Skymesh.Mesh.Interfaces;
 

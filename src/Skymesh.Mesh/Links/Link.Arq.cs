@@ -245,6 +245,9 @@ public sealed partial class Link
         }
     }
 
+    /// <summary>How old a kept frame may be and still be sent again when asked (older, the path's own recovery has it).</summary>
+    private TimeSpan ResendHorizon => TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 20, TimeSpan.TicksPerSecond));
+
     /// <summary>Whether sent frames are kept: while recovery is on and the link is up.</summary>
     private bool Retaining => _switch.Options.LinkRecovery && State == LinkState.Up;
 
@@ -310,7 +313,7 @@ public sealed partial class Link
         }
         var now = _switch.Time.GetTimestamp();
         Volatile.Write(ref _lastNackReceived, now);
-        var maxAge = TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 20, TimeSpan.TicksPerSecond));
+        var maxAge = ResendHorizon;
         lock (_retainLock)
         {
             var retained = _retained;
@@ -411,7 +414,7 @@ public sealed partial class Link
     /// <summary>Returns to the pool the kept frames older than a Nack would still be answered for (oldest first).</summary>
     private void TrimRetained(long now)
     {
-        var maxAge = TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 20, TimeSpan.TicksPerSecond));
+        var maxAge = ResendHorizon;
         List<byte[]>? old = null;
         lock (_retainLock)
         {

@@ -1,9 +1,8 @@
 using System.Net;
 using System.Threading.Channels;
+using Skymesh.Identity;
 using Skymesh.Mesh.Interfaces;
 using Skymesh.Mesh.Wire;
-
-using Skymesh.Identity;
 
 namespace Skymesh.Mesh.Links;
 

@@ -3,7 +3,6 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Skymesh.Control.Bus;
 using Skymesh.Control.Settlement;
-
 using Skymesh.Identity;
 
 namespace Skymesh.Node.Control;

@@ -107,7 +107,7 @@ public sealed class NodeHostBuilder
         var bus = _busChosen ? _bus : DefaultBus();
         if (bus is null && _options.Finder is not null)
             throw new InvalidOperationException("$.finder: a route finder is reached over the control bus: set \"broker\" too");
-        var node = MeshNode.Start(_options, key, keyDescription, (nic, _) => _interfaces.Open(nic, _time), _logging, _time);
+        var node = MeshNode.Start(_options, key, keyDescription, nic => _interfaces.Open(nic, _time), _logging, _time);
         node.Random = _random;
         EmbeddedLedger? ledger = null;
         ControlPlane? control = null;

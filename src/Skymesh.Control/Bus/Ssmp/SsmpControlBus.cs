@@ -66,9 +66,6 @@ public sealed partial class SsmpControlBus : IControlBus
     /// <summary>Events dropped because nobody read <see cref="Events"/> fast enough.</summary>
     public long DroppedEvents => Interlocked.Read(ref _dropped);
 
-    /// <summary>Fragments of publications dropped (malformed, too large, too many at once, timed out).</summary>
-    public long DroppedFragments => Enum.GetValues<ReassemblyDrop>().Sum(_publications.Dropped);
-
     /// <summary>
     /// Logs <paramref name="key"/>'s node into the broker at <paramref name="host"/>:<paramref name="port"/>; a broker
     /// that cannot be reached or refuses throws <see cref="ControlBusException"/> (503 or 403).
