@@ -24,6 +24,7 @@ internal sealed class BenchConnection : IAsyncDisposable
     private long _oks;
     private long _errors;
     private long _pongs;
+    private long _pings;
     private long _lastDelivery;
     private long _awaitedReplies = long.MaxValue;
     private TaskCompletionSource? _repliesArrived;
@@ -45,6 +46,9 @@ internal sealed class BenchConnection : IAsyncDisposable
     public long Oks => Volatile.Read(ref _oks);
 
     public long Errors => Volatile.Read(ref _errors);
+
+    /// <summary>PINGs the target sent (each one answered).</summary>
+    public long Pings => Volatile.Read(ref _pings);
 
     /// <summary><see cref="Stopwatch"/> timestamp of the last read that held a delivery.</summary>
     public long LastDelivery => Volatile.Read(ref _lastDelivery);
@@ -174,6 +178,7 @@ internal sealed class BenchConnection : IAsyncDisposable
                     pongs++;
                     break;
                 case LineKind.Ping:
+                    Interlocked.Increment(ref _pings);
                     _ = ReplyToPingAsync();
                     break;
             }

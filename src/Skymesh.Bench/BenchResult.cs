@@ -72,6 +72,9 @@ internal sealed class BenchResult
 
     public double? BytesPerConnection { get; init; }
 
+    /// <summary>idle: VmRSS of the target after each keepalive round (KiB).</summary>
+    public IReadOnlyList<long> RssKeepaliveRoundsKib { get; init; } = [];
+
     /// <summary>The median run of <paramref name="runs"/>, carrying every run's rate.</summary>
     public static BenchResult Median(IReadOnlyList<BenchResult> runs)
     {
@@ -106,7 +109,8 @@ internal sealed class BenchResult
         {
             "idle" => string.Format(c, "{0} idle connections: RSS {1} -> {2} KiB, {3} bytes per connection",
                 Connections, RssBeforeKib?.ToString(c) ?? "?", RssAfterKib?.ToString(c) ?? "?",
-                BytesPerConnection?.ToString("N0", c) ?? "unknown (no process id)"),
+                BytesPerConnection?.ToString("N0", c) ?? "unknown (no process id)")
+                + (RssKeepaliveRoundsKib.Count > 0 ? $", after {RssKeepaliveRoundsKib.Count} keepalive rounds {string.Join(" -> ", RssKeepaliveRoundsKib)} KiB" : ""),
             "latency" => string.Format(c, "{0} samples over {1} pairs: p50 {2:0.0} us, p99 {3:0.0} us, p99.9 {4:0.0} us, max {5:0.0} us, mean {6:0.0} us",
                 Samples, Connections / 2, P50Us, P99Us, P999Us, MaxUs, MeanUs),
             _ => string.Format(c, "{0:N0}/{1:N0} delivered in {2:0.000} s = {3:N0} msgs/s", Delivered, Expected, Seconds, MsgsPerSec),
@@ -180,6 +184,13 @@ internal sealed class BenchResult
         Optional(json, "rss_before_kib", RssBeforeKib);
         Optional(json, "rss_after_kib", RssAfterKib);
         Optional(json, "bytes_per_connection", BytesPerConnection, 0);
+        if (RssKeepaliveRoundsKib.Count > 0)
+        {
+            json.WriteStartArray("rss_keepalive_rounds_kib");
+            foreach (var rss in RssKeepaliveRoundsKib)
+                json.WriteNumberValue(rss);
+            json.WriteEndArray();
+        }
         json.WriteBoolean("complete", Complete);
         json.WriteEndObject();
     }

@@ -55,7 +55,8 @@ internal abstract class BenchTarget : IAsyncDisposable
     public static BenchTarget External(IPEndPoint endPoint, int? processId) => new ExternalTarget(endPoint, processId);
 
     /// <summary>Starts <c>skymesh broker</c> and reads its port from the "listening on" line it logs.</summary>
-    public static async Task<BenchTarget> StartBrokerProcessAsync(BrokerLaunch launch, TextWriter output, CancellationToken cancellationToken)
+    public static async Task<BenchTarget> StartBrokerProcessAsync(BrokerLaunch launch, TimeSpan? pingInterval, TextWriter output,
+        CancellationToken cancellationToken)
     {
         var info = new ProcessStartInfo(launch.FileName)
         {
@@ -66,6 +67,11 @@ internal abstract class BenchTarget : IAsyncDisposable
         };
         foreach (var argument in launch.Arguments)
             info.ArgumentList.Add(argument);
+        if (pingInterval is { } interval)
+        {
+            info.ArgumentList.Add("--ping-interval");
+            info.ArgumentList.Add(interval.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
         var listening = new TaskCompletionSource<IPEndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
         var process = new ChildProcess("skymesh broker", info, output, line =>
         {
@@ -91,7 +97,7 @@ internal abstract class BenchTarget : IAsyncDisposable
     }
 
     /// <summary>Starts <c>nats-server</c> on a free loopback port and waits until it accepts connections.</summary>
-    public static async Task<BenchTarget> StartNatsAsync(string path, TextWriter output, CancellationToken cancellationToken)
+    public static async Task<BenchTarget> StartNatsAsync(string path, TimeSpan? pingInterval, TextWriter output, CancellationToken cancellationToken)
     {
         var executable = HostTools.FindExecutable(path);
         if (executable is null && path == "nats-server")
@@ -114,6 +120,15 @@ internal abstract class BenchTarget : IAsyncDisposable
         };
         foreach (var argument in new[] { "-a", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture) })
             info.ArgumentList.Add(argument);
+        string? config = null;
+        if (pingInterval is { } interval)
+        {
+            // nats-server takes its PING interval only from a configuration file.
+            config = Path.Combine(Path.GetTempPath(), $"skymesh-bench-nats-{Environment.ProcessId}-{port}.conf");
+            File.WriteAllText(config, $"ping_interval: \"{(int)interval.TotalSeconds}s\"\n");
+            info.ArgumentList.Add("-c");
+            info.ArgumentList.Add(config);
+        }
         var process = new ChildProcess("nats-server", info, output, _ => { });
         try
         {
@@ -125,6 +140,12 @@ internal abstract class BenchTarget : IAsyncDisposable
         {
             await process.DisposeAsync();
             throw;
+        }
+        finally
+        {
+            // Read once, at start.
+            if (config is not null)
+                File.Delete(config);
         }
     }
 

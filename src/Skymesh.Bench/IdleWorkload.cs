@@ -51,6 +51,21 @@ internal static class IdleWorkload
                 output.WriteLine($"  {idle.Length:N0} connections logged in after {seconds:0.0} s; settling {Settle.TotalSeconds:0} s");
             await Task.Delay(Settle, cancellationToken);
             var after = Resident(target);
+            var rounds = new List<long>();
+            for (var round = 1; round <= options.IdleKeepaliveRounds; round++)
+            {
+                if (!await KeepaliveRoundAsync(idle, round, options, cancellationToken))
+                {
+                    lock (output)
+                        output.WriteLine($"  keepalive round {round}: not every connection was PINGed within {options.Timeout.TotalSeconds:0} s; stopped");
+                    break;
+                }
+                if (Resident(target) is not { } rss)
+                    break;
+                rounds.Add(rss);
+                lock (output)
+                    output.WriteLine($"  keepalive round {round}: every connection PINGed and answered; RSS {rss:N0} KiB");
+            }
             var n = options.IdleConnections;
             return new BenchResult
             {
@@ -67,6 +82,7 @@ internal static class IdleWorkload
                 RssBeforeKib = before,
                 RssAfterKib = after,
                 BytesPerConnection = before is { } b && after is { } a ? (a - b) * 1024.0 / n : null,
+                RssKeepaliveRoundsKib = rounds,
             };
         }
         finally
@@ -74,6 +90,25 @@ internal static class IdleWorkload
             await Workload.DisposeAllAsync(idle);
             await Workload.DisposeAllAsync(warm);
         }
+    }
+
+    /// <summary>
+    /// Waits until every open idle connection has been PINGed <paramref name="round"/> times (and has answered),
+    /// polling a few times a second; false when that takes longer than the workload timeout.
+    /// </summary>
+    private static async Task<bool> KeepaliveRoundAsync(BenchConnection[] idle, int round, SsmpBenchOptions options, CancellationToken cancellationToken)
+    {
+        var deadline = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(options.Timeout.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(200));
+        while (idle.Any(c => !c.Closed && c.Pings < round))
+        {
+            if (System.Diagnostics.Stopwatch.GetTimestamp() > deadline)
+                return false;
+            await poll.WaitForNextTickAsync(cancellationToken);
+        }
+        // The PONGs were sent when the last PING arrived; give the target a moment to read them.
+        await poll.WaitForNextTickAsync(cancellationToken);
+        return true;
     }
 
     /// <summary>VmRSS of the target; in process, after a full collection so that garbage does not count.</summary>

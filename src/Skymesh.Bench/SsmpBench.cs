@@ -29,7 +29,9 @@ public static class SsmpBench
             foreach (var nats in options.Nats ? new[] { false, true } : [false])
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                await using var target = await StartAsync(nats, options, output, cancellationToken);
+                // Idle connections are held through keepalive rounds: the target PINGs at the bench's interval.
+                var pingInterval = workload == BenchWorkload.Idle && options.IdleKeepaliveRounds > 0 ? options.IdlePingInterval : (TimeSpan?)null;
+                await using var target = await StartAsync(nats, options, pingInterval, output, cancellationToken);
                 lock (output)
                     output.WriteLine($"{Name(workload)} against {target.Name} ({target.Mode}, {target.EndPoint}{(target.ProcessId is { } pid ? $", pid {pid}" : "")}): {Explain(workload, options)}");
                 var result = workload switch
@@ -60,15 +62,16 @@ public static class SsmpBench
         return results.All(r => r.Complete) ? 0 : 1;
     }
 
-    private static async Task<BenchTarget> StartAsync(bool nats, SsmpBenchOptions options, TextWriter output, CancellationToken cancellationToken)
+    private static async Task<BenchTarget> StartAsync(bool nats, SsmpBenchOptions options, TimeSpan? pingInterval, TextWriter output,
+        CancellationToken cancellationToken)
     {
         if (nats)
-            return await BenchTarget.StartNatsAsync(options.NatsServerPath, output, cancellationToken);
+            return await BenchTarget.StartNatsAsync(options.NatsServerPath, pingInterval, output, cancellationToken);
         return options.Broker switch
         {
             BrokerMode.InProcess => await BenchTarget.StartInProcessAsync(options),
             BrokerMode.External => BenchTarget.External(options.Target!, options.TargetProcessId),
-            _ => await BenchTarget.StartBrokerProcessAsync(options.BrokerLaunch!, output, cancellationToken),
+            _ => await BenchTarget.StartBrokerProcessAsync(options.BrokerLaunch!, pingInterval, output, cancellationToken),
         };
     }
 

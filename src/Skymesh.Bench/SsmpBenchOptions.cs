@@ -65,6 +65,16 @@ public sealed class SsmpBenchOptions
     /// <summary>idle: connections opened first and not counted, so that start-up costs (JIT, pools) fall outside the measurement.</summary>
     public int IdleWarmupConnections { get; init; } = 100;
 
+    /// <summary>
+    /// idle: keepalive rounds the idle connections are held through after the first reading (each a PING from
+    /// the target and its PONG), with memory read after each. Brokers this bench starts PING every
+    /// <see cref="IdlePingInterval"/>; an external one at whatever interval it was started with.
+    /// </summary>
+    public int IdleKeepaliveRounds { get; init; } = 3;
+
+    /// <summary>idle: the PING interval given to brokers this bench starts.</summary>
+    public TimeSpan IdlePingInterval { get; init; } = TimeSpan.FromSeconds(1);
+
     public int Subscribers { get; init; } = 10;
 
     /// <summary>fanout: messages the publisher sends (each is delivered to every subscriber).</summary>
@@ -115,6 +125,9 @@ public sealed class SsmpBenchOptions
         AtLeast(MessagesPerConnection, 1, "messages");
         AtLeast(IdleConnections, 1, "idle connections");
         AtLeast(IdleWarmupConnections, 0, "idle warm-up connections");
+        AtLeast(IdleKeepaliveRounds, 0, "idle keepalive rounds");
+        if (IdlePingInterval < TimeSpan.FromSeconds(1))
+            throw new ArgumentException($"The idle PING interval must be at least 1 s; got {IdlePingInterval.TotalSeconds} s.");
         AtLeast(Subscribers, 1, "subscribers");
         AtLeast(FanoutMessages, 1, "fanout messages");
         AtLeast(LatencyPairs, 1, "latency pairs");

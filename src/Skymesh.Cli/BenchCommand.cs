@@ -78,6 +78,8 @@ internal static class BenchCommand
         var latencySamples = new Option<int>("--latency-samples") { Description = "latency: messages measured per pair.", DefaultValueFactory = _ => defaults.LatencySamples };
         var latencyRate = new Option<double>("--latency-rate") { Description = "latency: messages per second per pair (one in flight at a time).", DefaultValueFactory = _ => defaults.LatencyRate };
         var idleWarmup = new Option<int>("--idle-warmup") { Description = "idle: connections opened before the first memory reading, not counted.", DefaultValueFactory = _ => defaults.IdleWarmupConnections };
+        var idleRounds = new Option<int>("--idle-rounds") { Description = "idle: keepalive rounds (PING and PONG) the idle connections are held through, memory read after each.", DefaultValueFactory = _ => defaults.IdleKeepaliveRounds };
+        var idlePing = new Option<double>("--idle-ping-interval") { Description = "idle: seconds between PINGs of the brokers this bench starts (at least 1).", DefaultValueFactory = _ => defaults.IdlePingInterval.TotalSeconds };
         var payloadSize = new Option<int>("--payload-size") { Description = "Payload bytes per message.", DefaultValueFactory = _ => defaults.PayloadSize };
         var batch = new Option<int>("--batch") { Description = "Requests per socket write.", DefaultValueFactory = _ => defaults.Batch };
         var warmup = new Option<double>("--warmup") { Description = "Fraction of each workload sent first and not measured (0 for none).", DefaultValueFactory = _ => defaults.Warmup };
@@ -98,7 +100,7 @@ internal static class BenchCommand
 
         var command = new Command("ssmp", "Load-test the SSMP broker: ucast (the original 100 x 10,000 benchmark), fanout, latency, idle memory; optionally beside nats-server.")
         {
-            workload, connections, messages, subscribers, fanoutMessages, latencyPairs, latencySamples, latencyRate, idleWarmup,
+            workload, connections, messages, subscribers, fanoutMessages, latencyPairs, latencySamples, latencyRate, idleWarmup, idleRounds, idlePing,
             payloadSize, batch, warmup, broker, target, targetPid, receiveBuffer, nats, natsServer, timeout, repeat, seed,
         };
         command.SetAction(async (parse, cancellationToken) =>
@@ -137,6 +139,8 @@ internal static class BenchCommand
                 LatencySamples = parse.GetValue(latencySamples),
                 LatencyRate = parse.GetValue(latencyRate),
                 IdleWarmupConnections = parse.GetValue(idleWarmup),
+                IdleKeepaliveRounds = parse.GetValue(idleRounds),
+                IdlePingInterval = TimeSpan.FromSeconds(parse.GetValue(idlePing)),
                 PayloadSize = parse.GetValue(payloadSize),
                 Batch = parse.GetValue(batch),
                 Warmup = parse.GetValue(warmup),

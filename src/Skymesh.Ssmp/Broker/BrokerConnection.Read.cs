@@ -32,12 +32,12 @@ internal sealed partial class BrokerConnection
                 {
                     if (buffer is not null)
                     {
-                        ArrayPool<byte>.Shared.Return(buffer);
+                        _broker.Buffers.Return(buffer);
                         buffer = null;
                     }
                     // A zero-byte read completes when data arrives, without pinning a buffer meanwhile.
                     _ = await _stream.ReadAsync(Memory<byte>.Empty);
-                    buffer = ArrayPool<byte>.Shared.Rent(size);
+                    buffer = _broker.Buffers.Rent(size);
                 }
                 var n = await _stream.ReadAsync(buffer.AsMemory(filled, size - filled));
                 if (n == 0)
@@ -59,7 +59,7 @@ internal sealed partial class BrokerConnection
         finally
         {
             if (buffer is not null)
-                ArrayPool<byte>.Shared.Return(buffer);
+                _broker.Buffers.Return(buffer);
         }
     }
 

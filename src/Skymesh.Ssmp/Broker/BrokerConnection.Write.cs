@@ -5,7 +5,9 @@ namespace Skymesh.Ssmp.Broker;
 
 internal sealed partial class BrokerConnection : IThreadPoolWorkItem
 {
-    private const int InitialOutputSize = 4096;
+    // A PING or a single answer needs a few bytes: ten thousand idle connections PINGed at once must not each
+    // take kilobytes. A busy connection's queue doubles from here.
+    private const int InitialOutputSize = 256;
 
     private readonly object _outLock = new();
     private readonly int _maxQueued;
@@ -81,11 +83,11 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
         var size = Math.Max(InitialOutputSize, (_pending?.Length ?? 0) * 2);
         while (size - _pendingLength < need)
             size *= 2;
-        var bigger = ArrayPool<byte>.Shared.Rent(size);
+        var bigger = _broker.Buffers.Rent(size);
         if (_pending is not null)
         {
             _pending.AsSpan(0, _pendingLength).CopyTo(bigger);
-            ArrayPool<byte>.Shared.Return(_pending);
+            _broker.Buffers.Return(_pending);
         }
         _pending = bigger;
         return bigger;
@@ -200,10 +202,11 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
                 lock (_outLock)
                 {
                     _inFlight = 0;
-                    if (_spare is null && batch.Length <= 64 * 1024)
+                    // Kept for the next batch while the connection stays busy; an idle one returns both.
+                    if (_spare is null)
                         _spare = batch;
                     else
-                        ArrayPool<byte>.Shared.Return(batch);
+                        _broker.Buffers.Return(batch);
                 }
             }
         }
@@ -226,12 +229,12 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
     {
         if (_pending is not null && _pendingLength == 0)
         {
-            ArrayPool<byte>.Shared.Return(_pending);
+            _broker.Buffers.Return(_pending);
             _pending = null;
         }
         if (_spare is not null)
         {
-            ArrayPool<byte>.Shared.Return(_spare);
+            _broker.Buffers.Return(_spare);
             _spare = null;
         }
     }

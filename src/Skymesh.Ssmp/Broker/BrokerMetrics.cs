@@ -70,6 +70,15 @@ public sealed record BrokerMetricsSnapshot
     /// <summary>Accepted key credentials remembered to refuse their replay (bounded by <c>KeyLoginReplayCapacity</c>).</summary>
     public long KeyLoginCredentialsRemembered { get; init; }
 
+    /// <summary>Bytes held now in connection buffers too large for the shared pool (queues towards slow readers).</summary>
+    public long LargeBufferBytes { get; init; }
+
+    /// <summary>Connection buffers too large for the shared pool allocated so far.</summary>
+    public long LargeBuffers { get; init; }
+
+    /// <summary>Times the broker gave memory back after a burst of traffic had ended.</summary>
+    public long MemoryReleases { get; init; }
+
     public long DisconnectsFor(DisconnectReason reason) => Disconnects.TryGetValue(reason, out var n) ? n : 0;
 
     public long KeyLoginFailuresFor(KeyLoginFailure reason) => KeyLoginFailures.TryGetValue(reason, out var n) ? n : 0;

@@ -53,6 +53,7 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         _byIdSpan = _byId.GetAlternateLookup<ReadOnlySpan<char>>();
         _topicsSpan = _topics.GetAlternateLookup<ReadOnlySpan<char>>();
         _unauthorizedPayload = System.Text.Encoding.ASCII.GetBytes(string.Join(' ', options.Authenticators.Select(a => a.Scheme)));
+        Buffers = new BrokerBuffers(_time, options.ReleaseMemoryWhenQuiet, options.AllocatedBytes);
         if (options.Authenticators.Any(a => a is KeyAuthenticator))
             _keyLogin = new KeyLoginGuard(options.ServerName, options.KeyLoginWindow, options.KeyLoginReplayCapacity, _time, _logger);
     }
@@ -62,6 +63,8 @@ public sealed partial class SsmpBroker : IAsyncDisposable
     internal ILogger Logger => _logger;
 
     internal TimeProvider Time => _time;
+
+    internal BrokerBuffers Buffers { get; }
 
     internal byte[] UnauthorizedPayload => _unauthorizedPayload;
 
@@ -192,6 +195,9 @@ public sealed partial class SsmpBroker : IAsyncDisposable
             KeyLoginsAccepted = _keyLogin?.Accepted ?? 0,
             KeyLoginFailures = keyFailures,
             KeyLoginCredentialsRemembered = _keyLogin?.Remembered ?? 0,
+            LargeBufferBytes = Buffers.LargeBytes,
+            LargeBuffers = Buffers.LargeAllocations,
+            MemoryReleases = Buffers.Releases,
         };
     }
 
@@ -286,6 +292,8 @@ public sealed partial class SsmpBroker : IAsyncDisposable
         foreach (var c in _all.Values)
             c.CheckTimers(now);
         _keyLogin?.Sweep();
+        if (Buffers.ReleaseIfQuiet())
+            Log.Released(_logger, Environment.WorkingSet / (1024 * 1024));
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
@@ -302,6 +310,9 @@ public sealed partial class SsmpBroker : IAsyncDisposable
 
         [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Accept failed: {Error}")]
         public static partial void AcceptFailed(ILogger logger, SocketError error);
+
+        [LoggerMessage(EventId = 5, Level = LogLevel.Debug, Message = "Traffic stopped: memory released, {WorkingSetMiB} MiB resident")]
+        public static partial void Released(ILogger logger, long workingSetMiB);
 
         [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "Login as {Id} evicts the previous connection with that id")]
         public static partial void Evicted(ILogger logger, string id);

@@ -50,6 +50,15 @@ public sealed class SsmpBrokerOptions
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
     /// <summary>
+    /// After a burst of traffic, once the process has gone quiet for a few seconds, run one compacting collection so
+    /// that the memory the burst used goes back to the operating system (docs/ssmp-broker.md, "Memory").
+    /// </summary>
+    public bool ReleaseMemoryWhenQuiet { get; set; } = true;
+
+    /// <summary>Bytes the process has allocated so far; what tells a burst from quiet (replaced in tests).</summary>
+    internal Func<long> AllocatedBytes { get; set; } = static () => GC.GetTotalAllocatedBytes();
+
+    /// <summary>
     /// The broker's name, which every <c>key</c> credential signs: a credential made for one broker is refused by any
     /// broker with another name. An SSMP identifier (1 to 64 of letters, digits and <c>. : @ / _ - + = ~</c>).
     /// </summary>
