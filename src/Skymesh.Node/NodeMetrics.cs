@@ -43,6 +43,8 @@ public static class NodeMetrics
         w.Sample("skymesh_hello_drops_total", "reason=\"queue_full\"", hellos.QueueFull);
         w.Sample("skymesh_hello_drops_total", "reason=\"refused\"", hellos.Refused);
         w.Sample("skymesh_hello_drops_total", "reason=\"half_open_cap\"", hellos.HalfOpenCapped);
+        w.Family("skymesh_hello_cookies_total", "counter", "Hellos answered with a cookie instead of being handled, because the node was under load.");
+        w.Sample("skymesh_hello_cookies_total", "", sw.CookiesSent);
         w.Family("skymesh_links_half_open", "gauge", "Links answered that have not finished their handshake.");
         w.Sample("skymesh_links_half_open", "", sw.HalfOpen);
         w.Family("skymesh_unknown_labels_total", "counter", "Messages with a label nobody installed (dropped).");

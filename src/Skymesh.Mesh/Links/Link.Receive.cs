@@ -84,6 +84,9 @@ public sealed partial class Link
             case LinkMessageType.HelloAck when plain && IsInitiator:
                 OnHelloAck(payload, now);
                 break;
+            case LinkMessageType.Cookie when plain && IsInitiator && State == LinkState.Handshaking:
+                OnCookie(payload);
+                break;
             case LinkMessageType.HelloConfirm when plain && !IsInitiator:
                 if (_helloAck is not null && Peer is { } peer && LinkHandshake.CheckHelloConfirm(payload, _helloAck, peer))
                     MarkUp(now);
@@ -120,8 +123,15 @@ public sealed partial class Link
 
     // Responder: a signed Hello, fresh enough; answer with a signed HelloAck bound to it. A repeated Hello
     // (our answer was lost) gets the same answer.
-    private void OnHello(ReadOnlySpan<byte> hello)
+    private void OnHello(ReadOnlySpan<byte> message)
     {
+        // The cookie, if any, was the switch's business (MeshSwitch.Handshakes.cs); the link answers the signed Hello.
+        if (!LinkHandshake.TrySplitHello(message, out var hello, out _))
+        {
+            _switch.CountHandshakeFailure("bad or forged Hello");
+            _switch.TakeDown(this, "bad or forged Hello");
+            return;
+        }
         if (_hello is not null)
         {
             if (hello.SequenceEqual(_hello) && _helloAck is not null)
@@ -229,8 +239,25 @@ public sealed partial class Link
     {
         _ephemeral = EphemeralKey.Generate();
         _hello = LinkHandshake.WriteHello(_switch.Key, _ephemeral, _switch.Options.Encrypt, Interface.Mtu, _switch.NowMs());
+        _helloSent = _hello;
         _helloAttempts = 1;
-        SendControlNow(LinkMessageType.Hello, _hello);
+        SendControlNow(LinkMessageType.Hello, _helloSent);
+    }
+
+    // Initiator: the far node is under load and wants proof that we receive at our address before it spends
+    // anything on our Hello. Send it again at once with the cookie; later retries carry it too.
+    private void OnCookie(ReadOnlySpan<byte> message)
+    {
+        if (_hello is null || !LinkHandshake.TryReadCookie(message, _hello, out var cookie))
+        {
+            _switch.CountBadFrame(WireError.BadControlMessage);
+            return;
+        }
+        // The same cookie again means the Hello carrying it is still on its way or was lost: the retry timer resends it.
+        if (_helloSent is not null && _helloSent.Length > _hello.Length && _helloSent.AsSpan(_hello.Length).SequenceEqual(cookie))
+            return;
+        _helloSent = LinkHandshake.WithCookie(_hello, cookie);
+        SendControlNow(LinkMessageType.Hello, _helloSent);
     }
 
     /// <summary>Called by the switch's timer: handshake retries and timeout, keepalives, silence.</summary>
@@ -246,10 +273,10 @@ public sealed partial class Link
                 _switch.TakeDown(this, $"no handshake within {options.HandshakeTimeout.TotalSeconds:0.#} s");
                 return;
             }
-            if (IsInitiator && _hello is not null && elapsed >= options.HandshakeRetry * _helloAttempts)
+            if (IsInitiator && _helloSent is not null && elapsed >= options.HandshakeRetry * _helloAttempts)
             {
                 _helloAttempts++;
-                SendControlNow(LinkMessageType.Hello, _hello);
+                SendControlNow(LinkMessageType.Hello, _helloSent);
             }
             return;
         }

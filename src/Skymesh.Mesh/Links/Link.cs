@@ -48,6 +48,9 @@ public sealed partial class Link : IThreadPoolWorkItem
     // Handshake state.
     private EphemeralKey? _ephemeral;
     private byte[]? _hello;
+
+    // Initiator: the Hello as sent — the signed Hello, then the cookie once the far node asked for one.
+    private byte[]? _helloSent;
     private byte[]? _helloAck;
     private byte[]? _helloConfirm;
     private int _helloAttempts;

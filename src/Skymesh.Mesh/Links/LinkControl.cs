@@ -16,6 +16,7 @@ public static class LinkMessageType
     public const byte Nack = 7;
     public const byte Receipt = 8;
     public const byte Forwarded = 9;
+    public const byte Cookie = 10;
 }
 
 /// <summary>
@@ -31,6 +32,12 @@ public static class LinkHandshake
     public const int HelloLength = IntroLength + NodeKey.SignatureLength;
     public const int HelloAckLength = IntroLength + 32 + NodeKey.SignatureLength;
     public const int HelloConfirmLength = 32 + NodeKey.SignatureLength;
+
+    /// <summary>A cookie a node under load hands a Hello's source address; the Hello comes back with it appended.</summary>
+    public const int CookieLength = 16;
+
+    /// <summary>Cookie message: the first 16 bytes of the SHA-256 of the Hello it answers, then the cookie.</summary>
+    public const int CookieMessageLength = 16 + CookieLength;
 
     public const string HelloPurpose = "link-hello";
     public const string HelloAckPurpose = "link-hello-ack";
@@ -64,6 +71,46 @@ public static class LinkHandshake
         SHA256.HashData(helloAck, confirm.AsSpan(0, 32));
         key.Sign(HelloConfirmPurpose, confirm.AsSpan(0, 32), confirm.AsSpan(32));
         return confirm;
+    }
+
+    /// <summary>A Hello as sent: the signed Hello, followed by the cookie when the far node asked for one.</summary>
+    public static byte[] WithCookie(ReadOnlySpan<byte> hello, ReadOnlySpan<byte> cookie) => [.. hello, .. cookie];
+
+    /// <summary>Splits a received Hello message into the signed Hello and its cookie (empty when none); false for any other length.</summary>
+    public static bool TrySplitHello(ReadOnlySpan<byte> message, out ReadOnlySpan<byte> hello, out ReadOnlySpan<byte> cookie)
+    {
+        hello = default;
+        cookie = default;
+        if (message.Length != HelloLength && message.Length != HelloLength + CookieLength)
+            return false;
+        hello = message[..HelloLength];
+        cookie = message[HelloLength..];
+        return true;
+    }
+
+    /// <summary>The Cookie message answering <paramref name="hello"/> (the signed part) with <paramref name="cookie"/>.</summary>
+    public static byte[] WriteCookie(ReadOnlySpan<byte> hello, ReadOnlySpan<byte> cookie)
+    {
+        var message = new byte[CookieMessageLength];
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(hello, hash);
+        hash[..16].CopyTo(message);
+        cookie.CopyTo(message.AsSpan(16));
+        return message;
+    }
+
+    /// <summary>Reads a Cookie message that answers <paramref name="ourHello"/>; false when it answers anything else.</summary>
+    public static bool TryReadCookie(ReadOnlySpan<byte> message, ReadOnlySpan<byte> ourHello, out ReadOnlySpan<byte> cookie)
+    {
+        cookie = default;
+        if (message.Length != CookieMessageLength)
+            return false;
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(ourHello, hash);
+        if (!CryptographicOperations.FixedTimeEquals(message[..16], hash[..16]))
+            return false;
+        cookie = message[16..];
+        return true;
     }
 
     /// <summary>Reads and checks a Hello: length, version, and the sender's signature over it.</summary>

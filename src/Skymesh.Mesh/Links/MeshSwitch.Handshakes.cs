@@ -25,9 +25,20 @@ public sealed class HandshakeLimits
 
     public int HalfOpen { get; set; } = 1024;
 
+    /// <summary>
+    /// Under load — once strangers' Hellos have used half of <see cref="HellosPerSecond"/> — a Hello without a valid
+    /// cookie is answered with a cookie for its source address instead of being handled, and only Hellos that come
+    /// back with it go on. Off, Hellos over the global rate are simply dropped.
+    /// </summary>
+    public bool Cookies { get; set; } = true;
+
+    /// <summary>How long a cookie secret is used; cookies made with the one before stay valid as long again.</summary>
+    public TimeSpan CookieSecretLifetime { get; set; } = TimeSpan.FromMinutes(2);
+
     public void Validate()
     {
-        if (!(HellosPerSecondPerAddress > 0) || !(HellosPerSecond > 0) || BurstPerAddress < 1 || Queue < 1 || HalfOpenPerAddress < 1 || HalfOpen < HalfOpenPerAddress)
+        if (!(HellosPerSecondPerAddress > 0) || !(HellosPerSecond > 0) || BurstPerAddress < 1 || Queue < 1 || HalfOpenPerAddress < 1 || HalfOpen < HalfOpenPerAddress
+            || CookieSecretLifetime <= TimeSpan.Zero)
             throw new ArgumentException("Handshake limits must be positive, and HalfOpen at least HalfOpenPerAddress.");
     }
 }
@@ -39,6 +50,12 @@ public sealed class HandshakeLimits
 /// all, a bounded queue — and hands the Hello to one handshake worker, which checks the clock and the signature before
 /// anything is kept: a forged Hello leaves no state and takes no link id. Links that are answered but never finish are
 /// capped per address and in all, and time out; their ids are used again.
+/// <para>
+/// Under load the node also asks each source to prove its address before its Hello costs anything (a cookie round, as
+/// WireGuard does): a Hello without a valid cookie gets a Cookie message — an HMAC of its source address under a
+/// secret that rotates — and only a Hello that comes back with that cookie is queued, ahead of the others. A flood
+/// whose source addresses are forged never sees its cookies, so it cannot crowd out a real neighbour.
+/// </para>
 /// </summary>
 public sealed partial class MeshSwitch
 {
@@ -46,12 +63,18 @@ public sealed partial class MeshSwitch
     private readonly Lock _admission = new();
     private Bucket _allHellos;
     private Channel<(IMeshInterface Nic, EndPoint Remote, byte[] Frame)>? _hellos;
+    private Channel<(IMeshInterface Nic, EndPoint Remote, byte[] Frame)>? _provenHellos;
     private Task _handshakeWorker = Task.CompletedTask;
-    private long _hellosRateLimited, _hellosQueueFull, _hellosForged, _hellosHalfOpenCapped;
+    private long _hellosRateLimited, _hellosQueueFull, _hellosForged, _hellosHalfOpenCapped, _cookiesSent;
+    private byte[]? _cookieSecret, _previousCookieSecret;
+    private long _cookieSecretBorn;
 
     /// <summary>Hellos dropped, by reason: over the rate limits, queue full, forged or stale (checked by the worker), half-open caps reached.</summary>
     public (long RateLimited, long QueueFull, long Refused, long HalfOpenCapped) HelloDrops =>
         (Interlocked.Read(ref _hellosRateLimited), Interlocked.Read(ref _hellosQueueFull), Interlocked.Read(ref _hellosForged), Interlocked.Read(ref _hellosHalfOpenCapped));
+
+    /// <summary>Hellos answered with a cookie instead of being handled, because the node was under load.</summary>
+    public long CookiesSent => Interlocked.Read(ref _cookiesSent);
 
     /// <summary>Links answered that have not finished their handshake.</summary>
     public int HalfOpen => _byId.Values.Count(l => l.State == LinkState.Handshaking && !l.IsInitiator);
@@ -67,13 +90,13 @@ public sealed partial class MeshSwitch
     {
         var limits = Options.Handshakes;
         var address = (remote as IPEndPoint)?.Address;
+        var message = frame[(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength)..];
+        if (!LinkHandshake.TrySplitHello(message, out var hello, out var cookie))
+            return;
+        bool proven;
         lock (_admission)
         {
-            if (!Take(ref _allHellos, limits.HellosPerSecond, limits.HellosPerSecond, now))
-            {
-                Interlocked.Increment(ref _hellosRateLimited);
-                return;
-            }
+            // Per address first: one source cannot use up everyone's share, nor make us send it cookies without end.
             if (address is not null)
             {
                 if (_buckets.Count >= 4096)
@@ -87,18 +110,90 @@ public sealed partial class MeshSwitch
                     return;
                 }
             }
+            proven = limits.Cookies && cookie.Length == LinkHandshake.CookieLength && CookieIsValid(remote, cookie, now);
+            if (!proven)
+            {
+                // Every unproven Hello counts against the global rate, so a flood keeps the node under load for as long
+                // as it lasts; under load (half the rate used) the Hello gets a cookie instead of a place in the queue.
+                var taken = Take(ref _allHellos, limits.HellosPerSecond, limits.HellosPerSecond, now);
+                if (limits.Cookies && (!taken || _allHellos.Tokens < limits.HellosPerSecond / 2))
+                {
+                    SendCookie(nic, remote, hello, now);
+                    return;
+                }
+                if (!taken)
+                {
+                    Interlocked.Increment(ref _hellosRateLimited);
+                    return;
+                }
+            }
             if (_hellos is null)
             {
-                _hellos = Channel.CreateBounded<(IMeshInterface, EndPoint, byte[])>(new BoundedChannelOptions(limits.Queue)
-                {
-                    SingleReader = true,
-                    FullMode = BoundedChannelFullMode.DropWrite,
-                });
+                var options = new BoundedChannelOptions(limits.Queue) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite };
+                _hellos = Channel.CreateBounded<(IMeshInterface, EndPoint, byte[])>(options);
+                _provenHellos = Channel.CreateBounded<(IMeshInterface, EndPoint, byte[])>(options);
                 _handshakeWorker = Background.Run(HandshakeWorkerAsync);
             }
         }
-        if (!_hellos.Writer.TryWrite((nic, remote, frame.ToArray())))
+        if (!(proven ? _provenHellos! : _hellos).Writer.TryWrite((nic, remote, frame.ToArray())))
             Interlocked.Increment(ref _hellosQueueFull);
+    }
+
+    /// <summary>Answers a Hello with a cookie for its source address (under <see cref="_admission"/>).</summary>
+    private void SendCookie(IMeshInterface nic, EndPoint remote, ReadOnlySpan<byte> hello, long now)
+    {
+        Span<byte> cookie = stackalloc byte[LinkHandshake.CookieLength];
+        MakeCookie(CurrentCookieSecret(now), remote, cookie);
+        var builder = new FrameBuilder(Math.Max(MeshWire.MinMtu, nic.Mtu));
+        builder.TryAdd(MeshWire.ControlLabel, LinkMessageType.Cookie, LinkHandshake.WriteCookie(hello, cookie), encrypted: false);
+        nic.TrySend(remote, builder.Seal(0, null));
+        Interlocked.Increment(ref _cookiesSent);
+    }
+
+    private bool CookieIsValid(EndPoint remote, ReadOnlySpan<byte> cookie, long now)
+    {
+        Span<byte> expected = stackalloc byte[LinkHandshake.CookieLength];
+        MakeCookie(CurrentCookieSecret(now), remote, expected);
+        if (System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(cookie, expected))
+            return true;
+        if (_previousCookieSecret is null)
+            return false;
+        MakeCookie(_previousCookieSecret, remote, expected);
+        return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(cookie, expected);
+    }
+
+    /// <summary>The secret cookies are made with now, rotated every <see cref="HandshakeLimits.CookieSecretLifetime"/> (under <see cref="_admission"/>).</summary>
+    private byte[] CurrentCookieSecret(long now)
+    {
+        if (_cookieSecret is null || Time.GetElapsedTime(_cookieSecretBorn, now) >= Options.Handshakes.CookieSecretLifetime)
+        {
+            _previousCookieSecret = _cookieSecret;
+            _cookieSecret = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
+            _cookieSecretBorn = now;
+        }
+        return _cookieSecret;
+    }
+
+    /// <summary>HMAC-SHA256 of the source address and port under <paramref name="secret"/>, cut to a cookie's length.</summary>
+    private static void MakeCookie(byte[] secret, EndPoint remote, Span<byte> cookie)
+    {
+        Span<byte> source = stackalloc byte[64];
+        int length;
+        if (remote is IPEndPoint ip)
+        {
+            ip.Address.MapToIPv6().TryWriteBytes(source, out _);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(source[16..], (ushort)ip.Port);
+            length = 18;
+        }
+        else
+        {
+            // Other interfaces (in-memory ones) name their end points in a few characters.
+            var text = remote.ToString() ?? "";
+            length = System.Text.Encoding.UTF8.GetBytes(text.AsSpan(0, Math.Min(text.Length, 16)), source);
+        }
+        Span<byte> mac = stackalloc byte[32];
+        System.Security.Cryptography.HMACSHA256.HashData(secret, source[..length], mac);
+        mac[..cookie.Length].CopyTo(cookie);
     }
 
     private bool Take(ref Bucket bucket, double perSecond, double burst, long now)
@@ -128,16 +223,29 @@ public sealed partial class MeshSwitch
             _buckets.Clear();
     }
 
-    /// <summary>The handshake worker: the expensive checks and the answer, one Hello at a time, off the receive loops.</summary>
+    /// <summary>
+    /// The handshake worker: the expensive checks and the answer, one Hello at a time, off the receive loops. Hellos
+    /// that came back with a valid cookie go first.
+    /// </summary>
     private async Task HandshakeWorkerAsync()
     {
-        var reader = _hellos!.Reader;
+        var proven = _provenHellos!.Reader;
+        var others = _hellos!.Reader;
         try
         {
-            while (await reader.WaitToReadAsync())
+            while (true)
             {
-                while (reader.TryRead(out var hello))
+                if (proven.TryRead(out var hello) || others.TryRead(out hello))
+                {
                     Answer(hello.Nic, hello.Remote, hello.Frame);
+                    continue;
+                }
+                var a = proven.WaitToReadAsync().AsTask();
+                var b = others.WaitToReadAsync().AsTask();
+                await Task.WhenAny(a, b);
+                // Both complete (false) only once the switch has stopped them.
+                if (a.IsCompleted && b.IsCompleted && !await a && !await b)
+                    return;
             }
         }
         catch (Exception e) when (e is ObjectDisposedException or ChannelClosedException)
@@ -149,9 +257,9 @@ public sealed partial class MeshSwitch
     {
         if (_byRemote.TryGetValue((nic, remote), out var existing) && existing.State != LinkState.Down)
             return; // Someone else's answer is under way, or the link is up: the receive loop handles its frames.
-        var payload = frame.AsSpan(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength);
+        var message = frame.AsSpan(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength);
         // The clock first (free), then the signature: only a fresh Hello signed by its key may cost anything more.
-        if (!LinkHandshake.TryReadHello(payload, out var intro) || !IsFresh(intro.TimestampMs) || intro.Address == Address)
+        if (!LinkHandshake.TrySplitHello(message, out var payload, out _) || !LinkHandshake.TryReadHello(payload, out var intro) || !IsFresh(intro.TimestampMs) || intro.Address == Address)
         {
             Interlocked.Increment(ref _hellosForged);
             CountHandshakeFailure("bad, forged or stale Hello");
@@ -186,5 +294,9 @@ public sealed partial class MeshSwitch
         }
     }
 
-    private void StopHandshakeWorker() => _hellos?.Writer.TryComplete();
+    private void StopHandshakeWorker()
+    {
+        _hellos?.Writer.TryComplete();
+        _provenHellos?.Writer.TryComplete();
+    }
 }

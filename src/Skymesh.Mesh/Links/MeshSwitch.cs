@@ -298,7 +298,7 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     }
 
     private static bool LooksLikeHello(ReadOnlySpan<byte> frame) =>
-        frame.Length == MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + LinkHandshake.HelloLength
+        frame.Length - (MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength) is LinkHandshake.HelloLength or LinkHandshake.HelloLength + LinkHandshake.CookieLength
         && frame[0] == MeshWire.FrameMarker && frame[1] == 0
         && frame[MeshWire.FrameHeaderLength..][..5].SequenceEqual(new byte[] { 0, 0, 0, 0, LinkMessageType.Hello });
 
