@@ -149,4 +149,32 @@ public sealed class SettlementSignerTests : IDisposable
         using var stranger = NodeKey.Generate();
         Assert.Throws<ArgumentException>(() => after.Resume(Receipt.Create(stranger, _payee.Address, 9, 1, 1, Start)));
     }
+
+    [Fact]
+    public void A_restarted_signer_whose_first_receipt_reused_the_payees_number_resumes_from_the_payees_receipt()
+    {
+        var book = new ReceiptBook(_payee.Address, _time);
+        var before = Signer();
+        before.Count(_payee.Address, 2 * MiB, 10);
+        book.Count(_payer.Address, 2 * MiB, 10);
+        Assert.Equal(ReceiptError.None, book.Offer(before.Poll(_payee.Address)!.Bytes));
+        _time.Advance(TimeSpan.FromSeconds(1));
+
+        // Restarted before the payee's receipt came back: its #1 is another receipt under the number the payee holds.
+        var after = Signer();
+        after.Count(_payee.Address, MiB, 10);
+        book.Count(_payer.Address, MiB, 10);
+        var mine = after.Poll(_payee.Address)!;
+        Assert.Equal(ReceiptError.Replayed, book.Offer(mine.Bytes));
+
+        // Its own latest receipt teaches it nothing; the payee's #1 does: it numbers on, with its 1 MiB on top.
+        after.Resume(mine);
+        after.Resume(book.LatestReceipt(_payer.Address)!);
+        _time.Advance(TimeSpan.FromSeconds(1));
+        after.Count(_payee.Address, 0, 10);
+        var receipt = after.Poll(_payee.Address)!;
+        Assert.Equal((2ul, 3 * MiB, 30L), (receipt.Sequence, receipt.ForwardedBytes, receipt.Amount));
+        Assert.Equal(ReceiptError.None, book.Offer(receipt.Bytes));
+        Assert.Equal(0, book.AccountOf(_payer.Address)!.Value.UnacknowledgedAmount);
+    }
 }

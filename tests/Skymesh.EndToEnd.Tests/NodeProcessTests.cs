@@ -36,7 +36,7 @@ public sealed class NodeProcessTests : IAsyncDisposable
         return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 
-    private sealed record NodeProcess(Skymesh Process, string Api, string Udp, string Address);
+    private sealed record NodeProcess(Skymesh Process, string Api, string Udp, string Address, string Config);
 
     /// <param name="extra">More node.json fields, e.g. <c>"broker": "127.0.0.1:1234",</c> (with the trailing comma).</param>
     private async Task<NodeProcess> StartNodeAsync(string name, string exits = "", int? mtu = null, string extra = "")
@@ -49,6 +49,12 @@ public sealed class NodeProcessTests : IAsyncDisposable
         await File.WriteAllTextAsync(config, $$"""
             { {{extra}} "api": "{{api}}", "interfaces": [ { "type": "udp", "listen": "{{udp}}"{{(mtu is { } m ? $", \"mtu\": {m}" : "")}} } ], "exits": [ {{exits}} ] }
             """, Ct);
+        return await LaunchAsync(config, api, udp);
+    }
+
+    /// <summary>Runs `skymesh node` on a node.json already written: a first start, or a restart on the same data.</summary>
+    private async Task<NodeProcess> LaunchAsync(string config, string api, string udp)
+    {
         var process = Skymesh.Start("node", "--config", config);
         _running.Add(process);
         // "node <address>" (log lines may mention "node" too).
@@ -57,8 +63,20 @@ public sealed class NodeProcessTests : IAsyncDisposable
             line = await process.WaitForLineAsync("node ", Bound);
         var address = line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
         await process.WaitForLineAsync("local API:", Bound);
-        return new NodeProcess(process, api, udp, address);
+        return new NodeProcess(process, api, udp, address, config);
     }
+
+    /// <summary>Kills a node with SIGKILL and starts it again on its node.json and data: the same node comes back.</summary>
+    private async Task<NodeProcess> CrashAndRestartAsync(NodeProcess node)
+    {
+        await node.Process.CrashAsync(Bound);
+        var again = await LaunchAsync(node.Config, node.Api, node.Udp);
+        Assert.Equal(node.Address, again.Address);
+        return again;
+    }
+
+    /// <summary>A node.json field listing <paramref name="peer"/> as a static neighbour.</summary>
+    private static string PeerOf(NodeProcess peer) => $$""" "peers": [ { "address": "{{peer.Address}}", "endpoint": "{{peer.Udp}}" } ], """;
 
     private static async Task<string> CliAsync(params string[] arguments)
     {
@@ -362,6 +380,205 @@ public sealed class NodeProcessTests : IAsyncDisposable
         {
             if (!server.HasExited)
                 server.Kill();
+        }
+    }
+
+    [Fact]
+    public async Task Settlement_survives_sigkill_of_the_payer_of_the_relay_and_of_both_and_every_byte_is_paid_once()
+    {
+        var brokerPort = FreePort();
+        _running.Add(Skymesh.Start("broker", "--listen", $"127.0.0.1:{brokerPort}"));
+        // Announcements every 2 s, so that a node that starts (or restarts) late learns the chain within seconds.
+        var bus = $"\"broker\": \"127.0.0.1:{brokerPort}\", \"announceSeconds\": 2,";
+        // A pays relay R (1,000 micro-units per MiB) to reach C; static peers, so restarted nodes link again by themselves.
+        var c = await StartNodeAsync("c", "\"127.0.0.1:*\"", extra: bus);
+        var r = await StartNodeAsync("r", extra: bus + "\"price\": 1000," + PeerOf(c));
+        var a = await StartNodeAsync("a", extra: bus + PeerOf(r));
+        using var sink = new CountingSink();
+        const int chunk = 2 << 20;
+
+        await SendThroughAsync(a, c, sink, chunk);
+        await PaidForAsync(r, a, mebibytes: 2);
+        // The payer crashes and comes back: the relay hands it its latest receipt when their link comes up (and again
+        // if a receipt from it arrives behind), and it numbers on from there.
+        a = await CrashAndRestartAsync(a);
+        await SendThroughAsync(a, c, sink, chunk);
+        await PaidForAsync(r, a, mebibytes: 4);
+
+        // The relay crashes as soon as it has accepted receipts for more traffic, before its ledger (every 2 s) settles
+        // them: the payer's receipts are cumulative, so its next one pays for those bytes too. (What a relay forwarded in
+        // the last 100 ms before a crash, and had not yet reported on the link, is not paid for: the payer pays only for
+        // what it has heard was forwarded.)
+        await SendThroughAsync(a, c, sink, chunk);
+        await UntilReceiptedAsync(r, a.Address, 6000);
+        r = await CrashAndRestartAsync(r);
+        await SendThroughAsync(a, c, sink, chunk);
+        await PaidForAsync(r, a, mebibytes: 8);
+
+        // Both crash, once the relay has settled what it accepted; both come back and carry on.
+        await a.Process.CrashAsync(Bound);
+        r = await CrashAndRestartAsync(r);
+        a = await LaunchAsync(a.Config, a.Api, a.Udp);
+        await SendThroughAsync(a, c, sink, chunk);
+        Assert.Equal(5L * chunk, sink.Total);
+        await PaidForAsync(r, a, mebibytes: 10);
+    }
+
+    /// <summary>
+    /// Waits until the relay has settled what it accepted from the payer, then checks that it was paid for
+    /// <paramref name="mebibytes"/> forwarded, once: about 1,000 micro-units each (stream headers and acknowledgements count
+    /// too), not less (receipts refused for good, or lost) and not more (paid twice).
+    /// </summary>
+    private static async Task PaidForAsync(NodeProcess relay, NodeProcess payer, int mebibytes)
+    {
+        var settled = await UntilSettledAsync(relay, payer.Address);
+        Assert.True(settled >= 1000L * mebibytes && settled <= 1100L * mebibytes,
+            $"paid {settled} for {mebibytes} MiB; the relay's books: {await BalanceAsync(relay)}; the payer's: {await BalanceAsync(payer)}");
+    }
+
+    /// <summary>Opens a path from A to C (retrying while A's route finder learns the mesh), forwards a TCP stream of
+    /// <paramref name="bytes"/> through it to the sink next to C, and waits until all of it has arrived.</summary>
+    private async Task SendThroughAsync(NodeProcess a, NodeProcess c, CountingSink sink, int bytes)
+    {
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(200));
+        var opened = (Code: -1, Output: "");
+        for (var attempt = 0; attempt < 150 && opened.Code != 0; attempt++)
+        {
+            opened = await Skymesh.RunAsync("path", "open", c.Address, "--api", a.Api);
+            if (opened.Code != 0)
+                await poll.WaitForNextTickAsync(Ct);
+        }
+        Assert.True(opened.Code == 0, opened.Output);
+        var port = FreePort();
+        await using var forward = Skymesh.Start("forward", "--listen", $"127.0.0.1:{port}", "--to", c.Address, "--target", $"127.0.0.1:{sink.Port}", "--api", a.Api);
+        await forward.WaitForLineAsync("forwarding", Bound);
+        var before = sink.Total;
+        using (var client = new TcpClient())
+        {
+            await client.ConnectAsync(IPAddress.Loopback, port, Ct);
+            await client.GetStream().WriteAsync(RandomNumberGenerator.GetBytes(bytes), Ct);
+            client.Client.Shutdown(SocketShutdown.Send);
+            await sink.WaitForAsync(before + bytes, Bound);
+        }
+        forward.Terminate();
+        Assert.Equal(0, await forward.WaitForExitAsync(Bound));
+    }
+
+    private static async Task<JsonElement> BalanceAsync(NodeProcess node) =>
+        JsonDocument.Parse(await CliAsync("balance", "--json", "--api", node.Api)).RootElement;
+
+    /// <summary>
+    /// Waits until <paramref name="payee"/> has settled on its ledger every receipt it accepted from <paramref name="payer"/>
+    /// and no new one has come for 1.5 s (a payer's last receipt for a burst follows it within a second); returns the amount.
+    /// </summary>
+    private static async Task<long> UntilSettledAsync(NodeProcess payee, string payer)
+    {
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(250));
+        var deadline = Stopwatch.StartNew();
+        var (last, since) = (-1L, Stopwatch.StartNew());
+        while (true)
+        {
+            var balance = await BalanceAsync(payee);
+            var books = balance.GetProperty("neighbours").EnumerateArray().FirstOrDefault(n => n.GetProperty("neighbour").GetString() == payer);
+            if (books.ValueKind == JsonValueKind.Object)
+            {
+                var receipted = books.GetProperty("receiptedAmount").GetInt64();
+                var settled = books.GetProperty("settledToUs").GetInt64();
+                if (receipted != last)
+                    (last, since) = (receipted, Stopwatch.StartNew());
+                else if (receipted > 0 && settled == receipted && since.Elapsed > TimeSpan.FromSeconds(1.5))
+                    return settled;
+            }
+            Assert.True(deadline.Elapsed < Bound, $"the payee never settled what it accepted: {balance}");
+            await poll.WaitForNextTickAsync(Ct);
+        }
+    }
+
+    /// <summary>Waits until <paramref name="payee"/> has accepted receipts from <paramref name="payer"/> worth at least <paramref name="amount"/>.</summary>
+    private static async Task UntilReceiptedAsync(NodeProcess payee, string payer, long amount)
+    {
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(50));
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            var balance = await BalanceAsync(payee);
+            var books = balance.GetProperty("neighbours").EnumerateArray().FirstOrDefault(n => n.GetProperty("neighbour").GetString() == payer);
+            if (books.ValueKind == JsonValueKind.Object && books.GetProperty("receiptedAmount").GetInt64() >= amount)
+                return;
+            Assert.True(deadline.Elapsed < Bound, $"the payee never accepted receipts worth {amount}: {balance}");
+            await poll.WaitForNextTickAsync(Ct);
+        }
+    }
+
+    /// <summary>A TCP server that reads every connection to its end and counts the bytes.</summary>
+    private sealed class CountingSink : IDisposable
+    {
+        private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+        private readonly CancellationTokenSource _stop = new();
+        private readonly SemaphoreSlim _arrived = new(0);
+        private long _total;
+
+        public CountingSink()
+        {
+            _listener.Start();
+            Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    while (true)
+                    {
+                        var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                        _ = Task.Run(async () =>
+                        {
+                            using (client)
+                            {
+                                var buffer = new byte[65536];
+                                int n;
+                                try
+                                {
+                                    while ((n = await client.GetStream().ReadAsync(buffer, _stop.Token)) > 0)
+                                    {
+                                        Interlocked.Add(ref _total, n);
+                                        _arrived.Release();
+                                    }
+                                }
+                                catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException)
+                                {
+                                }
+                            }
+                        });
+                    }
+                }
+                catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+                {
+                }
+            });
+        }
+
+        public int Port { get; }
+
+        public long Total => Interlocked.Read(ref _total);
+
+        public async Task WaitForAsync(long total, TimeSpan timeout)
+        {
+            using var deadline = new CancellationTokenSource(timeout);
+            try
+            {
+                while (Total < total)
+                    await _arrived.WaitAsync(deadline.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                Assert.Fail($"only {Total:N0} of {total:N0} bytes arrived within {timeout.TotalSeconds} s");
+            }
+        }
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            _listener.Stop();
+            _stop.Dispose();
         }
     }
 

@@ -112,6 +112,14 @@ public sealed partial class Skymesh : IAsyncDisposable
             _ = Kill(_process.Id, 15);
     }
 
+    /// <summary>Kills the process as a crash or a power cut would (SIGKILL): nothing is flushed, nothing said to peers.</summary>
+    public async Task CrashAsync(TimeSpan timeout)
+    {
+        if (!_process.HasExited)
+            _ = Kill(_process.Id, 9);
+        await WaitForExitAsync(timeout);
+    }
+
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
 

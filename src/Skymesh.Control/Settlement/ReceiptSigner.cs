@@ -142,7 +142,7 @@ public sealed class ReceiptSigner
     /// <summary>
     /// After a restart, continues from the latest receipt <paramref name="receipt"/>'s payee holds from this node (it
     /// sends it back when the link comes up): later receipts number on from it and add this node's new counts to its
-    /// totals, so the payee never sees one go backwards. Ignored if this signer is already past it.
+    /// totals, so the payee never sees one go backwards. Ignored if this signer is already past it or signed it last.
     /// </summary>
     /// <exception cref="ArgumentException">It is not a receipt this node signed.</exception>
     public void Resume(Receipt receipt)
@@ -154,8 +154,12 @@ public sealed class ReceiptSigner
         {
             if (!_pairs.TryGetValue(receipt.Payee, out var pair))
                 _pairs.Add(receipt.Payee, pair = new Pair());
-            if (receipt.Sequence <= pair.Sequence)
+            // Already past it, or it is the very receipt this signer made last: nothing to learn.
+            if (receipt.Sequence < pair.Sequence
+                || (receipt.Sequence == pair.Sequence && pair.Latest is { } latest && latest.Bytes.AsSpan().SequenceEqual(receipt.Bytes)))
                 return;
+            // Otherwise the payee holds a history this signer lost: a later number, or the same number on another receipt
+            // (signed before a restart that then numbered from 1 again).
             // A payee ahead of this signer means this signer lost its state: everything it counted since is traffic the
             // receipt does not cover (any receipt it signed since was refused as stale), so it goes on top.
             var sinceRestart = pair.Counted;

@@ -160,6 +160,7 @@ public sealed partial class Link
         _hello = hello.ToArray();
         _helloAck = LinkHandshake.WriteHelloAck(_switch.Key, _ephemeral, encrypt, Interface.Mtu, _switch.NowMs(), hello);
         Peer = intro.Address;
+        PeerHelloTimestampMs = intro.TimestampMs;
         if (encrypt)
             InstallKeys(intro.Ephemeral);
         SendControlNow(LinkMessageType.HelloAck, _helloAck);
@@ -187,6 +188,7 @@ public sealed partial class Link
             return;
         }
         Peer = intro.Address;
+        PeerHelloTimestampMs = intro.TimestampMs;
         _helloAck = ack.ToArray();
         if (intro.Encrypt && _switch.Options.Encrypt)
             InstallKeys(intro.Ephemeral);

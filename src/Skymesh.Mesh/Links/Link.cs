@@ -104,6 +104,12 @@ public sealed partial class Link : IThreadPoolWorkItem
     /// <summary>The neighbour's proven identity, once the handshake has got that far.</summary>
     public NodeAddress? Peer { get; private set; }
 
+    /// <summary>
+    /// The timestamp of the peer's signed introduction in this link's handshake (its Hello or HelloAck). A later Hello
+    /// signed by the same peer from the same address means it restarted (MeshSwitch.Handshakes.cs).
+    /// </summary>
+    internal long PeerHelloTimestampMs { get; private set; }
+
     public LinkState State { get; private set; } = LinkState.Handshaking;
 
     public bool Encrypted => _sendCipher is not null;

@@ -63,7 +63,8 @@ public sealed partial class MeshSwitch
     private readonly Lock _admission = new();
     private Bucket _allHellos;
     private Channel<(IMeshInterface Nic, EndPoint Remote, byte[] Frame)>? _hellos;
-    private Channel<(IMeshInterface Nic, EndPoint Remote, byte[] Frame)>? _provenHellos;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<(IMeshInterface Nic, EndPoint Remote, byte[] Frame)> _provenHellos = new();
+    private int _provenCount;
     private Task _handshakeWorker = Task.CompletedTask;
     private long _hellosRateLimited, _hellosQueueFull, _hellosForged, _hellosHalfOpenCapped, _cookiesSent;
     private byte[]? _cookieSecret, _previousCookieSecret;
@@ -129,14 +130,31 @@ public sealed partial class MeshSwitch
             }
             if (_hellos is null)
             {
-                var options = new BoundedChannelOptions(limits.Queue) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite };
-                _hellos = Channel.CreateBounded<(IMeshInterface, EndPoint, byte[])>(options);
-                _provenHellos = Channel.CreateBounded<(IMeshInterface, EndPoint, byte[])>(options);
+                _hellos = Channel.CreateBounded<(IMeshInterface, EndPoint, byte[])>(new BoundedChannelOptions(limits.Queue)
+                {
+                    SingleReader = true,
+                    FullMode = BoundedChannelFullMode.DropWrite,
+                });
                 _handshakeWorker = Background.Run(HandshakeWorkerAsync);
             }
         }
-        if (!(proven ? _provenHellos! : _hellos).Writer.TryWrite((nic, remote, frame.ToArray())))
+        if (proven)
+        {
+            // Ahead of the queue; an empty entry on the channel wakes the worker (when the channel is full, the worker
+            // is busy anyway and takes proven Hellos first).
+            if (Interlocked.Increment(ref _provenCount) > limits.Queue)
+            {
+                Interlocked.Decrement(ref _provenCount);
+                Interlocked.Increment(ref _hellosQueueFull);
+                return;
+            }
+            _provenHellos.Enqueue((nic, remote, frame.ToArray()));
+            _hellos.Writer.TryWrite(default);
+        }
+        else if (!_hellos.Writer.TryWrite((nic, remote, frame.ToArray())))
+        {
             Interlocked.Increment(ref _hellosQueueFull);
+        }
     }
 
     /// <summary>Answers a Hello with a cookie for its source address (under <see cref="_admission"/>).</summary>
@@ -229,23 +247,21 @@ public sealed partial class MeshSwitch
     /// </summary>
     private async Task HandshakeWorkerAsync()
     {
-        var proven = _provenHellos!.Reader;
-        var others = _hellos!.Reader;
+        var reader = _hellos!.Reader;
         try
         {
-            while (true)
+            while (await reader.WaitToReadAsync())
             {
-                if (proven.TryRead(out var hello) || others.TryRead(out hello))
+                while (true)
                 {
-                    Answer(hello.Nic, hello.Remote, hello.Frame);
-                    continue;
+                    if (_provenHellos.TryDequeue(out var hello))
+                        Interlocked.Decrement(ref _provenCount);
+                    else if (!reader.TryRead(out hello))
+                        break;
+                    // An empty entry only woke the worker.
+                    if (hello.Frame is not null)
+                        Answer(hello.Nic, hello.Remote, hello.Frame);
                 }
-                var a = proven.WaitToReadAsync().AsTask();
-                var b = others.WaitToReadAsync().AsTask();
-                await Task.WhenAny(a, b);
-                // Both complete (false) only once the switch has stopped them.
-                if (a.IsCompleted && b.IsCompleted && !await a && !await b)
-                    return;
             }
         }
         catch (Exception e) when (e is ObjectDisposedException or ChannelClosedException)
@@ -255,8 +271,9 @@ public sealed partial class MeshSwitch
 
     private void Answer(IMeshInterface nic, EndPoint remote, byte[] frame)
     {
-        if (_byRemote.TryGetValue((nic, remote), out var existing) && existing.State != LinkState.Down)
-            return; // Someone else's answer is under way, or the link is up: the receive loop handles its frames.
+        _byRemote.TryGetValue((nic, remote), out var existing);
+        if (existing is not null && existing.State is not (LinkState.Down or LinkState.Up))
+            return; // Someone else's answer is under way: the receive loop handles its frames.
         var message = frame.AsSpan(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength);
         // The clock first (free), then the signature: only a fresh Hello signed by its key may cost anything more.
         if (!LinkHandshake.TrySplitHello(message, out var payload, out _) || !LinkHandshake.TryReadHello(payload, out var intro) || !IsFresh(intro.TimestampMs) || intro.Address == Address)
@@ -264,6 +281,18 @@ public sealed partial class MeshSwitch
             Interlocked.Increment(ref _hellosForged);
             CountHandshakeFailure("bad, forged or stale Hello");
             return;
+        }
+        if (existing is { State: LinkState.Up })
+        {
+            // Only the neighbour itself, with a Hello newer than the one this link was made with, replaces the link: a
+            // replay of an old Hello, or someone else's Hello from its address, leaves it alone.
+            if (existing.Peer != intro.Address || intro.TimestampMs <= existing.PeerHelloTimestampMs)
+            {
+                Interlocked.Increment(ref _hellosForged);
+                CountHandshakeFailure("a Hello on a link that is up, not a newer one from its neighbour");
+                return;
+            }
+            TakeDown(existing, "the neighbour restarted");
         }
         var limits = Options.Handshakes;
         var address = (remote as IPEndPoint)?.Address;
@@ -294,9 +323,5 @@ public sealed partial class MeshSwitch
         }
     }
 
-    private void StopHandshakeWorker()
-    {
-        _hellos?.Writer.TryComplete();
-        _provenHellos?.Writer.TryComplete();
-    }
+    private void StopHandshakeWorker() => _hellos?.Writer.TryComplete();
 }

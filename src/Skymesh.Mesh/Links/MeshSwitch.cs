@@ -289,6 +289,14 @@ public sealed partial class MeshSwitch : IAsyncDisposable
             AdmitHello(nic, remote, frame, now);
             return;
         }
+        // A Hello on a link that is up: the neighbour restarted on the same address and knows nothing of this link.
+        // Taken like a stranger's (it must not keep the old link alive either); the worker replaces the link only when the
+        // Hello is newer and signed by the same neighbour.
+        if (link.State == LinkState.Up && LooksLikeHello(frame))
+        {
+            AdmitHello(nic, remote, frame, now);
+            return;
+        }
         // The worker is answering this neighbour's Hello: a repeat of it waits for the answer (a later repeat gets the
         // same one). What follows the answer (HelloConfirm, the first sealed frame) is the receive loop's as always:
         // the answer is the last thing the worker does.

@@ -54,6 +54,10 @@ public sealed partial class SettlementService : IAsyncDisposable
         {
             Log.ReceiptRefused(_logger, r.Payer.ToString(), r.Reason.ToString());
             node.Events.Append(NodeEventKind.ReceiptRefused, $"receipt from {r.Payer} refused: {r.Reason}", r.Payer.ToString());
+            // A payer behind us restarted and missed the receipt handed back when the link came up (it can cross the
+            // payer's own HelloConfirm, or be lost): hand it back again, so that its next receipt numbers on.
+            if (r.Reason is ReceiptError.Stale or ReceiptError.Replayed or ReceiptError.NonMonotonic)
+                HandBack(r.Payer);
         };
         _book.ReceiptAccepted += r =>
         {
@@ -135,6 +139,22 @@ public sealed partial class SettlementService : IAsyncDisposable
             link.TrySendReceipt(latest.Bytes);
     }
 
+    private readonly Dictionary<NodeAddress, long> _handedBack = [];
+
+    /// <summary>Hands a payer back the latest receipt held from it, at most once a second per payer.</summary>
+    private void HandBack(NodeAddress payer)
+    {
+        var now = _node.Time.GetTimestamp();
+        lock (_lock)
+        {
+            if (_handedBack.TryGetValue(payer, out var last) && _node.Time.GetElapsedTime(last, now) < TimeSpan.FromSeconds(1))
+                return;
+            _handedBack[payer] = now;
+        }
+        if (_node.FindLink(payer) is { } link && _book.LatestReceipt(payer) is { } latest)
+            link.TrySendReceipt(latest.Bytes);
+    }
+
     /// <summary>One round: counts in, receipts out, credit to the links.</summary>
     internal void Tick()
     {
@@ -194,8 +214,23 @@ public sealed partial class SettlementService : IAsyncDisposable
     }
 
     /// <summary>What <paramref name="neighbour"/> charges per MiB to forward, from its announcement (0 when unknown).</summary>
-    private uint PriceOf(NodeAddress neighbour) =>
-        _graph.RecordOf(neighbour)?.Links.Where(l => l.State == AnnouncedLinkState.Up).Select(l => l.PricePerMiB).DefaultIfEmpty(0u).Max() ?? 0;
+    private readonly Dictionary<NodeAddress, uint> _knownPrices = [];
+
+    /// <summary>
+    /// What a neighbour charges to forward a MiB: the highest price it announces on its links that are up. A neighbour that
+    /// has just restarted announces before its links are back; until they are, the price it announced last still holds
+    /// (else traffic handed to it in those seconds would go unpaid).
+    /// </summary>
+    private uint PriceOf(NodeAddress neighbour)
+    {
+        var up = _graph.RecordOf(neighbour)?.Links.Where(l => l.State == AnnouncedLinkState.Up).ToList();
+        lock (_lock)
+        {
+            if (up is { Count: > 0 })
+                return _knownPrices[neighbour] = up.Max(l => l.PricePerMiB);
+            return _knownPrices.GetValueOrDefault(neighbour);
+        }
+    }
 
     // Receipts flow every 100 ms per neighbour under traffic: at most one event a second per neighbour and direction
     // keeps them from pushing everything else out of the event ring.

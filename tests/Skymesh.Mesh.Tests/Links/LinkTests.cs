@@ -220,4 +220,44 @@ public sealed class LinkTests : IAsyncDisposable
         var (_, _, payload) = await inbox.NextAsync();
         Assert.Equal(big, payload);
     }
+
+    [Fact]
+    public async Task A_neighbour_that_crashed_and_restarted_on_the_same_address_links_again_at_once()
+    {
+        using var ka = NodeKey.Generate();
+        using var kb = NodeKey.Generate();
+        await using var b = new MeshSwitch(kb);
+        var bNic = new UdpInterface(new IPEndPoint(IPAddress.Loopback, 0));
+        b.AddInterface(bNic);
+        var upAtB = System.Threading.Channels.Channel.CreateUnbounded<Link>();
+        b.LinkUp += l => upAtB.Writer.TryWrite(l);
+        var a1 = new MeshSwitch(ka);
+        var a1Nic = new UdpInterface(new IPEndPoint(IPAddress.Loopback, 0));
+        a1.AddInterface(a1Nic);
+        var aEndPoint = (IPEndPoint)a1Nic.LocalEndPoint;
+        await a1.ConnectAsync(a1Nic, bNic.LocalEndPoint, kb.Address, Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        var first = await upAtB.Reader.ReadAsync(Ct).AsTask().WaitAsync(TimeSpan.FromSeconds(10), Ct);
+
+        // A crashes: its socket goes away without a word, so B still holds the link up. A starts again on the same
+        // address with the same key and dials B.
+        await a1Nic.DisposeAsync();
+        await using var a2 = new MeshSwitch(ka);
+        var a2Nic = new UdpInterface(aEndPoint);
+        a2.AddInterface(a2Nic);
+        var started = TimeProvider.System.GetTimestamp();
+        var link = await a2.ConnectAsync(a2Nic, bNic.LocalEndPoint, kb.Address, Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        var second = await upAtB.Reader.ReadAsync(Ct).AsTask().WaitAsync(TimeSpan.FromSeconds(10), Ct);
+
+        // B replaced the old link at once — without waiting for it to fall silent, which A's own Hellos would never let
+        // it do — and the new link carries data.
+        Assert.True(TimeProvider.System.GetElapsedTime(started) < TimeSpan.FromSeconds(3), $"relinked after {TimeProvider.System.GetElapsedTime(started)}");
+        Assert.Equal(LinkState.Down, first.State);
+        Assert.Equal(ka.Address, second.Peer);
+        Assert.Single(b.Links, l => l.State == LinkState.Up);
+        var inbox = new Inbox();
+        b.Labels.Install(second.Id, 4, LabelAction.Deliver(b.RegisterSink(inbox)));
+        Assert.True(link.TryEnqueue(4, 16, "after the restart"u8));
+        Assert.Equal("after the restart"u8.ToArray(), (await inbox.NextAsync()).Payload);
+        await a1.DisposeAsync();
+    }
 }

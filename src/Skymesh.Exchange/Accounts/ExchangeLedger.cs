@@ -1,0 +1,272 @@
+namespace Skymesh.Exchange.Accounts;
+
+/// <summary>Which of an asset's accounts a movement touches.</summary>
+public enum AccountKind : byte
+{
+    /// <summary>An owner's spendable balance.</summary>
+    Available,
+
+    /// <summary>An owner's balance held for open orders or pending withdrawals.</summary>
+    Held,
+
+    /// <summary>The exchange's fees in the asset.</summary>
+    Fees,
+
+    /// <summary>The world outside: deposits come from it and withdrawals go to it, so its balance is minus what the exchange owes.</summary>
+    External,
+}
+
+/// <summary>Why money moved.</summary>
+public enum MovementReason : byte
+{
+    Deposit,
+    Withdrawal,
+    Hold,
+    Release,
+    Trade,
+    Fee,
+}
+
+/// <summary>
+/// One double-entry movement: <see cref="Amount"/> of an asset from one account to another. <see cref="Reference"/> and
+/// <see cref="Leg"/> make its idempotency key: the command (or trade) that caused it and its place among that command's
+/// movements; deposits and withdrawals carry the key their requester gave.
+/// </summary>
+public readonly record struct LedgerMovement(
+    MovementReason Reason, int Asset, long Amount,
+    int FromOwner, AccountKind From, int ToOwner, AccountKind To,
+    long Reference, int Leg, string? Key);
+
+/// <summary>Receives every movement as it is made (the audit journal, tests); called on the engine's thread.</summary>
+public interface ILedgerListener
+{
+    void OnMovement(in LedgerMovement movement);
+}
+
+/// <summary>
+/// The exchange's accounts: per owner and asset an available and a held balance, per asset a fee account and the external
+/// account that deposits come from and withdrawals go to. Every change is a double-entry movement, so per asset the sum
+/// of every account is always zero; <see cref="CheckConservation"/> checks that and that what owners hold plus fees is
+/// exactly what was deposited less what was withdrawn. Owners are numbered as they are first seen (the engine refers to
+/// them by number); an owner is a key, e.g. a node address.
+/// </summary>
+public sealed class ExchangeLedger
+{
+    private readonly AssetSpec[] _assets;
+    private readonly Dictionary<string, int> _assetIndex = new(StringComparer.Ordinal);
+    private readonly List<string> _owners = [];
+    private readonly Dictionary<string, int> _ownerIndex = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _keys = new(StringComparer.Ordinal);
+    private readonly long[] _fees;
+    private readonly long[] _external;
+    private readonly long[] _deposited;
+    private readonly long[] _withdrawn;
+    private long[] _available = [];
+    private long[] _held = [];
+
+    public ExchangeLedger(IReadOnlyList<AssetSpec> assets)
+    {
+        ArgumentNullException.ThrowIfNull(assets);
+        if (assets.Count == 0)
+            throw new ArgumentException("The ledger needs at least one asset.");
+        _assets = [.. assets];
+        for (var i = 0; i < _assets.Length; i++)
+        {
+            _assets[i].Validate();
+            if (!_assetIndex.TryAdd(_assets[i].Code, i))
+                throw new ArgumentException($"Asset {_assets[i].Code} is listed twice.");
+        }
+        _fees = new long[_assets.Length];
+        _external = new long[_assets.Length];
+        _deposited = new long[_assets.Length];
+        _withdrawn = new long[_assets.Length];
+    }
+
+    public IReadOnlyList<AssetSpec> Assets => _assets;
+
+    public int OwnerCount => _owners.Count;
+
+    public ILedgerListener? Listener { get; set; }
+
+    public int AssetIndex(string code) =>
+        _assetIndex.TryGetValue(code, out var i) ? i : throw new ArgumentException($"No asset {code}.");
+
+    public string OwnerKey(int owner) => _owners[owner];
+
+    /// <summary>The number of an owner, added if new.</summary>
+    public int Owner(string key)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        if (_ownerIndex.TryGetValue(key, out var owner))
+            return owner;
+        owner = _owners.Count;
+        _owners.Add(key);
+        _ownerIndex.Add(key, owner);
+        var needed = _owners.Count * _assets.Length;
+        if (_available.Length < needed)
+        {
+            var size = Math.Max(needed, _available.Length * 2);
+            Array.Resize(ref _available, size);
+            Array.Resize(ref _held, size);
+        }
+        return owner;
+    }
+
+    public bool TryGetOwner(string key, out int owner) => _ownerIndex.TryGetValue(key, out owner);
+
+    public long Available(int owner, int asset) => _available[Slot(owner, asset)];
+
+    public long Held(int owner, int asset) => _held[Slot(owner, asset)];
+
+    public long Fees(int asset) => _fees[asset];
+
+    public long Deposited(int asset) => _deposited[asset];
+
+    public long Withdrawn(int asset) => _withdrawn[asset];
+
+    /// <summary>True when a movement with this idempotency key was already made (deposits and withdrawals).</summary>
+    public bool Seen(string key) => _keys.Contains(key);
+
+    /// <summary>Credits a deposit; false (and nothing moves) when its key was already used.</summary>
+    public bool Deposit(int owner, int asset, long amount, string key, long reference)
+    {
+        CheckOwner(owner);
+        CheckAsset(asset);
+        if (amount <= 0)
+            throw new ArgumentOutOfRangeException(nameof(amount), amount, "A deposit must be positive.");
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        if (!_keys.Add(key))
+            return false;
+        _external[asset] -= amount;
+        _available[Slot(owner, asset)] = checked(_available[Slot(owner, asset)] + amount);
+        _deposited[asset] = checked(_deposited[asset] + amount);
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Deposit, asset, amount, -1, AccountKind.External, owner, AccountKind.Available, reference, 0, key));
+        return true;
+    }
+
+    /// <summary>Debits a withdrawal from the available balance; false when its key was already used or the balance is short.</summary>
+    public bool Withdraw(int owner, int asset, long amount, string key, long reference)
+    {
+        CheckOwner(owner);
+        CheckAsset(asset);
+        if (amount <= 0)
+            throw new ArgumentOutOfRangeException(nameof(amount), amount, "A withdrawal must be positive.");
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        var slot = Slot(owner, asset);
+        if (_keys.Contains(key) || _available[slot] < amount)
+            return false;
+        _keys.Add(key);
+        _available[slot] -= amount;
+        _external[asset] += amount;
+        _withdrawn[asset] += amount;
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Withdrawal, asset, amount, owner, AccountKind.Available, -1, AccountKind.External, reference, 0, key));
+        return true;
+    }
+
+    /// <summary>
+    /// Checks, for every asset, that the accounts sum to zero and that owners' balances plus fees equal deposits less
+    /// withdrawals, and that no balance is negative. Throws <see cref="InvalidOperationException"/> naming the first fault.
+    /// </summary>
+    public void CheckConservation()
+    {
+        for (var asset = 0; asset < _assets.Length; asset++)
+        {
+            Int128 owners = 0;
+            for (var owner = 0; owner < _owners.Count; owner++)
+            {
+                var slot = Slot(owner, asset);
+                if (_available[slot] < 0 || _held[slot] < 0)
+                    throw new InvalidOperationException($"{_assets[asset].Code}: owner {owner} has a negative balance ({_available[slot]} available, {_held[slot]} held).");
+                owners += _available[slot] + (Int128)_held[slot];
+            }
+            if (_fees[asset] < 0)
+                throw new InvalidOperationException($"{_assets[asset].Code}: negative fees {_fees[asset]}.");
+            var total = owners + _fees[asset];
+            if (total + _external[asset] != 0)
+                throw new InvalidOperationException($"{_assets[asset].Code}: the accounts sum to {total + _external[asset]}, not 0.");
+            if (total != (Int128)_deposited[asset] - _withdrawn[asset])
+                throw new InvalidOperationException($"{_assets[asset].Code}: owners and fees hold {total}, but {_deposited[asset]} was deposited and {_withdrawn[asset]} withdrawn.");
+        }
+    }
+
+    // The engine's movements: checked by the engine before it makes them, so they cannot fail here.
+
+    internal void Hold(int owner, int asset, long amount, long reference, int leg)
+    {
+        var slot = Slot(owner, asset);
+        _available[slot] -= amount;
+        _held[slot] += amount;
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Hold, asset, amount, owner, AccountKind.Available, owner, AccountKind.Held, reference, leg, null));
+    }
+
+    internal void Release(int owner, int asset, long amount, long reference, int leg)
+    {
+        if (amount == 0)
+            return;
+        var slot = Slot(owner, asset);
+        _held[slot] -= amount;
+        _available[slot] += amount;
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Release, asset, amount, owner, AccountKind.Held, owner, AccountKind.Available, reference, leg, null));
+    }
+
+    /// <summary>Moves held funds of one owner to another's available balance (the two legs of a trade).</summary>
+    internal void Pay(int from, int to, int asset, long amount, long reference, int leg)
+    {
+        if (amount == 0)
+            return;
+        _held[Slot(from, asset)] -= amount;
+        _available[Slot(to, asset)] += amount;
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Trade, asset, amount, from, AccountKind.Held, to, AccountKind.Available, reference, leg, null));
+    }
+
+    /// <summary>Moves held funds of an owner to the fee account.</summary>
+    internal void PayFee(int from, int asset, long amount, long reference, int leg)
+    {
+        if (amount == 0)
+            return;
+        _held[Slot(from, asset)] -= amount;
+        _fees[asset] += amount;
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Fee, asset, amount, from, AccountKind.Held, -1, AccountKind.Fees, reference, leg, null));
+    }
+
+    /// <summary>Moves an owner's available funds to the fee account (a seller's fee, out of what it was just paid).</summary>
+    internal void ChargeFee(int from, int asset, long amount, long reference, int leg)
+    {
+        if (amount == 0)
+            return;
+        _available[Slot(from, asset)] -= amount;
+        _fees[asset] += amount;
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Fee, asset, amount, from, AccountKind.Available, -1, AccountKind.Fees, reference, leg, null));
+    }
+
+    /// <summary>Folds this ledger's state into a hash (the engine's state hash).</summary>
+    internal void Hash(ref StateHasher hasher)
+    {
+        hasher.Add(_owners.Count);
+        for (var asset = 0; asset < _assets.Length; asset++)
+        {
+            hasher.Add(_fees[asset]);
+            hasher.Add(_deposited[asset]);
+            hasher.Add(_withdrawn[asset]);
+            for (var owner = 0; owner < _owners.Count; owner++)
+            {
+                hasher.Add(_available[Slot(owner, asset)]);
+                hasher.Add(_held[Slot(owner, asset)]);
+            }
+        }
+    }
+
+    private int Slot(int owner, int asset) => owner * _assets.Length + asset;
+
+    private void CheckOwner(int owner)
+    {
+        if ((uint)owner >= (uint)_owners.Count)
+            throw new ArgumentOutOfRangeException(nameof(owner), owner, "No such owner.");
+    }
+
+    private void CheckAsset(int asset)
+    {
+        if ((uint)asset >= (uint)_assets.Length)
+            throw new ArgumentOutOfRangeException(nameof(asset), asset, "No such asset.");
+    }
+}
