@@ -15,6 +15,36 @@ internal static class BenchCommand
         command.Subcommands.Add(CreateSsmp());
         command.Subcommands.Add(CreateControl());
         command.Subcommands.Add(CreateMesh());
+        command.Subcommands.Add(CreateExchange());
+        return command;
+    }
+
+    private static Command CreateExchange()
+    {
+        var defaults = new ExchangeBenchOptions();
+        var commands = new Option<int>("--commands") { Description = "Commands in the measured stream.", DefaultValueFactory = _ => defaults.Commands };
+        var owners = new Option<int>("--owners") { Description = "Account owners.", DefaultValueFactory = _ => defaults.Owners };
+        var seed = new Option<int>("--seed") { Description = "Seed of the command stream.", DefaultValueFactory = _ => defaults.Seed };
+        var rate = new Option<double>("--latency-rate") { Description = "Commands offered per second in the latency run; 0 skips it.", DefaultValueFactory = _ => defaults.LatencyRate };
+        var repeat = new Option<int>("--repeat") { Description = "Measured throughput runs (the median is reported).", DefaultValueFactory = _ => defaults.Repeat };
+        var command = new Command("exchange", "Measure the matching engine on exchange-core's command mix: throughput and allocation on one thread, latency at a fixed offered rate; one JSON line.")
+        {
+            commands, owners, seed, rate, repeat,
+        };
+        command.SetAction(parse =>
+        {
+            var options = new ExchangeBenchOptions
+            {
+                Commands = parse.GetValue(commands),
+                Owners = parse.GetValue(owners),
+                Seed = parse.GetValue(seed),
+                LatencyRate = parse.GetValue(rate),
+                Repeat = parse.GetValue(repeat),
+            };
+            if (options.Commands < 1000 || options.Owners < 2 || options.Repeat < 1 || !(options.LatencyRate >= 0))
+                throw new UsageException("--commands must be at least 1,000, --owners at least 2, --repeat at least 1 and --latency-rate not negative.");
+            return ExchangeBench.Run(options, Console.Out);
+        });
         return command;
     }
 

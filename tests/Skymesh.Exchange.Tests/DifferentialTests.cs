@@ -1,4 +1,5 @@
 using Skymesh.Exchange.Accounts;
+using Skymesh.Exchange.Load;
 using Skymesh.Exchange.Matching;
 
 namespace Skymesh.Exchange.Tests;

@@ -113,7 +113,14 @@ internal sealed class ReferenceExchange
                     Reject(c, seq, RejectReason.UnknownMarket);
                     break;
                 }
-                foreach (var o in AllOrders().Where(o => o.Owner == c.Owner && (c.Market == -1 || o.Market == c.Market)).OrderBy(o => o.Id).ToList())
+                // Market by market, bids then asks, in book order.
+                var mine = new List<Order>();
+                for (var m = 0; m < _markets.Length; m++)
+                {
+                    if (c.Market == -1 || c.Market == m)
+                        mine.AddRange(_books[m, 0].Concat(_books[m, 1]).Where(o => o.Owner == c.Owner));
+                }
+                foreach (var o in mine)
                     CancelOrder(o, seq, ExpiryReason.Requested);
                 break;
             case CommandKind.Amend:
@@ -124,13 +131,6 @@ internal sealed class ReferenceExchange
                 Transfer(c, seq);
                 break;
         }
-    }
-
-    private IEnumerable<Order> AllOrders()
-    {
-        foreach (var list in _books)
-            foreach (var o in list)
-                yield return o;
     }
 
     private Order? Find(long id) => _byId.GetValueOrDefault(id);

@@ -24,6 +24,11 @@ public sealed class MatchingEngine
         public BookSide Bids { get; } = new(Side.Buy);
         public BookSide Asks { get; } = new(Side.Sell);
 
+        private BookSide[]? _sides;
+
+        /// <summary>Bids, then asks.</summary>
+        public BookSide[] Sides => _sides ??= [Bids, Asks];
+
         public BookSide Own(Side side) => side == Side.Buy ? Bids : Asks;
 
         public BookSide Opposite(Side side) => side == Side.Buy ? Asks : Bids;
@@ -33,6 +38,7 @@ public sealed class MatchingEngine
     private readonly Market[] _markets;
     private readonly OrderPool _pool = new();
     private readonly IExchangeEvents? _events;
+    private readonly List<int> _scratch = [];
     private long _sequence;
     private long _nextOrderId = 1;
     private long _priority;
@@ -308,10 +314,27 @@ public sealed class MatchingEngine
             Reject(c, sequence, RejectReason.UnknownMarket);
             return;
         }
-        // Oldest first, so that the events come in the same order on every run.
-        var (owner, market) = (c.Owner, c.Market);
-        var mine = _pool.All().Where(o => _pool[o.Slot].Owner == owner && (market == -1 || _pool[o.Slot].Market == market)).OrderBy(o => o.Id).ToList();
-        foreach (var (_, slot) in mine)
+        // In book order (market by market, bids then asks, best price first, oldest first), so that the events come in
+        // the same order on every run; the slots are gathered first because cancelling changes the book.
+        var mine = _scratch;
+        mine.Clear();
+        for (var index = 0; index < _markets.Length; index++)
+        {
+            if (c.Market != -1 && c.Market != index)
+                continue;
+            foreach (var side in _markets[index].Sides)
+            {
+                for (var level = side.Best; level >= 0; level--)
+                {
+                    for (var slot = side.HeadAt(level); slot >= 0; slot = _pool[slot].Next)
+                    {
+                        if (_pool[slot].Owner == c.Owner)
+                            mine.Add(slot);
+                    }
+                }
+            }
+        }
+        foreach (var slot in mine)
             CancelResting(_markets[_pool[slot].Market], slot, sequence, ExpiryReason.Requested);
     }
 
@@ -542,7 +565,7 @@ public sealed class MatchingEngine
         _ledger.Hash(ref hasher);
         foreach (var m in _markets)
         {
-            foreach (var side in new[] { m.Bids, m.Asks })
+            foreach (var side in m.Sides)
             {
                 hasher.Add(side.Levels);
                 for (var level = side.Best; level >= 0; level--)
@@ -608,7 +631,7 @@ public sealed class MatchingEngine
             var m = _markets[index];
             if (!m.Bids.IsEmpty && !m.Asks.IsEmpty && m.Bids.PriceAt(m.Bids.Best) >= m.Asks.PriceAt(m.Asks.Best))
                 throw new InvalidOperationException($"{m.Spec.Symbol}: crossed at rest, bid {m.Bids.PriceAt(m.Bids.Best)} >= ask {m.Asks.PriceAt(m.Asks.Best)}.");
-            foreach (var side in new[] { m.Bids, m.Asks })
+            foreach (var side in m.Sides)
             {
                 for (var level = 0; level < side.Levels; level++)
                 {

@@ -65,9 +65,6 @@ internal sealed class OrderPool
             Array.Resize(ref _free, _free.Length * 2);
         _free[_freeCount++] = slot;
     }
-
-    /// <summary>The ids of every resting order (for cancel-all; allocates).</summary>
-    public List<(long Id, int Slot)> All() => [.. _byId.Select(p => (p.Key, p.Value))];
 }
 
 /// <summary>

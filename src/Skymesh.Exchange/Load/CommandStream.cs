@@ -1,6 +1,6 @@
 using Skymesh.Exchange.Matching;
 
-namespace Skymesh.Exchange.Tests;
+namespace Skymesh.Exchange.Load;
 
 /// <summary>
 /// A seeded random stream of commands in the proportions exchange engines are measured with (exchange-core's mix: about
@@ -8,8 +8,9 @@ namespace Skymesh.Exchange.Tests;
 /// market orders, every self-trade mode, cancel-all, deposits and withdrawals, and invalid commands. Prices wander around
 /// a mid price over about 750 levels; the owners are funded so that some orders are beyond their means.
 /// </summary>
-internal sealed class CommandStream(int seed, int owners, MarketSpec market, int baseAsset, int quoteAsset)
+public sealed class CommandStream(int seed, int owners, MarketSpec market, int baseAsset, int quoteAsset)
 {
+    // The stream is a test and benchmark load, not a secret: a seeded generator makes it the same on every machine.
     private readonly Random _random = new(seed);
     private readonly List<long> _live = [];
     private readonly List<long> _dead = [];
