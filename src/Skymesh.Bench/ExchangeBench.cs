@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Skymesh.Exchange;
 using Skymesh.Exchange.Accounts;
+using Skymesh.Exchange.Journal;
 using Skymesh.Exchange.Load;
 using Skymesh.Exchange.Matching;
 
@@ -21,6 +22,15 @@ public sealed class ExchangeBenchOptions
 
     /// <summary>Measured runs of the throughput test; the median is reported.</summary>
     public int Repeat { get; init; } = 5;
+
+    /// <summary>A journal file to create: the stream is also run journaled, then recovered from it.</summary>
+    public string? Journal { get; init; }
+
+    /// <summary>Commands per group commit (one write and one fsync).</summary>
+    public int CommitEvery { get; init; } = 1000;
+
+    /// <summary>Print "committed N" after every commit (crash tests read it: N commands are durable).</summary>
+    public bool ShowCommits { get; init; }
 }
 
 /// <summary>
@@ -40,10 +50,6 @@ public static class ExchangeBench
                 Trades++;
         }
     }
-
-    private static readonly AssetSpec[] Assets = [new("SKY", 6), new("BTC", 8)];
-
-    private static readonly MarketSpec Market = new("SKY/BTC", "SKY", "BTC", LotSize: 100, TickSize: 5, MinNotional: 1000, MakerFeePpm: 200, TakerFeePpm: 500);
 
     public static int Run(ExchangeBenchOptions options, TextWriter output)
     {
@@ -105,9 +111,68 @@ public static class ExchangeBench
             json.Add("empty_loop_p99_us", Us(anchor, 0.99), 2);
             json.Add("empty_loop_p9999_us", Us(anchor, 0.9999), 2);
         }
-        // The journal and recovery are not built yet: journaled_orders_per_sec and recovery_events_per_sec come with them.
+        if (options.Journal is { } path)
+            Journaled(options, path, funding, stream, json, output);
         output.WriteLine(json.ToJson());
         return 0;
+    }
+
+    /// <summary>
+    /// The stream journaled with a group commit every <see cref="ExchangeBenchOptions.CommitEvery"/> commands, then the
+    /// journal replayed into a fresh engine, which must reach the same state hash.
+    /// </summary>
+    private static void Journaled(ExchangeBenchOptions options, string path, ExchangeCommand[] setup, ExchangeCommand[] stream, JsonLine json, TextWriter output)
+    {
+        if (File.Exists(path))
+            throw new BenchException($"{path} exists; give the path of a new journal.");
+        var c = CultureInfo.InvariantCulture;
+        ulong hash;
+        var batches = new List<long>();
+        double seconds;
+        using (var exchange = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]))
+        {
+            foreach (var command in setup)
+                exchange.Submit(command);
+            exchange.Commit();
+            var started = Stopwatch.GetTimestamp();
+            var batchStart = started;
+            for (var i = 0; i < stream.Length; i++)
+            {
+                exchange.Submit(stream[i]);
+                if ((i + 1) % options.CommitEvery != 0 && i != stream.Length - 1)
+                    continue;
+                exchange.Commit();
+                var now = Stopwatch.GetTimestamp();
+                // Every command of the batch is acknowledged when the commit returns: the first waited the longest.
+                batches.Add(now - batchStart);
+                batchStart = now;
+                if (options.ShowCommits)
+                {
+                    output.WriteLine($"committed {exchange.Committed}");
+                    output.Flush();
+                }
+            }
+            seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            hash = exchange.Engine.StateHash();
+        }
+        batches.Sort();
+        var p99 = batches[Math.Min(batches.Count - 1, (int)(0.99 * batches.Count))] * 1e6 / Stopwatch.Frequency;
+        var size = new FileInfo(path).Length;
+        output.WriteLine(string.Format(c, "  journaled: {0:N0} commands/s, a commit every {1:N0} commands ({2:N0} commits), durable acknowledgement p50 {3:0} us, p99 {4:0} us; journal {5:N0} bytes",
+            stream.Length / seconds, options.CommitEvery, batches.Count, batches[batches.Count / 2] * 1e6 / Stopwatch.Frequency, p99, size));
+        var replayStarted = Stopwatch.GetTimestamp();
+        using var recovered = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]);
+        var replaySeconds = Stopwatch.GetElapsedTime(replayStarted).TotalSeconds;
+        var same = recovered.Engine.StateHash() == hash;
+        output.WriteLine(string.Format(c, "  recovery: {0:N0} commands replayed in {1:0.000} s = {2:N0} commands/s; state hash {3}",
+            recovered.Recovered.Commands, replaySeconds, recovered.Recovered.Commands / replaySeconds, same ? "identical" : "DIFFERENT"));
+        json.Add("journaled_orders_per_sec", stream.Length / seconds, 0);
+        json.Add("commit_every", options.CommitEvery);
+        json.Add("durable_ack_p99_us", p99, 0);
+        json.Add("recovery_events_per_sec", recovered.Recovered.Commands / replaySeconds, 0);
+        json.Add("recovered_state_identical", same);
+        if (!same)
+            throw new BenchException("The engine replayed from the journal did not reach the state hash it had.");
     }
 
     /// <summary>
@@ -132,41 +197,26 @@ public static class ExchangeBench
         return latencies;
     }
 
-    private static (MatchingEngine Engine, Counter Events) Fresh(ExchangeBenchOptions options, ExchangeCommand[] funding)
+    private static (MatchingEngine Engine, Counter Events) Fresh(ExchangeBenchOptions options, ExchangeCommand[] setup)
     {
-        var ledger = new ExchangeLedger(Assets);
-        for (var i = 0; i < options.Owners; i++)
-            ledger.Owner(string.Create(CultureInfo.InvariantCulture, $"owner-{i}"));
         var counter = new Counter();
-        var engine = new MatchingEngine(ledger, [Market], counter);
-        foreach (var command in funding)
+        var engine = LoadScenario.NewEngine(counter);
+        foreach (var command in setup)
             engine.Execute(command);
         return (engine, counter);
     }
 
-    /// <summary>The stream, generated against an engine that tells the generator which orders live.</summary>
-    private static (ExchangeCommand[] Funding, ExchangeCommand[] Stream, string Mix) Generate(ExchangeBenchOptions options)
+    /// <summary>The scenario's commands: the setup (owners opened and funded) and the measured stream.</summary>
+    private static (ExchangeCommand[] Setup, ExchangeCommand[] Stream, string Mix) Generate(ExchangeBenchOptions options)
     {
-        var recorder = new Recorder();
-        var ledger = new ExchangeLedger(Assets);
-        for (var i = 0; i < options.Owners; i++)
-            ledger.Owner(string.Create(CultureInfo.InvariantCulture, $"owner-{i}"));
-        var engine = new MatchingEngine(ledger, [Market], recorder);
-        var generator = new CommandStream(options.Seed, options.Owners, Market, 0, 1);
-        var funding = generator.Funding().ToArray();
-        foreach (var command in funding)
-            engine.Execute(command);
-        var stream = new ExchangeCommand[options.Commands];
+        var all = LoadScenario.Commands(options.Seed, options.Owners, options.Commands);
+        var setup = all[..^options.Commands];
+        var stream = all[^options.Commands..];
+        var (engine, _) = Fresh(options, all);
         var kinds = new long[Enum.GetValues<CommandKind>().Length];
         long gtc = 0, immediate = 0;
-        for (var i = 0; i < stream.Length; i++)
+        foreach (var command in stream)
         {
-            recorder.Rested.Clear();
-            var command = generator.Next(id => engine.TryGetOrder(id, out var o) ? (o.Owner, o.Price, o.Quantity) : null, engine.RestingOrders);
-            stream[i] = command;
-            engine.Execute(command);
-            foreach (var id in recorder.Rested)
-                generator.Placed(id);
             kinds[(int)command.Kind]++;
             if (command.Kind == CommandKind.Place)
             {
@@ -181,17 +231,6 @@ public static class ExchangeBench
             Share(gtc), Share(immediate), Share(kinds[(int)CommandKind.Cancel]), Share(kinds[(int)CommandKind.Amend]),
             Share(kinds[(int)CommandKind.CancelAll] + kinds[(int)CommandKind.Deposit] + kinds[(int)CommandKind.Withdraw]),
             engine.RestingOrders, engine.Book(0, Side.Buy).Select(o => o.Price).Distinct().Count(), engine.Book(0, Side.Sell).Select(o => o.Price).Distinct().Count());
-        return (funding, stream, mix);
-    }
-
-    private sealed class Recorder : IExchangeEvents
-    {
-        public List<long> Rested { get; } = [];
-
-        public void On(in ExchangeEvent e)
-        {
-            if (e.Kind == EventKind.Rested)
-                Rested.Add(e.OrderId);
-        }
+        return (setup, stream, mix);
     }
 }

@@ -27,9 +27,12 @@ internal static class BenchCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the command stream.", DefaultValueFactory = _ => defaults.Seed };
         var rate = new Option<double>("--latency-rate") { Description = "Commands offered per second in the latency run; 0 skips it.", DefaultValueFactory = _ => defaults.LatencyRate };
         var repeat = new Option<int>("--repeat") { Description = "Measured throughput runs (the median is reported).", DefaultValueFactory = _ => defaults.Repeat };
+        var journal = new Option<string?>("--journal") { Description = "Also run the stream journaled into this new file (group commit, fsync), then recover from it." };
+        var commitEvery = new Option<int>("--commit-every") { Description = "Commands per group commit of the journaled run.", DefaultValueFactory = _ => defaults.CommitEvery };
+        var showCommits = new Option<bool>("--show-commits") { Description = "Print \"committed N\" after every commit of the journaled run (for crash tests)." };
         var command = new Command("exchange", "Measure the matching engine on exchange-core's command mix: throughput and allocation on one thread, latency at a fixed offered rate; one JSON line.")
         {
-            commands, owners, seed, rate, repeat,
+            commands, owners, seed, rate, repeat, journal, commitEvery, showCommits,
         };
         command.SetAction(parse =>
         {
@@ -40,10 +43,22 @@ internal static class BenchCommand
                 Seed = parse.GetValue(seed),
                 LatencyRate = parse.GetValue(rate),
                 Repeat = parse.GetValue(repeat),
+                Journal = parse.GetValue(journal),
+                CommitEvery = parse.GetValue(commitEvery),
+                ShowCommits = parse.GetValue(showCommits),
             };
+            if (options.CommitEvery < 1)
+                throw new UsageException("--commit-every must be at least 1.");
             if (options.Commands < 1000 || options.Owners < 2 || options.Repeat < 1 || !(options.LatencyRate >= 0))
                 throw new UsageException("--commands must be at least 1,000, --owners at least 2, --repeat at least 1 and --latency-rate not negative.");
-            return ExchangeBench.Run(options, Console.Out);
+            try
+            {
+                return ExchangeBench.Run(options, Console.Out);
+            }
+            catch (BenchException e)
+            {
+                throw new UsageException(e.Message);
+            }
         });
         return command;
     }

@@ -51,6 +51,9 @@ public enum CommandKind : byte
     Amend,
     Deposit,
     Withdraw,
+
+    /// <summary>Opens the account of the owner named by <see cref="ExchangeCommand.Key"/> (its key), numbered in order.</summary>
+    OpenAccount,
 }
 
 /// <summary>
@@ -97,6 +100,9 @@ public readonly record struct ExchangeCommand
     public static ExchangeCommand Deposit(int owner, int asset, long amount, string key) =>
         new() { Kind = CommandKind.Deposit, Owner = owner, Asset = asset, Amount = amount, Key = key };
 
+    /// <summary>Numbers a new owner (an account key, e.g. a node address); an owner already known keeps its number.</summary>
+    public static ExchangeCommand OpenAccount(string ownerKey) => new() { Kind = CommandKind.OpenAccount, Key = ownerKey };
+
     public static ExchangeCommand Withdraw(int owner, int asset, long amount, string key) =>
         new() { Kind = CommandKind.Withdraw, Owner = owner, Asset = asset, Amount = amount, Key = key };
 }
@@ -129,6 +135,9 @@ public enum EventKind : byte
 
     Deposited,
     Withdrawn,
+
+    /// <summary>An owner's account is open under <see cref="ExchangeEvent.Owner"/>.</summary>
+    AccountOpened,
 }
 
 public enum RejectReason : byte

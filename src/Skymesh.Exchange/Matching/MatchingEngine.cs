@@ -94,6 +94,9 @@ public sealed class MatchingEngine
             case CommandKind.Withdraw:
                 Withdraw(command, sequence);
                 break;
+            case CommandKind.OpenAccount when !string.IsNullOrEmpty(command.Key) && command.Key.Length <= 256:
+                Emit(new ExchangeEvent(EventKind.AccountOpened, sequence, 0, _ledger.Owner(command.Key), -1, Side.Buy, 0, 0));
+                break;
             default:
                 Reject(command, sequence, RejectReason.BadAmount);
                 break;

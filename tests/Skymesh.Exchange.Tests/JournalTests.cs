@@ -1,0 +1,90 @@
+using Skymesh.Exchange.Journal;
+using Skymesh.Exchange.Load;
+using Skymesh.Exchange.Matching;
+
+namespace Skymesh.Exchange.Tests;
+
+public sealed class JournalTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("skymesh-journal-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string PathOf(string name) => Path.Combine(_dir, name);
+
+    [Fact]
+    public void A_journal_replays_into_the_state_its_engine_had_at_the_last_commit()
+    {
+        var commands = LoadScenario.Commands(seed: 3, owners: 100, count: 50_000);
+        ulong committedHash;
+        using (var exchange = JournaledExchange.Open(PathOf("j"), LoadScenario.Assets, [LoadScenario.Market]))
+        {
+            for (var i = 0; i < commands.Length; i++)
+            {
+                exchange.Submit(commands[i]);
+                if (i % 777 == 0)
+                    exchange.Commit();
+            }
+            exchange.Commit();
+            committedHash = exchange.Engine.StateHash();
+            // Submitted after the last commit: not durable, not acknowledged, and gone after a restart.
+            exchange.Submit(ExchangeCommand.Deposit(0, 0, 5, "never committed"));
+        }
+        using var reopened = JournaledExchange.Open(PathOf("j"), LoadScenario.Assets, [LoadScenario.Market]);
+        Assert.Equal((commands.LongLength, 0L), reopened.Recovered);
+        Assert.Equal(committedHash, reopened.Engine.StateHash());
+        reopened.Engine.CheckInvariants();
+        // And it goes on from there.
+        reopened.Submit(ExchangeCommand.Deposit(0, 0, 5, "after the restart"));
+        Assert.Equal(1, reopened.Commit());
+    }
+
+    [Fact]
+    public void A_torn_or_corrupt_tail_is_cut_off_and_everything_before_it_kept()
+    {
+        var commands = LoadScenario.Commands(seed: 4, owners: 20, count: 2_000);
+        var path = PathOf("torn");
+        var hashes = new List<ulong>();
+        using (var exchange = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]))
+        {
+            foreach (var command in commands)
+            {
+                exchange.Submit(command);
+                exchange.Commit();
+                hashes.Add(exchange.Engine.StateHash());
+            }
+        }
+        var whole = File.ReadAllBytes(path);
+
+        // A crash in the middle of the last write: half a record.
+        File.WriteAllBytes(path, whole[..^20]);
+        using (var torn = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]))
+        {
+            Assert.Equal(commands.Length - 1, torn.Recovered.Commands);
+            Assert.True(torn.Recovered.TornBytes > 0);
+            Assert.Equal(hashes[^2], torn.Engine.StateHash());
+        }
+        // The cut is made on disk: opening again finds a whole journal.
+        using (var again = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]))
+            Assert.Equal((commands.Length - 1L, 0L), again.Recovered);
+
+        // A flipped bit in a record in the middle: that record and everything after it are cut off, never misread.
+        var corrupt = (byte[])whole.Clone();
+        corrupt[whole.Length / 2] ^= 0x10;
+        File.WriteAllBytes(path, corrupt);
+        using var cut = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]);
+        Assert.InRange(cut.Recovered.Commands, 1, commands.Length - 2);
+        Assert.Equal(hashes[(int)cut.Recovered.Commands - 1], cut.Engine.StateHash());
+    }
+
+    [Fact]
+    public void Only_one_process_writes_a_journal_and_a_foreign_file_is_refused()
+    {
+        using var first = JournaledExchange.Open(PathOf("one"), LoadScenario.Assets, [LoadScenario.Market]);
+        Assert.Throws<IOException>(() => JournaledExchange.Open(PathOf("one"), LoadScenario.Assets, [LoadScenario.Market]));
+        File.WriteAllText(PathOf("foreign"), "not a journal");
+        Assert.Throws<InvalidDataException>(() => JournaledExchange.Open(PathOf("foreign"), LoadScenario.Assets, [LoadScenario.Market]));
+        if (!OperatingSystem.IsWindows())
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(PathOf("one")));
+    }
+}
