@@ -8,11 +8,40 @@ need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# PostgreSQL for the exchange journal's tests: a throwaway cluster on a free loopback port, run by an unprivileged
+# user (PostgreSQL refuses root), trust authentication on loopback only, removed when the tests end.
+start_postgres() {
+  local bin user port
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$bin" ] && [ -x "$bin/initdb" ] || { echo "test.sh: PostgreSQL is not installed; its tests will be skipped"; return; }
+  pg_dir=$(mktemp -d /tmp/skymesh-pg.XXXXXX)
+  if [ "$(id -u)" = 0 ]; then user=nobody; chown "$user" "$pg_dir"; as_pg() { runuser -u nobody -- "$@"; }
+  else as_pg() { "$@"; }; fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if as_pg "$bin/initdb" -D "$pg_dir/data" -U skymesh --auth=trust -E UTF8 >"$pg_dir/initdb.log" 2>&1 \
+     && as_pg "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
+          -o "-p $port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null; then
+    export SKYMESH_TEST_POSTGRES="Host=127.0.0.1;Port=$port;Username=skymesh;Database=postgres"
+    echo "test.sh: PostgreSQL on 127.0.0.1:$port"
+  else
+    echo "test.sh: PostgreSQL did not start; its tests will fail:"; cat "$pg_dir"/*.log
+    export SKYMESH_TEST_POSTGRES="Host=127.0.0.1;Port=$port;Username=skymesh;Database=postgres"
+  fi
+}
+stop_postgres() {
+  [ -n "${pg_dir:-}" ] || return 0
+  as_pg "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1
+  rm -rf "$pg_dir"
+}
+trap stop_postgres EXIT
+start_postgres
 
 results=TestResults
 rm -rf "$results"

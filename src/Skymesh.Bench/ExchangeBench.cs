@@ -26,6 +26,11 @@ public sealed class ExchangeBenchOptions
     /// <summary>A journal file to create: the stream is also run journaled, then recovered from it.</summary>
     public string? Journal { get; init; }
 
+    /// <summary>A PostgreSQL connection string: the journaled run goes to the journal <see cref="JournalName"/> there instead.</summary>
+    public string? JournalPostgres { get; init; }
+
+    public string JournalName { get; init; } = "bench";
+
     /// <summary>Commands per group commit (one write and one fsync).</summary>
     public int CommitEvery { get; init; } = 1000;
 
@@ -111,8 +116,14 @@ public static class ExchangeBench
             json.Add("empty_loop_p99_us", Us(anchor, 0.99), 2);
             json.Add("empty_loop_p9999_us", Us(anchor, 0.9999), 2);
         }
-        if (options.Journal is { } path)
-            Journaled(options, path, funding, stream, json, output);
+        if (options.JournalPostgres is { } connection)
+            Journaled(options, () => JournaledExchange.OpenPostgres(connection, options.JournalName, LoadScenario.Assets, [LoadScenario.Market]), "postgresql", funding, stream, json, output);
+        else if (options.Journal is { } path)
+        {
+            if (File.Exists(path))
+                throw new BenchException($"{path} exists; give the path of a new journal.");
+            Journaled(options, () => JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]), "file", funding, stream, json, output);
+        }
         output.WriteLine(json.ToJson());
         return 0;
     }
@@ -121,16 +132,17 @@ public static class ExchangeBench
     /// The stream journaled with a group commit every <see cref="ExchangeBenchOptions.CommitEvery"/> commands, then the
     /// journal replayed into a fresh engine, which must reach the same state hash.
     /// </summary>
-    private static void Journaled(ExchangeBenchOptions options, string path, ExchangeCommand[] setup, ExchangeCommand[] stream, JsonLine json, TextWriter output)
+    private static void Journaled(ExchangeBenchOptions options, Func<JournaledExchange> open, string storage, ExchangeCommand[] setup, ExchangeCommand[] stream,
+        JsonLine json, TextWriter output)
     {
-        if (File.Exists(path))
-            throw new BenchException($"{path} exists; give the path of a new journal.");
         var c = CultureInfo.InvariantCulture;
         ulong hash;
         var batches = new List<long>();
         double seconds;
-        using (var exchange = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]))
+        using (var exchange = open())
         {
+            if (exchange.Committed > 0)
+                throw new BenchException($"The {storage} journal already holds {exchange.Committed:N0} commands; give a new one.");
             foreach (var command in setup)
                 exchange.Submit(command);
             exchange.Commit();
@@ -157,15 +169,15 @@ public static class ExchangeBench
         }
         batches.Sort();
         var p99 = batches[Math.Min(batches.Count - 1, (int)(0.99 * batches.Count))] * 1e6 / Stopwatch.Frequency;
-        var size = new FileInfo(path).Length;
-        output.WriteLine(string.Format(c, "  journaled: {0:N0} commands/s, a commit every {1:N0} commands ({2:N0} commits), durable acknowledgement p50 {3:0} us, p99 {4:0} us; journal {5:N0} bytes",
-            stream.Length / seconds, options.CommitEvery, batches.Count, batches[batches.Count / 2] * 1e6 / Stopwatch.Frequency, p99, size));
+        output.WriteLine(string.Format(c, "  journaled ({0}): {1:N0} commands/s, a commit every {2:N0} commands ({3:N0} commits), durable acknowledgement p50 {4:0} us, p99 {5:0} us",
+            storage, stream.Length / seconds, options.CommitEvery, batches.Count, batches[batches.Count / 2] * 1e6 / Stopwatch.Frequency, p99));
         var replayStarted = Stopwatch.GetTimestamp();
-        using var recovered = JournaledExchange.Open(path, LoadScenario.Assets, [LoadScenario.Market]);
+        using var recovered = open();
         var replaySeconds = Stopwatch.GetElapsedTime(replayStarted).TotalSeconds;
         var same = recovered.Engine.StateHash() == hash;
         output.WriteLine(string.Format(c, "  recovery: {0:N0} commands replayed in {1:0.000} s = {2:N0} commands/s; state hash {3}",
             recovered.Recovered.Commands, replaySeconds, recovered.Recovered.Commands / replaySeconds, same ? "identical" : "DIFFERENT"));
+        json.Add("journal", storage);
         json.Add("journaled_orders_per_sec", stream.Length / seconds, 0);
         json.Add("commit_every", options.CommitEvery);
         json.Add("durable_ack_p99_us", p99, 0);

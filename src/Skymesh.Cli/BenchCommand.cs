@@ -28,11 +28,13 @@ internal static class BenchCommand
         var rate = new Option<double>("--latency-rate") { Description = "Commands offered per second in the latency run; 0 skips it.", DefaultValueFactory = _ => defaults.LatencyRate };
         var repeat = new Option<int>("--repeat") { Description = "Measured throughput runs (the median is reported).", DefaultValueFactory = _ => defaults.Repeat };
         var journal = new Option<string?>("--journal") { Description = "Also run the stream journaled into this new file (group commit, fsync), then recover from it." };
+        var journalPostgres = new Option<string?>("--journal-postgres") { Description = "Run the journaled pass on PostgreSQL instead: a connection string (Npgsql), e.g. \"Host=127.0.0.1;Port=5432;Username=me;Database=db\"." };
+        var journalName = new Option<string>("--journal-name") { Description = "Name of the PostgreSQL journal (its table is exchange_journal_NAME); it must be new.", DefaultValueFactory = _ => defaults.JournalName };
         var commitEvery = new Option<int>("--commit-every") { Description = "Commands per group commit of the journaled run.", DefaultValueFactory = _ => defaults.CommitEvery };
         var showCommits = new Option<bool>("--show-commits") { Description = "Print \"committed N\" after every commit of the journaled run (for crash tests)." };
         var command = new Command("exchange", "Measure the matching engine on exchange-core's command mix: throughput and allocation on one thread, latency at a fixed offered rate; one JSON line.")
         {
-            commands, owners, seed, rate, repeat, journal, commitEvery, showCommits,
+            commands, owners, seed, rate, repeat, journal, journalPostgres, journalName, commitEvery, showCommits,
         };
         command.SetAction(parse =>
         {
@@ -44,6 +46,8 @@ internal static class BenchCommand
                 LatencyRate = parse.GetValue(rate),
                 Repeat = parse.GetValue(repeat),
                 Journal = parse.GetValue(journal),
+                JournalPostgres = parse.GetValue(journalPostgres),
+                JournalName = parse.GetValue(journalName)!,
                 CommitEvery = parse.GetValue(commitEvery),
                 ShowCommits = parse.GetValue(showCommits),
             };

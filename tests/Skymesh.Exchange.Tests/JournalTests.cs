@@ -10,14 +10,29 @@ public sealed class JournalTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    private readonly string _run = Guid.NewGuid().ToString("N")[..12];
+
     private string PathOf(string name) => Path.Combine(_dir, name);
 
-    [Fact]
-    public void A_journal_replays_into_the_state_its_engine_had_at_the_last_commit()
+    /// <summary>The PostgreSQL server test.sh starts (SKYMESH_TEST_POSTGRES); the test is skipped without one.</summary>
+    internal static string Postgres() =>
+        Environment.GetEnvironmentVariable("SKYMESH_TEST_POSTGRES") is { Length: > 0 } connection
+            ? connection
+            : throw Xunit.Sdk.SkipException.ForSkip("no PostgreSQL server (test.sh starts one and sets SKYMESH_TEST_POSTGRES)");
+
+    /// <summary>The journal called <paramref name="name"/> in this test's storage (names are unique per test run).</summary>
+    private JournaledExchange Open(string storage, string name) => storage == "postgres"
+        ? JournaledExchange.OpenPostgres(Postgres(), $"{name}_{_run}", LoadScenario.Assets, [LoadScenario.Market])
+        : JournaledExchange.Open(PathOf(name), LoadScenario.Assets, [LoadScenario.Market]);
+
+    [Theory]
+    [InlineData("file")]
+    [InlineData("postgres")]
+    public void A_journal_replays_into_the_state_its_engine_had_at_the_last_commit(string storage)
     {
         var commands = LoadScenario.Commands(seed: 3, owners: 100, count: 50_000);
         ulong committedHash;
-        using (var exchange = JournaledExchange.Open(PathOf("j"), LoadScenario.Assets, [LoadScenario.Market]))
+        using (var exchange = Open(storage, "j"))
         {
             for (var i = 0; i < commands.Length; i++)
             {
@@ -30,7 +45,7 @@ public sealed class JournalTests : IDisposable
             // Submitted after the last commit: not durable, not acknowledged, and gone after a restart.
             exchange.Submit(ExchangeCommand.Deposit(0, 0, 5, "never committed"));
         }
-        using var reopened = JournaledExchange.Open(PathOf("j"), LoadScenario.Assets, [LoadScenario.Market]);
+        using var reopened = Open(storage, "j");
         Assert.Equal((commands.LongLength, 0L), reopened.Recovered);
         Assert.Equal(committedHash, reopened.Engine.StateHash());
         reopened.Engine.CheckInvariants();
@@ -77,11 +92,19 @@ public sealed class JournalTests : IDisposable
         Assert.Equal(hashes[(int)cut.Recovered.Commands - 1], cut.Engine.StateHash());
     }
 
+    [Theory]
+    [InlineData("file")]
+    [InlineData("postgres")]
+    public void Only_one_writer_holds_a_journal(string storage)
+    {
+        using var first = Open(storage, "one");
+        Assert.Throws<IOException>(() => Open(storage, "one"));
+    }
+
     [Fact]
-    public void Only_one_process_writes_a_journal_and_a_foreign_file_is_refused()
+    public void A_foreign_file_is_refused_and_a_journal_file_is_its_owners_only()
     {
         using var first = JournaledExchange.Open(PathOf("one"), LoadScenario.Assets, [LoadScenario.Market]);
-        Assert.Throws<IOException>(() => JournaledExchange.Open(PathOf("one"), LoadScenario.Assets, [LoadScenario.Market]));
         File.WriteAllText(PathOf("foreign"), "not a journal");
         Assert.Throws<InvalidDataException>(() => JournaledExchange.Open(PathOf("foreign"), LoadScenario.Assets, [LoadScenario.Market]));
         if (!OperatingSystem.IsWindows())

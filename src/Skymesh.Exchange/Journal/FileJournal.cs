@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
-using System.Text;
 using Skymesh.Exchange.Matching;
 
 namespace Skymesh.Exchange.Journal;
@@ -12,10 +11,9 @@ namespace Skymesh.Exchange.Journal;
 /// acknowledged before the commit that holds it returns. On open, a torn or corrupt tail — a crash in the middle of a
 /// write — is cut off: everything before it was committed whole.
 /// </summary>
-public sealed class FileJournal : IDisposable
+public sealed class FileJournal : ICommandJournal
 {
     private const int HeaderLength = 8;
-    private const int FixedPayload = 6 + 3 * 4 + 4 * 8 + 2;
     private static readonly byte[] Magic = "SKYMESH-EXCHANGE-JOURNAL-1\n"u8.ToArray();
 
     private readonly FileStream _file;
@@ -89,7 +87,7 @@ public sealed class FileJournal : IDisposable
     {
         var reader = new BufferedStream(file, 1 << 20);
         Span<byte> header = stackalloc byte[HeaderLength];
-        var payload = new byte[FixedPayload + 1024];
+        var payload = new byte[CommandCodec.MaxLength];
         long records = 0;
         var end = (long)Magic.Length;
         while (true)
@@ -97,13 +95,13 @@ public sealed class FileJournal : IDisposable
             if (reader.ReadAtLeast(header, HeaderLength, throwOnEndOfStream: false) < HeaderLength)
                 break;
             var length = BinaryPrimitives.ReadInt32LittleEndian(header);
-            if (length < FixedPayload || length > payload.Length)
+            if (length < CommandCodec.MinLength || length > payload.Length)
                 break;
             if (reader.ReadAtLeast(payload.AsSpan(0, length), length, throwOnEndOfStream: false) < length)
                 break;
             if (Crc32.HashToUInt32(payload.AsSpan(0, length)) != BinaryPrimitives.ReadUInt32LittleEndian(header[4..]))
                 break;
-            replay?.Invoke(Decode(payload.AsSpan(0, length)));
+            replay?.Invoke(CommandCodec.Read(payload.AsSpan(0, length)));
             records++;
             end += HeaderLength + length;
         }
@@ -113,30 +111,12 @@ public sealed class FileJournal : IDisposable
     /// <summary>Adds a command to the next commit.</summary>
     public void Append(in ExchangeCommand command)
     {
-        var keyLength = command.Key is null ? 0 : Encoding.UTF8.GetByteCount(command.Key);
-        if (keyLength > 1024)
-            throw new ArgumentException("An idempotency key may have at most 1,024 bytes.", nameof(command));
-        var length = FixedPayload + keyLength;
+        var length = CommandCodec.Length(command);
         if (_buffer.Length - _buffered < HeaderLength + length)
             Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _buffered + HeaderLength + length));
         var record = _buffer.AsSpan(_buffered, HeaderLength + length);
         var p = record[HeaderLength..];
-        p[0] = (byte)command.Kind;
-        p[1] = (byte)command.Side;
-        p[2] = (byte)command.Type;
-        p[3] = (byte)command.TimeInForce;
-        p[4] = command.PostOnly ? (byte)1 : (byte)0;
-        p[5] = (byte)command.Stp;
-        BinaryPrimitives.WriteInt32LittleEndian(p[6..], command.Owner);
-        BinaryPrimitives.WriteInt32LittleEndian(p[10..], command.Market);
-        BinaryPrimitives.WriteInt32LittleEndian(p[14..], command.Asset);
-        BinaryPrimitives.WriteInt64LittleEndian(p[18..], command.OrderId);
-        BinaryPrimitives.WriteInt64LittleEndian(p[26..], command.Price);
-        BinaryPrimitives.WriteInt64LittleEndian(p[34..], command.Quantity);
-        BinaryPrimitives.WriteInt64LittleEndian(p[42..], command.Amount);
-        BinaryPrimitives.WriteUInt16LittleEndian(p[50..], command.Key is null ? ushort.MaxValue : (ushort)keyLength);
-        if (command.Key is not null)
-            Encoding.UTF8.GetBytes(command.Key, p[FixedPayload..]);
+        CommandCodec.Write(command, p);
         BinaryPrimitives.WriteInt32LittleEndian(record, length);
         BinaryPrimitives.WriteUInt32LittleEndian(record[4..], Crc32.HashToUInt32(p));
         _buffered += HeaderLength + length;
@@ -155,28 +135,6 @@ public sealed class FileJournal : IDisposable
         _buffered = 0;
         Pending = 0;
         return committed;
-    }
-
-    private static ExchangeCommand Decode(ReadOnlySpan<byte> p)
-    {
-        var keyLength = BinaryPrimitives.ReadUInt16LittleEndian(p[50..]);
-        return new ExchangeCommand
-        {
-            Kind = (CommandKind)p[0],
-            Side = (Side)p[1],
-            Type = (OrderType)p[2],
-            TimeInForce = (TimeInForce)p[3],
-            PostOnly = p[4] != 0,
-            Stp = (SelfTradePrevention)p[5],
-            Owner = BinaryPrimitives.ReadInt32LittleEndian(p[6..]),
-            Market = BinaryPrimitives.ReadInt32LittleEndian(p[10..]),
-            Asset = BinaryPrimitives.ReadInt32LittleEndian(p[14..]),
-            OrderId = BinaryPrimitives.ReadInt64LittleEndian(p[18..]),
-            Price = BinaryPrimitives.ReadInt64LittleEndian(p[26..]),
-            Quantity = BinaryPrimitives.ReadInt64LittleEndian(p[34..]),
-            Amount = BinaryPrimitives.ReadInt64LittleEndian(p[42..]),
-            Key = keyLength == ushort.MaxValue ? null : Encoding.UTF8.GetString(p.Slice(FixedPayload, keyLength)),
-        };
     }
 
     public void Dispose() => _file.Dispose();

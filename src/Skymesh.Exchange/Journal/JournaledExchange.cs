@@ -12,9 +12,9 @@ namespace Skymesh.Exchange.Journal;
 /// </summary>
 public sealed class JournaledExchange : IDisposable
 {
-    private readonly FileJournal _journal;
+    private readonly ICommandJournal _journal;
 
-    private JournaledExchange(MatchingEngine engine, FileJournal journal)
+    private JournaledExchange(MatchingEngine engine, ICommandJournal journal)
     {
         Engine = engine;
         _journal = journal;
@@ -26,16 +26,36 @@ public sealed class JournaledExchange : IDisposable
     public long Committed => _journal.Records;
 
     /// <summary>Commands replayed when the journal was opened, and bytes of a torn tail cut off then.</summary>
-    public (long Commands, long TornBytes) Recovered { get; private init; }
+    public (long Commands, long TornBytes) Recovered { get; private set; }
 
+    /// <summary>Opens (or creates) the journal file at <paramref name="path"/> and replays it.</summary>
     /// <param name="events">Receives the events of new commands (not of the replay).</param>
     public static JournaledExchange Open(string path, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events = null)
     {
+        long torn = 0;
+        var exchange = Open(assets, markets, events, replay =>
+        {
+            var file = FileJournal.Open(path, replay);
+            torn = file.TornBytes;
+            return file;
+        });
+        exchange.Recovered = (exchange.Committed, torn);
+        return exchange;
+    }
+
+    /// <summary>Opens (or creates) the journal <paramref name="name"/> in a PostgreSQL database and replays it.</summary>
+    public static JournaledExchange OpenPostgres(string connectionString, string name, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets,
+        IExchangeEvents? events = null) =>
+        Open(assets, markets, events, replay => PostgresJournal.Open(connectionString, name, replay));
+
+    private static JournaledExchange Open(IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events,
+        Func<Action<ExchangeCommand>, ICommandJournal> open)
+    {
         var sink = new SwitchableSink();
         var engine = new MatchingEngine(new ExchangeLedger(assets), markets, sink);
-        var journal = FileJournal.Open(path, command => engine.Execute(command));
+        var journal = open(command => engine.Execute(command));
         sink.Target = events;
-        return new JournaledExchange(engine, journal) { Recovered = (journal.Records, journal.TornBytes) };
+        return new JournaledExchange(engine, journal) { Recovered = (journal.Records, 0) };
     }
 
     public long Submit(in ExchangeCommand command)
