@@ -582,6 +582,85 @@ public sealed class NodeProcessTests : IAsyncDisposable
         }
     }
 
+    [Fact]
+    public async Task A_stream_through_a_relay_keeps_flowing_while_the_relay_is_flooded_with_valid_and_forged_hellos()
+    {
+        var nodes = await ChainAsync();
+        var relay = nodes[1];
+        using var sink = new CountingSink();
+        var port = FreePort();
+        await using var forward = Skymesh.Start("forward", "--listen", $"127.0.0.1:{port}", "--to", nodes[2].Address, "--target", $"127.0.0.1:{sink.Port}", "--api", nodes[0].Api);
+        await forward.WaitForLineAsync("forwarding", Bound);
+        var rssBefore = ResidentKib(relay.Process.Pid);
+
+        // The flood: one valid Hello (anyone can sign one) and forged ones (random keys, bad signatures), from 500
+        // sockets on 250 loopback addresses, as fast as one thread sends, for as long as the stream runs.
+        var relayEndPoint = IPEndPoint.Parse(relay.Udp);
+        using var attacker = Identity.NodeKey.Generate();
+        var valid = HelloFrame(attacker, forge: false);
+        var forged = HelloFrame(Identity.NodeKey.Generate(), forge: true);
+        var sockets = Enumerable.Range(0, 500).Select(i =>
+        {
+            var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            s.Bind(new IPEndPoint(new IPAddress([127, 2, 0, (byte)(i % 250 + 1)]), 0));
+            return s;
+        }).ToList();
+        using var stop = new CancellationTokenSource();
+        long sent = 0;
+        var flood = Task.Factory.StartNew(() =>
+        {
+            for (var i = 0; !stop.IsCancellationRequested; i++)
+            {
+                sockets[i % sockets.Count].SendTo(i % 4 == 0 ? valid : forged, relayEndPoint);
+                Interlocked.Increment(ref sent);
+            }
+        }, TaskCreationOptions.LongRunning);
+        try
+        {
+            // 16 MiB through the flooded relay, all of it, in a time a user would accept.
+            var data = RandomNumberGenerator.GetBytes(16 << 20);
+            var started = Stopwatch.StartNew();
+            using (var client = new TcpClient())
+            {
+                await client.ConnectAsync(IPAddress.Loopback, port, Ct);
+                await client.GetStream().WriteAsync(data, Ct);
+                client.Client.Shutdown(SocketShutdown.Send);
+                await sink.WaitForAsync(data.Length, Bound);
+            }
+            TestContext.Current.SendDiagnosticMessage($"16 MiB crossed the flooded relay in {started.Elapsed.TotalSeconds:0.0} s; {Interlocked.Read(ref sent):N0} Hellos sent at it");
+            Assert.True(Interlocked.Read(ref sent) > 50_000, $"only {sent} Hellos were sent");
+            // The relay's links stayed up, and its memory bounded.
+            var links = JsonDocument.Parse(await CliAsync("links", "--json", "--api", relay.Api)).RootElement;
+            Assert.Equal(2, links.EnumerateArray().Count(l => l.GetProperty("state").GetString() == "up"));
+            var growth = ResidentKib(relay.Process.Pid) - rssBefore;
+            Assert.True(growth < 100 * 1024, $"the relay grew by {growth:N0} KiB under the flood");
+            using var http = new HttpClient();
+            var metrics = await http.GetStringAsync($"http://{relay.Api}/metrics", Ct);
+            Assert.Contains("skymesh_hello_drops_total{reason=\"rate_limited\"}", metrics, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await flood;
+            foreach (var s in sockets)
+                s.Dispose();
+        }
+    }
+
+    private static byte[] HelloFrame(Identity.NodeKey key, bool forge)
+    {
+        using var ephemeral = Identity.EphemeralKey.Generate();
+        var hello = Mesh.Links.LinkHandshake.WriteHello(key, ephemeral, true, 1400, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        if (forge)
+            hello[^1] ^= 1;
+        var frame = new Mesh.Wire.FrameBuilder(1400);
+        Assert.True(frame.TryAdd(0, Mesh.Links.LinkMessageType.Hello, hello, false));
+        return frame.Seal(0, null).ToArray();
+    }
+
+    private static long ResidentKib(int pid) =>
+        long.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
+
     /// <summary>A one-route HTTP/1.1 server on a raw socket (answers every request with the same body).</summary>
     private sealed class HttpListenerLike : IDisposable
     {
