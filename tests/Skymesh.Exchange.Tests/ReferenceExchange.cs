@@ -235,19 +235,9 @@ internal sealed class ReferenceExchange
         var asset = FundingAsset(c.Market, c.Side);
         if (limit)
         {
-            if (c.Price <= 0 || c.Price % spec.TickSize != 0)
+            if (PriceRule(spec, c.Price, lots) is not RejectReason.None and var broken)
             {
-                Reject(c, seq, RejectReason.BadPrice);
-                return;
-            }
-            if ((Int128)c.Price * lots > MarketSpec.MaxNotional)
-            {
-                Reject(c, seq, RejectReason.TooLarge);
-                return;
-            }
-            if (c.Price * lots < spec.MinNotional)
-            {
-                Reject(c, seq, RejectReason.BelowMinimum);
+                Reject(c, seq, broken);
                 return;
             }
             hold = Required(c.Market, c.Side, c.Price, lots);
@@ -426,20 +416,10 @@ internal sealed class ReferenceExchange
             Reject(c, seq, RejectReason.BadQuantity);
             return;
         }
-        if (c.Price <= 0 || c.Price % spec.TickSize != 0)
-        {
-            Reject(c, seq, RejectReason.BadPrice);
-            return;
-        }
         var lots = c.Quantity / spec.LotSize;
-        if ((Int128)c.Price * lots > MarketSpec.MaxNotional)
+        if (PriceRule(spec, c.Price, lots) is not RejectReason.None and var broken)
         {
-            Reject(c, seq, RejectReason.TooLarge);
-            return;
-        }
-        if (c.Price * lots < spec.MinNotional)
-        {
-            Reject(c, seq, RejectReason.BelowMinimum);
+            Reject(c, seq, broken);
             return;
         }
         if (c.Price == o.Price && lots == o.Lots)
@@ -474,6 +454,18 @@ internal sealed class ReferenceExchange
         Events.Add(new ExchangeEvent(EventKind.Amended, seq, o.Id, o.Owner, o.Market, o.Side, c.Price, c.Quantity));
         Move(o.Owner, asset, required);
         Match(seq, o.Id, o.Owner, o.Market, o.Side, true, c.Price, lots, required, true, o.PostOnly, o.Stp);
+    }
+
+    /// <summary>The price rules of a limit order, in the order they are checked.</summary>
+    private static RejectReason PriceRule(MarketSpec spec, long price, long lots)
+    {
+        if (price <= 0 || price % spec.TickSize != 0)
+            return RejectReason.BadPrice;
+        if ((Int128)price * lots > MarketSpec.MaxNotional)
+            return RejectReason.TooLarge;
+        if (price * lots < spec.MinNotional)
+            return RejectReason.BelowMinimum;
+        return RejectReason.None;
     }
 
     private void Reject(ExchangeCommand c, long seq, RejectReason reason) =>

@@ -133,19 +133,9 @@ public sealed class MatchingEngine
         long hold;
         if (!market)
         {
-            if (c.Price <= 0 || c.Price % spec.TickSize != 0)
+            if (PriceProblem(spec, c.Price, lots) is not RejectReason.None and var problem)
             {
-                Reject(c, sequence, RejectReason.BadPrice);
-                return;
-            }
-            if (lots > MarketSpec.MaxNotional / c.Price)
-            {
-                Reject(c, sequence, RejectReason.TooLarge);
-                return;
-            }
-            if (c.Price * lots < spec.MinNotional)
-            {
-                Reject(c, sequence, RejectReason.BelowMinimum);
+                Reject(c, sequence, problem);
                 return;
             }
             hold = Required(m, c.Side, c.Price, lots);
@@ -362,20 +352,10 @@ public sealed class MatchingEngine
             Reject(c, sequence, RejectReason.BadQuantity);
             return;
         }
-        if (c.Price <= 0 || c.Price % spec.TickSize != 0)
-        {
-            Reject(c, sequence, RejectReason.BadPrice);
-            return;
-        }
         var lots = c.Quantity / spec.LotSize;
-        if (lots > MarketSpec.MaxNotional / c.Price)
+        if (PriceProblem(spec, c.Price, lots) is not RejectReason.None and var problem)
         {
-            Reject(c, sequence, RejectReason.TooLarge);
-            return;
-        }
-        if (c.Price * lots < spec.MinNotional)
-        {
-            Reject(c, sequence, RejectReason.BelowMinimum);
+            Reject(c, sequence, problem);
             return;
         }
         if (c.Price == order.Price && lots == order.Remaining)
@@ -479,6 +459,16 @@ public sealed class MatchingEngine
         var required = Required(m, order.Side, order.Price, order.Remaining);
         _ledger.Release(order.Owner, order.Side == Side.Buy ? m.Quote : m.Base, order.Held - required, sequence, _leg++);
         order.Held = required;
+    }
+
+    /// <summary>Why a limit price for <paramref name="lots"/> is not acceptable: off the tick, too large a value, below the minimum; or None.</summary>
+    private static RejectReason PriceProblem(MarketSpec spec, long price, long lots)
+    {
+        if (price <= 0 || price % spec.TickSize != 0)
+            return RejectReason.BadPrice;
+        if (lots > MarketSpec.MaxNotional / price)
+            return RejectReason.TooLarge;
+        return price * lots < spec.MinNotional ? RejectReason.BelowMinimum : RejectReason.None;
     }
 
     /// <summary>What an order of <paramref name="lots"/> at <paramref name="price"/> must hold: a buy its value and the larger fee, a sell its base.</summary>

@@ -134,15 +134,7 @@ public class LimitTests
         // broker's send buffer grows to 4 MiB at most), less than the 8 MiB queue limit.
         var padding = new string('p', 1000);
         const int events = 6000;
-        for (var sent = 0; sent < events; sent += 100)
-        {
-            var requests = new StringBuilder();
-            for (var i = sent; i < sent + 100; i++)
-                requests.Append($"MCAST t {i} {padding}\n");
-            await publisher.SendAsync(requests.ToString());
-            for (var i = 0; i < 100; i++)
-                await publisher.ExpectLineAsync("200");
-        }
+        await publisher.PublishNumberedAsync("t", events, padding);
         Assert.Equal(0, broker.Broker.Snapshot().DisconnectsFor(DisconnectReason.SlowConsumer));
 
         // mallory says CLOSE; its 200 waits behind megabytes that mallory will not read.

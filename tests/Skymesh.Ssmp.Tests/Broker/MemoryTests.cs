@@ -33,15 +33,7 @@ public sealed class MemoryTests
         // (4 MiB at most), so megabytes wait in the broker's queue for it.
         var padding = new string('p', 1000);
         const int events = 6000;
-        for (var sent = 0; sent < events; sent += 100)
-        {
-            var requests = new StringBuilder();
-            for (var i = sent; i < sent + 100; i++)
-                requests.Append($"MCAST t {i} {padding}\n");
-            await publisher.SendAsync(requests.ToString());
-            for (var i = 0; i < 100; i++)
-                await publisher.ExpectLineAsync("200");
-        }
+        await publisher.PublishNumberedAsync("t", events, padding);
         var queued = broker.Broker.Snapshot().LargeBufferBytes;
         Assert.True(queued >= MiB, $"the broker holds {queued} bytes in large buffers for the reader");
 

@@ -56,6 +56,23 @@ internal sealed class RawPeer : IAsyncDisposable
     }
 
     /// <summary>Reads exactly <paramref name="expected"/> plus LF, byte for byte (the expected text may contain LF itself).</summary>
+    /// <summary>
+    /// Publishes <c>MCAST topic n padding</c> for n = 0 … <paramref name="count"/> − 1, a hundred per write, and reads each
+    /// one's 200: every event has been queued to the topic's subscribers when this returns.
+    /// </summary>
+    public async Task PublishNumberedAsync(string topic, int count, string padding)
+    {
+        for (var sent = 0; sent < count; sent += 100)
+        {
+            var requests = new StringBuilder();
+            for (var i = sent; i < Math.Min(count, sent + 100); i++)
+                requests.Append($"MCAST {topic} {i} {padding}\n");
+            await SendAsync(requests.ToString());
+            for (var i = sent; i < Math.Min(count, sent + 100); i++)
+                await ExpectLineAsync("200");
+        }
+    }
+
     public Task ExpectLineAsync(string expected) => ExpectBytesAsync(Encoding.Latin1.GetBytes(expected + "\n"));
 
     public async Task ExpectBytesAsync(byte[] expected)
