@@ -33,7 +33,9 @@ public sealed class PostgresJournal : ICommandJournal
         if (string.IsNullOrEmpty(name) || name.Length > 40 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
             throw new ArgumentException("A journal name is 1 to 40 letters, digits or '_'.", nameof(name));
         var table = "exchange_journal_" + name.ToLowerInvariant();
-        var connection = new NpgsqlConnection(connectionString);
+        // One long-lived session of its own, not a pooled one: the advisory lock lives as long as the session, so closing
+        // the journal must end it (a pooled connection would keep the lock after Dispose).
+        var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString);
         try
         {
             connection.Open();
