@@ -13,11 +13,13 @@ namespace Skymesh.Exchange.Journal;
 public sealed class JournaledExchange : IDisposable
 {
     private readonly ICommandJournal _journal;
+    private readonly string? _snapshotPath;
 
-    private JournaledExchange(MatchingEngine engine, ICommandJournal journal)
+    private JournaledExchange(MatchingEngine engine, ICommandJournal journal, string? snapshotPath)
     {
         Engine = engine;
         _journal = journal;
+        _snapshotPath = snapshotPath;
     }
 
     public MatchingEngine Engine { get; }
@@ -25,37 +27,85 @@ public sealed class JournaledExchange : IDisposable
     /// <summary>Commands committed to the journal.</summary>
     public long Committed => _journal.Records;
 
-    /// <summary>Commands replayed when the journal was opened, and bytes of a torn tail cut off then.</summary>
+    /// <summary>Commands replayed from the journal when it was opened (after the snapshot, if any), and bytes of a torn tail cut off then.</summary>
     public (long Commands, long TornBytes) Recovered { get; private set; }
 
     /// <summary>Opens (or creates) the journal file at <paramref name="path"/> and replays it.</summary>
     /// <param name="events">Receives the events of new commands (not of the replay).</param>
-    public static JournaledExchange Open(string path, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events = null)
+    /// <param name="snapshotPath">Where snapshots are kept (<see cref="SaveSnapshot"/>): the latest is loaded and only the commands after it replayed.</param>
+    public static JournaledExchange Open(string path, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events = null,
+        string? snapshotPath = null)
     {
         long torn = 0;
-        var exchange = Open(assets, markets, events, replay =>
+        var exchange = Open(assets, markets, events, snapshotPath, replay =>
         {
             var file = FileJournal.Open(path, replay);
             torn = file.TornBytes;
             return file;
         });
-        exchange.Recovered = (exchange.Committed, torn);
+        exchange.Recovered = (exchange.Recovered.Commands, torn);
         return exchange;
     }
 
     /// <summary>Opens (or creates) the journal <paramref name="name"/> in a PostgreSQL database and replays it.</summary>
     public static JournaledExchange OpenPostgres(string connectionString, string name, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets,
-        IExchangeEvents? events = null) =>
-        Open(assets, markets, events, replay => PostgresJournal.Open(connectionString, name, replay));
+        IExchangeEvents? events = null, string? snapshotPath = null) =>
+        Open(assets, markets, events, snapshotPath, replay => PostgresJournal.Open(connectionString, name, replay));
 
     private static JournaledExchange Open(IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events,
-        Func<Action<ExchangeCommand>, ICommandJournal> open)
+        string? snapshotPath, Func<Action<ExchangeCommand>, ICommandJournal> open)
     {
         var sink = new SwitchableSink();
-        var engine = new MatchingEngine(new ExchangeLedger(assets), markets, sink);
-        var journal = open(command => engine.Execute(command));
+        MatchingEngine engine;
+        long covered = 0;
+        if (snapshotPath is not null && File.Exists(snapshotPath))
+        {
+            using var file = File.OpenRead(snapshotPath);
+            using (var reader = new BinaryReader(file, System.Text.Encoding.UTF8, leaveOpen: true))
+                covered = reader.ReadInt64();
+            engine = MatchingEngine.ReadSnapshot(file, assets, markets, sink);
+        }
+        else
+        {
+            engine = new MatchingEngine(new ExchangeLedger(assets), markets, sink);
+        }
+        // The journal holds every command; those the snapshot already covers are skipped.
+        long seen = 0;
+        var journal = open(command =>
+        {
+            if (++seen > covered)
+                engine.Execute(command);
+        });
+        if (seen < covered)
+        {
+            journal.Dispose();
+            throw new InvalidDataException($"The snapshot covers {covered} commands but the journal holds only {seen}.");
+        }
         sink.Target = events;
-        return new JournaledExchange(engine, journal) { Recovered = (journal.Records, 0) };
+        return new JournaledExchange(engine, journal, snapshotPath) { Recovered = (journal.Records - covered, 0) };
+    }
+
+    /// <summary>
+    /// Commits, then writes a snapshot of the engine covering every committed command (to a temporary file, flushed to
+    /// disk, then renamed over the last one), so that the next open replays only what comes after.
+    /// </summary>
+    public void SaveSnapshot()
+    {
+        if (_snapshotPath is null)
+            throw new InvalidOperationException("This exchange was opened without a snapshot path.");
+        Commit();
+        var temporary = _snapshotPath + ".tmp";
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var file = new FileStream(temporary, options))
+        {
+            using (var writer = new BinaryWriter(file, System.Text.Encoding.UTF8, leaveOpen: true))
+                writer.Write(Committed);
+            Engine.WriteSnapshot(file);
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, _snapshotPath, overwrite: true);
     }
 
     public long Submit(in ExchangeCommand command)
