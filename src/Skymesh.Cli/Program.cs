@@ -6,6 +6,8 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(BrokerCommand.Create());
 foreach (var command in NodeCommands.Create())
     root.Subcommands.Add(command);
+foreach (var command in InitCommand.Create())
+    root.Subcommands.Add(command);
 root.Subcommands.Add(FinderCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SimCommand.Create());

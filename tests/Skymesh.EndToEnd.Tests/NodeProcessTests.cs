@@ -661,6 +661,37 @@ public sealed class NodeProcessTests : IAsyncDisposable
     private static long ResidentKib(int pid) =>
         long.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
 
+    [Fact]
+    public async Task Init_makes_a_node_that_starts_as_is_and_address_names_it_without_starting_it()
+    {
+        var dir = Path.Combine(_dir, "first");
+        var (udp, api) = ($"127.0.0.1:{FreePort(SocketType.Dgram)}", $"127.0.0.1:{FreePort()}");
+        var init = await CliAsync("init", "--data-dir", dir, "--listen", udp, "--api", api);
+        var address = init.Split('\n')[0].Split(' ')[1].Trim();
+        Assert.Matches("^[0-9a-f]{64}$", address);
+        if (!OperatingSystem.IsWindows())
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(dir, "node.key")));
+
+        // The address, before the node ever ran: from its data directory or its node.json.
+        Assert.Equal(address, (await CliAsync("address", "--data-dir", dir)).Trim());
+        Assert.Equal(address, (await CliAsync("address", "--config", Path.Combine(dir, "node.json"))).Trim());
+
+        // Neither file is ever overwritten; a missing key is one line and exit 2.
+        var again = await Skymesh.RunAsync("init", "--data-dir", dir);
+        Assert.Equal(2, again.Code);
+        Assert.Single(again.Output.Trim().Split('\n'));
+        Assert.Contains("never overwrites", again.Output, StringComparison.Ordinal);
+        var missing = await Skymesh.RunAsync("address", "--data-dir", Path.Combine(_dir, "nobody"));
+        Assert.Equal(2, missing.Code);
+        Assert.Contains("skymesh init creates one", missing.Output, StringComparison.Ordinal);
+
+        // The written node.json, unedited, runs a node under that address.
+        var node = await LaunchAsync(Path.Combine(dir, "node.json"), api, udp);
+        Assert.Equal(address, node.Address);
+        var status = JsonDocument.Parse(await CliAsync("status", "--json", "--api", api)).RootElement;
+        Assert.Equal(address, status.GetProperty("address").GetString());
+    }
+
     /// <summary>A one-route HTTP/1.1 server on a raw socket (answers every request with the same body).</summary>
     private sealed class HttpListenerLike : IDisposable
     {
