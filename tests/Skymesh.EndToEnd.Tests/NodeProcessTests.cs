@@ -692,6 +692,26 @@ public sealed class NodeProcessTests : IAsyncDisposable
         Assert.Equal(address, status.GetProperty("address").GetString());
     }
 
+    [Fact]
+    public async Task The_three_node_sample_links_opens_a_path_and_pings_across_it()
+    {
+        var repository = AppContext.BaseDirectory;
+        while (!File.Exists(Path.Combine(repository, "Skymesh.slnx")))
+            repository = Path.GetDirectoryName(repository) ?? throw new InvalidOperationException("not inside the repository");
+        var info = new ProcessStartInfo("bash", [Path.Combine(repository, "samples", "three-nodes", "run.sh")])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        info.Environment["SKYMESH"] = $"dotnet {Path.Combine(AppContext.BaseDirectory, "skymesh.dll")}";
+        using var script = Process.Start(info)!;
+        var output = script.StandardOutput.ReadToEndAsync(Ct);
+        var errors = script.StandardError.ReadToEndAsync(Ct);
+        await script.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+        Assert.True(script.ExitCode == 0, await output + await errors);
+        Assert.Contains("3 sent, 3 answered, 0% lost", await output, StringComparison.Ordinal);
+    }
+
     /// <summary>A one-route HTTP/1.1 server on a raw socket (answers every request with the same body).</summary>
     private sealed class HttpListenerLike : IDisposable
     {
