@@ -12,11 +12,21 @@ root.Subcommands.Add(FinderCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(SimCommand.Create());
 
+// `skymesh`, `skymesh help [COMMAND…]` and `skymesh version` do what a person expects of them.
+args = args switch
+{
+    [] or ["help"] => ["--help"],
+    ["help", .. var rest] => [.. rest, "--help"],
+    ["version"] => ["--version"],
+    _ => args,
+};
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)
 {
-    // One line with the reason, not a page of help: scripts and people both read it.
-    Console.Error.WriteLine($"skymesh: {parse.Errors[0].Message} (try --help)");
+    // One line with the reason, not a page of help: scripts and people both read it. An unknown word says so,
+    // rather than that some command is missing.
+    var error = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
+    Console.Error.WriteLine($"skymesh: {error.Message} (try --help)");
     return 2;
 }
 try

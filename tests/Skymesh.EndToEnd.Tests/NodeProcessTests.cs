@@ -712,6 +712,22 @@ public sealed class NodeProcessTests : IAsyncDisposable
         Assert.Contains("3 sent, 3 answered, 0% lost", await output, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("nosuchcmd", 2, "skymesh: Unrecognized command or argument 'nosuchcmd'. (try --help)")]
+    [InlineData("help", 0, "Write a commented node.json")]
+    [InlineData("help init", 0, "--data-dir")]
+    [InlineData("version", 0, "1.0.0+")]
+    [InlineData("", 0, "Usage:")]
+    public async Task Help_version_and_an_unknown_command_answer_as_a_person_expects(string arguments, int code, string expected)
+    {
+        var (exit, output) = await Skymesh.RunAsync(arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(code, exit);
+        Assert.Contains(expected, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Required command was not provided", output, StringComparison.Ordinal);
+        if (code != 0)
+            Assert.Single(output.Trim().Split('\n'));
+    }
+
     /// <summary>A one-route HTTP/1.1 server on a raw socket (answers every request with the same body).</summary>
     private sealed class HttpListenerLike : IDisposable
     {
