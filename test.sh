@@ -18,8 +18,9 @@ fi
 # PostgreSQL for the exchange journal's tests: a throwaway cluster on a free loopback port, run by an unprivileged
 # user (PostgreSQL refuses root), trust authentication on loopback only, removed when the tests end.
 start_postgres() {
-  local bin user port
-  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  local user port
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  local bin=$pg_bin
   [ -n "$bin" ] && [ -x "$bin/initdb" ] || { echo "test.sh: PostgreSQL is not installed; its tests will be skipped"; return; }
   pg_dir=$(mktemp -d /tmp/skymesh-pg.XXXXXX)
   if [ "$(id -u)" = 0 ]; then user=nobody; chown "$user" "$pg_dir"; as_pg() { runuser -u nobody -- "$@"; }
@@ -37,7 +38,7 @@ start_postgres() {
 }
 stop_postgres() {
   [ -n "${pg_dir:-}" ] || return 0
-  as_pg "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1
+  as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1
   rm -rf "$pg_dir"
 }
 trap stop_postgres EXIT

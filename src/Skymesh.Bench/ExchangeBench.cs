@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using Skymesh.Exchange;
-using Skymesh.Exchange.Accounts;
 using Skymesh.Exchange.Journal;
 using Skymesh.Exchange.Load;
 using Skymesh.Exchange.Matching;

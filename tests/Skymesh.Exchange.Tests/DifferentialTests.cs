@@ -11,13 +11,6 @@ namespace Skymesh.Exchange.Tests;
 /// </summary>
 public sealed class DifferentialTests
 {
-    private sealed class Recorder : IExchangeEvents
-    {
-        public List<ExchangeEvent> All { get; } = [];
-
-        public void On(in ExchangeEvent e) => All.Add(e);
-    }
-
     private static readonly AssetSpec[] Assets = [new("SKY", 6), new("BTC", 8)];
 
     private static readonly MarketSpec Market = new("SKY/BTC", "SKY", "BTC", LotSize: 100, TickSize: 5, MinNotional: 1000, MakerFeePpm: 200, TakerFeePpm: 500);

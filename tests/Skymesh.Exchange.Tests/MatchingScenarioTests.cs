@@ -12,13 +12,6 @@ public sealed class MatchingScenarioTests
     private const long Sky = 1_000_000;
     private const long Btc = 100_000_000;
 
-    private sealed class Recorder : IExchangeEvents
-    {
-        public List<ExchangeEvent> All { get; } = [];
-
-        public void On(in ExchangeEvent e) => All.Add(e);
-    }
-
     private readonly ExchangeLedger _ledger = new([new AssetSpec("SKY", 6), new AssetSpec("BTC", 8)]);
     private readonly Recorder _events = new();
     private readonly MatchingEngine _engine;

@@ -18,7 +18,6 @@ internal sealed class ReferenceExchange
         public long Price;
         public long Lots;
         public long Held;
-        public long Arrival;
         public bool PostOnly;
         public SelfTradePrevention Stp;
     }
@@ -35,7 +34,6 @@ internal sealed class ReferenceExchange
     private readonly Dictionary<long, Order> _byId = [];
     private long _sequence;
     private long _nextId = 1;
-    private long _arrival;
 
     public ReferenceExchange(IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, int owners)
     {
@@ -380,7 +378,7 @@ internal sealed class ReferenceExchange
             Insert(new Order
             {
                 Id = id, Owner = owner, Market = market, Side = side, Price = price, Lots = lots, Held = required,
-                Arrival = ++_arrival, PostOnly = postOnly, Stp = stp,
+                PostOnly = postOnly, Stp = stp,
             });
             Events.Add(new ExchangeEvent(EventKind.Rested, seq, id, owner, market, side, price, lots * spec.LotSize));
             return;

@@ -83,6 +83,9 @@ public interface ICommandJournal : IDisposable
     /// <summary>Commands committed so far.</summary>
     long Records { get; }
 
+    /// <summary>Bytes of a torn or corrupt tail cut off when the journal was opened (0 where a store cannot tear).</summary>
+    long TornBytes { get; }
+
     /// <summary>Adds a command to the next commit.</summary>
     void Append(in ExchangeCommand command);
 

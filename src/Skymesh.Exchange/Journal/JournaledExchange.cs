@@ -28,24 +28,14 @@ public sealed class JournaledExchange : IDisposable
     public long Committed => _journal.Records;
 
     /// <summary>Commands replayed from the journal when it was opened (after the snapshot, if any), and bytes of a torn tail cut off then.</summary>
-    public (long Commands, long TornBytes) Recovered { get; private set; }
+    public (long Commands, long TornBytes) Recovered { get; private init; }
 
     /// <summary>Opens (or creates) the journal file at <paramref name="path"/> and replays it.</summary>
     /// <param name="events">Receives the events of new commands (not of the replay).</param>
     /// <param name="snapshotPath">Where snapshots are kept (<see cref="SaveSnapshot"/>): the latest is loaded and only the commands after it replayed.</param>
     public static JournaledExchange Open(string path, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events = null,
-        string? snapshotPath = null)
-    {
-        long torn = 0;
-        var exchange = Open(assets, markets, events, snapshotPath, replay =>
-        {
-            var file = FileJournal.Open(path, replay);
-            torn = file.TornBytes;
-            return file;
-        });
-        exchange.Recovered = (exchange.Recovered.Commands, torn);
-        return exchange;
-    }
+        string? snapshotPath = null) =>
+        Open(assets, markets, events, snapshotPath, replay => FileJournal.Open(path, replay));
 
     /// <summary>Opens (or creates) the journal <paramref name="name"/> in a PostgreSQL database and replays it.</summary>
     public static JournaledExchange OpenPostgres(string connectionString, string name, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets,
@@ -82,7 +72,7 @@ public sealed class JournaledExchange : IDisposable
             throw new InvalidDataException($"The snapshot covers {covered} commands but the journal holds only {seen}.");
         }
         sink.Target = events;
-        return new JournaledExchange(engine, journal, snapshotPath) { Recovered = (journal.Records - covered, 0) };
+        return new JournaledExchange(engine, journal, snapshotPath) { Recovered = (journal.Records - covered, journal.TornBytes) };
     }
 
     /// <summary>

@@ -26,6 +26,9 @@ public sealed class PostgresJournal : ICommandJournal
 
     public long Records => _records;
 
+    /// <summary>Always 0: a transaction is committed whole or not at all.</summary>
+    public long TornBytes => 0;
+
     /// <param name="name">Names the journal (its table is <c>exchange_journal_&lt;name&gt;</c>): letters, digits and '_'.</param>
     public static PostgresJournal Open(string connectionString, string name, Action<ExchangeCommand>? replay = null)
     {

@@ -95,6 +95,7 @@ public sealed partial class MeshSwitch
         if (!LinkHandshake.TrySplitHello(message, out var hello, out var cookie))
             return;
         bool proven;
+        byte[]? cookieReply = null;
         lock (_admission)
         {
             // Per address first: one source cannot use up everyone's share, nor make us send it cookies without end.
@@ -119,10 +120,9 @@ public sealed partial class MeshSwitch
                 var taken = Take(ref _allHellos, limits.HellosPerSecond, limits.HellosPerSecond, now);
                 if (limits.Cookies && (!taken || _allHellos.Tokens < limits.HellosPerSecond / 2))
                 {
-                    SendCookie(nic, remote, hello, now);
-                    return;
+                    cookieReply = CookieFor(remote, hello, now);
                 }
-                if (!taken)
+                else if (!taken)
                 {
                     Interlocked.Increment(ref _hellosRateLimited);
                     return;
@@ -137,6 +137,15 @@ public sealed partial class MeshSwitch
                 });
                 _handshakeWorker = Background.Run(HandshakeWorkerAsync);
             }
+        }
+        if (cookieReply is not null)
+        {
+            // Sent outside the lock: the secret was the only thing it needed from under it.
+            var builder = new FrameBuilder(Math.Max(MeshWire.MinMtu, nic.Mtu));
+            builder.TryAdd(MeshWire.ControlLabel, LinkMessageType.Cookie, cookieReply, encrypted: false);
+            nic.TrySend(remote, builder.Seal(0, null));
+            Interlocked.Increment(ref _cookiesSent);
+            return;
         }
         if (proven)
         {
@@ -157,15 +166,12 @@ public sealed partial class MeshSwitch
         }
     }
 
-    /// <summary>Answers a Hello with a cookie for its source address (under <see cref="_admission"/>).</summary>
-    private void SendCookie(IMeshInterface nic, EndPoint remote, ReadOnlySpan<byte> hello, long now)
+    /// <summary>The Cookie message answering a Hello from <paramref name="remote"/> (under <see cref="_admission"/>).</summary>
+    private byte[] CookieFor(EndPoint remote, ReadOnlySpan<byte> hello, long now)
     {
         Span<byte> cookie = stackalloc byte[LinkHandshake.CookieLength];
         MakeCookie(CurrentCookieSecret(now), remote, cookie);
-        var builder = new FrameBuilder(Math.Max(MeshWire.MinMtu, nic.Mtu));
-        builder.TryAdd(MeshWire.ControlLabel, LinkMessageType.Cookie, LinkHandshake.WriteCookie(hello, cookie), encrypted: false);
-        nic.TrySend(remote, builder.Seal(0, null));
-        Interlocked.Increment(ref _cookiesSent);
+        return LinkHandshake.WriteCookie(hello, cookie);
     }
 
     private bool CookieIsValid(EndPoint remote, ReadOnlySpan<byte> cookie, long now)

@@ -308,7 +308,7 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     private static bool LooksLikeHello(ReadOnlySpan<byte> frame) =>
         frame.Length - (MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength) is LinkHandshake.HelloLength or LinkHandshake.HelloLength + LinkHandshake.CookieLength
         && frame[0] == MeshWire.FrameMarker && frame[1] == 0
-        && frame[MeshWire.FrameHeaderLength..][..5].SequenceEqual(new byte[] { 0, 0, 0, 0, LinkMessageType.Hello });
+        && frame[MeshWire.FrameHeaderLength..][..5].SequenceEqual((ReadOnlySpan<byte>)[0, 0, 0, 0, LinkMessageType.Hello]);
 
     /// <summary>The forwarding step: one table lookup, then queue on the next link or deliver here.</summary>
     internal void Switch(Link from, uint label, byte type, ReadOnlySpan<byte> payload, long now)

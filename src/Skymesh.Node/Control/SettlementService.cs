@@ -135,7 +135,13 @@ public sealed partial class SettlementService : IAsyncDisposable
     /// <summary>A link came up: hand the neighbour back the latest receipt this node holds from it (see <see cref="OnLinkReceipt"/>).</summary>
     private void OnLinkUp(Link link)
     {
-        if (link.Peer is { } peer && Volatile.Read(ref _disposed) == 0 && _book.LatestReceipt(peer) is { } latest)
+        if (link.Peer is { } peer && Volatile.Read(ref _disposed) == 0)
+            SendLatestReceipt(link, peer);
+    }
+
+    private void SendLatestReceipt(Link link, NodeAddress payer)
+    {
+        if (_book.LatestReceipt(payer) is { } latest)
             link.TrySendReceipt(latest.Bytes);
     }
 
@@ -151,8 +157,8 @@ public sealed partial class SettlementService : IAsyncDisposable
                 return;
             _handedBack[payer] = now;
         }
-        if (_node.FindLink(payer) is { } link && _book.LatestReceipt(payer) is { } latest)
-            link.TrySendReceipt(latest.Bytes);
+        if (_node.FindLink(payer) is { } link)
+            SendLatestReceipt(link, payer);
     }
 
     /// <summary>One round: counts in, receipts out, credit to the links.</summary>
@@ -223,13 +229,17 @@ public sealed partial class SettlementService : IAsyncDisposable
     /// </summary>
     private uint PriceOf(NodeAddress neighbour)
     {
-        var up = _graph.RecordOf(neighbour)?.Links.Where(l => l.State == AnnouncedLinkState.Up).ToList();
-        lock (_lock)
+        uint? announced = null;
+        if (_graph.RecordOf(neighbour) is { } record)
         {
-            if (up is { Count: > 0 })
-                return _knownPrices[neighbour] = up.Max(l => l.PricePerMiB);
-            return _knownPrices.GetValueOrDefault(neighbour);
+            foreach (var link in record.Links)
+            {
+                if (link.State == AnnouncedLinkState.Up)
+                    announced = Math.Max(announced ?? 0, link.PricePerMiB);
+            }
         }
+        lock (_lock)
+            return announced is { } price ? _knownPrices[neighbour] = price : _knownPrices.GetValueOrDefault(neighbour);
     }
 
     // Receipts flow every 100 ms per neighbour under traffic: at most one event a second per neighbour and direction
