@@ -5,7 +5,7 @@ using Skymesh.Identity;
 namespace Skymesh.Bench.Micro;
 
 /// <summary>
-/// What a node pays per signature and per check (DESIGN.md §3.1 budgets ~250 µs and ~100 µs), per link handshake
+/// What a node pays per signature and per check (docs/architecture.md budgets ~250 µs and ~100 µs), per link handshake
 /// (ECDH), and, as the anchor measured in the same run, the BCL's OpenSSL ECDSA on the same curve. The message is 100
 /// bytes, the size of a small control-plane request.
 /// </summary>

@@ -22,15 +22,15 @@ internal static class BenchCommand
     private static Command CreateExchange()
     {
         var defaults = new ExchangeBenchOptions();
-        var commands = new Option<int>("--commands") { Description = "Commands in the measured stream.", DefaultValueFactory = _ => defaults.Commands };
-        var owners = new Option<int>("--owners") { Description = "Account owners.", DefaultValueFactory = _ => defaults.Owners };
+        var commands = new Option<int>("--commands") { Description = "Commands in the measured stream.", DefaultValueFactory = _ => defaults.Commands }.Within(1, int.MaxValue);
+        var owners = new Option<int>("--owners") { Description = "Account owners.", DefaultValueFactory = _ => defaults.Owners }.Within(1, 10_000_000);
         var seed = new Option<int>("--seed") { Description = "Seed of the command stream.", DefaultValueFactory = _ => defaults.Seed };
-        var rate = new Option<double>("--latency-rate") { Description = "Commands offered per second in the latency run; 0 skips it.", DefaultValueFactory = _ => defaults.LatencyRate };
-        var repeat = new Option<int>("--repeat") { Description = "Measured throughput runs (the median is reported).", DefaultValueFactory = _ => defaults.Repeat };
+        var rate = new Option<double>("--latency-rate") { Description = "Commands offered per second in the latency run; 0 skips it.", DefaultValueFactory = _ => defaults.LatencyRate }.Within(0, 1e9);
+        var repeat = new Option<int>("--repeat") { Description = "Measured throughput runs (the median is reported).", DefaultValueFactory = _ => defaults.Repeat }.Within(1, 100);
         var journal = new Option<string?>("--journal") { Description = "Also run the stream journaled into this new file (group commit, fsync), then recover from it." };
         var journalPostgres = new Option<string?>("--journal-postgres") { Description = "Run the journaled pass on PostgreSQL instead: a connection string (Npgsql), e.g. \"Host=127.0.0.1;Port=5432;Username=me;Database=db\"." };
         var journalName = new Option<string>("--journal-name") { Description = "Name of the PostgreSQL journal (its table is exchange_journal_NAME); it must be new.", DefaultValueFactory = _ => defaults.JournalName };
-        var commitEvery = new Option<int>("--commit-every") { Description = "Commands per group commit of the journaled run.", DefaultValueFactory = _ => defaults.CommitEvery };
+        var commitEvery = new Option<int>("--commit-every") { Description = "Commands per group commit of the journaled run.", DefaultValueFactory = _ => defaults.CommitEvery }.Within(1, 1_000_000);
         var showCommits = new Option<bool>("--show-commits") { Description = "Print \"committed N\" after every commit of the journaled run (for crash tests)." };
         var command = new Command("exchange", "Measure the matching engine on exchange-core's command mix: throughput and allocation on one thread, latency at a fixed offered rate; one JSON line.")
         {
@@ -70,10 +70,10 @@ internal static class BenchCommand
     private static Command CreateControl()
     {
         var defaults = new ControlBenchOptions();
-        var maxHops = new Option<int>("--max-hops") { Description = "Path setup is measured for 1 to this many hops.", DefaultValueFactory = _ => defaults.MaxHops };
-        var setups = new Option<int>("--setups") { Description = "Paths set up (and closed) per hop count.", DefaultValueFactory = _ => defaults.Setups };
-        var idleNodes = new Option<int>("--idle-nodes") { Description = "Nodes of the idle mesh whose control traffic is measured; 0 skips it.", DefaultValueFactory = _ => defaults.IdleNodes };
-        var idleSeconds = new Option<double>("--idle-seconds") { Description = "Seconds the idle mesh is measured.", DefaultValueFactory = _ => defaults.IdleTime.TotalSeconds };
+        var maxHops = new Option<int>("--max-hops") { Description = "Path setup is measured for 1 to this many hops.", DefaultValueFactory = _ => defaults.MaxHops }.Within(1, 16);
+        var setups = new Option<int>("--setups") { Description = "Paths set up (and closed) per hop count.", DefaultValueFactory = _ => defaults.Setups }.Within(1, 1_000_000);
+        var idleNodes = new Option<int>("--idle-nodes") { Description = "Nodes of the idle mesh whose control traffic is measured; 0 skips it.", DefaultValueFactory = _ => defaults.IdleNodes }.Within(0, 100_000);
+        var idleSeconds = new Option<double>("--idle-seconds") { Description = "Seconds the idle mesh is measured.", DefaultValueFactory = _ => defaults.IdleTime.TotalSeconds }.Within(0.1, 86_400, "seconds");
         var command = new Command("control", "Measure the control plane: path setup latency for 1..N hops (p50/p99) and an idle node's control traffic; one JSON line each.")
         {
             maxHops, setups, idleNodes, idleSeconds,
@@ -119,18 +119,18 @@ internal static class BenchCommand
         var connections = new Option<int?>("--connections")
         {
             Description = $"ucast: connections, each sending and receiving (default {defaults.Connections}); idle: idle connections (default {defaults.IdleConnections}).",
-        };
-        var messages = new Option<int>("--messages") { Description = "ucast: UCASTs each connection sends.", DefaultValueFactory = _ => defaults.MessagesPerConnection };
-        var subscribers = new Option<int>("--subscribers") { Description = "fanout: subscribers of the topic.", DefaultValueFactory = _ => defaults.Subscribers };
-        var fanoutMessages = new Option<int>("--fanout-messages") { Description = "fanout: MCASTs the publisher sends (each reaches every subscriber).", DefaultValueFactory = _ => defaults.FanoutMessages };
-        var latencyPairs = new Option<int>("--latency-pairs") { Description = "latency: sender/receiver pairs.", DefaultValueFactory = _ => defaults.LatencyPairs };
-        var latencySamples = new Option<int>("--latency-samples") { Description = "latency: messages measured per pair.", DefaultValueFactory = _ => defaults.LatencySamples };
-        var latencyRate = new Option<double>("--latency-rate") { Description = "latency: messages per second per pair (one in flight at a time).", DefaultValueFactory = _ => defaults.LatencyRate };
-        var idleWarmup = new Option<int>("--idle-warmup") { Description = "idle: connections opened before the first memory reading, not counted.", DefaultValueFactory = _ => defaults.IdleWarmupConnections };
-        var idleRounds = new Option<int>("--idle-rounds") { Description = "idle: keepalive rounds (PING and PONG) the idle connections are held through, memory read after each.", DefaultValueFactory = _ => defaults.IdleKeepaliveRounds };
-        var idlePing = new Option<double>("--idle-ping-interval") { Description = "idle: seconds between PINGs of the brokers this bench starts (at least 1).", DefaultValueFactory = _ => defaults.IdlePingInterval.TotalSeconds };
+        }.Within(1, 1_000_000);
+        var messages = new Option<int>("--messages") { Description = "ucast: UCASTs each connection sends.", DefaultValueFactory = _ => defaults.MessagesPerConnection }.Within(1, int.MaxValue);
+        var subscribers = new Option<int>("--subscribers") { Description = "fanout: subscribers of the topic.", DefaultValueFactory = _ => defaults.Subscribers }.Within(1, 100_000);
+        var fanoutMessages = new Option<int>("--fanout-messages") { Description = "fanout: MCASTs the publisher sends (each reaches every subscriber).", DefaultValueFactory = _ => defaults.FanoutMessages }.Within(1, int.MaxValue);
+        var latencyPairs = new Option<int>("--latency-pairs") { Description = "latency: sender/receiver pairs.", DefaultValueFactory = _ => defaults.LatencyPairs }.Within(1, 10_000);
+        var latencySamples = new Option<int>("--latency-samples") { Description = "latency: messages measured per pair.", DefaultValueFactory = _ => defaults.LatencySamples }.Within(1, int.MaxValue);
+        var latencyRate = new Option<double>("--latency-rate") { Description = "latency: messages per second per pair (one in flight at a time).", DefaultValueFactory = _ => defaults.LatencyRate }.Within(0, 1e9);
+        var idleWarmup = new Option<int>("--idle-warmup") { Description = "idle: connections opened before the first memory reading, not counted.", DefaultValueFactory = _ => defaults.IdleWarmupConnections }.Within(0, 1_000_000);
+        var idleRounds = new Option<int>("--idle-rounds") { Description = "idle: keepalive rounds (PING and PONG) the idle connections are held through, memory read after each.", DefaultValueFactory = _ => defaults.IdleKeepaliveRounds }.Within(0, 1000);
+        var idlePing = new Option<double>("--idle-ping-interval") { Description = "idle: seconds between PINGs of the brokers this bench starts (at least 1).", DefaultValueFactory = _ => defaults.IdlePingInterval.TotalSeconds }.Within(1, 3600, "seconds");
         var payloadSize = new Option<int>("--payload-size") { Description = "Payload bytes per message.", DefaultValueFactory = _ => defaults.PayloadSize };
-        var batch = new Option<int>("--batch") { Description = "Requests per socket write.", DefaultValueFactory = _ => defaults.Batch };
+        var batch = new Option<int>("--batch") { Description = "Requests per socket write.", DefaultValueFactory = _ => defaults.Batch }.Within(1, 100_000);
         var warmup = new Option<double>("--warmup") { Description = "Fraction of each workload sent first and not measured (0 for none).", DefaultValueFactory = _ => defaults.Warmup };
         var broker = new Option<string>("--broker")
         {
@@ -139,12 +139,12 @@ internal static class BenchCommand
         };
         broker.AcceptOnlyFromAmong("process", "inproc");
         var target = new Option<string?>("--target") { Description = "Use the SSMP broker already listening at host:port instead of starting one." };
-        var targetPid = new Option<int?>("--target-pid") { Description = "Process id of the --target broker, to report its CPU time and memory." };
-        var receiveBuffer = new Option<int?>("--broker-receive-buffer") { Description = "Receive buffer in bytes of the broker's busy connections (default: the broker's own)." };
+        var targetPid = new Option<int?>("--target-pid") { Description = "Process id of the --target broker, to report its CPU time and memory." }.Within(1, int.MaxValue);
+        var receiveBuffer = new Option<int?>("--broker-receive-buffer") { Description = "Receive buffer in bytes of the broker's busy connections (default: the broker's own)." }.Within(256, 64 << 20);
         var nats = new Option<bool>("--nats") { Description = "Also run every workload against nats-server (started on a free loopback port), in the same run." };
         var natsServer = new Option<string>("--nats-server") { Description = "The nats-server executable.", DefaultValueFactory = _ => defaults.NatsServerPath };
-        var timeout = new Option<double>("--timeout") { Description = "Seconds a workload may take at most.", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds };
-        var repeat = new Option<int>("--repeat") { Description = "ucast and fanout: measured runs on the same connections; the median is reported.", DefaultValueFactory = _ => defaults.Repeat };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds a workload may take at most.", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds }.Within(1, 86_400, "seconds");
+        var repeat = new Option<int>("--repeat") { Description = "ucast and fanout: measured runs on the same connections; the median is reported.", DefaultValueFactory = _ => defaults.Repeat }.Within(1, 100);
         var seed = new Option<int>("--seed") { Description = "Seed of the random peer choice.", DefaultValueFactory = _ => defaults.Seed };
 
         var command = new Command("ssmp", "Load-test the SSMP broker: ucast (the original 100 x 10,000 benchmark), fanout, latency, idle memory; optionally beside nats-server.")
@@ -248,28 +248,28 @@ internal static class BenchCommand
     private static Command CreateMesh()
     {
         var defaults = new MeshBenchOptions();
-        var duration = new Option<double>("--duration") { Description = "Seconds each throughput run is measured (relay, raw UDP).", DefaultValueFactory = _ => defaults.Duration.TotalSeconds };
+        var duration = new Option<double>("--duration") { Description = "Seconds each throughput run is measured (relay, raw UDP).", DefaultValueFactory = _ => defaults.Duration.TotalSeconds }.Within(0.1, 3600, "seconds");
         var warmup = new Option<double>("--warmup") { Description = "Seconds each run goes before it is measured.", DefaultValueFactory = _ => defaults.Warmup.TotalSeconds };
         var payloadSize = new Option<int>("--payload-size") { Description = "Bytes of each relayed message and raw datagram.", DefaultValueFactory = _ => defaults.PayloadSize };
-        var window = new Option<int>("--window") { Description = "Relay run: messages the sender keeps in flight at most.", DefaultValueFactory = _ => defaults.Window };
+        var window = new Option<int>("--window") { Description = "Relay run: messages the sender keeps in flight at most.", DefaultValueFactory = _ => defaults.Window }.Within(1, 1_000_000);
         var skipIperf = new Option<bool>("--skip-iperf") { Description = "Skip the iperf3 runs (direct loopback and through 3 hops)." };
-        var iperfSeconds = new Option<int>("--iperf-seconds") { Description = "Seconds of each iperf3 run.", DefaultValueFactory = _ => defaults.IperfSeconds };
-        var iperfParallel = new Option<int>("--iperf-parallel") { Description = "Streams of the extra multi-stream 3-hop iperf3 run (0 or 1 skips it).", DefaultValueFactory = _ => defaults.IperfParallel };
+        var iperfSeconds = new Option<int>("--iperf-seconds") { Description = "Seconds of each iperf3 run.", DefaultValueFactory = _ => defaults.IperfSeconds }.Within(1, 3600);
+        var iperfParallel = new Option<int>("--iperf-parallel") { Description = "Streams of the extra multi-stream 3-hop iperf3 run (0 or 1 skips it).", DefaultValueFactory = _ => defaults.IperfParallel }.Within(0, 128);
         var iperf3 = new Option<string>("--iperf3") { Description = "The iperf3 executable (Debian's iperf3 is installed with apt-get when missing).", DefaultValueFactory = _ => defaults.Iperf3Path };
         var skipLatency = new Option<bool>("--skip-latency") { Description = "Skip the per-hop latency measurement." };
-        var probes = new Option<int>("--probes") { Description = "Latency: timestamped probes per route (via the relay, and direct).", DefaultValueFactory = _ => defaults.Probes };
-        var probeInterval = new Option<double>("--probe-interval") { Description = "Latency: milliseconds between probes.", DefaultValueFactory = _ => defaults.ProbeInterval.TotalMilliseconds };
-        var latencyLoad = new Option<double>("--latency-load") { Description = "Latency: background load as a fraction of the measured relay rate.", DefaultValueFactory = _ => defaults.LatencyLoad };
-        var timeout = new Option<double>("--timeout") { Description = "Seconds any one step may take (a node start, a link, an iperf3 run beyond its length).", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds };
+        var probes = new Option<int>("--probes") { Description = "Latency: timestamped probes per route (via the relay, and direct).", DefaultValueFactory = _ => defaults.Probes }.Within(1, 1_000_000);
+        var probeInterval = new Option<double>("--probe-interval") { Description = "Latency: milliseconds between probes.", DefaultValueFactory = _ => defaults.ProbeInterval.TotalMilliseconds }.Within(0.01, 10_000, "ms");
+        var latencyLoad = new Option<double>("--latency-load") { Description = "Latency: background load as a fraction of the measured relay rate.", DefaultValueFactory = _ => defaults.LatencyLoad }.Within(0, 1);
+        var timeout = new Option<double>("--timeout") { Description = "Seconds any one step may take (a node start, a link, an iperf3 run beyond its length).", DefaultValueFactory = _ => defaults.Timeout.TotalSeconds }.Within(1, 86_400, "seconds");
         var lossDefaults = new LossBenchOptions();
         var loss = new Option<string?>("--loss")
         {
             Description = "Instead of the rest: one forwarded stream over 3 impaired UDP hops, at each of these losses per hop (e.g. 0,0.05,0.1,0.15,0.2), beside the Mathis bound; --duration is per point.",
         };
-        var duplicate = new Option<double>("--duplicate") { Description = "--loss: share of datagrams each hop duplicates.", DefaultValueFactory = _ => lossDefaults.Duplication };
-        var reorder = new Option<double>("--reorder") { Description = "--loss: share of datagrams each hop delays 1 ms more (reordering).", DefaultValueFactory = _ => lossDefaults.Reordering };
-        var delay = new Option<double>("--delay") { Description = "--loss: milliseconds each hop adds to every datagram.", DefaultValueFactory = _ => lossDefaults.Delay.TotalMilliseconds };
-        var mtu = new Option<int>("--mtu") { Description = "--loss: MTU of the nodes' UDP interfaces.", DefaultValueFactory = _ => lossDefaults.Mtu };
+        var duplicate = new Option<double>("--duplicate") { Description = "--loss: share of datagrams each hop duplicates.", DefaultValueFactory = _ => lossDefaults.Duplication }.Within(0, 1);
+        var reorder = new Option<double>("--reorder") { Description = "--loss: share of datagrams each hop delays 1 ms more (reordering).", DefaultValueFactory = _ => lossDefaults.Reordering }.Within(0, 1);
+        var delay = new Option<double>("--delay") { Description = "--loss: milliseconds each hop adds to every datagram.", DefaultValueFactory = _ => lossDefaults.Delay.TotalMilliseconds }.Within(0, 10_000, "ms");
+        var mtu = new Option<int>("--mtu") { Description = "--loss: MTU of the nodes' UDP interfaces.", DefaultValueFactory = _ => lossDefaults.Mtu }.Within(576, 65_507);
         var onlyRecovery = new Option<bool>("--recovery-only") { Description = "--loss: skip the points with link recovery off." };
 
         var command = new Command("mesh", "Measure the mesh data plane: relay messages/s beside raw UDP datagrams/s, iperf3 through 3 hops beside direct loopback, added latency per hop; or, with --loss, throughput over lossy hops.")

@@ -26,21 +26,27 @@ internal static class BrokerCommand
             DefaultValueFactory = _ => SsmpBrokerOptions.DefaultServerName,
         };
         var noAnonymous = new Option<bool>("--no-anonymous") { Description = "Refuse the anonymous identifier '.'." };
-        var maxConnections = new Option<int>("--max-connections") { Description = "Connections open at once.", DefaultValueFactory = _ => 100_000 };
-        var maxSubscriptions = new Option<int>("--max-subscriptions") { Description = "Subscriptions per connection.", DefaultValueFactory = _ => 10_000 };
-        var maxQueued = new Option<int>("--max-queued-bytes") { Description = "Bytes queued towards one connection before it is dropped as a slow consumer.", DefaultValueFactory = _ => SsmpBrokerOptions.DefaultMaxQueuedBytes };
-        var loginTimeout = new Option<double>("--login-timeout") { Description = "Seconds a new connection has to log in.", DefaultValueFactory = _ => 10 };
-        var pingInterval = new Option<double>("--ping-interval") { Description = "Seconds of client silence before the broker sends PING.", DefaultValueFactory = _ => 30 };
-        var pongTimeout = new Option<double>("--pong-timeout") { Description = "Further seconds of silence after the PING before the broker closes the connection.", DefaultValueFactory = _ => 30 };
-        var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line traffic summaries; 0 for none.", DefaultValueFactory = _ => 0 };
-        var receiveBuffer = new Option<int>("--receive-buffer-size") { Description = "Bytes a busy connection reads at once (an idle one holds no buffer).", DefaultValueFactory = _ => new SsmpBrokerOptions().ReceiveBufferSize };
-        var logLevel = new Option<LogLevel>("--log-level") { Description = "Least level logged.", DefaultValueFactory = _ => LogLevel.Information };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Connections open at once.", DefaultValueFactory = _ => 100_000 }.Within(1, 10_000_000);
+        var maxSubscriptions = new Option<int>("--max-subscriptions") { Description = "Subscriptions per connection.", DefaultValueFactory = _ => 10_000 }.Within(1, 10_000_000);
+        var maxQueued = new Option<int>("--max-queued-bytes") { Description = "Bytes queued towards one connection before it is dropped as a slow consumer.", DefaultValueFactory = _ => SsmpBrokerOptions.DefaultMaxQueuedBytes }.Within(1024, int.MaxValue);
+        var loginTimeout = new Option<double>("--login-timeout") { Description = "Seconds a new connection has to log in.", DefaultValueFactory = _ => 10 }.Within(0.001, 86_400, "seconds");
+        var pingInterval = new Option<double>("--ping-interval") { Description = "Seconds of client silence before the broker sends PING.", DefaultValueFactory = _ => 30 }.Within(0.001, 86_400, "seconds");
+        var pongTimeout = new Option<double>("--pong-timeout") { Description = "Further seconds of silence after the PING before the broker closes the connection.", DefaultValueFactory = _ => 30 }.Within(0.001, 86_400, "seconds");
+        var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line traffic summaries; 0 for none.", DefaultValueFactory = _ => 0 }.Within(0, 86_400, "seconds");
+        var receiveBuffer = new Option<int>("--receive-buffer-size") { Description = "Bytes a busy connection reads at once (an idle one holds no buffer).", DefaultValueFactory = _ => new SsmpBrokerOptions().ReceiveBufferSize }.Within(256, 64 << 20);
 
-        var command = new Command("broker", "Run an SSMP broker until SIGINT or SIGTERM.")
+        var monitor = new Option<string?>("--monitor")
         {
-            listen, auth, name, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
-            loginTimeout, pingInterval, pongTimeout, statsInterval, receiveBuffer, logLevel,
+            Description = "Serve the broker's counters over HTTP on this address (GET /stats as JSON, /metrics for Prometheus, /healthz), e.g. 127.0.0.1:8788; read them with `skymesh broker stats`. Off by default.",
+            HelpName = "address:port",
         };
+        var command = new Command("broker", "Run an SSMP broker until SIGINT or SIGTERM; `skymesh broker stats` reads a running one's counters.")
+        {
+            monitor, listen, auth, name, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
+            loginTimeout, pingInterval, pongTimeout, statsInterval, receiveBuffer,
+        };
+        LogSettings.AddOptionsTo(command);
+        command.Subcommands.Add(CreateStats());
         command.SetAction(async (parse, cancellationToken) =>
         {
             var serverName = parse.GetValue(name)!;
@@ -62,7 +68,7 @@ internal static class BrokerCommand
             options.Tls = LoadTls(parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(tlsCa));
             foreach (var scheme in parse.GetValue(auth)!.SelectMany(a => a.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))
                 options.Authenticators.Add(ParseScheme(scheme));
-            using var logging = CliSupport.Logging(parse.GetValue(logLevel));
+            using var logging = LogSettings.From(parse).CreateFactory();
             SsmpBroker broker;
             try
             {
@@ -76,6 +82,11 @@ internal static class BrokerCommand
             using var signals = CliSupport.UntilSignal(cancellationToken);
             await using (broker)
             {
+                await using var monitoring = parse.GetValue(monitor) is { } address
+                    ? await BrokerMonitor.StartAsync(broker, CliSupport.ParseEndPoint(address, "--monitor"), serverName)
+                    : null;
+                if (monitoring is not null)
+                    Console.WriteLine($"monitor: http://{monitoring.EndPoint}/stats  http://{monitoring.EndPoint}/metrics");
                 try
                 {
                     var every = parse.GetValue(statsInterval);
@@ -90,6 +101,50 @@ internal static class BrokerCommand
                 {
                 }
             }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command CreateStats()
+    {
+        var monitor = new Option<string>("--monitor")
+        {
+            Description = "The broker's monitor address, as given to `skymesh broker --monitor` (default: $SKYMESH_BROKER_MONITOR, else 127.0.0.1:8788).",
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable("SKYMESH_BROKER_MONITOR") is { Length: > 0 } env ? env : "127.0.0.1:8788",
+            HelpName = "address:port",
+        };
+        var json = new Option<bool>("--json") { Description = "Print the monitor's JSON instead of a summary." };
+        var command = new Command("stats", "Show a running broker's counters: connections, topics, traffic, queued bytes, drops.") { monitor, json };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var address = parse.GetValue(monitor)!;
+            var (host, port) = CliSupport.ParseHostPort(address, "--monitor");
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+            string body;
+            try
+            {
+                body = await http.GetStringAsync(new Uri($"http://{(host.Contains(':', StringComparison.Ordinal) ? $"[{host}]" : host)}:{port}/stats"), cancellationToken);
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                throw new InvalidOperationException($"cannot reach a broker's monitor at {address}: {e.Message} (is the broker running with --monitor {address}?)", e);
+            }
+            if (parse.GetValue(json))
+            {
+                Console.WriteLine(body);
+                return 0;
+            }
+            var stats = System.Text.Json.JsonSerializer.Deserialize<BrokerStats>(body, BrokerMonitor.Json)
+                ?? throw new InvalidOperationException($"the monitor at {address} answered nothing");
+            var c = stats.Counters;
+            Console.WriteLine($"broker {stats.Name} on {stats.Listen}, up {TimeSpan.FromSeconds(Math.Floor(stats.UptimeSeconds))}");
+            Console.WriteLine($"connections  {c.ConnectionsOpen:N0} open ({c.LoggedIn:N0} logged in), {c.ConnectionsAccepted:N0} accepted in all");
+            Console.WriteLine($"topics       {c.Topics:N0}");
+            Console.WriteLine($"traffic      {c.RequestsReceived:N0} requests in, {c.EventsQueued:N0} events out; {c.BytesReceived:N0} bytes in, {c.BytesSent:N0} out");
+            Console.WriteLine($"queued       {c.QueuedBytes:N0} bytes towards clients now");
+            Console.WriteLine($"drops        {c.DisconnectsFor(DisconnectReason.SlowConsumer):N0} slow consumers, {c.BadRequests:N0} bad requests, {c.UcastNotFound:N0} UCASTs to nobody, "
+                + $"{c.DisconnectsFor(DisconnectReason.LoginRefused):N0} logins refused, {c.DisconnectsFor(DisconnectReason.ConnectionLimit):N0} over the connection limit");
             return 0;
         });
         return command;

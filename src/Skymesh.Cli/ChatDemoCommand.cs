@@ -15,8 +15,8 @@ internal static class ChatDemoCommand
     public static Command Create()
     {
         var listen = new Option<string>("--listen") { Description = "Where the demo broker listens (a free port is taken if this one is busy).", DefaultValueFactory = _ => "127.0.0.1:8787" };
-        var duration = new Option<double>("--duration") { Description = "Seconds to run; 0 runs until Ctrl+C.", DefaultValueFactory = _ => 12 };
-        var interval = new Option<double>("--interval") { Description = "Seconds between rounds of chat.", DefaultValueFactory = _ => 1 };
+        var duration = new Option<double>("--duration") { Description = "Seconds to run; 0 runs until Ctrl+C.", DefaultValueFactory = _ => 12 }.Within(0, 86_400, "seconds");
+        var interval = new Option<double>("--interval") { Description = "Seconds between rounds of chat.", DefaultValueFactory = _ => 1 }.Within(0.01, 3600, "seconds");
         var command = new Command("chat", "Start an SSMP broker and three clients, and show live SSMP traffic between them.") { listen, duration, interval };
         command.SetAction(async (parse, cancellationToken) =>
         {

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Net;
 using System.Runtime.InteropServices;
@@ -39,7 +40,7 @@ internal static class CliSupport
     {
         var colon = value.LastIndexOf(':');
         if (colon <= 0 || !int.TryParse(value.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535)
-            throw new UsageException($"{option}: '{value}' is not a host:port such as 127.0.0.1:8787");
+            throw new UsageException($"{option}: '{value}' is not HOST:PORT with a port from 1 to 65535.");
         return (value[..colon].Trim('[', ']'), port);
     }
 
@@ -85,11 +86,94 @@ internal static class CliSupport
         ? a.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal)
         : e.Message;
 
-    public static ILoggerFactory Logging(LogLevel level) => LoggerFactory.Create(b => b
-        .SetMinimumLevel(level)
-        .AddSimpleConsole(o =>
+    /// <summary>Refuses a value outside [min, max] at parse time, naming the option.</summary>
+    public static Option<T> Within<T>(this Option<T> option, T min, T max, string? unit = null)
+        where T : struct, System.Numerics.INumber<T>
+    {
+        option.Validators.Add(result =>
         {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-        }));
-}
+            if (!TryValue(() => result.GetValueOrDefault<T>(), out var value) || (value >= min && value <= max))
+                return;
+            result.AddError($"{option.Name}: {value.ToString(null, CultureInfo.InvariantCulture)} is not {Range(min, max, unit)}.");
+        });
+        return option;
+    }
+
+    /// <inheritdoc cref="Within{T}(Option{T}, T, T, string?)"/>
+    public static Option<T?> Within<T>(this Option<T?> option, T min, T max, string? unit = null)
+        where T : struct, System.Numerics.INumber<T>
+    {
+        option.Validators.Add(result =>
+        {
+            if (TryValue(() => result.GetValueOrDefault<T?>(), out var given) && given is { } value && !(value >= min && value <= max))
+                result.AddError($"{option.Name}: {value.ToString(null, CultureInfo.InvariantCulture)} is not {Range(min, max, unit)}.");
+        });
+        return option;
+    }
+
+    /// <inheritdoc cref="Within{T}(Option{T}, T, T, string?)"/>
+    public static Argument<T> Within<T>(this Argument<T> argument, T min, T max, string? unit = null)
+        where T : struct, System.Numerics.INumber<T>
+    {
+        argument.Validators.Add(result =>
+        {
+            if (!TryValue(() => result.GetValueOrDefault<T>(), out var value) || (value >= min && value <= max))
+                return;
+            result.AddError($"<{argument.Name}>: {value.ToString(null, CultureInfo.InvariantCulture)} is not {Range(min, max, unit)}.");
+        });
+        return argument;
+    }
+
+    /// <summary>A value that did not parse has its own error already; a validator then has nothing to add.</summary>
+    private static bool TryValue<T>(Func<T> read, out T value)
+    {
+        try
+        {
+            value = read();
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            value = default!;
+            return false;
+        }
+    }
+
+    private static string Range<T>(T min, T max, string? unit)
+        where T : struct, System.Numerics.INumber<T> =>
+        $"from {min.ToString(null, CultureInfo.InvariantCulture)} to {max.ToString(null, CultureInfo.InvariantCulture)}{(unit is null ? "" : " " + unit)}";
+
+    /// <summary>The <c>--log-level</c> option: trace, debug, information, warning, error, critical or none, in any case.</summary>
+    public static Option<LogLevel> LogLevelOption() => new("--log-level")
+    {
+        Description = "Least level logged: trace, debug, information, warning, error, critical or none.",
+        DefaultValueFactory = _ => LogLevel.Information,
+        HelpName = "level",
+        CustomParser = result =>
+        {
+            var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+            if (Enum.TryParse<LogLevel>(text, ignoreCase: true, out var level) && Enum.IsDefined(level) && !char.IsAsciiDigit(text.FirstOrDefault()))
+                return level;
+            if (text.ToLowerInvariant() is "info")
+                return LogLevel.Information;
+            if (text.ToLowerInvariant() is "warn")
+                return LogLevel.Warning;
+            result.AddError($"--log-level: '{text}' is not one of trace, debug, information, warning, error, critical, none.");
+            return LogLevel.Information;
+        },
+    };
+
+    /// <summary>Console logging for commands without log options (demo, bench): dated lines at <paramref name="level"/>.</summary>
+    public static ILoggerFactory Logging(LogLevel level) => new LogSettings(level).CreateFactory();
+
+    /// <summary>Restricts a string option to the given words, refusing anything else with one line that lists them.</summary>
+    public static Option<string> AcceptOnly(this Option<string> option, params string[] words)
+    {
+        option.Validators.Add(result =>
+        {
+            var value = result.GetValueOrDefault<string>();
+            if (!words.Contains(value, StringComparer.Ordinal))
+                result.AddError($"{option.Name}: '{value}' is not one of {string.Join(", ", words)}.");
+        });
+        return option;
+    }}

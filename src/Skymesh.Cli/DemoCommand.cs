@@ -21,9 +21,9 @@ internal static class DemoCommand
 {
     public static Command Create()
     {
-        var nodes = new Option<int>("--nodes") { Description = "Nodes in the chain (2 to 10): the path has nodes-2 relays; one more node offers the repair route.", DefaultValueFactory = _ => 4 };
-        var duration = new Option<double>("--duration") { Description = "Seconds to run; 0 runs until Ctrl+C.", DefaultValueFactory = _ => 20 };
-        var rate = new Option<double>("--rate") { Description = "Megabytes per second of demo traffic through the path (0: as fast as it goes).", DefaultValueFactory = _ => 4 };
+        var nodes = new Option<int>("--nodes") { Description = "Nodes in the chain (2 to 10): the path has nodes-2 relays; one more node offers the repair route.", DefaultValueFactory = _ => 4 }.Within(2, 10);
+        var duration = new Option<double>("--duration") { Description = "Seconds to run; 0 runs until Ctrl+C.", DefaultValueFactory = _ => 20 }.Within(0, 86_400, "seconds");
+        var rate = new Option<double>("--rate") { Description = "Megabytes per second of demo traffic through the path (0: as fast as it goes).", DefaultValueFactory = _ => 4 }.Within(0, 100_000);
         var socks = new Option<string>("--socks") { Description = "Where the demo's SOCKS5 server listens (a free port is taken if this one is busy).", DefaultValueFactory = _ => "127.0.0.1:1080" };
         var command = new Command("demo", "Start a broker and a mesh of nodes on loopback UDP; the control plane opens a multi-hop path, carries live traffic, and repairs the path when a link is cut.") { nodes, duration, rate, socks };
         command.Subcommands.Add(ChatDemoCommand.Create());
@@ -90,9 +90,14 @@ internal static class DemoCommand
             var destination = mesh[count - 1].Node;
             await WaitForMeshAsync(mesh[0].Agent.Graph, mesh.Select(m => m.Node.Address).ToList(), pairs.Count, signals.Token);
             Console.WriteLine($"  every node's signed link announcement reached A over the broker: {mesh[0].Agent.Graph.NodeCount} nodes, {pairs.Count} links");
-            var opened = await mesh[0].Agent.OpenPathAsync(destination.Address, new PathQuery { MinHops = count - 1 }, signals.Token);
-            var setup = mesh[0].Agent.Opened.Single().SetupTime;
-            Console.WriteLine($"  path A -> {string.Join(" -> ", Enumerable.Range(1, count - 1).Select(Name))} found by A's route finder and set up by the control plane in {setup.TotalMilliseconds:0.0} ms (two parallel rounds, one signature)");
+            // The lowest-latency route goes through E, which links both ends; the demo asks for the long way round so the
+            // path has relays whose link it can cut, and says so.
+            string Route(IEnumerable<Skymesh.Identity.NodeAddress> nodes) => string.Join(" -> ", nodes.Select(n => Name(mesh.FindIndex(m => m.Node.Address == n))));
+            var best = mesh[0].Agent.Graph.FindPath(source.Address, destination.Address, new PathQuery());
+            await mesh[0].Agent.OpenPathAsync(destination.Address, new PathQuery { MinHops = count - 1 }, signals.Token);
+            var established = mesh[0].Agent.Opened.Single();
+            Console.WriteLine($"  A's route finder would take {Route(best.Nodes)} (lowest latency); the demo asks it for at least {count - 1} hops, so that the path has relays to cut:");
+            Console.WriteLine($"  path {Route(established.Request.Nodes)} found and set up by the control plane in {established.SetupTime.TotalMilliseconds:0.0} ms (two parallel rounds, one signature)");
 
             await using var target = new Sink();
             var (_, forward) = source.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Address, target.Target);
@@ -124,20 +129,27 @@ internal static class DemoCommand
             var previous = mesh.Select(m => m.Node.Switch.Forwarded).ToArray();
             var previousBytes = 0L;
             var clock = Stopwatch.StartNew();
+            var lastLine = TimeSpan.Zero;
+            var cut = false;
             var second = 0;
+            // One line per second of real time: the ticks do not drift with the work done on each, and each rate is
+            // over the time since the line before.
+            using var ticks = new PeriodicTimer(TimeSpan.FromSeconds(1));
             while (!stop.IsCancellationRequested)
             {
                 try
                 {
-                    await Task.Delay(TimeSpan.FromSeconds(1), stop.Token);
+                    if (!await ticks.WaitForNextTickAsync(stop.Token))
+                        break;
                 }
                 catch (OperationCanceledException)
                 {
                     break;
                 }
-                second++;
-                if (second == cutAt)
+                second = (int)Math.Round(clock.Elapsed.TotalSeconds);
+                if (second >= cutAt && !cut)
                 {
+                    cut = true;
                     var (a, b) = count > 2 ? (1, 2) : (0, 1);
                     if (mesh[a].Node.FindLink(mesh[b].Node.Address) is { } doomed)
                     {
@@ -148,7 +160,7 @@ internal static class DemoCommand
                 string ping;
                 try
                 {
-                    ping = $"{(await source.PingAsync(destination.Address, 64, TimeSpan.FromSeconds(1), stop.Token)).TotalMilliseconds:0.00} ms";
+                    ping = $"{(await source.PingAsync(destination.Address, 64, TimeSpan.FromMilliseconds(500), stop.Token)).TotalMilliseconds:0.00} ms";
                 }
                 catch (Exception e) when (e is NodeRequestException or OperationCanceledException or Skymesh.Mesh.Apps.NoPathException)
                 {
@@ -156,14 +168,17 @@ internal static class DemoCommand
                 }
                 var via = source.Paths.FirstOrDefault() is { } p ? Name(mesh.FindIndex(m => m.Node.Address.ToString() == p.Via)) : "-";
                 var bytes = target.Received;
+                var now = clock.Elapsed;
+                var span = Math.Max(0.001, (now - lastLine).TotalSeconds);
+                lastLine = now;
                 var relays = string.Join("  ", Enumerable.Range(1, total - 1).Where(i => i != count - 1).Select(i =>
                 {
-                    var now = mesh[i].Node.Switch.Forwarded;
-                    var line = $"{Name(i)} {now - previous[i],5:N0}";
-                    previous[i] = now;
+                    var forwarded = mesh[i].Node.Switch.Forwarded;
+                    var line = $"{Name(i)} {(forwarded - previous[i]) / span,7:N0}";
+                    previous[i] = forwarded;
                     return line;
                 }));
-                Console.WriteLine($"{second,3}s  A -> {Name(count - 1)} via {via}: {(bytes - previousBytes) / 1e6,6:0.00} MB/s   ping {ping,9}   switched msgs: {relays}");
+                Console.WriteLine($"{now.TotalSeconds,5:0.0}s  A -> {Name(count - 1)} via {via}: {(bytes - previousBytes) / 1e6 / span,6:0.00} MB/s   ping {ping,9}   switched msgs/s: {relays}");
                 previousBytes = bytes;
             }
             var (sentBytes, sendError) = await sender;
@@ -174,10 +189,13 @@ internal static class DemoCommand
             Console.WriteLine();
             foreach (var (node, _, agent) in mesh)
                 await agent.Settlement.SettleAsync(CancellationToken.None);
-            var earned = string.Join(", ", Enumerable.Range(0, total).Where(i => i != 0 && i != count - 1)
-                .Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address):N0}"));
+            // Each node's net position: what its neighbours' receipts to it add up to, less what its own receipts to them
+            // add up to (settled or not). Every receipt is one node's debit and another's credit, so the positions sum to 0.
+            var positions = mesh.Select(m => m.Agent.Settlement.Balance().Neighbours.Sum(n => n.ReceiptedAmount - n.ReceiptedByUs)).ToList();
             var receipts = mesh.Sum(m => m.Agent.Settlement.Book.Accepted);
-            Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts passed between neighbours over their links; ledger balances after settling: {earned}.");
+            Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts passed between neighbours over their links.");
+            Console.WriteLine($"  net by receipts: {string.Join(", ", positions.Select((p, i) => $"{Name(i)} {p:+#,0;-#,0;0}"))} (sum {positions.Sum():N0}); "
+                + $"settled on the relays' ledgers: {string.Join(", ", Enumerable.Range(0, total).Where(i => i != 0 && i != count - 1).Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address):N0}"))}.");
             var carried = target.Received;
             var pathState = source.Paths.FirstOrDefault()?.State ?? "gone";
             if (carried == sentBytes && sendError is null)

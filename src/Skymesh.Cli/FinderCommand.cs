@@ -16,7 +16,7 @@ internal static class FinderCommand
         var broker = new Option<string>("--broker") { Description = "The SSMP broker, host:port.", DefaultValueFactory = _ => "127.0.0.1:8787" };
         var name = new Option<string>("--name") { Description = "The broker's name, which the key login signs.", DefaultValueFactory = _ => Ssmp.Broker.SsmpBrokerOptions.DefaultServerName };
         var dataDir = new Option<string>("--data-dir") { Description = "Where the finder keeps its key (finder.key, created on first run).", DefaultValueFactory = _ => "." };
-        var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line summaries; 0 for none.", DefaultValueFactory = _ => 60 };
+        var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line summaries; 0 for none.", DefaultValueFactory = _ => 60 }.Within(0, 86_400, "seconds");
         var command = new Command("finder", "Run a dedicated route finder: it keeps the mesh's graph from the announcements and answers path queries over SSMP, so nodes configured with \"finder\" keep none.")
         {
             broker, name, dataDir, statsInterval,

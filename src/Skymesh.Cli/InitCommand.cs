@@ -16,9 +16,10 @@ internal static class InitCommand
         var listen = new Option<string>("--listen") { Description = "UDP address and port of the node's interface.", DefaultValueFactory = _ => "0.0.0.0:7400" };
         var api = new Option<string>("--api") { Description = "Address and port of the local API (keep it on loopback).", DefaultValueFactory = _ => "127.0.0.1:7300" };
         var broker = new Option<string?>("--broker") { Description = "SSMP broker of the control plane (HOST:PORT); without it the node has no control agent." };
+        var json = new Option<bool>("--json") { Description = "Print the node's address and the files written as JSON." };
         var command = new Command("init", "Write a commented node.json with sensible defaults and create the node's key; refuses to overwrite either.")
         {
-            dataDir, listen, api, broker,
+            dataDir, listen, api, broker, json,
         };
         command.SetAction(parse =>
         {
@@ -41,6 +42,11 @@ internal static class InitCommand
                 File.WriteAllText(config, Template(parse.GetValue(listen)!, parse.GetValue(api)!, brokerAddress));
                 // The configuration as written must be one the node accepts.
                 NodeOptions.Load(config);
+                if (parse.GetValue(json))
+                {
+                    Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { address = key.Address.ToString(), config, key = keyFile }, NodeApi.Json));
+                    return 0;
+                }
                 Console.WriteLine($"node {key.Address}");
                 Console.WriteLine($"  wrote {config} and {keyFile} (owner-only)");
                 Console.WriteLine($"  start it: skymesh node --config {config}");
@@ -58,7 +64,8 @@ internal static class InitCommand
     {
         var dataDir = new Option<string?>("--data-dir") { Description = "The node's data directory (its node.key)." };
         var config = new Option<string?>("--config") { Description = "The node's node.json (its dataDir holds node.key); node.json here when neither is given." };
-        var command = new Command("address", "Print a node's address from its key, without starting it.") { dataDir, config };
+        var json = new Option<bool>("--json") { Description = "Print {\"address\": …} instead of the bare address." };
+        var command = new Command("address", "Print a node's address from its key, without starting it.") { dataDir, config, json };
         command.SetAction(parse =>
         {
             string keyFile;
@@ -75,7 +82,7 @@ internal static class InitCommand
             try
             {
                 using var key = NodeKeyFile.Load(keyFile);
-                Console.WriteLine(key.Address);
+                Console.WriteLine(parse.GetValue(json) ? System.Text.Json.JsonSerializer.Serialize(new { address = key.Address.ToString() }, NodeApi.Json) : key.Address.ToString());
             }
             catch (NodeKeyFileException e)
             {

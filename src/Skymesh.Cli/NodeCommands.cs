@@ -14,7 +14,6 @@ internal static class NodeCommands
     {
         Description = "The node's local API address (default: $SKYMESH_API, else 127.0.0.1:7300).",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("SKYMESH_API") is { Length: > 0 } env ? env : $"127.0.0.1:{NodeOptions.DefaultApiPort}",
-        Recursive = true,
     };
 
     private static readonly Option<string?> Token = new("--token")
@@ -39,12 +38,16 @@ internal static class NodeCommands
             var balance = await client.BalanceAsync(cancellationToken);
             if (Print(parse, balance))
                 return 0;
-            Console.WriteLine($"node {balance.Node}: ledger balance {balance.Balance:N0} (micro-units); receipts accepted {balance.ReceiptsAccepted:N0}, refused {balance.ReceiptsRefused:N0}");
-            Table(["NEIGHBOUR", "FORWARDED FOR IT", "RECEIPTED", "OWES (UNRECEIPTED)", "RECEIPTED AMOUNT", "SETTLED", "CREDIT", "DROPS", "HANDED TO IT", "OUR RECEIPTS"],
+            var earned = balance.Neighbours.Sum(n => n.ReceiptedAmount);
+            var owed = balance.Neighbours.Sum(n => n.ReceiptedByUs);
+            Console.WriteLine($"node {balance.Node}: ledger balance {balance.Balance:N0} µ (settled); receipted to it {earned:N0} µ, by it {owed:N0} µ, net {earned - owed:N0} µ");
+            Console.WriteLine($"receipts from neighbours accepted {balance.ReceiptsAccepted:N0}, refused {balance.ReceiptsRefused:N0}");
+            Table(["NEIGHBOUR", "FORWARDED FOR IT", "IT OWES (NO RECEIPT YET)", "IT RECEIPTED", "PAID TO US", "HANDED TO IT", "WE RECEIPTED", "PAID BY US", "CREDIT", "DROPS"],
                 balance.Neighbours.Select(n => new[]
                 {
-                    Short(n.Neighbour), $"{n.ForwardedForThem:N0} B", $"{n.ReceiptedBytes:N0} B", $"{n.OwedToUs:N0}", $"{n.ReceiptedAmount:N0}", $"{n.SettledToUs:N0}",
-                    n.AllowedBytesPerSecond is { } rate ? $"{n.Credit} ({rate:N0} B/s)" : n.Credit, $"{n.CreditDrops:N0}", $"{n.HandedToThem:N0} B", $"{n.ReceiptsWeSigned:N0}",
+                    Short(n.Neighbour), $"{n.ForwardedForThem:N0} B", $"{n.OwedToUs:N0} µ", $"{n.ReceiptedAmount:N0} µ", $"{n.SettledToUs:N0} µ",
+                    $"{n.HandedToThem:N0} B", $"{n.ReceiptedByUs:N0} µ ({n.ReceiptsWeSigned:N0} receipts)", $"{n.SettledByUs:N0} µ",
+                    n.AllowedBytesPerSecond is { } rate ? $"{n.Credit} ({rate:N0} B/s)" : n.Credit, $"{n.CreditDrops:N0}",
                 }));
             return 0;
         });
@@ -53,7 +56,7 @@ internal static class NodeCommands
 
     private static Command CreateEvents()
     {
-        var after = new Option<long>("--after") { Description = "Start after this event number (what the last run printed); default: every event the node still holds." };
+        var after = new Option<long>("--after") { Description = "Start after this event number (what the last run printed); default: every event the node still holds." }.Within(0, long.MaxValue);
         var noFollow = new Option<bool>("--no-follow") { Description = "Print what the node holds and stop, instead of following new events." };
         var command = new Command("events", "Follow what the node does: links up and down, paths set up, repaired, broken, announcements, receipts, credit, apps, the control bus.") { Api, Token, DataDir, after, noFollow, Json };
         command.SetAction(async (parse, cancellationToken) =>
@@ -83,7 +86,7 @@ internal static class NodeCommands
     private static Command CreateTraceroute()
     {
         var node = new Argument<string>("node") { Description = "The destination node's address." };
-        var probes = new Option<int>("--probes", "-q") { Description = "Pings per hop (1 to 10).", DefaultValueFactory = _ => 3 };
+        var probes = new Option<int>("--probes", "-q") { Description = "Pings per hop (1 to 10).", DefaultValueFactory = _ => 3 }.Within(1, 10);
         var command = new Command("traceroute", "Show each hop of the path the control plane would take to a node, with measured round trips to each.") { node, Api, Token, DataDir, probes, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -125,6 +128,7 @@ internal static class NodeCommands
     private static NodeApiClient Client(ParseResult parse)
     {
         var api = parse.GetValue(Api)!;
+        CliSupport.ParseHostPort(api, Environment.GetEnvironmentVariable("SKYMESH_API") == api ? "SKYMESH_API" : "--api");
         var token = parse.GetValue(Token) ?? (parse.GetValue(DataDir) is { } dir ? ApiToken.Find(api, dir) ?? throw new UsageException($"--data-dir: no {ApiToken.FileName} in {dir}") : null);
         return new(api, token: token);
     }
@@ -132,8 +136,8 @@ internal static class NodeCommands
     private static Command CreateNode()
     {
         var config = new Option<string>("--config") { Description = "The node's configuration (docs/node.md).", DefaultValueFactory = _ => "node.json" };
-        var logLevel = new Option<LogLevel>("--log-level") { Description = "Least level logged.", DefaultValueFactory = _ => LogLevel.Information };
-        var command = new Command("node", "Run a mesh node until SIGINT or SIGTERM: its interfaces, links to its peers, label table, paths, apps and local API.") { config, logLevel };
+        var command = new Command("node", "Run a mesh node until SIGINT or SIGTERM: its interfaces, links to its peers, label table, paths, apps and local API.") { config };
+        LogSettings.AddOptionsTo(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
             NodeOptions options;
@@ -145,7 +149,7 @@ internal static class NodeCommands
             {
                 throw new UsageException($"{parse.GetValue(config)}: {e.Message}");
             }
-            using var logging = CliSupport.Logging(parse.GetValue(logLevel));
+            using var logging = LogSettings.From(parse).CreateFactory();
             using var signals = CliSupport.UntilSignal(cancellationToken);
             NodeHost started;
             try
@@ -223,11 +227,13 @@ internal static class NodeCommands
         var endpoint = new Argument<string>("endpoint") { Description = "The neighbour's interface address, host:port." };
         var peer = new Option<string?>("--peer") { Description = "The neighbour's node address: the link is refused if another node answers." };
         var nic = new Option<string?>("--interface") { Description = "Which of this node's interfaces to use (default: the first)." };
-        var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, Token, DataDir, endpoint, peer, nic };
+        var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, Token, DataDir, endpoint, peer, nic, Json };
         add.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
             var link = await client.ConnectAsync(parse.GetValue(nic), parse.GetValue(endpoint)!, parse.GetValue(peer), cancellationToken);
+            if (Print(parse, link))
+                return 0;
             Console.WriteLine($"link {link.Id} up to {link.Peer} at {link.Remote} (encrypted: {(link.Encrypted ? "yes" : "no")})");
             return 0;
         });
@@ -255,24 +261,26 @@ internal static class NodeCommands
         });
 
         var link = new Option<string>("--link") { Description = "The incoming link: its id or its neighbour's address.", Required = true };
-        var reserve = new Command("reserve", "Reserve a free label on a link (it expires unless an entry is installed on it).") { Api, Token, DataDir, link };
+        var reserve = new Command("reserve", "Reserve a free label on a link (it expires unless an entry is installed on it).") { Api, Token, DataDir, link, Json };
         reserve.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
             var reply = await client.ReserveLabelAsync(parse.GetValue(link)!, cancellationToken);
-            Console.WriteLine(reply.Label);
+            if (!Print(parse, reply))
+                Console.WriteLine(reply.Label);
             return 0;
         });
 
         var label = new Option<uint?>("--label") { Description = "The incoming label (default: a free one is reserved)." };
         var toLink = new Option<string>("--to-link") { Description = "The outgoing link: its id or its neighbour's address.", Required = true };
         var toLabel = new Option<uint>("--to-label") { Description = "The label the next hop reads.", Required = true };
-        var add = new Command("add", "Forward messages arriving on --link with --label to --to-link with --to-label.") { Api, Token, DataDir, link, label, toLink, toLabel };
+        var add = new Command("add", "Forward messages arriving on --link with --label to --to-link with --to-label.") { Api, Token, DataDir, link, label, toLink, toLabel, Json };
         add.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
             var reply = await client.ForwardLabelAsync(parse.GetValue(link)!, parse.GetValue(label), parse.GetValue(toLink)!, parse.GetValue(toLabel), cancellationToken);
-            Console.WriteLine($"link {reply.Link} label {reply.Label}: {reply.Action}");
+            if (!Print(parse, reply))
+                Console.WriteLine($"link {reply.Link} label {reply.Label}: {reply.Action}");
             return 0;
         });
 
@@ -309,21 +317,22 @@ internal static class NodeCommands
                     p.Id.ToString(CultureInfo.InvariantCulture), Short(p.Peer), Short(p.Via), p.Initiator ? "source" : "destination", p.State,
                     $"{p.OutLabel}/{p.InLabel}", p.OpenStreams.ToString(CultureInfo.InvariantCulture), $"{p.MessagesSent:N0}/{p.MessagesReceived:N0}", p.Error ?? "",
                 }));
-            // Paths the control plane set up: every hop with the labels it takes the path in on (forward/back).
-            foreach (var p in paths.Where(p => p.Hops is { Count: > 0 }))
-                Console.WriteLine($"path {p.Id}: {string.Join(" -> ", p.Hops!.Select(h => $"{Short(h.Node)} ({(h.ForwardIn == 0 ? "-" : h.ForwardIn.ToString(CultureInfo.InvariantCulture))}/{(h.BackIn == 0 ? "-" : h.BackIn.ToString(CultureInfo.InvariantCulture))})"))}");
+            // Every hop of each path with the labels it takes the path in on (forward/back).
+            foreach (var p in paths)
+                Console.WriteLine($"path {p.Id}: {Hops(p)}");
             return 0;
         });
 
         var apis = new Argument<string[]>("node-api") { Description = "The local API addresses of the nodes along the path, source first, destination last (each linked to the next).", Arity = new ArgumentArity(2, 64) };
-        var install = new Command("static", "Install a path by hand along a chain of nodes whose local APIs this machine reaches (until the control plane sets paths up).") { apis };
+        var install = new Command("static", "Install a path by hand along a chain of nodes whose local APIs this machine reaches (until the control plane sets paths up).") { apis, Json };
         install.SetAction(async (parse, cancellationToken) =>
         {
             var clients = parse.GetValue(apis)!.Select(a => new NodeApiClient(a)).ToList();
             try
             {
                 var result = await StaticPath.InstallAsync(clients, cancellationToken);
-                Console.WriteLine($"path {result.Source.Id} on {Short(result.Nodes[0])} to {Short(result.Nodes[^1])} via {result.Nodes.Count - 2} relay(s): {string.Join(" -> ", result.Nodes.Select(Short))}");
+                if (!Print(parse, result))
+                    Console.WriteLine($"path {result.Source.Id} on {Short(result.Nodes[0])} to {Short(result.Nodes[^1])} via {result.Nodes.Count - 2} relay(s): {string.Join(" -> ", result.Nodes.Select(Short))}");
             }
             finally
             {
@@ -346,17 +355,20 @@ internal static class NodeCommands
         policy.AcceptOnlyFromAmong("latency", "price", "bandwidth");
         var via = new Option<string?>("--via") { Description = "The exact relays, comma-separated addresses." };
         var avoid = new Option<string?>("--avoid") { Description = "Nodes the path must not pass, comma-separated addresses." };
-        var minHops = new Option<int?>("--min-hops") { Description = "Fewest hops (links) the path may have." };
-        var maxHops = new Option<int?>("--max-hops") { Description = "Most hops (links) the path may have (default 10)." };
+        var minHops = new Option<int?>("--min-hops") { Description = "Fewest hops (links) the path may have (1 to 16)." }.Within(1, 16);
+        var maxHops = new Option<int?>("--max-hops") { Description = "Most hops (links) the path may have (1 to 16; default 10)." }.Within(1, 16);
         var maxPrice = new Option<ulong?>("--max-price") { Description = "Most the relays together may charge per MiB." };
-        var open = new Command("open", "Find a path to a node and set it up through the control plane.") { to, Api, Token, DataDir, policy, via, avoid, minHops, maxHops, maxPrice };
+        var open = new Command("open", "Find a path to a node and set it up through the control plane.") { to, Api, Token, DataDir, policy, via, avoid, minHops, maxHops, maxPrice, Json };
         open.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
             static IReadOnlyList<string>? List(string? text) => text?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             var path = await client.OpenPathAsync(parse.GetValue(to)!, parse.GetValue(policy), parse.GetValue(minHops), parse.GetValue(maxHops), parse.GetValue(maxPrice),
                 List(parse.GetValue(avoid)), List(parse.GetValue(via)), cancellationToken);
-            Console.WriteLine($"path {path.Id} to {Short(path.Peer)} via {Short(path.Via)}: {path.State}");
+            if (Print(parse, path))
+                return 0;
+            Console.WriteLine($"path {path.Id} to {path.Peer}: {path.State}");
+            Console.WriteLine($"  {Hops(path)}");
             return 0;
         });
         var closeId = new Argument<int>("id") { Description = "The path id (skymesh path list)." };
@@ -379,18 +391,17 @@ internal static class NodeCommands
     private static Command CreatePing()
     {
         var node = new Argument<string>("node") { Description = "The node address to ping (this node needs a path to it)." };
-        var count = new Option<int>("--count", "-c") { Description = "Pings to send; 0 until Ctrl+C.", DefaultValueFactory = _ => 4 };
-        var interval = new Option<double>("--interval", "-i") { Description = "Seconds between pings.", DefaultValueFactory = _ => 1 };
-        var size = new Option<int>("--size", "-s") { Description = "Bytes per ping datagram.", DefaultValueFactory = _ => 64 };
-        var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for each answer.", DefaultValueFactory = _ => 2 };
-        var command = new Command("ping", "Send datagrams over the path to a node and time its answers.") { node, Api, Token, DataDir, count, interval, size, timeout };
+        var count = new Option<int>("--count", "-c") { Description = "Pings to send; 0 until Ctrl+C.", DefaultValueFactory = _ => 4 }.Within(0, int.MaxValue);
+        var interval = new Option<double>("--interval", "-i") { Description = "Seconds between pings (0.01 to 3600).", DefaultValueFactory = _ => 1 }.Within(0.01, 3600, "seconds");
+        var size = new Option<int>("--size", "-s") { Description = "Bytes per ping datagram (9 up to what the path carries).", DefaultValueFactory = _ => 64 }.Within(9, 65_535);
+        var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for each answer (0.001 to 60).", DefaultValueFactory = _ => 2 }.Within(0.001, 60, "seconds");
+        var command = new Command("ping", "Send datagrams over the path to a node and time its answers; opens a path by the node's policy when there is none.") { node, Api, Token, DataDir, count, interval, size, timeout, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             var target = parse.GetValue(node)!;
+            var json = parse.GetValue(Json);
             var total = parse.GetValue(count);
             var every = parse.GetValue(interval);
-            if (!(every > 0) || !double.IsFinite(every))
-                throw new UsageException("--interval must be a positive number of seconds.");
             using var client = Client(parse);
             using var signals = CliSupport.UntilSignal(cancellationToken);
             var times = new List<double>();
@@ -400,15 +411,22 @@ internal static class NodeCommands
                 sent++;
                 try
                 {
-                    var reply = await client.PingAsync(target, parse.GetValue(size), (int)(parse.GetValue(timeout) * 1000), signals.Token);
+                    var reply = await client.PingAsync(target, parse.GetValue(size), (int)Math.Ceiling(parse.GetValue(timeout) * 1000), signals.Token);
                     times.Add(reply.RttMicroseconds / 1000);
-                    Console.WriteLine($"{parse.GetValue(size)} bytes from {Short(target)}: seq={sent} time={reply.RttMicroseconds / 1000:0.000} ms");
+                    if (json)
+                        Console.WriteLine(JsonSerializer.Serialize(new { seq = sent, size = reply.Size, rttMs = reply.RttMicroseconds / 1000, opened = reply.Opened }, NodeApi.Json));
+                    else
+                    {
+                        if (reply.Opened is { } opened)
+                            Console.WriteLine($"opened path {opened.Id} to {Short(target)} (lowest latency): {Hops(opened)}");
+                        Console.WriteLine($"{reply.Size} bytes from {Short(target)}: seq={sent} time={reply.RttMicroseconds / 1000:0.000} ms");
+                    }
                 }
                 catch (NodeApiException e) when (e.Status is System.Net.HttpStatusCode.GatewayTimeout or System.Net.HttpStatusCode.NotFound or System.Net.HttpStatusCode.BadGateway
                     && (sent > 1 || total != 1))
                 {
                     // Unanswered, or no working path for now (a repair under way): counted as lost, and pinging goes on.
-                    Console.WriteLine($"seq={sent}: {e.Message}");
+                    Console.WriteLine(json ? JsonSerializer.Serialize(new { seq = sent, error = e.Message }, NodeApi.Json) : $"seq={sent}: {e.Message}");
                 }
                 catch (OperationCanceledException)
                 {
@@ -426,7 +444,14 @@ internal static class NodeCommands
                     }
                 }
             }
-            Console.WriteLine($"--- {Short(target)}: {sent} sent, {times.Count} answered, {(sent - times.Count) * 100.0 / Math.Max(1, sent):0}% lost"
+            if (json)
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    to = target, sent, answered = times.Count, lossPercent = (sent - times.Count) * 100.0 / Math.Max(1, sent),
+                    minMs = times.Count > 0 ? times.Min() : (double?)null, avgMs = times.Count > 0 ? times.Average() : (double?)null, maxMs = times.Count > 0 ? times.Max() : (double?)null,
+                }, NodeApi.Json));
+            else
+                Console.WriteLine($"--- {Short(target)}: {sent} sent, {times.Count} answered, {(sent - times.Count) * 100.0 / Math.Max(1, sent):0}% lost"
                 + (times.Count > 0 ? $", rtt min/avg/max = {times.Min():0.000}/{times.Average():0.000}/{times.Max():0.000} ms" : ""));
             return times.Count > 0 ? 0 : 1;
         });
@@ -438,7 +463,7 @@ internal static class NodeCommands
         var listen = new Option<string>("--listen") { Description = "Local address:port to accept connections on.", Required = true };
         var to = new Option<string>("--to") { Description = "The destination node's address.", Required = true };
         var target = new Option<string>("--target") { Description = "host:port the destination node connects to (its exit policy must allow it).", Required = true };
-        var command = new Command("forward", "Forward a local TCP port through the mesh to host:port as reached from the destination node; runs until Ctrl+C.") { listen, to, target, Api, Token, DataDir };
+        var command = new Command("forward", "Forward a local TCP port through the mesh to host:port as reached from the destination node; runs until Ctrl+C.") { listen, to, target, Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
             await RunApp(parse, "forwards", new ForwardRequest(parse.GetValue(listen), parse.GetValue(to), parse.GetValue(target), false),
                 $"forwarding {{0}} -> {parse.GetValue(target)} via node {Short(parse.GetValue(to))}", cancellationToken));
@@ -449,7 +474,7 @@ internal static class NodeCommands
     {
         var listen = new Option<string>("--listen") { Description = "Local address:port of the SOCKS5 server.", DefaultValueFactory = _ => "127.0.0.1:1080" };
         var exit = new Option<string?>("--exit") { Description = "The node whose network the connections leave from (default: the one node this node has a path to)." };
-        var command = new Command("socks", "Run a SOCKS5 server whose connections leave the mesh at an exit node; runs until Ctrl+C.") { listen, exit, Api, Token, DataDir };
+        var command = new Command("socks", "Run a SOCKS5 server whose connections leave the mesh at an exit node; runs until Ctrl+C.") { listen, exit, Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
             await RunApp(parse, "socks", new SocksRequest(parse.GetValue(listen), parse.GetValue(exit), false),
                 "SOCKS5 on {0}, leaving the mesh at " + (parse.GetValue(exit) is { } e ? Short(e) : "the path's destination"), cancellationToken));
@@ -464,10 +489,18 @@ internal static class NodeCommands
         {
             await foreach (var e in client.RunAppAsync(kind, request, signals.Token))
             {
+                if (Print(parse, e))
+                    continue;
                 if (e.Event == "listening")
+                {
+                    if (e.Opened is { } opened)
+                        Console.WriteLine($"opened path {opened.Id} to {Short(opened.Peer)} (lowest latency): {Hops(opened)}");
                     Console.WriteLine(string.Format(CultureInfo.InvariantCulture, banner, e.Listen) + " (Ctrl+C to stop)");
+                }
+                else if (e.Error is { } error)
+                    Console.WriteLine($"{e.Client} -> {e.Target}: failed after {e.BytesUp:N0} bytes out, {e.BytesDown:N0} back: {error}");
                 else
-                    Console.WriteLine($"{e.Client} -> {e.Target}: {e.BytesUp:N0} bytes out, {e.BytesDown:N0} back{(e.Error is null ? "" : $", {e.Error}")}");
+                    Console.WriteLine($"{e.Client} -> {e.Target}: {e.BytesUp:N0} bytes out, {e.BytesDown:N0} back");
             }
         }
         catch (OperationCanceledException) when (signals.Token.IsCancellationRequested)
@@ -476,6 +509,19 @@ internal static class NodeCommands
         }
         Console.Error.WriteLine("skymesh: the node stopped the app (is the node still running?)");
         return 1;
+    }
+
+    /// <summary>
+    /// A path hop by hop: for one the control plane set up (this node its source), every node with the labels it takes
+    /// the path in on, forward/back; for any other path end, what this node knows of it — its next hop and labels.
+    /// </summary>
+    internal static string Hops(PathInfo path)
+    {
+        static string Label(uint label) => label == 0 ? "-" : label.ToString(CultureInfo.InvariantCulture);
+        if (path.Hops is { Count: > 0 } hops)
+            return "this node (-/" + Label(path.InLabel) + ") -> " + string.Join(" -> ", hops.Select(h => $"{Short(h.Node)} ({Label(h.ForwardIn)}/{Label(h.BackIn)})"));
+        return $"this node (out label {path.OutLabel} on link {path.OutLink}, in label {path.InLabel}) -> {Short(path.Via)}"
+            + (path.Via == path.Peer ? "" : $" -> … -> {Short(path.Peer)} (hops beyond the next are known to the {(path.Initiator ? "control plane" : "path's source")})");
     }
 
     private static bool Print<T>(ParseResult parse, T value)

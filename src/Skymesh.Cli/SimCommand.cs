@@ -11,17 +11,17 @@ internal static class SimCommand
     public static Command Create()
     {
         var defaults = new SimOptions();
-        var nodes = new Option<int>("--nodes", "-n") { Description = "Nodes in the mesh.", DefaultValueFactory = _ => defaults.Nodes };
+        var nodes = new Option<int>("--nodes", "-n") { Description = "Nodes in the mesh.", DefaultValueFactory = _ => defaults.Nodes }.Within(2, 1_000_000);
         var topology = new Option<string>("--topology") { Description = $"The mesh's shape: {string.Join(", ", Topologies.Names)}.", DefaultValueFactory = _ => defaults.Topology };
         var edges = new Option<string?>("--edges") { Description = "Links from a file of lines \"A B\" (node numbers from 0) instead of --topology." };
         var seed = new Option<int>("--seed") { Description = "The run's seed: the same seed gives the same run.", DefaultValueFactory = _ => defaults.Seed };
-        var finders = new Option<int?>("--finders") { Description = "Dedicated route finders (default: none up to 500 nodes, then one per 2,000 nodes, at least 2)." };
-        var pairs = new Option<int>("--pairs") { Description = "Node pairs sampled for reachability.", DefaultValueFactory = _ => defaults.SampledPairs };
-        var setups = new Option<int>("--setups") { Description = "Paths set up through the control plane after convergence, for latency and stretch.", DefaultValueFactory = _ => defaults.Setups };
-        var latency = new Option<double>("--latency-ms") { Description = "One-way latency of every link.", DefaultValueFactory = _ => defaults.LinkLatency.TotalMilliseconds };
-        var busLatency = new Option<double>("--bus-latency-ms") { Description = "How long a control message takes from node to node through the bus.", DefaultValueFactory = _ => defaults.BusLatency.TotalMilliseconds };
-        var limit = new Option<double>("--limit-seconds") { Description = "Virtual seconds the cold start may take.", DefaultValueFactory = _ => defaults.Limit.TotalSeconds };
-        var idle = new Option<double>("--idle-seconds") { Description = "Virtual seconds of idle mesh over which control traffic is measured.", DefaultValueFactory = _ => defaults.IdleWindow.TotalSeconds };
+        var finders = new Option<int?>("--finders") { Description = "Dedicated route finders (default: none up to 500 nodes, then one per 2,000 nodes, at least 2)." }.Within(0, 1000);
+        var pairs = new Option<int>("--pairs") { Description = "Node pairs sampled for reachability.", DefaultValueFactory = _ => defaults.SampledPairs }.Within(0, 10_000_000);
+        var setups = new Option<int>("--setups") { Description = "Paths set up through the control plane after convergence, for latency and stretch.", DefaultValueFactory = _ => defaults.Setups }.Within(0, 1_000_000);
+        var latency = new Option<double>("--latency-ms") { Description = "One-way latency of every link.", DefaultValueFactory = _ => defaults.LinkLatency.TotalMilliseconds }.Within(0, 60_000);
+        var busLatency = new Option<double>("--bus-latency-ms") { Description = "How long a control message takes from node to node through the bus.", DefaultValueFactory = _ => defaults.BusLatency.TotalMilliseconds }.Within(0, 60_000);
+        var limit = new Option<double>("--limit-seconds") { Description = "Virtual seconds the cold start may take.", DefaultValueFactory = _ => defaults.Limit.TotalSeconds }.Within(1, 10_000_000);
+        var idle = new Option<double>("--idle-seconds") { Description = "Virtual seconds of idle mesh over which control traffic is measured.", DefaultValueFactory = _ => defaults.IdleWindow.TotalSeconds }.Within(0, 1_000_000);
         var plot = new Option<string?>("--plot") { Description = "Also draw reachability and control traffic over virtual time into this SVG file." };
         var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start; link-failures (after the cold start, one link of each path set up is cut at once); concurrent-setups (every path asked for at one instant).", DefaultValueFactory = _ => "cold-start" };
         var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")

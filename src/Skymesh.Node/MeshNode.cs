@@ -80,6 +80,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     private readonly List<Task> _peerLoops = [];
     private readonly ILogger _logger;
     private readonly ILoggerFactory _loggerFactory;
+
+    /// <summary>Where the node's parts (its local API, its control plane) log.</summary>
+    internal ILoggerFactory LoggerFactory => _loggerFactory;
     private readonly StreamExit _exit;
     private readonly Lock _pathLock = new();
     private int _nextPath;
@@ -430,7 +433,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             .FirstOrDefault()?.Endpoint;
 
     private PathEndpoint RequirePath(NodeAddress peer) =>
-        FindPath(peer) ?? throw new NoPathException($"This node has no working path to {peer}; install one (skymesh path static …, docs/node.md).");
+        FindPath(peer) ?? throw new NoPathException($"This node has no working path to {peer}; open one with `skymesh path open {peer}` (docs/node.md).");
 
     private async Task AcceptStreamsAsync(NodePath path)
     {
@@ -480,6 +483,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     // ---- Apps --------------------------------------------------------------------------------------------
 
+    /// <summary>The smallest ping datagram: its kind and its 8-byte token.</summary>
+    public const int MinPingSize = 9;
+
     /// <summary>One round trip over the path to <paramref name="peer"/>: a datagram the far node echoes.</summary>
     public Task<TimeSpan> PingAsync(NodeAddress peer, int size, TimeSpan timeout, CancellationToken cancellationToken) =>
         PingAsync(RequirePath(peer), peer, size, timeout, cancellationToken);
@@ -493,7 +499,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     private async Task<TimeSpan> PingAsync(PathEndpoint endpoint, NodeAddress peer, int size, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        size = Math.Clamp(size, 9, endpoint.Datagrams.MaxDatagramSize);
+        if (size < MinPingSize || size > endpoint.Datagrams.MaxDatagramSize)
+            throw new NodeRequestException(NodeError.Invalid, $"a ping on this path is {MinPingSize} to {endpoint.Datagrams.MaxDatagramSize} bytes, not {size}");
         var token = Interlocked.Increment(ref _nextPing);
         var datagram = new byte[size];
         datagram[0] = PingRequest;

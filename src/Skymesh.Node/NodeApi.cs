@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Logging;
+using Skymesh.Control.Topology;
 using Skymesh.Identity;
 using Skymesh.Mesh.Apps;
 using Skymesh.Mesh.Forwarding;
@@ -22,7 +23,7 @@ namespace Skymesh.Node;
 /// Prometheus text format. The CLI and the dashboard use it; the control plane calls the same
 /// <see cref="MeshNode"/> methods.
 /// </summary>
-public sealed class NodeApi : IAsyncDisposable
+public sealed partial class NodeApi : IAsyncDisposable
 {
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -33,6 +34,7 @@ public sealed class NodeApi : IAsyncDisposable
     };
 
     private readonly WebApplication _app;
+    private readonly ILogger _logger;
 
     private NodeApi(WebApplication app, NodeReadModel read)
     {
@@ -40,6 +42,7 @@ public sealed class NodeApi : IAsyncDisposable
         ReadModel = read;
         Node = read.Node;
         Control = read.Control;
+        _logger = read.Node.LoggerFactory.CreateLogger("Skymesh.Node.Api");
     }
 
     /// <summary>What the API answers its queries from (the same the dashboard and the simulator read).</summary>
@@ -181,13 +184,14 @@ public sealed class NodeApi : IAsyncDisposable
                 await next(context);
             }
             catch (Exception e) when (e is NodeRequestException or NoPathException or ServiceRefusedException or PathBrokenException or JsonException
-                or InvalidOperationException or ArgumentException or BadHttpRequestException)
+                or InvalidOperationException or ArgumentException or BadHttpRequestException or NodeConfigException or NoRouteException)
             {
                 if (context.Response.HasStarted)
                     return;
                 var status = e switch
                 {
                     NodeRequestException r => StatusOf(r.Error),
+                    NoRouteException => 404,
                     BadHttpRequestException b => b.StatusCode,
                     NoPathException => 404,
                     ServiceRefusedException or PathBrokenException => 502,
@@ -202,6 +206,13 @@ public sealed class NodeApi : IAsyncDisposable
                 };
                 await ProblemAsync(context, status, ReasonPhrases.GetReasonPhrase(status), detail);
             }
+            catch (Exception e) when (e is not OperationCanceledException || !context.RequestAborted.IsCancellationRequested)
+            {
+                // A failure nobody foresaw: the node logs it and goes on, and the caller learns what it was.
+                Log.RequestFailed(_logger, context.Request.Method, context.Request.Path.Value ?? "", e);
+                if (!context.Response.HasStarted)
+                    await ProblemAsync(context, 500, "Internal Server Error", $"the node failed to handle {context.Request.Method} {context.Request.Path}: {e.Message} (its log has the details)");
+            }
         });
         _app.MapGet("/healthz", () => Results.Text("ok\n"));
         _app.MapGet("/api/events", StreamEventsAsync);
@@ -212,7 +223,7 @@ public sealed class NodeApi : IAsyncDisposable
         _app.MapPost("/api/links", async (HttpContext context) =>
         {
             var request = await Read<LinkRequest>(context);
-            var remote = NodeOptions.ParseEndPoint(request.Endpoint ?? throw Missing("endpoint"), "endpoint");
+            var remote = NodeOptions.ParseEndPoint(request.Endpoint ?? throw Missing("endpoint"), "\"endpoint\"");
             NodeAddress? expected = request.Peer is null ? null : ParseAddress(request.Peer, "peer");
             var nic = request.Interface ?? node.Interfaces.Keys.First();
             var link = await node.ConnectAsync(nic, remote, expected, context.RequestAborted);
@@ -290,7 +301,8 @@ public sealed class NodeApi : IAsyncDisposable
                 Avoid = (request.Avoid ?? []).Select(a => ParseAddress(a, "avoid")).ToHashSet(),
                 Via = request.Via?.Select(a => ParseAddress(a, "via")).ToList(),
             };
-            return Results.Json(await agent.OpenPathAsync(to, query, context.RequestAborted), Json);
+            var opened = await agent.OpenPathAsync(to, query, context.RequestAborted);
+            return Results.Json(ReadModel.Paths().FirstOrDefault(p => p.Id == opened.Id) ?? opened, Json);
         });
         _app.MapPost("/api/traceroute", async (HttpContext context) =>
         {
@@ -307,27 +319,34 @@ public sealed class NodeApi : IAsyncDisposable
             var request = await Read<PingRequest>(context);
             var to = ParseAddress(request.To ?? throw Missing("to"), "to");
             var timeout = TimeSpan.FromMilliseconds(Math.Clamp(request.TimeoutMs ?? 2000, 1, 60_000));
-            var rtt = await node.PingAsync(to, request.Size ?? 64, timeout, context.RequestAborted);
-            return Results.Json(new PingReply(to.ToString(), rtt.TotalMicroseconds), Json);
+            var size = request.Size ?? 64;
+            var opened = await EnsurePathAsync(to, context.RequestAborted);
+            var rtt = await node.PingAsync(to, size, timeout, context.RequestAborted);
+            return Results.Json(new PingReply(to.ToString(), rtt.TotalMicroseconds, size, opened), Json);
         });
 
         _app.MapGet("/api/apps", () => Results.Json(ReadModel.Apps(), Json));
         _app.MapPost("/api/forwards", async (HttpContext context) =>
         {
             var request = await Read<ForwardRequest>(context);
-            var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "listen");
+            var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "\"listen\"");
             var to = ParseAddress(request.To ?? throw Missing("to"), "to");
-            var (id, app) = node.StartForward(listen, to, request.Target ?? throw Missing("target"));
-            await RunAppAsync(context, id, app, request.Detach == true);
+            var target = request.Target ?? throw Missing("target");
+            if (!ServiceWire.TryParseTarget(target, out _, out _))
+                throw new NodeRequestException(NodeError.Invalid, $"target \"{target}\" is not host:port");
+            var opened = await EnsurePathAsync(to, context.RequestAborted);
+            var (id, app) = node.StartForward(listen, to, target);
+            await RunAppAsync(context, id, app, request.Detach == true, opened);
         });
         _app.MapPost("/api/socks", async (HttpContext context) =>
         {
             var request = await Read<SocksRequest>(context);
-            var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "listen");
+            var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "\"listen\"");
             var exit = request.Exit is { } e ? ParseAddress(e, "exit")
                 : node.SolePathPeer() ?? throw new NodeRequestException(NodeError.Invalid, "name the exit node (\"exit\"): this node has paths to none or to several nodes");
+            var opened = await EnsurePathAsync(exit, context.RequestAborted);
             var (id, app) = node.StartSocks(listen, exit);
-            await RunAppAsync(context, id, app, request.Detach == true);
+            await RunAppAsync(context, id, app, request.Detach == true, opened);
         });
         _app.MapDelete("/api/apps/{id:int}", async (int id) =>
             await node.StopApp(id) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"no app {id}"));
@@ -344,9 +363,26 @@ public sealed class NodeApi : IAsyncDisposable
     /// (listening, then each finished connection), and the app stops when the client goes away — so an app
     /// whose CLI was killed does not linger. With "detach" the app stays until DELETE /api/apps/{id}.
     /// </summary>
-    private async Task RunAppAsync(HttpContext context, int id, TcpAppListener app, bool detach)
+    /// <summary>
+    /// Ping and the apps reach a node over a path: when there is none yet, one is opened by the node's default policy
+    /// (lowest latency) and returned so the caller can say which; null when a path was already there.
+    /// </summary>
+    private async Task<PathInfo?> EnsurePathAsync(NodeAddress to, CancellationToken cancellationToken)
     {
-        var started = new AppEvent("listening", id, app.LocalEndPoint.ToString(), null, null, 0, 0, null);
+        if (to == Node.Address)
+            throw new NodeRequestException(NodeError.Invalid, $"{to} is this node itself; name another node");
+        if (Node.FindPath(to) is not null)
+            return null;
+        if (Control is null)
+            throw new NoPathException($"This node has no path to {to}, and no control plane to open one: set \"broker\" in node.json (then `skymesh path open` finds one), or install a path by hand along known nodes (`skymesh path static`).");
+        var agent = Agent ?? throw new NodeRequestException(NodeError.Unavailable, $"This node has no path to {to}, and its control plane is not connected yet to open one ({Control.LastError ?? "connecting"}); try again shortly.");
+        var opened = await agent.OpenPathAsync(to, null, cancellationToken);
+        return ReadModel.Paths().FirstOrDefault(p => p.Id == opened.Id) ?? opened;
+    }
+
+    private async Task RunAppAsync(HttpContext context, int id, TcpAppListener app, bool detach, PathInfo? opened)
+    {
+        var started = new AppEvent("listening", id, app.LocalEndPoint.ToString(), null, null, 0, 0, null) { Opened = opened };
         if (detach)
         {
             await context.Response.WriteAsJsonAsync(started, Json);
@@ -482,6 +518,12 @@ public sealed class NodeApi : IAsyncDisposable
         }
     }
 
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 650, Level = LogLevel.Error, Message = "The local API failed to handle {Method} {Path}")]
+        public static partial void RequestFailed(ILogger logger, string method, string path, Exception exception);
+    }
+
     public async ValueTask DisposeAsync()
     {
         ApiToken.Withdraw(EndPoint.Port, Token);
@@ -506,9 +548,15 @@ public sealed record LabelEntry(int InLink, string? InPeer, uint InLabel, string
 
 public sealed record LabelReply(int Link, string? Peer, uint Label, string Action);
 
-public sealed record PingReply(string To, double RttMicroseconds);
+/// <param name="Size">The bytes the ping datagram really had.</param>
+/// <param name="Opened">The path this ping had opened first, when there was none.</param>
+public sealed record PingReply(string To, double RttMicroseconds, int Size, PathInfo? Opened = null);
 
-public sealed record AppEvent(string Event, int App, string? Listen, string? Client, string? Target, long BytesUp, long BytesDown, string? Error);
+public sealed record AppEvent(string Event, int App, string? Listen, string? Client, string? Target, long BytesUp, long BytesDown, string? Error)
+{
+    /// <summary>On <c>listening</c>: the path the app had opened first to its destination, when there was none.</summary>
+    public PathInfo? Opened { get; init; }
+}
 
 public sealed record AppInfo(int Id, string Kind, string Listen, string Destination, string? Target, long Accepted, long Active, long Failed)
 {

@@ -271,7 +271,7 @@ public sealed record NodeOptions
             var problem = e.Message.Contains("could not be mapped", StringComparison.Ordinal)
                 ? "is not a node setting (see docs/node.md for the settings)"
                 : e.Message.Contains("could not be converted", StringComparison.Ordinal)
-                    ? "has the wrong type"
+                    ? $"must be {Expected(e.Message)}"
                     : $"{e.Message.Split(" Path:", 2)[0]} (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1})";
             throw new NodeConfigException(field, problem, e);
         }
@@ -280,9 +280,30 @@ public sealed record NodeOptions
         return FromFile(file, baseDirectory);
     }
 
+    /// <summary>What a JSON value that did not convert should have been, in words, from the serializer's message.</summary>
+    private static string Expected(string message)
+    {
+        var type = message.Split("converted to ", 2) is [_, var rest] ? rest.Split(" Path:", 2)[0].TrimEnd('.', ' ') : "";
+        if (type.StartsWith("System.Nullable`1[", StringComparison.Ordinal))
+            type = type["System.Nullable`1[".Length..].TrimEnd(']');
+        return type switch
+        {
+            "System.UInt32" => "a whole number from 0 to 4294967295",
+            "System.UInt64" => "a whole number of 0 or more",
+            "System.Int32" or "System.Int64" => "a whole number",
+            "System.Double" or "System.Single" or "System.Decimal" => "a number",
+            "System.Boolean" => "true or false",
+            "System.String" => "a string in double quotes",
+            _ when type.Contains("List", StringComparison.Ordinal) || type.EndsWith("[]", StringComparison.Ordinal) => "a list in [ ]",
+            _ => "an object in { } (see docs/node.md)",
+        };
+    }
+
     private static NodeOptions FromFile(NodeConfigFile file, string baseDirectory)
     {
         var dataDir = Path.GetFullPath(file.DataDir is { } d ? Path.Combine(baseDirectory, d) : baseDirectory);
+        if (File.Exists(dataDir))
+            throw new NodeConfigException("$.dataDir", $"\"{dataDir}\" is a file; the data directory (key, token, ledger) must be a directory");
         var api = file.Api is null ? new IPEndPoint(IPAddress.Loopback, DefaultApiPort) : ParseEndPoint(file.Api, "$.api");
         if (file.Broker is not null && !ServiceWire.TryParseTarget(file.Broker, out _, out _))
             throw new NodeConfigException("$.broker", $"\"{file.Broker}\" is not host:port");
@@ -412,7 +433,7 @@ public sealed record NodeOptions
     {
         var seconds = value ?? fallback;
         if (!double.IsFinite(seconds) || seconds <= 0 || seconds > 86_400)
-            throw new NodeConfigException(field, $"{seconds.ToString(CultureInfo.InvariantCulture)} is not a number of seconds between 0 and 86400");
+            throw new NodeConfigException(field, $"must be more than 0 and at most 86400 seconds, not {seconds.ToString(CultureInfo.InvariantCulture)}");
         return TimeSpan.FromSeconds(seconds);
     }
 

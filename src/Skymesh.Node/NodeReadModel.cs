@@ -34,7 +34,12 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
 
     public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info())];
 
-    public IReadOnlyList<LabelEntry> Labels() => [.. Node.Switch.Labels.List().Select(Describe)];
+    /// <summary>The label table: installed entries, then labels reserved for a path being set up (they expire unless installed).</summary>
+    public IReadOnlyList<LabelEntry> Labels() =>
+    [
+        .. Node.Switch.Labels.List().Select(Describe),
+        .. Node.Switch.Labels.Reserved().Select(r => new LabelEntry(r.InLink, Node.Switch.GetLink(r.InLink)?.Peer?.ToString(), r.InLabel, "reserved", null, null, null, null, r.Age.TotalSeconds)),
+    ];
 
     private LabelEntry Describe(LabelEntryInfo e)
     {

@@ -241,6 +241,78 @@ public sealed class NodeProcessTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Apps_open_their_own_paths_and_the_tools_show_the_whole_path_the_broker_and_the_bus()
+    {
+        // A broker with its monitor and its log as JSON lines in a file; three nodes A - B - C on it.
+        var brokerPort = FreePort();
+        var monitor = $"127.0.0.1:{FreePort()}";
+        var brokerLog = Path.Combine(_dir, "broker.log");
+        var brokerProcess = Skymesh.Start("broker", "--listen", $"127.0.0.1:{brokerPort}", "--monitor", monitor, "--log-format", "json", "--log-file", brokerLog);
+        _running.Add(brokerProcess);
+        await brokerProcess.WaitForLineAsync("monitor: http://", Bound);
+        var broker = $"\"broker\": \"127.0.0.1:{brokerPort}\",";
+        var nodes = new[] { await StartNodeAsync("a", extra: broker), await StartNodeAsync("b", extra: broker), await StartNodeAsync("c", "\"127.0.0.1:*\"", extra: broker) };
+        await CliAsync("links", "add", nodes[1].Udp, "--peer", nodes[1].Address, "--api", nodes[0].Api);
+        await CliAsync("links", "add", nodes[2].Udp, "--peer", nodes[2].Address, "--api", nodes[1].Api);
+        foreach (var node in nodes)
+            await node.Process.WaitForTextAsync("Control agent on the control bus", Bound);
+
+        // ping needs no `path open`: once A has heard of C it opens a path by its policy and says so, hop by hop.
+        var pinged = (Code: -1, Output: "");
+        var opening = "";
+        for (var attempt = 0; attempt < 100 && pinged.Code != 0; attempt++)
+        {
+            pinged = await Skymesh.RunAsync("ping", nodes[2].Address, "-c", "1", "-s", "200", "--api", nodes[0].Api);
+            opening += pinged.Output;
+        }
+        Assert.True(pinged.Code == 0, pinged.Output);
+        Assert.Contains("200 bytes from", pinged.Output, StringComparison.Ordinal);
+        var opened = opening.Split('\n').First(l => l.StartsWith("opened path ", StringComparison.Ordinal));
+        Assert.Contains(Short(nodes[1].Address), opened, StringComparison.Ordinal);
+        Assert.Contains(Short(nodes[2].Address), opened, StringComparison.Ordinal);
+        // path list shows every hop of it, not only the next one.
+        var list = await CliAsync("path", "list", "--api", nodes[0].Api);
+        Assert.Contains(list.Split('\n'), l => l.StartsWith("path ", StringComparison.Ordinal) && l.Contains(Short(nodes[1].Address), StringComparison.Ordinal) && l.Contains(Short(nodes[2].Address), StringComparison.Ordinal));
+        // A ping larger than the path carries is refused with the sizes it does carry, not shrunk in silence.
+        var tooBig = await Skymesh.RunAsync("ping", nodes[2].Address, "-c", "1", "-s", "65535", "--api", nodes[0].Api);
+        Assert.Equal(2, tooBig.Code);
+        Assert.Contains("a ping on this path is 9 to", tooBig.Output, StringComparison.Ordinal);
+
+        // Close every path: a port forward then opens its own and names it before it listens.
+        foreach (var path in JsonDocument.Parse(await CliAsync("path", "list", "--json", "--api", nodes[0].Api)).RootElement.EnumerateArray())
+            await CliAsync("path", "close", path.GetProperty("id").GetInt32().ToString(System.Globalization.CultureInfo.InvariantCulture), "--api", nodes[0].Api);
+        Assert.Equal(0, JsonDocument.Parse(await CliAsync("path", "list", "--json", "--api", nodes[0].Api)).RootElement.GetArrayLength());
+        var forward = Skymesh.Start("forward", "--listen", $"127.0.0.1:{FreePort()}", "--to", nodes[2].Address, "--target", $"127.0.0.1:{FreePort()}", "--api", nodes[0].Api);
+        _running.Add(forward);
+        var forwardOpened = await forward.WaitForLineAsync("opened path ", Bound);
+        Assert.Contains(Short(nodes[2].Address), forwardOpened, StringComparison.Ordinal);
+        await forward.WaitForLineAsync("forwarding", Bound);
+
+        // A reserved label is in the label table.
+        var reserved = (await CliAsync("labels", "reserve", "--link", nodes[0].Address, "--api", nodes[1].Api)).Trim();
+        var labels = JsonDocument.Parse(await CliAsync("labels", "--json", "--api", nodes[1].Api)).RootElement;
+        Assert.Contains(labels.EnumerateArray(), e => e.GetProperty("inLabel").GetUInt32().ToString(System.Globalization.CultureInfo.InvariantCulture) == reserved);
+
+        // The bus from the command line: a subscriber sees what a publisher sends.
+        var sub = Skymesh.Start("ssmp", "sub", "chat", "-c", "1", "--server", $"127.0.0.1:{brokerPort}", "--id", "watcher");
+        _running.Add(sub);
+        await sub.WaitForLineAsync("subscribed as watcher", Bound);
+        await CliAsync("ssmp", "pub", "chat", "hello mesh", "--server", $"127.0.0.1:{brokerPort}", "--id", "talker");
+        Assert.Equal(0, await sub.WaitForExitAsync(Bound));
+        Assert.Contains("talker MCAST chat hello mesh", sub.Output, StringComparison.Ordinal);
+
+        // The broker's counters from its monitor: the three nodes are connected; its log is dated JSON lines.
+        var stats = JsonDocument.Parse(await CliAsync("broker", "stats", "--monitor", monitor, "--json")).RootElement.GetProperty("counters");
+        Assert.True(stats.GetProperty("loggedIn").GetInt64() >= 3, stats.ToString());
+        Assert.True(stats.GetProperty("topics").GetInt64() >= 1, stats.ToString());
+        var first = JsonDocument.Parse(File.ReadLines(brokerLog).First()).RootElement;
+        Assert.True(DateTimeOffset.TryParse(first.GetProperty("timestamp").GetString(), System.Globalization.CultureInfo.InvariantCulture, out _), first.ToString());
+        Assert.Contains("listening on", first.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    private static string Short(string address) => $"{address[..8]}…{address[^4..]}";
+
+    [Fact]
     public async Task A_second_broker_or_node_on_a_port_already_in_use_exits_2_with_one_line()
     {
         var port = FreePort();

@@ -70,7 +70,7 @@ public class ChainTests
 
         var error = await Assert.ThrowsAsync<NodeApiException>(() => chain.Source.Client.PingAsync(chain.Nodes[1].Address, cancellationToken: Ct));
         Assert.Equal(HttpStatusCode.NotFound, error.Status);
-        Assert.Contains("no working path", error.Message, StringComparison.Ordinal);
+        Assert.Contains("no path to", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -124,13 +124,14 @@ public sealed class Chain : IAsyncDisposable
 
     public TestNode Destination => Nodes[^1];
 
-    public static async Task<Chain> StartAsync(int count, string kind = "udp")
+    /// <param name="maxApps">The source's <c>maxApps</c>, when not the default.</param>
+    public static async Task<Chain> StartAsync(int count, string kind = "udp", int? maxApps = null)
     {
         var nodes = new TestNode[count];
         try
         {
             for (var i = 0; i < count; i++)
-                nodes[i] = await TestNode.StartAsync(kind: kind);
+                nodes[i] = await TestNode.StartAsync(i == 0 && maxApps is { } apps ? $", \"maxApps\": {apps}" : null, kind: kind);
             for (var i = 0; i + 1 < count; i++)
                 await nodes[i].LinkToAsync(nodes[i + 1]).WaitAsync(TimeSpan.FromSeconds(20));
             var path = await StaticPath.InstallAsync([.. nodes.Select(n => n.Client)]).WaitAsync(TimeSpan.FromSeconds(20));

@@ -69,7 +69,7 @@ public class ConfigTests
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "localhost" } ] }""", "$.interfaces[0].listen", "not an address:port")]
     [InlineData("""{ "interfaces": [ { "type": "sctp", "listen": "127.0.0.1:1" } ] }""", "$.interfaces[0].type", "not an interface type")]
     [InlineData("""{ "interfaces": [ { "listen": "127.0.0.1:1" } ] }""", "$.interfaces[0].type", "missing")]
-    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1", "mtu": "big" } ] }""", "$.interfaces[0].mtu", "wrong type")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1", "mtu": "big" } ] }""", "$.interfaces[0].mtu", "must be a whole number")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1", "mtu": 10 } ] }""", "$.interfaces[0].mtu", "outside")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "abc", "endpoint": "1.2.3.4:5" } ] }""", "$.peers[0].address", "not a node address")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9" } ] }""", "$.peers[0].endpoint", "missing")]

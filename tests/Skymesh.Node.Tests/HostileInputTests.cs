@@ -40,7 +40,7 @@ public class HostileInputTests
     [InlineData("/api/paths", """{ "peer": "zz", "via": "zz", "outLabel": 1, "nonce": "00" }""", 400, "not a node address")]
     [InlineData("/api/labels", """{ "link": "99" }""", 404, "no link 99 is up")]
     [InlineData("/api/labels", """{ "link": "1", "forward": { "link": "1", "label": 5 } }""", 400, "back onto the link it came from")]
-    [InlineData("/api/ping", """{ "to": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9" }""", 404, "no working path")]
+    [InlineData("/api/ping", """{ "to": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9" }""", 404, "no path to")]
     [InlineData("/api/forwards", """{ "listen": "127.0.0.1:0", "to": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9", "target": "nowhere" }""", 400, "not host:port")]
     [InlineData("/api/paths", "null", 400, "empty")]
     public async Task Bad_api_requests_get_a_status_and_a_reason(string path, string body, int status, string reason)
@@ -80,9 +80,10 @@ public class HostileInputTests
     }
 
     /// <summary>A request that would start a port forward on the node — what a hostile page would want most.</summary>
-    private static HttpRequestMessage StartForward(NodeApi api, string contentType = "application/json") => new(HttpMethod.Post, $"http://{api.EndPoint}/api/forwards")
+    /// <summary>A request that starts a port forward from the chain's source to its destination, over the path between them.</summary>
+    private static HttpRequestMessage StartForward(Chain chain, string contentType = "application/json") => new(HttpMethod.Post, $"http://{chain.Source.Api.EndPoint}/api/forwards")
     {
-        Content = new StringContent($$"""{ "listen": "127.0.0.1:0", "to": "{{api.Node.Address}}", "target": "127.0.0.1:9", "detach": true }""", Encoding.UTF8, contentType),
+        Content = new StringContent($$"""{ "listen": "127.0.0.1:0", "to": "{{chain.Destination.Address}}", "target": "127.0.0.1:9", "detach": true }""", Encoding.UTF8, contentType),
     };
 
     [Fact]
@@ -94,9 +95,9 @@ public class HostileInputTests
         using var owner = Owner(api);
 
         // No token, a wrong token: 401, and the node starts nothing.
-        using (var response = await stranger.SendAsync(StartForward(api), Ct))
+        using (var response = await stranger.SendAsync(StartForward(chain), Ct))
             Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
-        using (var request = StartForward(api))
+        using (var request = StartForward(chain))
         {
             request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", new string('0', 64));
             using var response = await stranger.SendAsync(request, Ct);
@@ -104,19 +105,19 @@ public class HostileInputTests
         }
         // With the token but a foreign Host (DNS rebinding), a foreign Origin (a web page), or a body a browser
         // may post without asking (text/plain): 403, 403, 415.
-        using (var request = StartForward(api))
+        using (var request = StartForward(chain))
         {
             request.Headers.Host = $"evil.example:{api.EndPoint.Port}";
             using var response = await owner.SendAsync(request, Ct);
             Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
         }
-        using (var request = StartForward(api))
+        using (var request = StartForward(chain))
         {
             request.Headers.Add("Origin", "http://evil.example");
             using var response = await owner.SendAsync(request, Ct);
             Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
         }
-        using (var response = await owner.SendAsync(StartForward(api, "text/plain"), Ct))
+        using (var response = await owner.SendAsync(StartForward(chain, "text/plain"), Ct))
             Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
         Assert.Empty(await owner.GetFromJsonAsync<List<AppInfo>>("/api/apps", NodeApi.Json, Ct) ?? []);
 
@@ -126,7 +127,7 @@ public class HostileInputTests
         Assert.Equal(HttpStatusCode.OK, (await stranger.GetAsync($"http://{api.EndPoint}/healthz", Ct)).StatusCode);
 
         // The owner, with the same request from its own origin: the forward starts.
-        using (var request = StartForward(api))
+        using (var request = StartForward(chain))
         {
             request.Headers.Add("Origin", $"http://{api.EndPoint}");
             using var response = await owner.SendAsync(request, Ct);
@@ -179,14 +180,15 @@ public class HostileInputTests
     [Fact]
     public async Task Apps_beyond_the_nodes_limit_are_refused_with_a_clear_error()
     {
-        await using var node = await TestNode.StartAsync(", \"maxApps\": 2");
+        await using var chain = await Chain.StartAsync(2, maxApps: 2);
+        var node = chain.Source;
         using var owner = Owner(node.Api);
         for (var i = 0; i < 2; i++)
         {
-            using var response = await owner.SendAsync(StartForward(node.Api), Ct);
+            using var response = await owner.SendAsync(StartForward(chain), Ct);
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         }
-        using (var response = await owner.SendAsync(StartForward(node.Api), Ct))
+        using (var response = await owner.SendAsync(StartForward(chain), Ct))
         {
             Assert.Equal((HttpStatusCode)429, response.StatusCode);
             Assert.Contains("maxApps", await response.Content.ReadAsStringAsync(Ct), StringComparison.Ordinal);

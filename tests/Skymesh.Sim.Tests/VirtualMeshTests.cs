@@ -54,7 +54,7 @@ public sealed class VirtualMeshTests
 
         // Traffic after the repair, then settlement: the first relay is paid, on its own ledger.
         for (var i = 0; i < 200; i++)
-            mesh.Run(() => source.Node.PingAsync(destination, 4096, TimeSpan.FromSeconds(2), CancellationToken.None), TimeSpan.FromSeconds(5));
+            mesh.Run(() => source.Node.PingAsync(destination, 1200, TimeSpan.FromSeconds(2), CancellationToken.None), TimeSpan.FromSeconds(5));
         var relay = mesh.Nodes[repaired[1]];
         Assert.True(mesh.RunUntil(() => relay.Ledger.BalanceOf(relay.Node.Address) > 0, TimeSpan.FromSeconds(10)), "the first relay was not paid within 10 s of virtual time");
         var balance = relay.Ledger.BalanceOf(relay.Node.Address);

@@ -132,6 +132,16 @@ public sealed class ReceiptSigner
         }
     }
 
+    /// <summary>Every neighbour this node has counted traffic for or signed a receipt to.</summary>
+    public IReadOnlyList<NodeAddress> Payees
+    {
+        get
+        {
+            lock (_lock)
+                return [.. _pairs.Keys];
+        }
+    }
+
     /// <summary>The latest receipt signed for <paramref name="payee"/>.</summary>
     public Receipt? LatestReceipt(NodeAddress payee)
     {

@@ -219,6 +219,24 @@ public sealed class LabelTable
         return list;
     }
 
+    /// <summary>Labels reserved for a path being set up that have no action yet, with how long ago each was reserved.</summary>
+    public IReadOnlyList<(int InLink, uint InLabel, TimeSpan Age, TimeSpan Lifetime)> Reserved()
+    {
+        var now = _time.GetTimestamp();
+        var list = new List<(int, uint, TimeSpan, TimeSpan)>();
+        var links = _links;
+        for (var link = 0; link < links.Length; link++)
+        {
+            var entries = links[link];
+            for (var label = 1; label < entries.Length; label++)
+            {
+                if (entries[label] is { Action: null } entry)
+                    list.Add((link, (uint)label, _time.GetElapsedTime(entry.LastUsed, now), entry.Lifetime));
+            }
+        }
+        return list;
+    }
+
     private Entry?[]? EntriesFor(int link, bool grow)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(link);

@@ -3,7 +3,7 @@ using Skymesh.Identity;
 namespace Skymesh.Mesh.Paths;
 
 /// <summary>
-/// One reliable, ordered byte stream in each direction between the two ends of a path (DESIGN.md §3.6):
+/// One reliable, ordered byte stream in each direction between the two ends of a path (docs/architecture.md):
 /// data numbered by 64-bit byte offsets, cumulative and selective acknowledgements, retransmission on an
 /// RTT-based timer and on SACK-based loss detection, NewReno congestion control and a receive window. Several
 /// streams share a path; <see cref="PathEndpoint"/> multiplexes them by stream id.

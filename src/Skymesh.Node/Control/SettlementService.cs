@@ -9,9 +9,14 @@ using Skymesh.Node.Events;
 namespace Skymesh.Node.Control;
 
 /// <summary>A neighbour's side of the books, as the local API shows it.</summary>
+/// <param name="OwedToUs">What the neighbour owes for traffic not yet covered by a receipt (micro-units).</param>
+/// <param name="ReceiptedAmount">What the neighbour's receipts to this node add up to.</param>
+/// <param name="SettledToUs">Of that, what is settled on the ledger (paid to this node).</param>
+/// <param name="ReceiptedByUs">What this node's receipts to the neighbour add up to (what it owes it).</param>
+/// <param name="SettledByUs">Of that, what is settled on the ledger (paid by this node).</param>
 public sealed record NeighbourBalance(
     string Neighbour, long ForwardedForThem, long ReceiptedBytes, long OwedToUs, long ReceiptedAmount, long SettledToUs, string Credit,
-    long? AllowedBytesPerSecond, long CreditDrops, long HandedToThem, long ReceiptsWeSigned);
+    long? AllowedBytesPerSecond, long CreditDrops, long HandedToThem, long ReceiptsWeSigned, long ReceiptedByUs = 0, long SettledByUs = 0);
 
 /// <summary>This node's balance on its ledger and its books with each neighbour.</summary>
 public sealed record BalanceInfo(string Node, long Balance, long ReceiptsAccepted, long ReceiptsRefused, IReadOnlyList<NeighbourBalance> Neighbours);
@@ -303,14 +308,22 @@ public sealed partial class SettlementService : IAsyncDisposable
     public BalanceInfo Balance()
     {
         var neighbours = new List<NeighbourBalance>();
-        foreach (var link in _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer is not null).OrderBy(l => l.Id))
+        // Every neighbour with a link up, and every one with books, also after its link went down: what it owes
+        // does not go away with the link.
+        var links = _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer is not null).ToDictionary(l => l.Peer!.Value);
+        var peers = links.Keys.Concat(_book.Accounts.Select(a => a.Payer)).Concat(_signer.Payees).Distinct()
+            .OrderBy(p => links.TryGetValue(p, out var l) ? l.Id : int.MaxValue).ThenBy(p => p.ToString(), StringComparer.Ordinal);
+        foreach (var peer in peers)
         {
-            var peer = link.Peer!.Value;
+            var link = links.GetValueOrDefault(peer);
             var account = _book.AccountOf(peer);
             var status = _credit.StatusOf(peer);
+            var signed = _signer.LatestReceipt(peer);
             neighbours.Add(new NeighbourBalance(peer.ToString(), account?.CountedBytes ?? 0, account?.ReceiptedBytes ?? 0, account?.UnacknowledgedAmount ?? 0,
-                account?.ReceiptedAmount ?? 0, _ledger.SettledOf(peer, _node.Address).Amount, (status?.State ?? CreditState.Normal).ToString().ToLowerInvariant(),
-                link.ForwardAllowance, link.CreditDrops, link.BillableSent, (long)(_signer.LatestReceipt(peer)?.Sequence ?? 0)));
+                account?.ReceiptedAmount ?? 0, _ledger.SettledOf(peer, _node.Address).Amount,
+                link is null ? "no link" : (status?.State ?? CreditState.Normal).ToString().ToLowerInvariant(),
+                link?.ForwardAllowance, link?.CreditDrops ?? 0, link?.BillableSent ?? 0, (long)(signed?.Sequence ?? 0),
+                signed?.Amount ?? 0, _ledger.SettledOf(_node.Address, peer).Amount));
         }
         var refused = Enum.GetValues<ReceiptError>().Where(r => r != ReceiptError.None).Sum(_book.Refused);
         return new BalanceInfo(_node.Address.ToString(), _ledger.BalanceOf(_node.Address), _book.Accepted, refused, neighbours);

@@ -102,7 +102,16 @@ public sealed class NodeHostBuilder
     {
         var keys = _keys ?? new FileKeyStore(_options.KeyFile);
         if (keys is FileKeyStore || _ledger is null || _api)
-            Directory.CreateDirectory(_options.DataDir);
+        {
+            try
+            {
+                Directory.CreateDirectory(_options.DataDir);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new NodeConfigException("$.dataDir", $"cannot create the data directory {_options.DataDir}: {e.Message}", e);
+            }
+        }
         var key = keys.LoadOrCreate(out var keyDescription);
         var bus = _busChosen ? _bus : DefaultBus();
         if (bus is null && _options.Finder is not null)
@@ -113,7 +122,14 @@ public sealed class NodeHostBuilder
         ControlPlane? control = null;
         try
         {
-            ledger = (_ledger ?? (time => EmbeddedLedger.Open(_options.LedgerFile, time)))(_time);
+            try
+            {
+                ledger = (_ledger ?? (time => EmbeddedLedger.Open(_options.LedgerFile, time)))(_time);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException)
+            {
+                throw new NodeConfigException(_options.Ledger is null ? "$.dataDir" : "$.ledger", $"cannot open the ledger {_options.LedgerFile}: {e.Message}", e);
+            }
             control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
             var read = new NodeReadModel(node, control);
             var api = _api ? await NodeApi.StartAsync(read, _options.Api) : null;

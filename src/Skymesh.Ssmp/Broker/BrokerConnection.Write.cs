@@ -19,6 +19,9 @@ internal sealed partial class BrokerConnection : IThreadPoolWorkItem
     private bool _closed;
     private bool _shutdownAfterFlush;
 
+    /// <summary>Bytes waiting to be written to this connection now (read without the lock: for statistics).</summary>
+    public long QueuedBytes => (long)Volatile.Read(ref _pendingLength) + Volatile.Read(ref _inFlight);
+
     // Ends a drain that the peer does not read; see StartDrainTimer.
     private ITimer? _drainTimer;
 

@@ -56,6 +56,9 @@ public sealed record BrokerMetricsSnapshot
     public long EventsQueued { get; init; }
     public long BytesReceived { get; init; }
     public long BytesSent { get; init; }
+
+    /// <summary>Bytes queued now towards all connections, not yet written to their sockets.</summary>
+    public long QueuedBytes { get; init; }
     public long BadRequests { get; init; }
     public long UnknownVerbs { get; init; }
     public long UcastNotFound { get; init; }

@@ -8,7 +8,7 @@ namespace Skymesh.Ssmp.Broker;
 
 /// <summary>
 /// The SSMP broker: accepts TCP (optionally TLS) connections and routes UCAST, MCAST and BCAST between them,
-/// with presence, login schemes, keepalive and per-connection limits as in spec/ssmp.md.
+/// with presence, login schemes, keepalive and per-connection limits as in docs/ssmp.md.
 /// </summary>
 public sealed partial class SsmpBroker : IAsyncDisposable
 {
@@ -162,8 +162,10 @@ public sealed partial class SsmpBroker : IAsyncDisposable
     {
         long requests = Volatile.Read(ref _closedRequests), events = Volatile.Read(ref _closedEvents);
         long bytesIn = Volatile.Read(ref _closedBytesIn), bytesOut = Volatile.Read(ref _closedBytesOut);
+        long queued = 0;
         foreach (var c in _all.Values)
         {
+            queued += c.QueuedBytes;
             requests += c.RequestCount;
             events += c.EventCount;
             bytesIn += c.BytesIn;
@@ -188,6 +190,7 @@ public sealed partial class SsmpBroker : IAsyncDisposable
             EventsQueued = events,
             BytesReceived = bytesIn,
             BytesSent = bytesOut,
+            QueuedBytes = queued,
             BadRequests = Volatile.Read(ref _badRequests),
             UnknownVerbs = Volatile.Read(ref _unknownVerbs),
             UcastNotFound = Volatile.Read(ref _ucastNotFound),

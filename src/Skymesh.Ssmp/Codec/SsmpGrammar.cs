@@ -1,6 +1,6 @@
 namespace Skymesh.Ssmp.Codec;
 
-/// <summary>Limits and character classes of SSMP 1.1 (see spec/ssmp.md §3).</summary>
+/// <summary>Limits and character classes of SSMP 1.1 (see docs/ssmp.md, "Lines on the wire").</summary>
 public static class SsmpGrammar
 {
     public const byte Lf = (byte)'\n';

@@ -5,7 +5,7 @@ namespace Skymesh.Ssmp.Tests.Interop;
 
 /// <summary>
 /// A client written separately from this code base (ssmp_chat.py, Python standard library only, read field by
-/// field from spec/ssmp.md) chats through the real broker and checks every line it receives.
+/// field from docs/ssmp.md) chats through the real broker and checks every line it receives.
 /// </summary>
 public class PythonInteropTests
 {

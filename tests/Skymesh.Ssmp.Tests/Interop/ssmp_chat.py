@@ -4,7 +4,7 @@
 Usage: ssmp_chat.py HOST PORT
 
 Two raw-socket clients, alice and bob, log in, subscribe, chat by UCAST, MCAST and BCAST, and leave.
-Every response and event line is read field by field as spec/ssmp.md section 2 requires (a binary
+Every response and event line is read field by field as docs/ssmp.md ("Lines on the wire") requires (a binary
 payload may hold LF, so lines are never split on LF first) and compared byte for byte with what the
 spec says must arrive. Prints a transcript; exits 0 when every check passed, 1 otherwise.
 """

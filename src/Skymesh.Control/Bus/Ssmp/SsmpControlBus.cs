@@ -94,7 +94,11 @@ public sealed partial class SsmpControlBus : IControlBus
         }
         catch (SsmpException e)
         {
-            throw new ControlBusException(e.Code is 401 or 403 ? ControlBusException.Forbidden : ControlBusException.Unavailable, e.Message, e);
+            // A refused key login is almost always one of three things; say which to check rather than a bare 401.
+            var hint = e.Code == 401
+                ? $" (check that the broker's name is \"{options.ServerName}\" — \"brokerName\" in node.json, `skymesh broker --name` on the broker — that it offers the key scheme, and that this machine's clock is right)"
+                : "";
+            throw new ControlBusException(e.Code is 401 or 403 ? ControlBusException.Forbidden : ControlBusException.Unavailable, e.Message.TrimEnd('.') + hint, e);
         }
         catch (Exception e) when (e is SocketException or IOException or TimeoutException)
         {
