@@ -8,6 +8,7 @@ need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
+{ [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1; } || need_apt+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"

@@ -305,8 +305,8 @@ public sealed record NodeOptions
         if (File.Exists(dataDir))
             throw new NodeConfigException("$.dataDir", $"\"{dataDir}\" is a file; the data directory (key, token, ledger) must be a directory");
         var api = file.Api is null ? new IPEndPoint(IPAddress.Loopback, DefaultApiPort) : ParseEndPoint(file.Api, "$.api");
-        if (file.Broker is not null && !ServiceWire.TryParseTarget(file.Broker, out _, out _))
-            throw new NodeConfigException("$.broker", $"\"{file.Broker}\" is not host:port");
+        if (file.Broker is not null && NatsServers(file.Broker) is null && !ServiceWire.TryParseTarget(file.Broker, out _, out _))
+            throw new NodeConfigException("$.broker", $"\"{file.Broker}\" is neither host:port (an SSMP broker) nor nats://host:port[,nats://host:port…] (a NATS cluster)");
 
         var interfaces = new List<InterfaceOptions>();
         if (file.Interfaces is null || file.Interfaces.Count == 0)
@@ -435,6 +435,15 @@ public sealed record NodeOptions
         if (!double.IsFinite(seconds) || seconds <= 0 || seconds > 86_400)
             throw new NodeConfigException(field, $"must be more than 0 and at most 86400 seconds, not {seconds.ToString(CultureInfo.InvariantCulture)}");
         return TimeSpan.FromSeconds(seconds);
+    }
+
+    /// <summary>The NATS servers of a <c>broker</c> written <c>nats://host:port[,nats://host:port…]</c>; null for anything else.</summary>
+    public static IReadOnlyList<string>? NatsServers(string broker)
+    {
+        if (!broker.StartsWith("nats://", StringComparison.OrdinalIgnoreCase))
+            return null;
+        var servers = broker.Split(',', StringSplitOptions.TrimEntries);
+        return servers.All(s => s.StartsWith("nats://", StringComparison.OrdinalIgnoreCase) && ServiceWire.TryParseTarget(s["nats://".Length..], out _, out _)) ? servers : null;
     }
 
     internal static IPEndPoint ParseEndPoint(string value, string field)

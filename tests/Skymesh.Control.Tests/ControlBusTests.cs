@@ -1,6 +1,7 @@
 using System.Net;
 using System.Threading.Channels;
 using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Nats;
 using Skymesh.Control.Bus.Ssmp;
 using Skymesh.Control.Topology;
 using Skymesh.Identity;
@@ -13,21 +14,23 @@ namespace Skymesh.Control.Tests;
 /// The control bus's contract, checked on every implementation with the same scenarios: the SSMP bus on a real
 /// broker on loopback, and the in-memory bus.
 /// </summary>
-public sealed class ControlBusTests : IAsyncDisposable
+public sealed class ControlBusTests(NatsClusterFixture nats) : IAsyncDisposable, IClassFixture<NatsClusterFixture>
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(20);
-    private readonly SsmpBroker _broker;
     private readonly MemoryBusNetwork _memory = new();
     private readonly List<IControlBus> _buses = [];
     private readonly List<NodeKey> _keys = [];
 
-    public ControlBusTests()
+    private readonly SsmpBroker _broker = StartBroker();
+
+    private static SsmpBroker StartBroker()
     {
         var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
         options.Authenticators.Add(new KeyAuthenticator());
         options.Authenticators.Add(new OpenAuthenticator());
-        _broker = new SsmpBroker(options);
-        _broker.Start();
+        var broker = new SsmpBroker(options);
+        broker.Start();
+        return broker;
     }
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -36,9 +39,13 @@ public sealed class ControlBusTests : IAsyncDisposable
     {
         key ??= NodeKey.Generate();
         _keys.Add(key);
-        IControlBus connected = bus == "ssmp"
-            ? await SsmpControlBus.ConnectAsync("127.0.0.1", _broker.LocalEndPoint.Port, key, cancellationToken: Ct)
-            : _memory.Connect(key);
+        IControlBus connected = bus switch
+        {
+            "ssmp" => await SsmpControlBus.ConnectAsync("127.0.0.1", _broker.LocalEndPoint.Port, key, cancellationToken: Ct),
+            // The contract on one server of the cluster; across servers, see NatsBusTests.
+            "nats" => await NatsControlBus.ConnectAsync([nats.Cluster.Url(0)], key, cancellationToken: Ct),
+            _ => _memory.Connect(key),
+        };
         _buses.Add(connected);
         return connected;
     }
@@ -59,6 +66,7 @@ public sealed class ControlBusTests : IAsyncDisposable
     [Theory]
     [InlineData("ssmp")]
     [InlineData("memory")]
+    [InlineData("nats")]
     public async Task A_publication_reaches_every_subscriber_but_its_sender_with_the_sender_proven(string kind)
     {
         var a = await ConnectAsync(kind);
@@ -84,6 +92,7 @@ public sealed class ControlBusTests : IAsyncDisposable
     [Theory]
     [InlineData("ssmp")]
     [InlineData("memory")]
+    [InlineData("nats")]
     public async Task A_publication_larger_than_one_ssmp_payload_arrives_whole(string kind)
     {
         // A signed announcement of 300 links is some 17 KB: on SSMP it travels as fragments.
@@ -105,6 +114,7 @@ public sealed class ControlBusTests : IAsyncDisposable
     [Theory]
     [InlineData("ssmp")]
     [InlineData("memory")]
+    [InlineData("nats")]
     public async Task A_watcher_hears_members_already_there_then_joins_and_leaves_never_about_itself(string kind)
     {
         var early = await ConnectAsync(kind);
@@ -127,6 +137,7 @@ public sealed class ControlBusTests : IAsyncDisposable
     [Theory]
     [InlineData("ssmp")]
     [InlineData("memory")]
+    [InlineData("nats")]
     public async Task Requests_are_answered_refused_or_fail_with_the_status_the_caller_can_act_on(string kind)
     {
         var server = await ConnectAsync(kind);
@@ -155,6 +166,7 @@ public sealed class ControlBusTests : IAsyncDisposable
     [Theory]
     [InlineData("ssmp")]
     [InlineData("memory")]
+    [InlineData("nats")]
     public async Task A_direct_message_reaches_its_one_recipient_from_its_proven_sender(string kind)
     {
         var a = await ConnectAsync(kind);

@@ -857,7 +857,8 @@ public sealed class DemoTests
     {
         var (code, output) = await Skymesh.RunAsync("demo", "--duration", "6", "--socks", "127.0.0.1:0");
         Assert.True(code == 0, output);
-        Assert.Contains("path A -> B -> C -> D found by A's route finder and set up by the control plane", output, StringComparison.Ordinal);
+        Assert.Contains("path A -> B -> C -> D found and set up by the control plane", output, StringComparison.Ordinal);
+        Assert.Contains("A's route finder would take A -> ", output, StringComparison.Ordinal);
         Assert.Contains("via B:", output, StringComparison.Ordinal);
         Assert.Contains("link B <-> C cut", output, StringComparison.Ordinal);
         Assert.Contains("via E:", output, StringComparison.Ordinal);

@@ -40,10 +40,13 @@ public sealed class TestNode : IAsyncDisposable
     public IPEndPoint UdpEndPoint => (IPEndPoint)Node.Interfaces.Values.First().LocalEndPoint;
 
     /// <param name="dir">The data directory of a node restarted (its key, ledger and token); a new one when null.</param>
-    public static async Task<TestNode> StartAsync(string? extraJson = null, string kind = "udp", IPEndPoint? broker = null, string? dir = null)
+    /// <param name="bus">A control bus named as node.json's "broker" names it (e.g. <c>nats://127.0.0.1:4222</c>), instead of <paramref name="broker"/>.</param>
+    public static async Task<TestNode> StartAsync(string? extraJson = null, string kind = "udp", IPEndPoint? broker = null, string? dir = null, string? bus = null)
     {
         if (broker is not null)
             extraJson += $", \"broker\": \"{broker}\"";
+        if (bus is not null)
+            extraJson += $", \"broker\": \"{bus}\"";
         dir ??= Directory.CreateTempSubdirectory("skymesh-node-").FullName;
         var json = $$"""
             {
@@ -60,7 +63,7 @@ public sealed class TestNode : IAsyncDisposable
         var host = await new NodeHostBuilder(NodeOptions.Parse(json, dir)).UseLogging(logs).StartAsync();
         try
         {
-            var agent = broker is null ? null : await host.WaitForControlAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(20));
+            var agent = broker is null && bus is null ? null : await host.WaitForControlAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(20));
             return new TestNode(dir, host, agent, logs);
         }
         catch

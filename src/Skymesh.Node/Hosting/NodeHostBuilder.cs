@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Nats;
 using Skymesh.Control.Bus.Ssmp;
 using Skymesh.Control.Settlement;
 using Skymesh.Mesh.Apps;
@@ -145,10 +146,12 @@ public sealed class NodeHostBuilder
         }
     }
 
-    private SsmpBusConnector? DefaultBus()
+    private IControlBusConnector? DefaultBus()
     {
         if (_options.Broker is not { } broker)
             return null;
+        if (NodeOptions.NatsServers(broker) is { } servers)
+            return new NatsBusConnector(servers, new NatsControlBusOptions { Time = _time, LoggerFactory = _logging });
         ServiceWire.TryParseTarget(broker, out var host, out var port);
         return new SsmpBusConnector(host, port, new SsmpControlBusOptions
         {
