@@ -149,6 +149,50 @@ internal abstract class BenchTarget : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Starts a cluster of <paramref name="servers"/> nats-server processes on loopback, each routed to every other,
+    /// and waits until every route is up. Dispose the result to stop them all.
+    /// </summary>
+    public static async Task<NatsClusterProcesses> StartNatsClusterAsync(int servers, TextWriter output, CancellationToken cancellationToken)
+    {
+        var executable = HostTools.FindExecutable("nats-server");
+        if (executable is null)
+        {
+            await HostTools.InstallDebianPackageAsync("nats-server", output, cancellationToken);
+            executable = HostTools.FindExecutable("nats-server") ?? throw new BenchException("nats-server was not found. Install it (Debian: apt-get install -y nats-server).");
+        }
+        var clientPorts = Enumerable.Range(0, servers).Select(_ => HostTools.FreeLoopbackPort()).ToArray();
+        var routePorts = Enumerable.Range(0, servers).Select(_ => HostTools.FreeLoopbackPort()).ToArray();
+        var cluster = new NatsClusterProcesses(clientPorts);
+        try
+        {
+            var routed = new List<Task>();
+            for (var i = 0; i < servers; i++)
+            {
+                var info = new ProcessStartInfo(executable) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+                var c = System.Globalization.CultureInfo.InvariantCulture;
+                foreach (var argument in new[] { "-a", "127.0.0.1", "-p", clientPorts[i].ToString(c), "-n", $"skymesh-bench-{i}", "--cluster_name", "skymesh-bench",
+                    "--cluster", $"nats://127.0.0.1:{routePorts[i]}", "--routes", string.Join(',', routePorts.Where((_, j) => j != i).Select(p => $"nats://127.0.0.1:{p}")) })
+                    info.ArgumentList.Add(argument);
+                var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                var routes = 0;
+                cluster.Processes.Add(new ChildProcess($"nats-server {i}", info, output, line =>
+                {
+                    if (line.Contains("Route connection created", StringComparison.Ordinal) && Interlocked.Increment(ref routes) >= servers - 1)
+                        ready.TrySetResult();
+                }));
+                routed.Add(ready.Task);
+            }
+            await Task.WhenAll(routed).WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+    }
+
     private sealed class InProcessTarget(SsmpBroker broker)
         : BenchTarget(WireDialect.Ssmp, new IPEndPoint(IPAddress.Loopback, broker.LocalEndPoint.Port), Environment.ProcessId, "inproc")
     {
@@ -165,6 +209,20 @@ internal abstract class BenchTarget : IAsyncDisposable
         : BenchTarget(dialect, endPoint, process.Id, mode)
     {
         public override ValueTask DisposeAsync() => process.DisposeAsync();
+    }
+}
+
+/// <summary>A NATS cluster started for a benchmark: its servers' client URLs.</summary>
+public sealed class NatsClusterProcesses(int[] clientPorts) : IAsyncDisposable
+{
+    internal List<ChildProcess> Processes { get; } = [];
+
+    public IReadOnlyList<string> Urls => [.. clientPorts.Select(p => $"nats://127.0.0.1:{p}")];
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var process in Processes)
+            await process.DisposeAsync();
     }
 }
 
@@ -206,8 +264,10 @@ internal sealed class ChildProcess : IAsyncDisposable
                 if (_recent.Count > 20)
                     _recent.Dequeue();
             }
-            if (line.Contains("warn", StringComparison.OrdinalIgnoreCase) || line.Contains("fail", StringComparison.OrdinalIgnoreCase)
+            // (A cluster's servers start one after another: a route to one not yet listening is retried by itself.)
+            if ((line.Contains("warn", StringComparison.OrdinalIgnoreCase) || line.Contains("fail", StringComparison.OrdinalIgnoreCase)
                 || line.Contains("[ERR]", StringComparison.Ordinal) || line.Contains("[WRN]", StringComparison.Ordinal))
+                && !line.Contains("Error trying to connect to route", StringComparison.Ordinal))
             {
                 lock (output)
                     output.WriteLine($"  {_name}: {line}");

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Nats;
 using Skymesh.Control.Bus.Ssmp;
 using Skymesh.Control.Setup;
 using Skymesh.Identity;
@@ -31,6 +32,9 @@ public sealed record ControlBenchOptions
     /// <summary>Neighbours each settled with at one receipt per second, each way.</summary>
     public int ReceiptNeighbours { get; init; } = 1000;
 
+    /// <summary>The buses path setup is measured over: <c>ssmp</c> (the embedded broker), <c>nats</c> (a three-server cluster), or both in one run.</summary>
+    public IReadOnlyList<string> Buses { get; init; } = ["ssmp"];
+
     public void Validate()
     {
         if (MaxHops is < 1 or > SetupRequest.MaxHops)
@@ -57,7 +61,15 @@ public static class ControlBench
         options.Validate();
         var c = CultureInfo.InvariantCulture;
         output.WriteLine(string.Format(c, "skymesh bench control: {0} CPUs ({1}), .NET {2}; broker, agents and tables in this process", Environment.ProcessorCount, ProcessProbe.CpuModel(), Environment.Version));
-        await SetupLatencyAsync(options, output, cancellationToken);
+        var results = new Dictionary<string, List<(int Hops, double P50, double P99)>>();
+        foreach (var bus in options.Buses)
+            results[bus] = await SetupLatencyAsync(options, bus, output, cancellationToken);
+        if (results.Count > 1 && results.TryGetValue("ssmp", out var ssmp) && results.TryGetValue("nats", out var nats))
+        {
+            output.WriteLine("path setup, NATS cluster / embedded SSMP broker, same run (p50, p99):");
+            foreach (var (a, b) in ssmp.Zip(nats))
+                output.WriteLine(string.Format(c, "  {0,2} hops: {1:0.00} / {2:0.00} ms = {3:0.00}x, {4:0.00} / {5:0.00} ms = {6:0.00}x", a.Hops, b.P50, a.P50, b.P50 / a.P50, b.P99, a.P99, b.P99 / a.P99));
+        }
         Receipts(options, output);
         if (options.IdleNodes > 0)
             await IdleTrafficAsync(options, output, cancellationToken);
@@ -73,9 +85,11 @@ public static class ControlBench
         return broker;
     }
 
-    private static async Task SetupLatencyAsync(ControlBenchOptions options, TextWriter output, CancellationToken cancellationToken)
+    private static async Task<List<(int Hops, double P50, double P99)>> SetupLatencyAsync(ControlBenchOptions options, string bus, TextWriter output, CancellationToken cancellationToken)
     {
-        await using var broker = StartBroker();
+        var measured = new List<(int, double, double)>();
+        await using var broker = bus == "ssmp" ? StartBroker() : null;
+        await using var cluster = bus == "nats" ? await BenchTarget.StartNatsClusterAsync(3, output, cancellationToken) : null;
         var count = options.MaxHops + 1;
         var keys = Enumerable.Range(0, count).Select(_ => NodeKey.Generate()).ToArray();
         var peers = new List<IControlBus>();
@@ -90,15 +104,21 @@ public static class ControlBench
                 if (i > 0)
                     links[keys[i - 1].Address] = 2;
                 var table = new ChainTable(links);
-                var peer = await SsmpControlBus.ConnectAsync("127.0.0.1", broker.LocalEndPoint.Port, keys[i], cancellationToken: cancellationToken);
+                // On NATS, consecutive hops sit on different servers of the cluster, so each request crosses a route.
+                IControlBus peer = cluster is not null
+                    ? await NatsControlBus.ConnectAsync([cluster.Urls[i % cluster.Urls.Count]], keys[i], cancellationToken: cancellationToken)
+                    : await SsmpControlBus.ConnectAsync("127.0.0.1", broker!.LocalEndPoint.Port, keys[i], cancellationToken: cancellationToken);
                 peers.Add(peer);
                 SetupService.Register(peer, new PathSetupHop(keys[i].Address, table) { MaxPathsPerSource = int.MaxValue });
                 sources[i] = new PathSetupSource(keys[i], table, new BusControlCaller(peer));
             }
             var nodes = keys.Select(k => k.Address).ToList();
+            // Warm up over the whole chain (on NATS this also waits until every server knows every node's subjects).
             for (var i = 0; i < 20; i++)
-                await sources[0].CloseAsync(await sources[0].SetupAsync(nodes[..2], 0, cancellationToken), cancellationToken);
-            output.WriteLine($"setup: {options.Setups} paths per hop count, set up then closed one at a time, source at one end of a chain of {count} agents");
+                await WarmUpAsync(sources[0], nodes, cancellationToken);
+            output.WriteLine(bus == "nats"
+                ? $"setup over a 3-server NATS cluster (hop i on server i mod 3; signed envelopes): {options.Setups} paths per hop count, set up then closed one at a time, source at one end of a chain of {count} agents"
+                : $"setup over the embedded SSMP broker (key logins): {options.Setups} paths per hop count, set up then closed one at a time, source at one end of a chain of {count} agents");
             for (var hops = 1; hops <= options.MaxHops; hops++)
             {
                 var times = new double[options.Setups];
@@ -109,9 +129,11 @@ public static class ControlBench
                     await sources[0].CloseAsync(path, cancellationToken);
                 }
                 Array.Sort(times);
+                measured.Add((hops, Percentile(times, 0.50), Percentile(times, 0.99)));
                 var line = new Dictionary<string, object>
                 {
                     ["bench"] = "control",
+                    ["bus"] = bus,
                     ["hops"] = hops,
                     ["setup_p50_ms"] = Math.Round(Percentile(times, 0.50), 3),
                     ["setup_p99_ms"] = Math.Round(Percentile(times, 0.99), 3),
@@ -126,6 +148,23 @@ public static class ControlBench
                 await peer.DisposeAsync();
             foreach (var key in keys)
                 key.Dispose();
+        }
+        return measured;
+    }
+
+    private static async Task WarmUpAsync(PathSetupSource source, List<NodeAddress> nodes, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await source.CloseAsync(await source.SetupAsync(nodes, 0, cancellationToken), cancellationToken);
+                return;
+            }
+            catch (PathSetupException) when (attempt < 50)
+            {
+                await Task.Delay(100, cancellationToken);
+            }
         }
     }
 

@@ -74,9 +74,14 @@ internal static class BenchCommand
         var setups = new Option<int>("--setups") { Description = "Paths set up (and closed) per hop count.", DefaultValueFactory = _ => defaults.Setups }.Within(1, 1_000_000);
         var idleNodes = new Option<int>("--idle-nodes") { Description = "Nodes of the idle mesh whose control traffic is measured; 0 skips it.", DefaultValueFactory = _ => defaults.IdleNodes }.Within(0, 100_000);
         var idleSeconds = new Option<double>("--idle-seconds") { Description = "Seconds the idle mesh is measured.", DefaultValueFactory = _ => defaults.IdleTime.TotalSeconds }.Within(0.1, 86_400, "seconds");
+        var bus = new Option<string>("--bus")
+        {
+            Description = "Measure path setup over ssmp (the embedded broker), nats (a three-server nats-server cluster the bench starts), or both, side by side in one run.",
+            DefaultValueFactory = _ => "ssmp",
+        }.AcceptOnly("ssmp", "nats", "both");
         var command = new Command("control", "Measure the control plane: path setup latency for 1..N hops (p50/p99) and an idle node's control traffic; one JSON line each.")
         {
-            maxHops, setups, idleNodes, idleSeconds,
+            maxHops, setups, idleNodes, idleSeconds, bus,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -89,6 +94,7 @@ internal static class BenchCommand
                 Setups = parse.GetValue(setups),
                 IdleNodes = parse.GetValue(idleNodes),
                 IdleTime = TimeSpan.FromSeconds(seconds),
+                Buses = parse.GetValue(bus) switch { "both" => ["ssmp", "nats"], var one => [one!] },
             };
             using var signals = CliSupport.UntilSignal(cancellationToken);
             try

@@ -13,7 +13,7 @@ internal static class FinderCommand
 {
     public static Command Create()
     {
-        var broker = new Option<string>("--broker") { Description = "The SSMP broker, host:port.", DefaultValueFactory = _ => "127.0.0.1:8787" };
+        var broker = new Option<string>("--broker") { Description = "The control bus: an SSMP broker (host:port) or a NATS cluster (nats://host:port[,nats://host:port…]).", DefaultValueFactory = _ => "127.0.0.1:8787" };
         var name = new Option<string>("--name") { Description = "The broker's name, which the key login signs.", DefaultValueFactory = _ => Ssmp.Broker.SsmpBrokerOptions.DefaultServerName };
         var dataDir = new Option<string>("--data-dir") { Description = "Where the finder keeps its key (finder.key, created on first run).", DefaultValueFactory = _ => "." };
         var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line summaries; 0 for none.", DefaultValueFactory = _ => 60 }.Within(0, 86_400, "seconds");
@@ -23,8 +23,12 @@ internal static class FinderCommand
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            if (!ServiceWire.TryParseTarget(parse.GetValue(broker)!, out var host, out var port))
-                throw new UsageException($"--broker: '{parse.GetValue(broker)}' is not host:port");
+            var where = parse.GetValue(broker)!;
+            var nats = Skymesh.Node.NodeOptions.NatsServers(where);
+            var host = "";
+            var port = 0;
+            if (nats is null && !ServiceWire.TryParseTarget(where, out host, out port))
+                throw new UsageException($"--broker: '{where}' is neither host:port nor nats://host:port[,nats://host:port…]");
             var every = parse.GetValue(statsInterval);
             if (every < 0 || !double.IsFinite(every))
                 throw new UsageException("--stats-interval must be 0 or a positive number of seconds.");
@@ -35,14 +39,16 @@ internal static class FinderCommand
             IControlBus bus;
             try
             {
-                bus = await SsmpControlBus.ConnectAsync(host, port, key, new SsmpControlBusOptions { ServerName = parse.GetValue(name)!, LoggerFactory = logging }, signals.Token);
+                bus = nats is not null
+                    ? await Skymesh.Control.Bus.Nats.NatsControlBus.ConnectAsync(nats, key, new Skymesh.Control.Bus.Nats.NatsControlBusOptions { LoggerFactory = logging }, signals.Token)
+                    : await SsmpControlBus.ConnectAsync(host, port, key, new SsmpControlBusOptions { ServerName = parse.GetValue(name)!, LoggerFactory = logging }, signals.Token);
             }
             catch (ControlBusException e)
             {
-                throw new InvalidOperationException($"Cannot log into the SSMP broker at {host}:{port}: {e.Message}", e);
+                throw new InvalidOperationException($"Cannot join the control bus at {where}: {e.Message}", e);
             }
             await using var finder = await RouteFinderService.StartAsync(bus, cancellationToken: signals.Token);
-            Console.WriteLine($"route finder {key.Address} on the broker at {host}:{port}; nodes set \"finder\": \"{key.Address}\" in node.json to use it");
+            Console.WriteLine($"route finder {key.Address} on the control bus {bus.Describe}; nodes set \"finder\": \"{key.Address}\" in node.json to use it");
             try
             {
                 while (!signals.Token.IsCancellationRequested)

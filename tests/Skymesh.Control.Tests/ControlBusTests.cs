@@ -50,7 +50,8 @@ public sealed class ControlBusTests(NatsClusterFixture nats) : IAsyncDisposable,
         return connected;
     }
 
-    private static async Task<T> NextAsync<T>(IControlBus bus, Func<T, bool>? match = null)
+    /// <summary>The next event of type <typeparamref name="T"/> (matching <paramref name="match"/>) the bus delivers, within the bound.</summary>
+    internal static async Task<T> NextAsync<T>(IControlBus bus, Func<T, bool>? match = null)
         where T : BusEvent
     {
         using var bounded = CancellationTokenSource.CreateLinkedTokenSource(Ct);

@@ -864,9 +864,12 @@ public sealed class DemoTests
         Assert.Contains("via E:", output, StringComparison.Ordinal);
         Assert.Contains("forward failures: 0", output, StringComparison.Ordinal);
         Assert.Contains("Carried all", output, StringComparison.Ordinal);
-        // Relays were paid: signed receipts crossed the broker and B's ledger balance rose.
-        var settlement = output.Split('\n').Single(l => l.StartsWith("Settlement:", StringComparison.Ordinal));
-        Assert.Matches(@"B \+[1-9]", settlement);
+        // Relays were paid: signed receipts crossed between neighbours, B's ledger balance rose, and the net positions
+        // by receipts add up to nothing (every receipt is one node's debit and another's credit).
+        var settlement = output.Split('\n').Single(l => l.StartsWith("  net by receipts:", StringComparison.Ordinal));
+        Assert.Matches(@"settled on the relays' ledgers: B \+[1-9]", settlement);
+        Assert.Matches(@"A -[1-9]", settlement);
+        Assert.Contains("(sum 0)", settlement, StringComparison.Ordinal);
         Assert.DoesNotContain("fail:", output, StringComparison.Ordinal);
     }
 

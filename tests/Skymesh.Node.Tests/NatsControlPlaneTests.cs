@@ -48,6 +48,8 @@ public sealed class NatsControlPlaneTests : MeshWithBroker
             }
         }
         Assert.Equal(nodes[1].Address, back.Via);
+        // The path opened before the server died still carries pings.
+        Assert.True((await nodes[0].Client.PingAsync(nodes[2].Address, cancellationToken: Ct)).RttMicroseconds > 0);
         Assert.True((await nodes[2].Client.PingAsync(nodes[0].Address, cancellationToken: Ct)).RttMicroseconds > 0);
     }
 }

@@ -200,8 +200,17 @@ public sealed partial class NatsControlBus : IControlBus
                 {
                     await foreach (var msg in sub.Msgs.ReadAllAsync(_stop.Token))
                     {
-                        if (Open(msg) is { } envelope)
+                        if (Open(msg) is not { } envelope)
+                            continue;
+                        try
+                        {
                             await handle(msg, envelope);
+                        }
+                        catch (Exception e) when (e is NatsException or ObjectDisposedException or ControlBusException)
+                        {
+                            // An answer or a heartbeat that could not go out: the reader goes on.
+                            Log.ReplyFailed(_logger, msg.Subject, e.Message);
+                        }
                     }
                 }
                 catch (Exception e) when (e is OperationCanceledException or ChannelClosedException)
@@ -209,7 +218,14 @@ public sealed partial class NatsControlBus : IControlBus
                 }
                 finally
                 {
-                    await sub.DisposeAsync();
+                    try
+                    {
+                        await sub.DisposeAsync();
+                    }
+                    catch (Exception e) when (e is ObjectDisposedException or NatsException)
+                    {
+                        // The connection went first.
+                    }
                 }
             }));
     }
@@ -535,7 +551,7 @@ public sealed partial class NatsControlBus : IControlBus
                 if (_nats.ConnectionState == NatsConnectionState.Open)
                     await SayAsync(EnvelopeKind.Left, topic, CancellationToken.None);
             }
-            catch (NatsException)
+            catch (Exception e) when (e is NatsException or OperationCanceledException or ObjectDisposedException)
             {
             }
         }
@@ -545,17 +561,19 @@ public sealed partial class NatsControlBus : IControlBus
             if (topics.Length > 0 && _nats.ConnectionState == NatsConnectionState.Open)
                 await _nats.PingAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(2), _time);
         }
-        catch (Exception e) when (e is NatsException or TimeoutException)
+        catch (Exception e) when (e is NatsException or TimeoutException or OperationCanceledException or ObjectDisposedException)
         {
+            // No server to say goodbye to: watchers will miss the heartbeats instead.
         }
         await _stop.CancelAsync();
         _nats.ConnectionDisconnected -= OnDisconnected;
         _nats.ConnectionOpened -= OnOpened;
-        await _nats.DisposeAsync();
+        // The readers end (and drop their subscriptions) while the connection is still there, then it closes.
         Task[] pumps;
         lock (_lock)
             pumps = [.. _pumps, _heartbeat, _watch];
         await Task.WhenAll(pumps);
+        await _nats.DisposeAsync();
         _events.Writer.TryComplete();
         _stop.Dispose();
         _state = BusState.Closed;
