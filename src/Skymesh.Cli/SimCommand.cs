@@ -23,15 +23,20 @@ internal static class SimCommand
         var limit = new Option<double>("--limit-seconds") { Description = "Virtual seconds the cold start may take.", DefaultValueFactory = _ => defaults.Limit.TotalSeconds }.Within(1, 10_000_000);
         var idle = new Option<double>("--idle-seconds") { Description = "Virtual seconds of idle mesh over which control traffic is measured.", DefaultValueFactory = _ => defaults.IdleWindow.TotalSeconds }.Within(0, 1_000_000);
         var plot = new Option<string?>("--plot") { Description = "Also draw reachability and control traffic over virtual time into this SVG file." };
-        var scenario = new Option<string>("--scenario") { Description = "What happens: cold-start; link-failures (after the cold start, one link of each path set up is cut at once); concurrent-setups (every path asked for at one instant).", DefaultValueFactory = _ => "cold-start" };
+        var scenario = new Option<string>("--scenario")
+        {
+            Description = "What happens after the cold start: nothing more (cold-start); link-failures (one link of each path set up is cut at once); concurrent-setups (every path asked for at one instant); partition (the links between the two halves cut, then mended); churn (nodes leave and come back at --churn-rate).",
+            DefaultValueFactory = _ => "cold-start",
+        }.AcceptOnly("cold-start", "link-failures", "concurrent-setups", "partition", "churn");
+        var churnRate = new Option<double>("--churn-rate") { Description = "churn: nodes leaving per second of virtual time (each back after 10 s).", DefaultValueFactory = _ => defaults.ChurnRate }.Within(0.01, 10_000);
+        var churnSeconds = new Option<double>("--churn-seconds") { Description = "churn: virtual seconds nodes come and go.", DefaultValueFactory = _ => defaults.ChurnTime.TotalSeconds }.Within(1, 86_400);
+        var partitionSeconds = new Option<double>("--partition-seconds") { Description = "partition: virtual seconds the halves stay apart.", DefaultValueFactory = _ => defaults.PartitionTime.TotalSeconds }.Within(1, 86_400);
         var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")
         {
-            nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario, plot,
+            nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario, churnRate, churnSeconds, partitionSeconds, plot,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            if (parse.GetValue(scenario) is not ("cold-start" or "link-failures" or "concurrent-setups"))
-                throw new UsageException($"--scenario: \"{parse.GetValue(scenario)}\" is not a scenario this version runs (cold-start, link-failures, concurrent-setups).");
             var count = parse.GetValue(nodes);
             if (count < 2)
                 throw new UsageException("--nodes must be at least 2.");
@@ -65,6 +70,9 @@ internal static class SimCommand
                 Limit = TimeSpan.FromSeconds(parse.GetValue(limit)),
                 IdleWindow = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(idle))),
                 Scenario = parse.GetValue(scenario)!,
+                ChurnRate = parse.GetValue(churnRate),
+                ChurnTime = TimeSpan.FromSeconds(parse.GetValue(churnSeconds)),
+                PartitionTime = TimeSpan.FromSeconds(parse.GetValue(partitionSeconds)),
             };
             var report = await ColdStart.RunAsync(options, line => Console.Error.WriteLine(line));
             if (parse.GetValue(plot) is { } svg)
@@ -76,6 +84,10 @@ internal static class SimCommand
             Console.WriteLine($"path setup p50 / p99         {Num(report.SetupP50Ms, "0.0")} ms / {Num(report.SetupP99Ms, "0.0")} ms (virtual), stretch {Num(report.StretchMean, "0.00")}");
             if (report.Repaired is { } share)
                 Console.WriteLine($"paths repaired after a cut   {share:P0}, p50 / p99 {Num(report.RepairP50Ms, "0.0")} ms / {Num(report.RepairP99Ms, "0.0")} ms (virtual)");
+            if (report.PartitionReachability is { } apart)
+                Console.WriteLine($"partition                    reachability fell to {apart:P1}; mended, back to 99 % of before in {Num(report.HealSeconds, "0.00")} s (virtual)");
+            if (report.ChurnReachabilityMean is { } churn)
+                Console.WriteLine($"churn                        reachable pairs (both ends up) mean {churn:P1}, lowest {report.ChurnReachabilityMin:P1}; real path setups {Num(report.ChurnSetupSuccess * 100, "0")} % succeeded");
             Console.WriteLine($"idle control traffic         {report.ControlBytesPerNodePerSec:N0} bytes/s per node");
             Console.WriteLine($"memory                       {report.MemoryBytesPerNode / 1024.0:N0} KiB per node (managed heap, whole process)");
             Console.WriteLine($"real time                    {report.RealSeconds:0.0} s");
@@ -98,6 +110,11 @@ internal static class SimCommand
                 ["repaired"] = report.Repaired is { } repaired ? Math.Round(repaired, 4) : null,
                 ["set_up"] = report.SetUp is { } setUp ? Math.Round(setUp, 4) : null,
                 ["stretch_mean"] = report.StretchMean is { } s ? Math.Round(s, 3) : null,
+                ["partition_reachability"] = report.PartitionReachability is { } pr ? Math.Round(pr, 4) : null,
+                ["heal_seconds"] = report.HealSeconds is { } hs ? Math.Round(hs, 3) : null,
+                ["churn_reachability_mean"] = report.ChurnReachabilityMean is { } cm ? Math.Round(cm, 4) : null,
+                ["churn_reachability_min"] = report.ChurnReachabilityMin is { } cmin ? Math.Round(cmin, 4) : null,
+                ["churn_setup_success"] = report.ChurnSetupSuccess is { } cs ? Math.Round(cs, 4) : null,
                 ["control_bytes_per_node_per_sec"] = Math.Round(report.ControlBytesPerNodePerSec, 1),
                 ["memory_bytes_per_node"] = report.MemoryBytesPerNode,
                 ["real_seconds"] = Math.Round(report.RealSeconds, 2),

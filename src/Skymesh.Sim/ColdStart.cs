@@ -45,6 +45,17 @@ public sealed record SimOptions
     /// <c>concurrent-setups</c> (every path is asked for at the same instant).
     /// </summary>
     public string Scenario { get; init; } = "cold-start";
+
+    /// <summary>Partition: how long the two halves stay apart before the links between them are mended.</summary>
+    public TimeSpan PartitionTime { get; init; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>Churn: nodes that leave (all their links cut) per second of virtual time; each comes back after <see cref="ChurnDowntime"/>.</summary>
+    public double ChurnRate { get; init; } = 1;
+
+    public TimeSpan ChurnDowntime { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Churn: how long nodes come and go.</summary>
+    public TimeSpan ChurnTime { get; init; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>One sample of a run: at a virtual instant, the share of sampled pairs that can open a path, and control bytes so far.</summary>
@@ -68,6 +79,18 @@ public sealed record SimReport(
 
     /// <summary>Concurrent setups: the share of the paths asked for at one instant that were set up.</summary>
     public double? SetUp { get; init; }
+
+    /// <summary>Partition: the lowest reachability while the halves were apart, and the virtual seconds from the mend back to 99 % of what it was before.</summary>
+    public double? PartitionReachability { get; init; }
+
+    public double? HealSeconds { get; init; }
+
+    /// <summary>Churn: reachability among pairs whose both ends were up, sampled each second (mean and lowest), and the share of real path setups between such pairs that succeeded.</summary>
+    public double? ChurnReachabilityMean { get; init; }
+
+    public double? ChurnReachabilityMin { get; init; }
+
+    public double? ChurnSetupSuccess { get; init; }
 }
 
 /// <summary>
@@ -212,6 +235,106 @@ public static class ColdStart
             progress?.Invoke($"{repaired.Count} of {kept.Count} paths repaired after their link was cut");
         }
 
+        // Partition: the links between the two halves (by node number) are cut at once, then mended.
+        double? partitionReach = null, healSeconds = null;
+        if (options.Scenario == "partition")
+        {
+            var whole = Reachability();
+            var half = nodes / 2;
+            var crossing = links.Where(l => l.A < half != l.B < half).ToList();
+            foreach (var (a, b) in crossing)
+                mesh.Cut(a, b);
+            partitionReach = whole;
+            for (var apart = TimeSpan.Zero; apart < options.PartitionTime; apart += options.SampleEvery)
+            {
+                mesh.RunFor(options.SampleEvery);
+                partitionReach = Math.Min(partitionReach.Value, Reachability());
+            }
+            progress?.Invoke($"partition: {crossing.Count} links cut; reachability fell from {whole:P1} to {partitionReach:P1}");
+            // From the moment the links are mended: their handshakes, the announcements, the graphs.
+            var mended = mesh.Time.Elapsed;
+            mesh.Heal(crossing);
+            mesh.RunUntil(() => Reachability() >= 0.99 * whole, options.Limit);
+            if (Reachability() >= 0.99 * whole)
+                healSeconds = (mesh.Time.Elapsed - mended).TotalSeconds;
+            progress?.Invoke($"partition mended: {(healSeconds is { } h ? $"back to 99 % of before in {h:0.00} s" : "not back within the limit")}");
+        }
+
+        // Churn: every second some nodes leave (every link cut) and those gone long enough come back.
+        double? churnMean = null, churnMin = null, churnSetups = null;
+        if (options.Scenario == "churn")
+        {
+            var down = new Dictionary<int, (TimeSpan Back, List<(int, int)> Links)>();
+            var cutLinks = new HashSet<(int, int)>();
+            var reach = new List<double>();
+            int tried = 0, opened = 0;
+            var carry = 0.0;
+            for (var t = TimeSpan.Zero; t < options.ChurnTime; t += TimeSpan.FromSeconds(1))
+            {
+                foreach (var (node, (back, theirs)) in down.Where(d => d.Value.Back <= t).ToList())
+                {
+                    down.Remove(node);
+                    var mend = theirs.Where(l => !down.ContainsKey(l.Item1) && !down.ContainsKey(l.Item2)).ToList();
+                    foreach (var l in mend)
+                        cutLinks.Remove(l);
+                    mesh.Heal(mend);
+                }
+                carry += options.ChurnRate;
+                for (; carry >= 1; carry--)
+                {
+                    var node = random.Next(nodes);
+                    if (down.ContainsKey(node))
+                        continue;
+                    var theirs = links.Where(l => (l.A == node || l.B == node) && !cutLinks.Contains(l)).ToList();
+                    foreach (var (a, b) in theirs)
+                    {
+                        mesh.Cut(a, b);
+                        cutLinks.Add((a, b));
+                    }
+                    down[node] = (t + options.ChurnDowntime, links.Where(l => l.A == node || l.B == node).ToList());
+                }
+                mesh.RunFor(TimeSpan.FromSeconds(1));
+                var live = pairs.Where(p => !down.ContainsKey(p.Item1) && !down.ContainsKey(p.Item2)).ToList();
+                if (live.Count > 0)
+                {
+                    reach.Add(live.Count(p =>
+                    {
+                        try
+                        {
+                            GraphOf(p.Item1).FindPath(addresses[p.Item1], addresses[p.Item2], query);
+                            return true;
+                        }
+                        catch (NoRouteException)
+                        {
+                            return false;
+                        }
+                    }) / (double)live.Count);
+                    // One real path setup a second between a pair that is up, then closed.
+                    var (from, to) = live[random.Next(live.Count)];
+                    if (mesh.Nodes[from].Agent is { } agent)
+                    {
+                        tried++;
+                        try
+                        {
+                            var path = mesh.Run(() => agent.OpenPathAsync(addresses[to], query, CancellationToken.None), TimeSpan.FromSeconds(10));
+                            opened++;
+                            mesh.Run(() => agent.ClosePathAsync(path.Id, CancellationToken.None), TimeSpan.FromSeconds(10));
+                        }
+                        catch (Exception e) when (e is Node.NodeRequestException or TimeoutException or NoRouteException)
+                        {
+                        }
+                    }
+                }
+                progress?.Invoke($"churn {t.TotalSeconds + 1,4:0} s: {down.Count} nodes away, reachable {(reach.Count > 0 ? reach[^1] : 0),6:P1}, setups {opened}/{tried}");
+            }
+            // Everyone comes back before the idle window.
+            var rest = down.Values.SelectMany(d => d.Links).Distinct().Where(cutLinks.Contains).ToList();
+            mesh.Heal(rest);
+            churnMean = reach.Count == 0 ? null : reach.Average();
+            churnMin = reach.Count == 0 ? null : reach.Min();
+            churnSetups = tried == 0 ? null : opened / (double)tried;
+        }
+
         // The idle mesh's control traffic.
         var before = mesh.Bus.BytesDelivered;
         var step = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerSecond, options.IdleWindow.Ticks / 12));
@@ -232,6 +355,11 @@ public static class ColdStart
             RepairP99Ms = Percentile(repairMs, 0.99),
             Repaired = kept.Count == 0 ? null : repairMs.Count / (double)kept.Count,
             SetUp = options.Scenario == "concurrent-setups" ? concurrentSetups / (double)Math.Max(1, Math.Min(options.Setups, pairs.Count)) : null,
+            PartitionReachability = partitionReach,
+            HealSeconds = healSeconds,
+            ChurnReachabilityMean = churnMean,
+            ChurnReachabilityMin = churnMin,
+            ChurnSetupSuccess = churnSetups,
         };
     }
 

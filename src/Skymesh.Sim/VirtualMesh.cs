@@ -171,6 +171,15 @@ public sealed class VirtualMesh : IAsyncDisposable
         }, TimeSpan.FromSeconds(1));
     }
 
+    /// <summary>Mends cut links: frames flow again and each pair links anew (the handshakes run at the same instant).</summary>
+    public void Heal(IReadOnlyCollection<(int A, int B)> pairs)
+    {
+        foreach (var (a, b) in pairs)
+            Links.SetCut(EndPointOf(a), EndPointOf(b), cut: false);
+        if (pairs.Count > 0)
+            LinkAll(pairs);
+    }
+
     /// <summary>Runs <paramref name="work"/> on the mesh's thread and moves the clock until it completes (within <paramref name="limit"/> of virtual time).</summary>
     public T Run<T>(Func<Task<T>> work, TimeSpan limit)
     {

@@ -57,6 +57,40 @@ public sealed class ColdStartTests
         Assert.Equal(40, report.SetupP99Ms);
     }
 
+    [Fact]
+    public async Task A_partition_cuts_the_pairs_across_it_and_the_mesh_heals_once_it_is_mended()
+    {
+        var options = new SimOptions
+        {
+            Nodes = 36, Topology = "grid", Seed = 5, SampledPairs = 100, Setups = 0, Scenario = "partition",
+            PartitionTime = TimeSpan.FromSeconds(10), IdleWindow = TimeSpan.FromSeconds(1),
+        };
+        var report = await ColdStart.RunAsync(options);
+        // About half the sampled pairs straddle the cut: they become unreachable, the rest stay reachable.
+        Assert.InRange(report.PartitionReachability!.Value, 0.2, 0.8);
+        // Once the links are mended, the mesh is whole again within a few announcements.
+        Assert.NotNull(report.HealSeconds);
+        Assert.True(report.HealSeconds < 5, $"healed after {report.HealSeconds} s");
+        Assert.Equal(1.0, report.Reachability);
+        // The same seed, the same run.
+        var again = await ColdStart.RunAsync(options);
+        Assert.Equal((report.PartitionReachability, report.HealSeconds), (again.PartitionReachability, again.HealSeconds));
+    }
+
+    [Fact]
+    public async Task Under_churn_the_pairs_that_are_up_stay_reachable_and_their_paths_are_set_up()
+    {
+        var report = await ColdStart.RunAsync(new SimOptions
+        {
+            Nodes = 60, Topology = "powerlaw", Seed = 6, SampledPairs = 100, Setups = 0, Scenario = "churn",
+            ChurnRate = 1, ChurnTime = TimeSpan.FromSeconds(15), IdleWindow = TimeSpan.FromSeconds(1),
+        });
+        Assert.True(report.ChurnReachabilityMean > 0.9, $"mean reachability {report.ChurnReachabilityMean} under churn");
+        Assert.True(report.ChurnSetupSuccess > 0.8, $"{report.ChurnSetupSuccess} of setups succeeded under churn");
+        // Everyone is back at the end.
+        Assert.Equal(1.0, report.Reachability);
+    }
+
     [Theory]
     [InlineData("line")]
     [InlineData("ring")]
