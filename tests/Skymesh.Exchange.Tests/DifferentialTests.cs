@@ -15,6 +15,17 @@ public sealed class DifferentialTests
 
     private static readonly MarketSpec Market = new("SKY/BTC", "SKY", "BTC", LotSize: 100, TickSize: 5, MinNotional: 1000, MakerFeePpm: 200, TakerFeePpm: 500);
 
+    /// <summary>Commands of the long run bench/exchange-differential.sh asks for (100,000,000 there); none in the suite.</summary>
+    public const string LongRunVariable = "SKYMESH_DIFFERENTIAL_COMMANDS";
+
+    [Fact]
+    public void The_long_differential_run_of_the_bench_agrees_too()
+    {
+        if (!int.TryParse(Environment.GetEnvironmentVariable(LongRunVariable), out var commands) || commands <= 0)
+            Assert.Skip($"the long run is bench/exchange-differential.sh (it sets {LongRunVariable})");
+        The_engine_and_a_simple_reference_agree_on_every_event_book_and_balance(3, commands);
+    }
+
     [Theory]
     [InlineData(1, 1_000_000)]
     [InlineData(2, 200_000)]
