@@ -145,7 +145,9 @@ public sealed class HelloFloodTests
             var link = await c.ConnectAsync(cNic, bNic.LocalEndPoint, b.Address, Ct).WaitAsync(TimeSpan.FromSeconds(20), Ct);
             Assert.Equal(LinkState.Up, link.State);
             Assert.Equal(b.Address, link.Peer);
-            Assert.True(TimeProvider.System.GetElapsedTime(started) < TimeSpan.FromSeconds(5), $"linked after {TimeProvider.System.GetElapsedTime(started)}");
+            // Within its own Hello retries, clear of the 10 s timeout that the flood would otherwise run it into (on a
+            // two-core machine whose other core sends the flood, a retry or two is normal: 2–6 s seen).
+            Assert.True(TimeProvider.System.GetElapsedTime(started) < TimeSpan.FromSeconds(8), $"linked after {TimeProvider.System.GetElapsedTime(started)}");
             Assert.True(b.CookiesSent > 1000, $"{b.CookiesSent} cookies");
             // The node's end is up too, and nothing the flood sent took a link.
             Assert.Equal(kc.Address, (await bUp.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Peer);
