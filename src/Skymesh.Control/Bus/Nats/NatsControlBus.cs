@@ -54,7 +54,6 @@ public sealed partial class NatsControlBus : IControlBus
     private readonly ReplayGuard _replays;
     private readonly AnswerCache _answers;
     private readonly Task _heartbeat;
-    private readonly Task _watch;
     private long _unproven;
     private long _dropped;
     private long _nextRequest;
@@ -80,26 +79,11 @@ public sealed partial class NatsControlBus : IControlBus
         _nextRequest = BinaryPrimitives.ReadInt64BigEndian(RandomNumberGenerator.GetBytes(8)) & long.MaxValue;
         _events = Channel.CreateBounded<BusEvent>(new BoundedChannelOptions(65_536) { FullMode = BoundedChannelFullMode.DropWrite },
             _ => Interlocked.Increment(ref _dropped));
+        _heartbeat = Background.Run(HeartbeatAsync);
+        // Every disconnection and every reconnection, however short: after one the far side may have forgotten
+        // this node, and the agent announces again.
         _nats.ConnectionDisconnected += OnDisconnected;
         _nats.ConnectionOpened += OnOpened;
-        _heartbeat = Background.Run(HeartbeatAsync);
-        _watch = Background.Run(WatchStateAsync);
-    }
-
-    /// <summary>Follows the connection's state (its events alone are not enough to see every reconnect) every quarter second.</summary>
-    private async Task WatchStateAsync()
-    {
-        try
-        {
-            while (!_stop.IsCancellationRequested)
-            {
-                await Task.Delay(TimeSpan.FromMilliseconds(250), _time, _stop.Token);
-                await SetState(_nats.ConnectionState == NatsConnectionState.Open ? BusState.Connected : BusState.Reconnecting);
-            }
-        }
-        catch (OperationCanceledException)
-        {
-        }
     }
 
     public NodeAddress Self { get; }
@@ -145,16 +129,19 @@ public sealed partial class NatsControlBus : IControlBus
             await nats.DisposeAsync();
             throw new ControlBusException(ControlBusException.Unavailable, $"cannot reach the NATS servers {string.Join(", ", urls)}: {e.Message}", e);
         }
-        var bus = new NatsControlBus(nats, key, $"nats://{string.Join(',', urls.Select(u => u.Replace("nats://", "", StringComparison.Ordinal)))}", options);
+        var bus = new NatsControlBus(nats, key, DescribeServers(urls), options);
         await bus.StartAsync(cancellationToken);
         return bus;
     }
+
+    /// <summary>The servers, for people: <c>nats://h1:4222,h2:4222</c>.</summary>
+    internal static string DescribeServers(IReadOnlyList<string> urls) =>
+        $"nats://{string.Join(',', urls.Select(u => u.Replace("nats://", "", StringComparison.OrdinalIgnoreCase)))}";
 
     private async Task StartAsync(CancellationToken cancellationToken)
     {
         var self = Self.ToString();
         await ListenAsync($"{_prefix}.n.{self}", OnDirectAsync, cancellationToken);
-        await _nats.PingAsync(cancellationToken);
         // Requests run side by side (a slow handler must not hold up the rest), up to a bound.
         await ListenAsync($"{_prefix}.r.{self}.*", (msg, e) =>
         {
@@ -176,6 +163,8 @@ public sealed partial class NatsControlBus : IControlBus
             });
             return Task.CompletedTask;
         }, cancellationToken);
+        // The server has both subscriptions once it answers a ping.
+        await _nats.PingAsync(cancellationToken);
     }
 
     private string Topic(string topic) => $"{_prefix}.t.{topic}";
@@ -260,7 +249,27 @@ public sealed partial class NatsControlBus : IControlBus
         bool first;
         lock (_lock)
             first = _memberOf.Add(topic);
-        await RunAsync(async () =>
+        var newWatch = false;
+        try
+        {
+            await SubscribeCoreAsync(topic, first, watchMembers, () => newWatch = true, cancellationToken);
+        }
+        catch
+        {
+            // Not a member after all (a later call tries again from the start).
+            lock (_lock)
+            {
+                if (first)
+                    _memberOf.Remove(topic);
+                if (newWatch)
+                    _watched.Remove(topic);
+            }
+            throw;
+        }
+    }
+
+    private Task SubscribeCoreAsync(string topic, bool first, bool watchMembers, Action watching, CancellationToken cancellationToken) =>
+        RunAsync(async () =>
         {
             if (first)
             {
@@ -281,6 +290,7 @@ public sealed partial class NatsControlBus : IControlBus
                     newWatch = _watched.TryAdd(topic, []);
                 if (newWatch)
                 {
+                    watching();
                     await ListenAsync(Members(topic), (_, e) => OnMemberAsync(topic, e), cancellationToken);
                     var who = Who(topic);
                     await _nats.PublishAsync(who, Seal(EnvelopeKind.Who, who, default), cancellationToken: cancellationToken);
@@ -291,7 +301,6 @@ public sealed partial class NatsControlBus : IControlBus
             // The server has the subscriptions once it answers a ping (other servers of the cluster learn them a moment later).
             await _nats.PingAsync(cancellationToken);
         });
-    }
 
     private Task SayAsync(EnvelopeKind kind, string topic, CancellationToken cancellationToken)
     {
@@ -415,13 +424,9 @@ public sealed partial class NatsControlBus : IControlBus
             {
                 throw new ControlBusException(ControlBusException.Timeout, $"{to} did not answer {method} within {options.Attempts} attempts of {options.AttemptTimeout.TotalSeconds:0.#} s", e);
             }
-            catch (NatsNoRespondersException e)
+            catch (Exception e) when (Translate(e, to) is { } failure)
             {
-                throw new ControlBusException(ControlBusException.NotFound, $"{to} is not on the bus", e);
-            }
-            catch (Exception e) when (e is NatsException or ObjectDisposedException)
-            {
-                throw new ControlBusException(ControlBusException.Unavailable, e.Message, e);
+                throw failure;
             }
             // The answer must be signed by the node asked, on this caller's reply subject.
             if (Open(reply) is not { Kind: EnvelopeKind.Reply } answer || answer.From != to || answer.Payload.Length < 10
@@ -440,15 +445,21 @@ public sealed partial class NatsControlBus : IControlBus
         _handlers[method] = handler;
     }
 
+    /// <summary>An answer's payload: the request id, a status (0 for success) and the result or the reason.</summary>
+    private static byte[] Answer(long id, ushort status, ReadOnlySpan<byte> body)
+    {
+        var answer = new byte[10 + body.Length];
+        BinaryPrimitives.WriteInt64BigEndian(answer, id);
+        BinaryPrimitives.WriteUInt16BigEndian(answer.AsSpan(8), status);
+        body.CopyTo(answer.AsSpan(10));
+        return answer;
+    }
+
     private Task ReplyAsync(NatsMsg<byte[]> msg, OpenedEnvelope e, int status, string reason)
     {
         if (e.Kind != EnvelopeKind.Request || msg.ReplyTo is not { } replyTo || e.Payload.Length < 8)
             return Task.CompletedTask;
-        var text = System.Text.Encoding.UTF8.GetBytes(reason);
-        var answer = new byte[10 + text.Length];
-        e.Payload.Span[..8].CopyTo(answer);
-        BinaryPrimitives.WriteUInt16BigEndian(answer.AsSpan(8), (ushort)status);
-        text.CopyTo(answer.AsSpan(10));
+        var answer = Answer(BinaryPrimitives.ReadInt64BigEndian(e.Payload.Span), (ushort)status, System.Text.Encoding.UTF8.GetBytes(reason));
         return _nats.PublishAsync(replyTo, Seal(EnvelopeKind.Reply, replyTo, answer), cancellationToken: _stop.Token).AsTask();
     }
 
@@ -477,24 +488,26 @@ public sealed partial class NatsControlBus : IControlBus
                 {
                     (status, result) = ((ushort)failure.Status, System.Text.Encoding.UTF8.GetBytes(failure.Message));
                 }
-                catch (Exception failure) when (failure is not OperationCanceledException)
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception failure)
                 {
                     Log.HandlerFailed(_logger, method, failure);
                     (status, result) = (ControlBusException.HandlerFailed, System.Text.Encoding.UTF8.GetBytes($"{method} failed"));
                 }
             }
-            answer = new byte[10 + result.Length];
-            BinaryPrimitives.WriteInt64BigEndian(answer, id);
-            BinaryPrimitives.WriteUInt16BigEndian(answer.AsSpan(8), status);
-            result.Span.CopyTo(answer.AsSpan(10));
+            answer = Answer(id, status, result.Span);
             _answers.Add(e.From, id, answer, NowMs + 60_000);
         }
         try
         {
             await _nats.PublishAsync(replyTo, Seal(EnvelopeKind.Reply, replyTo, answer), cancellationToken: _stop.Token);
         }
-        catch (NatsException failure)
+        catch (Exception failure) when (failure is NatsException or ObjectDisposedException or OperationCanceledException)
         {
+            // The caller retries, or the bus is closing.
             Log.ReplyFailed(_logger, method, failure.Message);
         }
     }
@@ -505,19 +518,20 @@ public sealed partial class NatsControlBus : IControlBus
         {
             await operation();
         }
-        catch (NatsNoRespondersException e)
+        catch (Exception e) when (Translate(e, to) is { } failure)
         {
-            throw new ControlBusException(ControlBusException.NotFound, $"{to} is not on the bus", e);
-        }
-        catch (NatsNoReplyException e)
-        {
-            throw new ControlBusException(ControlBusException.Timeout, e.Message, e);
-        }
-        catch (Exception e) when (e is NatsException or ObjectDisposedException or IOException)
-        {
-            throw new ControlBusException(ControlBusException.Unavailable, e.Message, e);
+            throw failure;
         }
     }
+
+    /// <summary>A NATS client failure as the bus reports it: 404 nobody there, 408 no answer, 503 the bus is away; null for anything else.</summary>
+    private static ControlBusException? Translate(Exception e, NodeAddress? to) => e switch
+    {
+        NatsNoRespondersException => new ControlBusException(ControlBusException.NotFound, $"{to} is not on the bus", e),
+        NatsNoReplyException => new ControlBusException(ControlBusException.Timeout, e.Message, e),
+        NatsException or ObjectDisposedException or IOException => new ControlBusException(ControlBusException.Unavailable, e.Message, e),
+        _ => null,
+    };
 
     private ValueTask OnDisconnected(object? sender, NatsEventArgs args) => SetState(BusState.Reconnecting);
 
@@ -571,7 +585,7 @@ public sealed partial class NatsControlBus : IControlBus
         // The readers end (and drop their subscriptions) while the connection is still there, then it closes.
         Task[] pumps;
         lock (_lock)
-            pumps = [.. _pumps, _heartbeat, _watch];
+            pumps = [.. _pumps, _heartbeat];
         await Task.WhenAll(pumps);
         await _nats.DisposeAsync();
         _events.Writer.TryComplete();
@@ -662,7 +676,7 @@ public sealed partial class NatsControlBus : IControlBus
 /// <summary>Connects nodes to a NATS cluster through any of its servers.</summary>
 public sealed class NatsBusConnector(IReadOnlyList<string> urls, NatsControlBusOptions? options = null) : IControlBusConnector
 {
-    public string Describe => $"nats://{string.Join(',', urls.Select(u => u.Replace("nats://", "", StringComparison.Ordinal)))}";
+    public string Describe => NatsControlBus.DescribeServers(urls);
 
     public async Task<IControlBus> ConnectAsync(NodeKey key, CancellationToken cancellationToken) =>
         await NatsControlBus.ConnectAsync(urls, key, options, cancellationToken);
