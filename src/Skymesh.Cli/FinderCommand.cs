@@ -2,9 +2,8 @@ using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Skymesh.Control.Topology;
 using Skymesh.Identity;
-using Skymesh.Mesh.Apps;
 using Skymesh.Control.Bus;
-using Skymesh.Control.Bus.Ssmp;
+using Skymesh.Node.Hosting;
 
 namespace Skymesh.Cli;
 
@@ -24,24 +23,17 @@ internal static class FinderCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var where = parse.GetValue(broker)!;
-            var nats = Skymesh.Node.NodeOptions.NatsServers(where);
-            var host = "";
-            var port = 0;
-            if (nats is null && !ServiceWire.TryParseTarget(where, out host, out port))
-                throw new UsageException($"--broker: '{where}' is neither host:port nor nats://host:port[,nats://host:port…]");
+            using var logging = CliSupport.Logging(LogLevel.Information);
+            var connector = ControlBusConnectors.For(where, parse.GetValue(name)!, logging: logging)
+                ?? throw new UsageException($"--broker: '{where}' is neither host:port nor nats://host:port[,nats://host:port…]");
             var every = parse.GetValue(statsInterval);
-            if (every < 0 || !double.IsFinite(every))
-                throw new UsageException("--stats-interval must be 0 or a positive number of seconds.");
             Directory.CreateDirectory(parse.GetValue(dataDir)!);
             using var key = NodeKeyFile.LoadOrCreate(Path.Combine(parse.GetValue(dataDir)!, "finder.key"));
-            using var logging = CliSupport.Logging(LogLevel.Information);
             using var signals = CliSupport.UntilSignal(cancellationToken);
             IControlBus bus;
             try
             {
-                bus = nats is not null
-                    ? await Skymesh.Control.Bus.Nats.NatsControlBus.ConnectAsync(nats, key, new Skymesh.Control.Bus.Nats.NatsControlBusOptions { LoggerFactory = logging }, signals.Token)
-                    : await SsmpControlBus.ConnectAsync(host, port, key, new SsmpControlBusOptions { ServerName = parse.GetValue(name)!, LoggerFactory = logging }, signals.Token);
+                bus = await connector.ConnectAsync(key, signals.Token);
             }
             catch (ControlBusException e)
             {

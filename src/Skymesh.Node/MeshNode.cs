@@ -80,9 +80,6 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     private readonly List<Task> _peerLoops = [];
     private readonly ILogger _logger;
     private readonly ILoggerFactory _loggerFactory;
-
-    /// <summary>Where the node's parts (its local API, its control plane) log.</summary>
-    internal ILoggerFactory LoggerFactory => _loggerFactory;
     private readonly StreamExit _exit;
     private readonly Lock _pathLock = new();
     private int _nextPath;
@@ -481,6 +478,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         }
     }
 
+    /// <summary>Where the node's parts (its local API, its control plane) log.</summary>
+    internal ILoggerFactory LoggerFactory => _loggerFactory;
+
     // ---- Apps --------------------------------------------------------------------------------------------
 
     /// <summary>The smallest ping datagram: its kind and its 8-byte token.</summary>
@@ -529,12 +529,12 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         await ServiceWire.OpenAsync(RequirePath(destination), target, cancellationToken);
 
     /// <summary>Starts TCP port forwarding through the mesh; runs until <see cref="StopApp"/> or the node stops.</summary>
-    public (int Id, TcpForwarder Forwarder) StartForward(IPEndPoint listen, NodeAddress destination, string target)
-    {
-        if (!ServiceWire.TryParseTarget(target, out _, out _))
-            throw new NodeRequestException(NodeError.Invalid, $"target \"{target}\" is not host:port");
-        return Register(new TcpForwarder(listen, this, destination, target) { Time = Time });
-    }
+    public (int Id, TcpForwarder Forwarder) StartForward(IPEndPoint listen, NodeAddress destination, string target) =>
+        Register(new TcpForwarder(listen, this, destination, CheckTarget(target)) { Time = Time });
+
+    /// <summary>A forward's target as given, once it is a host:port; refused (400) otherwise.</summary>
+    public static string CheckTarget(string target) =>
+        ServiceWire.TryParseTarget(target, out _, out _) ? target : throw new NodeRequestException(NodeError.Invalid, $"target \"{target}\" is not host:port");
 
     /// <summary>Starts a SOCKS5 server whose connections leave the mesh at <paramref name="exit"/>.</summary>
     public (int Id, Socks5Server Server) StartSocks(IPEndPoint listen, NodeAddress exit) => Register(new Socks5Server(listen, this, exit) { Time = Time });

@@ -301,8 +301,7 @@ public sealed partial class NodeApi : IAsyncDisposable
                 Avoid = (request.Avoid ?? []).Select(a => ParseAddress(a, "avoid")).ToHashSet(),
                 Via = request.Via?.Select(a => ParseAddress(a, "via")).ToList(),
             };
-            var opened = await agent.OpenPathAsync(to, query, context.RequestAborted);
-            return Results.Json(ReadModel.Paths().FirstOrDefault(p => p.Id == opened.Id) ?? opened, Json);
+            return Results.Json(WithHops(await agent.OpenPathAsync(to, query, context.RequestAborted)), Json);
         });
         _app.MapPost("/api/traceroute", async (HttpContext context) =>
         {
@@ -331,9 +330,7 @@ public sealed partial class NodeApi : IAsyncDisposable
             var request = await Read<ForwardRequest>(context);
             var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "\"listen\"");
             var to = ParseAddress(request.To ?? throw Missing("to"), "to");
-            var target = request.Target ?? throw Missing("target");
-            if (!ServiceWire.TryParseTarget(target, out _, out _))
-                throw new NodeRequestException(NodeError.Invalid, $"target \"{target}\" is not host:port");
+            var target = MeshNode.CheckTarget(request.Target ?? throw Missing("target"));
             var opened = await EnsurePathAsync(to, context.RequestAborted);
             var (id, app) = node.StartForward(listen, to, target);
             await RunAppAsync(context, id, app, request.Detach == true, opened);
@@ -359,11 +356,6 @@ public sealed partial class NodeApi : IAsyncDisposable
     }
 
     /// <summary>
-    /// An app started by a request lives as long as the request: the response is a line of JSON per event
-    /// (listening, then each finished connection), and the app stops when the client goes away — so an app
-    /// whose CLI was killed does not linger. With "detach" the app stays until DELETE /api/apps/{id}.
-    /// </summary>
-    /// <summary>
     /// Ping and the apps reach a node over a path: when there is none yet, one is opened by the node's default policy
     /// (lowest latency) and returned so the caller can say which; null when a path was already there.
     /// </summary>
@@ -376,10 +368,17 @@ public sealed partial class NodeApi : IAsyncDisposable
         if (Control is null)
             throw new NoPathException($"This node has no path to {to}, and no control plane to open one: set \"broker\" in node.json (then `skymesh path open` finds one), or install a path by hand along known nodes (`skymesh path static`).");
         var agent = Agent ?? throw new NodeRequestException(NodeError.Unavailable, $"This node has no path to {to}, and its control plane is not connected yet to open one ({Control.LastError ?? "connecting"}); try again shortly.");
-        var opened = await agent.OpenPathAsync(to, null, cancellationToken);
-        return ReadModel.Paths().FirstOrDefault(p => p.Id == opened.Id) ?? opened;
+        return WithHops(await agent.OpenPathAsync(to, null, cancellationToken));
     }
 
+    /// <summary>A path just opened as the read model shows it: with every hop and its labels.</summary>
+    private PathInfo WithHops(PathInfo opened) => ReadModel.Paths().FirstOrDefault(p => p.Id == opened.Id) ?? opened;
+
+    /// <summary>
+    /// An app started by a request lives as long as the request: the response is a line of JSON per event
+    /// (listening, then each finished connection), and the app stops when the client goes away — so an app
+    /// whose CLI was killed does not linger. With "detach" the app stays until DELETE /api/apps/{id}.
+    /// </summary>
     private async Task RunAppAsync(HttpContext context, int id, TcpAppListener app, bool detach, PathInfo? opened)
     {
         var started = new AppEvent("listening", id, app.LocalEndPoint.ToString(), null, null, 0, 0, null) { Opened = opened };

@@ -146,21 +146,8 @@ public sealed class NodeHostBuilder
         }
     }
 
-    private IControlBusConnector? DefaultBus()
-    {
-        if (_options.Broker is not { } broker)
-            return null;
-        if (NodeOptions.NatsServers(broker) is { } servers)
-            return new NatsBusConnector(servers, new NatsControlBusOptions { Time = _time, LoggerFactory = _logging });
-        ServiceWire.TryParseTarget(broker, out var host, out var port);
-        return new SsmpBusConnector(host, port, new SsmpControlBusOptions
-        {
-            ServerName = _options.BrokerName,
-            Time = _time,
-            Random = _random,
-            LoggerFactory = _logging,
-        });
-    }
+    private IControlBusConnector? DefaultBus() =>
+        _options.Broker is { } broker ? ControlBusConnectors.For(broker, _options.BrokerName, _time, _random, _logging) : null;
 }
 
 /// <summary>A running node and the parts the host put around it; disposing stops them in the reverse order.</summary>
@@ -212,5 +199,20 @@ public sealed class NodeHost : IAsyncDisposable
             await Control.DisposeAsync();
         await Node.DisposeAsync();
         Ledger.Dispose();
+    }
+}
+
+/// <summary>The control bus a <c>broker</c> setting names: an SSMP broker (<c>host:port</c>) or a NATS cluster (<c>nats://…</c>).</summary>
+public static class ControlBusConnectors
+{
+    /// <summary>The connector for <paramref name="broker"/>; null when it is neither form.</summary>
+    /// <param name="serverName">The SSMP broker's name, which a key login signs (unused on NATS).</param>
+    public static IControlBusConnector? For(string broker, string serverName, TimeProvider? time = null, Random? random = null, ILoggerFactory? logging = null)
+    {
+        if (NodeOptions.NatsServers(broker) is { } servers)
+            return new NatsBusConnector(servers, new NatsControlBusOptions { Time = time, LoggerFactory = logging });
+        if (!ServiceWire.TryParseTarget(broker, out var host, out var port))
+            return null;
+        return new SsmpBusConnector(host, port, new SsmpControlBusOptions { ServerName = serverName, Time = time, Random = random, LoggerFactory = logging });
     }
 }
