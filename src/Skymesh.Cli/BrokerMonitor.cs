@@ -83,10 +83,10 @@ internal sealed class BrokerMonitor : IAsyncDisposable
     {
         var c = stats.Counters;
         var text = new StringBuilder();
-        void Metric(string name, string type, string help, long value, string labels = "")
+        void Metric(string name, string type, string help, long value)
         {
             text.Append(CultureInfo.InvariantCulture, $"# HELP skymesh_broker_{name} {help}\n# TYPE skymesh_broker_{name} {type}\n");
-            text.Append(CultureInfo.InvariantCulture, $"skymesh_broker_{name}{labels} {value}\n");
+            text.Append(CultureInfo.InvariantCulture, $"skymesh_broker_{name} {value}\n");
         }
         Metric("uptime_seconds", "gauge", "Seconds since the broker started.", (long)stats.UptimeSeconds);
         Metric("connections_accepted_total", "counter", "Connections accepted.", c.ConnectionsAccepted);
@@ -101,12 +101,15 @@ internal sealed class BrokerMonitor : IAsyncDisposable
         Metric("bad_requests_total", "counter", "Requests that broke the grammar (each closes its connection).", c.BadRequests);
         Metric("ucast_not_found_total", "counter", "UCASTs to an id that was not connected.", c.UcastNotFound);
         Metric("key_logins_total", "counter", "Logins accepted through the key scheme.", c.KeyLoginsAccepted);
-        text.Append("# HELP skymesh_broker_disconnects_total Connections closed, by reason.\n# TYPE skymesh_broker_disconnects_total counter\n");
-        foreach (var (reason, count) in c.Disconnects.OrderBy(d => d.Key))
-            text.Append(CultureInfo.InvariantCulture, $"skymesh_broker_disconnects_total{{reason=\"{JsonNamingPolicy.SnakeCaseLower.ConvertName(reason.ToString())}\"}} {count}\n");
-        text.Append("# HELP skymesh_broker_key_login_failures_total Key logins refused, by reason.\n# TYPE skymesh_broker_key_login_failures_total counter\n");
-        foreach (var (reason, count) in c.KeyLoginFailures.OrderBy(d => d.Key))
-            text.Append(CultureInfo.InvariantCulture, $"skymesh_broker_key_login_failures_total{{reason=\"{JsonNamingPolicy.SnakeCaseLower.ConvertName(reason.ToString())}\"}} {count}\n");
+        void ByReason<TReason>(string name, string help, IReadOnlyDictionary<TReason, long> counts)
+            where TReason : struct, Enum
+        {
+            text.Append(CultureInfo.InvariantCulture, $"# HELP skymesh_broker_{name} {help}\n# TYPE skymesh_broker_{name} counter\n");
+            foreach (var (reason, count) in counts.OrderBy(d => d.Key))
+                text.Append(CultureInfo.InvariantCulture, $"skymesh_broker_{name}{{reason=\"{JsonNamingPolicy.SnakeCaseLower.ConvertName(reason.ToString())}\"}} {count}\n");
+        }
+        ByReason("disconnects_total", "Connections closed, by reason.", c.Disconnects);
+        ByReason("key_login_failures_total", "Key logins refused, by reason.", c.KeyLoginFailures);
         return text.ToString();
     }
 

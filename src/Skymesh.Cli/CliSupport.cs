@@ -90,12 +90,7 @@ internal static class CliSupport
     public static Option<T> Within<T>(this Option<T> option, T min, T max, string? unit = null)
         where T : struct, System.Numerics.INumber<T>
     {
-        option.Validators.Add(result =>
-        {
-            if (!TryValue(() => result.GetValueOrDefault<T>(), out var value) || (value >= min && value <= max))
-                return;
-            result.AddError($"{option.Name}: {value.ToString(null, CultureInfo.InvariantCulture)} is not {Range(min, max, unit)}.");
-        });
+        option.Validators.Add(result => OutOfRange(() => result.GetValueOrDefault<T>(), min, max, option.Name, unit, result.AddError));
         return option;
     }
 
@@ -103,11 +98,7 @@ internal static class CliSupport
     public static Option<T?> Within<T>(this Option<T?> option, T min, T max, string? unit = null)
         where T : struct, System.Numerics.INumber<T>
     {
-        option.Validators.Add(result =>
-        {
-            if (TryValue(() => result.GetValueOrDefault<T?>(), out var given) && given is { } value && !(value >= min && value <= max))
-                result.AddError($"{option.Name}: {value.ToString(null, CultureInfo.InvariantCulture)} is not {Range(min, max, unit)}.");
-        });
+        option.Validators.Add(result => OutOfRange(() => result.GetValueOrDefault<T?>(), min, max, option.Name, unit, result.AddError));
         return option;
     }
 
@@ -115,33 +106,26 @@ internal static class CliSupport
     public static Argument<T> Within<T>(this Argument<T> argument, T min, T max, string? unit = null)
         where T : struct, System.Numerics.INumber<T>
     {
-        argument.Validators.Add(result =>
-        {
-            if (!TryValue(() => result.GetValueOrDefault<T>(), out var value) || (value >= min && value <= max))
-                return;
-            result.AddError($"<{argument.Name}>: {value.ToString(null, CultureInfo.InvariantCulture)} is not {Range(min, max, unit)}.");
-        });
+        argument.Validators.Add(result => OutOfRange(() => result.GetValueOrDefault<T>(), min, max, $"<{argument.Name}>", unit, result.AddError));
         return argument;
     }
 
-    /// <summary>A value that did not parse has its own error already; a validator then has nothing to add.</summary>
-    private static bool TryValue<T>(Func<T> read, out T value)
+    /// <summary>Adds one error naming <paramref name="name"/> when the value given is outside [min, max]; nothing when none was given or it did not parse (that has its own error).</summary>
+    private static void OutOfRange<T>(Func<T?> read, T min, T max, string name, string? unit, Action<string> error)
+        where T : struct, System.Numerics.INumber<T>
     {
+        T? given;
         try
         {
-            value = read();
-            return true;
+            given = read();
         }
         catch (InvalidOperationException)
         {
-            value = default!;
-            return false;
+            return;
         }
+        if (given is { } value && !(value >= min && value <= max))
+            error($"{name}: {value.ToString(null, CultureInfo.InvariantCulture)} is not from {min.ToString(null, CultureInfo.InvariantCulture)} to {max.ToString(null, CultureInfo.InvariantCulture)}{(unit is null ? "" : " " + unit)}.");
     }
-
-    private static string Range<T>(T min, T max, string? unit)
-        where T : struct, System.Numerics.INumber<T> =>
-        $"from {min.ToString(null, CultureInfo.InvariantCulture)} to {max.ToString(null, CultureInfo.InvariantCulture)}{(unit is null ? "" : " " + unit)}";
 
     /// <summary>The <c>--log-level</c> option: trace, debug, information, warning, error, critical or none, in any case.</summary>
     public static Option<LogLevel> LogLevelOption() => new("--log-level")
@@ -176,4 +160,5 @@ internal static class CliSupport
                 result.AddError($"{option.Name}: '{value}' is not one of {string.Join(", ", words)}.");
         });
         return option;
-    }}
+    }
+}

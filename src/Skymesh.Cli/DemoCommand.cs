@@ -90,8 +90,8 @@ internal static class DemoCommand
             var destination = mesh[count - 1].Node;
             await WaitForMeshAsync(mesh[0].Agent.Graph, mesh.Select(m => m.Node.Address).ToList(), pairs.Count, signals.Token);
             Console.WriteLine($"  every node's signed link announcement reached A over the broker: {mesh[0].Agent.Graph.NodeCount} nodes, {pairs.Count} links");
-            // The lowest-latency route goes through E, which links both ends; the demo asks for the long way round so the
-            // path has relays whose link it can cut, and says so.
+            // The lowest-latency route usually goes through E, which links both ends; the demo asks for the long way round
+            // so that the path has relays whose link it can cut, and says which route the finder would have taken.
             string Route(IEnumerable<Skymesh.Identity.NodeAddress> nodes) => string.Join(" -> ", nodes.Select(n => Name(mesh.FindIndex(m => m.Node.Address == n))));
             var best = mesh[0].Agent.Graph.FindPath(source.Address, destination.Address, new PathQuery());
             await mesh[0].Agent.OpenPathAsync(destination.Address, new PathQuery { MinHops = count - 1 }, signals.Token);

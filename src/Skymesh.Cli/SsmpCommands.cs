@@ -193,7 +193,7 @@ internal static class SsmpCommands
                 "-" => await Console.In.ReadToEndAsync(cancellationToken),
                 var given => given,
             };
-            var options = await ClientOptionsAsync(parse, cancellationToken);
+            var options = ClientOptions(parse);
             await using var peer = await ConnectGuardedAsync(() => SsmpPeer.ConnectAsync(options, cancellationToken: cancellationToken), options);
             var call = new SsmpCallOptions { AttemptTimeout = TimeSpan.FromSeconds(parse.GetValue(timeout)), Attempts = parse.GetValue(attempts) };
             try
@@ -249,7 +249,7 @@ internal static class SsmpCommands
 
     private static async Task<SsmpClient> ConnectAsync(ParseResult parse, CancellationToken cancellationToken)
     {
-        var options = await ClientOptionsAsync(parse, cancellationToken);
+        var options = ClientOptions(parse);
         return await ConnectGuardedAsync(() => SsmpClient.ConnectAsync(options, cancellationToken), options);
     }
 
@@ -265,9 +265,8 @@ internal static class SsmpCommands
         }
     }
 
-    private static Task<SsmpClientOptions> ClientOptionsAsync(ParseResult parse, CancellationToken cancellationToken)
+    private static SsmpClientOptions ClientOptions(ParseResult parse)
     {
-        _ = cancellationToken;
         var (host, port) = CliSupport.ParseHostPort(parse.GetValue(Server)!, "--server");
         var options = new SsmpClientOptions
         {
@@ -284,7 +283,14 @@ internal static class SsmpCommands
             if (parse.GetValue(Key) is not null)
                 throw new UsageException("--secret and --key are two ways to log in; give one.");
             options.Scheme = "secret";
-            options.Credential = ReadSecret(secretFile);
+            try
+            {
+                options.Credential = Ssmp.Broker.SecretAuthenticator.ReadSecretFile(secretFile);
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException($"--secret: {CliSupport.Reason(e)}");
+            }
         }
         else if (parse.GetValue(Key) is { } keyFile)
         {
@@ -296,24 +302,7 @@ internal static class SsmpCommands
             options.Tls = TlsWithAuthorities(host, caFile);
         else if (parse.GetValue(Tls))
             options.Tls = new SslClientAuthenticationOptions { TargetHost = host };
-        return Task.FromResult(options);
-    }
-
-    private static byte[] ReadSecret(string path)
-    {
-        try
-        {
-            var text = File.ReadAllBytes(path).AsSpan();
-            if (text.EndsWith("\r\n"u8))
-                text = text[..^2];
-            else if (text.EndsWith("\n"u8))
-                text = text[..^1];
-            return text.IsEmpty ? throw new UsageException($"--secret: '{path}' is empty.") : text.ToArray();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UsageException($"--secret: cannot read '{path}': {e.Message}");
-        }
+        return options;
     }
 
     private static SslClientAuthenticationOptions TlsWithAuthorities(string host, string caFile)

@@ -75,7 +75,14 @@ public sealed class SecretAuthenticator : ISsmpAuthenticator
     public string Scheme => "secret";
 
     /// <summary>Reads a secret file; one trailing newline (as editors add) is not part of the secret.</summary>
-    public static SecretAuthenticator FromFile(string path)
+    public static SecretAuthenticator FromFile(string path) => new(ReadSecretFile(path));
+
+    /// <summary>
+    /// A shared secret as kept in a file: its bytes, less one trailing newline (LF or CR LF), so that the broker and a
+    /// client reading the same file agree.
+    /// </summary>
+    /// <exception cref="ArgumentException">The file cannot be read, or holds nothing.</exception>
+    public static byte[] ReadSecretFile(string path)
     {
         byte[] bytes;
         try
@@ -93,7 +100,7 @@ public sealed class SecretAuthenticator : ISsmpAuthenticator
             span = span[..^1];
         if (span.IsEmpty)
             throw new ArgumentException($"The secret file '{path}' is empty.", nameof(path));
-        return new SecretAuthenticator(span);
+        return span.ToArray();
     }
 
     public bool Authenticate(SsmpLoginContext context, ReadOnlySpan<byte> credential) =>
