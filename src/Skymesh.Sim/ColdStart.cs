@@ -132,18 +132,19 @@ public static class ColdStart
         var query = new PathQuery { MaxHops = PathQuery.HopLimit };
         var addresses = mesh.Nodes.Select(h => h.Node.Address).ToArray();
         TopologyGraph GraphOf(int node) => finders.Count == 0 ? mesh.Nodes[node].Agent!.Graph : mesh.Finders[node % finders.Count].Graph;
-        double Reachability() => pairs.Count(p =>
+        bool Reachable((int From, int To) p)
         {
             try
             {
-                GraphOf(p.Item1).FindPath(addresses[p.Item1], addresses[p.Item2], query);
+                GraphOf(p.From).FindPath(addresses[p.From], addresses[p.To], query);
                 return true;
             }
             catch (NoRouteException)
             {
                 return false;
             }
-        }) / (double)Math.Max(1, pairs.Count);
+        }
+        double Reachability() => pairs.Count(Reachable) / (double)Math.Max(1, pairs.Count);
 
         var samples = new List<SimSample>();
         double? to95 = null, to99 = null;
@@ -297,18 +298,7 @@ public static class ColdStart
                 var live = pairs.Where(p => !down.ContainsKey(p.Item1) && !down.ContainsKey(p.Item2)).ToList();
                 if (live.Count > 0)
                 {
-                    reach.Add(live.Count(p =>
-                    {
-                        try
-                        {
-                            GraphOf(p.Item1).FindPath(addresses[p.Item1], addresses[p.Item2], query);
-                            return true;
-                        }
-                        catch (NoRouteException)
-                        {
-                            return false;
-                        }
-                    }) / (double)live.Count);
+                    reach.Add(live.Count(Reachable) / (double)live.Count);
                     // One real path setup a second between a pair that is up, then closed.
                     var (from, to) = live[random.Next(live.Count)];
                     if (mesh.Nodes[from].Agent is { } agent)

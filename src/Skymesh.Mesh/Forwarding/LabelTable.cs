@@ -205,36 +205,30 @@ public sealed class LabelTable
     public IReadOnlyList<LabelEntryInfo> List()
     {
         var now = _time.GetTimestamp();
-        var list = new List<LabelEntryInfo>();
-        var links = _links;
-        for (var link = 0; link < links.Length; link++)
-        {
-            var entries = links[link];
-            for (var label = 1; label < entries.Length; label++)
-            {
-                if (entries[label] is { Action: { } action } entry)
-                    list.Add(new LabelEntryInfo(link, (uint)label, action, _time.GetElapsedTime(entry.LastUsed, now), entry.Lifetime));
-            }
-        }
-        return list;
+        return [.. Entries().Where(e => e.Entry.Action is not null)
+            .Select(e => new LabelEntryInfo(e.Link, e.Label, e.Entry.Action!.Value, _time.GetElapsedTime(e.Entry.LastUsed, now), e.Entry.Lifetime))];
     }
 
     /// <summary>Labels reserved for a path being set up that have no action yet, with how long ago each was reserved.</summary>
     public IReadOnlyList<(int InLink, uint InLabel, TimeSpan Age, TimeSpan Lifetime)> Reserved()
     {
         var now = _time.GetTimestamp();
-        var list = new List<(int, uint, TimeSpan, TimeSpan)>();
+        return [.. Entries().Where(e => e.Entry.Action is null).Select(e => (e.Link, e.Label, _time.GetElapsedTime(e.Entry.LastUsed, now), e.Entry.Lifetime))];
+    }
+
+    /// <summary>Every occupied slot of every link (read without the lock, as the forwarder reads).</summary>
+    private IEnumerable<(int Link, uint Label, Entry Entry)> Entries()
+    {
         var links = _links;
         for (var link = 0; link < links.Length; link++)
         {
             var entries = links[link];
             for (var label = 1; label < entries.Length; label++)
             {
-                if (entries[label] is { Action: null } entry)
-                    list.Add((link, (uint)label, _time.GetElapsedTime(entry.LastUsed, now), entry.Lifetime));
+                if (entries[label] is { } entry)
+                    yield return (link, (uint)label, entry);
             }
         }
-        return list;
     }
 
     private Entry?[]? EntriesFor(int link, bool grow)
