@@ -82,9 +82,7 @@ internal static class CliSupport
     }
 
     /// <summary>An exception's message for one line of output, without the "(Parameter 'x')" that ArgumentException appends.</summary>
-    public static string Reason(Exception e) => e is ArgumentException a && a.ParamName is { } name
-        ? a.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal)
-        : e.Message;
+    public static string Reason(Exception e) => Skymesh.Node.NodeConfigException.Reason(e);
 
     /// <summary>Refuses a value outside [min, max] at parse time, naming the option.</summary>
     public static Option<T> Within<T>(this Option<T> option, T min, T max, string? unit = null)

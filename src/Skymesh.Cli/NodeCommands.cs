@@ -41,7 +41,8 @@ internal static class NodeCommands
             var earned = balance.Neighbours.Sum(n => n.ReceiptedAmount);
             var owed = balance.Neighbours.Sum(n => n.ReceiptedByUs);
             Console.WriteLine($"node {balance.Node}: ledger balance {balance.Balance:N0} µ (settled); receipted to it {earned:N0} µ, by it {owed:N0} µ, net {earned - owed:N0} µ");
-            Console.WriteLine($"receipts from neighbours accepted {balance.ReceiptsAccepted:N0}, refused {balance.ReceiptsRefused:N0}");
+            Console.WriteLine($"receipts from neighbours accepted {balance.ReceiptsAccepted:N0}, refused {balance.ReceiptsRefused:N0}; settled on {balance.Ledger}"
+                + (balance.SettlementsRefused > 0 ? $", which would not pay {balance.SettlementsRefused:N0} of them (the payer's account short)" : ""));
             Table(["NEIGHBOUR", "FORWARDED FOR IT", "IT OWES (NO RECEIPT YET)", "IT RECEIPTED", "PAID TO US", "HANDED TO IT", "WE RECEIPTED", "PAID BY US", "CREDIT", "DROPS"],
                 balance.Neighbours.Select(n => new[]
                 {

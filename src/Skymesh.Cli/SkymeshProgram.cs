@@ -28,6 +28,7 @@ public static partial class SkymeshProgram
         root.Subcommands.Add(SsmpCommands.Create());
         root.Subcommands.Add(CompletionCommand.Create());
         root.Subcommands.Add(FinderCommand.Create());
+        root.Subcommands.Add(ExchangeCommands.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(SimCommand.Create());
         return root;

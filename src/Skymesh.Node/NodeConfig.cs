@@ -70,6 +70,24 @@ public sealed class NodeConfigFile
 
     /// <summary>The embedded ledger's file (default ledger.db in the data directory).</summary>
     public string? Ledger { get; set; }
+
+    /// <summary>Where neighbours' receipts are paid: absent, on the embedded ledger (which records who owes whom); or on an exchange.</summary>
+    public SettlementConfig? Settlement { get; set; }
+}
+
+public sealed class SettlementConfig
+{
+    /// <summary>The directory of an exchange (made by <c>skymesh exchange</c>) whose accounts pay the receipts; this node holds it open.</summary>
+    public string? Exchange { get; set; }
+
+    /// <summary>The asset receipts are paid in (default SKY); it needs at least 6 decimal places.</summary>
+    public string? Asset { get; set; }
+
+    /// <summary>
+    /// What a neighbour may owe in all beyond what the exchange has paid, micro-units, before it is throttled and then
+    /// suspended (default 10 × creditLimit): a neighbour whose account cannot pay is cut off here.
+    /// </summary>
+    public long? Limit { get; set; }
 }
 
 public sealed class InterfaceConfig
@@ -159,6 +177,13 @@ public sealed class NodeConfigException : Exception
     }
 
     public string Field { get; } = "";
+
+    /// <summary>An exception's message for one line of output, without the "(Parameter 'x')" that ArgumentException appends.</summary>
+    public static string Reason(Exception e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        return e is ArgumentException { ParamName: { } name } a ? a.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+    }
 }
 
 public enum InterfaceKind
@@ -231,6 +256,17 @@ public sealed record NodeOptions
     public string? Ledger { get; init; }
 
     public string LedgerFile => Ledger ?? Path.Combine(DataDir, "ledger.db");
+
+    /// <summary>The exchange directory receipts are paid on; null: the embedded ledger.</summary>
+    public string? SettlementExchange { get; init; }
+
+    public string SettlementAsset { get; init; } = "SKY";
+
+    /// <summary>What a neighbour may owe beyond what the ledger has paid (micro-units); null: no bound (the embedded ledger pays every receipt).</summary>
+    public long? SettlementLimit { get; init; }
+
+    /// <summary>Where a node paid on an exchange keeps the latest receipt paid per neighbour and the transfers it has asked for.</summary>
+    public string SettlementFile => Path.Combine(DataDir, "settlement.db");
 
     public string KeyFile => Path.Combine(DataDir, "node.key");
 
@@ -426,6 +462,18 @@ public sealed record NodeOptions
                 ? throw new NodeConfigException("$.creditLimit", "must be positive (micro-units a neighbour may owe beyond its receipts)")
                 : file.CreditLimit ?? 10_000,
             Ledger = file.Ledger is { } ledger ? Path.GetFullPath(Path.Combine(baseDirectory, ledger)) : null,
+            SettlementExchange = file.Settlement?.Exchange is { } exchange
+                ? (exchange.Length == 0 ? throw new NodeConfigException("$.settlement.exchange", "must name the exchange's directory") : Path.GetFullPath(Path.Combine(baseDirectory, exchange)))
+                : file.Settlement is null ? null : throw new NodeConfigException("$.settlement.exchange", "must name the exchange's directory (the only ledger besides the embedded one)"),
+            SettlementAsset = file.Settlement?.Asset is { } asset
+                ? (asset.Length is 0 or > 16 ? throw new NodeConfigException("$.settlement.asset", $"\"{asset}\" is not an asset code (1 to 16 characters)") : asset)
+                : "SKY",
+            SettlementLimit = file.Settlement is null ? null : file.Settlement.Limit switch
+            {
+                null => checked(10 * (file.CreditLimit ?? 10_000)),
+                <= 0 and var bad => throw new NodeConfigException("$.settlement.limit", $"must be positive (micro-units a neighbour may owe beyond what the exchange paid), not {bad}"),
+                var settlementLimit => settlementLimit,
+            },
         };
     }
 

@@ -51,6 +51,10 @@ public sealed class BadInputWorld : IAsyncLifetime
         Config("deadafter", First(goodConfig, "{", "{ \"deadAfterSeconds\": 0,"));
         Config("price", goodConfig.Replace("\"price\": 0", "\"price\": -3", StringComparison.Ordinal));
         Config("mtu", goodConfig.Replace("\"mtu\": 1400", "\"mtu\": \"big\"", StringComparison.Ordinal));
+        Config("settlenone", First(goodConfig, "{", "{ \"settlement\": { \"asset\": \"SKY\" },"));
+        Config("settlelimit", First(goodConfig, "{", "{ \"settlement\": { \"exchange\": \"ex\", \"limit\": -1 },"));
+        Config("settlefile", First(goodConfig, "{", "{ \"settlement\": { \"exchange\": \"node.json\" },"));
+        Config("settleasset", First(goodConfig, "{", "{ \"settlement\": { \"exchange\": \"ex\", \"asset\": \"DOGE\" },"));
         Directory.CreateDirectory(Path.Combine(Dir, "empty"));
 
         _node = Skymesh.Start("node", "--config", Path.Combine(good, "node.json"));
@@ -112,6 +116,10 @@ public sealed class BadInputTests(BadInputWorld world) : IClassFixture<BadInputW
         { "node --config {dir}/price/node.json", 2, "$.price: must be a whole number from 0 to 4294967295" },
         { "node --config {dir}/mtu/node.json", 2, "$.interfaces[0].mtu: must be a whole number" },
         { "node --config {dir}/missing.json", 2, "Cannot read the node configuration" },
+        { "node --config {dir}/settlenone/node.json", 2, "$.settlement.exchange: must name the exchange's directory" },
+        { "node --config {dir}/settlelimit/node.json", 2, "$.settlement.limit: must be positive" },
+        { "node --config {dir}/settlefile/node.json", 2, "$.settlement.exchange: cannot open the exchange in" },
+        { "node --config {dir}/settleasset/node.json", 2, "$.settlement.asset: cannot settle on the exchange in" },
         { "node --config {dir}/good/node.json --log-level Loud", 2, "--log-level: 'Loud' is not one of trace, debug, information, warning, error, critical, none." },
         { "node --config {dir}/good/node.json --log-file {dir}/nowhere/log.txt", 2, "--log-file: cannot open" },
         { "address --data-dir {dir}/empty", 2, "skymesh init creates one" },
@@ -136,6 +144,10 @@ public sealed class BadInputTests(BadInputWorld world) : IClassFixture<BadInputW
         { "completion tcsh", 2, "tcsh" },
         { "ssmp pub \"no spaces\" hi", 2, "'no spaces' is not a topic name" },
         { "demo --nodes 11", 2, "--nodes: 11 is not from 2 to 10." },
+        { "exchange deposit --dir {dir}/ex --owner alice --amount 1.0000001", 2, "--amount: '1.0000001' is not a positive amount of SKY with at most 6 decimal places." },
+        { "exchange deposit --dir {dir}/ex --owner alice --amount 1 --asset DOGE", 2, "--asset: this exchange has no DOGE" },
+        { "exchange withdraw --dir {dir}/ex --owner alice --amount 1", 1, "refused: alice has only 0.000000 SKY available" },
+        { "exchange balances --dir {dir}/good/node.json", 1, "node.json" },
 
         // Requests the running node refuses, and services that are not there.
         { "links add notanendpoint --api {api}", 2, "\"endpoint\": \"notanendpoint\" is not an address:port" },

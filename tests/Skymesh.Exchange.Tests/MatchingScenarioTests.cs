@@ -236,6 +236,27 @@ public sealed class MatchingScenarioTests
     }
 
     [Fact]
+    public void A_transfer_pays_from_available_funds_once_per_key_and_never_from_held_ones()
+    {
+        // Alice's bid holds most of her BTC: a transfer may spend only what is left.
+        Place(_alice, Side.Buy, 9_000_000, 10);
+        var free = _ledger.Available(_alice, BtcAsset);
+        Assert.Equal(RejectReason.InsufficientFunds, Refused(ExchangeCommand.Transfer(_alice, _bob, BtcAsset, free + 1, "s-1")));
+        var paid = Run(ExchangeCommand.Transfer(_alice, _bob, BtcAsset, free, "s-1")).Single();
+        Assert.Equal((EventKind.Transferred, _alice, _bob, free), (paid.Kind, paid.Owner, paid.MakerOwner, paid.Quantity));
+        Assert.Equal(0, _ledger.Available(_alice, BtcAsset));
+        Assert.Equal(Btc + free, _ledger.Available(_bob, BtcAsset));
+        // The same key again moves nothing, even for another amount or payer.
+        Assert.Equal(RejectReason.DuplicateKey, Refused(ExchangeCommand.Transfer(_carol, _bob, BtcAsset, 1, "s-1")));
+        Assert.Equal(RejectReason.SameOwner, Refused(ExchangeCommand.Transfer(_bob, _bob, SkyAsset, 1, "s-2")));
+        Assert.Equal(RejectReason.UnknownOwner, Refused(ExchangeCommand.Transfer(_bob, 99, SkyAsset, 1, "s-2")));
+        Assert.Equal(RejectReason.BadAmount, Refused(ExchangeCommand.Transfer(_bob, _carol, SkyAsset, 0, "s-2")));
+        // Transfers move money between owners; what owners hold in all is still what was deposited.
+        _ledger.CheckConservation();
+        Assert.Equal(3 * Btc, _ledger.Deposited(BtcAsset));
+    }
+
+    [Fact]
     public void Cancel_all_takes_every_resting_order_of_its_owner_and_no_one_elses()
     {
         Place(_alice, Side.Buy, 990, 2);

@@ -126,6 +126,7 @@ internal sealed class ReferenceExchange
                 break;
             case CommandKind.Deposit:
             case CommandKind.Withdraw:
+            case CommandKind.Transfer:
                 Transfer(c, seq);
                 break;
         }
@@ -142,9 +143,15 @@ internal sealed class ReferenceExchange
             reason = RejectReason.UnknownAsset;
         else if (c.Amount <= 0 || c.Amount > MarketSpec.MaxNotional)
             reason = RejectReason.BadAmount;
-        else if (string.IsNullOrEmpty(c.Key) || _keys.Contains(c.Key))
+        else if (string.IsNullOrEmpty(c.Key))
             reason = RejectReason.DuplicateKey;
-        else if (c.Kind == CommandKind.Withdraw && Available(c.Owner, c.Asset) < c.Amount)
+        else if (c.Kind == CommandKind.Transfer && (c.Market < 0 || c.Market >= Owners))
+            reason = RejectReason.UnknownOwner;
+        else if (c.Kind == CommandKind.Transfer && c.Market == c.Owner)
+            reason = RejectReason.SameOwner;
+        else if (_keys.Contains(c.Key))
+            reason = RejectReason.DuplicateKey;
+        else if (c.Kind != CommandKind.Deposit && Available(c.Owner, c.Asset) < c.Amount)
             reason = RejectReason.InsufficientFunds;
         else
             reason = RejectReason.None;
@@ -158,6 +165,12 @@ internal sealed class ReferenceExchange
         {
             _available[(c.Owner, c.Asset)] = Available(c.Owner, c.Asset) + c.Amount;
             Events.Add(new ExchangeEvent(EventKind.Deposited, seq, 0, c.Owner, -1, Side.Buy, 0, c.Amount));
+        }
+        else if (c.Kind == CommandKind.Transfer)
+        {
+            _available[(c.Owner, c.Asset)] = Available(c.Owner, c.Asset) - c.Amount;
+            _available[(c.Market, c.Asset)] = Available(c.Market, c.Asset) + c.Amount;
+            Events.Add(new ExchangeEvent(EventKind.Transferred, seq, 0, c.Owner, c.Asset, Side.Sell, 0, c.Amount, MakerOwner: c.Market));
         }
         else
         {

@@ -1,5 +1,7 @@
 using System.Net;
 using Skymesh.Control.Topology;
+using Skymesh.Exchange;
+using Skymesh.Exchange.Matching;
 using Skymesh.Identity;
 using Skymesh.Ssmp.Broker;
 
@@ -476,6 +478,71 @@ public sealed class SettlementTests : MeshWithBroker
         await writing;
     }
 
+    [Fact]
+    public async Task A_relay_settling_on_an_exchange_is_paid_from_the_payers_account_there()
+    {
+        var exchange = Directory.CreateTempSubdirectory("skymesh-exchange-").FullName;
+        var (source, relay, destination) = await PaidChainAsync($$""", "price": 1000, "settlement": { "exchange": "{{exchange}}", "asset": "SKY" }""", source =>
+        {
+            // One SKY in the source's account before the relay (which then holds the exchange open) starts.
+            using var store = ExchangeStore.Open(exchange);
+            Assert.Equal(RejectReason.None, store.Deposit(source.Address, "SKY", 1_000_000, "fund").Rejected);
+        });
+        await EchoThroughAsync(source, relay, destination, 4 << 20);
+        await relay.Agent!.Settlement.SettleAsync(Ct);
+
+        var books = await relay.Client.BalanceAsync(Ct);
+        Assert.StartsWith($"exchange {exchange}", books.Ledger, StringComparison.Ordinal);
+        var paid = relay.Agent.Settlement.Ledger.SettledOf(source.Node.Address, relay.Node.Address).Amount;
+        Assert.True(paid >= 4000, $"paid {paid}");
+        // Balances on the exchange are real: what the relay has there is what the source paid it (SKY: a unit a micro-unit).
+        Assert.Equal(paid, books.Balance);
+        // The echo's way back was the destination's traffic: it has no account there, so its receipts are refused.
+        Assert.True(books.SettlementsRefused > 0);
+        Assert.Equal(0, relay.Agent.Settlement.Ledger.SettledOf(destination.Node.Address, relay.Node.Address).Amount);
+
+        await relay.StopAsync();
+        Nodes.Remove(relay);
+        using var after = ExchangeStore.Open(exchange);
+        Assert.Equal(1_000_000 - paid, after.Available(source.Address, "SKY"));
+        Assert.Equal(paid, after.Available(relay.Address, "SKY"));
+        after.CheckConservation();
+    }
+
+    [Fact]
+    public async Task A_payer_whose_exchange_account_cannot_pay_is_suspended()
+    {
+        // The relay charges 100,000 per MiB and lets a neighbour owe 2,000 beyond what the exchange paid; the source's
+        // account there is empty.
+        var exchange = Directory.CreateTempSubdirectory("skymesh-exchange-").FullName;
+        var (source, relay, destination) = await PaidChainAsync(
+            $$""", "price": 100000, "creditLimit": 1000000, "settlement": { "exchange": "{{exchange}}", "limit": 2000 }""");
+        var receipted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
+        {
+            if (r.Payer == source.Node.Address)
+                receipted.TrySetResult();
+        };
+        await using var stream = await StreamUntilSuspendedAsync(source, relay, destination);
+        await receipted.Task.WaitAsync(Bound, Ct);
+        await relay.Agent.Settlement.SettleAsync(Ct);
+
+        // The source's receipts were good (signed, accepted); the exchange would not pay them.
+        var books = await relay.Client.BalanceAsync(Ct);
+        var fromSource = Assert.Single(books.Neighbours, n => n.Neighbour == source.Address);
+        Assert.Equal("suspended", fromSource.Credit);
+        Assert.True(fromSource.ReceiptedAmount > 0);
+        Assert.Equal(0, fromSource.SettledToUs);
+        Assert.True(books.SettlementsRefused > 0);
+        var refusedEvents = new List<Events.NodeEvent>();
+        await foreach (var item in relay.Client.EventsAsync(follow: false, cancellationToken: Ct))
+        {
+            if (item.Event is { Kind: Events.NodeEventKind.SettlementRefused } e)
+                refusedEvents.Add(e);
+        }
+        Assert.Contains(refusedEvents, e => e.Peer == source.Address && e.Detail.Contains("account is short", StringComparison.Ordinal));
+    }
+
     /// <summary>A restarted source links to the relay again and opens a path to the destination.</summary>
     private async Task RejoinAsync(TestNode source, TestNode relay, TestNode destination)
     {
@@ -484,11 +551,15 @@ public sealed class SettlementTests : MeshWithBroker
         await source.Agent!.OpenPathAsync(destination.Node.Address, null, Ct);
     }
 
-    /// <summary>Source, a relay charging 1,000 micro-units per MiB, destination; a path open from source to destination.</summary>
-    private async Task<(TestNode Source, TestNode Relay, TestNode Destination)> PaidChainAsync()
+    /// <summary>
+    /// Source, a relay charging 1,000 micro-units per MiB (or as <paramref name="relayJson"/> says, once
+    /// <paramref name="beforeRelay"/> has seen the source), destination; a path open from source to destination.
+    /// </summary>
+    private async Task<(TestNode Source, TestNode Relay, TestNode Destination)> PaidChainAsync(string relayJson = """, "price": 1000""", Action<TestNode>? beforeRelay = null)
     {
         var source = await StartNodeAsync();
-        var relay = await TestNode.StartAsync(""", "price": 1000""", broker: Broker.LocalEndPoint);
+        beforeRelay?.Invoke(source);
+        var relay = await TestNode.StartAsync(relayJson, broker: Broker.LocalEndPoint);
         Nodes.Add(relay);
         var destination = await StartNodeAsync();
         await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
@@ -569,30 +640,7 @@ public sealed class SettlementTests : MeshWithBroker
         await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
         await StaticPath.InstallAsync([source.Client, relay.Client, destination.Client], Ct).WaitAsync(Bound, Ct);
 
-        var suspended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        relay.Agent!.Settlement.Credit.StateChanged += (status, _) =>
-        {
-            if (status.Neighbour == source.Node.Address && status.State == Skymesh.Control.Settlement.CreditState.Suspended)
-                suspended.TrySetResult();
-        };
-        await using var sink = TcpTarget.Echo();
-        var (_, forwarder) = source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Node.Address, sink.Target);
-        using var client = new System.Net.Sockets.TcpClient();
-        await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
-        var writing = Task.Run(async () =>
-        {
-            var chunk = new byte[65536];
-            try
-            {
-                while (!suspended.Task.IsCompleted)
-                    await client.GetStream().WriteAsync(chunk, Ct);
-            }
-            catch (IOException)
-            {
-                // The path gave up: fine, the relay has decided by then.
-            }
-        }, Ct);
-        await suspended.Task.WaitAsync(Bound, Ct);
+        await using var stream = await StreamUntilSuspendedAsync(source, relay, destination);
 
         // Suspended: what the source sends now is dropped at the relay and counted, and the API says so.
         var dropsBefore = relay.Node.FindLink(source.Node.Address)!.CreditDrops;
@@ -604,7 +652,56 @@ public sealed class SettlementTests : MeshWithBroker
         Assert.Equal(0, fromSource.AllowedBytesPerSecond);
         Assert.True(fromSource.OwedToUs > 1000);
         Assert.Contains($"skymesh_link_credit_drops_total{{link=\"{relay.Node.FindLink(source.Node.Address)!.Id}\",peer=\"{source.Address}\"}} ", await relay.Client.MetricsAsync(Ct), StringComparison.Ordinal);
-        await writing.WaitAsync(Bound, Ct);
+    }
+
+    /// <summary>Streams from the source to an echo beside the destination through the relay until the relay suspends the source.</summary>
+    private static async Task<SuspendingStream> StreamUntilSuspendedAsync(TestNode source, TestNode relay, TestNode destination)
+    {
+        var suspended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.Agent!.Settlement.Credit.StateChanged += (status, _) =>
+        {
+            if (status.Neighbour == source.Node.Address && status.State == Skymesh.Control.Settlement.CreditState.Suspended)
+                suspended.TrySetResult();
+        };
+        var sink = TcpTarget.Echo();
+        var (_, forwarder) = source.Node.StartForward(new IPEndPoint(IPAddress.Loopback, 0), destination.Node.Address, sink.Target);
+        var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(forwarder.LocalEndPoint, Ct);
+        var writing = Task.Run(async () =>
+        {
+            var chunk = new byte[16384];
+            try
+            {
+                while (!suspended.Task.IsCompleted)
+                    await client.GetStream().WriteAsync(chunk, Ct);
+            }
+            catch (IOException)
+            {
+                // The path gave up: fine, the relay has decided by then.
+            }
+        }, Ct);
+        var stream = new SuspendingStream(sink, client, writing);
+        try
+        {
+            await suspended.Task.WaitAsync(Bound, Ct);
+            return stream;
+        }
+        catch
+        {
+            await stream.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>The echo, the connection and the writer of <see cref="StreamUntilSuspendedAsync"/>; disposing closes the connection and waits for the writer.</summary>
+    private sealed class SuspendingStream(TcpTarget sink, System.Net.Sockets.TcpClient client, Task writing) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            client.Close();
+            await writing.WaitAsync(Bound, Ct);
+            await sink.DisposeAsync();
+        }
     }
 }
 

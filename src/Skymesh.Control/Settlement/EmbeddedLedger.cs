@@ -18,10 +18,8 @@ public readonly record struct JournalEntry(long Id, NodeAddress Payer, NodeAddre
 /// </summary>
 public sealed class EmbeddedLedger : ILedger, IDisposable
 {
-    private sealed record Position(ulong Sequence, long Amount, Receipt Receipt);
-
     private readonly TimeProvider _time;
-    private readonly Dictionary<(NodeAddress Payer, NodeAddress Payee), Position> _positions = [];
+    private readonly SettledPositions _positions = new();
     private readonly Dictionary<NodeAddress, long> _balances = [];
     private readonly Lock _lock = new();
     private SqliteConnection? _connection;
@@ -52,28 +50,19 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
     public static EmbeddedLedger Open(string path, TimeProvider? time = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+        var connection = SettledPositions.OpenFile(path, """
+            CREATE TABLE IF NOT EXISTS journal (
+                id INTEGER PRIMARY KEY,
+                payer BLOB NOT NULL,
+                payee BLOB NOT NULL,
+                sequence INTEGER NOT NULL,
+                amount INTEGER NOT NULL,
+                moved INTEGER NOT NULL,
+                settled_ms INTEGER NOT NULL,
+                UNIQUE (payer, payee, sequence));
+            """);
         try
         {
-            connection.Open();
-            Execute(connection, """
-                PRAGMA journal_mode = WAL;
-                PRAGMA synchronous = FULL;
-                CREATE TABLE IF NOT EXISTS journal (
-                    id INTEGER PRIMARY KEY,
-                    payer BLOB NOT NULL,
-                    payee BLOB NOT NULL,
-                    sequence INTEGER NOT NULL,
-                    amount INTEGER NOT NULL,
-                    moved INTEGER NOT NULL,
-                    settled_ms INTEGER NOT NULL,
-                    UNIQUE (payer, payee, sequence));
-                CREATE TABLE IF NOT EXISTS positions (
-                    payer BLOB NOT NULL,
-                    payee BLOB NOT NULL,
-                    receipt BLOB NOT NULL,
-                    PRIMARY KEY (payer, payee)) WITHOUT ROWID;
-                """);
             var ledger = new EmbeddedLedger(connection, time ?? TimeProvider.System) { Path = path };
             ledger.Load();
             return ledger;
@@ -110,18 +99,13 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
             return _balances.GetValueOrDefault(node);
     }
 
-    public SettledPosition SettledOf(NodeAddress payer, NodeAddress payee)
-    {
-        lock (_lock)
-            return _positions.TryGetValue((payer, payee), out var position) ? new SettledPosition(position.Sequence, position.Amount) : default;
-    }
+    public SettledPosition SettledOf(NodeAddress payer, NodeAddress payee) => _positions.Of(payer, payee);
 
-    /// <summary>The latest receipt settled for the pair: what a restarted node gives back to its <see cref="ReceiptBook"/> (payee) or <see cref="ReceiptSigner"/> (payer).</summary>
-    public Receipt? LatestSettled(NodeAddress payer, NodeAddress payee)
-    {
-        lock (_lock)
-            return _positions.GetValueOrDefault((payer, payee))?.Receipt;
-    }
+    public Receipt? LatestSettled(NodeAddress payer, NodeAddress payee) => _positions.Latest(payer, payee);
+
+    public IReadOnlyList<NodeAddress> PayersOf(NodeAddress payee) => _positions.PayersOf(payee);
+
+    public string Description => _memoryJournal is null ? $"embedded {Path}" : "embedded, in memory";
 
     /// <summary>Every settlement in the order it was made.</summary>
     public IReadOnlyList<JournalEntry> ReadJournal()
@@ -159,34 +143,23 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
 
     private SettlementResult[] Settle(IReadOnlyList<Receipt> receipts)
     {
-        // The signatures (0.23 ms each) are checked before the lock is taken.
-        var valid = new bool[receipts.Count];
-        for (var i = 0; i < receipts.Count; i++)
-            valid[i] = (receipts[i] ?? throw new ArgumentException("A receipt is missing.", nameof(receipts))).Verify();
+        var valid = SettlementRules.Verify(receipts);
         lock (_lock)
         {
             ThrowIfDisposed();
-            var staged = new Dictionary<(NodeAddress, NodeAddress), Position>();
+            var staged = new Dictionary<(NodeAddress, NodeAddress), Receipt>();
             var moves = new List<(Receipt Receipt, long Moved)>();
             var results = new SettlementResult[receipts.Count];
             for (var i = 0; i < receipts.Count; i++)
             {
                 var receipt = receipts[i];
                 var pair = (receipt.Payer, receipt.Payee);
-                var position = staged.GetValueOrDefault(pair) ?? _positions.GetValueOrDefault(pair);
-                var settled = position is null ? default : new SettledPosition(position.Sequence, position.Amount);
-                if (!valid[i])
-                    results[i] = new SettlementResult(SettlementOutcome.Invalid, 0, settled);
-                else if (receipt.Sequence <= settled.Sequence)
-                    results[i] = new SettlementResult(SettlementOutcome.AlreadySettled, 0, settled);
-                else if (receipt.Amount < settled.Amount)
-                    results[i] = new SettlementResult(SettlementOutcome.NonMonotonic, 0, settled);
-                else
+                var position = staged.GetValueOrDefault(pair) ?? _positions.Latest(receipt.Payer, receipt.Payee);
+                results[i] = SettlementRules.Decide(receipt, valid[i], position is null ? default : new SettledPosition(position.Sequence, position.Amount));
+                if (results[i].Outcome == SettlementOutcome.Settled)
                 {
-                    var moved = receipt.Amount - settled.Amount;
-                    staged[pair] = new Position(receipt.Sequence, receipt.Amount, receipt);
-                    moves.Add((receipt, moved));
-                    results[i] = new SettlementResult(SettlementOutcome.Settled, moved, new SettledPosition(receipt.Sequence, receipt.Amount));
+                    staged[pair] = receipt;
+                    moves.Add((receipt, results[i].Moved));
                 }
             }
             if (moves.Count == 0)
@@ -203,8 +176,7 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
                 }
             }
             // Only once the transaction is committed does memory change.
-            foreach (var (pair, position) in staged)
-                _positions[pair] = position;
+            _positions.Set(staged.Values);
             foreach (var (receipt, moved) in moves)
             {
                 _balances[receipt.Payer] = _balances.GetValueOrDefault(receipt.Payer) - moved;
@@ -214,7 +186,7 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
         }
     }
 
-    private static void Write(SqliteConnection connection, List<(Receipt Receipt, long Moved)> moves, IEnumerable<Position> positions, long nowMs)
+    private static void Write(SqliteConnection connection, List<(Receipt Receipt, long Moved)> moves, IEnumerable<Receipt> positions, long nowMs)
     {
         using var transaction = connection.BeginTransaction();
         using (var journal = connection.CreateCommand())
@@ -237,21 +209,7 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
                 journal.ExecuteNonQuery();
             }
         }
-        using (var upsert = connection.CreateCommand())
-        {
-            upsert.Transaction = transaction;
-            upsert.CommandText = "INSERT INTO positions (payer, payee, receipt) VALUES ($payer, $payee, $receipt) ON CONFLICT (payer, payee) DO UPDATE SET receipt = excluded.receipt";
-            var payer = upsert.Parameters.Add("$payer", SqliteType.Blob);
-            var payee = upsert.Parameters.Add("$payee", SqliteType.Blob);
-            var receipt = upsert.Parameters.Add("$receipt", SqliteType.Blob);
-            foreach (var position in positions)
-            {
-                payer.Value = position.Receipt.Payer.ToBytes();
-                payee.Value = position.Receipt.Payee.ToBytes();
-                receipt.Value = position.Receipt.Bytes;
-                upsert.ExecuteNonQuery();
-            }
-        }
+        SettledPositions.Write(transaction, positions);
         transaction.Commit();
     }
 
@@ -263,18 +221,11 @@ public sealed class EmbeddedLedger : ILedger, IDisposable
         while (reader.Read())
         {
             var bytes = (byte[])reader[0];
-            if (Receipt.TryParse(bytes, out var receipt) != ReceiptError.None)
+            if (Receipt.TryParse(bytes, out var receipt) != ReceiptError.None || receipt is null)
                 throw new InvalidDataException($"The ledger {Path} holds a settled position whose receipt does not parse.");
-            _positions[(receipt!.Payer, receipt.Payee)] = new Position(receipt.Sequence, receipt.Amount, receipt);
+            _positions.Set([receipt]);
             _balances[receipt.Payer] = _balances.GetValueOrDefault(receipt.Payer) - receipt.Amount;
             _balances[receipt.Payee] = _balances.GetValueOrDefault(receipt.Payee) + receipt.Amount;
         }
-    }
-
-    private static void Execute(SqliteConnection connection, string sql)
-    {
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        command.ExecuteNonQuery();
     }
 }

@@ -25,6 +25,9 @@ public enum MovementReason : byte
     Release,
     Trade,
     Fee,
+
+    /// <summary>From one owner to another outside any trade (mesh settlement).</summary>
+    Transfer,
 }
 
 /// <summary>
@@ -160,6 +163,30 @@ public sealed class ExchangeLedger
         _external[asset] += amount;
         _withdrawn[asset] += amount;
         Listener?.OnMovement(new LedgerMovement(MovementReason.Withdrawal, asset, amount, owner, AccountKind.Available, -1, AccountKind.External, reference, 0, key));
+        return true;
+    }
+
+    /// <summary>
+    /// Pays <paramref name="amount"/> from one owner's available balance to another's; false when its key was already used
+    /// or the payer's balance is short (nothing moves then).
+    /// </summary>
+    public bool Transfer(int from, int to, int asset, long amount, string key, long reference)
+    {
+        CheckOwner(from);
+        CheckOwner(to);
+        CheckAsset(asset);
+        if (amount <= 0)
+            throw new ArgumentOutOfRangeException(nameof(amount), amount, "A transfer must be positive.");
+        if (from == to)
+            throw new ArgumentException("An owner cannot pay itself.", nameof(to));
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        var payer = Slot(from, asset);
+        if (_keys.Contains(key) || _available[payer] < amount)
+            return false;
+        _keys.Add(key);
+        _available[payer] -= amount;
+        _available[Slot(to, asset)] = checked(_available[Slot(to, asset)] + amount);
+        Listener?.OnMovement(new LedgerMovement(MovementReason.Transfer, asset, amount, from, AccountKind.Available, to, AccountKind.Available, reference, 0, key));
         return true;
     }
 

@@ -84,8 +84,14 @@ public sealed class CommandStream(int seed, int owners, MarketSpec market, int b
             return ExchangeCommand.Limit(owner, 0, side, Price(side, aggressive: true), Lots(), _random.Next(3) == 0 ? TimeInForce.Fok : TimeInForce.Ioc, stp: stp);
         if (roll < 990)
             return ExchangeCommand.MarketOrder(owner, 0, side, Lots(), _random.Next(4) == 0 ? TimeInForce.Fok : TimeInForce.Ioc, stp);
-        if (roll < 993)
+        if (roll < 992)
             return ExchangeCommand.Deposit(owner, _random.Next(2) == 0 ? baseAsset : quoteAsset, _random.NextInt64(1, 1_000_000_000), Key());
+        if (roll < 993)
+        {
+            // Settlement between owners; now and then to itself, to no one, or under a key already used.
+            var to = _random.Next(50) switch { 0 => owner, 1 => owners + 1, _ => _random.Next(owners) };
+            return ExchangeCommand.Transfer(owner, to, _random.Next(2) == 0 ? baseAsset : quoteAsset, _random.NextInt64(1, 1_000_000_000), _random.Next(20) == 0 ? $"k{_keys}" : Key());
+        }
         if (roll < 996)
             return ExchangeCommand.Withdraw(owner, _random.Next(2) == 0 ? baseAsset : quoteAsset, _random.NextInt64(1, 1_000_000_000), _random.Next(20) == 0 ? $"k{_keys}" : Key());
         if (roll < 997)

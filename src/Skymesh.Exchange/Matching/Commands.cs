@@ -54,6 +54,12 @@ public enum CommandKind : byte
 
     /// <summary>Opens the account of the owner named by <see cref="ExchangeCommand.Key"/> (its key), numbered in order.</summary>
     OpenAccount,
+
+    /// <summary>
+    /// Moves <see cref="ExchangeCommand.Amount"/> of an asset from the owner's available balance to the available balance of
+    /// the owner numbered <see cref="ExchangeCommand.Market"/>, once per <see cref="ExchangeCommand.Key"/> (mesh settlement).
+    /// </summary>
+    Transfer,
 }
 
 /// <summary>
@@ -64,6 +70,7 @@ public readonly record struct ExchangeCommand
 {
     public CommandKind Kind { get; init; }
     public int Owner { get; init; }
+    /// <summary>The market of an order; for a <see cref="CommandKind.Transfer"/>, the owner paid.</summary>
     public int Market { get; init; }
     public long OrderId { get; init; }
     public Side Side { get; init; }
@@ -105,6 +112,10 @@ public readonly record struct ExchangeCommand
 
     public static ExchangeCommand Withdraw(int owner, int asset, long amount, string key) =>
         new() { Kind = CommandKind.Withdraw, Owner = owner, Asset = asset, Amount = amount, Key = key };
+
+    /// <summary>Pays <paramref name="amount"/> of <paramref name="asset"/> from <paramref name="owner"/>'s available balance to <paramref name="to"/>'s, once per <paramref name="key"/>.</summary>
+    public static ExchangeCommand Transfer(int owner, int to, int asset, long amount, string key) =>
+        new() { Kind = CommandKind.Transfer, Owner = owner, Market = to, Asset = asset, Amount = amount, Key = key };
 }
 
 public enum EventKind : byte
@@ -138,6 +149,9 @@ public enum EventKind : byte
 
     /// <summary>An owner's account is open under <see cref="ExchangeEvent.Owner"/>.</summary>
     AccountOpened,
+
+    /// <summary><see cref="ExchangeEvent.Quantity"/> of asset <see cref="ExchangeEvent.Market"/> moved from <see cref="ExchangeEvent.Owner"/> to <see cref="ExchangeEvent.MakerOwner"/>.</summary>
+    Transferred,
 }
 
 public enum RejectReason : byte
@@ -159,6 +173,9 @@ public enum RejectReason : byte
     DuplicateKey,
     BadAmount,
     BadTimeInForce,
+
+    /// <summary>A transfer from an owner to itself.</summary>
+    SameOwner,
 }
 
 public enum ExpiryReason : byte

@@ -94,6 +94,9 @@ public sealed class MatchingEngine
             case CommandKind.Withdraw:
                 Withdraw(command, sequence);
                 break;
+            case CommandKind.Transfer:
+                Transfer(command, sequence);
+                break;
             case CommandKind.OpenAccount when !string.IsNullOrEmpty(command.Key) && command.Key.Length <= 256:
                 Emit(new ExchangeEvent(EventKind.AccountOpened, sequence, 0, _ledger.Owner(command.Key), -1, Side.Buy, 0, 0));
                 break;
@@ -420,6 +423,26 @@ public sealed class MatchingEngine
             Reject(c, sequence, reason);
         else
             Emit(new ExchangeEvent(EventKind.Withdrawn, sequence, 0, c.Owner, -1, Side.Sell, 0, c.Amount));
+    }
+
+    private void Transfer(in ExchangeCommand c, long sequence)
+    {
+        var reason = CheckTransfer(c);
+        if (reason == RejectReason.None)
+        {
+            if ((uint)c.Market >= (uint)_ledger.OwnerCount)
+                reason = RejectReason.UnknownOwner;
+            else if (c.Market == c.Owner)
+                reason = RejectReason.SameOwner;
+            else if (_ledger.Seen(c.Key!))
+                reason = RejectReason.DuplicateKey;
+            else if (!_ledger.Transfer(c.Owner, c.Market, c.Asset, c.Amount, c.Key!, sequence))
+                reason = RejectReason.InsufficientFunds;
+        }
+        if (reason != RejectReason.None)
+            Reject(c, sequence, reason);
+        else
+            Emit(new ExchangeEvent(EventKind.Transferred, sequence, 0, c.Owner, c.Asset, Side.Sell, 0, c.Amount, MakerOwner: c.Market));
     }
 
     private RejectReason CheckTransfer(in ExchangeCommand c)

@@ -70,7 +70,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
     }
 
     /// <summary>Starts the agent on <paramref name="bus"/> (logged in as the node); the agent owns the bus from then on.</summary>
-    public static async Task<ControlAgent> StartAsync(MeshNode node, IControlBus bus, EmbeddedLedger ledger, ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
+    public static async Task<ControlAgent> StartAsync(MeshNode node, IControlBus bus, ILedger ledger, ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(node);
         ArgumentNullException.ThrowIfNull(bus);

@@ -22,7 +22,7 @@ public sealed partial class ControlPlane : IAsyncDisposable
 
     private readonly MeshNode _node;
     private readonly IControlBusConnector _connector;
-    private readonly EmbeddedLedger _ledger;
+    private readonly ILedger _ledger;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
@@ -35,7 +35,7 @@ public sealed partial class ControlPlane : IAsyncDisposable
     private long _connects;
     private long _failures;
 
-    private ControlPlane(MeshNode node, IControlBusConnector connector, EmbeddedLedger ledger, ILoggerFactory? loggerFactory)
+    private ControlPlane(MeshNode node, IControlBusConnector connector, ILedger ledger, ILoggerFactory? loggerFactory)
     {
         _node = node;
         _connector = connector;
@@ -71,7 +71,7 @@ public sealed partial class ControlPlane : IAsyncDisposable
         : $"connecting to {Broker}" + (_lastError is { } error ? $" (last error: {error})" : "");
 
     /// <summary>Starts keeping the node's agent connected; returns at once, the first login happens in the background.</summary>
-    public static ControlPlane Start(MeshNode node, IControlBusConnector connector, EmbeddedLedger ledger, ILoggerFactory? loggerFactory = null)
+    public static ControlPlane Start(MeshNode node, IControlBusConnector connector, ILedger ledger, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(node);
         ArgumentNullException.ThrowIfNull(connector);

@@ -19,7 +19,10 @@ public sealed record NeighbourBalance(
     long? AllowedBytesPerSecond, long CreditDrops, long HandedToThem, long ReceiptsWeSigned, long ReceiptedByUs = 0, long SettledByUs = 0);
 
 /// <summary>This node's balance on its ledger and its books with each neighbour.</summary>
-public sealed record BalanceInfo(string Node, long Balance, long ReceiptsAccepted, long ReceiptsRefused, IReadOnlyList<NeighbourBalance> Neighbours);
+/// <param name="Ledger">Which ledger receipts settle on (the embedded file, or the exchange and its asset).</param>
+/// <param name="SettlementsRefused">Receipts the ledger would not pay (the payer's account short), since the node started.</param>
+public sealed record BalanceInfo(string Node, long Balance, long ReceiptsAccepted, long ReceiptsRefused, IReadOnlyList<NeighbourBalance> Neighbours,
+    string Ledger = "", long SettlementsRefused = 0);
 
 /// <summary>
 /// Settlement for one node (docs/control-plane.md, "Settlement"): every 100 ms it feeds the links' counts to the
@@ -36,7 +39,7 @@ public sealed partial class SettlementService : IAsyncDisposable
     private readonly ReceiptBook _book;
     private readonly ReceiptSigner _signer;
     private readonly CreditPolicy _credit;
-    private readonly EmbeddedLedger _ledger;
+    private readonly ILedger _ledger;
     // Per link object, not per id: a link's id is used again by a later link, whose counts start from zero.
     private readonly Dictionary<Link, (long Forwarded, long Billable)> _seen = [];
     private readonly Dictionary<Link, long> _reported = [];
@@ -45,7 +48,7 @@ public sealed partial class SettlementService : IAsyncDisposable
     private readonly ITimer _settle;
     private int _disposed;
 
-    internal SettlementService(MeshNode node, IControlBus bus, TopologyGraph graph, EmbeddedLedger ledger, ILogger logger)
+    internal SettlementService(MeshNode node, IControlBus bus, TopologyGraph graph, ILedger ledger, ILogger logger)
     {
         _node = node;
         _bus = bus;
@@ -53,7 +56,7 @@ public sealed partial class SettlementService : IAsyncDisposable
         _logger = logger;
         _book = new ReceiptBook(node.Address, node.Time);
         _signer = new ReceiptSigner(node.Key, node.Time);
-        _credit = new CreditPolicy(new CreditOptions { DefaultLimits = new CreditLimits(node.Options.CreditLimit) }, node.Time);
+        _credit = new CreditPolicy(new CreditOptions { DefaultLimits = new CreditLimits(node.Options.CreditLimit, node.Options.SettlementLimit) }, node.Time);
         _ledger = ledger;
         _book.ReceiptRefused += r =>
         {
@@ -78,7 +81,7 @@ public sealed partial class SettlementService : IAsyncDisposable
             + (status.AllowedBytesPerSecond is { } allowed ? $" (forwarding at most {allowed:N0} B/s for it)" : ""), status.Neighbour.ToString());
         // After a restart: what each neighbour had paid, as far as this node's ledger knows, so that their receipts
         // carry on from there (and each byte is paid once).
-        foreach (var payer in _ledger.ReadJournal().Where(e => e.Payee == node.Address).Select(e => e.Payer).Distinct())
+        foreach (var payer in _ledger.PayersOf(node.Address))
         {
             if (_ledger.LatestSettled(payer, node.Address) is { } latest)
                 _book.Restore(latest);
@@ -96,7 +99,7 @@ public sealed partial class SettlementService : IAsyncDisposable
 
     public CreditPolicy Credit => _credit;
 
-    public EmbeddedLedger Ledger => _ledger;
+    public ILedger Ledger => _ledger;
 
     /// <summary>A receipt a neighbour sent (on its link, or over the bus from <paramref name="sender"/>); only its payer may send it.</summary>
     internal void OnReceipt(NodeAddress sender, ReadOnlySpan<byte> payload)
@@ -249,16 +252,17 @@ public sealed partial class SettlementService : IAsyncDisposable
 
     // Receipts flow every 100 ms per neighbour under traffic: at most one event a second per neighbour and direction
     // keeps them from pushing everything else out of the event ring.
-    private readonly Dictionary<(NodeAddress, bool), long> _lastReceiptEvent = [];
+    private readonly Dictionary<(NodeAddress, bool, bool), long> _lastReceiptEvent = [];
+    private long _settlementsRefused;
 
-    private bool Due(NodeAddress neighbour, bool incoming)
+    private bool Due(NodeAddress neighbour, bool incoming, bool refused = false)
     {
         var now = _node.Time.GetTimestamp();
         lock (_lastReceiptEvent)
         {
-            if (_lastReceiptEvent.TryGetValue((neighbour, incoming), out var last) && _node.Time.GetElapsedTime(last, now) < TimeSpan.FromSeconds(1))
+            if (_lastReceiptEvent.TryGetValue((neighbour, incoming, refused), out var last) && _node.Time.GetElapsedTime(last, now) < TimeSpan.FromSeconds(1))
                 return false;
-            _lastReceiptEvent[(neighbour, incoming)] = now;
+            _lastReceiptEvent[(neighbour, incoming, refused)] = now;
             return true;
         }
     }
@@ -297,10 +301,26 @@ public sealed partial class SettlementService : IAsyncDisposable
             return;
         try
         {
-            await _ledger.SettleAsync(receipts, cancellationToken);
+            var results = await _ledger.SettleAsync(receipts, cancellationToken);
+            for (var i = 0; i < results.Count; i++)
+            {
+                if (results[i].Outcome != SettlementOutcome.Refused)
+                    continue;
+                Interlocked.Increment(ref _settlementsRefused);
+                var payer = receipts[i].Payer;
+                if (Due(payer, incoming: true, refused: true))
+                {
+                    Log.SettlementRefused(_logger, payer.ToString(), receipts[i].Amount - results[i].Position.Amount);
+                    _node.Events.Append(NodeEventKind.SettlementRefused,
+                        $"the ledger would not pay {receipts[i].Amount - results[i].Position.Amount:N0} micro-units {payer} owes (receipt {receipts[i].Sequence}): its account is short",
+                        payer.ToString());
+                }
+            }
         }
-        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
+            // A ledger away or failing (the exchange's disk, a network): what is owed stays receipted and the next round
+            // tries again; the settlement limit throttles payers meanwhile.
             Log.TickFailed(_logger, e.Message);
         }
     }
@@ -326,7 +346,8 @@ public sealed partial class SettlementService : IAsyncDisposable
                 signed?.Amount ?? 0, _ledger.SettledOf(_node.Address, peer).Amount));
         }
         var refused = Enum.GetValues<ReceiptError>().Where(r => r != ReceiptError.None).Sum(_book.Refused);
-        return new BalanceInfo(_node.Address.ToString(), _ledger.BalanceOf(_node.Address), _book.Accepted, refused, neighbours);
+        return new BalanceInfo(_node.Address.ToString(), _ledger.BalanceOf(_node.Address), _book.Accepted, refused, neighbours, _ledger.Description,
+            Interlocked.Read(ref _settlementsRefused));
     }
 
     public async ValueTask DisposeAsync()
@@ -348,6 +369,9 @@ public sealed partial class SettlementService : IAsyncDisposable
 
         [LoggerMessage(EventId = 721, Level = LogLevel.Debug, Message = "Receipt to {Payee} not sent: {Reason}")]
         public static partial void ReceiptNotSent(ILogger logger, string payee, string reason);
+
+        [LoggerMessage(EventId = 723, Level = LogLevel.Warning, Message = "The ledger would not pay {Amount} micro-units {Payer} owes: its account is short")]
+        public static partial void SettlementRefused(ILogger logger, string payer, long amount);
 
         [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Settlement round failed: {Reason}")]
         public static partial void TickFailed(ILogger logger, string reason);

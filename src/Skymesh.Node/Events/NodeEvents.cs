@@ -25,6 +25,9 @@ public enum NodeEventKind
     AppStopped,
     ControlConnected,
     ControlLost,
+
+    /// <summary>The ledger would not pay a neighbour's receipt (its account cannot cover it).</summary>
+    SettlementRefused,
 }
 
 /// <summary>

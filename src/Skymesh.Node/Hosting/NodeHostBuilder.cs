@@ -4,6 +4,9 @@ using Skymesh.Control.Bus;
 using Skymesh.Control.Bus.Nats;
 using Skymesh.Control.Bus.Ssmp;
 using Skymesh.Control.Settlement;
+using Skymesh.Exchange;
+using Skymesh.Identity;
+using Skymesh.Ledger;
 using Skymesh.Mesh.Apps;
 using Skymesh.Node.Control;
 
@@ -27,7 +30,7 @@ public sealed class NodeHostBuilder
     private IInterfaceFactory _interfaces = InterfaceFactory.Default;
     private IControlBusConnector? _bus;
     private bool _busChosen;
-    private Func<TimeProvider, EmbeddedLedger>? _ledger;
+    private Func<TimeProvider, NodeAddress, CancellationToken, Task<ILedger>>? _ledger;
     private bool _api = true;
 
     public NodeHostBuilder(NodeOptions options) => _options = options ?? throw new ArgumentNullException(nameof(options));
@@ -77,10 +80,26 @@ public sealed class NodeHostBuilder
         return this;
     }
 
-    /// <summary>Where receipts settle; by default the SQLite file in the data directory (or node.json's <c>ledger</c>).</summary>
-    public NodeHostBuilder UseLedger(Func<TimeProvider, EmbeddedLedger> open)
+    /// <summary>
+    /// Where receipts settle; by default the SQLite file in the data directory (or node.json's <c>ledger</c>), or the
+    /// exchange node.json's <c>settlement</c> names.
+    /// </summary>
+    public NodeHostBuilder UseLedger(Func<TimeProvider, ILedger> open)
     {
-        _ledger = open ?? throw new ArgumentNullException(nameof(open));
+        ArgumentNullException.ThrowIfNull(open);
+        _ledger = (time, _, _) => Task.FromResult(open(time));
+        return this;
+    }
+
+    /// <summary>
+    /// Receipts are paid as transfers in <paramref name="asset"/> on <paramref name="ledger"/> (which the caller keeps and
+    /// disposes); the latest receipt paid per neighbour is kept in the data directory's settlement.db.
+    /// </summary>
+    public NodeHostBuilder UseTransferLedger(ITransferLedger ledger, string asset)
+    {
+        ArgumentNullException.ThrowIfNull(ledger);
+        _ledger = async (_, self, cancellationToken) =>
+            await TransferSettlement.OpenAsync(ledger, asset, _options.SettlementFile, self, ownsLedger: false, cancellationToken: cancellationToken);
         return this;
     }
 
@@ -117,20 +136,32 @@ public sealed class NodeHostBuilder
         var bus = _busChosen ? _bus : DefaultBus();
         if (bus is null && _options.Finder is not null)
             throw new InvalidOperationException("$.finder: a route finder is reached over the control bus: set \"broker\" too");
-        var node = MeshNode.Start(_options, key, keyDescription, nic => _interfaces.Open(nic, _time), _logging, _time);
+        // The ledger before any port is bound: a ledger that cannot open (a bad exchange directory) stops the node
+        // before it has touched the network.
+        ILedger ledger;
+        MeshNode node;
+        try
+        {
+            ledger = await (_ledger ?? DefaultLedgerAsync)(_time, key.Address, cancellationToken);
+        }
+        catch
+        {
+            key.Dispose();
+            throw;
+        }
+        try
+        {
+            node = MeshNode.Start(_options, key, keyDescription, nic => _interfaces.Open(nic, _time), _logging, _time);
+        }
+        catch
+        {
+            ledger.Dispose();
+            throw;
+        }
         node.Random = _random;
-        EmbeddedLedger? ledger = null;
         ControlPlane? control = null;
         try
         {
-            try
-            {
-                ledger = (_ledger ?? (time => EmbeddedLedger.Open(_options.LedgerFile, time)))(_time);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException)
-            {
-                throw new NodeConfigException(_options.Ledger is null ? "$.dataDir" : "$.ledger", $"cannot open the ledger {_options.LedgerFile}: {e.Message}", e);
-            }
             control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
             var read = new NodeReadModel(node, control);
             var api = _api ? await NodeApi.StartAsync(read, _options.Api) : null;
@@ -140,9 +171,44 @@ public sealed class NodeHostBuilder
         {
             if (control is not null)
                 await control.DisposeAsync();
-            ledger?.Dispose();
+            ledger.Dispose();
             await node.DisposeAsync();
             throw;
+        }
+    }
+
+    /// <summary>The ledger node.json names: an exchange's directory, or the embedded SQLite file.</summary>
+    private async Task<ILedger> DefaultLedgerAsync(TimeProvider time, NodeAddress self, CancellationToken cancellationToken)
+    {
+        if (_options.SettlementExchange is not { } directory)
+        {
+            try
+            {
+                return EmbeddedLedger.Open(_options.LedgerFile, time);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException)
+            {
+                throw new NodeConfigException(_options.Ledger is null ? "$.dataDir" : "$.ledger", $"cannot open the ledger {_options.LedgerFile}: {e.Message}", e);
+            }
+        }
+        ExchangeStore exchange;
+        try
+        {
+            exchange = ExchangeStore.Open(directory);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            throw new NodeConfigException("$.settlement.exchange", $"cannot open the exchange in {directory}: {e.Message}", e);
+        }
+        try
+        {
+            return await TransferSettlement.OpenAsync(exchange, _options.SettlementAsset, _options.SettlementFile, self, ownsLedger: true,
+                $"exchange {directory} ({_options.SettlementAsset})", cancellationToken);
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidDataException)
+        {
+            exchange.Dispose();
+            throw new NodeConfigException(e is ArgumentException ? "$.settlement.asset" : "$.dataDir", $"cannot settle on the exchange in {directory}: {NodeConfigException.Reason(e)}", e);
         }
     }
 
@@ -155,7 +221,7 @@ public sealed class NodeHost : IAsyncDisposable
 {
     private int _disposed;
 
-    internal NodeHost(MeshNode node, ControlPlane? control, NodeApi? api, EmbeddedLedger ledger, NodeReadModel read)
+    internal NodeHost(MeshNode node, ControlPlane? control, NodeApi? api, ILedger ledger, NodeReadModel read)
     {
         Node = node;
         Read = read;
@@ -179,7 +245,7 @@ public sealed class NodeHost : IAsyncDisposable
     public NodeApi? Api { get; }
 
     /// <summary>Where this node's receipts settle; it outlives reconnections of the control plane.</summary>
-    public EmbeddedLedger Ledger { get; }
+    public ILedger Ledger { get; }
 
     /// <summary>Completes once the control agent is first on the bus (at once when there is no bus to wait for: it throws).</summary>
     public async Task<ControlAgent> WaitForControlAsync(CancellationToken cancellationToken)

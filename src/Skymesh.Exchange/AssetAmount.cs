@@ -1,0 +1,43 @@
+using System.Globalization;
+using System.Numerics;
+
+namespace Skymesh.Exchange;
+
+/// <summary>Amounts as people write them ("12.5" SKY) and as the ledger keeps them (12,500,000 units at 6 decimal places): exactly, never through a float.</summary>
+public static class AssetAmount
+{
+    /// <summary>
+    /// The whole number of smallest units that <paramref name="text"/> (digits, at most one point, at most
+    /// <paramref name="scale"/> digits after it) names; false for anything else, a negative amount, or one past
+    /// <see cref="long.MaxValue"/> units.
+    /// </summary>
+    public static bool TryParse(string? text, int scale, out long units)
+    {
+        units = 0;
+        if (string.IsNullOrEmpty(text) || scale is < 0 or > 18)
+            return false;
+        var point = text.IndexOf('.', StringComparison.Ordinal);
+        var whole = point < 0 ? text : text[..point];
+        var fraction = point < 0 ? "" : text[(point + 1)..];
+        if ((whole.Length == 0 && fraction.Length == 0) || fraction.Length > scale || !whole.All(char.IsAsciiDigit) || !fraction.All(char.IsAsciiDigit))
+            return false;
+        var value = (whole.Length == 0 ? BigInteger.Zero : BigInteger.Parse(whole, CultureInfo.InvariantCulture)) * BigInteger.Pow(10, scale)
+            + (fraction.Length == 0 ? BigInteger.Zero : BigInteger.Parse(fraction, CultureInfo.InvariantCulture) * BigInteger.Pow(10, scale - fraction.Length));
+        if (value > long.MaxValue)
+            return false;
+        units = (long)value;
+        return true;
+    }
+
+    /// <summary><paramref name="units"/> written with <paramref name="scale"/> decimal places ("12.500000").</summary>
+    public static string Format(long units, int scale)
+    {
+        var sign = units < 0 ? "-" : "";
+        var magnitude = BigInteger.Abs(units);
+        if (scale == 0)
+            return sign + magnitude.ToString(CultureInfo.InvariantCulture);
+        var divisor = BigInteger.Pow(10, scale);
+        var fraction = (magnitude % divisor).ToString(CultureInfo.InvariantCulture).PadLeft(scale, '0');
+        return $"{sign}{(magnitude / divisor).ToString(CultureInfo.InvariantCulture)}.{fraction}";
+    }
+}
