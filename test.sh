@@ -10,6 +10,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 { [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1; } || need_apt+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+[ -x /usr/bin/systemd-analyze ] || need_apt+=(systemd)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -53,6 +55,20 @@ if ! dotnet build Skymesh.slnx -c Release -v quiet -nologo; then
   exit 1
 fi
 
+# Every platform's self-contained single file, from this one machine (publish.sh): a platform that does not build
+# is a failure. The end-to-end tests run the linux-x64 one (SingleFileTests).
+mkdir -p "$results"
+publish_failed=0
+publish_started=$SECONDS
+if ./publish.sh >"$results/publish.log" 2>&1; then
+  export SKYMESH_SINGLE_FILE=$PWD/artifacts/skymesh-linux-x64
+  echo "test.sh: publish.sh built every platform in $((SECONDS - publish_started)) s"
+else
+  echo "test.sh: FAILED: publish.sh did not build every platform:"
+  tail -n 30 "$results/publish.log"
+  publish_failed=1
+fi
+
 # Each test project runs on its own, bounded in time: one that does not finish within 600 s is killed and
 # counted as a failure (it hung), with a message naming it. Nothing is run twice.
 status=0
@@ -90,8 +106,8 @@ if [ ${#trx_files[@]} -eq 0 ]; then
   echo "test.sh: no test results were written"
   failed=$((failed + 1))
 fi
-# A project that timed out wrote no usable results: each counts as one failure.
-failed=$((failed + timed_out))
+# A project that timed out wrote no usable results: each counts as one failure; so does a platform that did not build.
+failed=$((failed + timed_out + publish_failed))
 if [ $status -ne 0 ] && [ $failed -eq 0 ]; then
   echo "test.sh: the test run failed without a failing test (crash or timeout)"
   failed=1

@@ -394,9 +394,9 @@ internal static class BenchCommand
         var prefix = new List<string>();
         if (Path.GetFileNameWithoutExtension(host).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
         {
-            var entry = Assembly.GetEntryAssembly()?.Location;
-            if (string.IsNullOrEmpty(entry))
-                throw new UsageException("Cannot find skymesh.dll to start `skymesh` children.");
+            var entry = Path.Combine(AppContext.BaseDirectory, "skymesh.dll");
+            if (!File.Exists(entry))
+                throw new UsageException($"Cannot find {entry} to start `skymesh` children.");
             prefix.Add(entry);
         }
         return new SkymeshLaunch(host, prefix);

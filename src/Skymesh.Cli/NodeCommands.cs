@@ -151,37 +151,43 @@ internal static class NodeCommands
                 throw new UsageException($"{parse.GetValue(config)}: {e.Message}");
             }
             using var logging = LogSettings.From(parse).CreateFactory();
-            using var signals = CliSupport.UntilSignal(cancellationToken);
-            NodeHost started;
+            await ServiceHosting.RunAsync(new NodeService(options, logging), "skymesh", cancellationToken);
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>A node as a service: started (and its banner printed) when it is up, stopped by disposing it.</summary>
+    private sealed class NodeService(NodeOptions options, ILoggerFactory logging) : ServiceHosting.IService
+    {
+        private NodeHost? _host;
+
+        public async Task StartAsync(CancellationToken cancellationToken)
+        {
             try
             {
                 // The control plane connects in the background: a broker that is away never stops the data plane.
-                started = await new NodeHostBuilder(options).UseLogging(logging).StartAsync(signals.Token);
+                _host = await new NodeHostBuilder(options).UseLogging(logging).StartAsync(cancellationToken);
             }
             catch (Exception e) when (e is InvalidOperationException or System.Net.Sockets.SocketException)
             {
                 // An interface or API that cannot have its address (a port in use) is a configuration error: one line, exit 2.
                 throw new UsageException(CliSupport.Reason(e));
             }
-            await using var host = started;
-            var node = host.Node;
-            var api = host.Api!;
-            var control = host.Control;
+            var node = _host.Node;
+            var api = _host.Api!;
             Console.WriteLine($"node {node.Address}");
             Console.WriteLine($"  interfaces: {string.Join(", ", node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}"))}");
             Console.WriteLine($"  local API:  http://{api.EndPoint}/api/node   metrics: http://{api.EndPoint}/metrics");
             Console.WriteLine($"  exits:      {(options.Exits.Rules.Count == 0 ? "none" : string.Join(", ", options.Exits.Rules))}");
-            Console.WriteLine($"  control:    {(control is null ? "none (no broker in the configuration: paths by hand only)" : $"SSMP broker {options.Broker}, announcing on {Node.Control.ControlAgent.Topic} once logged in")}");
-            try
-            {
-                await Task.Delay(Timeout.Infinite, signals.Token);
-            }
-            catch (OperationCanceledException)
-            {
-            }
-            return 0;
-        });
-        return command;
+            Console.WriteLine($"  control:    {(_host.Control is null ? "none (no broker in the configuration: paths by hand only)" : $"SSMP broker {options.Broker}, announcing on {Node.Control.ControlAgent.Topic} once logged in")}");
+        }
+
+        public async Task StopAsync()
+        {
+            if (_host is not null)
+                await _host.DisposeAsync();
+        }
     }
 
     private static Command CreateStatus()

@@ -16,6 +16,26 @@ public static partial class SkymeshProgram
     /// <summary>Set to 1 to have an unexpected failure print its stack trace after its one line.</summary>
     public const string DebugVariable = "SKYMESH_DEBUG";
 
+    /// <summary>
+    /// "skymesh 0.1.0 (commit 9c61801a2b3c, .NET 10.0.12, linux-x64)": the release, the commit it was built from (the
+    /// SDK appends it to the informational version from git), the runtime and the platform.
+    /// </summary>
+    public static string VersionLine
+    {
+        get
+        {
+            var informational = typeof(SkymeshProgram).Assembly
+                .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+                .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? "0.0.0";
+            var plus = informational.IndexOf('+', StringComparison.Ordinal);
+            var version = plus < 0 ? informational : informational[..plus];
+            var commit = plus < 0 ? "unknown" : informational[(plus + 1)..];
+            if (commit.Length > 12)
+                commit = commit[..12];
+            return $"skymesh {version} (commit {commit}, .NET {Environment.Version}, {System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier})";
+        }
+    }
+
     public static RootCommand CreateRoot()
     {
         var root = new RootCommand("skymesh — the Skymesh mesh networking stack: SSMP broker, nodes, tools and benchmarks.");
@@ -41,9 +61,13 @@ public static partial class SkymeshProgram
         {
             [] or ["help"] => ["--help"],
             ["help", .. var rest] => [.. rest, "--help"],
-            ["version"] => ["--version"],
             _ => args,
         };
+        if (args is ["version"] or ["--version"])
+        {
+            Console.WriteLine(VersionLine);
+            return 0;
+        }
         var parse = CreateRoot().Parse(args);
         if (parse.Errors.Count > 0)
         {

@@ -788,7 +788,8 @@ public sealed class NodeProcessTests : IAsyncDisposable
     [InlineData("nosuchcmd", 2, "skymesh: Unrecognized command or argument 'nosuchcmd'. (try --help)")]
     [InlineData("help", 0, "Write a commented node.json")]
     [InlineData("help init", 0, "--data-dir")]
-    [InlineData("version", 0, "1.0.0+")]
+    [InlineData("version", 0, "skymesh 0.1.0 (commit ")]
+    [InlineData("--version", 0, ", .NET 10.")]
     [InlineData("", 0, "Usage:")]
     public async Task Help_version_and_an_unknown_command_answer_as_a_person_expects(string arguments, int code, string expected)
     {
