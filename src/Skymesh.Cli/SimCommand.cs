@@ -25,15 +25,20 @@ internal static class SimCommand
         var plot = new Option<string?>("--plot") { Description = "Also draw reachability and control traffic over virtual time into this SVG file." };
         var scenario = new Option<string>("--scenario")
         {
-            Description = "What happens after the cold start: nothing more (cold-start); link-failures (one link of each path set up is cut at once); concurrent-setups (every path asked for at one instant); partition (the links between the two halves cut, then mended); churn (nodes leave and come back at --churn-rate).",
+            Description = "What happens after the cold start: nothing more (cold-start); link-failures (one link of each path set up is cut at once); concurrent-setups (every path asked for at one instant); partition (the links between the two halves cut, then mended); churn (nodes leave and come back at --churn-rate); steady-state (the converged mesh runs on for --steady-seconds, watched every second); traffic (flows of datagrams over paths between sampled pairs, every node charging for forwarding, settled on the relays' ledgers).",
             DefaultValueFactory = _ => "cold-start",
-        }.AcceptOnly("cold-start", "link-failures", "concurrent-setups", "partition", "churn");
+        }.AcceptOnly("cold-start", "link-failures", "concurrent-setups", "partition", "churn", "steady-state", "traffic");
         var churnRate = new Option<double>("--churn-rate") { Description = "churn: nodes leaving per second of virtual time (each back after 10 s).", DefaultValueFactory = _ => defaults.ChurnRate }.Within(0.01, 10_000);
         var churnSeconds = new Option<double>("--churn-seconds") { Description = "churn: virtual seconds nodes come and go.", DefaultValueFactory = _ => defaults.ChurnTime.TotalSeconds }.Within(1, 86_400);
         var partitionSeconds = new Option<double>("--partition-seconds") { Description = "partition: virtual seconds the halves stay apart.", DefaultValueFactory = _ => defaults.PartitionTime.TotalSeconds }.Within(1, 86_400);
+        var steadySeconds = new Option<double>("--steady-seconds") { Description = "steady-state: virtual seconds the converged mesh runs on.", DefaultValueFactory = _ => defaults.SteadyTime.TotalSeconds }.Within(1, 86_400);
+        var trafficSeconds = new Option<double>("--traffic-seconds") { Description = "traffic: virtual seconds the flows run.", DefaultValueFactory = _ => defaults.TrafficTime.TotalSeconds }.Within(1, 86_400);
+        var trafficRate = new Option<int>("--traffic-rate") { Description = "traffic: datagrams per second per flow (1,200 bytes each; one flow per --setups pair).", DefaultValueFactory = _ => defaults.TrafficRate }.Within(1, 10_000);
+        var loss = new Option<double>("--loss") { Description = "Share of frames every link loses, 0 to 0.5.", DefaultValueFactory = _ => 0 }.Within(0, 0.5);
         var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")
         {
-            nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario, churnRate, churnSeconds, partitionSeconds, plot,
+            nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario, churnRate, churnSeconds, partitionSeconds,
+            steadySeconds, trafficSeconds, trafficRate, loss, plot,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -73,6 +78,10 @@ internal static class SimCommand
                 ChurnRate = parse.GetValue(churnRate),
                 ChurnTime = TimeSpan.FromSeconds(parse.GetValue(churnSeconds)),
                 PartitionTime = TimeSpan.FromSeconds(parse.GetValue(partitionSeconds)),
+                SteadyTime = TimeSpan.FromSeconds(parse.GetValue(steadySeconds)),
+                TrafficTime = TimeSpan.FromSeconds(parse.GetValue(trafficSeconds)),
+                TrafficRate = parse.GetValue(trafficRate),
+                Loss = parse.GetValue(loss),
             };
             var report = await ColdStart.RunAsync(options, line => Console.Error.WriteLine(line));
             if (parse.GetValue(plot) is { } svg)
@@ -88,6 +97,10 @@ internal static class SimCommand
                 Console.WriteLine($"partition                    reachability fell to {apart:P1}; mended, back to 99 % of before in {Num(report.HealSeconds, "0.00")} s (virtual)");
             if (report.ChurnReachabilityMean is { } churn)
                 Console.WriteLine($"churn                        reachable pairs (both ends up) mean {churn:P1}, lowest {report.ChurnReachabilityMin:P1}; real path setups {Num(report.ChurnSetupSuccess * 100, "0")} % succeeded");
+            if (report.SteadyReachabilityMin is { } steady)
+                Console.WriteLine($"steady state                 lowest reachability {steady:P1} (sampled every second); real path setups {Num(report.SteadySetupSuccess * 100, "0")} % succeeded");
+            if (report.DeliveryRatio is { } delivered)
+                Console.WriteLine($"traffic                      {report.Flows} flows: {delivered:P2} of datagrams answered; relays paid {Num(report.RelaysPaid * 100, "0")} %, {report.SettledMicroUnits:N0} micro-units settled");
             Console.WriteLine($"idle control traffic         {report.ControlBytesPerNodePerSec:N0} bytes/s per node");
             Console.WriteLine($"memory                       {report.MemoryBytesPerNode / 1024.0:N0} KiB per node (managed heap, whole process)");
             Console.WriteLine($"real time                    {report.RealSeconds:0.0} s");
@@ -115,6 +128,12 @@ internal static class SimCommand
                 ["churn_reachability_mean"] = report.ChurnReachabilityMean is { } cm ? Math.Round(cm, 4) : null,
                 ["churn_reachability_min"] = report.ChurnReachabilityMin is { } cmin ? Math.Round(cmin, 4) : null,
                 ["churn_setup_success"] = report.ChurnSetupSuccess is { } cs ? Math.Round(cs, 4) : null,
+                ["steady_reachability_min"] = report.SteadyReachabilityMin is { } srm ? Math.Round(srm, 4) : null,
+                ["steady_setup_success"] = report.SteadySetupSuccess is { } sss ? Math.Round(sss, 4) : null,
+                ["delivery_ratio"] = report.DeliveryRatio is { } dr ? Math.Round(dr, 4) : null,
+                ["flows"] = report.Flows,
+                ["settled_micro_units"] = report.SettledMicroUnits,
+                ["relays_paid"] = report.RelaysPaid is { } rp ? Math.Round(rp, 4) : null,
                 ["control_bytes_per_node_per_sec"] = Math.Round(report.ControlBytesPerNodePerSec, 1),
                 ["memory_bytes_per_node"] = report.MemoryBytesPerNode,
                 ["real_seconds"] = Math.Round(report.RealSeconds, 2),

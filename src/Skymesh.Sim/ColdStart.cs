@@ -56,6 +56,23 @@ public sealed record SimOptions
 
     /// <summary>Churn: how long nodes come and go.</summary>
     public TimeSpan ChurnTime { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Steady state: how long the converged mesh runs on (announcements refreshed, records expiring) while it is watched.</summary>
+    public TimeSpan SteadyTime { get; init; } = TimeSpan.FromSeconds(300);
+
+    /// <summary>Traffic: how long the flows run.</summary>
+    public TimeSpan TrafficTime { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Traffic: datagrams each flow sends per second (pings of <see cref="TrafficSize"/> bytes, answered by the far end).</summary>
+    public int TrafficRate { get; init; } = 50;
+
+    public int TrafficSize { get; init; } = 1200;
+
+    /// <summary>Traffic: what every node charges to forward a MiB (micro-units), so that settlement has something to pay.</summary>
+    public uint Price { get; init; } = 1000;
+
+    /// <summary>Share of frames every link loses, 0 to 1.</summary>
+    public double Loss { get; init; }
 }
 
 /// <summary>One sample of a run: at a virtual instant, the share of sampled pairs that can open a path, and control bytes so far.</summary>
@@ -91,6 +108,21 @@ public sealed record SimReport(
     public double? ChurnReachabilityMin { get; init; }
 
     public double? ChurnSetupSuccess { get; init; }
+
+    /// <summary>Steady state: the lowest reachability sampled each second, and the share of real path setups (one every 5 s) that succeeded.</summary>
+    public double? SteadyReachabilityMin { get; init; }
+
+    public double? SteadySetupSuccess { get; init; }
+
+    /// <summary>Traffic: the share of datagrams answered, the flows that ran, and what the relays were paid on their ledgers (micro-units).</summary>
+    public double? DeliveryRatio { get; init; }
+
+    public int? Flows { get; init; }
+
+    public long? SettledMicroUnits { get; init; }
+
+    /// <summary>Traffic: relays that forwarded for the flows and were paid for it, of those that forwarded.</summary>
+    public double? RelaysPaid { get; init; }
 }
 
 /// <summary>
@@ -111,9 +143,11 @@ public static class ColdStart
         var nodes = options.Edges is null ? options.Nodes : links.Max(l => Math.Max(l.A, l.B)) + 1;
         await using var mesh = new VirtualMesh(options.Seed, recordTrace: false, options.BusLatency);
         var finders = mesh.AddFinders(options.Finders);
-        mesh.AddNodes(nodes, perNode: finders.Count == 0 ? null : i => $$""", "finder": "{{finders[i % finders.Count]}}" """);
+        var traffic = options.Scenario == "traffic";
+        mesh.AddNodes(nodes, traffic ? $", \"price\": {options.Price}" : "",
+            perNode: finders.Count == 0 ? null : i => $$""", "finder": "{{finders[i % finders.Count]}}" """);
         progress?.Invoke($"{nodes:N0} nodes started ({real.GetElapsedTime(started).TotalSeconds:0.0} s real); linking {links.Count:N0} pairs");
-        mesh.LinkAll(links, new Impairment { Latency = options.LinkLatency });
+        mesh.LinkAll(links, new Impairment { Latency = options.LinkLatency, Loss = options.Loss });
         var poweredUp = mesh.Time.Elapsed;
 
         var random = new Random(options.Seed ^ 0x5eed);
@@ -145,6 +179,23 @@ public static class ColdStart
             }
         }
         double Reachability() => pairs.Count(Reachable) / (double)Math.Max(1, pairs.Count);
+
+        // A real path set up through the control plane between the pair, then closed: null when the source has no agent.
+        bool? TrySetup((int From, int To) p)
+        {
+            if (mesh.Nodes[p.From].Agent is not { } agent)
+                return null;
+            try
+            {
+                var path = mesh.Run(() => agent.OpenPathAsync(addresses[p.To], query, CancellationToken.None), TimeSpan.FromSeconds(10));
+                mesh.Run(() => agent.ClosePathAsync(path.Id, CancellationToken.None), TimeSpan.FromSeconds(10));
+                return true;
+            }
+            catch (Exception e) when (e is Node.NodeRequestException or TimeoutException or NoRouteException)
+            {
+                return false;
+            }
+        }
 
         var samples = new List<SimSample>();
         double? to95 = null, to99 = null;
@@ -300,19 +351,10 @@ public static class ColdStart
                 {
                     reach.Add(live.Count(Reachable) / (double)live.Count);
                     // One real path setup a second between a pair that is up, then closed.
-                    var (from, to) = live[random.Next(live.Count)];
-                    if (mesh.Nodes[from].Agent is { } agent)
+                    if (TrySetup(live[random.Next(live.Count)]) is { } ok)
                     {
                         tried++;
-                        try
-                        {
-                            var path = mesh.Run(() => agent.OpenPathAsync(addresses[to], query, CancellationToken.None), TimeSpan.FromSeconds(10));
-                            opened++;
-                            mesh.Run(() => agent.ClosePathAsync(path.Id, CancellationToken.None), TimeSpan.FromSeconds(10));
-                        }
-                        catch (Exception e) when (e is Node.NodeRequestException or TimeoutException or NoRouteException)
-                        {
-                        }
+                        opened += ok ? 1 : 0;
                     }
                 }
                 progress?.Invoke($"churn {t.TotalSeconds + 1,4:0} s: {down.Count} nodes away, reachable {(reach.Count > 0 ? reach[^1] : 0),6:P1}, setups {opened}/{tried}");
@@ -325,6 +367,77 @@ public static class ColdStart
             churnSetups = tried == 0 ? null : opened / (double)tried;
         }
 
+        // Steady state: the converged mesh runs on — announcements refreshed every 30 s, records expiring after four
+        // refreshes — watched every second, with a real path setup every 5 s. Control traffic is measured over it.
+        double? steadyMin = null, steadySetups = null, steadyRate = null;
+        if (options.Scenario == "steady-state")
+        {
+            var lowest = 1.0;
+            int tried = 0, opened = 0;
+            var steadyBytes = mesh.Bus.BytesDelivered;
+            for (var t = 0; t < (int)options.SteadyTime.TotalSeconds; t++)
+            {
+                mesh.RunFor(TimeSpan.FromSeconds(1));
+                lowest = Math.Min(lowest, Reachability());
+                if (t % 5 == 4 && pairs.Count > 0 && TrySetup(pairs[random.Next(pairs.Count)]) is { } ok)
+                {
+                    tried++;
+                    opened += ok ? 1 : 0;
+                }
+                if (t % 10 == 9)
+                {
+                    samples.Add(new SimSample((mesh.Time.Elapsed - poweredUp).TotalSeconds, Reachability(), mesh.Bus.BytesDelivered));
+                    progress?.Invoke($"steady {t + 1,4} s: lowest reachability {lowest,6:P1}, setups {opened}/{tried}");
+                }
+            }
+            steadyMin = lowest;
+            steadySetups = tried == 0 ? null : opened / (double)tried;
+            steadyRate = (mesh.Bus.BytesDelivered - steadyBytes) / options.SteadyTime.TotalSeconds / nodes;
+        }
+
+        // Traffic: paths between sampled pairs carry datagrams (pings, answered by the far end) at a steady rate;
+        // the relays count, receipt and settle what they forward, as on a real mesh.
+        double? delivery = null, relaysPaid = null;
+        long? settled = null;
+        var flows = new List<(int From, NodeAddress To)>();
+        if (traffic)
+        {
+            foreach (var (from, to) in pairs.Take(options.Setups))
+            {
+                if (mesh.Nodes[from].Agent is not { } agent)
+                    continue;
+                try
+                {
+                    mesh.Run(() => agent.OpenPathAsync(addresses[to], query, CancellationToken.None), TimeSpan.FromSeconds(10));
+                    flows.Add((from, addresses[to]));
+                }
+                catch (Exception e) when (e is Node.NodeRequestException or TimeoutException or NoRouteException)
+                {
+                    progress?.Invoke($"flow {from} -> {to} has no path: {e.Message}");
+                }
+            }
+            var pings = new List<Task>();
+            var every = TimeSpan.FromTicks(TimeSpan.TicksPerSecond / Math.Max(1, options.TrafficRate));
+            for (var t = TimeSpan.Zero; t < options.TrafficTime; t += every)
+            {
+                foreach (var (from, to) in flows)
+                {
+                    var node = mesh.Nodes[from].Node;
+                    pings.Add(mesh.Scheduler.Start(() => node.PingAsync(to, options.TrafficSize, TimeSpan.FromSeconds(2), CancellationToken.None)));
+                }
+                mesh.RunFor(every);
+            }
+            mesh.RunUntil(() => pings.All(p => p.IsCompleted), TimeSpan.FromSeconds(5));
+            // Two settlement rounds (every 2 s) after the last receipts (every second).
+            mesh.RunFor(TimeSpan.FromSeconds(5));
+            delivery = pings.Count == 0 ? null : pings.Count(p => p.IsCompletedSuccessfully) / (double)pings.Count;
+            var relays = flows.SelectMany(f => mesh.Nodes[f.From].Agent!.Opened.Where(p => p.Request.Destination == f.To)
+                .SelectMany(p => p.Request.Nodes.Skip(1).SkipLast(1))).Distinct().Select(a => mesh.Nodes[mesh.IndexOf(a.ToString())]).ToList();
+            settled = mesh.Nodes.Sum(h => Math.Max(0, h.Ledger.BalanceOf(h.Node.Address)));
+            relaysPaid = relays.Count == 0 ? null : relays.Count(r => r.Ledger.BalanceOf(r.Node.Address) > 0) / (double)relays.Count;
+            progress?.Invoke($"traffic: {flows.Count} flows, {pings.Count:N0} datagrams, {delivery:P2} answered; relays paid {relaysPaid:P0}, {settled:N0} micro-units settled");
+        }
+
         // The idle mesh's control traffic.
         var before = mesh.Bus.BytesDelivered;
         var step = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerSecond, options.IdleWindow.Ticks / 12));
@@ -333,7 +446,8 @@ public static class ColdStart
             mesh.RunFor(TimeSpan.FromTicks(Math.Min(step.Ticks, (options.IdleWindow - idle).Ticks)));
             samples.Add(new SimSample((mesh.Time.Elapsed - poweredUp).TotalSeconds, Reachability(), mesh.Bus.BytesDelivered));
         }
-        var controlRate = (mesh.Bus.BytesDelivered - before) / options.IdleWindow.TotalSeconds / nodes;
+        // In steady state, over the whole watch (announcement refreshes and setups included), not a short idle tail.
+        var controlRate = steadyRate ?? (mesh.Bus.BytesDelivered - before) / options.IdleWindow.TotalSeconds / nodes;
         var memory = GC.GetTotalMemory(forceFullCollection: true) / nodes;
         var finalReach = Reachability();
         setupMs.Sort();
@@ -350,6 +464,12 @@ public static class ColdStart
             ChurnReachabilityMean = churnMean,
             ChurnReachabilityMin = churnMin,
             ChurnSetupSuccess = churnSetups,
+            SteadyReachabilityMin = steadyMin,
+            SteadySetupSuccess = steadySetups,
+            DeliveryRatio = delivery,
+            Flows = traffic ? flows.Count : null,
+            SettledMicroUnits = settled,
+            RelaysPaid = relaysPaid,
         };
     }
 

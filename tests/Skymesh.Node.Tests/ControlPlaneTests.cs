@@ -488,8 +488,16 @@ public sealed class SettlementTests : MeshWithBroker
             using var store = ExchangeStore.Open(exchange);
             Assert.Equal(RejectReason.None, store.Deposit(source.Address, "SKY", 1_000_000, "fund").Rejected);
         });
+        // The echo's way back is the destination's traffic: its receipts reach the relay too, a little later.
+        var fromDestination = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        relay.Agent!.Settlement.Book.ReceiptAccepted += r =>
+        {
+            if (r.Payer == destination.Node.Address)
+                fromDestination.TrySetResult();
+        };
         await EchoThroughAsync(source, relay, destination, 4 << 20);
-        await relay.Agent!.Settlement.SettleAsync(Ct);
+        await fromDestination.Task.WaitAsync(Bound, Ct);
+        await relay.Agent.Settlement.SettleAsync(Ct);
 
         var books = await relay.Client.BalanceAsync(Ct);
         Assert.StartsWith($"exchange {exchange}", books.Ledger, StringComparison.Ordinal);
@@ -497,7 +505,7 @@ public sealed class SettlementTests : MeshWithBroker
         Assert.True(paid >= 4000, $"paid {paid}");
         // Balances on the exchange are real: what the relay has there is what the source paid it (SKY: a unit a micro-unit).
         Assert.Equal(paid, books.Balance);
-        // The echo's way back was the destination's traffic: it has no account there, so its receipts are refused.
+        // The destination has no account there, so its receipts are refused.
         Assert.True(books.SettlementsRefused > 0);
         Assert.Equal(0, relay.Agent.Settlement.Ledger.SettledOf(destination.Node.Address, relay.Node.Address).Amount);
 

@@ -91,6 +91,42 @@ public sealed class ColdStartTests
         Assert.Equal(1.0, report.Reachability);
     }
 
+    [Fact]
+    public async Task In_steady_state_the_mesh_stays_whole_past_the_lifetime_of_its_first_announcements()
+    {
+        // 150 s of virtual time: longer than an announcement lives (4 × 30 s), so only refreshes keep the graph whole.
+        var report = await ColdStart.RunAsync(new SimOptions
+        {
+            Nodes = 40, Topology = "tree", Seed = 8, SampledPairs = 100, Setups = 0, Scenario = "steady-state",
+            SteadyTime = TimeSpan.FromSeconds(150), IdleWindow = TimeSpan.FromSeconds(1),
+        });
+        Assert.Equal(1.0, report.SteadyReachabilityMin);
+        Assert.Equal(1.0, report.SteadySetupSuccess);
+        // The refreshes are what it costs: every node hears every other's (no finders at this size), a few hundred bytes a second.
+        Assert.InRange(report.ControlBytesPerNodePerSec, 50, 2000);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(2)]
+    public async Task Flows_of_traffic_are_delivered_and_every_relay_they_cross_is_paid(int finders)
+    {
+        // With dedicated finders no node hears announcements: what each neighbour charges comes in its price note.
+        var options = new SimOptions
+        {
+            Nodes = 30, Topology = "grid", Seed = 9, SampledPairs = 50, Setups = 8, Scenario = "traffic", Finders = finders,
+            TrafficTime = TimeSpan.FromSeconds(5), TrafficRate = 20, IdleWindow = TimeSpan.FromSeconds(1),
+        };
+        var report = await ColdStart.RunAsync(options);
+        Assert.Equal(8, report.Flows);
+        Assert.Equal(1.0, report.DeliveryRatio);
+        Assert.Equal(1.0, report.RelaysPaid);
+        // 8 flows × 100 datagrams of 1,200 bytes, each forwarded there and back by one or more relays at 1,000 per MiB.
+        Assert.InRange(report.SettledMicroUnits!.Value, 8 * 100 * 2 * 1200 * 1000L / (1 << 20) / 2, 8 * 100 * 2 * 1300 * 1000L * 10 / (1 << 20));
+        var again = await ColdStart.RunAsync(options);
+        Assert.Equal((report.DeliveryRatio, report.SettledMicroUnits), (again.DeliveryRatio, again.SettledMicroUnits));
+    }
+
     [Theory]
     [InlineData("line")]
     [InlineData("ring")]

@@ -310,11 +310,14 @@ public sealed partial class ControlAgent : IAsyncDisposable
     private async Task AnnounceLoopAsync()
     {
         var refresh = _node.Options.AnnounceInterval;
+        // Each refresh comes after 75 to 100 % of the interval, drawn anew: nodes that started together (a power cut
+        // ending, a simulation) drift apart instead of announcing in one burst every interval for ever.
+        var jitter = _node.Random is { } seeded ? new Random(seeded.Next()) : new Random();
         while (!_stop.IsCancellationRequested)
         {
             try
             {
-                using (var timer = new CancellationTokenSource(refresh, _node.Time))
+                using (var timer = new CancellationTokenSource(refresh * (0.75 + 0.25 * jitter.NextDouble()), _node.Time))
                 using (var either = CancellationTokenSource.CreateLinkedTokenSource(timer.Token, _stop.Token))
                 {
                     try
@@ -365,6 +368,27 @@ public sealed partial class ControlAgent : IAsyncDisposable
         Graph.Offer(record);
         await _bus.PublishAsync(Topic, record.Bytes, cancellationToken);
         Interlocked.Increment(ref _announced);
+        // A node that asks a dedicated finder hears no announcements, yet it must know what each neighbour charges to pay
+        // it: in that mode every node also tells its neighbours its price, in a note of eight bytes (the bus proves who
+        // sent it) — not its whole record, which for a well-linked node is kilobytes to each of many neighbours.
+        if (UsesFinder)
+        {
+            var note = PriceNote.Write(_node.Options.Price);
+            foreach (var peer in _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer is not null).Select(l => l.Peer!.Value).Distinct())
+                _ = SendPriceAsync(peer, note);
+        }
+    }
+
+    private async Task SendPriceAsync(NodeAddress neighbour, ReadOnlyMemory<byte> note)
+    {
+        try
+        {
+            await _bus.SendAsync(neighbour, note, _stop.Token);
+        }
+        catch (Exception e) when (e is ControlBusException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The neighbour is away: the next refresh tells it again.
+        }
     }
 
     private async Task ReadEventsAsync()
@@ -379,6 +403,9 @@ public sealed partial class ControlAgent : IAsyncDisposable
                     continue;
                 switch (e)
                 {
+                    case BusDirectMessage direct when PriceNote.TryRead(direct.Payload.Span, out var price):
+                        Settlement.OnNeighbourPrice(direct.From, price);
+                        break;
                     case BusDirectMessage direct when direct.Payload.Span.StartsWith("SKR1"u8):
                         Settlement.OnReceipt(direct.From, direct.Payload.Span);
                         break;
@@ -548,3 +575,29 @@ public sealed partial class ControlAgent : IAsyncDisposable
 
 /// <summary>One hop of a traceroute: the node, the link RTT its predecessor announced, and the measured round trips from the source.</summary>
 public sealed record TraceHop(int Hop, string Node, uint AnnouncedLinkRttMicroseconds, IReadOnlyList<double> RoundTripsMicroseconds, string? Error);
+
+/// <summary>
+/// "SKP1" and a price per MiB (big endian): what a neighbour charges, told over the bus by a node whose neighbours keep
+/// no graph (docs/control-plane.md, "Settlement").
+/// </summary>
+internal static class PriceNote
+{
+    public const int Length = 8;
+
+    public static byte[] Write(uint price)
+    {
+        var note = new byte[Length];
+        "SKP1"u8.CopyTo(note);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(note.AsSpan(4), price);
+        return note;
+    }
+
+    public static bool TryRead(ReadOnlySpan<byte> bytes, out uint price)
+    {
+        price = 0;
+        if (bytes.Length != Length || !bytes.StartsWith("SKP1"u8))
+            return false;
+        price = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(bytes[4..]);
+        return true;
+    }
+}

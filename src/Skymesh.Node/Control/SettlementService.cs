@@ -230,6 +230,15 @@ public sealed partial class SettlementService : IAsyncDisposable
     /// <summary>What <paramref name="neighbour"/> charges per MiB to forward, from its announcement (0 when unknown).</summary>
     private readonly Dictionary<NodeAddress, uint> _knownPrices = [];
 
+    /// <summary>A neighbour's price, told over the bus when this node keeps no graph of announcements (it asks a finder).</summary>
+    internal void OnNeighbourPrice(NodeAddress neighbour, uint price)
+    {
+        if (_node.FindLink(neighbour) is null)
+            return;
+        lock (_lock)
+            _knownPrices[neighbour] = price;
+    }
+
     /// <summary>
     /// What a neighbour charges to forward a MiB: the highest price it announces on its links that are up. A neighbour that
     /// has just restarted announces before its links are back; until they are, the price it announced last still holds
