@@ -21,7 +21,15 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
 
     private readonly Lock _lock = new();
     private readonly Dictionary<NodeAddress, MemoryControlBus> _members = [];
-    private readonly Dictionary<string, Dictionary<NodeAddress, bool>> _topics = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, TopicMembers> _topics = new(StringComparer.Ordinal);
+
+    /// <summary>A topic's members, and apart those of them that watch its membership (joins and leaves go to those only).</summary>
+    private sealed class TopicMembers
+    {
+        public HashSet<NodeAddress> Members { get; } = [];
+
+        public HashSet<NodeAddress> Watchers { get; } = [];
+    }
     private bool _down;
     private long _bytes;
     private long _messages;
@@ -108,13 +116,11 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
             _members.Remove(bus.Self);
         foreach (var (topic, members) in _topics)
         {
-            if (!members.Remove(bus.Self))
+            if (!members.Members.Remove(bus.Self))
                 continue;
-            foreach (var (other, watches) in members)
-            {
-                if (watches)
-                    _members[other].Deliver(new BusMemberLeft(bus.Self, topic));
-            }
+            members.Watchers.Remove(bus.Self);
+            foreach (var other in members.Watchers)
+                _members[other].Deliver(new BusMemberLeft(bus.Self, topic));
         }
     }
 
@@ -133,19 +139,27 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
         {
             EnsureMember(bus);
             if (!_topics.TryGetValue(topic, out var members))
-                _topics[topic] = members = [];
-            var already = members.ContainsKey(bus.Self);
-            members[bus.Self] = watch;
+                _topics[topic] = members = new TopicMembers();
+            var already = !members.Members.Add(bus.Self);
+            if (watch)
+                members.Watchers.Add(bus.Self);
+            else
+                members.Watchers.Remove(bus.Self);
             if (already)
                 return;
-            // Atomically with the registration: the snapshot for the newcomer, the join for those watching.
-            foreach (var (other, watches) in members)
+            // Atomically with the registration: the snapshot for the newcomer, the join for those watching — a walk of
+            // the watchers only, so that a topic of 100,000 members that nobody watches costs nothing to join.
+            if (watch)
             {
-                if (other == bus.Self)
-                    continue;
-                if (watch)
-                    bus.Deliver(new BusMemberJoined(other, topic));
-                if (watches)
+                foreach (var other in members.Members)
+                {
+                    if (other != bus.Self)
+                        bus.Deliver(new BusMemberJoined(other, topic));
+                }
+            }
+            foreach (var other in members.Watchers)
+            {
+                if (other != bus.Self)
                     _members[other].Deliver(new BusMemberJoined(bus.Self, topic));
             }
         }
@@ -160,7 +174,7 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
             EnsureMember(bus);
             if (!_topics.TryGetValue(topic, out var members))
                 return;
-            foreach (var other in members.Keys)
+            foreach (var other in members.Members)
             {
                 if (other != bus.Self)
                 {
