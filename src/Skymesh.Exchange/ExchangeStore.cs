@@ -118,48 +118,20 @@ public sealed class ExchangeStore : ITransferLedger, IDisposable
     private static bool Same(ExchangeDefinition a, ExchangeDefinition b) =>
         a.Assets.SequenceEqual(b.Assets) && a.Markets.SequenceEqual(b.Markets);
 
-    /// <summary>The number of the owner with key <paramref name="owner"/>, opening its account (a durable command) when new.</summary>
-    public int OpenAccount(string owner)
-    {
-        lock (_lock)
-        {
-            var number = Owner(owner);
-            _exchange.Commit();
-            return number;
-        }
-    }
-
-    /// <summary>Runs commands in order and returns each one's events once all of them are durable.</summary>
-    public IReadOnlyList<CommandOutcome> Execute(IReadOnlyList<ExchangeCommand> commands)
-    {
-        ArgumentNullException.ThrowIfNull(commands);
-        lock (_lock)
-        {
-            var outcomes = new CommandOutcome[commands.Count];
-            for (var i = 0; i < commands.Count; i++)
-                outcomes[i] = Run(commands[i]);
-            _exchange.Commit();
-            return outcomes;
-        }
-    }
-
     /// <summary>Credits a deposit to <paramref name="owner"/> (its account opened if new); idempotent by <paramref name="key"/>.</summary>
-    public CommandOutcome Deposit(string owner, string asset, long amount, string key)
-    {
-        lock (_lock)
-        {
-            var outcome = Run(ExchangeCommand.Deposit(Owner(owner), AssetIndex(asset), amount, key));
-            _exchange.Commit();
-            return outcome;
-        }
-    }
+    public CommandOutcome Deposit(string owner, string asset, long amount, string key) =>
+        RunDurable(() => ExchangeCommand.Deposit(Owner(owner), AssetIndex(asset), amount, key));
 
     /// <summary>Debits a withdrawal from <paramref name="owner"/>'s available balance; idempotent by <paramref name="key"/>.</summary>
-    public CommandOutcome Withdraw(string owner, string asset, long amount, string key)
+    public CommandOutcome Withdraw(string owner, string asset, long amount, string key) =>
+        RunDurable(() => ExchangeCommand.Withdraw(Owner(owner), AssetIndex(asset), amount, key));
+
+    /// <summary>Makes the command (under the lock: it may open an account) and runs it; returns once it is durable.</summary>
+    private CommandOutcome RunDurable(Func<ExchangeCommand> make)
     {
         lock (_lock)
         {
-            var outcome = Run(ExchangeCommand.Withdraw(Owner(owner), AssetIndex(asset), amount, key));
+            var outcome = Run(make());
             _exchange.Commit();
             return outcome;
         }
@@ -245,13 +217,6 @@ public sealed class ExchangeStore : ITransferLedger, IDisposable
             RejectReason.InsufficientFunds => new TransferResult(TransferOutcome.InsufficientFunds, $"{t.From} has {ledger.Available(from, asset)} {t.Asset} available"),
             var reason => new TransferResult(TransferOutcome.Rejected, reason.ToString()),
         };
-    }
-
-    /// <summary>Writes a snapshot, so that the next open replays only what comes after it.</summary>
-    public void SaveSnapshot()
-    {
-        lock (_lock)
-            _exchange.SaveSnapshot();
     }
 
     public void Dispose()

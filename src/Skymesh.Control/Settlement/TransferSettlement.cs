@@ -160,9 +160,7 @@ public sealed class TransferSettlement : ILedger
             return;
         }
         Begin([.. moves.Select(m => m.Pending)]);
-        var answers = await _ledger.TransferAsync([.. moves.Select(m => ToTransfer(m.Pending))], cancellationToken);
-        if (answers.Count != moves.Count)
-            throw new InvalidOperationException($"the ledger answered {answers.Count} of {moves.Count} transfers");
+        var answers = await AskAsync([.. moves.Select(m => m.Pending)], cancellationToken);
         for (var k = 0; k < moves.Count; k++)
         {
             var (i, pending) = moves[k];
@@ -182,8 +180,16 @@ public sealed class TransferSettlement : ILedger
             pending = [.. _pending.Values];
         if (pending.Count == 0)
             return;
-        var answers = await _ledger.TransferAsync([.. pending.Select(ToTransfer)], cancellationToken);
+        var answers = await AskAsync(pending, cancellationToken);
         Finish([.. pending.Where((_, k) => answers[k].Made).Select(p => p.Receipt)], [.. pending.Select(p => p.Receipt)]);
+    }
+
+    /// <summary>Asks the ledger for the transfers of <paramref name="pending"/>; one answer each, in order.</summary>
+    private async Task<IReadOnlyList<TransferResult>> AskAsync(IReadOnlyList<Pending> pending, CancellationToken cancellationToken)
+    {
+        var answers = await _ledger.TransferAsync([.. pending.Select(ToTransfer)], cancellationToken);
+        return answers.Count == pending.Count ? answers
+            : throw new InvalidOperationException($"the ledger answered {answers.Count} of {pending.Count} transfers");
     }
 
     private LedgerTransfer ToTransfer(Pending pending) =>
