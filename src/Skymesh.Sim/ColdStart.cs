@@ -146,7 +146,7 @@ public static class ColdStart
         var traffic = options.Scenario == "traffic";
         mesh.AddNodes(nodes, traffic ? $", \"price\": {options.Price}" : "",
             perNode: finders.Count == 0 ? null : i => $$""", "finder": "{{finders[i % finders.Count]}}" """);
-        progress?.Invoke($"{nodes:N0} nodes started ({real.GetElapsedTime(started).TotalSeconds:0.0} s real); linking {links.Count:N0} pairs");
+        progress?.Invoke($"{nodes:N0} nodes started ({real.GetElapsedTime(started).TotalSeconds:0.0} s real, {GC.GetTotalPauseDuration().TotalSeconds:0.0} s of it collecting garbage, {GC.CollectionCount(2)} full collections); linking {links.Count:N0} pairs");
         mesh.LinkAll(links, new Impairment { Latency = options.LinkLatency, Loss = options.Loss });
         var poweredUp = mesh.Time.Elapsed;
 

@@ -358,6 +358,37 @@ public sealed class FinderTests : MeshWithBroker
         await forgotten.Task.WaitAsync(Bound, Ct);
         Assert.Null(finder.Graph.RecordOf(gone));
     }
+
+    [Fact]
+    public async Task A_finder_that_starts_after_the_nodes_learns_them_at_once_not_after_a_refresh()
+    {
+        // Records refresh once an hour here: a finder that starts late learns the mesh only because its hello on the
+        // bus makes every node announce again.
+        using var finderKey = NodeKey.Generate();
+        var nodes = new List<TestNode>();
+        for (var i = 0; i < 3; i++)
+        {
+            var node = await TestNode.StartAsync($$""", "finder": "{{finderKey.Address}}", "announceSeconds": 3600 """, broker: Broker.LocalEndPoint);
+            Nodes.Add(node);
+            nodes.Add(node);
+        }
+        await nodes[0].LinkToAsync(nodes[1]).WaitAsync(Bound, Ct);
+        await nodes[1].LinkToAsync(nodes[2]).WaitAsync(Bound, Ct);
+
+        var bus = await Skymesh.Control.Bus.Ssmp.SsmpControlBus.ConnectAsync("127.0.0.1", Broker.LocalEndPoint.Port, finderKey, cancellationToken: Ct);
+        await using var finder = await RouteFinderService.StartAsync(bus, cancellationToken: Ct);
+        var learned = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void Check(LinkAnnouncement _)
+        {
+            if (nodes.Sum(n => finder.Graph.Neighbours(n.Node.Address).Count) == 4)
+                learned.TrySetResult();
+        }
+        finder.Graph.RecordAccepted += Check;
+        Check(null!);
+        await learned.Task.WaitAsync(Bound, Ct);
+        var path = await nodes[0].Agent!.OpenPathAsync(nodes[2].Node.Address, null, Ct);
+        Assert.Equal(nodes[1].Address, path.Via);
+    }
 }
 
 /// <summary>Settlement between nodes: receipts over SSMP, the ledger, and credit that throttles a neighbour who does not pay.</summary>

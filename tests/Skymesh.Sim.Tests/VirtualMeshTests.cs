@@ -154,4 +154,18 @@ public sealed class VirtualMeshTests
         Assert.DoesNotContain(hops[1], repaired);
         Assert.Equal(opened.Id, mesh.Nodes[0].Node.Paths.Single().Id);
     }
+
+    [Fact]
+    public async Task Nodes_that_use_a_finder_do_not_hear_one_another_join_so_starting_a_mesh_costs_linear_control_traffic()
+    {
+        // 400 nodes on one finder: each node's joining is told to the finder (it watches the members) and to nobody
+        // else. When nodes watched the finders' topic they heard every other node join it: 80,000 events for 400.
+        const int nodes = 400;
+        await using var mesh = new VirtualMesh(7, recordTrace: false, TimeSpan.FromMilliseconds(10));
+        var finder = mesh.AddFinders(1)[0];
+        mesh.AddNodes(nodes, perNode: _ => $$""", "finder": "{{finder}}" """);
+        mesh.LinkAll(Topologies.Create("tree", nodes, 7), new Impairment { Latency = TimeSpan.FromMilliseconds(5) });
+        Assert.True(mesh.RunUntil(() => mesh.Finders[0].Graph.NodeCount == nodes, TimeSpan.FromSeconds(5)), "the finder did not learn every node");
+        Assert.InRange(mesh.Bus.MembershipEventsDelivered, nodes, 4 * nodes);
+    }
 }

@@ -33,6 +33,7 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
     private bool _down;
     private long _bytes;
     private long _messages;
+    private long _membership;
 
     public TimeProvider Time { get; } = time ?? TimeProvider.System;
 
@@ -41,6 +42,16 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
 
     /// <summary>Messages delivered so far (publications per recipient, direct messages, requests and answers).</summary>
     public long MessagesDelivered => Interlocked.Read(ref _messages);
+
+    /// <summary>Join and leave events delivered so far, to watchers (each copy counted at its recipient).</summary>
+    public long MembershipEventsDelivered => Interlocked.Read(ref _membership);
+
+    // Under _lock: one membership event to one watcher.
+    private void Tell(MemoryControlBus watcher, BusEvent e)
+    {
+        _membership++;
+        watcher.Deliver(e);
+    }
 
     internal void CountDelivered(long bytes)
     {
@@ -120,7 +131,7 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
                 continue;
             members.Watchers.Remove(bus.Self);
             foreach (var other in members.Watchers)
-                _members[other].Deliver(new BusMemberLeft(bus.Self, topic));
+                Tell(_members[other], new BusMemberLeft(bus.Self, topic));
         }
     }
 
@@ -154,13 +165,13 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
                 foreach (var other in members.Members)
                 {
                     if (other != bus.Self)
-                        bus.Deliver(new BusMemberJoined(other, topic));
+                        Tell(bus, new BusMemberJoined(other, topic));
                 }
             }
             foreach (var other in members.Watchers)
             {
                 if (other != bus.Self)
-                    _members[other].Deliver(new BusMemberJoined(bus.Self, topic));
+                    Tell(_members[other], new BusMemberJoined(bus.Self, topic));
             }
         }
     }

@@ -27,8 +27,15 @@ public static class RouteTopics
     /// <summary>Membership only: nodes that use a dedicated finder join it, so finders see them leave.</summary>
     public const string Members = "mesh.members";
 
-    /// <summary>Dedicated route finders join it; nodes using finders watch it to announce again when one starts.</summary>
+    /// <summary>
+    /// Dedicated route finders and the nodes that use them join it, without presence: a finder publishes
+    /// <see cref="FinderHello"/> there when it starts (and after every reconnect), and each node announces again. No
+    /// member hears the others join, so a mesh of N nodes costs N membership events here, not N².
+    /// </summary>
     public const string Finders = "mesh.finders";
+
+    /// <summary>What a finder publishes on <see cref="Finders"/> when it starts: four bytes, the bus proves who sent them.</summary>
+    public static ReadOnlySpan<byte> FinderHello => "SKF1"u8;
 
     public const string QueryMethod = "route-query";
 
@@ -109,7 +116,28 @@ public sealed class RouteFinderService : IAsyncDisposable
         await bus.SubscribeAsync(RouteTopics.Links, watchMembers: true, cancellationToken);
         await bus.SubscribeAsync(RouteTopics.Members, watchMembers: true, cancellationToken);
         await bus.SubscribeAsync(RouteTopics.Finders, watchMembers: false, cancellationToken);
+        // The bus subscribes again before it says it is back, so a hello after a reconnect reaches every node.
+        bus.StateChanged += service.OnBusState;
+        await bus.PublishAsync(RouteTopics.Finders, RouteTopics.FinderHello.ToArray(), cancellationToken);
         return service;
+    }
+
+    private void OnBusState(BusState state)
+    {
+        if (state == BusState.Connected && !_stop.IsCancellationRequested)
+            _ = SayHelloAsync();
+    }
+
+    private async Task SayHelloAsync()
+    {
+        try
+        {
+            await _bus.PublishAsync(RouteTopics.Finders, RouteTopics.FinderHello.ToArray(), _stop.Token);
+        }
+        catch (Exception e) when (e is ControlBusException or ObjectDisposedException or OperationCanceledException)
+        {
+            // Lost again at once: the next reconnect says it again, and nodes refresh their records anyway.
+        }
     }
 
     private ValueTask<ReadOnlyMemory<byte>> AnswerAsync(BusRequest request, CancellationToken cancellationToken)
@@ -172,6 +200,7 @@ public sealed class RouteFinderService : IAsyncDisposable
     {
         if (_stop.IsCancellationRequested)
             return;
+        _bus.StateChanged -= OnBusState;
         await _sweeper.DisposeAsync();
         await Background.CancelAsync(_stop);
         await _bus.DisposeAsync();

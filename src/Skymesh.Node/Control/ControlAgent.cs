@@ -91,10 +91,10 @@ public sealed partial class ControlAgent : IAsyncDisposable
         {
             if (agent.UsesFinder)
             {
-                // Announce without hearing anyone (memory does not grow with the mesh); be seen to leave; know when a
-                // finder starts, to announce to it at once.
+                // Announce without hearing anyone (memory does not grow with the mesh); be seen to leave; hear a finder's
+                // hello when one starts, to announce to it at once — without presence, so no node hears the others join.
                 await bus.SubscribeAsync(RouteTopics.Members, watchMembers: false, cancellationToken);
-                await bus.SubscribeAsync(RouteTopics.Finders, watchMembers: true, cancellationToken);
+                await bus.SubscribeAsync(RouteTopics.Finders, watchMembers: false, cancellationToken);
             }
             else
             {
@@ -409,7 +409,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
                     case BusDirectMessage direct when direct.Payload.Span.StartsWith("SKR1"u8):
                         Settlement.OnReceipt(direct.From, direct.Payload.Span);
                         break;
-                    case BusMemberJoined { Topic: RouteTopics.Finders }:
+                    case BusPublication { Topic: RouteTopics.Finders } hello when hello.Payload.Span.SequenceEqual(RouteTopics.FinderHello):
                         RequestAnnouncement();
                         break;
                     case BusPublication { Topic: Topic } announcement:
