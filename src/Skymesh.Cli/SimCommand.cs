@@ -34,11 +34,12 @@ internal static class SimCommand
         var steadySeconds = new Option<double>("--steady-seconds") { Description = "steady-state: virtual seconds the converged mesh runs on.", DefaultValueFactory = _ => defaults.SteadyTime.TotalSeconds }.Within(1, 86_400);
         var trafficSeconds = new Option<double>("--traffic-seconds") { Description = "traffic: virtual seconds the flows run.", DefaultValueFactory = _ => defaults.TrafficTime.TotalSeconds }.Within(1, 86_400);
         var trafficRate = new Option<int>("--traffic-rate") { Description = "traffic: datagrams per second per flow (1,200 bytes each; one flow per --setups pair).", DefaultValueFactory = _ => defaults.TrafficRate }.Within(1, 10_000);
+        var sampleMs = new Option<double>("--sample-ms") { Description = "Virtual milliseconds between reachability samples while the mesh converges.", DefaultValueFactory = _ => defaults.SampleEvery.TotalMilliseconds }.Within(1, 60_000);
         var loss = new Option<double>("--loss") { Description = "Share of frames every link loses, 0 to 0.5.", DefaultValueFactory = _ => 0 }.Within(0, 0.5);
         var command = new Command("sim", "Run a mesh of real nodes in this process on virtual time and report how its control plane converges; ends with one JSON line.")
         {
             nodes, topology, edges, seed, finders, pairs, setups, latency, busLatency, limit, idle, scenario, churnRate, churnSeconds, partitionSeconds,
-            steadySeconds, trafficSeconds, trafficRate, loss, plot,
+            steadySeconds, trafficSeconds, trafficRate, loss, sampleMs, plot,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -82,6 +83,7 @@ internal static class SimCommand
                 TrafficTime = TimeSpan.FromSeconds(parse.GetValue(trafficSeconds)),
                 TrafficRate = parse.GetValue(trafficRate),
                 Loss = parse.GetValue(loss),
+                SampleEvery = TimeSpan.FromMilliseconds(parse.GetValue(sampleMs)),
             };
             var report = await ColdStart.RunAsync(options, line => Console.Error.WriteLine(line));
             if (parse.GetValue(plot) is { } svg)
@@ -102,6 +104,8 @@ internal static class SimCommand
             if (report.DeliveryRatio is { } delivered)
                 Console.WriteLine($"traffic                      {report.Flows} flows: {delivered:P2} of datagrams answered; relays paid {Num(report.RelaysPaid * 100, "0")} %, {report.SettledMicroUnits:N0} micro-units settled");
             Console.WriteLine($"idle control traffic         {report.ControlBytesPerNodePerSec:N0} bytes/s per node");
+            if (report.BusEventsDropped > 0)
+                Console.WriteLine($"bus events dropped           {report.BusEventsDropped:N0} (a reader fell behind its queue)");
             Console.WriteLine($"memory                       {report.MemoryBytesPerNode / 1024.0:N0} KiB per node (managed heap, whole process)");
             Console.WriteLine($"real time                    {report.RealSeconds:0.0} s");
             Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
@@ -114,6 +118,7 @@ internal static class SimCommand
                 ["finders"] = report.Finders,
                 ["reachability"] = Math.Round(report.Reachability, 4),
                 ["pairs_beyond_hop_limit"] = Math.Round(report.PairsBeyondHopLimit, 4),
+                ["bus_events_dropped"] = report.BusEventsDropped,
                 ["seconds_to_95"] = report.SecondsTo95 is { } t95 ? Math.Round(t95, 3) : null,
                 ["seconds_to_99"] = report.SecondsTo99 is { } t99 ? Math.Round(t99, 3) : null,
                 ["setup_p50_ms"] = report.SetupP50Ms is { } p50 ? Math.Round(p50, 3) : null,

@@ -1,3 +1,4 @@
+using Skymesh.Control.Bus;
 using Skymesh.Control.Topology;
 using Skymesh.Identity;
 using Skymesh.Mesh.Interfaces;
@@ -87,6 +88,9 @@ public sealed record SimReport(
     /// <summary>Share of sampled pairs more than <see cref="PathQuery.HopLimit"/> hops apart on the topology (left out of reachability).</summary>
     public double PairsBeyondHopLimit { get; init; }
 
+    /// <summary>Control-bus events dropped because a reader (a finder, a node) fell behind its queue's bound.</summary>
+    public long BusEventsDropped { get; init; }
+
     /// <summary>Link failures: virtual time from the cut to the source's repair, and the share of cut paths repaired.</summary>
     public double? RepairP50Ms { get; init; }
 
@@ -141,7 +145,10 @@ public static class ColdStart
         var started = real.GetTimestamp();
         var links = options.Edges ?? Topologies.Create(options.Topology, options.Nodes, options.Seed);
         var nodes = options.Edges is null ? options.Nodes : links.Max(l => Math.Max(l.A, l.B)) + 1;
-        await using var mesh = new VirtualMesh(options.Seed, recordTrace: false, options.BusLatency);
+        // Every node announces at the same instant of a cold start: a finder's queue must hold one announcement from each
+        // (a broker queues 32 MiB towards a reader; 100,000 announcements of a few links are about that).
+        await using var mesh = new VirtualMesh(options.Seed, recordTrace: false, options.BusLatency,
+            busQueueLimit: Math.Max(MemoryBusNetwork.DefaultEventQueueLimit, 2 * nodes));
         var finders = mesh.AddFinders(options.Finders);
         var traffic = options.Scenario == "traffic";
         mesh.AddNodes(nodes, traffic ? $", \"price\": {options.Price}" : "",
@@ -455,6 +462,7 @@ public static class ColdStart
             Percentile(setupMs, 0.5), Percentile(setupMs, 0.99), stretch.Count == 0 ? null : stretch.Average(), controlRate, memory, real.GetElapsedTime(started).TotalSeconds, samples)
         {
             PairsBeyondHopLimit = beyond / (double)sampled.Count,
+            BusEventsDropped = mesh.Bus.DroppedEvents,
             RepairP50Ms = Percentile(repairMs, 0.5),
             RepairP99Ms = Percentile(repairMs, 0.99),
             Repaired = kept.Count == 0 ? null : repairMs.Count / (double)kept.Count,

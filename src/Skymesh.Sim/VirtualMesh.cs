@@ -37,7 +37,8 @@ public sealed class VirtualMesh : IAsyncDisposable
 
     /// <param name="recordTrace">Keep every node's events in <see cref="Trace"/> (a large mesh may not want to).</param>
     /// <param name="busLatency">How long a control message takes from one node to another through the bus.</param>
-    public VirtualMesh(int seed, bool recordTrace = true, TimeSpan busLatency = default)
+    /// <param name="busQueueLimit">Events each bus connection may have waiting before more are dropped (<see cref="MemoryBusNetwork.EventQueueLimit"/>).</param>
+    public VirtualMesh(int seed, bool recordTrace = true, TimeSpan busLatency = default, int busQueueLimit = MemoryBusNetwork.DefaultEventQueueLimit)
     {
         RecordTrace = recordTrace;
         // Thousands of nodes in one process check the same announcements: each triple is checked once, as each real
@@ -48,7 +49,7 @@ public sealed class VirtualMesh : IAsyncDisposable
         Time = new VirtualTime(Epoch);
         Scheduler = new SimulationScheduler();
         Networks = new MemoryNetworks(Time, seed);
-        Bus = new MemoryBusNetwork(Time, busLatency);
+        Bus = new MemoryBusNetwork(Time, busLatency, busQueueLimit);
     }
 
     public int Seed { get; }

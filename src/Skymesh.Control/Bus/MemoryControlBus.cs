@@ -11,8 +11,25 @@ namespace Skymesh.Control.Bus;
 /// proven by construction: a node connects with its key. For tests and the simulator, on any
 /// <see cref="TimeProvider"/>.
 /// </summary>
-public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency = default)
+/// <param name="eventQueueLimit">
+/// Events one connection may have waiting to be read before more are dropped (and counted): a broker's bound on what
+/// it queues towards a slow reader. A simulated mesh whose nodes all announce at one instant sizes it to hold one
+/// announcement from every node at its finders.
+/// </param>
+public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency = default, int eventQueueLimit = MemoryBusNetwork.DefaultEventQueueLimit)
 {
+    public const int DefaultEventQueueLimit = 65_536;
+
+    /// <summary>Events one connection may have waiting to be read before more are dropped.</summary>
+    public int EventQueueLimit { get; } = eventQueueLimit > 0 ? eventQueueLimit : throw new ArgumentOutOfRangeException(nameof(eventQueueLimit));
+
+    private long _dropped;
+
+    /// <summary>Events dropped at every connection so far because its reader fell behind by <see cref="EventQueueLimit"/>.</summary>
+    public long DroppedEvents => Interlocked.Read(ref _dropped);
+
+    internal void CountDropped() => Interlocked.Increment(ref _dropped);
+
     /// <summary>
     /// How long every message takes to reach its recipient (a broker's round trip is twice this); zero delivers at
     /// once. Deliveries keep their order: each waits the same time on <see cref="Time"/>.
@@ -229,8 +246,12 @@ public sealed class MemoryControlBus : IControlBus
     {
         _network = network;
         Self = self;
-        _events = Channel.CreateBounded<BusEvent>(new BoundedChannelOptions(65_536) { FullMode = BoundedChannelFullMode.DropWrite },
-            _ => Interlocked.Increment(ref _dropped));
+        _events = Channel.CreateBounded<BusEvent>(new BoundedChannelOptions(network.EventQueueLimit) { FullMode = BoundedChannelFullMode.DropWrite },
+            _ =>
+            {
+                Interlocked.Increment(ref _dropped);
+                network.CountDropped();
+            });
     }
 
     public NodeAddress Self { get; }

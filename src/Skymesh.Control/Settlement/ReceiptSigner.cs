@@ -117,6 +117,23 @@ public sealed class ReceiptSigner
         return receipts;
     }
 
+    /// <summary>True while some payee has traffic counted that no receipt covers yet.</summary>
+    public bool HasPending
+    {
+        get
+        {
+            lock (_lock)
+            {
+                foreach (var pair in _pairs.Values)
+                {
+                    if (pair.PendingSince is not null && HasNewTraffic(pair))
+                        return true;
+                }
+                return false;
+            }
+        }
+    }
+
     /// <summary>How long until a receipt to <paramref name="payee"/> is due by time alone (zero: due now); null if no traffic waits.</summary>
     public TimeSpan? DueIn(NodeAddress payee)
     {

@@ -87,6 +87,42 @@ public sealed class LinkAnnouncement
 
     public IReadOnlyList<AnnouncedLink> Links { get; }
 
+    private Dictionary<NodeAddress, AnnouncedLink>? _upByPeer;
+
+    /// <summary>
+    /// This node's first link up to <paramref name="peer"/>, if it announces one. A route search asks it of every
+    /// link it crosses, so a hub's record — thousands of links — is indexed once, the first time it is asked.
+    /// </summary>
+    public bool TryGetUpLinkTo(NodeAddress peer, out AnnouncedLink link)
+    {
+        if (Links.Count <= 16)
+        {
+            foreach (var candidate in Links)
+            {
+                if (candidate.Peer == peer && candidate.State == AnnouncedLinkState.Up)
+                {
+                    link = candidate;
+                    return true;
+                }
+            }
+            link = default;
+            return false;
+        }
+        // Built at most a few times over if readers race: the record never changes, so every copy is the same.
+        var index = Volatile.Read(ref _upByPeer);
+        if (index is null)
+        {
+            index = [];
+            foreach (var candidate in Links)
+            {
+                if (candidate.State == AnnouncedLinkState.Up)
+                    index.TryAdd(candidate.Peer, candidate);
+            }
+            Volatile.Write(ref _upByPeer, index);
+        }
+        return index.TryGetValue(peer, out link);
+    }
+
     /// <summary>The signed record as it travels.</summary>
     public byte[] Bytes { get; }
 

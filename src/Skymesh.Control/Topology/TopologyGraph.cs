@@ -200,21 +200,15 @@ public sealed class TopologyGraph
 
     private List<(NodeAddress, AnnouncedLink, AnnouncedLink)> NeighboursLocked(NodeAddress node, DateTimeOffset now)
     {
-        var result = new List<(NodeAddress, AnnouncedLink, AnnouncedLink)>();
         if (!_records.TryGetValue(node, out var record) || record.Expires <= now)
-            return result;
+            return [];
+        var result = new List<(NodeAddress, AnnouncedLink, AnnouncedLink)>(record.Links.Count);
         foreach (var link in record.Links)
         {
             if (link.State != AnnouncedLinkState.Up || !_records.TryGetValue(link.Peer, out var other) || other.Expires <= now)
                 continue;
-            foreach (var back in other.Links)
-            {
-                if (back.Peer == node && back.State == AnnouncedLinkState.Up)
-                {
-                    result.Add((link.Peer, link, back));
-                    break;
-                }
-            }
+            if (other.TryGetUpLinkTo(node, out var back))
+                result.Add((link.Peer, link, back));
         }
         return result;
     }
@@ -303,12 +297,25 @@ public sealed class TopologyGraph
     {
         var queue = new PriorityQueue<Label, (ulong, ulong, int)>();
         var settled = new HashSet<(NodeAddress, int)>();
+        // Each node's usable links, worked out once per search rather than once per hop count it is reached at.
+        var neighbours = new Dictionary<NodeAddress, List<(NodeAddress, AnnouncedLink, AnnouncedLink)>>();
+        // Where costs simply add up along a path (latency, or price then latency) and only an upper hop limit binds, a
+        // label that reaches a node with no fewer hops than one already settled there (so at no lower cost) can lead to
+        // nothing better: with it pruned, each node is expanded a few times rather than once per hop count.
+        var prune = query.MinHops <= 1 && query.MaxPrice is null && query.Policy is PathPolicy.LowestLatency or PathPolicy.LowestPrice;
+        var fewestHops = new Dictionary<NodeAddress, int>();
         queue.Enqueue(new Label(source, 0, 0, 0, uint.MaxValue, null), (0, 0, 0));
         var overCap = false;
         while (queue.TryDequeue(out var label, out _))
         {
             if (!settled.Add((label.Node, label.Hops)))
                 continue;
+            if (prune)
+            {
+                if (fewestHops.TryGetValue(label.Node, out var fewest) && label.Hops >= fewest)
+                    continue;
+                fewestHops[label.Node] = label.Hops;
+            }
             if (label.Node == destination)
             {
                 if (label.Hops < query.MinHops)
@@ -321,9 +328,17 @@ public sealed class TopologyGraph
             }
             if (label.Hops == query.MaxHops)
                 continue;
-            foreach (var (peer, link, back) in NeighboursLocked(label.Node, now))
+            if (!neighbours.TryGetValue(label.Node, out var links))
+                neighbours[label.Node] = links = NeighboursLocked(label.Node, now);
+            foreach (var (peer, link, back) in links)
             {
-                if (query.Avoid.Contains(peer) || label.Visits(peer) || query.AvoidLinks.Contains((label.Node, peer)) || query.AvoidLinks.Contains((peer, label.Node)))
+                // Pruned now rather than when dequeued (which also keeps the path simple: every node on it was
+                // reached in fewer hops).
+                if (prune && fewestHops.TryGetValue(peer, out var reached) && reached <= label.Hops + 1)
+                    continue;
+                if ((query.Avoid.Count > 0 && query.Avoid.Contains(peer)) || (!prune && label.Visits(peer)))
+                    continue;
+                if (query.AvoidLinks.Count > 0 && (query.AvoidLinks.Contains((label.Node, peer)) || query.AvoidLinks.Contains((peer, label.Node))))
                     continue;
                 var price = label.Price + (label.Hops > 0 ? link.PricePerMiB : 0u);
                 if (query.MaxPrice is { } cap && price > cap)

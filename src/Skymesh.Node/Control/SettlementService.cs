@@ -48,6 +48,17 @@ public sealed partial class SettlementService : IAsyncDisposable
     private readonly ITimer _settle;
     private int _disposed;
 
+    /// <summary>How often links are read while traffic flows, a neighbour is held to its credit, or a receipt is due.</summary>
+    internal static readonly TimeSpan BusyTick = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// The longest wait between reads of an idle node's links: idle rounds double the wait up to this, and any traffic
+    /// or receipt brings it back to <see cref="BusyTick"/>. (A mesh of idle nodes does not wake each ten times a second.)
+    /// </summary>
+    internal static readonly TimeSpan IdleTick = TimeSpan.FromSeconds(1);
+
+    private long _tickPeriod = BusyTick.Ticks;
+
     internal SettlementService(MeshNode node, IControlBus bus, TopologyGraph graph, ILedger ledger, ILogger logger)
     {
         _node = node;
@@ -88,7 +99,7 @@ public sealed partial class SettlementService : IAsyncDisposable
         }
         node.Switch.ReceiptReceived += OnLinkReceipt;
         node.Switch.LinkUp += OnLinkUp;
-        _tick = node.Time.CreateTimer(static s => ((SettlementService)s!).Tick(), this, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(100));
+        _tick = node.Time.CreateTimer(static s => ((SettlementService)s!).OnTickTimer(), this, BusyTick, Timeout.InfiniteTimeSpan);
         // Settled every 2 s: what is settled survives a restart (the ledger is the node's memory of who paid what).
         _settle = node.Time.CreateTimer(static s => _ = ((SettlementService)s!).SettleAsync(CancellationToken.None), this, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2));
     }
@@ -114,6 +125,7 @@ public sealed partial class SettlementService : IAsyncDisposable
         if (_node.FindLink(sender) is not null)
             _book.AddNeighbour(sender);
         _book.Offer(receipt);
+        Hurry();
     }
 
     /// <summary>
@@ -144,7 +156,10 @@ public sealed partial class SettlementService : IAsyncDisposable
     private void OnLinkUp(Link link)
     {
         if (link.Peer is { } peer && Volatile.Read(ref _disposed) == 0)
+        {
             SendLatestReceipt(link, peer);
+            Hurry();
+        }
     }
 
     private void SendLatestReceipt(Link link, NodeAddress payer)
@@ -170,10 +185,40 @@ public sealed partial class SettlementService : IAsyncDisposable
     }
 
     /// <summary>One round: counts in, receipts out, credit to the links.</summary>
-    internal void Tick()
+    private void OnTickTimer()
     {
         if (Volatile.Read(ref _disposed) != 0)
             return;
+        var next = Tick() ? BusyTick.Ticks : Math.Min(IdleTick.Ticks, 2 * Interlocked.Read(ref _tickPeriod));
+        Interlocked.Exchange(ref _tickPeriod, next);
+        Rearm(TimeSpan.FromTicks(next));
+    }
+
+    /// <summary>Something happened that the next read of the links must see soon: back to <see cref="BusyTick"/>.</summary>
+    private void Hurry()
+    {
+        if (Interlocked.Exchange(ref _tickPeriod, BusyTick.Ticks) > BusyTick.Ticks)
+            Rearm(BusyTick);
+    }
+
+    private void Rearm(TimeSpan due)
+    {
+        try
+        {
+            _tick.Change(due, Timeout.InfiniteTimeSpan);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Stopping.
+        }
+    }
+
+    /// <summary>Reads every link's counters once; true when there was something to do (or soon will be).</summary>
+    internal bool Tick()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            return false;
+        var busy = false;
         try
         {
             var ownPrice = _node.Options.Price;
@@ -202,15 +247,21 @@ public sealed partial class SettlementService : IAsyncDisposable
                     _book.Count(peer, forwarded, ownPrice);
                 if (billable > 0)
                     _signer.Count(peer, billable, PriceOf(peer));
+                busy |= forwarded > 0 || billable > 0;
                 if (_book.AccountOf(peer) is { } account)
                 {
                     var settled = _ledger.SettledOf(peer, _node.Address).Amount;
                     var status = _credit.Update(peer, Exposure.Of(account, settled));
                     link.SetForwardAllowance(status.AllowedBytesPerSecond);
+                    busy |= status.State != CreditState.Normal;
                 }
             }
             foreach (var receipt in _signer.PollAll())
+            {
+                busy = true;
                 _ = SendAsync(receipt);
+            }
+            busy |= _signer.HasPending;
             lock (_lock)
             {
                 foreach (var gone in _seen.Keys.Where(l => l.State == LinkState.Down).ToList())
@@ -225,6 +276,7 @@ public sealed partial class SettlementService : IAsyncDisposable
             // A timer callback must not end the process; the next round tries again.
             Log.TickFailed(_logger, e.Message);
         }
+        return busy;
     }
 
     /// <summary>What <paramref name="neighbour"/> charges per MiB to forward, from its announcement (0 when unknown).</summary>
