@@ -245,6 +245,16 @@ public sealed partial class Link
         }
     }
 
+    /// <summary>Slots of the ring of kept frames now (0 when none is kept): 32 on a quiet link, more while it is busy.</summary>
+    internal int RetainSlots
+    {
+        get
+        {
+            lock (_retainLock)
+                return _retained?.Length ?? 0;
+        }
+    }
+
     /// <summary>How old a kept frame may be and still be sent again when asked (older, the path's own recovery has it).</summary>
     private TimeSpan ResendHorizon => TimeSpan.FromTicks(Math.Max(RecoveryRtt.Ticks * 20, TimeSpan.TicksPerSecond));
 
@@ -260,14 +270,17 @@ public sealed partial class Link
         byte[]? evicted;
         lock (_retainLock)
         {
-            if (_retained is null)
+            var now = _switch.Time.GetTimestamp();
+            _retained ??= new SentFrame[MinRetainSlots];
+            // The ring starts small and doubles while it would overwrite a frame still young enough to be asked for,
+            // up to RetainBytes of frames: an idle link (a keepalive a second) keeps 32 slots, not 1,024.
+            while (_retained[(int)(sequence % (ulong)_retained.Length)] is { Buffer: not null } young
+                && _retained.Length < MaxRetainSlots && _switch.Time.GetElapsedTime(young.SentAt, now) <= ResendHorizon)
             {
-                var slots = Math.Clamp(RetainBytes / Math.Max(1, Interface.Mtu), 32, 1024);
-                _retained = new SentFrame[slots];
+                GrowRetained();
             }
             ref var slot = ref _retained[(int)(sequence % (ulong)_retained.Length)];
             evicted = slot.Buffer;
-            var now = _switch.Time.GetTimestamp();
             slot = new SentFrame { Buffer = buffer, Sequence = sequence, Length = length, SentAt = now };
             _newestRetained = now;
             if (_trimFrom == 0 || sequence < _trimFrom)
@@ -276,6 +289,24 @@ public sealed partial class Link
         }
         if (evicted is not null)
             ArrayPool<byte>.Shared.Return(evicted);
+    }
+
+    private const int MinRetainSlots = 32;
+
+    private int MaxRetainSlots => Math.Clamp(RetainBytes / Math.Max(1, Interface.Mtu), MinRetainSlots, 1024);
+
+    // Under _retainLock: twice the slots, each kept frame moved to its place in the larger ring (the frames kept are
+    // fewer than the old ring's length and consecutive at most that far apart, so no two land in one slot).
+    private void GrowRetained()
+    {
+        var old = _retained!;
+        var grown = new SentFrame[Math.Min(MaxRetainSlots, old.Length * 2)];
+        foreach (var frame in old)
+        {
+            if (frame.Buffer is not null)
+                grown[(int)(frame.Sequence % (ulong)grown.Length)] = frame;
+        }
+        _retained = grown;
     }
 
     /// <summary>Returns every kept buffer to the pool (the link went down, or nobody asked for a long time).</summary>

@@ -80,6 +80,21 @@ public sealed class LinkRecoveryTests : IAsyncDisposable
         Assert.True(atA.RetainedFrames < 50, $"{atA.RetainedFrames} frames kept");
     }
 
+    [Fact]
+    public async Task A_quiet_link_keeps_a_small_ring_and_a_burst_grows_it_so_every_frame_can_still_be_asked_for()
+    {
+        var (atA, _, inbox) = await LossyLinkAsync(loss: 0, recovery: true);
+        // Keepalives only: the ring of kept frames stays at its smallest (32 slots of 32 bytes), where it used to
+        // take 1,024 slots (32 KiB per link end) however quiet the link — most of an idle simulated node's memory.
+        for (var second = 0; second < 3; second++)
+            _time.Advance(TimeSpan.FromSeconds(1));
+        Assert.InRange(atA.RetainSlots, 0, 32);
+        // 300 frames within a millisecond each: all still young, so the ring grows to hold them.
+        Send(atA, 300);
+        Until(() => inbox.Seen.Count == 300, "not every message arrived");
+        Assert.InRange(atA.RetainSlots, 300, 1024);
+    }
+
     /// <summary>Sends messages 0..count-1 one frame each, a millisecond of virtual time apart, then lets a second pass.</summary>
     private void Send(Link link, int count)
     {
