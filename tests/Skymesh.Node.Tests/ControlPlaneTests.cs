@@ -329,15 +329,7 @@ public sealed class FinderTests : MeshWithBroker
         for (var i = 0; i + 1 < 4; i++)
             await nodes[i].LinkToAsync(nodes[i + 1]).WaitAsync(Bound, Ct);
 
-        var learned = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        void Check(LinkAnnouncement _)
-        {
-            if (nodes.Sum(n => finder.Graph.Neighbours(n.Node.Address).Count) == 6)
-                learned.TrySetResult();
-        }
-        finder.Graph.RecordAccepted += Check;
-        Check(null!);
-        await learned.Task.WaitAsync(Bound, Ct);
+        await FinderLearnsAsync(finder, nodes, linkEnds: 6);
 
         var path = await nodes[0].Agent!.OpenPathAsync(nodes[3].Node.Address, null, Ct);
         Assert.Equal(nodes[1].Address, path.Via);
@@ -377,17 +369,23 @@ public sealed class FinderTests : MeshWithBroker
 
         var bus = await Skymesh.Control.Bus.Ssmp.SsmpControlBus.ConnectAsync("127.0.0.1", Broker.LocalEndPoint.Port, finderKey, cancellationToken: Ct);
         await using var finder = await RouteFinderService.StartAsync(bus, cancellationToken: Ct);
+        await FinderLearnsAsync(finder, nodes, linkEnds: 4);
+        var path = await nodes[0].Agent!.OpenPathAsync(nodes[2].Node.Address, null, Ct);
+        Assert.Equal(nodes[1].Address, path.Via);
+    }
+
+    /// <summary>Waits until the finder's graph holds <paramref name="linkEnds"/> usable link ends among <paramref name="nodes"/>.</summary>
+    private static async Task FinderLearnsAsync(RouteFinderService finder, List<TestNode> nodes, int linkEnds)
+    {
         var learned = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         void Check(LinkAnnouncement _)
         {
-            if (nodes.Sum(n => finder.Graph.Neighbours(n.Node.Address).Count) == 4)
+            if (nodes.Sum(n => finder.Graph.Neighbours(n.Node.Address).Count) == linkEnds)
                 learned.TrySetResult();
         }
         finder.Graph.RecordAccepted += Check;
         Check(null!);
         await learned.Task.WaitAsync(Bound, Ct);
-        var path = await nodes[0].Agent!.OpenPathAsync(nodes[2].Node.Address, null, Ct);
-        Assert.Equal(nodes[1].Address, path.Via);
     }
 }
 
