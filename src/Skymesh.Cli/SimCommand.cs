@@ -15,7 +15,7 @@ internal static class SimCommand
         var topology = new Option<string>("--topology") { Description = $"The mesh's shape: {string.Join(", ", Topologies.Names)}.", DefaultValueFactory = _ => defaults.Topology };
         var edges = new Option<string?>("--edges") { Description = "Links from a file of lines \"A B\" (node numbers from 0) instead of --topology." };
         var seed = new Option<int>("--seed") { Description = "The run's seed: the same seed gives the same run.", DefaultValueFactory = _ => defaults.Seed };
-        var finders = new Option<int?>("--finders") { Description = "Dedicated route finders (default: none up to 500 nodes, then one per 2,000 nodes, at least 2)." }.Within(0, 1000);
+        var finders = new Option<int?>("--finders") { Description = "Dedicated route finders (default: none up to 500 nodes, then one per 2,000 nodes, from 2 to 5: each keeps the whole graph)." }.Within(0, 1000);
         var pairs = new Option<int>("--pairs") { Description = "Node pairs sampled for reachability.", DefaultValueFactory = _ => defaults.SampledPairs }.Within(0, 10_000_000);
         var setups = new Option<int>("--setups") { Description = "Paths set up through the control plane after convergence, for latency and stretch.", DefaultValueFactory = _ => defaults.Setups }.Within(0, 1_000_000);
         var latency = new Option<double>("--latency-ms") { Description = "One-way latency of every link.", DefaultValueFactory = _ => defaults.LinkLatency.TotalMilliseconds }.Within(0, 60_000);
@@ -68,7 +68,7 @@ internal static class SimCommand
                 Topology = parse.GetValue(topology)!,
                 Edges = links,
                 Seed = parse.GetValue(seed),
-                Finders = parse.GetValue(finders) ?? (count <= 500 ? 0 : Math.Max(2, count / 2000)),
+                Finders = parse.GetValue(finders) ?? (count <= 500 ? 0 : Math.Clamp(count / 2000, 2, 5)),
                 SampledPairs = Math.Max(1, parse.GetValue(pairs)),
                 Setups = Math.Max(0, parse.GetValue(setups)),
                 LinkLatency = TimeSpan.FromMilliseconds(parse.GetValue(latency)),
