@@ -269,6 +269,8 @@ public static class ColdStart
                 progress?.Invoke($"path {from} -> {to} not set up: {e.Message}");
             }
         }
+        if (setupMs.Count > 0)
+            progress?.Invoke($"{setupMs.Count} paths set up through the control plane (real {real.GetElapsedTime(started).TotalSeconds:0.0} s)");
 
         // Link failures: the link after the first relay of each kept path is cut, all at once; each source repairs.
         var repairMs = new List<double>();
@@ -451,7 +453,9 @@ public static class ColdStart
         for (var idle = TimeSpan.Zero; idle < options.IdleWindow; idle += step)
         {
             mesh.RunFor(TimeSpan.FromTicks(Math.Min(step.Ticks, (options.IdleWindow - idle).Ticks)));
-            samples.Add(new SimSample((mesh.Time.Elapsed - poweredUp).TotalSeconds, Reachability(), mesh.Bus.BytesDelivered));
+            var sample = new SimSample((mesh.Time.Elapsed - poweredUp).TotalSeconds, Reachability(), mesh.Bus.BytesDelivered);
+            samples.Add(sample);
+            progress?.Invoke($"idle    {Math.Min(options.IdleWindow.TotalSeconds, (idle + step).TotalSeconds),7:0.0} s of {options.IdleWindow.TotalSeconds:0} s  reachable {sample.Reachability,6:P1}  control {(mesh.Bus.BytesDelivered - before) / 1e6,8:0.0} MB  real {real.GetElapsedTime(started).TotalSeconds,6:0.0} s");
         }
         // In steady state, over the whole watch (announcement refreshes and setups included), not a short idle tail.
         var controlRate = steadyRate ?? (mesh.Bus.BytesDelivered - before) / options.IdleWindow.TotalSeconds / nodes;
