@@ -23,8 +23,6 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
     /// <summary>Events one connection may have waiting to be read before more are dropped.</summary>
     public int EventQueueLimit { get; } = eventQueueLimit > 0 ? eventQueueLimit : throw new ArgumentOutOfRangeException(nameof(eventQueueLimit));
 
-    private long _dropped;
-
     /// <summary>Events dropped at every connection so far because its reader fell behind by <see cref="EventQueueLimit"/>.</summary>
     public long DroppedEvents => Interlocked.Read(ref _dropped);
 
@@ -51,6 +49,7 @@ public sealed class MemoryBusNetwork(TimeProvider? time = null, TimeSpan latency
     private long _bytes;
     private long _messages;
     private long _membership;
+    private long _dropped;
 
     public TimeProvider Time { get; } = time ?? TimeProvider.System;
 

@@ -308,13 +308,16 @@ public sealed class TopologyGraph
         var overCap = false;
         while (queue.TryDequeue(out var label, out _))
         {
-            if (!settled.Add((label.Node, label.Hops)))
-                continue;
             if (prune)
             {
+                // Also covers a second label at the same node and hop count.
                 if (fewestHops.TryGetValue(label.Node, out var fewest) && label.Hops >= fewest)
                     continue;
                 fewestHops[label.Node] = label.Hops;
+            }
+            else if (!settled.Add((label.Node, label.Hops)))
+            {
+                continue;
             }
             if (label.Node == destination)
             {

@@ -184,7 +184,7 @@ public sealed partial class SettlementService : IAsyncDisposable
             SendLatestReceipt(link, payer);
     }
 
-    /// <summary>One round: counts in, receipts out, credit to the links.</summary>
+    /// <summary>The round's timer: a round, then the next one soon (busy) or later (idle).</summary>
     private void OnTickTimer()
     {
         if (Volatile.Read(ref _disposed) != 0)
@@ -213,11 +213,9 @@ public sealed partial class SettlementService : IAsyncDisposable
         }
     }
 
-    /// <summary>Reads every link's counters once; true when there was something to do (or soon will be).</summary>
-    internal bool Tick()
+    /// <summary>One round — counts in, receipts out, credit to the links; true when there was something to do (or soon will be).</summary>
+    private bool Tick()
     {
-        if (Volatile.Read(ref _disposed) != 0)
-            return false;
         var busy = false;
         try
         {
