@@ -110,6 +110,15 @@ internal static class DemoCommand
             {
                 (_, socks) = source.StartSocks(new IPEndPoint(socksAt.Address, 0), destination.Address);
             }
+            // A's dashboard steers the other nodes too (its Nodes page), as one person's several nodes would be.
+            using (var a = new NodeApiClient(mesh[0].Api.EndPoint.ToString(), token: mesh[0].Api.Token))
+            {
+                for (var i = 1; i < mesh.Count; i++)
+                    await a.AddDashboardNodeAsync(Name(i), mesh[i].Api.EndPoint.ToString(), mesh[i].Api.Token, signals.Token);
+            }
+            Console.WriteLine();
+            Console.WriteLine("Watch and steer it in a browser — node A's dashboard (the map, the path's labels at every hop, the cut and the");
+            Console.WriteLine($"repair live; the other nodes on its Nodes page):  {mesh[0].Api.DashboardAddress}");
             Console.WriteLine();
             Console.WriteLine("Try it from another terminal while the demo runs:");
             Console.WriteLine($"    curl --socks5-hostname {socks.LocalEndPoint} http://example.org/      # leaves the mesh at {Name(count - 1)}");

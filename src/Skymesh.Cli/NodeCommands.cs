@@ -8,7 +8,7 @@ using Skymesh.Node.Hosting;
 namespace Skymesh.Cli;
 
 /// <summary><c>skymesh node</c> and the commands that steer a running node through its local API.</summary>
-internal static class NodeCommands
+internal static partial class NodeCommands
 {
     private static readonly Option<string> Api = new("--api")
     {
@@ -27,7 +27,8 @@ internal static class NodeCommands
     private static readonly Option<bool> Json = new("--json") { Description = "Print the API's JSON instead of a table." };
 
     public static IEnumerable<Command> Create() =>
-        [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateBalance(), CreateEvents(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks()];
+        [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateBalance(), CreateEvents(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks(),
+         CreateDashboard(), CreateDecisions(), CreateNeighbours(), CreateBlock(), CreateUnblock(), CreateInterface(), CreateSettings(), CreateApps()];
 
     private static Command CreateBalance()
     {
@@ -245,6 +246,17 @@ internal static class NodeCommands
             return 0;
         });
         command.Subcommands.Add(add);
+
+        var linkId = new Argument<int>("id") { Description = "The link id (skymesh links)." };
+        var drop = new Command("drop", "Take a link down now (a static peer is linked again by the node; block it to keep it away).") { Api, Token, DataDir, linkId };
+        drop.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = Client(parse);
+            await client.DropLinkAsync(parse.GetValue(linkId), cancellationToken);
+            Console.WriteLine("dropped");
+            return 0;
+        });
+        command.Subcommands.Add(drop);
         return command;
     }
 

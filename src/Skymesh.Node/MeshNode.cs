@@ -104,15 +104,41 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             DeadAfter = options.DeadAfter,
             LabelLifetime = options.LabelLifetime,
         }, time, loggerFactory);
-        _exit = new StreamExit(options.Exits, loggerFactory.CreateLogger("Skymesh.Node.Exit")) { Time = time };
         Events = new Events.NodeEventLog(time);
+        Operator = new Operator.NodeOperator(this, options.Decisions);
+        _exit = new StreamExit(Operator.Exits, loggerFactory.CreateLogger("Skymesh.Node.Exit")) { Time = time, NotAllowed = Operator.OnExitRefused };
+        Switch.Admission = Operator.Admit;
         Switch.LinkUp += link => Events.Append(Node.Events.NodeEventKind.LinkUp,
             $"link {link.Id} to {link.Peer} up via {link.Remote}{(link.Encrypted ? ", encrypted" : "")}", link.Peer?.ToString(), link.Id);
+        Switch.LinkUp += link =>
+        {
+            // A link this node started itself, to a node its owner has blocked since.
+            if (link.Peer is { } peer && Operator.IsBlocked(peer))
+                Switch.Disconnect(link, "blocked by the node's owner");
+        };
         Switch.LinkDown += OnLinkDown;
         Switch.HandshakeRefused += why => Events.Append(Node.Events.NodeEventKind.HandshakeRefused, why);
     }
 
     public NodeOptions Options { get; }
+
+    /// <summary>The node's owner: decisions waiting for a person, their policies, and what the owner set (operator.json).</summary>
+    public Operator.NodeOperator Operator { get; }
+
+    /// <summary>What this node charges per MiB it forwards (node.json's price until its owner changes it).</summary>
+    public uint Price => Operator.Price;
+
+    /// <summary>Takes an interface down (its links go down; its port stays bound) or brings it up; false when it already was so.</summary>
+    public bool SetInterfaceUp(string name, bool up)
+    {
+        if (!_interfaces.TryGetValue(name, out var nic))
+            throw new NodeRequestException(NodeError.NotFound, $"no interface is named \"{name}\"");
+        if (!Switch.SetInterfaceUp(nic, up))
+            return false;
+        Events.Append(up ? Node.Events.NodeEventKind.InterfaceUp : Node.Events.NodeEventKind.InterfaceDown,
+            $"interface {name} {(up ? "up" : "down: its links are down, and it neither answers nor starts links")}");
+        return true;
+    }
 
     /// <summary>A seeded random source in simulations (path ids and nonces repeat run to run); null in a real node.</summary>
     public Random? Random { get; internal set; }
@@ -200,7 +226,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
     {
         if (!_interfaces.TryGetValue(interfaceName, out var nic))
             throw new NodeRequestException(NodeError.NotFound, $"no interface is named \"{interfaceName}\"");
-        using var deadline = new Deadline(Switch.Options.HandshakeTimeout, Time, cancellationToken, _stop.Token);
+        // A little past the switch's own handshake timeout: the link fails and goes by itself first, so an attempt
+        // right after this one starts afresh instead of joining a handshake about to give up.
+        using var deadline = new Deadline(Switch.Options.HandshakeTimeout + HandshakeGrace, Time, cancellationToken, _stop.Token);
         try
         {
             return await Switch.ConnectAsync(nic, await ResolveAsync(remote, deadline.Token), expected, deadline.Token);
@@ -211,6 +239,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         }
     }
 
+    private static readonly TimeSpan HandshakeGrace = TimeSpan.FromSeconds(1);
+
     private async Task KeepPeerAsync(PeerOptions peer)
     {
         var nic = _interfaces[peer.Interface];
@@ -219,10 +249,16 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         {
             try
             {
+                if (Operator.IsBlocked(peer.Address))
+                {
+                    // Its owner blocked it: asked again now and then, in case they unblock it.
+                    await Task.Delay(TimeSpan.FromSeconds(5), Time, _stop.Token);
+                    continue;
+                }
                 var existing = FindLink(peer.Address);
                 if (existing is null)
                 {
-                    using var deadline = new Deadline(Switch.Options.HandshakeTimeout, Time, _stop.Token);
+                    using var deadline = new Deadline(Switch.Options.HandshakeTimeout + HandshakeGrace, Time, _stop.Token);
                     existing = await Switch.ConnectAsync(nic, await ResolveAsync(peer.Endpoint, deadline.Token), peer.Address, deadline.Token);
                     backoff = TimeSpan.FromMilliseconds(500);
                 }
@@ -391,6 +427,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             path.SinkId = sink;
             path.Channel = channel;
             path.Spec = path.Spec with { Via = via, OutLabel = outLabel, InLabel = inLabel, SetupId = setupId };
+            path.Repairs++;
         }
         path.Endpoint.Retarget(channel);
         Log.PathRetargeted(_logger, id, path.Spec.Peer.ToString(), via.ToString());

@@ -35,6 +35,7 @@ public sealed partial class NodeApi : IAsyncDisposable
 
     private readonly WebApplication _app;
     private readonly ILogger _logger;
+    private readonly Skymesh.Dashboard.DashboardNodes _dashboardNodes;
 
     private NodeApi(WebApplication app, NodeReadModel read)
     {
@@ -43,6 +44,7 @@ public sealed partial class NodeApi : IAsyncDisposable
         Node = read.Node;
         Control = read.Control;
         _logger = read.Node.LoggerFactory.CreateLogger("Skymesh.Node.Api");
+        _dashboardNodes = new Skymesh.Dashboard.DashboardNodes(read.Node.Options.DataDir, read.Node.Time);
     }
 
     /// <summary>What the API answers its queries from (the same the dashboard and the simulator read).</summary>
@@ -129,13 +131,25 @@ public sealed partial class NodeApi : IAsyncDisposable
             return;
         }
         var path = request.Path.Value ?? "";
+        Skymesh.Dashboard.DashboardAssets.AddSecurityHeaders(context.Response);
+        if (path == LoginPath)
+        {
+            await SignInAsync(context);
+            return;
+        }
         if (path is not ("/metrics" or "/healthz"))
         {
             var authorization = request.Headers.Authorization.ToString();
             var presented = authorization.StartsWith(ApiToken.Scheme + " ", StringComparison.Ordinal) ? authorization.AsSpan(ApiToken.Scheme.Length + 1).Trim() : default;
-            if (!ApiToken.Matches(presented, Token))
+            var signedIn = presented.IsEmpty && request.Cookies.TryGetValue(CookieName(context), out var cookie) && ApiToken.Matches(cookie, Token);
+            if (!signedIn && !ApiToken.Matches(presented, Token))
             {
                 context.Response.Headers.WWWAuthenticate = ApiToken.Scheme;
+                if (!path.StartsWith("/api/", StringComparison.Ordinal) && HttpMethods.IsGet(request.Method))
+                {
+                    await NotSignedInAsync(context);
+                    return;
+                }
                 await ProblemAsync(context, 401, "Unauthorized", presented.IsEmpty
                     ? $"the local API needs the node's token (Authorization: Bearer …; the CLI reads it from {ApiToken.FileName} in the data directory, or --token)"
                     : "wrong token");
@@ -152,6 +166,56 @@ public sealed partial class NodeApi : IAsyncDisposable
             }
         }
         await next();
+    }
+
+    /// <summary>Where a browser signs in: <c>/login?token=…</c>, the address <c>skymesh dashboard</c> and the demo print.</summary>
+    public const string LoginPath = "/login";
+
+    /// <summary>The address that signs a browser in to this node's dashboard (it carries the token: show it to the owner only).</summary>
+    public string DashboardAddress => $"http://{EndPoint}{LoginPath}?token={Uri.EscapeDataString(Token)}";
+
+    // Browsers keep cookies per host, not per port: each node's on its own name, so two nodes on one machine do not
+    // sign each other out.
+    private static string CookieName(HttpContext context) => $"skymesh-{context.Connection.LocalPort}";
+
+    /// <summary>
+    /// The token in the address signs the browser in: a cookie the page's scripts cannot read (HttpOnly), that no other
+    /// site's page sends (SameSite=Strict), and the browser is sent on to the page, so the token leaves its address bar.
+    /// </summary>
+    private async Task SignInAsync(HttpContext context)
+    {
+        var token = context.Request.Query["token"].ToString();
+        if (!HttpMethods.IsGet(context.Request.Method) || !ApiToken.Matches(token, Token))
+        {
+            await NotSignedInAsync(context, token.Length > 0 ? "That address carries a wrong token (the node's token changes only when its api.token file is removed)." : null);
+            return;
+        }
+        context.Response.Cookies.Append(CookieName(context), Token, new CookieOptions
+        {
+            HttpOnly = true,
+            SameSite = SameSiteMode.Strict,
+            Path = "/",
+            IsEssential = true,
+            MaxAge = TimeSpan.FromDays(30),
+        });
+        context.Response.Headers.CacheControl = "no-store";
+        context.Response.Redirect("/", permanent: false);
+    }
+
+    private static async Task ServeDashboardAsync(HttpContext context, string name)
+    {
+        if (!await Skymesh.Dashboard.DashboardAssets.TryServeAsync(context, name))
+            await ProblemAsync(context, 404, "Not Found", $"the dashboard has no file {name}");
+    }
+
+    private static Task NotSignedInAsync(HttpContext context, string? why = null)
+    {
+        context.Response.StatusCode = 401;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync(
+            "Skymesh node dashboard: not signed in.\n\n" + (why is null ? "" : why + "\n\n")
+            + "Open the address the node gives you, with its token in it: run `skymesh dashboard` beside the node (it reads the\n"
+            + "token from the node's data directory), or use the address `skymesh demo` printed. Nothing here is shown without it.\n");
     }
 
     /// <summary>The HTTP status of a node error: the one place where node failures become HTTP.</summary>
@@ -216,6 +280,70 @@ public sealed partial class NodeApi : IAsyncDisposable
         });
         _app.MapGet("/healthz", () => Results.Text("ok\n"));
         _app.MapGet("/api/events", StreamEventsAsync);
+
+        // The dashboard: its page and files, the nodes it steers, and those nodes' APIs through this one.
+        _app.MapGet("/", (HttpContext context) => ServeDashboardAsync(context, "index.html"));
+        _app.MapGet("/assets/{name}", (string name, HttpContext context) => ServeDashboardAsync(context, name));
+        _app.MapGet("/api/dashboard/nodes", async (HttpContext context) => Results.Json(await _dashboardNodes.ProbeAsync(context.RequestAborted), Json));
+        _app.MapPost("/api/dashboard/nodes", async (HttpContext context) =>
+        {
+            var request = await Read<DashboardNodeRequest>(context);
+            var added = _dashboardNodes.Add(request.Name, request.Api, request.Token);
+            return Results.Json(new Skymesh.Dashboard.DashboardNodeInfo(added.Name, added.Api, false, null), Json);
+        });
+        _app.MapDelete("/api/dashboard/nodes/{name}", (string name) =>
+            _dashboardNodes.Remove(name) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"the dashboard lists no node \"{name}\""));
+        _app.Map("/nodes/{name}/{**rest}", async (string name, string? rest, HttpContext context) =>
+        {
+            var other = _dashboardNodes.Find(name) ?? throw new NodeRequestException(NodeError.NotFound, $"the dashboard lists no node \"{name}\" (add it on the Nodes page or with `skymesh dashboard add`)");
+            if (rest is null || !rest.StartsWith("api/", StringComparison.Ordinal))
+                throw new NodeRequestException(NodeError.NotFound, "only a node's API (/nodes/NAME/api/…) is reached through the dashboard");
+            await _dashboardNodes.ProxyAsync(context, other, rest);
+        });
+
+        // The owner's decisions and settings (docs/dashboard.md).
+        _app.MapGet("/api/decisions", () => Results.Json(node.Operator.View(), Json));
+        _app.MapPost("/api/decisions/{id:long}", async (long id, HttpContext context) =>
+        {
+            var request = await Read<DecisionRequest>(context);
+            return Results.Json(node.Operator.Decide(id, request.Choice ?? throw Missing("choice"), request.Value), Json);
+        });
+        _app.MapPut("/api/decisions/policies", async (HttpContext context) =>
+        {
+            var request = await Read<PoliciesRequest>(context);
+            var current = node.Operator.Policies;
+            return Results.Json(node.Operator.SetPolicies(new Operator.DecisionPolicies(
+                request.Neighbours ?? current.Neighbours, request.Credit ?? current.Credit, request.Exits ?? current.Exits, request.Price ?? current.Price,
+                request.MaxPathPrice is { } cap ? (cap < 0 ? null : (ulong)cap) : current.MaxPathPrice)), Json);
+        });
+        _app.MapGet("/api/neighbours", () => Results.Json(node.Operator.Neighbours(), Json));
+        _app.MapPut("/api/neighbours/{address}", async (string address, HttpContext context) =>
+        {
+            var request = await Read<NeighbourRequest>(context);
+            return Results.Json(node.Operator.SetNeighbour(ParseAddress(address, "address"), request.CreditLimit, request.Suspended), Json);
+        });
+        _app.MapGet("/api/blocks", () => Results.Json(node.Operator.Blocked, Json));
+        _app.MapPost("/api/blocks", async (HttpContext context) =>
+        {
+            var request = await Read<BlockRequest>(context);
+            var blocked = ParseAddress(request.Node ?? throw Missing("node"), "node");
+            node.Operator.Block(blocked);
+            return Results.Json(node.Operator.Blocked, Json);
+        });
+        _app.MapDelete("/api/blocks/{address}", (string address) =>
+            node.Operator.Unblock(ParseAddress(address, "address")) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"{address} is not blocked"));
+        _app.MapPut("/api/interfaces/{name}", async (string name, HttpContext context) =>
+        {
+            var request = await Read<InterfaceRequest>(context);
+            node.SetInterfaceUp(name, request.Up ?? throw Missing("up"));
+            return Results.Json(ReadModel.Interfaces().First(i => i.Name == name), Json);
+        });
+        _app.MapGet("/api/settings", () => Results.Json(node.Operator.Settings, Json));
+        _app.MapPut("/api/settings", async (HttpContext context) =>
+        {
+            var request = await Read<SettingsRequest>(context);
+            return Results.Json(node.Operator.SetSettings(request.Price, request.CreditLimit, request.Exits), Json);
+        });
 
         _app.MapGet("/api/node", () => Results.Json(ReadModel.Status(), Json));
         _app.MapGet("/api/interfaces", () => Results.Json(ReadModel.Interfaces(), Json));
@@ -530,6 +658,7 @@ public sealed partial class NodeApi : IAsyncDisposable
         await _stopping.CancelAsync();
         await _app.StopAsync();
         await _app.DisposeAsync();
+        _dashboardNodes.Dispose();
     }
 }
 
@@ -541,7 +670,11 @@ public sealed record NodeStatus(
     long Forwarded, long Delivered, long ForwardDrops, long BadFrames, long UnknownLabels, IReadOnlyList<string> Exits, string? Broker,
     string Control = "none", string? ControlError = null);
 
-public sealed record InterfaceInfo(string Name, string Local, int Mtu, long FramesSent, long FramesReceived, long BytesSent, long BytesReceived, long SendDrops, long ReceiveDrops);
+public sealed record InterfaceInfo(string Name, string Local, int Mtu, long FramesSent, long FramesReceived, long BytesSent, long BytesReceived, long SendDrops, long ReceiveDrops)
+{
+    /// <summary>False while its owner holds it down (no links on it).</summary>
+    public bool Up { get; init; } = true;
+}
 
 public sealed record LabelEntry(int InLink, string? InPeer, uint InLabel, string Action, int? OutLink, string? OutPeer, uint? OutLabel, int? Path, double IdleSeconds);
 
@@ -589,3 +722,19 @@ public sealed record MeshNodeInfo(string Address, ulong Sequence, DateTimeOffset
 public sealed record ForwardRequest(string? Listen, string? To, string? Target, bool? Detach);
 
 public sealed record SocksRequest(string? Listen, string? Exit, bool? Detach);
+
+public sealed record DashboardNodeRequest(string? Name, string? Api, string? Token);
+
+/// <param name="Value">For <c>raise</c>: the new credit limit, in micro-units.</param>
+public sealed record DecisionRequest(string? Choice, long? Value);
+
+/// <param name="MaxPathPrice">The cap per MiB; a negative number removes it.</param>
+public sealed record PoliciesRequest(string? Neighbours, string? Credit, string? Exits, string? Price, long? MaxPathPrice);
+
+public sealed record NeighbourRequest(long? CreditLimit, bool? Suspended);
+
+public sealed record BlockRequest(string? Node);
+
+public sealed record InterfaceRequest(bool? Up);
+
+public sealed record SettingsRequest(uint? Price, long? CreditLimit, IReadOnlyList<string>? Exits);

@@ -46,11 +46,58 @@ public sealed class NodeApiClient : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(address);
         Address = address;
         _http = new HttpClient { BaseAddress = new Uri($"http://{address}/"), Timeout = timeout ?? TimeSpan.FromSeconds(30) };
-        if ((token ?? ApiToken.Find(address)) is { } found)
+        Token = token ?? ApiToken.Find(address);
+        if (Token is { } found)
             _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue(ApiToken.Scheme, found);
     }
 
     public string Address { get; }
+
+    /// <summary>The token this client presents (null when it found none).</summary>
+    public string? Token { get; }
+
+    /// <summary>The address that signs a browser in to the node's dashboard, or null without a token.</summary>
+    public string? DashboardAddress => Token is null ? null : $"http://{Address}{NodeApi.LoginPath}?token={Uri.EscapeDataString(Token)}";
+
+    public Task DropLinkAsync(int id, CancellationToken cancellationToken = default) =>
+        SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/links/{id}"), cancellationToken);
+
+    public Task<Operator.DecisionsView> DecisionsAsync(CancellationToken cancellationToken = default) => GetAsync<Operator.DecisionsView>("api/decisions", cancellationToken);
+
+    public Task<Operator.DecisionInfo> DecideAsync(long id, string choice, long? value = null, CancellationToken cancellationToken = default) =>
+        PostAsync<Operator.DecisionInfo>($"api/decisions/{id}", new DecisionRequest(choice, value), cancellationToken);
+
+    public Task<Operator.DecisionPolicies> SetPoliciesAsync(PoliciesRequest request, CancellationToken cancellationToken = default) =>
+        SendJsonAsync<Operator.DecisionPolicies>(HttpMethod.Put, "api/decisions/policies", request, cancellationToken);
+
+    public Task<List<Operator.NeighbourView>> NeighboursAsync(CancellationToken cancellationToken = default) => GetAsync<List<Operator.NeighbourView>>("api/neighbours", cancellationToken);
+
+    public Task<Operator.NeighbourView> SetNeighbourAsync(string peer, long? creditLimit, bool? suspended, CancellationToken cancellationToken = default) =>
+        SendJsonAsync<Operator.NeighbourView>(HttpMethod.Put, $"api/neighbours/{peer}", new NeighbourRequest(creditLimit, suspended), cancellationToken);
+
+    public Task<List<string>> BlocksAsync(CancellationToken cancellationToken = default) => GetAsync<List<string>>("api/blocks", cancellationToken);
+
+    public Task<List<string>> BlockAsync(string node, CancellationToken cancellationToken = default) => PostAsync<List<string>>("api/blocks", new BlockRequest(node), cancellationToken);
+
+    public Task UnblockAsync(string node, CancellationToken cancellationToken = default) =>
+        SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/blocks/{node}"), cancellationToken);
+
+    public Task<InterfaceInfo> SetInterfaceAsync(string name, bool up, CancellationToken cancellationToken = default) =>
+        SendJsonAsync<InterfaceInfo>(HttpMethod.Put, $"api/interfaces/{Uri.EscapeDataString(name)}", new InterfaceRequest(up), cancellationToken);
+
+    public Task<Operator.NodeSettings> SettingsAsync(CancellationToken cancellationToken = default) => GetAsync<Operator.NodeSettings>("api/settings", cancellationToken);
+
+    public Task<Operator.NodeSettings> SetSettingsAsync(SettingsRequest request, CancellationToken cancellationToken = default) =>
+        SendJsonAsync<Operator.NodeSettings>(HttpMethod.Put, "api/settings", request, cancellationToken);
+
+    public Task<List<Skymesh.Dashboard.DashboardNodeInfo>> DashboardNodesAsync(CancellationToken cancellationToken = default) =>
+        GetAsync<List<Skymesh.Dashboard.DashboardNodeInfo>>("api/dashboard/nodes", cancellationToken);
+
+    public Task<Skymesh.Dashboard.DashboardNodeInfo> AddDashboardNodeAsync(string name, string api, string token, CancellationToken cancellationToken = default) =>
+        PostAsync<Skymesh.Dashboard.DashboardNodeInfo>("api/dashboard/nodes", new DashboardNodeRequest(name, api, token), cancellationToken);
+
+    public Task RemoveDashboardNodeAsync(string name, CancellationToken cancellationToken = default) =>
+        SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/dashboard/nodes/{Uri.EscapeDataString(name)}"), cancellationToken);
 
     public Task<NodeStatus> StatusAsync(CancellationToken cancellationToken = default) => GetAsync<NodeStatus>("api/node", cancellationToken);
 
@@ -172,9 +219,11 @@ public sealed class NodeApiClient : IDisposable
         return JsonSerializer.Deserialize<T>(text, NodeApi.Json)!;
     }
 
-    private async Task<T> PostAsync<T>(string path, object body, CancellationToken cancellationToken)
+    private Task<T> PostAsync<T>(string path, object body, CancellationToken cancellationToken) => SendJsonAsync<T>(HttpMethod.Post, path, body, cancellationToken);
+
+    private async Task<T> SendJsonAsync<T>(HttpMethod method, string path, object body, CancellationToken cancellationToken)
     {
-        var text = await SendAsync(new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body, body.GetType(), options: NodeApi.Json) }, cancellationToken);
+        var text = await SendAsync(new HttpRequestMessage(method, path) { Content = JsonContent.Create(body, body.GetType(), options: NodeApi.Json) }, cancellationToken);
         return JsonSerializer.Deserialize<T>(text, NodeApi.Json)!;
     }
 

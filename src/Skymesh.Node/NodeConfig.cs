@@ -73,6 +73,27 @@ public sealed class NodeConfigFile
 
     /// <summary>Where neighbours' receipts are paid: absent, on the embedded ledger (which records who owes whom); or on an exchange.</summary>
     public SettlementConfig? Settlement { get; set; }
+
+    /// <summary>How the node settles by itself what would otherwise wait for a person (docs/dashboard.md, "Decisions").</summary>
+    public DecisionsConfig? Decisions { get; set; }
+}
+
+public sealed class DecisionsConfig
+{
+    /// <summary>A node that is not in <c>peers</c> asks to link: accept (default), ask, or refuse.</summary>
+    public string? Neighbours { get; set; }
+
+    /// <summary>A neighbour reaches its credit limit: keep (default) or ask.</summary>
+    public string? Credit { get; set; }
+
+    /// <summary>A peer asks for a destination the exit rules do not allow: refuse (default) or ask.</summary>
+    public string? Exits { get; set; }
+
+    /// <summary>A path costs more than maxPathPrice: pay (default), cheaper, or ask.</summary>
+    public string? Price { get; set; }
+
+    /// <summary>The most a path may cost per MiB before "price" applies; absent for no cap.</summary>
+    public ulong? MaxPathPrice { get; set; }
 }
 
 public sealed class SettlementConfig
@@ -270,6 +291,9 @@ public sealed record NodeOptions
 
     public string KeyFile => Path.Combine(DataDir, "node.key");
 
+    /// <summary>How the node decides by itself until its owner (through the API or the dashboard) sets otherwise.</summary>
+    public Operator.DecisionPolicies Decisions { get; init; } = new();
+
     private static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
@@ -435,9 +459,15 @@ public sealed record NodeOptions
         var deadAfter = Seconds(file.DeadAfterSeconds, 5, "$.deadAfterSeconds");
         if (deadAfter <= keepalive)
             throw new NodeConfigException("$.deadAfterSeconds", "must be longer than keepaliveSeconds");
+        var decisions = new Operator.DecisionPolicies(
+            file.Decisions?.Neighbours ?? "accept", file.Decisions?.Credit ?? "keep", file.Decisions?.Exits ?? "refuse",
+            file.Decisions?.Price ?? "pay", file.Decisions?.MaxPathPrice);
+        if (decisions.Problem() is { } decisionProblem)
+            throw new NodeConfigException("$.decisions", decisionProblem);
         return new NodeOptions
         {
             DataDir = dataDir,
+            Decisions = decisions,
             Api = api,
             Broker = file.Broker,
             BrokerName = file.BrokerName ?? Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName,

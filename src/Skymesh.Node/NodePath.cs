@@ -38,6 +38,24 @@ public sealed record PathInfo(
 {
     /// <summary>For a path this node set up through the control plane: every node on it and the labels it switches on.</summary>
     public IReadOnlyList<PathHop>? Hops { get; init; }
+
+    /// <summary>Times the path was moved onto another route around a link that went down, streams and all.</summary>
+    public int Repairs { get; init; }
+
+    /// <summary>What the relays charge together per MiB, as they announced it (known to a node that keeps the mesh's graph).</summary>
+    public ulong? Price { get; init; }
+
+    /// <summary>The reliable streams open on the path, together: null when there are none.</summary>
+    public PathStreams? Streams { get; init; }
+}
+
+/// <summary>The reliable streams of one path, summed (the round trip is the largest of theirs).</summary>
+/// <param name="Window">Congestion windows summed, in bytes.</param>
+public sealed record PathStreams(int Count, double RttMs, long Retransmissions, long Window, long BytesSent, long BytesReceived, long InFlight)
+{
+    public static PathStreams? Of(IReadOnlyList<StreamCounters> streams) => streams.Count == 0 ? null : new(
+        streams.Count, streams.Max(s => s.SmoothedRtt.TotalMilliseconds), streams.Sum(s => s.SegmentsRetransmitted), streams.Sum(s => s.CongestionWindow),
+        streams.Sum(s => s.BytesSent), streams.Sum(s => s.BytesReceived), streams.Sum(s => s.BytesInFlight));
 }
 
 /// <summary>
@@ -66,6 +84,9 @@ internal sealed class NodePath
 
     public required DateTimeOffset Created { get; init; }
 
+    /// <summary>Times the control plane moved the path onto another route (under the node's path lock).</summary>
+    public int Repairs { get; set; }
+
     public CancellationTokenSource Stop { get; } = new();
 
     public List<Task> Loops { get; } = [];
@@ -76,7 +97,11 @@ internal sealed class NodePath
         var broken = Endpoint.BrokenBy;
         var state = broken is not null ? "broken" : Link.State == LinkState.Up ? "up" : "link down";
         return new PathInfo(Id, Spec.Peer.ToString(), Spec.Via.ToString(), Link.Id, Spec.OutLabel, Link.Id, InLabel, Spec.Initiator,
-            state, Endpoint.OpenStreams, counters.MessagesSent, counters.MessagesReceived, counters.MessagesDropped, Created, broken?.Message);
+            state, Endpoint.OpenStreams, counters.MessagesSent, counters.MessagesReceived, counters.MessagesDropped, Created, broken?.Message)
+        {
+            Repairs = Repairs,
+            Streams = PathStreams.Of(Endpoint.StreamCounters()),
+        };
     }
 
     /// <summary>

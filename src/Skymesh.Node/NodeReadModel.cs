@@ -30,7 +30,7 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
 
     public IReadOnlyList<InterfaceInfo> Interfaces() => [.. Node.Interfaces.Values.Select(i => new InterfaceInfo(
         i.Name, i.LocalEndPoint.ToString() ?? "", i.Mtu, i.Counters.FramesSent, i.Counters.FramesReceived,
-        i.Counters.BytesSent, i.Counters.BytesReceived, i.Counters.SendDrops, i.Counters.ReceiveDrops))];
+        i.Counters.BytesSent, i.Counters.BytesReceived, i.Counters.SendDrops, i.Counters.ReceiveDrops) { Up = Node.Switch.IsInterfaceUp(i) })];
 
     public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info())];
 
@@ -62,8 +62,23 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
             var nodes = path.Request.Nodes;
             var hops = new List<PathHop> { new(nodes[0].ToString(), 0, path.InLabel) };
             hops.AddRange(path.Hops.Select((h, i) => new PathHop(nodes[i + 1].ToString(), h.ForwardIn, i + 1 == path.Hops.Count ? 0 : h.BackIn)));
-            return p with { Hops = hops };
+            return p with { Hops = hops, Price = PriceOf(nodes) };
         })];
+    }
+
+    /// <summary>The relays' announced prices summed along <paramref name="nodes"/>; null when this node keeps no graph or lacks a record.</summary>
+    private ulong? PriceOf(IReadOnlyList<Skymesh.Identity.NodeAddress> nodes)
+    {
+        if (Control?.Agent is not { UsesFinder: false } agent)
+            return null;
+        ulong price = 0;
+        for (var i = 1; i + 1 < nodes.Count; i++)
+        {
+            if (agent.Graph.RecordOf(nodes[i]) is not { } record || !record.TryGetUpLinkTo(nodes[i + 1], out var link))
+                return null;
+            price += link.PricePerMiB;
+        }
+        return price;
     }
 
     public BalanceInfo Balance() => RequireAgent().Settlement.Balance();

@@ -76,6 +76,8 @@ public sealed class CreditPolicy
     private readonly CreditOptions _options;
     private readonly TimeProvider _time;
     private readonly Dictionary<NodeAddress, CreditLimits> _limits = [];
+    private readonly HashSet<NodeAddress> _held = [];
+    private CreditLimits _defaultLimits;
     private readonly Dictionary<NodeAddress, CreditStatus> _status = [];
     private readonly Lock _lock = new();
 
@@ -83,6 +85,7 @@ public sealed class CreditPolicy
     {
         _options = options ?? new CreditOptions();
         Validate(_options.DefaultLimits);
+        _defaultLimits = _options.DefaultLimits;
         if (!(_options.ResumeAt >= 0 && _options.ResumeAt <= _options.ThrottleAt && _options.ThrottleAt <= 1))
             throw new ArgumentException("0 ≤ ResumeAt ≤ ThrottleAt ≤ 1.", nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(_options.ThrottledBytesPerSecond);
@@ -103,7 +106,45 @@ public sealed class CreditPolicy
     public CreditLimits LimitsOf(NodeAddress neighbour)
     {
         lock (_lock)
-            return _limits.GetValueOrDefault(neighbour) ?? _options.DefaultLimits;
+            return _limits.GetValueOrDefault(neighbour) ?? _defaultLimits;
+    }
+
+    /// <summary>The limits of every neighbour without its own; takes effect at each one's next <see cref="Update"/>.</summary>
+    public CreditLimits DefaultLimits
+    {
+        get
+        {
+            lock (_lock)
+                return _defaultLimits;
+        }
+        set
+        {
+            Validate(value);
+            lock (_lock)
+                _defaultLimits = value;
+        }
+    }
+
+    /// <summary>
+    /// Suspends a neighbour whatever it owes, until <paramref name="held"/> is given false again (a person's decision:
+    /// "forward nothing for it"); takes effect at its next <see cref="Update"/>.
+    /// </summary>
+    public void Hold(NodeAddress neighbour, bool held)
+    {
+        lock (_lock)
+        {
+            if (held)
+                _held.Add(neighbour);
+            else
+                _held.Remove(neighbour);
+        }
+    }
+
+    /// <summary>True while a person holds the neighbour suspended (<see cref="Hold"/>).</summary>
+    public bool IsHeld(NodeAddress neighbour)
+    {
+        lock (_lock)
+            return _held.Contains(neighbour);
     }
 
     /// <summary>Weighs what <paramref name="neighbour"/> owes now and moves it to the state that follows.</summary>
@@ -113,13 +154,13 @@ public sealed class CreditPolicy
         CreditState previous;
         lock (_lock)
         {
-            var limits = _limits.GetValueOrDefault(neighbour) ?? _options.DefaultLimits;
+            var limits = _limits.GetValueOrDefault(neighbour) ?? _defaultLimits;
             var usage = Math.Max(0, (double)exposure.Unacknowledged / limits.ReceiptLimit);
             if (limits.SettlementLimit is { } settlementLimit)
                 usage = Math.Max(usage, (double)exposure.Total / settlementLimit);
             var current = _status.TryGetValue(neighbour, out var known) ? known : default;
             previous = current.State;
-            var next = usage >= 1 ? CreditState.Suspended
+            var next = usage >= 1 || _held.Contains(neighbour) ? CreditState.Suspended
                 : usage >= _options.ThrottleAt ? CreditState.Throttled
                 : usage > _options.ResumeAt && previous != CreditState.Normal ? CreditState.Throttled
                 : CreditState.Normal;

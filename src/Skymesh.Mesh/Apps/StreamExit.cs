@@ -21,7 +21,20 @@ public sealed partial class StreamExit(ExitPolicy policy, ILogger? logger = null
     private long _bytesUp;
     private long _bytesDown;
 
-    public ExitPolicy Policy { get; } = policy;
+    private volatile ExitPolicy _policy = policy;
+
+    /// <summary>What this node lets its peers reach; replaced whole when its owner changes it (streams already joined stay).</summary>
+    public ExitPolicy Policy
+    {
+        get => _policy;
+        set => _policy = value ?? throw new ArgumentNullException(nameof(value));
+    }
+
+    /// <summary>
+    /// Called when a peer asks for a target the policy does not allow: the peer, the host and the port. It may record
+    /// the request for the node's owner to decide on, and returns a sentence added to the refusal (or null).
+    /// </summary>
+    public Func<string, string, int, string?>? NotAllowed { get; set; }
 
     /// <summary>How long an opener has to send its request, and a target to accept the connection.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(10);
@@ -86,7 +99,8 @@ public sealed partial class StreamExit(ExitPolicy policy, ILogger? logger = null
                 var allowed = addresses.Where(a => Policy.Allows(host, a, port)).ToArray();
                 if (allowed.Length == 0)
                 {
-                    await RefuseAsync(stream, addresses.Length == 0 ? ServiceStatus.HostUnknown : ServiceStatus.NotAllowed, "", from, target);
+                    var note = addresses.Length == 0 ? null : NotAllowed?.Invoke(from, host, port);
+                    await RefuseAsync(stream, addresses.Length == 0 ? ServiceStatus.HostUnknown : ServiceStatus.NotAllowed, note ?? "", from, target);
                     return;
                 }
                 try

@@ -155,6 +155,13 @@ public sealed partial class Link
             _switch.TakeDown(this, "a Hello from ourselves");
             return;
         }
+        if (_switch.Admission is { } admit && !admit(intro.Address, Remote, Interface))
+        {
+            // Not a failure of the handshake: the node's owner (or the policy they set) does not take this neighbour, or not yet.
+            _switch.CountNeighbourRefused();
+            _switch.TakeDown(this, $"{intro.Address} is not admitted as a neighbour");
+            return;
+        }
         _ephemeral = EphemeralKey.Generate();
         var encrypt = intro.Encrypt && _switch.Options.Encrypt;
         _hello = hello.ToArray();

@@ -154,6 +154,58 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     /// <summary>Raised when a handshake is refused or fails (the reason); handlers must not block.</summary>
     public event Action<string>? HandshakeRefused;
 
+    /// <summary>
+    /// Asked, on the handshake worker, whether a neighbour whose signed Hello has just been verified may link: its proven
+    /// address, the address it wrote from and the interface. False refuses it without an answer (counted in
+    /// <see cref="NeighboursRefused"/>); the node keeps its lists of blocked and accepted nodes and the decisions that wait
+    /// for a person behind it. Must not block. Null admits everyone.
+    /// </summary>
+    public Func<NodeAddress, EndPoint, IMeshInterface, bool>? Admission { get; set; }
+
+    /// <summary>Hellos from neighbours <see cref="Admission"/> refused.</summary>
+    public long NeighboursRefused => Interlocked.Read(ref _neighboursRefused);
+
+    private long _neighboursRefused;
+
+    internal void CountNeighbourRefused() => Interlocked.Increment(ref _neighboursRefused);
+
+    // Interfaces an operator took down: their frames are dropped and no link starts on them. Copied on write (rare);
+    // read on every frame.
+    private IMeshInterface[] _downInterfaces = [];
+
+    /// <summary>Frames that arrived on an interface an operator took down, and were dropped.</summary>
+    public long FramesOnDownInterfaces => Interlocked.Read(ref _framesOnDownInterfaces);
+
+    private long _framesOnDownInterfaces;
+
+    /// <summary>False when an operator took <paramref name="nic"/> down.</summary>
+    public bool IsInterfaceUp(IMeshInterface nic) => Array.IndexOf(Volatile.Read(ref _downInterfaces), nic) < 0;
+
+    /// <summary>
+    /// Takes an interface down (every link on it goes down, and it neither answers nor starts links until brought up) or
+    /// brings it back up. Its socket stays open, so the port stays this node's. Returns false when it already was so.
+    /// </summary>
+    public bool SetInterfaceUp(IMeshInterface nic, bool up)
+    {
+        ArgumentNullException.ThrowIfNull(nic);
+        lock (_interfaces)
+        {
+            var down = _downInterfaces;
+            if (up == (Array.IndexOf(down, nic) < 0))
+                return false;
+            Volatile.Write(ref _downInterfaces, up ? [.. down.Where(n => n != nic)] : [.. down, nic]);
+        }
+        if (!up)
+        {
+            foreach (var link in _byId.Values)
+            {
+                if (link.Interface == nic)
+                    TakeDown(link, $"interface {nic.Name} taken down");
+            }
+        }
+        return true;
+    }
+
     public void AddInterface(IMeshInterface nic)
     {
         ArgumentNullException.ThrowIfNull(nic);
@@ -165,6 +217,8 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     /// <summary>Starts a link to <paramref name="remote"/> and returns it once both sides have proven who they are.</summary>
     public async Task<Link> ConnectAsync(IMeshInterface nic, EndPoint remote, NodeAddress? expectedPeer = null, CancellationToken cancellationToken = default)
     {
+        if (!IsInterfaceUp(nic))
+            throw new InvalidOperationException($"Interface {nic.Name} is down; bring it up first.");
         if (_byRemote.TryGetValue((nic, remote), out var existing) && existing.State != LinkState.Down)
             return await Background.WaitAsync(existing.WaitUpAsync(), cancellationToken);
         var link = NewLink(nic, remote, initiator: true, expectedPeer);
@@ -258,6 +312,11 @@ public sealed partial class MeshSwitch : IAsyncDisposable
 
     private void OnFrame(IMeshInterface nic, EndPoint remote, Span<byte> frame)
     {
+        if (_downInterfaces.Length != 0 && !IsInterfaceUp(nic))
+        {
+            Interlocked.Increment(ref _framesOnDownInterfaces);
+            return;
+        }
         using (DeferFlushes())
             HandleFrame(nic, remote, frame);
     }

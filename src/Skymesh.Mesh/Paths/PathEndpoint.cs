@@ -112,6 +112,15 @@ public sealed class PathEndpoint : IAsyncDisposable
         }
     }
 
+    /// <summary>The counters of every stream open on this path now.</summary>
+    public IReadOnlyList<StreamCounters> StreamCounters()
+    {
+        ReliableStream[] streams;
+        lock (_tableLock)
+            streams = [.. _streams.Values];
+        return [.. streams.Select(s => s.Counters)];
+    }
+
     public PathEndpointCounters Counters => new()
     {
         MessagesSent = Interlocked.Read(ref _messagesSent),

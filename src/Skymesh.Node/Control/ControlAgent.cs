@@ -43,7 +43,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         Graph = new TopologyGraph(node.Time);
         // A route may be back: paths left broken are tried again.
         Graph.RecordAccepted += _ => RequestRepairRetry();
-        var table = new NodeHopTable(node, node.Options.Price);
+        var table = new NodeHopTable(node);
         _hop = new PathSetupHop(node.Address, table, node.Time);
         _source = new PathSetupSource(node.Key, table, new BusControlCaller(bus), node.Time) { Random = node.Random };
         _finder = node.Options.Finder is { } finder ? new RemoteRouteFinder(bus, finder) : new LocalRouteFinder(Graph);
@@ -85,6 +85,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
         bus.StateChanged += agent.OnBusState;
         node.Switch.LinkUp += agent.OnLinkChange;
         node.Switch.LinkDown += agent.OnLinkDown;
+        // A new price is announced at once.
+        node.Operator.SettingsChanged += agent.RequestAnnouncement;
         agent._events = Background.Run(agent.ReadEventsAsync);
         agent._announcer = Background.Run(agent.AnnounceLoopAsync);
         try
@@ -353,12 +355,13 @@ public sealed partial class ControlAgent : IAsyncDisposable
     /// <summary>Signs and publishes the node's links.</summary>
     public async Task AnnounceAsync(CancellationToken cancellationToken)
     {
+        var price = _node.Price;
         var links = _node.Switch.Links
             .Where(l => l.State == LinkState.Up && l.Peer is not null)
             .GroupBy(l => l.Peer!.Value).Select(g => g.OrderBy(l => l.Id).First())
             .Take(LinkAnnouncement.MaxLinks)
             .Select(l => new AnnouncedLink(l.Peer!.Value, (uint)Math.Min(uint.MaxValue, (l.Rtt ?? TimeSpan.FromMilliseconds(1)).TotalMicroseconds),
-                (uint)(l.Loss * 1_000_000), _node.Options.CapacityKbps, _node.Options.Price, AnnouncedLinkState.Up))
+                (uint)(l.Loss * 1_000_000), _node.Options.CapacityKbps, price, AnnouncedLinkState.Up))
             .ToList();
         var now = _node.Time.GetUtcNow();
         ulong sequence;
@@ -373,7 +376,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         // sent it) — not its whole record, which for a well-linked node is kilobytes to each of many neighbours.
         if (UsesFinder)
         {
-            var note = PriceNote.Write(_node.Options.Price);
+            var note = PriceNote.Write(price);
             foreach (var peer in _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer is not null).Select(l => l.Peer!.Value).Distinct())
                 _ = SendPriceAsync(peer, note);
         }
@@ -444,6 +447,9 @@ public sealed partial class ControlAgent : IAsyncDisposable
     {
         query ??= new PathQuery();
         var found = await FindAsync(destination, query, cancellationToken);
+        // Dearer than the owner's cap: the price policy, or the owner, says whether to pay or look for a cheaper path.
+        if (query.MaxPrice is null && !await _node.Operator.ConfirmPriceAsync(destination, found, cancellationToken))
+            found = await FindAsync(destination, query with { MaxPrice = _node.Operator.Policies.MaxPathPrice }, cancellationToken);
         EstablishedPath path;
         try
         {
@@ -540,6 +546,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         _bus.StateChanged -= OnBusState;
         _node.Switch.LinkUp -= OnLinkChange;
         _node.Switch.LinkDown -= OnLinkDown;
+        _node.Operator.SettingsChanged -= RequestAnnouncement;
         await Background.CancelAsync(_stop);
         await Settlement.DisposeAsync();
         await _announcer;

@@ -5,7 +5,7 @@ using Skymesh.Mesh.Forwarding;
 namespace Skymesh.Node.Control;
 
 /// <summary>The node's forwarder as path setup sees it: links by neighbour, the label table, path ends.</summary>
-internal sealed class NodeHopTable(MeshNode node, uint price) : IHopTable
+internal sealed class NodeHopTable(MeshNode node) : IHopTable
 {
     public int? LinkTo(NodeAddress neighbour) => node.FindLink(neighbour)?.Id;
 
@@ -43,5 +43,5 @@ internal sealed class NodeHopTable(MeshNode node, uint price) : IHopTable
             node.Switch.Labels.Remove(link, label);
     }
 
-    public uint PriceOnto(int outLink) => price;
+    public uint PriceOnto(int outLink) => node.Price;
 }

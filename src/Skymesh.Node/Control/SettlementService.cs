@@ -97,6 +97,8 @@ public sealed partial class SettlementService : IAsyncDisposable
             if (_ledger.LatestSettled(payer, node.Address) is { } latest)
                 _book.Restore(latest);
         }
+        // The owner's credit limits and suspensions, and the decisions a neighbour at its limit may wait for.
+        node.Operator.AttachCredit(_credit, Hurry);
         node.Switch.ReceiptReceived += OnLinkReceipt;
         node.Switch.LinkUp += OnLinkUp;
         _tick = node.Time.CreateTimer(static s => ((SettlementService)s!).OnTickTimer(), this, BusyTick, Timeout.InfiniteTimeSpan);
@@ -219,7 +221,7 @@ public sealed partial class SettlementService : IAsyncDisposable
         var busy = false;
         try
         {
-            var ownPrice = _node.Options.Price;
+            var ownPrice = _node.Price;
             foreach (var link in _node.Switch.Links)
             {
                 if (link.State != LinkState.Up || link.Peer is not { } peer)

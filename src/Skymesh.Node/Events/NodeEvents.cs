@@ -28,6 +28,20 @@ public enum NodeEventKind
 
     /// <summary>The ledger would not pay a neighbour's receipt (its account cannot cover it).</summary>
     SettlementRefused,
+
+    /// <summary>A decision waits for a person (docs/dashboard.md, "Decisions").</summary>
+    DecisionPending,
+
+    /// <summary>A decision was taken, by a person or by the policy.</summary>
+    DecisionResolved,
+
+    InterfaceUp,
+    InterfaceDown,
+    NodeBlocked,
+    NodeUnblocked,
+
+    /// <summary>The owner changed the price, a credit limit, the exit rules or a decision policy.</summary>
+    SettingsChanged,
 }
 
 /// <summary>
