@@ -284,7 +284,11 @@ public sealed partial class NodeApi : IAsyncDisposable
         // The dashboard: its page and files, the nodes it steers, and those nodes' APIs through this one.
         _app.MapGet("/", (HttpContext context) => ServeDashboardAsync(context, "index.html"));
         _app.MapGet("/assets/{name}", (string name, HttpContext context) => ServeDashboardAsync(context, name));
-        _app.MapGet("/api/dashboard/nodes", async (HttpContext context) => Results.Json(await _dashboardNodes.ProbeAsync(context.RequestAborted), Json));
+        _app.MapGet("/api/dashboard/nodes", async (HttpContext context) =>
+        {
+            var nodes = await _dashboardNodes.ProbeAsync(context.RequestAborted);
+            return Results.Json(nodes, Json);
+        });
         _app.MapPost("/api/dashboard/nodes", async (HttpContext context) =>
         {
             var request = await Read<DashboardNodeRequest>(context);

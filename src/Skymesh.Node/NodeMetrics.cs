@@ -45,6 +45,14 @@ public static class NodeMetrics
         w.Sample("skymesh_hello_drops_total", "reason=\"half_open_cap\"", hellos.HalfOpenCapped);
         w.Family("skymesh_hello_cookies_total", "counter", "Hellos answered with a cookie instead of being handled, because the node was under load.");
         w.Sample("skymesh_hello_cookies_total", "", sw.CookiesSent);
+        w.Family("skymesh_neighbours_refused_total", "counter", "Verified Hellos not answered: from a blocked node, or a stranger the owner has not accepted (docs/dashboard.md).");
+        w.Sample("skymesh_neighbours_refused_total", "", sw.NeighboursRefused);
+        w.Family("skymesh_frames_on_down_interfaces_total", "counter", "Frames dropped because they arrived on an interface the owner took down.");
+        w.Sample("skymesh_frames_on_down_interfaces_total", "", sw.FramesOnDownInterfaces);
+        w.Family("skymesh_decisions_pending", "gauge", "Decisions waiting for the node's owner.");
+        w.Sample("skymesh_decisions_pending", "", node.Operator.Waiting.Count);
+        w.Family("skymesh_decisions_overflowed_total", "counter", "Questions settled by refusing because too many decisions were waiting already.");
+        w.Sample("skymesh_decisions_overflowed_total", "", node.Operator.Overflowed);
         w.Family("skymesh_links_half_open", "gauge", "Links answered that have not finished their handshake.");
         w.Sample("skymesh_links_half_open", "", sw.HalfOpen);
         w.Family("skymesh_unknown_labels_total", "counter", "Messages with a label nobody installed (dropped).");
