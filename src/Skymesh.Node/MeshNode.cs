@@ -296,7 +296,10 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     private void OnLinkDown(Link link, string reason)
     {
-        Events.Append(Node.Events.NodeEventKind.LinkDown, $"link {link.Id} to {link.Peer?.ToString() ?? "?"} down: {reason}", link.Peer?.ToString(), link.Id);
+        // A handshake that never completed (a stranger not admitted, a peer that did not answer) was never a link to
+        // anyone: its own events (decisions, handshake failures) say what happened.
+        if (link.WasUp)
+            Events.Append(Node.Events.NodeEventKind.LinkDown, $"link {link.Id} to {link.Peer?.ToString() ?? "?"} down: {reason}", link.Peer?.ToString(), link.Id);
         // The paths over this link cannot carry anything more: fail their streams now rather than after the
         // path's own timeout, so apps get a clear error at once.
         foreach (var path in _paths.Values)

@@ -56,6 +56,9 @@ public sealed partial class Link : IThreadPoolWorkItem
     private int _helloAttempts;
     private long _handshakeStarted;
     private bool _confirmed;
+
+    /// <summary>True once the handshake completed (the link was up at some time), whatever it is now.</summary>
+    public bool WasUp => Volatile.Read(ref _confirmed);
     private TaskCompletionSource<Link>? _upWaiter;
 
     // Liveness and quality.

@@ -55,6 +55,9 @@ public sealed partial class NodeOperator
     /// <summary>How long a stranger refused by a person is refused without asking again.</summary>
     public static readonly TimeSpan RefusedFor = TimeSpan.FromMinutes(10);
 
+    /// <summary>How long an accepted stranger has to link by itself before this node links to it.</summary>
+    public static readonly TimeSpan AcceptedLinkWait = TimeSpan.FromSeconds(3);
+
     /// <summary>Decisions kept after they were taken, for people to see what happened.</summary>
     public const int RecentKept = 50;
 
@@ -396,11 +399,16 @@ public sealed partial class NodeOperator
         }
         if (remote is null || nic is null)
             return;
-        // It may be trying again already (its Hello is now admitted); linking from here does not wait for that.
+        // It is most likely still knocking (a Hello a second, now admitted): its next Hello brings the link up. Only if none
+        // has after a while does this node link to it — not at once, because two handshakes started from both ends at
+        // the same moment answer neither.
         _ = Background.Run(async () =>
         {
             try
             {
+                await Task.Delay(AcceptedLinkWait, _node.Time);
+                if (_node.FindLink(peer) is not null || IsBlocked(peer))
+                    return;
                 await _node.ConnectAsync(nic, remote, peer, CancellationToken.None);
             }
             catch (Exception e) when (e is NodeRequestException or InvalidOperationException or OperationCanceledException or System.Net.Sockets.SocketException or IOException)
