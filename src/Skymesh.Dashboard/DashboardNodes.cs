@@ -111,18 +111,7 @@ public sealed partial class DashboardNodes : IDisposable
         }
     }
 
-    private void Save(List<DashboardNode> nodes)
-    {
-        var directory = Path.GetDirectoryName(Path.GetFullPath(_file))!;
-        Directory.CreateDirectory(directory);
-        var temporary = Path.Combine(directory, $".{FileName}.{Environment.ProcessId}.tmp");
-        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows())
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        using (var stream = new FileStream(temporary, options))
-            JsonSerializer.Serialize(stream, nodes, Json);
-        File.Move(temporary, _file, overwrite: true);
-    }
+    private void Save(List<DashboardNode> nodes) => OwnerOnlyFile.Write(_file, stream => JsonSerializer.Serialize(stream, nodes, Json));
 
     /// <summary>Every node of the list and whether its API answers (each asked at once, for at most two seconds).</summary>
     public async Task<IReadOnlyList<DashboardNodeInfo>> ProbeAsync(CancellationToken cancellationToken)
@@ -210,4 +199,26 @@ public sealed partial class DashboardNodes : IDisposable
     }
 
     public void Dispose() => _http.Dispose();
+}
+
+/// <summary>Files that hold secrets or an owner's decisions: readable by the owner only, and never seen half written.</summary>
+public static class OwnerOnlyFile
+{
+    /// <summary>Writes <paramref name="file"/> whole: a new file (mode 0600) flushed to disk, then renamed over the old one.</summary>
+    public static void Write(string file, Action<Stream> write)
+    {
+        ArgumentNullException.ThrowIfNull(write);
+        var directory = Path.GetDirectoryName(Path.GetFullPath(file))!;
+        Directory.CreateDirectory(directory);
+        var temporary = Path.Combine(directory, $".{Path.GetFileName(file)}.{Environment.ProcessId}.tmp");
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var stream = new FileStream(temporary, options))
+        {
+            write(stream);
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, file, overwrite: true);
+    }
 }

@@ -110,3 +110,49 @@ public sealed class OperatorTests
         Assert.Equal(HttpStatusCode.NotFound, again.Status);
     }
 }
+
+/// <summary>A path dearer than the owner's cap: asked, paid when the owner says so, refused when the policy is "cheaper" and there is none.</summary>
+public sealed class PriceDecisionTests : MeshWithBroker
+{
+    [Fact]
+    public async Task A_path_over_the_price_cap_waits_for_the_owner_and_opens_when_they_pay()
+    {
+        var source = await TestNode.StartAsync("""
+            , "decisions": { "price": "ask", "maxPathPrice": 10 }
+            """, broker: Broker.LocalEndPoint);
+        Nodes.Add(source);
+        var relay = await TestNode.StartAsync(""", "price": 1000""", broker: Broker.LocalEndPoint);
+        Nodes.Add(relay);
+        var destination = await StartNodeAsync();
+        await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
+        await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
+        await UntilGraph(source, g => g.RecordOf(relay.Node.Address)?.TryGetUpLinkTo(destination.Node.Address, out var l) == true && l.PricePerMiB == 1000,
+            "learning the relay's link and price");
+
+        var waiting = new TaskCompletionSource<Events.NodeEvent>(TaskCreationOptions.RunContinuationsAsynchronously);
+        source.Node.Events.Appended += e =>
+        {
+            if (e.Kind == Events.NodeEventKind.DecisionPending)
+                waiting.TrySetResult(e);
+        };
+        var opening = source.Client.OpenPathAsync(destination.Address, cancellationToken: Ct);
+        await waiting.Task.WaitAsync(Bound, Ct);
+        var asked = Assert.Single(source.Node.Operator.Waiting);
+        Assert.Equal("price", asked.Kind);
+        Assert.Equal(1000UL, Assert.IsType<ulong>(asked.Data["price"]));
+        Assert.False(opening.IsCompleted);
+
+        await source.Client.DecideAsync(asked.Id, "pay", cancellationToken: Ct);
+        var path = await opening.WaitAsync(Bound, Ct);
+        Assert.Equal("up", path.State);
+        Assert.Equal(1000UL, path.Price);
+
+        // With "cheaper" the node looks for a path within the cap; there is none, and it says so.
+        await source.Client.RemovePathAsync(path.Id, Ct);
+        await source.Client.SetPoliciesAsync(new PoliciesRequest(null, null, null, "cheaper", null), Ct);
+        var refused = await Assert.ThrowsAsync<NodeApiException>(() => source.Client.OpenPathAsync(destination.Address, cancellationToken: Ct));
+        Assert.Equal(HttpStatusCode.NotFound, refused.Status);
+        Assert.Contains("price cap", refused.Message, StringComparison.Ordinal);
+        Assert.Empty(source.Node.Operator.Waiting);
+    }
+}

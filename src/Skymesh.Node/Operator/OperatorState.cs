@@ -74,19 +74,5 @@ public sealed record OperatorState
     }
 
     /// <summary>Writes the state whole (a new file renamed over the old one, readable by the owner only).</summary>
-    public void Save(string file)
-    {
-        var directory = Path.GetDirectoryName(Path.GetFullPath(file))!;
-        Directory.CreateDirectory(directory);
-        var temporary = Path.Combine(directory, $".{Path.GetFileName(file)}.{Environment.ProcessId}.tmp");
-        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows())
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        using (var stream = new FileStream(temporary, options))
-        {
-            JsonSerializer.Serialize(stream, this, Json);
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, file, overwrite: true);
-    }
+    public void Save(string file) => Skymesh.Dashboard.OwnerOnlyFile.Write(file, stream => JsonSerializer.Serialize(stream, this, Json));
 }
