@@ -7,10 +7,11 @@ using Skymesh.Node;
 namespace Skymesh.Cli;
 
 /// <summary>
-/// <c>skymesh exchange balances|deposit|withdraw</c>: an operator's hands on an exchange directory — the accounts a node
-/// settles its neighbours' receipts on (node.json <c>settlement.exchange</c>). The directory is made on first use.
+/// <c>skymesh exchange serve</c>, the API client commands (ExchangeApiCommands.cs), and <c>skymesh exchange ledger
+/// balances|deposit|withdraw</c>: an operator's hands on a stopped exchange's directory — the accounts a node settles its
+/// neighbours' receipts on (node.json <c>settlement.exchange</c>). The directory is made on first use.
 /// </summary>
-internal static class ExchangeCommands
+internal static partial class ExchangeCommands
 {
     private static readonly Option<string> Dir = new("--dir")
     {
@@ -22,10 +23,15 @@ internal static class ExchangeCommands
 
     public static Command Create()
     {
-        var command = new Command("exchange", "Keep an exchange's accounts: see balances, credit deposits, debit withdrawals (each durable before it is reported).");
-        command.Subcommands.Add(CreateBalances());
-        command.Subcommands.Add(CreateMovement(deposit: true));
-        command.Subcommands.Add(CreateMovement(deposit: false));
+        var command = new Command("exchange", "Run an exchange (serve), trade and move coins through its API over SSMP, or keep a stopped exchange's accounts (ledger).");
+        command.Subcommands.Add(CreateServe());
+        foreach (var client in CreateClientCommands())
+            command.Subcommands.Add(client);
+        var ledger = new Command("ledger", "An exchange directory's accounts while no exchange runs on it: see balances, credit deposits, debit withdrawals (each durable before it is reported).");
+        ledger.Subcommands.Add(CreateBalances());
+        ledger.Subcommands.Add(CreateMovement(deposit: true));
+        ledger.Subcommands.Add(CreateMovement(deposit: false));
+        command.Subcommands.Add(ledger);
         return command;
     }
 

@@ -21,6 +21,53 @@ public sealed record ExchangeDefinition(IReadOnlyList<AssetSpec> Assets, IReadOn
     {
         _ = new MatchingEngine(new Accounts.ExchangeLedger(Assets), Markets);
     }
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        WriteIndented = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    /// <summary>
+    /// The definition kept in <paramref name="directory"/>'s exchange.json, or <paramref name="definition"/> (by default
+    /// <see cref="Default"/>) written there when it has none. Asking for other assets or markets than it holds is refused.
+    /// </summary>
+    /// <exception cref="InvalidDataException">exchange.json is not a definition, or not the one asked for.</exception>
+    public static ExchangeDefinition LoadOrCreate(string directory, ExchangeDefinition? definition = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        System.IO.Directory.CreateDirectory(directory);
+        var definitionPath = Path.Combine(directory, ExchangeStore.DefinitionFile);
+        ExchangeDefinition stored;
+        if (File.Exists(definitionPath))
+        {
+            try
+            {
+                stored = JsonSerializer.Deserialize<ExchangeDefinition>(File.ReadAllText(definitionPath), Json)
+                    ?? throw new InvalidDataException($"{definitionPath} is empty.");
+                stored.Validate();
+            }
+            catch (Exception e) when (e is JsonException or ArgumentException or NotSupportedException)
+            {
+                throw new InvalidDataException($"{definitionPath} does not describe an exchange: {e.Message}", e);
+            }
+            if (definition is not null && !Same(definition, stored))
+                throw new InvalidDataException($"{directory} holds an exchange of other assets or markets than asked for.");
+        }
+        else
+        {
+            stored = definition ?? ExchangeDefinition.Default;
+            stored.Validate();
+            var temporary = definitionPath + ".tmp";
+            File.WriteAllText(temporary, JsonSerializer.Serialize(stored, Json));
+            File.Move(temporary, definitionPath);
+        }
+        return stored;
+    }
+
+    private static bool Same(ExchangeDefinition a, ExchangeDefinition b) =>
+        a.Assets.SequenceEqual(b.Assets) && a.Markets.SequenceEqual(b.Markets);
 }
 
 /// <summary>One command's outcome: its number and the events it caused, once it is durable.</summary>
@@ -41,12 +88,6 @@ public sealed class ExchangeStore : ITransferLedger, IDisposable
 {
     public const string DefinitionFile = "exchange.json";
 
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        WriteIndented = true,
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    };
 
     private readonly JournaledExchange _exchange;
     private readonly Collector _events;
@@ -82,41 +123,12 @@ public sealed class ExchangeStore : ITransferLedger, IDisposable
     /// <exception cref="IOException">Another process has the exchange open, or the disk failed.</exception>
     public static ExchangeStore Open(string directory, ExchangeDefinition? definition = null)
     {
-        ArgumentException.ThrowIfNullOrEmpty(directory);
-        System.IO.Directory.CreateDirectory(directory);
-        var definitionPath = Path.Combine(directory, DefinitionFile);
-        ExchangeDefinition stored;
-        if (File.Exists(definitionPath))
-        {
-            try
-            {
-                stored = JsonSerializer.Deserialize<ExchangeDefinition>(File.ReadAllText(definitionPath), Json)
-                    ?? throw new InvalidDataException($"{definitionPath} is empty.");
-                stored.Validate();
-            }
-            catch (Exception e) when (e is JsonException or ArgumentException or NotSupportedException)
-            {
-                throw new InvalidDataException($"{definitionPath} does not describe an exchange: {e.Message}", e);
-            }
-            if (definition is not null && !Same(definition, stored))
-                throw new InvalidDataException($"{directory} holds an exchange of other assets or markets than asked for.");
-        }
-        else
-        {
-            stored = definition ?? ExchangeDefinition.Default;
-            stored.Validate();
-            var temporary = definitionPath + ".tmp";
-            File.WriteAllText(temporary, JsonSerializer.Serialize(stored, Json));
-            File.Move(temporary, definitionPath);
-        }
+        var stored = ExchangeDefinition.LoadOrCreate(directory, definition);
         var events = new Collector();
         var exchange = JournaledExchange.Open(Path.Combine(directory, "journal"), stored.Assets, stored.Markets, events,
             Path.Combine(directory, "snapshot"));
         return new ExchangeStore(exchange, events, directory, stored);
     }
-
-    private static bool Same(ExchangeDefinition a, ExchangeDefinition b) =>
-        a.Assets.SequenceEqual(b.Assets) && a.Markets.SequenceEqual(b.Markets);
 
     /// <summary>Credits a deposit to <paramref name="owner"/> (its account opened if new); idempotent by <paramref name="key"/>.</summary>
     public CommandOutcome Deposit(string owner, string asset, long amount, string key) =>

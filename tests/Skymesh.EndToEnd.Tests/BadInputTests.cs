@@ -144,10 +144,10 @@ public sealed class BadInputTests(BadInputWorld world) : IClassFixture<BadInputW
         { "completion tcsh", 2, "tcsh" },
         { "ssmp pub \"no spaces\" hi", 2, "'no spaces' is not a topic name" },
         { "demo --nodes 11", 2, "--nodes: 11 is not from 2 to 10." },
-        { "exchange deposit --dir {dir}/ex --owner alice --amount 1.0000001", 2, "--amount: '1.0000001' is not a positive amount of SKY with at most 6 decimal places." },
-        { "exchange deposit --dir {dir}/ex --owner alice --amount 1 --asset DOGE", 2, "--asset: this exchange has no DOGE" },
-        { "exchange withdraw --dir {dir}/ex --owner alice --amount 1", 1, "refused: alice has only 0.000000 SKY available" },
-        { "exchange balances --dir {dir}/good/node.json", 1, "node.json" },
+        { "exchange ledger deposit --dir {dir}/ex --owner alice --amount 1.0000001", 2, "--amount: '1.0000001' is not a positive amount of SKY with at most 6 decimal places." },
+        { "exchange ledger deposit --dir {dir}/ex --owner alice --amount 1 --asset DOGE", 2, "--asset: this exchange has no DOGE" },
+        { "exchange ledger withdraw --dir {dir}/ex --owner alice --amount 1", 1, "refused: alice has only 0.000000 SKY available" },
+        { "exchange ledger balances --dir {dir}/good/node.json", 1, "node.json" },
 
         // Requests the running node refuses, and services that are not there.
         { "links add notanendpoint --api {api}", 2, "\"endpoint\": \"notanendpoint\" is not an address:port" },

@@ -14,6 +14,12 @@ public enum AccountKind : byte
 
     /// <summary>The world outside: deposits come from it and withdrawals go to it, so its balance is minus what the exchange owes.</summary>
     External,
+
+    /// <summary>
+    /// What an owner owes the exchange after a deposit it had spent was reversed (a chain reorganisation): kept apart, never
+    /// as a negative balance; an owner with a debt is frozen, and its next deposits repay it first.
+    /// </summary>
+    Debt,
 }
 
 /// <summary>Why money moved.</summary>
@@ -28,6 +34,12 @@ public enum MovementReason : byte
 
     /// <summary>From one owner to another outside any trade (mesh settlement).</summary>
     Transfer,
+
+    /// <summary>A credited deposit taken back because the chain no longer confirms it.</summary>
+    Reversal,
+
+    /// <summary>Part of a deposit that repaid a debt.</summary>
+    Repayment,
 }
 
 /// <summary>
@@ -66,6 +78,8 @@ public sealed class ExchangeLedger
     private readonly long[] _withdrawn;
     private long[] _available = [];
     private long[] _held = [];
+    private long[] _debt = [];
+    private int _debtors;
 
     public ExchangeLedger(IReadOnlyList<AssetSpec> assets)
     {
@@ -111,6 +125,7 @@ public sealed class ExchangeLedger
             var size = Math.Max(needed, _available.Length * 2);
             Array.Resize(ref _available, size);
             Array.Resize(ref _held, size);
+            Array.Resize(ref _debt, size);
         }
         return owner;
     }
@@ -122,6 +137,12 @@ public sealed class ExchangeLedger
     public long Held(int owner, int asset) => _held[Slot(owner, asset)];
 
     public long Fees(int asset) => _fees[asset];
+
+    /// <summary>What the owner owes in the asset after a reversed deposit (see <see cref="AccountKind.Debt"/>).</summary>
+    public long Debt(int owner, int asset) => _debt[Slot(owner, asset)];
+
+    /// <summary>True while the owner owes anything: it may not trade, withdraw or pay until a deposit repays it.</summary>
+    public bool IsFrozen(int owner) => _debtors != 0 && Owes(owner);
 
     public long Deposited(int asset) => _deposited[asset];
 
@@ -140,10 +161,57 @@ public sealed class ExchangeLedger
         ArgumentException.ThrowIfNullOrEmpty(key);
         if (!_keys.Add(key))
             return false;
+        var slot = Slot(owner, asset);
         _external[asset] -= amount;
-        _available[Slot(owner, asset)] = checked(_available[Slot(owner, asset)] + amount);
         _deposited[asset] = checked(_deposited[asset] + amount);
-        Listener?.OnMovement(new LedgerMovement(MovementReason.Deposit, asset, amount, -1, AccountKind.External, owner, AccountKind.Available, reference, 0, key));
+        var repaid = Math.Min(amount, _debt[slot]);
+        if (repaid > 0)
+        {
+            _debt[slot] -= repaid;
+            if (!IsFrozen(owner))
+                _debtors--;
+            Listener?.OnMovement(new LedgerMovement(MovementReason.Repayment, asset, repaid, -1, AccountKind.External, owner, AccountKind.Debt, reference, 0, key));
+        }
+        if (amount > repaid)
+        {
+            _available[slot] = checked(_available[slot] + amount - repaid);
+            Listener?.OnMovement(new LedgerMovement(MovementReason.Deposit, asset, amount - repaid, -1, AccountKind.External, owner, AccountKind.Available, reference, 1, key));
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Takes back a deposit of <paramref name="amount"/> that the chain no longer confirms: from the available balance, and
+    /// what that does not cover becomes the owner's debt (the owner is frozen until it is repaid). False, and nothing
+    /// moves, when <paramref name="key"/> was already used. Returns the part that became debt in <paramref name="owed"/>.
+    /// </summary>
+    public bool Reverse(int owner, int asset, long amount, string key, long reference, out long owed)
+    {
+        CheckOwner(owner);
+        CheckAsset(asset);
+        if (amount <= 0)
+            throw new ArgumentOutOfRangeException(nameof(amount), amount, "A reversal must be positive.");
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        owed = 0;
+        if (!_keys.Add(key))
+            return false;
+        var slot = Slot(owner, asset);
+        var taken = Math.Min(amount, _available[slot]);
+        owed = amount - taken;
+        _external[asset] += amount;
+        _deposited[asset] -= amount;
+        if (taken > 0)
+        {
+            _available[slot] -= taken;
+            Listener?.OnMovement(new LedgerMovement(MovementReason.Reversal, asset, taken, owner, AccountKind.Available, -1, AccountKind.External, reference, 0, key));
+        }
+        if (owed > 0)
+        {
+            if (!IsFrozen(owner))
+                _debtors++;
+            _debt[slot] = checked(_debt[slot] + owed);
+            Listener?.OnMovement(new LedgerMovement(MovementReason.Reversal, asset, owed, owner, AccountKind.Debt, -1, AccountKind.External, reference, 1, key));
+        }
         return true;
     }
 
@@ -204,7 +272,9 @@ public sealed class ExchangeLedger
                 var slot = Slot(owner, asset);
                 if (_available[slot] < 0 || _held[slot] < 0)
                     throw new InvalidOperationException($"{_assets[asset].Code}: owner {owner} has a negative balance ({_available[slot]} available, {_held[slot]} held).");
-                owners += _available[slot] + (Int128)_held[slot];
+                if (_debt[slot] < 0)
+                    throw new InvalidOperationException($"{_assets[asset].Code}: owner {owner} has a negative debt ({_debt[slot]}).");
+                owners += _available[slot] + (Int128)_held[slot] - _debt[slot];
             }
             if (_fees[asset] < 0)
                 throw new InvalidOperationException($"{_assets[asset].Code}: negative fees {_fees[asset]}.");
@@ -279,6 +349,9 @@ public sealed class ExchangeLedger
             {
                 hasher.Add(_available[Slot(owner, asset)]);
                 hasher.Add(_held[Slot(owner, asset)]);
+                // Only a ledger that ever held a debt folds debts in, so hashes of ledgers without one stay as they were.
+                if (_debtors > 0 || _debt[Slot(owner, asset)] != 0)
+                    hasher.Add(_debt[Slot(owner, asset)]);
             }
         }
     }
@@ -311,10 +384,22 @@ public sealed class ExchangeLedger
         writer.Write(_keys.Count);
         foreach (var key in _keys.Order(StringComparer.Ordinal))
             writer.Write(key);
+        var debts = 0;
+        foreach (var d in _debt)
+            debts += d != 0 ? 1 : 0;
+        writer.Write(debts);
+        for (var slot = 0; slot < _owners.Count * _assets.Length; slot++)
+        {
+            if (_debt[slot] != 0)
+            {
+                writer.Write(slot);
+                writer.Write(_debt[slot]);
+            }
+        }
     }
 
     /// <summary>Reads what <see cref="WriteTo"/> wrote into this empty ledger of the same assets.</summary>
-    internal void ReadFrom(BinaryReader reader)
+    internal void ReadFrom(BinaryReader reader, bool withDebts = true)
     {
         if (_owners.Count != 0)
             throw new InvalidOperationException("A snapshot is read into an empty ledger.");
@@ -342,6 +427,26 @@ public sealed class ExchangeLedger
         var keys = reader.ReadInt32();
         for (var i = 0; i < keys; i++)
             _keys.Add(reader.ReadString());
+        var debts = withDebts ? reader.ReadInt32() : 0;
+        for (var i = 0; i < debts; i++)
+        {
+            var slot = reader.ReadInt32();
+            if ((uint)slot >= (uint)(_owners.Count * _assets.Length))
+                throw new InvalidDataException("The snapshot names a debt of no account.");
+            _debt[slot] = reader.ReadInt64();
+        }
+        for (var owner = 0; owner < _owners.Count; owner++)
+            _debtors += Owes(owner) ? 1 : 0;
+    }
+
+    private bool Owes(int owner)
+    {
+        for (var asset = 0; asset < _assets.Length; asset++)
+        {
+            if (_debt[Slot(owner, asset)] > 0)
+                return true;
+        }
+        return false;
     }
 
     private void CheckOwner(int owner)

@@ -33,19 +33,20 @@ public sealed class JournaledExchange : IDisposable
     /// <summary>Opens (or creates) the journal file at <paramref name="path"/> and replays it.</summary>
     /// <param name="events">Receives the events of new commands (not of the replay).</param>
     /// <param name="snapshotPath">Where snapshots are kept (<see cref="SaveSnapshot"/>): the latest is loaded and only the commands after it replayed.</param>
+    /// <param name="replay">Sees each replayed command before it runs, and its events (to rebuild what is kept beside the engine).</param>
     public static JournaledExchange Open(string path, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events = null,
-        string? snapshotPath = null) =>
-        Open(assets, markets, events, snapshotPath, replay => FileJournal.Open(path, replay));
+        string? snapshotPath = null, IReplayObserver? replay = null) =>
+        Open(assets, markets, events, snapshotPath, replay, onRecord => FileJournal.Open(path, onRecord));
 
     /// <summary>Opens (or creates) the journal <paramref name="name"/> in a PostgreSQL database and replays it.</summary>
     public static JournaledExchange OpenPostgres(string connectionString, string name, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets,
-        IExchangeEvents? events = null, string? snapshotPath = null) =>
-        Open(assets, markets, events, snapshotPath, replay => PostgresJournal.Open(connectionString, name, replay));
+        IExchangeEvents? events = null, string? snapshotPath = null, IReplayObserver? replay = null) =>
+        Open(assets, markets, events, snapshotPath, replay, onRecord => PostgresJournal.Open(connectionString, name, onRecord));
 
     private static JournaledExchange Open(IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events,
-        string? snapshotPath, Func<Action<ExchangeCommand>, ICommandJournal> open)
+        string? snapshotPath, IReplayObserver? replay, Func<Action<ExchangeCommand>, ICommandJournal> open)
     {
-        var sink = new SwitchableSink();
+        var sink = new SwitchableSink { Target = replay };
         MatchingEngine engine;
         long covered = 0;
         if (snapshotPath is not null && File.Exists(snapshotPath))
@@ -64,7 +65,10 @@ public sealed class JournaledExchange : IDisposable
         var journal = open(command =>
         {
             if (++seen > covered)
+            {
+                replay?.Replaying(command);
                 engine.Execute(command);
+            }
         });
         if (seen < covered)
         {
@@ -116,4 +120,10 @@ public sealed class JournaledExchange : IDisposable
 
         public void On(in ExchangeEvent e) => Target?.On(e);
     }
+}
+
+/// <summary>Sees a journal's replay: each command before the engine runs it, then its events.</summary>
+public interface IReplayObserver : IExchangeEvents
+{
+    void Replaying(in ExchangeCommand command);
 }

@@ -60,6 +60,13 @@ public enum CommandKind : byte
     /// the owner numbered <see cref="ExchangeCommand.Market"/>, once per <see cref="ExchangeCommand.Key"/> (mesh settlement).
     /// </summary>
     Transfer,
+
+    /// <summary>
+    /// Takes back a credited deposit the chain no longer confirms (<see cref="ExchangeCommand.Amount"/> of
+    /// <see cref="ExchangeCommand.Asset"/>, once per <see cref="ExchangeCommand.Key"/>): from the available balance, the
+    /// rest as a debt that freezes the owner until a deposit repays it.
+    /// </summary>
+    Reverse,
 }
 
 /// <summary>
@@ -82,15 +89,25 @@ public readonly record struct ExchangeCommand
     public long Quantity { get; init; }
     public int Asset { get; init; }
     public long Amount { get; init; }
+    /// <summary>
+    /// The idempotency key of a deposit, withdrawal, transfer or reversal; of an order, its client order id (optional, 1
+    /// to <see cref="MatchingEngine.MaxClientOrderIdLength"/> characters): a second order of the same owner with the same
+    /// client order id is refused as <see cref="RejectReason.DuplicateClientOrderId"/>, naming the first.
+    /// </summary>
     public string? Key { get; init; }
 
     public static ExchangeCommand Limit(int owner, int market, Side side, long price, long quantity,
-        TimeInForce timeInForce = TimeInForce.Gtc, bool postOnly = false, SelfTradePrevention stp = SelfTradePrevention.ExpireTaker) =>
-        new() { Kind = CommandKind.Place, Owner = owner, Market = market, Side = side, Type = OrderType.Limit, Price = price, Quantity = quantity, TimeInForce = timeInForce, PostOnly = postOnly, Stp = stp };
+        TimeInForce timeInForce = TimeInForce.Gtc, bool postOnly = false, SelfTradePrevention stp = SelfTradePrevention.ExpireTaker,
+        string? clientOrderId = null) =>
+        new() { Kind = CommandKind.Place, Owner = owner, Market = market, Side = side, Type = OrderType.Limit, Price = price, Quantity = quantity, TimeInForce = timeInForce, PostOnly = postOnly, Stp = stp, Key = clientOrderId };
 
     public static ExchangeCommand MarketOrder(int owner, int market, Side side, long quantity,
-        TimeInForce timeInForce = TimeInForce.Ioc, SelfTradePrevention stp = SelfTradePrevention.ExpireTaker) =>
-        new() { Kind = CommandKind.Place, Owner = owner, Market = market, Side = side, Type = OrderType.Market, Quantity = quantity, TimeInForce = timeInForce, Stp = stp };
+        TimeInForce timeInForce = TimeInForce.Ioc, SelfTradePrevention stp = SelfTradePrevention.ExpireTaker, string? clientOrderId = null) =>
+        new() { Kind = CommandKind.Place, Owner = owner, Market = market, Side = side, Type = OrderType.Market, Quantity = quantity, TimeInForce = timeInForce, Stp = stp, Key = clientOrderId };
+
+    /// <summary>Takes back a deposit the chain no longer confirms (see <see cref="CommandKind.Reverse"/>).</summary>
+    public static ExchangeCommand Reverse(int owner, int asset, long amount, string key) =>
+        new() { Kind = CommandKind.Reverse, Owner = owner, Asset = asset, Amount = amount, Key = key };
 
     public static ExchangeCommand Cancel(int owner, long orderId) => new() { Kind = CommandKind.Cancel, Owner = owner, OrderId = orderId };
 
@@ -152,6 +169,12 @@ public enum EventKind : byte
 
     /// <summary><see cref="ExchangeEvent.Quantity"/> of asset <see cref="ExchangeEvent.Market"/> moved from <see cref="ExchangeEvent.Owner"/> to <see cref="ExchangeEvent.MakerOwner"/>.</summary>
     Transferred,
+
+    /// <summary>
+    /// A deposit of <see cref="ExchangeEvent.Quantity"/> of asset <see cref="ExchangeEvent.Market"/> was taken back from
+    /// <see cref="ExchangeEvent.Owner"/>; <see cref="ExchangeEvent.Price"/> of it became a debt (0 when the balance covered it).
+    /// </summary>
+    Reversed,
 }
 
 public enum RejectReason : byte
@@ -176,6 +199,15 @@ public enum RejectReason : byte
 
     /// <summary>A transfer from an owner to itself.</summary>
     SameOwner,
+
+    /// <summary>The owner already placed an order with this client order id; <see cref="ExchangeEvent.OrderId"/> names it.</summary>
+    DuplicateClientOrderId,
+
+    /// <summary>A client order id longer than <see cref="MatchingEngine.MaxClientOrderIdLength"/> characters.</summary>
+    BadClientOrderId,
+
+    /// <summary>The owner owes a reversed deposit: it may cancel orders, and nothing else until a deposit repays it.</summary>
+    AccountFrozen,
 }
 
 public enum ExpiryReason : byte

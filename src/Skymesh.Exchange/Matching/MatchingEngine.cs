@@ -39,10 +39,18 @@ public sealed class MatchingEngine
     private readonly OrderPool _pool = new();
     private readonly IExchangeEvents? _events;
     private readonly List<int> _scratch = [];
+    private readonly Dictionary<(int Owner, string Id), long> _clientOrders = [];
+    private readonly Queue<(int Owner, string Id)> _clientOrderAge = new();
     private long _sequence;
     private long _nextOrderId = 1;
     private long _priority;
     private int _leg;
+
+    /// <summary>Longest client order id.</summary>
+    public const int MaxClientOrderIdLength = 64;
+
+    /// <summary>Client order ids remembered (the newest); an older one may be used again.</summary>
+    public const int ClientOrderIdMemory = 1_000_000;
 
     public MatchingEngine(ExchangeLedger ledger, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events = null)
     {
@@ -97,6 +105,9 @@ public sealed class MatchingEngine
             case CommandKind.Transfer:
                 Transfer(command, sequence);
                 break;
+            case CommandKind.Reverse:
+                Reverse(command, sequence);
+                break;
             case CommandKind.OpenAccount when !string.IsNullOrEmpty(command.Key) && command.Key.Length <= 256:
                 Emit(new ExchangeEvent(EventKind.AccountOpened, sequence, 0, _ledger.Owner(command.Key), -1, Side.Buy, 0, 0));
                 break;
@@ -117,6 +128,24 @@ public sealed class MatchingEngine
         if ((uint)c.Owner >= (uint)_ledger.OwnerCount)
         {
             Reject(c, sequence, RejectReason.UnknownOwner);
+            return;
+        }
+        if (c.Key is not null)
+        {
+            if (c.Key.Length is 0 or > MaxClientOrderIdLength)
+            {
+                Reject(c, sequence, RejectReason.BadClientOrderId);
+                return;
+            }
+            if (_clientOrders.TryGetValue((c.Owner, c.Key), out var first))
+            {
+                Emit(new ExchangeEvent(EventKind.Rejected, sequence, first, c.Owner, c.Market, c.Side, c.Price, c.Quantity, Reason: RejectReason.DuplicateClientOrderId));
+                return;
+            }
+        }
+        if (_ledger.IsFrozen(c.Owner))
+        {
+            Reject(c, sequence, RejectReason.AccountFrozen);
             return;
         }
         var m = _markets[c.Market];
@@ -164,6 +193,8 @@ public sealed class MatchingEngine
             return;
         }
         var id = _nextOrderId++;
+        if (c.Key is not null)
+            RememberClientOrder(c.Owner, c.Key, id);
         Emit(new ExchangeEvent(EventKind.Accepted, sequence, id, c.Owner, c.Market, c.Side, c.Price, c.Quantity));
         _ledger.Hold(c.Owner, asset, hold, sequence, _leg++);
         Enter(m, c.Market, sequence, id, c.Owner, c.Side, !market, c.Price, lots, hold, c.TimeInForce == TimeInForce.Gtc && !market, c.PostOnly, c.Stp);
@@ -334,6 +365,30 @@ public sealed class MatchingEngine
             CancelResting(_markets[_pool[slot].Market], slot, sequence, ExpiryReason.Requested);
     }
 
+    private void RememberClientOrder(int owner, string clientOrderId, long id)
+    {
+        if (_clientOrderAge.Count >= ClientOrderIdMemory)
+            _clientOrders.Remove(_clientOrderAge.Dequeue());
+        _clientOrders.Add((owner, clientOrderId), id);
+        _clientOrderAge.Enqueue((owner, clientOrderId));
+    }
+
+    /// <summary>The order an owner placed with <paramref name="clientOrderId"/>, while it is remembered.</summary>
+    public bool TryGetClientOrder(int owner, string clientOrderId, out long orderId) =>
+        _clientOrders.TryGetValue((owner, clientOrderId), out orderId);
+
+    private void Reverse(in ExchangeCommand c, long sequence)
+    {
+        var reason = CheckTransfer(c);
+        long owed = 0;
+        if (reason == RejectReason.None && !_ledger.Reverse(c.Owner, c.Asset, c.Amount, c.Key!, sequence, out owed))
+            reason = RejectReason.DuplicateKey;
+        if (reason != RejectReason.None)
+            Reject(c, sequence, reason);
+        else
+            Emit(new ExchangeEvent(EventKind.Reversed, sequence, 0, c.Owner, c.Asset, Side.Sell, owed, c.Amount));
+    }
+
     private void Amend(in ExchangeCommand c, long sequence)
     {
         if (!_pool.TryFind(c.OrderId, out var slot))
@@ -345,6 +400,11 @@ public sealed class MatchingEngine
         if (order.Owner != c.Owner)
         {
             Reject(c, sequence, RejectReason.NotYourOrder);
+            return;
+        }
+        if (_ledger.IsFrozen(c.Owner))
+        {
+            Reject(c, sequence, RejectReason.AccountFrozen);
             return;
         }
         var marketIndex = order.Market;
@@ -416,6 +476,8 @@ public sealed class MatchingEngine
         {
             if (_ledger.Seen(c.Key!))
                 reason = RejectReason.DuplicateKey;
+            else if (_ledger.IsFrozen(c.Owner))
+                reason = RejectReason.AccountFrozen;
             else if (!_ledger.Withdraw(c.Owner, c.Asset, c.Amount, c.Key!, sequence))
                 reason = RejectReason.InsufficientFunds;
         }
@@ -436,6 +498,8 @@ public sealed class MatchingEngine
                 reason = RejectReason.SameOwner;
             else if (_ledger.Seen(c.Key!))
                 reason = RejectReason.DuplicateKey;
+            else if (_ledger.IsFrozen(c.Owner))
+                reason = RejectReason.AccountFrozen;
             else if (!_ledger.Transfer(c.Owner, c.Market, c.Asset, c.Amount, c.Key!, sequence))
                 reason = RejectReason.InsufficientFunds;
         }
@@ -598,10 +662,26 @@ public sealed class MatchingEngine
                 }
             }
         }
+        // Only an engine that remembers client order ids folds them in, so hashes of engines without any stay as they were.
+        if (_clientOrderAge.Count > 0)
+        {
+            hasher.Add(_clientOrderAge.Count);
+            foreach (var key in _clientOrderAge)
+            {
+                hasher.Add(key.Owner);
+                hasher.Add(_clientOrders[key]);
+                hasher.Add(key.Id.Length);
+                foreach (var ch in key.Id)
+                    hasher.Add(ch);
+            }
+        }
         return hasher.Value;
     }
 
-    private static readonly byte[] SnapshotMagic = "SKYMESH-EXCHANGE-SNAPSHOT-1\n"u8.ToArray();
+    private static readonly byte[] SnapshotMagic = "SKYMESH-EXCHANGE-SNAPSHOT-2\n"u8.ToArray();
+
+    // Before debts and client order ids: still read, as an engine that has neither.
+    private static readonly byte[] SnapshotMagicVersion1 = "SKYMESH-EXCHANGE-SNAPSHOT-1\n"u8.ToArray();
 
     /// <summary>
     /// Writes the engine's whole state — counters, the ledger, every resting order in book order with its priority — so
@@ -645,6 +725,14 @@ public sealed class MatchingEngine
                 }
             }
         }
+        // Oldest first, so that reading them back in order keeps which is forgotten next.
+        writer.Write(_clientOrderAge.Count);
+        foreach (var key in _clientOrderAge)
+        {
+            writer.Write(key.Owner);
+            writer.Write(key.Id);
+            writer.Write(_clientOrders[key]);
+        }
         writer.Write(SnapshotMagic);
     }
 
@@ -652,7 +740,9 @@ public sealed class MatchingEngine
     public static MatchingEngine ReadSnapshot(Stream stream, IReadOnlyList<AssetSpec> assets, IReadOnlyList<MarketSpec> markets, IExchangeEvents? events = null)
     {
         using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-        if (!reader.ReadBytes(SnapshotMagic.Length).AsSpan().SequenceEqual(SnapshotMagic))
+        var magic = reader.ReadBytes(SnapshotMagic.Length);
+        var version1 = magic.AsSpan().SequenceEqual(SnapshotMagicVersion1);
+        if (!version1 && !magic.AsSpan().SequenceEqual(SnapshotMagic))
             throw new InvalidDataException("Not an exchange snapshot.");
         var engine = new MatchingEngine(new ExchangeLedger(assets), markets, events)
         {
@@ -660,7 +750,7 @@ public sealed class MatchingEngine
             _nextOrderId = reader.ReadInt64(),
             _priority = reader.ReadInt64(),
         };
-        engine._ledger.ReadFrom(reader);
+        engine._ledger.ReadFrom(reader, withDebts: !version1);
         if (reader.ReadInt32() != engine._markets.Length)
             throw new InvalidDataException("The snapshot's markets differ from the engine's.");
         for (var index = 0; index < engine._markets.Length; index++)
@@ -689,14 +779,17 @@ public sealed class MatchingEngine
                 }
             }
         }
-        if (!reader.ReadBytes(SnapshotMagic.Length).AsSpan().SequenceEqual(SnapshotMagic))
+        var clientOrders = version1 ? 0 : reader.ReadInt32();
+        for (var i = 0; i < clientOrders; i++)
+            engine.RememberClientOrder(reader.ReadInt32(), reader.ReadString(), reader.ReadInt64());
+        if (!reader.ReadBytes(SnapshotMagic.Length).AsSpan().SequenceEqual(magic))
             throw new InvalidDataException("The snapshot is cut short.");
         engine.CheckInvariants();
         return engine;
     }
 
     /// <summary>A resting order as seen from outside.</summary>
-    public readonly record struct BookOrder(long Id, int Owner, Side Side, long Price, long Quantity, long Held);
+    public readonly record struct BookOrder(long Id, int Owner, Side Side, long Price, long Quantity, long Held, int Market = 0);
 
     /// <summary>A resting order by id; false when there is none (filled, cancelled, or never rested).</summary>
     public bool TryGetOrder(long id, out BookOrder order)
@@ -707,8 +800,28 @@ public sealed class MatchingEngine
             return false;
         }
         ref var o = ref _pool[slot];
-        order = new BookOrder(o.Id, o.Owner, o.Side, o.Price, o.Remaining * _markets[o.Market].Spec.LotSize, o.Held);
+        order = new BookOrder(o.Id, o.Owner, o.Side, o.Price, o.Remaining * _markets[o.Market].Spec.LotSize, o.Held, o.Market);
         return true;
+    }
+
+    /// <summary>The quantity (base units) resting at <paramref name="price"/> on one side of a market; 0 when none.</summary>
+    public long LevelQuantity(int market, Side side, long price)
+    {
+        var m = _markets[market];
+        var book = m.Own(side);
+        var level = book.Find(price);
+        return level < 0 ? 0 : book.VolumeAt(level) * m.Spec.LotSize;
+    }
+
+    /// <summary>Up to <paramref name="depth"/> price levels of one side (best first) as (price, base units).</summary>
+    public IReadOnlyList<(long Price, long Quantity)> Levels(int market, Side side, int depth = int.MaxValue)
+    {
+        var m = _markets[market];
+        var book = m.Own(side);
+        var list = new List<(long, long)>(Math.Min(book.Levels, Math.Max(depth, 0)));
+        for (var level = book.Best; level >= 0 && list.Count < depth; level--)
+            list.Add((book.PriceAt(level), book.VolumeAt(level) * m.Spec.LotSize));
+        return list;
     }
 
     /// <summary>The orders of one side of a market, best price first and oldest first within a price.</summary>
@@ -722,7 +835,7 @@ public sealed class MatchingEngine
             for (var slot = book.HeadAt(level); slot >= 0; slot = _pool[slot].Next)
             {
                 ref var o = ref _pool[slot];
-                list.Add(new BookOrder(o.Id, o.Owner, o.Side, o.Price, o.Remaining * m.Spec.LotSize, o.Held));
+                list.Add(new BookOrder(o.Id, o.Owner, o.Side, o.Price, o.Remaining * m.Spec.LotSize, o.Held, market));
             }
         }
         return list;
