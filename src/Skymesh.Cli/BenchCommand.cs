@@ -32,12 +32,30 @@ internal static class BenchCommand
         var journalName = new Option<string>("--journal-name") { Description = "Name of the PostgreSQL journal (its table is exchange_journal_NAME); it must be new.", DefaultValueFactory = _ => defaults.JournalName };
         var commitEvery = new Option<int>("--commit-every") { Description = "Commands per group commit of the journaled run.", DefaultValueFactory = _ => defaults.CommitEvery }.Within(1, 1_000_000);
         var showCommits = new Option<bool>("--show-commits") { Description = "Print \"committed N\" after every commit of the journaled run (for crash tests)." };
+        var api = new Option<bool>("--api") { Description = "Measure the exchange service end to end over SSMP instead: session-authenticated and signed orders, market-data fan-out." };
+        var apiDefaults = new ExchangeApiBenchOptions();
+        var seconds = new Option<double>("--seconds") { Description = "With --api: seconds each phase runs.", DefaultValueFactory = _ => apiDefaults.Seconds }.Within(0.5, 3600, "seconds");
+        var traders = new Option<int>("--traders") { Description = "With --api: traders, each its own SSMP connection.", DefaultValueFactory = _ => apiDefaults.Traders }.Within(1, 1000);
+        var window = new Option<int>("--window") { Description = "With --api: requests each trader keeps in flight.", DefaultValueFactory = _ => apiDefaults.Window }.Within(1, 100_000);
+        var signedRequests = new Option<int>("--signed-requests") { Description = "With --api: pre-signed orders in the signed phase.", DefaultValueFactory = _ => apiDefaults.SignedRequests }.Within(0, 10_000_000);
+        var subscribers = new Option<int>("--subscribers") { Description = "With --api: market-data subscribers; 0 skips the fan-out phase.", DefaultValueFactory = _ => apiDefaults.Subscribers }.Within(0, 100_000);
         var command = new Command("exchange", "Measure the matching engine on exchange-core's command mix: throughput and allocation on one thread, latency at a fixed offered rate; one JSON line.")
         {
-            commands, owners, seed, rate, repeat, journal, journalPostgres, journalName, commitEvery, showCommits,
+            commands, owners, seed, rate, repeat, journal, journalPostgres, journalName, commitEvery, showCommits, api, seconds, traders, window, signedRequests, subscribers,
         };
-        command.SetAction(parse =>
+        command.SetAction(async (parse, cancellationToken) =>
         {
+            if (parse.GetValue(api))
+            {
+                return await ExchangeApiBench.RunAsync(new ExchangeApiBenchOptions
+                {
+                    Seconds = parse.GetValue(seconds),
+                    Traders = parse.GetValue(traders),
+                    Window = parse.GetValue(window),
+                    SignedRequests = parse.GetValue(signedRequests),
+                    Subscribers = parse.GetValue(subscribers),
+                }, Console.Out, cancellationToken);
+            }
             var options = new ExchangeBenchOptions
             {
                 Commands = parse.GetValue(commands),

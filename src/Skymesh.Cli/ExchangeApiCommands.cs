@@ -195,6 +195,11 @@ internal static partial class ExchangeCommands
             var bytes = File.ReadAllBytes(path);
             return bytes.Length == 32 ? bytes : throw new UsageException($"{path} is not a chain seed (32 bytes); restore it from a backup — it derives every deposit address.");
         }
+        if (File.Exists(Path.Combine(directory, "funds.db")))
+        {
+            throw new UsageException(
+                $"{path} is missing but this exchange has issued deposit addresses from it: restore it from a backup (a new seed would derive other addresses, and deposits to the old ones would never be seen).");
+        }
         var seed = RandomNumberGenerator.GetBytes(32);
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows())

@@ -21,6 +21,17 @@ public static class AssetAmount
         var fraction = point < 0 ? "" : text[(point + 1)..];
         if ((whole.Length == 0 && fraction.Length == 0) || fraction.Length > scale || !whole.All(char.IsAsciiDigit) || !fraction.All(char.IsAsciiDigit))
             return false;
+        // Up to 18 digits in all fit a long without any chance of overflow: the common case, without big integers.
+        if (whole.Length + scale <= 18)
+        {
+            long exact = 0;
+            foreach (var c in whole)
+                exact = exact * 10 + (c - '0');
+            for (var i = 0; i < scale; i++)
+                exact = exact * 10 + (i < fraction.Length ? fraction[i] - '0' : 0);
+            units = exact;
+            return true;
+        }
         var value = (whole.Length == 0 ? BigInteger.Zero : BigInteger.Parse(whole, CultureInfo.InvariantCulture)) * BigInteger.Pow(10, scale)
             + (fraction.Length == 0 ? BigInteger.Zero : BigInteger.Parse(fraction, CultureInfo.InvariantCulture) * BigInteger.Pow(10, scale - fraction.Length));
         if (value > long.MaxValue)
@@ -31,6 +42,18 @@ public static class AssetAmount
 
     /// <summary><paramref name="units"/> written with <paramref name="scale"/> decimal places ("12.500000").</summary>
     public static string Format(long units, int scale)
+    {
+        if (units >= 0 && scale is > 0 and <= 18)
+        {
+            var divisor = Pow10[scale];
+            return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{units / divisor}.{(units % divisor).ToString(System.Globalization.CultureInfo.InvariantCulture).PadLeft(scale, '0')}");
+        }
+        return FormatAny(units, scale);
+    }
+
+    private static readonly long[] Pow10 = [.. Enumerable.Range(0, 19).Select(i => (long)BigInteger.Pow(10, i))];
+
+    private static string FormatAny(long units, int scale)
     {
         var sign = units < 0 ? "-" : "";
         var magnitude = BigInteger.Abs(units);

@@ -77,7 +77,8 @@ public sealed class ExchangeClient : IAsyncDisposable
             broker.Id = $"trader-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)).ToLowerInvariant()}";
         }
         broker.OnEvent = client.OnEvent;
-        client._peer = await SsmpPeer.ConnectAsync(broker, cancellationToken: cancellationToken);
+        // A snapshot of a deep book can be several MiB.
+        client._peer = await SsmpPeer.ConnectAsync(broker, new SsmpPeerOptions { Reassembly = new SsmpReassemblerOptions { MaxMessageBytes = 32 << 20, MaxIncompleteBytes = 64 << 20 } }, cancellationToken);
         return client;
     }
 
@@ -220,7 +221,8 @@ public sealed class ExchangeClient : IAsyncDisposable
 
     private void OnEvent(SsmpEvent e)
     {
-        if (e.Verb == SsmpVerb.Mcast && e.Target is not null && _books.TryGetValue(e.Target, out var book))
+        // Only the exchange's own messages: anyone may publish on a topic, and a forged diff must not touch the book.
+        if (e.Verb == SsmpVerb.Mcast && e.From == _options.Exchange && e.Target is not null && _books.TryGetValue(e.Target, out var book))
             book.OnMessage(e.Payload);
     }
 

@@ -9,7 +9,8 @@ namespace Skymesh.Exchange.Journal;
 /// <c>length(4) crc32(4) payload</c>, little-endian; the payload is the command's fields (docs/exchange.md, "Journal").
 /// Records are appended to a buffer and written and fsynced together by <see cref="Commit"/> (group commit): nothing is
 /// acknowledged before the commit that holds it returns. On open, a torn or corrupt tail — a crash in the middle of a
-/// write — is cut off: everything before it was committed whole.
+/// write — is cut off: everything before it was committed whole. One thread appends; commits may run on another thread
+/// at the same time (the appender fills a second buffer while the first is written and fsynced).
 /// </summary>
 public sealed class FileJournal : ICommandJournal
 {
@@ -17,8 +18,12 @@ public sealed class FileJournal : ICommandJournal
     private static readonly byte[] Magic = "SKYMESH-EXCHANGE-JOURNAL-1\n"u8.ToArray();
 
     private readonly FileStream _file;
+    private readonly Lock _append = new();
+    private readonly Lock _commit = new();
     private byte[] _buffer = new byte[1 << 16];
+    private byte[] _spare = new byte[1 << 16];
     private int _buffered;
+    private int _pending;
     private long _records;
 
     private FileJournal(FileStream file, long records)
@@ -28,10 +33,10 @@ public sealed class FileJournal : ICommandJournal
     }
 
     /// <summary>Records committed so far (after open: those found whole).</summary>
-    public long Records => _records;
+    public long Records => Interlocked.Read(ref _records);
 
     /// <summary>Records appended and not yet committed.</summary>
-    public int Pending { get; private set; }
+    public int Pending => Volatile.Read(ref _pending);
 
     /// <summary>Bytes cut off the end when the journal was opened (a torn tail), 0 when it was whole.</summary>
     public long TornBytes { get; private set; }
@@ -112,29 +117,44 @@ public sealed class FileJournal : ICommandJournal
     public void Append(in ExchangeCommand command)
     {
         var length = CommandCodec.Length(command);
-        if (_buffer.Length - _buffered < HeaderLength + length)
-            Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _buffered + HeaderLength + length));
-        var record = _buffer.AsSpan(_buffered, HeaderLength + length);
-        var p = record[HeaderLength..];
-        CommandCodec.Write(command, p);
-        BinaryPrimitives.WriteInt32LittleEndian(record, length);
-        BinaryPrimitives.WriteUInt32LittleEndian(record[4..], Crc32.HashToUInt32(p));
-        _buffered += HeaderLength + length;
-        Pending++;
+        lock (_append)
+        {
+            if (_buffer.Length - _buffered < HeaderLength + length)
+                Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _buffered + HeaderLength + length));
+            var record = _buffer.AsSpan(_buffered, HeaderLength + length);
+            var p = record[HeaderLength..];
+            CommandCodec.Write(command, p);
+            BinaryPrimitives.WriteInt32LittleEndian(record, length);
+            BinaryPrimitives.WriteUInt32LittleEndian(record[4..], Crc32.HashToUInt32(p));
+            _buffered += HeaderLength + length;
+            _pending++;
+        }
     }
 
-    /// <summary>Writes every appended command and waits until the disk has them (fsync). Returns how many it committed.</summary>
+    /// <summary>
+    /// Writes every command appended before it was called and waits until the disk has them (fsync). Returns how many it
+    /// committed. Commits run one at a time; appends go on meanwhile, into the next commit.
+    /// </summary>
     public int Commit()
     {
-        if (Pending == 0)
-            return 0;
-        _file.Write(_buffer, 0, _buffered);
-        _file.Flush(flushToDisk: true);
-        var committed = Pending;
-        _records += committed;
-        _buffered = 0;
-        Pending = 0;
-        return committed;
+        lock (_commit)
+        {
+            byte[] full;
+            int length, committed;
+            lock (_append)
+            {
+                if (_pending == 0)
+                    return 0;
+                (full, length, committed) = (_buffer, _buffered, _pending);
+                (_buffer, _spare) = (_spare, _buffer);
+                _buffered = 0;
+                _pending = 0;
+            }
+            _file.Write(full, 0, length);
+            _file.Flush(flushToDisk: true);
+            Interlocked.Add(ref _records, committed);
+            return committed;
+        }
     }
 
     public void Dispose() => _file.Dispose();

@@ -15,6 +15,8 @@ public sealed class PostgresJournal : ICommandJournal
     private readonly NpgsqlConnection _connection;
     private readonly string _table;
     private readonly List<byte[]> _pending = [];
+    private readonly Lock _append = new();
+    private readonly Lock _commit = new();
     private long _records;
 
     private PostgresJournal(NpgsqlConnection connection, string table, long records)
@@ -24,7 +26,7 @@ public sealed class PostgresJournal : ICommandJournal
         _records = records;
     }
 
-    public long Records => _records;
+    public long Records => Interlocked.Read(ref _records);
 
     /// <summary>Always 0: a transaction is committed whole or not at all.</summary>
     public long TornBytes => 0;
@@ -76,32 +78,41 @@ public sealed class PostgresJournal : ICommandJournal
     {
         var bytes = new byte[CommandCodec.Length(command)];
         CommandCodec.Write(command, bytes);
-        _pending.Add(bytes);
+        lock (_append)
+            _pending.Add(bytes);
     }
 
+    /// <summary>Commits what was appended before the call, in one transaction; appends go on meanwhile, into the next.</summary>
     public int Commit()
     {
-        if (_pending.Count == 0)
-            return 0;
-        using (var transaction = _connection.BeginTransaction())
+        lock (_commit)
         {
-            using (var copy = _connection.BeginBinaryImport($"COPY {_table} (seq, command) FROM STDIN (FORMAT BINARY)"))
+            List<byte[]> batch;
+            lock (_append)
             {
-                var seq = _records;
-                foreach (var bytes in _pending)
-                {
-                    copy.StartRow();
-                    copy.Write(++seq, NpgsqlDbType.Bigint);
-                    copy.Write(bytes, NpgsqlDbType.Bytea);
-                }
-                copy.Complete();
+                if (_pending.Count == 0)
+                    return 0;
+                batch = [.. _pending];
+                _pending.Clear();
             }
-            transaction.Commit();
+            using (var transaction = _connection.BeginTransaction())
+            {
+                using (var copy = _connection.BeginBinaryImport($"COPY {_table} (seq, command) FROM STDIN (FORMAT BINARY)"))
+                {
+                    var seq = Records;
+                    foreach (var bytes in batch)
+                    {
+                        copy.StartRow();
+                        copy.Write(++seq, NpgsqlDbType.Bigint);
+                        copy.Write(bytes, NpgsqlDbType.Bytea);
+                    }
+                    copy.Complete();
+                }
+                transaction.Commit();
+            }
+            Interlocked.Add(ref _records, batch.Count);
+            return batch.Count;
         }
-        var committed = _pending.Count;
-        _records += committed;
-        _pending.Clear();
-        return committed;
     }
 
     public void Dispose() => _connection.Dispose();

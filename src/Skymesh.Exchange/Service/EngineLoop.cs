@@ -11,15 +11,19 @@ internal interface IEngineObserver
 
     void On(in ExchangeEvent e, bool replaying);
 
-    /// <summary>A batch of live commands is durable (its answers go out next).</summary>
-    void Committed();
+    /// <summary>
+    /// A batch of live commands has run (on the engine thread, before it is durable). What the observer returns runs once
+    /// the batch is durable, before its answers go out — e.g. sending the market data it caused.
+    /// </summary>
+    Action? BatchDone();
 }
 
 /// <summary>
 /// The exchange's one engine thread. Work (a request's commands, a query, a deposit) is queued from any thread and run in
-/// batches: every command of a batch is journaled, the batch committed with one write and one fsync (group commit), and
-/// only then are the answers given — so whatever a caller is told survives a crash, and queries see a consistent state
-/// without locks. A failed commit stops the loop: nothing after it is acknowledged.
+/// batches: every command of a batch is journaled and the batch handed to the commit thread, which writes and fsyncs
+/// whatever has been handed to it with one write (group commit) and only then gives the answers — so whatever a caller is
+/// told survives a crash, and queries see a consistent state without locks. The engine goes on with the next batch while
+/// the disk takes the last. A failed commit stops the loop: nothing after it is acknowledged.
 /// </summary>
 internal sealed class EngineLoop : IDisposable, IReplayObserver
 {
@@ -27,8 +31,14 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
     private readonly TimeProvider _time;
     private readonly IEngineObserver[] _observers;
     private readonly ConcurrentQueue<Work> _queue = new();
-    private readonly SemaphoreSlim _signal = new(0);
+    // Woken only when it sleeps: a busy loop is never signalled, and a sleeping one does not spin on the shared cores.
+    private readonly ManualResetEventSlim _wake = new(false, spinCount: 0);
+    private int _sleeping;
     private readonly List<Work> _batch = [];
+    private readonly Queue<(List<Work> Work, List<Action> AfterCommit)> _handed = new();
+    private readonly object _handedLock = new();
+    private readonly Thread _committer;
+    private bool _handedClosed;
     private readonly List<ExchangeEvent> _events = [];
     private readonly Thread _thread;
     private readonly int _maxBatch;
@@ -44,7 +54,9 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
         _exchange = open(this, this);
         _replaying = false;
         _thread = new Thread(Run) { IsBackground = true, Name = "exchange engine" };
+        _committer = new Thread(CommitLoop) { IsBackground = true, Name = "exchange journal" };
         _thread.Start();
+        _committer.Start();
     }
 
     public MatchingEngine Engine => _exchange.Engine;
@@ -64,49 +76,104 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
         if (_stopping)
             return Task.FromException<T>(new ObjectDisposedException(nameof(EngineLoop), "The exchange is stopping."));
         _queue.Enqueue(item);
-        _signal.Release();
+        Wake();
         return item.Task;
     }
 
     private void Run()
     {
         var session = new EngineSession(this);
-        while (true)
+        while (_fault is null)
         {
-            _signal.Wait();
-            if (_stopping && _queue.IsEmpty)
-                break;
-            // Everything queued now (up to a bound) is one batch and one commit.
+            if (_queue.IsEmpty)
+            {
+                if (_stopping)
+                    break;
+                Interlocked.Exchange(ref _sleeping, 1);
+                if (_queue.IsEmpty && !_stopping && _fault is null)
+                    _wake.Wait();
+                _wake.Reset();
+                Interlocked.Exchange(ref _sleeping, 0);
+                continue;
+            }
+            // Everything queued now (up to a bound) is one batch.
             while (_batch.Count < _maxBatch && _queue.TryDequeue(out var item))
             {
-                if (_batch.Count > 0)
-                    _signal.Wait(0);
                 _batch.Add(item);
                 item.Execute(session);
             }
+            var after = new List<Action>();
+            foreach (var observer in _observers)
+            {
+                if (observer.BatchDone() is { } action)
+                    after.Add(action);
+            }
+            lock (_handedLock)
+            {
+                _handed.Enqueue(([.. _batch], after));
+                Monitor.Pulse(_handedLock);
+            }
+            _batch.Clear();
+            _events.Clear();
+        }
+        if (_fault is { } fault)
+        {
+            while (_queue.TryDequeue(out var left))
+                left.Fail(new ExchangeStoppedException(fault));
+        }
+        lock (_handedLock)
+        {
+            _handedClosed = true;
+            Monitor.Pulse(_handedLock);
+        }
+    }
+
+    /// <summary>The commit thread: every batch handed over so far made durable at once, then answered.</summary>
+    private void CommitLoop()
+    {
+        var batches = new List<(List<Work> Work, List<Action> AfterCommit)>();
+        while (true)
+        {
+            lock (_handedLock)
+            {
+                while (_handed.Count == 0 && !_handedClosed)
+                    Monitor.Wait(_handedLock);
+                if (_handed.Count == 0)
+                    return;
+                while (_handed.Count > 0)
+                    batches.Add(_handed.Dequeue());
+            }
             try
             {
-                if (_exchange.Commit() > 0)
-                {
-                    foreach (var observer in _observers)
-                        observer.Committed();
-                }
+                _exchange.Commit();
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or Npgsql.NpgsqlException or InvalidOperationException)
             {
                 _fault = e;
-                foreach (var item in _batch)
-                    item.Fail(new ExchangeStoppedException(e));
-                _batch.Clear();
-                while (_queue.TryDequeue(out var left))
-                    left.Fail(new ExchangeStoppedException(e));
-                return;
+                foreach (var (work, _) in batches)
+                {
+                    foreach (var item in work)
+                        item.Fail(new ExchangeStoppedException(e));
+                }
+                batches.Clear();
+                Wake();
+                continue;
             }
-            foreach (var item in _batch)
-                item.Complete();
-            _batch.Clear();
-            _events.Clear();
+            foreach (var (work, after) in batches)
+            {
+                foreach (var action in after)
+                    action();
+                foreach (var item in work)
+                    item.Complete();
+            }
+            batches.Clear();
         }
+    }
+
+    private void Wake()
+    {
+        if (Interlocked.CompareExchange(ref _sleeping, 0, 1) == 1)
+            _wake.Set();
     }
 
     void IReplayObserver.Replaying(in ExchangeCommand command)
@@ -135,11 +202,16 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
     public void Dispose()
     {
         _stopping = true;
-        _signal.Release();
+        Interlocked.Exchange(ref _sleeping, 0);
+        _wake.Set();
         if (Thread.CurrentThread != _thread)
             _thread.Join();
+        if (Thread.CurrentThread != _committer)
+            _committer.Join();
+        while (_queue.TryDequeue(out var left))
+            left.Fail(new ObjectDisposedException(nameof(EngineLoop), "The exchange stopped."));
         _exchange.Dispose();
-        _signal.Dispose();
+        _wake.Dispose();
     }
 
     /// <summary>What work on the engine thread may do: submit commands and read the engine.</summary>

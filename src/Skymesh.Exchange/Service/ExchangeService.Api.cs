@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using Skymesh.Exchange.Matching;
 using Skymesh.Ssmp.Rpc;
@@ -58,7 +59,7 @@ public sealed partial class ExchangeService
             catch (WithdrawalRefusedException e)
             {
                 Interlocked.Increment(ref _refused);
-                throw WithLimits(new ExchangeApiException(422, e.Code, e.Message), call?.Gate).ToRpc();
+                throw WithLimits(new ExchangeApiException(e.Status, e.Code, e.Message), call?.Gate).ToRpc();
             }
             catch (ExchangeStoppedException e)
             {
@@ -82,26 +83,22 @@ public sealed partial class ExchangeService
         return new ExchangeApiException(e.Status, e.Code, e.Message, details);
     }
 
+    /// <summary>The answer as JSON, with the account's rate budget added as its last property.</summary>
     private ReadOnlyMemory<byte> Serialize(object answer, AccountGate? gate)
     {
-        var element = JsonSerializer.SerializeToElement(answer, Json);
-        using var stream = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(stream))
-        {
-            writer.WriteStartObject();
-            foreach (var property in element.EnumerateObject())
-                property.WriteTo(writer);
-            if (gate is not null)
-            {
-                writer.WritePropertyName("rateLimit");
-                Dictionary<string, object?> limits;
-                lock (gate.Lock)
-                    limits = RateLimit(gate);
-                JsonSerializer.Serialize(writer, limits, Json);
-            }
-            writer.WriteEndObject();
-        }
-        return stream.ToArray();
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(answer, answer.GetType(), Json);
+        if (gate is null)
+            return bytes;
+        long remaining;
+        lock (gate.Lock)
+            remaining = (long)Math.Floor(gate.Tokens);
+        // The object's closing brace is replaced by the budget and a new one.
+        var tail = Encoding.UTF8.GetBytes(
+            $"{(bytes.Length > 2 ? "," : "")}\"rateLimit\":{{\"limit\":{_options.RateLimitBurst},\"remaining\":{remaining},\"perSecond\":{_options.RateLimitPerSecond}}}}}");
+        var joined = new byte[bytes.Length - 1 + tail.Length];
+        bytes.AsSpan(0, bytes.Length - 1).CopyTo(joined);
+        tail.CopyTo(joined.AsSpan(bytes.Length - 1));
+        return joined;
     }
 
     // ---- public
@@ -209,31 +206,36 @@ public sealed partial class ExchangeService
     {
         var account = call.RequireAccount();
         var command = ParseOrder(call.Args);
-        var (view, error) = await _loop.RunAsync(s => Place(s, account, command));
-        return error is not null ? throw error : new { order = view };
+        var placed = await _loop.RunAsync(s => Place(s, account, command));
+        return placed.Error is not null ? throw placed.Error : new { order = ViewOf(placed) };
     }
 
-    /// <summary>Places one order on the engine thread: its view, or the error to answer with.</summary>
-    private (OrderView? View, ExchangeApiException? Error) Place(EngineLoop.EngineSession s, string account, ExchangeCommand command)
+    /// <summary>What placing an order gave, copied on the engine thread; <see cref="ViewOf"/> turns it into the answer elsewhere.</summary>
+    private readonly record struct Placed(OrderRecord? Order, ExchangeEvent[] Trades, long Id, string? ClientOrderId, bool Duplicate, ExchangeApiException? Error);
+
+    /// <summary>Places one order on the engine thread: a copy of its record and its trades, or the error to answer with.</summary>
+    private Placed Place(EngineLoop.EngineSession s, string account, ExchangeCommand command)
     {
         var owner = s.FindOwner(account);
         if (owner < 0)
-            return (null, new ExchangeApiException(422, "insufficient_funds", "This account holds nothing yet: deposit first."));
+            return new Placed(null, [], 0, null, false, new ExchangeApiException(422, "insufficient_funds", "This account holds nothing yet: deposit first."));
         if (_history.OpenCount(owner) >= _options.MaxOpenOrders)
-            return (null, new ExchangeApiException(422, "too_many_orders", $"An account may have at most {_options.MaxOpenOrders} open orders."));
+            return new Placed(null, [], 0, null, false, new ExchangeApiException(422, "too_many_orders", $"An account may have at most {_options.MaxOpenOrders} open orders."));
         var events = s.Submit(command with { Owner = owner, Amount = s.Now });
         var first = events[0];
         if (first.Kind == EventKind.Rejected)
         {
             if (first.Reason == RejectReason.DuplicateClientOrderId)
-            {
-                return _history.TryGet(first.OrderId, out var original) ? (View(original) with { Duplicate = true }, null)
-                    : (new OrderView { Id = first.OrderId, ClientOrderId = command.Key, Duplicate = true, Status = "unknown" }, null);
-            }
-            return (null, new ExchangeApiException(ErrorCodes.Status(first.Reason), ErrorCodes.Of(first.Reason), Explain(first.Reason)));
+                return new Placed(_history.TryGet(first.OrderId, out var original) ? original.Copy() : null, [], first.OrderId, command.Key, true, null);
+            return new Placed(null, [], 0, null, false, new ExchangeApiException(ErrorCodes.Status(first.Reason), ErrorCodes.Of(first.Reason), Explain(first.Reason)));
         }
-        return (_history.TryGet(first.OrderId, out var order) ? View(order, events) : new OrderView { Id = first.OrderId, Status = "unknown" }, null);
+        var trades = events.Where(e => e.Kind == EventKind.Trade && e.OrderId == first.OrderId).ToArray();
+        return new Placed(_history.TryGet(first.OrderId, out var order) ? order.Copy() : null, trades, first.OrderId, command.Key, false, null);
     }
+
+    private OrderView ViewOf(in Placed placed) =>
+        placed.Order is { } order ? View(order, placed.Trades) with { Duplicate = placed.Duplicate }
+            : new OrderView { Id = placed.Id, ClientOrderId = placed.ClientOrderId, Duplicate = placed.Duplicate, Status = "unknown" };
 
     private static string Explain(RejectReason reason) => reason switch
     {
@@ -285,7 +287,7 @@ public sealed partial class ExchangeService
     private async Task<object> CancelAllAsync(Call call)
     {
         var account = call.RequireAccount();
-        var market = call.Args.TryGetProperty("market", out _) ? Market(call.Args).Index : -1;
+        var market = Has(call.Args, "market") ? Market(call.Args).Index : -1;
         var canceled = await _loop.RunAsync(s =>
         {
             var owner = s.FindOwner(account);
@@ -314,9 +316,9 @@ public sealed partial class ExchangeService
             var events = s.Submit(ExchangeCommand.Amend(owner, id, price, quantity) with { Amount = s.Now });
             if (events[0].Kind == EventKind.Rejected)
                 throw new ExchangeApiException(ErrorCodes.Status(events[0].Reason), ErrorCodes.Of(events[0].Reason), Explain(events[0].Reason));
-            return View(order, events);
+            return (Order: order.Copy(), Trades: events.Where(e => e.Kind == EventKind.Trade && e.OrderId == id).ToArray());
         });
-        return new { order = view };
+        return new { order = View(view.Order, view.Trades) };
     }
 
     private int BatchCost(SsmpRpcRequest request)
@@ -326,7 +328,7 @@ public sealed partial class ExchangeService
         var items = 0;
         foreach (var b in body)
             items += b == '{' ? 1 : 0;
-        return Math.Clamp(items - 1, 1, _options.MaxBatch * 2);
+        return Math.Clamp(items - 1, 1, Math.Min(_options.MaxBatch, _options.RateLimitBurst));
     }
 
     private async Task<object> BatchAsync(Call call)
@@ -342,6 +344,8 @@ public sealed partial class ExchangeService
         {
             try
             {
+                if (item.ValueKind != JsonValueKind.Object)
+                    throw new ExchangeApiException(400, "bad_request", "Each order of a batch is a JSON object.");
                 parsed.Add((ParseOrder(item), null));
             }
             catch (ExchangeApiException e)
@@ -351,17 +355,12 @@ public sealed partial class ExchangeService
         }
         var (canceled, placed) = await _loop.RunAsync(s =>
         {
-            var cancelResults = cancels.Select(item => Try(() => (object)Cancel(s, account, item))).ToList();
-            var placeResults = parsed.Select(p =>
-            {
-                if (p.Error is not null)
-                    return ErrorItem(p.Error);
-                var (view, error) = Place(s, account, p.Command);
-                return error is not null ? ErrorItem(error) : view!;
-            }).ToList();
+            var cancelResults = cancels.Select(item => Try(() => item.ValueKind == JsonValueKind.Object ? (object)Cancel(s, account, item)
+                : throw new ExchangeApiException(400, "bad_request", "Each cancel of a batch is a JSON object."))).ToList();
+            var placeResults = parsed.Select(p => p.Error is not null ? new Placed(null, [], 0, null, false, p.Error) : Place(s, account, p.Command)).ToList();
             return (cancelResults, placeResults);
         });
-        return new { cancels = canceled, orders = placed };
+        return new { cancels = canceled, orders = placed.Select(p => p.Error is not null ? ErrorItem(p.Error) : ViewOf(p)).ToList() };
 
         static object Try(Func<object> work)
         {
@@ -399,7 +398,7 @@ public sealed partial class ExchangeService
         var status = String(call.Args, "status") ?? "open";
         if (status is not ("open" or "closed" or "all"))
             throw new ExchangeApiException(400, "bad_request", "'status' is open, closed or all.");
-        var market = call.Args.TryGetProperty("market", out _) ? Market(call.Args).Index : -1;
+        var market = Has(call.Args, "market") ? Market(call.Args).Index : -1;
         var limit = (int)Math.Clamp(Long(call.Args, "limit") ?? 100, 1, 1000);
         var views = await _loop.RunAsync(s =>
         {
@@ -420,7 +419,7 @@ public sealed partial class ExchangeService
     private async Task<object> FillsAsync(Call call)
     {
         var account = call.RequireAccount();
-        var market = call.Args.TryGetProperty("market", out _) ? Market(call.Args).Index : -1;
+        var market = Has(call.Args, "market") ? Market(call.Args).Index : -1;
         var limit = (int)Math.Clamp(Long(call.Args, "limit") ?? 100, 1, 1000);
         var fills = await _loop.RunAsync(s =>
         {
@@ -545,7 +544,7 @@ public sealed partial class ExchangeService
     private Task<object> DepositsAsync(Call call)
     {
         var account = call.RequireAccount();
-        var asset = call.Args.TryGetProperty("asset", out _) ? Asset(call.Args, out _).Code : null;
+        var asset = Has(call.Args, "asset") ? Asset(call.Args, out _).Code : null;
         var limit = (int)Math.Clamp(Long(call.Args, "limit") ?? 100, 1, 1000);
         return Task.FromResult<object>(new { deposits = _funds.Deposits(account, asset, limit).Select(DepositView).ToList() });
     }
@@ -577,7 +576,7 @@ public sealed partial class ExchangeService
     private Task<object> WithdrawalsAsync(Call call)
     {
         var account = call.RequireAccount();
-        var asset = call.Args.TryGetProperty("asset", out _) ? Asset(call.Args, out _).Code : null;
+        var asset = Has(call.Args, "asset") ? Asset(call.Args, out _).Code : null;
         var limit = (int)Math.Clamp(Long(call.Args, "limit") ?? 100, 1, 1000);
         return Task.FromResult<object>(new { withdrawals = _funds.Withdrawals(account, asset, null, limit).Select(WithdrawalView).ToList() });
     }
@@ -665,8 +664,16 @@ public sealed partial class ExchangeService
                 chain.MineBlocks((int)Math.Clamp(Long(call.Args, "blocks") ?? 1, 1, 1000));
                 return Task.FromResult<object>(new { height = chain.Height });
             case "reorg":
-                var drop = call.Args.TryGetProperty("drop", out var d) && d.ValueKind == JsonValueKind.Array ? d.EnumerateArray().Select(x => x.GetString()!).ToList() : [];
-                chain.Reorganise((int)Math.Clamp(Long(call.Args, "depth") ?? 1, 1, 100), drop);
+                var drop = call.Args.TryGetProperty("drop", out var d) && d.ValueKind == JsonValueKind.Array
+                    ? d.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? x.GetString()! : throw new ExchangeApiException(400, "bad_request", "'drop' lists transaction ids.")).ToList() : [];
+                try
+                {
+                    chain.Reorganise((int)Math.Clamp(Long(call.Args, "depth") ?? 1, 1, 100), drop);
+                }
+                catch (ArgumentException e)
+                {
+                    throw new ExchangeApiException(422, "bad_reorganisation", e.Message);
+                }
                 return Task.FromResult<object>(new { height = chain.Height });
             case "down":
                 chain.Down = Bool(call.Args, "down") ?? true;

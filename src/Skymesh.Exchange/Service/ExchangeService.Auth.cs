@@ -105,8 +105,8 @@ public sealed partial class ExchangeService
         else
         {
             json = body;
-            if (_options.SessionAuth && NodeAddress.TryParse(request.From, out var sender) && !sender.IsEmpty)
-                account = sender.ToString();
+            if (_options.SessionAuth)
+                account = SessionAccount(request.From);
         }
         JsonElement args;
         try
@@ -134,7 +134,14 @@ public sealed partial class ExchangeService
         var window = (long)_options.RequestWindow.TotalMilliseconds;
         if (Math.Abs(now - ts) > window)
         {
-            throw new ExchangeApiException(400, "clock_skew", $"The request's time is {now - ts} ms behind the exchange's clock (at most {window} ms either way).",
+            throw new ExchangeApiException(400, "clock_skew",
+                $"The request's time is {Math.Abs(now - ts)} ms {(ts < now ? "behind" : "ahead of")} the exchange's clock (at most {window} ms either way).",
+                new Dictionary<string, object?> { ["serverTime"] = now, ["windowMs"] = window });
+        }
+        // Nonces live in memory: a request made before this start (a replay of one seen then) is refused as stale.
+        if (ts < _started)
+        {
+            throw new ExchangeApiException(400, "clock_skew", $"The request's time is before the exchange started ({_started}); send it again with the current time.",
                 new Dictionary<string, object?> { ["serverTime"] = now, ["windowMs"] = window });
         }
         var gate = _gates.GetOrAdd(account, _ => new AccountGate(_options.RateLimitBurst));
@@ -151,6 +158,20 @@ public sealed partial class ExchangeService
         return new Call(request.From, request.Method, account, args, gate);
     }
 
+    /// <summary>
+    /// The account a session's SSMP id names: the id itself when it is a key (the broker let it in only with that key's
+    /// signature), else null. Remembered, since checking that 64 hex digits are a point on the curve takes a square root.
+    /// </summary>
+    private string? SessionAccount(string from)
+    {
+        if (_sessionAccounts.TryGetValue(from, out var known))
+            return known;
+        var account = from.Length == NodeAddress.TextLength && NodeAddress.TryParse(from, out var sender) && !sender.IsEmpty ? sender.ToString() : null;
+        if (_sessionAccounts.Count < 100_000)
+            _sessionAccounts[from] = account;
+        return account;
+    }
+
     private Dictionary<string, object?> RateLimit(AccountGate gate) => new()
     {
         ["limit"] = _options.RateLimitBurst,
@@ -160,20 +181,24 @@ public sealed partial class ExchangeService
 
     private long Now => _time.GetUtcNow().ToUnixTimeMilliseconds();
 
+    /// <summary>True when the request gives <paramref name="name"/> a value (null counts as not given).</summary>
+    private static bool Has(JsonElement args, string name) =>
+        args.ValueKind == JsonValueKind.Object && args.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null;
+
     private static long? Long(JsonElement args, string name) =>
-        args.TryGetProperty(name, out var v) ? v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var n) ? n
+        Has(args, name) && args.TryGetProperty(name, out var v) ? v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var n) ? n
             : throw new ExchangeApiException(400, "bad_request", $"'{name}' must be a whole number.") : null;
 
     private static ulong? ULong(JsonElement args, string name) =>
-        args.TryGetProperty(name, out var v) ? v.ValueKind == JsonValueKind.Number && v.TryGetUInt64(out var n) ? n
+        Has(args, name) && args.TryGetProperty(name, out var v) ? v.ValueKind == JsonValueKind.Number && v.TryGetUInt64(out var n) ? n
             : throw new ExchangeApiException(400, "bad_request", $"'{name}' must be a whole number from 0 to 2^64-1.") : null;
 
     private static string? String(JsonElement args, string name) =>
-        args.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v.ValueKind == JsonValueKind.String ? v.GetString()
+        Has(args, name) && args.TryGetProperty(name, out var v) ? v.ValueKind == JsonValueKind.String ? v.GetString()
             : throw new ExchangeApiException(400, "bad_request", $"'{name}' must be a string.") : null;
 
     private static bool? Bool(JsonElement args, string name) =>
-        args.TryGetProperty(name, out var v) ? v.ValueKind switch
+        Has(args, name) && args.TryGetProperty(name, out var v) ? v.ValueKind switch
         {
             JsonValueKind.True => true,
             JsonValueKind.False => false,

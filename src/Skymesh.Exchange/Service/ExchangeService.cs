@@ -38,9 +38,11 @@ public sealed partial class ExchangeService : IAsyncDisposable
     private readonly List<Task> _background = [];
     private readonly ConcurrentDictionary<string, AccountGate> _gates = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, NodeVerifier> _verifiers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string?> _sessionAccounts = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _present = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, string> _cancelOnDisconnect = new(StringComparer.Ordinal);
     private readonly Lock _sessionsLock = new();
+    private readonly long _started;
     private SsmpPeer? _peer;
     private long _requests;
     private long _refused;
@@ -52,6 +54,7 @@ public sealed partial class ExchangeService : IAsyncDisposable
         _time = time;
         _logger = loggers.CreateLogger("Skymesh.Exchange");
         _funds = funds;
+        _started = time.GetUtcNow().ToUnixTimeMilliseconds();
         Definition = definition;
         _assetIndex = definition.Assets.Select((a, i) => (a.Code, i)).ToDictionary(p => p.Code, p => p.i, StringComparer.Ordinal);
         _markets = [.. definition.Markets.Select((m, i) => new MarketRules(i, m, definition.Assets[_assetIndex[m.Base]], definition.Assets[_assetIndex[m.Quote]]))];
@@ -139,6 +142,8 @@ public sealed partial class ExchangeService : IAsyncDisposable
             service._peer = await SsmpPeer.ConnectAsync(clientOptions, new SsmpPeerOptions { MaxConcurrentRequests = 65_536, MaxCachedResponses = 100_000 }, cancellationToken);
             service.RegisterHandlers(service._peer);
             await service._peer.Client.SubscribeAsync(service.SessionsTopic, presence: true, cancellationToken);
+            // The broker may send who is subscribed after its answer: one more request's answer comes after all of them.
+            await service._peer.Client.McastAsync($"{service.SessionsTopic}.sync", "s"u8.ToArray(), cancellationToken);
             // Traders marked to have their orders cancelled who are not here now left while the exchange was down.
             foreach (var (session, account) in service._cancelOnDisconnect)
             {
@@ -228,7 +233,10 @@ public sealed partial class ExchangeService : IAsyncDisposable
             {
                 // Requests to the broker go out in the order they are made: pipelined, then awaited together.
                 while (sends.Count < 256 && reader.TryRead(out var message))
+                {
+                    _options.MarketDataSent?.Invoke(message.Topic, message.Sequence);
                     sends.Add(_peer!.Client.McastAsync(message.Topic, message.Payload, _stopping.Token));
+                }
                 try
                 {
                     await Task.WhenAll(sends);

@@ -54,8 +54,11 @@ public sealed class ExchangeServiceOptions
     /// <summary>How often every market topic gets a heartbeat.</summary>
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>Account keys (64 hex digits) allowed the operator's methods: approving and rejecting withdrawals, the simulated chains.</summary>
+    /// <summary>Account keys (64 hex digits) allowed the operator's methods: listing, approving and rejecting withdrawals.</summary>
     public IReadOnlyCollection<string> Operators { get; init; } = [];
+
+    /// <summary>Told the topic and sequence number of every diff as it goes to the broker (0 for a heartbeat): for measuring the feed's lag.</summary>
+    public Action<string, long>? MarketDataSent { get; init; }
 
     public CoinOptions Coin(string asset) => Coins.TryGetValue(asset, out var options) ? options : new CoinOptions();
 }

@@ -57,7 +57,8 @@ public sealed class FundsStore : IDisposable
         CREATE TABLE IF NOT EXISTS scans(asset TEXT PRIMARY KEY, tip INTEGER NOT NULL);
         CREATE TABLE IF NOT EXISTS withdrawals(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, key TEXT NOT NULL, asset TEXT NOT NULL,
             address TEXT NOT NULL, amount INTEGER NOT NULL, state INTEGER NOT NULL, txid TEXT, raw TEXT, reason TEXT,
-            confirmations INTEGER, created INTEGER NOT NULL, updated INTEGER NOT NULL, approved_by TEXT, UNIQUE(owner, key));
+            confirmations INTEGER, created INTEGER NOT NULL, updated INTEGER NOT NULL, approved_by TEXT, refund_due INTEGER NOT NULL DEFAULT 0,
+            UNIQUE(owner, key));
         """;
 
     private readonly SqliteConnection _db;
@@ -258,15 +259,17 @@ public sealed class FundsStore : IDisposable
 
     /// <summary>Moves a withdrawal on; the transaction, reason, confirmations and approver are kept when given as null.</summary>
     public WithdrawalRecord Update(long id, WithdrawalState state, long now, string? txId = null, string? raw = null, string? reason = null,
-        long? confirmations = null, string? approvedBy = null)
+        long? confirmations = null, string? approvedBy = null, bool? refundDue = null)
     {
         lock (_lock)
         {
             using var update = Command("""
                 UPDATE withdrawals SET state = $s, updated = $n, txid = COALESCE($t, txid), raw = COALESCE($r, raw),
-                    reason = COALESCE($re, reason), confirmations = COALESCE($c, confirmations), approved_by = COALESCE($ab, approved_by)
+                    reason = COALESCE($re, reason), confirmations = COALESCE($c, confirmations), approved_by = COALESCE($ab, approved_by),
+                    refund_due = COALESCE($rd, refund_due)
                 WHERE id = $i
-                """, ("$i", id), ("$s", (int)state), ("$n", now), ("$t", txId), ("$r", raw), ("$re", reason), ("$c", confirmations), ("$ab", approvedBy));
+                """, ("$i", id), ("$s", (int)state), ("$n", now), ("$t", txId), ("$r", raw), ("$re", reason), ("$c", confirmations), ("$ab", approvedBy),
+                ("$rd", refundDue is { } due ? (due ? 1 : 0) : null));
             update.ExecuteNonQuery();
             return Withdrawal(id)!;
         }
@@ -281,6 +284,16 @@ public sealed class FundsStore : IDisposable
                 SELECT * FROM withdrawals WHERE ($o IS NULL OR owner = $o) AND ($a IS NULL OR asset = $a)
                 {(stateList is null ? "" : $"AND state IN ({stateList})")} ORDER BY id DESC LIMIT $l
                 """, ("$o", owner), ("$a", asset), ("$l", limit));
+            return ReadWithdrawals(find);
+        }
+    }
+
+    /// <summary>Withdrawals of the asset that were refused or failed after their amount was taken, and are not yet refunded.</summary>
+    public IReadOnlyList<WithdrawalRecord> RefundsDue(string asset)
+    {
+        lock (_lock)
+        {
+            using var find = Command("SELECT * FROM withdrawals WHERE asset = $a AND refund_due = 1 ORDER BY id", ("$a", asset));
             return ReadWithdrawals(find);
         }
     }

@@ -1,7 +1,5 @@
-using System.Buffers;
 using System.IO.Hashing;
 using System.Text;
-using System.Text.Json;
 using System.Threading.Channels;
 using Skymesh.Exchange.Matching;
 
@@ -27,7 +25,8 @@ internal sealed class MarketData : IEngineObserver
 
     private readonly MarketRules[] _markets;
     private readonly Book[] _books;
-    private readonly Channel<(string Topic, byte[] Payload)> _out = Channel.CreateUnbounded<(string, byte[])>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<(string Topic, long Sequence, byte[] Payload)> _out = Channel.CreateUnbounded<(string, long, byte[])>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly List<(string Topic, long Sequence, byte[] Payload)> _pending = [];
     private readonly string _prefix;
     private MatchingEngine? _engine;
     private long _tradeCounter;
@@ -45,7 +44,7 @@ internal sealed class MarketData : IEngineObserver
     /// <summary>Changes every time the exchange starts: sequence numbers start again at 1 under a new epoch.</summary>
     public string Epoch { get; }
 
-    public ChannelReader<(string Topic, byte[] Payload)> Outgoing => _out.Reader;
+    public ChannelReader<(string Topic, long Sequence, byte[] Payload)> Outgoing => _out.Reader;
 
     public long Messages { get; private set; }
 
@@ -111,10 +110,11 @@ internal sealed class MarketData : IEngineObserver
 
     private static Side Opposite(Side side) => side == Side.Buy ? Side.Sell : Side.Buy;
 
-    public void Committed()
+    /// <summary>Turns the batch's changes into messages; they are sent once the batch is durable (the action returned).</summary>
+    public Action? BatchDone()
     {
         if (_engine is null)
-            return;
+            return null;
         for (var m = 0; m < _markets.Length; m++)
         {
             var book = _books[m];
@@ -131,6 +131,15 @@ internal sealed class MarketData : IEngineObserver
             Publish(m, changes, book.Trades);
             book.Trades.Clear();
         }
+        if (_pending.Count == 0)
+            return null;
+        var release = _pending.ToArray();
+        _pending.Clear();
+        return () =>
+        {
+            foreach (var message in release)
+                _out.Writer.TryWrite(message);
+        };
     }
 
     /// <summary>Packs the changes and trades into as few messages as fit, each applied to the published book before its checksum.</summary>
@@ -171,7 +180,7 @@ internal sealed class MarketData : IEngineObserver
             }
             book.Sequence++;
             var text = $"{{\"type\":\"diff\",\"market\":\"{rules.Symbol}\",\"epoch\":\"{Epoch}\",\"seq\":{book.Sequence},\"bids\":[{string.Join(',', bids)}],\"asks\":[{string.Join(',', asks)}],\"trades\":[{string.Join(',', tradeTexts)}],\"checksum\":{Checksum(m)}}}";
-            Send(rules, text);
+            Send(rules, book.Sequence, text);
         }
     }
 
@@ -179,13 +188,14 @@ internal sealed class MarketData : IEngineObserver
     public void Heartbeat(long now)
     {
         for (var m = 0; m < _markets.Length; m++)
-            Send(_markets[m], $"{{\"type\":\"heartbeat\",\"market\":\"{_markets[m].Symbol}\",\"epoch\":\"{Epoch}\",\"seq\":{_books[m].Sequence},\"time\":{now}}}");
+            Send(_markets[m], 0, $"{{\"type\":\"heartbeat\",\"market\":\"{_markets[m].Symbol}\",\"epoch\":\"{Epoch}\",\"seq\":{_books[m].Sequence},\"time\":{now}}}");
     }
 
-    private void Send(MarketRules rules, string text)
+    /// <summary>Holds a message until its batch is durable; <paramref name="sequence"/> is 0 for a heartbeat.</summary>
+    private void Send(MarketRules rules, long sequence, string text)
     {
         Messages++;
-        _out.Writer.TryWrite((TopicOf(rules), Encoding.UTF8.GetBytes(text)));
+        _pending.Add((TopicOf(rules), sequence, Encoding.UTF8.GetBytes(text)));
     }
 
     /// <summary>The published book of a market: its sequence number, checksum and up to <paramref name="depth"/> levels a side.</summary>

@@ -31,6 +31,9 @@ internal sealed class OrderRecord
     public ExpiryReason Expiry;
     public long Created;
     public long Updated;
+
+    /// <summary>A copy, to be read off the engine thread while the original goes on changing.</summary>
+    public OrderRecord Copy() => (OrderRecord)MemberwiseClone();
 }
 
 /// <summary>A trade as one of its two sides sees it.</summary>
@@ -74,9 +77,7 @@ internal sealed class OrderHistory(IReadOnlyList<MarketSpec> markets) : IEngineO
 
     public void Before(in ExchangeCommand command, bool replaying) => _command = command;
 
-    public void Committed()
-    {
-    }
+    public Action? BatchDone() => null;
 
     public void On(in ExchangeEvent e, bool replaying)
     {

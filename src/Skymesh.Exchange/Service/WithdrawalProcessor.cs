@@ -24,9 +24,12 @@ public sealed record WithdrawalLimits
 }
 
 /// <summary>A withdrawal request was refused; <see cref="Code"/> is the API's error code.</summary>
-public sealed class WithdrawalRefusedException(string code, string message) : Exception(message)
+public sealed class WithdrawalRefusedException(string code, string message, int status = 422) : Exception(message)
 {
     public string Code { get; } = code;
+
+    /// <summary>The call status it is answered with.</summary>
+    public int Status { get; } = status;
 }
 
 /// <summary>
@@ -80,7 +83,10 @@ internal sealed partial class WithdrawalProcessor(IChainAdapter chain, FundsStor
         AfterStep?.Invoke("requested");
         record = await HoldAsync(record);
         if (record.State == WithdrawalState.Rejected)
-            throw new WithdrawalRefusedException(record.Reason ?? "rejected", $"The withdrawal was refused: {record.Reason}.");
+        {
+            throw new WithdrawalRefusedException(record.Reason ?? "rejected", $"The withdrawal was refused: {record.Reason}.",
+                record.Reason == "account_frozen" ? 403 : 422);
+        }
         await StepAsync(record.Id, CancellationToken.None);
         return store.Withdrawal(record.Id)!;
     }
@@ -131,8 +137,12 @@ internal sealed partial class WithdrawalProcessor(IChainAdapter chain, FundsStor
             throw new WithdrawalRefusedException("unknown_withdrawal", $"No {Asset} withdrawal {id}.");
         if (record.State != WithdrawalState.Held)
             throw new WithdrawalRefusedException("bad_state", $"Withdrawal {id} is {record.State.ToString().ToLowerInvariant()}, not held.");
+        // The state first (with the refund owed), then the refund: a crash between leaves a rejected withdrawal whose
+        // refund the next round makes — never one that could still be approved after its money went back.
+        store.Update(id, WithdrawalState.Rejected, Now, reason: $"rejected by {by}: {reason}", refundDue: true);
+        AfterStep?.Invoke("rejected");
         await RefundAsync(record);
-        return store.Update(id, WithdrawalState.Rejected, time.GetUtcNow().ToUnixTimeMilliseconds(), reason: $"rejected by {by}: {reason}");
+        return store.Update(id, WithdrawalState.Rejected, Now, refundDue: false);
     }
 
     /// <summary>
@@ -142,6 +152,11 @@ internal sealed partial class WithdrawalProcessor(IChainAdapter chain, FundsStor
     public async Task ProcessAllAsync(CancellationToken cancellationToken)
     {
         var open = store.Withdrawals(null, Asset, [WithdrawalState.Requested, WithdrawalState.Held, WithdrawalState.Approved, WithdrawalState.Broadcast], int.MaxValue);
+        foreach (var owed in store.RefundsDue(Asset))
+        {
+            await RefundAsync(owed);
+            store.Update(owed.Id, owed.State, Now, refundDue: false);
+        }
         foreach (var record in open.OrderBy(r => r.Id))
         {
             if (record.State == WithdrawalState.Requested)
@@ -177,7 +192,16 @@ internal sealed partial class WithdrawalProcessor(IChainAdapter chain, FundsStor
         {
             if (record.TxId is null)
             {
-                var built = await chain.BuildWithdrawalAsync(record.Address, record.Amount, cancellationToken);
+                ChainTransaction built;
+                try
+                {
+                    built = await chain.BuildWithdrawalAsync(record.Address, record.Amount, cancellationToken);
+                }
+                catch (ChainRejectedException e)
+                {
+                    await FailAsync(record, e.Message);
+                    return;
+                }
                 record = store.Update(id, WithdrawalState.Approved, Now, txId: built.TxId, raw: built.Raw);
                 AfterStep?.Invoke("signed");
             }
@@ -191,9 +215,7 @@ internal sealed partial class WithdrawalProcessor(IChainAdapter chain, FundsStor
                 }
                 catch (ChainRejectedException e)
                 {
-                    await RefundAsync(record);
-                    store.Update(id, WithdrawalState.Failed, Now, reason: e.Message);
-                    Log.Failed(logger, Asset, id, e.Message);
+                    await FailAsync(record, e.Message);
                     return;
                 }
                 AfterStep?.Invoke("sent");
@@ -207,7 +229,15 @@ internal sealed partial class WithdrawalProcessor(IChainAdapter chain, FundsStor
             if (confirmations is null)
             {
                 // A reorganisation dropped it: the same transaction (same id) goes out again, which can only pay once.
-                await chain.BroadcastAsync(new ChainTransaction(record.TxId!, record.Raw!), cancellationToken);
+                try
+                {
+                    await chain.BroadcastAsync(new ChainTransaction(record.TxId!, record.Raw!), cancellationToken);
+                }
+                catch (ChainRejectedException e)
+                {
+                    // Its coins were spent otherwise: it can never be mined, so it paid nothing.
+                    await FailAsync(record, $"dropped by a reorganisation and refused again: {e.Message}");
+                }
                 return;
             }
             if (confirmations >= limits.Confirmations)
@@ -220,6 +250,16 @@ internal sealed partial class WithdrawalProcessor(IChainAdapter chain, FundsStor
                 store.Update(id, WithdrawalState.Broadcast, Now, confirmations: confirmations);
             }
         }
+    }
+
+    /// <summary>The chain refused the withdrawal: failed (with the refund owed, so a crash cannot lose it), then refunded.</summary>
+    private async Task FailAsync(WithdrawalRecord record, string reason)
+    {
+        store.Update(record.Id, WithdrawalState.Failed, Now, reason: reason, refundDue: true);
+        AfterStep?.Invoke("failed");
+        await RefundAsync(record);
+        store.Update(record.Id, WithdrawalState.Failed, Now, refundDue: false);
+        Log.Failed(logger, Asset, record.Id, reason);
     }
 
     private Task RefundAsync(WithdrawalRecord record) =>

@@ -387,7 +387,13 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     {
         try
         {
-            await SendFramedAsync(to, framed, _disposingToken);
+            // Answers are posted without waiting for the broker's 200: a lost answer is recovered by the caller's retry
+            // (answered from the cache), so the confirmation would change nothing but cost a round trip each.
+            var client = Client;
+            var messageId = (uint)Interlocked.Increment(ref _nextMessageId);
+            var count = SsmpChunking.FragmentCount(framed.Length);
+            for (var i = 0; i < count; i++)
+                await client.PostUcastAsync(to, SsmpChunking.Fragment(messageId, framed, i), _disposingToken);
         }
         catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
         {
