@@ -28,6 +28,7 @@ public sealed partial class ExchangeService
         Private(peer, "withdraw", WithdrawAsync);
         Private(peer, "withdrawals", WithdrawalsAsync);
         Private(peer, "session", SessionAsync);
+        Private(peer, "transfer", TransferAsync);
         Private(peer, "admin.withdrawals", AdminWithdrawalsAsync);
         Private(peer, "admin.approve", call => AdminDecideAsync(call, approve: true));
         Private(peer, "admin.reject", call => AdminDecideAsync(call, approve: false));
@@ -588,6 +589,38 @@ public sealed partial class ExchangeService
         state = w.State.ToString().ToLowerInvariant(), txId = w.TxId, confirmations = w.Confirmations, reason = w.Reason,
         approvedBy = w.ApprovedBy, created = w.Created, updated = w.Updated,
     };
+
+    /// <summary>
+    /// Pays another account from the caller's available balance, once per key (mesh settlement pays its neighbours'
+    /// receipts this way). A key already used answers "already": nothing moved now.
+    /// </summary>
+    private async Task<object> TransferAsync(Call call)
+    {
+        var account = call.RequireAccount();
+        var asset = Asset(call.Args, out var index);
+        var to = Required(call.Args, "to");
+        if (to.Length is 0 or > 256)
+            throw new ExchangeApiException(400, "bad_request", "'to' names an account: 1 to 256 characters (an account key).");
+        if (!AssetAmount.TryParse(Required(call.Args, "amount"), asset.Scale, out var amount) || amount <= 0)
+            throw new ExchangeApiException(422, "bad_amount", $"'amount' must be a positive {asset.Code} amount with at most {asset.Scale} decimals.");
+        var key = Required(call.Args, "key");
+        if (key.Length is 0 or > 200)
+            throw new ExchangeApiException(400, "bad_request", "'key' is 1 to 200 characters.");
+        var reason = await _loop.RunAsync(s =>
+        {
+            var from = s.FindOwner(account);
+            if (from < 0)
+                return RejectReason.InsufficientFunds;
+            var events = s.Submit(ExchangeCommand.Transfer(from, s.Owner(to), index, amount, $"transfer:{account}:{key}"));
+            return events[0].Kind == EventKind.Rejected ? events[0].Reason : RejectReason.None;
+        });
+        return reason switch
+        {
+            RejectReason.None => new { transferred = true, already = false },
+            RejectReason.DuplicateKey => new { transferred = false, already = true },
+            _ => throw new ExchangeApiException(ErrorCodes.Status(reason), ErrorCodes.Of(reason), Explain(reason)),
+        };
+    }
 
     // ---- sessions
 
