@@ -52,14 +52,18 @@ internal static class DemoCommand
         var mesh = new List<(MeshNode Node, NodeApi Api, ControlAgent Agent)>();
         var brokerOptions = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) };
         brokerOptions.Authenticators.Add(new KeyAuthenticator());
+        // Open logins too, for clients that sign each request instead (node addresses still log in only by key).
+        brokerOptions.Authenticators.Add(new OpenAuthenticator());
         await using var broker = new SsmpBroker(brokerOptions, logging);
         broker.Start();
+        DemoExchange? exchange = null;
         // The chain A, B, C... plus one more node linked to both ends: the route a repair can take.
         var total = count + 1;
         string Name(int i) => ((char)('A' + i)).ToString();
         try
         {
-            Console.WriteLine($"Starting an SSMP broker on {broker.LocalEndPoint} (key logins) and {total} nodes on loopback UDP (keys and state in {root})...");
+            Console.WriteLine($"Starting an SSMP broker on {broker.LocalEndPoint} (key logins for nodes and accounts) and {total} nodes on loopback UDP (keys and state in {root})...");
+            exchange = await DemoExchange.StartAsync(Path.Combine(root, "exchange"), broker.LocalEndPoint, [], logging, signals.Token);
             for (var i = 0; i < total; i++)
             {
                 var json = $$"""
@@ -116,6 +120,8 @@ internal static class DemoCommand
                 for (var i = 1; i < mesh.Count; i++)
                     await a.AddDashboardNodeAsync(Name(i), mesh[i].Api.EndPoint.ToString(), mesh[i].Api.Token, signals.Token);
             }
+            await exchange.StartTradersAsync(broker.LocalEndPoint, 3, signals.Token);
+            Console.WriteLine($"  exchange {Short(exchange.Service.Id)} on the broker: SKY/BTC, SKY and BTC on simulated chains (a block a second); 3 traders funded through them and trading");
             Console.WriteLine();
             Console.WriteLine("Watch and steer it in a browser — node A's dashboard (the map, the path's labels at every hop, the cut and the");
             Console.WriteLine($"repair live; the other nodes on its Nodes page):  {mesh[0].Api.DashboardAddress}");
@@ -126,6 +132,8 @@ internal static class DemoCommand
             Console.WriteLine($"    dotnet run --project src/Skymesh.Cli -- links --api {mesh[1].Api.EndPoint}    # node B's links");
             Console.WriteLine($"    dotnet run --project src/Skymesh.Cli -- ping {destination.Address} --api {mesh[0].Api.EndPoint}");
             Console.WriteLine($"    curl http://{mesh[1].Api.EndPoint}/metrics");
+            Console.WriteLine($"    export SKYMESH_BROKER={broker.LocalEndPoint} SKYMESH_EXCHANGE={exchange.Service.Id}");
+            Console.WriteLine("    dotnet run --project src/Skymesh.Cli -- exchange book SKY/BTC              # the traders' book; deposit-address, simchain pay, order ...");
             Console.WriteLine();
             var cutAt = seconds > 0 ? Math.Max(2, (int)(seconds / 2)) : 10;
             Console.WriteLine($"Traffic: a TCP connection into A's port forward {forward.LocalEndPoint} carried to a sink next to {Name(count - 1)}, plus a ping each second.");
@@ -205,6 +213,7 @@ internal static class DemoCommand
             Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts passed between neighbours over their links.");
             Console.WriteLine($"  net by receipts: {string.Join(", ", positions.Select((p, i) => $"{Name(i)} {p:+#,0;-#,0;0}"))} (sum {positions.Sum():N0}); "
                 + $"settled on the relays' ledgers: {string.Join(", ", Enumerable.Range(0, total).Where(i => i != 0 && i != count - 1).Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address):N0}"))}.");
+            Console.WriteLine(await exchange.SummaryAsync(CancellationToken.None));
             var carried = target.Received;
             var pathState = source.Paths.FirstOrDefault()?.State ?? "gone";
             if (carried == sentBytes && sendError is null)
@@ -231,6 +240,8 @@ internal static class DemoCommand
             }
             foreach (var host in hosts)
                 await host.DisposeAsync();
+            if (exchange is not null)
+                await exchange.DisposeAsync();
             try
             {
                 Directory.Delete(root, recursive: true);

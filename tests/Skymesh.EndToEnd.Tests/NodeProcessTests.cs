@@ -871,6 +871,9 @@ public sealed class DemoTests
         Assert.Matches(@"settled on the relays' ledgers: B \+[1-9]", settlement);
         Assert.Matches(@"A -[1-9]", settlement);
         Assert.Contains("(sum 0)", settlement, StringComparison.Ordinal);
+        // The exchange ran beside the mesh: traders funded through its simulated chains traded with each other.
+        var exchange = output.Split('\n').Single(l => l.StartsWith("Exchange: 3 simulated traders", StringComparison.Ordinal));
+        Assert.Matches(@"and [1-9][0-9,]* fills on SKY/BTC; best bid 0\.0", exchange);
         Assert.DoesNotContain("fail:", output, StringComparison.Ordinal);
     }
 
