@@ -137,10 +137,12 @@ public sealed partial class ExchangeService : IAsyncDisposable
                 return 0;
             });
             service.LoadSessions();
+            await service.StartSettlementAsync(cancellationToken);
             var clientOptions = ssmp.Clone();
             clientOptions.OnEvent = service.OnSsmpEvent;
             service._peer = await SsmpPeer.ConnectAsync(clientOptions, new SsmpPeerOptions { MaxConcurrentRequests = 65_536, MaxCachedResponses = 100_000 }, cancellationToken);
             service.RegisterHandlers(service._peer);
+            service.RegisterSettlement(service._peer);
             await service._peer.Client.SubscribeAsync(service.SessionsTopic, presence: true, cancellationToken);
             // The broker may send who is subscribed after its answer: one more request's answer comes after all of them.
             await service._peer.Client.McastAsync($"{service.SessionsTopic}.sync", "s"u8.ToArray(), cancellationToken);
@@ -342,6 +344,7 @@ public sealed partial class ExchangeService : IAsyncDisposable
         catch (OperationCanceledException)
         {
         }
+        _settlement?.Dispose();
         _loop.Dispose();
         _funds.Dispose();
         _stopping.Dispose();
