@@ -71,10 +71,19 @@ internal static partial class ExchangeCommands
         var blockInterval = new Option<double>("--block-interval") { Description = "Seconds between blocks of the simulated chains.", DefaultValueFactory = _ => 10 }.Within(0.01, 86_400, "seconds");
         var rate = new Option<int>("--rate-limit") { Description = "Requests a second per account (a burst of twice that).", DefaultValueFactory = _ => 1000 }.Within(1, 100_000_000);
         var untrusted = new Option<bool>("--untrusted-broker") { Description = "Do not take the broker's logins as proof: every request must be signed." };
+        var btcRpc = new Option<string?>("--btc-rpc")
+        {
+            Description = "Serve BTC from a Bitcoin Core node instead of the simulated chain: its JSON-RPC URL, e.g. http://127.0.0.1:8332/ (tested against recorded responses only, not a live node).",
+            HelpName = "url",
+        };
+        var btcCookie = new Option<string?>("--btc-rpc-cookie") { Description = "With --btc-rpc: bitcoind's .cookie file (else $SKYMESH_BTC_RPC_USER and $SKYMESH_BTC_RPC_PASSWORD).", HelpName = "file" };
+        var btcWallet = new Option<string>("--btc-wallet") { Description = "With --btc-rpc: the descriptor wallet that holds the exchange's keys (\"\" for the default wallet).", DefaultValueFactory = _ => "exchange" };
+        var btcNetwork = new Option<string>("--btc-network") { Description = "With --btc-rpc: main, test, regtest or signet.", DefaultValueFactory = _ => "main" };
         var logLevel = CliSupport.LogLevelOption();
         var command = new Command("serve", "Run an exchange: SKY and BTC on simulated chains, the API and market data over the SSMP broker.")
         {
-            dir, Broker, BrokerName, name, key, id, operators, confirmations, approveAbove, dailyLimit, blockInterval, rate, untrusted, logLevel,
+            dir, Broker, BrokerName, name, key, id, operators, confirmations, approveAbove, dailyLimit, blockInterval, rate, untrusted,
+            btcRpc, btcCookie, btcWallet, btcNetwork, logLevel,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -104,7 +113,9 @@ internal static partial class ExchangeCommands
             var seed = ChainSeed(directory);
             var chains = new List<SimulatedChain>();
             var adapters = new List<IChainAdapter>();
-            foreach (var asset in definition.Assets.Where(a => a.Code is "BTC" or "SKY"))
+            if (parse.GetValue(btcRpc) is { } rpc)
+                adapters.Add(BitcoinCore(rpc, parse.GetValue(btcCookie), parse.GetValue(btcWallet)!, parse.GetValue(btcNetwork)!, seed));
+            foreach (var asset in definition.Assets.Where(a => a.Code is "SKY" || (a.Code is "BTC" && parse.GetValue(btcRpc) is null)))
             {
                 var chain = new SimulatedChain(new SimulatedChainOptions(asset.Code)
                 {
@@ -154,7 +165,8 @@ internal static partial class ExchangeCommands
                 File.WriteAllText(Path.Combine(directory, "exchange.id"), service.Id + "\n");
                 Console.WriteLine($"exchange {service.Id} on {host}:{port}: {string.Join(", ", service.Markets.Select(m => m.Symbol))}; {service.Committed:N0} commands in its journal");
                 Console.WriteLine($"  clients: export SKYMESH_EXCHANGE={service.Id}   (market data on {string.Join(", ", service.Markets.Select(m => service.MarketTopic(m.Symbol)))})");
-                Console.WriteLine($"  chains: {string.Join(", ", chains.Select(c => $"{c.Asset} simulated, height {c.Height}, a block every {parse.GetValue(blockInterval):0.##} s"))}");
+                Console.WriteLine($"  chains: {string.Join(", ", chains.Select(c => $"{c.Asset} simulated, height {c.Height}, a block every {parse.GetValue(blockInterval):0.##} s"))}"
+                    + (parse.GetValue(btcRpc) is { } url ? $", BTC from Bitcoin Core at {url} ({parse.GetValue(btcNetwork)})" : ""));
                 try
                 {
                     await Task.Delay(Timeout.Infinite, signal.Token);
@@ -172,6 +184,23 @@ internal static partial class ExchangeCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The BTC adapter on a Bitcoin Core node; its deposit keys come from the exchange's chain seed.</summary>
+    private static BitcoinCoreAdapter BitcoinCore(string url, string? cookie, string wallet, string network, byte[] seed)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri))
+            throw new UsageException($"--btc-rpc: '{url}' is not a URL.");
+        try
+        {
+            BitcoinAddressScheme.NetworkFromName(network);
+            return new BitcoinCoreAdapter(new BitcoinCoreOptions(uri, Environment.GetEnvironmentVariable("SKYMESH_BTC_RPC_USER"),
+                Environment.GetEnvironmentVariable("SKYMESH_BTC_RPC_PASSWORD"), cookie, wallet, network, seed));
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--btc-rpc: {e.Message}");
+        }
     }
 
     private static ExchangeDefinition LoadDefinition(string directory)

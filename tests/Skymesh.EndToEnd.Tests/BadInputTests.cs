@@ -148,6 +148,10 @@ public sealed class BadInputTests(BadInputWorld world) : IClassFixture<BadInputW
         { "exchange ledger deposit --dir {dir}/ex --owner alice --amount 1 --asset DOGE", 2, "--asset: this exchange has no DOGE" },
         { "exchange ledger withdraw --dir {dir}/ex --owner alice --amount 1", 1, "refused: alice has only 0.000000 SKY available" },
         { "exchange ledger balances --dir {dir}/good/node.json", 1, "node.json" },
+        { "exchange serve --dir {dir}/served --btc-rpc not-a-url", 2, "--btc-rpc: 'not-a-url' is not a URL." },
+        { "exchange serve --dir {dir}/served --confirmations SKY=zero", 2, "--confirmations: 'zero' is not a valid value for SKY." },
+        { "exchange serve --dir {dir}/served --operator nobody", 2, "--operator: 'nobody' is not an account address (64 hex digits)." },
+        { "exchange order buy 1 SKY/BTC --price 0.001 --broker 127.0.0.1:1", 1, "cannot log into the SSMP broker at 127.0.0.1:1" },
 
         // Requests the running node refuses, and services that are not there.
         { "links add notanendpoint --api {api}", 2, "\"endpoint\": \"notanendpoint\" is not an address:port" },
