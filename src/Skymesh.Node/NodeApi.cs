@@ -37,9 +37,10 @@ public sealed partial class NodeApi : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Skymesh.Dashboard.DashboardNodes _dashboardNodes;
 
-    private NodeApi(WebApplication app, NodeReadModel read)
+    private NodeApi(WebApplication app, NodeReadModel read, NodeExchange? exchange)
     {
         _app = app;
+        Exchange = exchange;
         ReadModel = read;
         Node = read.Node;
         Control = read.Control;
@@ -63,7 +64,7 @@ public sealed partial class NodeApi : IAsyncDisposable
     /// <summary>Where the API listens (the real port when the configuration asked for port 0).</summary>
     public IPEndPoint EndPoint { get; private set; } = new(IPAddress.Loopback, 0);
 
-    internal static async Task<NodeApi> StartAsync(NodeReadModel read, IPEndPoint listen)
+    internal static async Task<NodeApi> StartAsync(NodeReadModel read, IPEndPoint listen, NodeExchange? exchange = null)
     {
         ArgumentNullException.ThrowIfNull(read);
         var node = read.Node;
@@ -79,7 +80,7 @@ public sealed partial class NodeApi : IAsyncDisposable
             k.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
         });
         var app = builder.Build();
-        var api = new NodeApi(app, read) { Token = ApiToken.LoadOrCreate(node.Options.DataDir) };
+        var api = new NodeApi(app, read, exchange) { Token = ApiToken.LoadOrCreate(node.Options.DataDir) };
         api.Map();
         try
         {
@@ -479,6 +480,8 @@ public sealed partial class NodeApi : IAsyncDisposable
         });
         _app.MapDelete("/api/apps/{id:int}", async (int id) =>
             await node.StopApp(id) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"no app {id}"));
+
+        MapExchange();
 
         _app.MapGet("/metrics", (HttpContext context) =>
         {

@@ -76,6 +76,24 @@ public sealed class NodeConfigFile
 
     /// <summary>How the node settles by itself what would otherwise wait for a person (docs/dashboard.md, "Decisions").</summary>
     public DecisionsConfig? Decisions { get; set; }
+
+    /// <summary>An exchange service the node trades on as its own account (the dashboard's Exchange page); none unless given.</summary>
+    public ExchangeConfig? Exchange { get; set; }
+}
+
+public sealed class ExchangeConfig
+{
+    /// <summary>The exchange's SSMP id (what <c>skymesh exchange serve</c> prints, or its <c>--id</c>).</summary>
+    public string? Service { get; set; }
+
+    /// <summary>The SSMP broker the exchange is on, host:port (default: the node's own <c>broker</c>, when that is host:port).</summary>
+    public string? Broker { get; set; }
+
+    /// <summary>That broker's name (default: the node's <c>brokerName</c>).</summary>
+    public string? BrokerName { get; set; }
+
+    /// <summary>The exchange's topic prefix, its <c>--name</c> (default "exchange").</summary>
+    public string? Name { get; set; }
 }
 
 public sealed class DecisionsConfig
@@ -226,6 +244,13 @@ public sealed record InterfaceOptions(string Name, InterfaceKind Kind, EndPoint 
 
 public sealed record PeerOptions(NodeAddress Address, EndPoint Endpoint, string Interface);
 
+/// <summary>The exchange service the node trades on (node.json's <c>exchange</c>): its SSMP id, the broker it is on and its topic prefix.</summary>
+public sealed record NodeExchangeOptions(string Service, string Host, int Port, string BrokerName, string Name)
+{
+    /// <summary>The broker as host:port.</summary>
+    public string Broker => Host.Contains(':', StringComparison.Ordinal) ? $"[{Host}]:{Port}" : $"{Host}:{Port}";
+}
+
 /// <summary>A validated node configuration.</summary>
 public sealed record NodeOptions
 {
@@ -293,6 +318,9 @@ public sealed record NodeOptions
 
     /// <summary>How the node decides by itself until its owner (through the API or the dashboard) sets otherwise.</summary>
     public Operator.DecisionPolicies Decisions { get; init; } = new();
+
+    /// <summary>The exchange the node trades on as its own address; null when node.json has no <c>exchange</c> section.</summary>
+    public NodeExchangeOptions? Exchange { get; init; }
 
     private static readonly JsonSerializerOptions Json = new()
     {
@@ -468,6 +496,7 @@ public sealed record NodeOptions
         {
             DataDir = dataDir,
             Decisions = decisions,
+            Exchange = file.Exchange is { } exchangeSection ? ParseExchange(exchangeSection, file) : null,
             Api = api,
             Broker = file.Broker,
             BrokerName = file.BrokerName ?? Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName,
@@ -505,6 +534,37 @@ public sealed record NodeOptions
                 var settlementLimit => settlementLimit,
             },
         };
+    }
+
+    /// <summary>node.json's <c>exchange</c> section; the broker and its name default to the node's own.</summary>
+    private static NodeExchangeOptions ParseExchange(ExchangeConfig section, NodeConfigFile file)
+    {
+        static string Id(string? value, string fallback, string field, string what)
+        {
+            var id = value ?? fallback;
+            return Ssmp.Codec.SsmpGrammar.IsValidId(id)
+                ? id
+                : throw new NodeConfigException(field, $"\"{id}\" is not {what} (1 to {Ssmp.Codec.SsmpGrammar.MaxIdLength} letters, digits and - _ . characters an SSMP id may hold)");
+        }
+        if (section.Service is null)
+            throw new NodeConfigException("$.exchange.service", "is missing: the exchange's SSMP id (what `skymesh exchange serve` prints, also in its directory's exchange.id)");
+        var service = Id(section.Service, "", "$.exchange.service", "an SSMP id");
+        string broker;
+        if (section.Broker is { } given)
+            broker = given;
+        else if (file.Broker is { } own && NatsServers(own) is null)
+            broker = own;
+        else
+            throw new NodeConfigException("$.exchange.broker", file.Broker is null
+                ? "is missing: the exchange's SSMP broker as host:port (the node has no broker of its own to take it from)"
+                : $"is missing: the exchange's SSMP broker as host:port (the node's broker \"{file.Broker}\" is NATS, not SSMP)");
+        if (!ServiceWire.TryParseTarget(broker, out var host, out var port))
+            throw new NodeConfigException(section.Broker is null ? "$.broker" : "$.exchange.broker", $"\"{broker}\" is not host:port (the SSMP broker the exchange is on)");
+        var brokerName = Id(section.BrokerName, file.BrokerName ?? Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName, "$.exchange.brokerName", "a broker name");
+        var name = Id(section.Name, "exchange", "$.exchange.name", "a topic prefix");
+        if (name.Length > 40)
+            throw new NodeConfigException("$.exchange.name", $"\"{name}\" is longer than 40 characters (an exchange's --name is at most 40)");
+        return new NodeExchangeOptions(service, host, port, brokerName, name);
     }
 
     private static TimeSpan Seconds(double? value, double fallback, string field)

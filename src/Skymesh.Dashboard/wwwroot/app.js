@@ -14,8 +14,9 @@ import payments from './payments.js';
 import events from './events.js';
 import decisions from './decisions.js';
 import nodes from './nodes.js';
+import exchange from './exchange.js';
 
-const PAGES = { overview, topology, links, paths, payments, events, decisions, nodes };
+const PAGES = { overview, topology, links, paths, payments, exchange, events, decisions, nodes };
 const HEADER_NEEDS = ['node', 'decisions', 'dashboardNodes'];
 const STORAGE_KEY = 'skymesh.dashboard.node';
 

@@ -60,10 +60,12 @@ export const hooks = {
 // API
 
 export class ApiError extends Error {
-  constructor(message, status, title) {
+  /** code: a machine-readable reason when the API gives one (the exchange's error code on the Exchange page). */
+  constructor(message, status, title, code) {
     super(message);
     this.status = status;
     this.title = title;
+    this.code = code ?? null;
   }
 }
 
@@ -94,18 +96,20 @@ export async function api(path, { method = 'GET', body, base } = {}) {
   if (!response.ok) {
     let title = response.statusText || 'Error';
     let detail = '';
+    let code = null;
     try {
       if (type.includes('json')) {
         const problem = await response.json();
         title = problem.title || title;
         detail = problem.detail || problem.title || '';
+        code = typeof problem.code === 'string' ? problem.code : null;
       } else {
         detail = (await response.text()).trim().slice(0, 300);
       }
     } catch {
       // An unreadable body: the status says enough.
     }
-    throw new ApiError(detail || `${response.status} ${title}`, response.status, title);
+    throw new ApiError(detail || `${response.status} ${title}`, response.status, title, code);
   }
   if (response.status === 204) return null;
   const text = await response.text();
@@ -144,6 +148,7 @@ export const RESOURCES = {
   blocks: { path: '/api/blocks' },
   settings: { path: '/api/settings' },
   dashboardNodes: { path: '/api/dashboard/nodes', local: true },
+  exchange: { path: '/api/exchange' },
 };
 
 const inflight = new Map();
@@ -465,9 +470,9 @@ export function notice(message) {
 
 /**
  * Runs an action started by the person: the button is disabled (with a counter while it takes long), an error goes to
- * the toast. Resolves to {ok, value} or {ok: false, error}.
+ * the toast (unless quiet: the caller shows it beside the form). Resolves to {ok, value} or {ok: false, error}.
  */
-export async function act(button, fn, { busy, done } = {}) {
+export async function act(button, fn, { busy, done, quiet } = {}) {
   if (button?.disabled) return { ok: false };
   let original = null;
   let timer = 0;
@@ -488,7 +493,7 @@ export async function act(button, fn, { busy, done } = {}) {
     if (done) notice(typeof done === 'function' ? done(value) : done);
     return { ok: true, value };
   } catch (error) {
-    toast(error.message || String(error));
+    if (!quiet) toast(error.message || String(error));
     return { ok: false, error };
   } finally {
     clearInterval(timer);

@@ -216,6 +216,14 @@ public sealed class ExchangeClient : IAsyncDisposable
         return book;
     }
 
+    /// <summary>Stops keeping <paramref name="market"/>'s book: unsubscribes from its topic (a later subscribe starts from a new snapshot).</summary>
+    public async Task UnsubscribeBookAsync(string market, CancellationToken cancellationToken = default)
+    {
+        var topic = $"{_options.Name}.md.{MarketRules.MarketTopic(market)}";
+        if (_books.TryRemove(topic, out _))
+            await Peer.Client.UnsubscribeAsync(topic, cancellationToken);
+    }
+
     internal async Task<JsonElement> SnapshotAsync(string market, CancellationToken cancellationToken) =>
         await CallAsync("book", new { market, depth = 100_000 }, cancellationToken);
 

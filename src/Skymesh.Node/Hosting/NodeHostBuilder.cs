@@ -160,15 +160,20 @@ public sealed class NodeHostBuilder
         }
         node.Random = _random;
         ControlPlane? control = null;
+        NodeExchange? exchange = null;
         try
         {
             control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
+            // Like the control plane, the exchange is reached in the background: one that is away never stops the node.
+            exchange = _options.Exchange is { } trading ? NodeExchange.Start(trading, node.Key, _time, _random, _logging) : null;
             var read = new NodeReadModel(node, control);
-            var api = _api ? await NodeApi.StartAsync(read, _options.Api) : null;
-            return new NodeHost(node, control, api, ledger, read);
+            var api = _api ? await NodeApi.StartAsync(read, _options.Api, exchange) : null;
+            return new NodeHost(node, control, api, ledger, read) { Exchange = exchange };
         }
         catch
         {
+            if (exchange is not null)
+                await exchange.DisposeAsync();
             if (control is not null)
                 await control.DisposeAsync();
             ledger.Dispose();
@@ -247,6 +252,9 @@ public sealed class NodeHost : IAsyncDisposable
     /// <summary>Where this node's receipts settle; it outlives reconnections of the control plane.</summary>
     public ILedger Ledger { get; }
 
+    /// <summary>The node's account on the exchange node.json's <c>exchange</c> names; null without one.</summary>
+    public NodeExchange? Exchange { get; internal init; }
+
     /// <summary>Completes once the control agent is first on the bus (at once when there is no bus to wait for: it throws).</summary>
     public async Task<ControlAgent> WaitForControlAsync(CancellationToken cancellationToken)
     {
@@ -261,6 +269,8 @@ public sealed class NodeHost : IAsyncDisposable
             return;
         if (Api is not null)
             await Api.DisposeAsync();
+        if (Exchange is not null)
+            await Exchange.DisposeAsync();
         if (Control is not null)
             await Control.DisposeAsync();
         await Node.DisposeAsync();
