@@ -90,12 +90,13 @@ public static class ExchangeApiBench
 
             // Anchor: an echo service answering the same calls through the same broker.
             await using (var echo = await SsmpPeer.ConnectAsync(new SsmpClientOptions { Port = port, Id = "echo", MaxBufferedBytes = 64 << 20 },
-                new SsmpPeerOptions { MaxConcurrentRequests = 65_536, MaxCachedResponses = 100_000 }, cancellationToken))
+                ExchangeService.PeerOptions(), cancellationToken))
             {
                 echo.Handle("order.place", (request, _) => ValueTask.FromResult<ReadOnlyMemory<byte>>("{\"ok\":true}"u8.ToArray()));
                 var anchor = await DriveAsync(port, traders, "echo", options, signed: null, cancellationToken);
                 json.Add("echo_calls_per_sec", anchor.Rate, 0);
                 json.Add("echo_p99_us", anchor.P99Us, 0);
+                AddGc(json, "echo", anchor);
                 output.WriteLine($"# anchor: echo service through the same broker, {anchor.Rate:N0} calls/s, p99 {anchor.P99Us:N0} µs");
             }
 
@@ -104,6 +105,7 @@ public static class ExchangeApiBench
             json.Add("ssmp_ack_p50_us", session.P50Us, 0);
             json.Add("ssmp_ack_p99_us", session.P99Us, 0);
             json.Add("ssmp_refused", session.Errors);
+            AddGc(json, "ssmp", session);
             output.WriteLine($"# session-authenticated orders: {session.Rate:N0}/s, ack p50 {session.P50Us:N0} µs, p99 {session.P99Us:N0} µs, {session.Errors} refused");
 
             json.Add("verify_per_sec_one_core", VerifyRate(traders[0]), 0);
@@ -111,6 +113,7 @@ public static class ExchangeApiBench
             json.Add("signed_orders_per_sec", signedRun.Rate, 0);
             json.Add("signed_ack_p99_us", signedRun.P99Us, 0);
             json.Add("signed_refused", signedRun.Errors);
+            AddGc(json, "signed", signedRun);
             output.WriteLine($"# signed orders: {signedRun.Rate:N0}/s (one core checks {json.Get("verify_per_sec_one_core")}/s), p99 {signedRun.P99Us:N0} µs, {signedRun.Errors} refused");
 
             if (options.Subscribers > 0)
@@ -139,7 +142,18 @@ public static class ExchangeApiBench
         return json;
     }
 
-    private readonly record struct Result(double Rate, double P50Us, double P99Us, long Errors);
+    /// <summary>A phase's figures; allocation and GC pauses are the whole process's (broker, service and traders) per answered call.</summary>
+    private readonly record struct Result(double Rate, double P50Us, double P99Us, long Errors, double BytesPerCall, double GcPausePercent, int Gen2, double CpuUsPerCall);
+
+    /// <summary>The process's allocation and GC counters at one moment, to difference over a phase.</summary>
+    private readonly record struct GcMark(long Allocated, TimeSpan Paused, int Gen2, TimeSpan Cpu)
+    {
+        public static GcMark Now()
+        {
+            using var process = System.Diagnostics.Process.GetCurrentProcess();
+            return new(GC.GetTotalAllocatedBytes(precise: false), GC.GetTotalPauseDuration(), GC.CollectionCount(2), process.TotalProcessorTime);
+        }
+    }
 
     private static double VerifyRate(NodeKey key)
     {
@@ -175,11 +189,13 @@ public static class ExchangeApiBench
                 foreach (var (trader, i) in traders.Select((t, i) => (t, i)))
                     trader.PrepareSigned(count / traders.Count, i);
                 var start = time.GetTimestamp();
+                var startGc = GcMark.Now();
                 await Task.WhenAll(traders.Select(t => t.RunPreparedAsync(cancellationToken)));
                 var seconds = time.GetElapsedTime(start).TotalSeconds;
-                return Summarise(traders, seconds);
+                return Summarise(traders, seconds, startGc);
             }
-            var warmup = TimeSpan.FromSeconds(1);
+            // Long enough for the JIT to finish its tiers on a busy two-core machine: a second left instrumented code running.
+            var warmup = TimeSpan.FromSeconds(3);
             var length = TimeSpan.FromSeconds(options.Seconds);
             using var stop = new CancellationTokenSource();
             var runs = traders.Select((t, i) => t.RunAsync(i, stop.Token)).ToList();
@@ -187,9 +203,10 @@ public static class ExchangeApiBench
             foreach (var t in traders)
                 t.ResetCounters();
             var measured = time.GetTimestamp();
+            var measuredGc = GcMark.Now();
             await Task.Delay(length, time, cancellationToken);
             var elapsed = time.GetElapsedTime(measured).TotalSeconds;
-            var result = Summarise(traders, elapsed);
+            var result = Summarise(traders, elapsed, measuredGc);
             await stop.CancelAsync();
             await Task.WhenAll(runs);
             return result;
@@ -201,11 +218,23 @@ public static class ExchangeApiBench
         }
     }
 
-    private static Result Summarise(List<RawTrader> traders, double seconds)
+    private static Result Summarise(List<RawTrader> traders, double seconds, GcMark start)
     {
-        var latencies = traders.SelectMany(t => t.Latencies()).Order().ToArray();
+        var end = GcMark.Now();
         var answered = traders.Sum(t => t.Answered);
-        return new Result(answered / seconds, Percentile(latencies, 0.5), Percentile(latencies, 0.99), traders.Sum(t => t.Errors));
+        var latencies = traders.SelectMany(t => t.Latencies()).Order().ToArray();
+        return new Result(answered / seconds, Percentile(latencies, 0.5), Percentile(latencies, 0.99), traders.Sum(t => t.Errors),
+            (double)(end.Allocated - start.Allocated) / Math.Max(1, answered), 100 * (end.Paused - start.Paused).TotalSeconds / seconds, end.Gen2 - start.Gen2,
+            (end.Cpu - start.Cpu).TotalMicroseconds / Math.Max(1, answered));
+    }
+
+    private static void AddGc(JsonLine json, string prefix, Result result)
+    {
+        // CPU time of the whole process (broker, service and traders) per answered call: steadier than the rate on a shared machine.
+        json.Add($"{prefix}_cpu_us_per_call", result.CpuUsPerCall, 1);
+        json.Add($"{prefix}_alloc_bytes_per_call", result.BytesPerCall, 0);
+        json.Add($"{prefix}_gc_pause_pct", result.GcPausePercent, 1);
+        json.Add($"{prefix}_gen2_collections", result.Gen2);
     }
 
     private static double Percentile(double[] sorted, double q) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)(q * sorted.Length))];

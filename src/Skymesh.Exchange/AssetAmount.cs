@@ -51,6 +51,22 @@ public static class AssetAmount
         return FormatAny(units, scale);
     }
 
+    /// <summary>Writes what <see cref="Format"/> gives as UTF-8, for the common case (a non-negative amount, 1 to 18 decimals); false otherwise.</summary>
+    public static bool TryFormat(long units, int scale, Span<byte> utf8, out int written)
+    {
+        written = 0;
+        if (units < 0 || scale is <= 0 or > 18)
+            return false;
+        var divisor = Pow10[scale];
+        if (!System.Buffers.Text.Utf8Formatter.TryFormat(units / divisor, utf8, out var whole) || utf8.Length < whole + 1 + scale)
+            return false;
+        utf8[whole] = (byte)'.';
+        if (!System.Buffers.Text.Utf8Formatter.TryFormat(units % divisor, utf8[(whole + 1)..], out var fraction, new System.Buffers.StandardFormat('D', (byte)scale)))
+            return false;
+        written = whole + 1 + fraction;
+        return true;
+    }
+
     private static readonly long[] Pow10 = [.. Enumerable.Range(0, 19).Select(i => (long)BigInteger.Pow(10, i))];
 
     private static string FormatAny(long units, int scale)

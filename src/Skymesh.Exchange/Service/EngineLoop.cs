@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Threading.Tasks.Sources;
+using Skymesh.Identity;
 using Skymesh.Exchange.Journal;
 using Skymesh.Exchange.Matching;
 
@@ -30,12 +32,12 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
     private readonly JournaledExchange _exchange;
     private readonly TimeProvider _time;
     private readonly IEngineObserver[] _observers;
-    private readonly ConcurrentQueue<Work> _queue = new();
+    private readonly ConcurrentQueue<WorkItem> _queue = new();
     // Woken only when it sleeps: a busy loop is never signalled, and a sleeping one does not spin on the shared cores.
     private readonly ManualResetEventSlim _wake = new(false, spinCount: 0);
     private int _sleeping;
-    private readonly List<Work> _batch = [];
-    private readonly Queue<(List<Work> Work, List<Action> AfterCommit)> _handed = new();
+    private readonly List<WorkItem> _batch = [];
+    private readonly Queue<(List<WorkItem> Work, List<Action> AfterCommit)> _handed = new();
     private readonly object _handedLock = new();
     private readonly Thread _committer;
     private bool _handedClosed;
@@ -78,6 +80,22 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
         _queue.Enqueue(item);
         Wake();
         return item.Task;
+    }
+
+    /// <summary>
+    /// As <see cref="RunAsync{T}"/>, without a task: the hot path's requests await this many thousand times a second. The
+    /// caller is resumed on the thread pool (in a work item that answers a slice of requests), never on the commit thread.
+    /// </summary>
+    public ValueTask<T> RunValueAsync<T>(Func<EngineSession, T> work)
+    {
+        if (_fault is { } fault)
+            return ValueTask.FromException<T>(new ExchangeStoppedException(fault));
+        if (_stopping)
+            return ValueTask.FromException<T>(new ObjectDisposedException(nameof(EngineLoop), "The exchange is stopping."));
+        var item = new ValueWork<T>(work);
+        _queue.Enqueue(item);
+        Wake();
+        return new ValueTask<T>(item, 0);
     }
 
     private void Run()
@@ -131,7 +149,7 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
     /// <summary>The commit thread: every batch handed over so far made durable at once, then answered.</summary>
     private void CommitLoop()
     {
-        var batches = new List<(List<Work> Work, List<Action> AfterCommit)>();
+        var batches = new List<(List<WorkItem> Work, List<Action> AfterCommit)>();
         while (true)
         {
             lock (_handedLock)
@@ -159,14 +177,40 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
                 Wake();
                 continue;
             }
-            foreach (var (work, after) in batches)
+            foreach (var (_, after) in batches)
             {
                 foreach (var action in after)
                     action();
-                foreach (var item in work)
-                    item.Complete();
             }
+            // The answers are made and sent on the pool, a slice of requests per work item: in parallel, without a hop
+            // through the pool's queue for each one, and without holding up the next commit.
+            var slice = new List<WorkItem>(SliceSize);
+            foreach (var (work, _) in batches)
+            {
+                foreach (var item in work)
+                {
+                    slice.Add(item);
+                    if (slice.Count == SliceSize)
+                    {
+                        Background.Queue(new Completion(slice), preferLocal: false);
+                        slice = new List<WorkItem>(SliceSize);
+                    }
+                }
+            }
+            if (slice.Count > 0)
+                Background.Queue(new Completion(slice), preferLocal: false);
             batches.Clear();
+        }
+    }
+
+    private const int SliceSize = 64;
+
+    private sealed class Completion(List<WorkItem> items) : IThreadPoolWorkItem
+    {
+        public void Execute()
+        {
+            foreach (var item in items)
+                item.Complete();
         }
     }
 
@@ -190,13 +234,15 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
             _events.Add(e);
     }
 
-    private IReadOnlyList<ExchangeEvent> Submit(in ExchangeCommand command)
+    private IReadOnlyList<ExchangeEvent> Submit(in ExchangeCommand command) => SubmitInPlace(command).ToArray();
+
+    private ReadOnlySpan<ExchangeEvent> SubmitInPlace(in ExchangeCommand command)
     {
         foreach (var observer in _observers)
             observer.Before(command, replaying: false);
         var first = _events.Count;
         _exchange.Submit(command);
-        return _events.GetRange(first, _events.Count - first);
+        return System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_events)[first..];
     }
 
     public void Dispose()
@@ -225,6 +271,9 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
         /// <summary>Runs and journals one command; its events (an answer may only be given once the batch commits).</summary>
         public IReadOnlyList<ExchangeEvent> Submit(in ExchangeCommand command) => loop.Submit(command);
 
+        /// <summary>As <see cref="Submit"/>, without copying the events: the span is good until the next command.</summary>
+        public ReadOnlySpan<ExchangeEvent> SubmitInPlace(in ExchangeCommand command) => loop.SubmitInPlace(command);
+
         /// <summary>The number of the owner with this key, opening its account if it has none.</summary>
         public int Owner(string key)
         {
@@ -239,7 +288,8 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
         public int FindOwner(string key) => Engine.Ledger.TryGetOwner(key, out var owner) ? owner : -1;
     }
 
-    private abstract class Work
+    /// <summary>A piece of work for the engine thread: run there, then completed once its batch is durable (or failed).</summary>
+    internal abstract class WorkItem
     {
         public abstract void Execute(EngineSession session);
 
@@ -248,7 +298,7 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
         public abstract void Fail(Exception e);
     }
 
-    private sealed class Work<T>(Func<EngineSession, T> work) : Work
+    private sealed class Work<T>(Func<EngineSession, T> work) : WorkItem
     {
         private readonly TaskCompletionSource<T> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private T? _result;
@@ -278,6 +328,51 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
 
         public override void Fail(Exception e) => _done.TrySetException(e);
     }
+}
+
+/// <summary>Work awaited as a <see cref="ValueTask{T}"/>; completed or failed once, whichever comes first.</summary>
+internal sealed class ValueWork<T>(Func<EngineLoop.EngineSession, T> work) : EngineLoop.WorkItem, IValueTaskSource<T>
+{
+    // Completed from a pool thread that answers a slice of requests: the awaiter goes on there.
+    private ManualResetValueTaskSourceCore<T> _core = new() { RunContinuationsAsynchronously = false };
+    private T? _result;
+    private Exception? _error;
+    private int _done;
+
+    public override void Execute(EngineLoop.EngineSession session)
+    {
+        try
+        {
+            _result = work(session);
+        }
+        catch (Exception e)
+        {
+            _error = e;
+        }
+    }
+
+    public override void Complete()
+    {
+        if (Interlocked.Exchange(ref _done, 1) != 0)
+            return;
+        if (_error is not null)
+            _core.SetException(_error);
+        else
+            _core.SetResult(_result!);
+    }
+
+    public override void Fail(Exception e)
+    {
+        if (Interlocked.Exchange(ref _done, 1) == 0)
+            _core.SetException(e);
+    }
+
+    public T GetResult(short token) => _core.GetResult(token);
+
+    public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _core.OnCompleted(continuation, state, token, flags);
 }
 
 /// <summary>The exchange stopped taking commands because its journal could not be written; nothing after that was acknowledged.</summary>

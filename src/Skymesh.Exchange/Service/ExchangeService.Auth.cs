@@ -123,14 +123,24 @@ public sealed partial class ExchangeService
         if (!needsAccount)
             return new Call(request.From, request.Method, account, args, null);
         if (account is null)
-        {
-            throw new ExchangeApiException(401, "unauthenticated", _options.SessionAuth
-                ? "Sign the request, or log into the broker with the key scheme so that your SSMP id is your account key."
-                : "This exchange does not trust its broker's logins: every request must be signed.");
-        }
+            throw Unauthenticated();
+        var ts = Long(args, "ts") ?? throw NoTs();
+        var nonce = ULong(args, "nonce") ?? throw NoNonce();
+        return new Call(request.From, request.Method, account, args, Gate(account, ts, nonce, cost));
+    }
+
+    private ExchangeApiException Unauthenticated() => new(401, "unauthenticated", _options.SessionAuth
+        ? "Sign the request, or log into the broker with the key scheme so that your SSMP id is your account key."
+        : "This exchange does not trust its broker's logins: every request must be signed.");
+
+    private static ExchangeApiException NoTs() => new(400, "bad_request", "Every request needs 'ts', the client's time in milliseconds since 1970.");
+
+    private static ExchangeApiException NoNonce() => new(400, "bad_request", "Every request needs 'nonce', a number the account never used before inside the time window.");
+
+    /// <summary>Checks a request's time and nonce and takes its cost from the account's rate budget.</summary>
+    private AccountGate Gate(string account, long ts, ulong nonce, int cost)
+    {
         var now = Now;
-        var ts = Long(args, "ts") ?? throw new ExchangeApiException(400, "bad_request", "Every request needs 'ts', the client's time in milliseconds since 1970.");
-        var nonce = ULong(args, "nonce") ?? throw new ExchangeApiException(400, "bad_request", "Every request needs 'nonce', a number the account never used before inside the time window.");
         var window = (long)_options.RequestWindow.TotalMilliseconds;
         if (Math.Abs(now - ts) > window)
         {
@@ -144,7 +154,8 @@ public sealed partial class ExchangeService
             throw new ExchangeApiException(400, "clock_skew", $"The request's time is before the exchange started ({_started}); send it again with the current time.",
                 new Dictionary<string, object?> { ["serverTime"] = now, ["windowMs"] = window });
         }
-        var gate = _gates.GetOrAdd(account, _ => new AccountGate(_options.RateLimitBurst));
+        if (!_gates.TryGetValue(account, out var gate))
+            gate = _gates.GetOrAdd(account, static (_, burst) => new AccountGate(burst), _options.RateLimitBurst);
         lock (gate.Lock)
         {
             if (!gate.TryUseNonce(nonce, ts, now - 2 * window))
@@ -155,7 +166,7 @@ public sealed partial class ExchangeService
                     new Dictionary<string, object?> { ["retryAfterMs"] = retryAfter, ["rateLimit"] = RateLimit(gate) });
             }
         }
-        return new Call(request.From, request.Method, account, args, gate);
+        return gate;
     }
 
     /// <summary>
@@ -207,4 +218,8 @@ public sealed partial class ExchangeService
 
     private static string Required(JsonElement args, string name) =>
         String(args, name) ?? throw new ExchangeApiException(400, "bad_request", $"'{name}' is required.");
+
+    private static string Required<TFields>(TFields args, string name)
+        where TFields : IOrderFields =>
+        args.String(name) ?? throw new ExchangeApiException(400, "bad_request", $"'{name}' is required.");
 }

@@ -140,7 +140,7 @@ public sealed partial class ExchangeService : IAsyncDisposable
             await service.StartSettlementAsync(cancellationToken);
             var clientOptions = ssmp.Clone();
             clientOptions.OnEvent = service.OnSsmpEvent;
-            service._peer = await SsmpPeer.ConnectAsync(clientOptions, new SsmpPeerOptions { MaxConcurrentRequests = 65_536, MaxCachedResponses = 100_000 }, cancellationToken);
+            service._peer = await SsmpPeer.ConnectAsync(clientOptions, PeerOptions(), cancellationToken);
             service.RegisterHandlers(service._peer);
             service.RegisterSettlement(service._peer);
             await service._peer.Client.SubscribeAsync(service.SessionsTopic, presence: true, cancellationToken);

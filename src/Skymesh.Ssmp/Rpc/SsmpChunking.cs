@@ -38,6 +38,15 @@ public static class SsmpChunking
         return payload;
     }
 
+    /// <summary>Writes the header of fragment <paramref name="index"/> of <paramref name="count"/> into the first <see cref="HeaderLength"/> bytes of <paramref name="destination"/>.</summary>
+    public static void WriteHeader(Span<byte> destination, uint messageId, int index, int count)
+    {
+        destination[0] = Marker;
+        BinaryPrimitives.WriteUInt32BigEndian(destination[1..], messageId);
+        BinaryPrimitives.WriteUInt16BigEndian(destination[5..], (ushort)index);
+        BinaryPrimitives.WriteUInt16BigEndian(destination[7..], (ushort)count);
+    }
+
     public static bool IsFragment(ReadOnlySpan<byte> payload) => payload.Length >= HeaderLength && payload[0] == Marker;
 
     /// <summary>Reads a fragment header; false when the payload is not a well-formed fragment.</summary>

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Text;
@@ -19,16 +20,25 @@ public sealed class SsmpPeerOptions
     /// <summary>Requests handled at once; beyond this the caller is answered 503.</summary>
     public int MaxConcurrentRequests { get; set; } = 1024;
 
-    /// <summary>How long an answered request is remembered, so a retry gets the same answer without running the handler again.</summary>
+    /// <summary>
+    /// How long an answer is remembered after it is sent, so a retry gets the same answer without running the handler
+    /// again. It must cover the callers' retries: a call's last attempt starts (Attempts − 1) × AttemptTimeout after its first.
+    /// </summary>
     public TimeSpan ResponseCacheTime { get; set; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>Most answers remembered; beyond it the oldest is forgotten first.</summary>
     public int MaxCachedResponses { get; set; } = 10_000;
+
+    /// <summary>Most bytes of answers remembered (taken as needed, in chunks of up to 4 MiB); beyond it the oldest are forgotten first.</summary>
+    public long MaxCachedResponseBytes { get; set; } = 64L << 20;
 
     public void Validate()
     {
         Reassembly.Validate();
         if (MessageQueueCapacity < 1 || MaxConcurrentRequests < 1 || MaxCachedResponses < 0)
             throw new ArgumentException("Queue sizes must be positive.");
+        if (MaxCachedResponseBytes < 4096)
+            throw new ArgumentOutOfRangeException(nameof(MaxCachedResponseBytes), MaxCachedResponseBytes, "Must be at least 4096.");
         if (ResponseCacheTime < TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(ResponseCacheTime), ResponseCacheTime, "Must not be negative.");
     }
@@ -100,7 +110,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     private readonly Channel<SsmpMessage> _messages;
     private readonly Channel<SsmpEvent> _otherEvents;
     private readonly Action<SsmpEvent>? _userCallback;
-    private readonly ConcurrentDictionary<string, SsmpRpcHandler> _handlers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, (SsmpRpcHandler Handler, bool Inline)> _handlers = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<ReadOnlyMemory<byte>>> _calls = new();
     private readonly ResponseCache _answered;
     private readonly CancellationTokenSource _disposing = new();
@@ -125,7 +135,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             _ => Interlocked.Increment(ref _droppedMessages));
         _otherEvents = Channel.CreateBounded<SsmpEvent>(new BoundedChannelOptions(clientOptions.EventQueueCapacity) { FullMode = BoundedChannelFullMode.DropOldest });
         _userCallback = clientOptions.OnEvent;
-        _answered = new ResponseCache(options.MaxCachedResponses, options.ResponseCacheTime, _time);
+        _answered = new ResponseCache(options.MaxCachedResponses, options.MaxCachedResponseBytes, options.ResponseCacheTime, _time);
         _disposingToken = _disposing.Token;
         // Random start so that a restarted peer does not reuse the ids of its previous life within a receiver's caches.
         _nextCallId = clientOptions.Random.NextInt64() & 0x3FFF_FFFF_FFFF_FFFF;
@@ -168,7 +178,19 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     {
         SsmpGrammar.ValidateId(method, nameof(method));
         ArgumentNullException.ThrowIfNull(handler);
-        _handlers[method] = handler;
+        _handlers[method] = (handler, false);
+    }
+
+    /// <summary>
+    /// Registers a handler that is started on the connection's read loop, saving a hop through the thread pool per request:
+    /// for handlers that only check a request and hand it on before their first <c>await</c>. Until then the read loop
+    /// waits for it, so anything slow (a signature check, I/O) must come after an <c>await</c> (e.g. of <c>Task.Yield()</c>).
+    /// </summary>
+    public void HandleInline(string method, SsmpRpcHandler handler)
+    {
+        SsmpGrammar.ValidateId(method, nameof(method));
+        ArgumentNullException.ThrowIfNull(handler);
+        _handlers[method] = (handler, true);
     }
 
     /// <summary>Sends a message of any size up to the receiver's limit to <paramref name="to"/>; throws <see cref="SsmpException"/> 404 when it is not connected.</summary>
@@ -247,6 +269,13 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     {
         if (e.Verb == SsmpVerb.Ucast && SsmpChunking.IsFragment(e.Payload.Span))
         {
+            // A message of one fragment is used where it lies (the event's payload is this peer's own copy).
+            if (SsmpChunking.TryReadHeader(e.Payload.Span, out _, out _, out var count, out var data) && count == 1
+                && data.Length <= _options.Reassembly.MaxMessageBytes)
+            {
+                Dispatch(e.From, e.Payload[SsmpChunking.HeaderLength..]);
+                return;
+            }
             var status = _reassembler.Add(e.From, e.Payload.Span, out var message, out var drop);
             if (status == ReassemblyStatus.Complete)
                 Dispatch(e.From, message!);
@@ -260,17 +289,17 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             _otherEvents.Writer.TryWrite(e);
     }
 
-    private void Dispatch(string from, byte[] message)
+    private void Dispatch(string from, ReadOnlyMemory<byte> message)
     {
         if (message.Length == 0)
         {
             Interlocked.Increment(ref _badRpc);
             return;
         }
-        switch (message[0])
+        switch (message.Span[0])
         {
             case KindMessage:
-                _messages.Writer.TryWrite(new SsmpMessage(from, message.AsMemory(1)));
+                _messages.Writer.TryWrite(new SsmpMessage(from, message[1..]));
                 break;
             case KindRequest:
                 OnRequest(from, message);
@@ -284,22 +313,22 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         }
     }
 
-    private void OnResponse(byte[] message)
+    private void OnResponse(ReadOnlyMemory<byte> message)
     {
         if (message.Length < 11)
         {
             Interlocked.Increment(ref _badRpc);
             return;
         }
-        var id = BinaryPrimitives.ReadUInt64BigEndian(message.AsSpan(1));
-        var status = BinaryPrimitives.ReadUInt16BigEndian(message.AsSpan(9));
+        var id = BinaryPrimitives.ReadUInt64BigEndian(message.Span[1..]);
+        var status = BinaryPrimitives.ReadUInt16BigEndian(message.Span[9..]);
         if (!_calls.TryGetValue(id, out var waiter))
         {
             // A late answer to a call that timed out, or a duplicate answer to a retry.
             Interlocked.Increment(ref _badRpc);
             return;
         }
-        var body = message.AsMemory(11);
+        var body = message[11..];
         if (status == 0)
             waiter.TrySetResult(body);
         else
@@ -307,19 +336,22 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     }
 
     // Request: 'Q' | call id u64 | method length u8 | method | body
-    private void OnRequest(string from, byte[] message)
+    private void OnRequest(string from, ReadOnlyMemory<byte> request)
     {
+        var message = request.Span;
         if (message.Length < 11 || message[9] is 0 or > SsmpGrammar.MaxIdLength || message.Length < 10 + message[9]
-            || !SsmpGrammar.IsValidId(message.AsSpan(10, message[9])))
+            || !SsmpGrammar.IsValidId(message.Slice(10, message[9])))
         {
             Interlocked.Increment(ref _badRpc);
             if (message.Length >= 9)
-                _ = ReplyAsync(from, BinaryPrimitives.ReadUInt64BigEndian(message.AsSpan(1)), SsmpRpcException.BadRequest, Encoding.UTF8.GetBytes("malformed request"));
+                _ = ReplyAsync(from, BinaryPrimitives.ReadUInt64BigEndian(message[1..]), SsmpRpcException.BadRequest, Encoding.UTF8.GetBytes("malformed request"));
             return;
         }
-        var id = BinaryPrimitives.ReadUInt64BigEndian(message.AsSpan(1));
-        var method = Encoding.ASCII.GetString(message, 10, message[9]);
-        var body = message.AsMemory(10 + message[9]);
+        var id = BinaryPrimitives.ReadUInt64BigEndian(message[1..]);
+        // The method is looked up by its characters: the registered name is used, no string made per request.
+        Span<char> name = stackalloc char[SsmpGrammar.MaxIdLength];
+        name = name[..Encoding.ASCII.GetChars(message.Slice(10, message[9]), name)];
+        var body = request[(10 + message[9])..];
         switch (_answered.Begin(from, id, out var cached))
         {
             case ResponseCache.State.InProgress:
@@ -328,9 +360,9 @@ public sealed partial class SsmpPeer : IAsyncDisposable
                 _ = SendFramedSafeAsync(from, cached!);
                 return;
         }
-        if (!_handlers.TryGetValue(method, out var handler))
+        if (!_handlers.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(name, out var method, out var registered))
         {
-            _ = ReplyAsync(from, id, SsmpRpcException.NoSuchMethod, Encoding.UTF8.GetBytes($"no method '{method}' here"));
+            _ = ReplyAsync(from, id, SsmpRpcException.NoSuchMethod, Encoding.UTF8.GetBytes($"no method '{name}' here"));
             return;
         }
         if (Interlocked.Increment(ref _running) > _options.MaxConcurrentRequests)
@@ -340,16 +372,17 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             _ = ReplyAsync(from, id, SsmpRpcException.Overloaded, Encoding.UTF8.GetBytes("too many requests at once; retry later"), remember: false);
             return;
         }
-        _ = RunHandlerAsync(handler, new SsmpRpcRequest(from, method, body), id);
+        _ = RunHandlerAsync(registered.Handler, registered.Inline, new SsmpRpcRequest(from, method, body), id);
     }
 
-    private async Task RunHandlerAsync(SsmpRpcHandler handler, SsmpRpcRequest request, ulong id)
+    private async Task RunHandlerAsync(SsmpRpcHandler handler, bool inline, SsmpRpcRequest request, ulong id)
     {
         var status = 0;
         ReadOnlyMemory<byte> answer;
         try
         {
-            await Task.Yield();
+            if (!inline)
+                await Task.Yield();
             answer = await handler(request, _disposingToken);
         }
         catch (SsmpRpcException e)
@@ -371,16 +404,66 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     }
 
     // Response: 'R' | call id u64 | status u16 (0 = success) | body
-    private async Task ReplyAsync(string to, ulong id, int status, ReadOnlyMemory<byte> body, bool remember = true)
+    private Task ReplyAsync(string to, ulong id, int status, ReadOnlyMemory<byte> body, bool remember = true)
     {
-        var response = new byte[11 + body.Length];
-        response[0] = KindResponse;
-        BinaryPrimitives.WriteUInt64BigEndian(response.AsSpan(1), id);
-        BinaryPrimitives.WriteUInt16BigEndian(response.AsSpan(9), (ushort)status);
-        body.Span.CopyTo(response.AsSpan(11));
+        const int Framing = 11;
+        if (Framing + body.Length > SsmpChunking.MaxFragmentData)
+        {
+            var response = new byte[Framing + body.Length];
+            WriteResponse(response, id, status, body.Span);
+            if (remember)
+                _answered.Complete(to, id, response);
+            return SendFramedSafeAsync(to, response);
+        }
+        // One fragment, the common case: written straight into a pooled buffer, remembered from it, posted from it.
+        var buffer = ArrayPool<byte>.Shared.Rent(SsmpChunking.HeaderLength + Framing + body.Length);
+        var fragment = buffer.AsMemory(0, SsmpChunking.HeaderLength + Framing + body.Length);
+        var framed = fragment.Span[SsmpChunking.HeaderLength..];
+        WriteResponse(framed, id, status, body.Span);
         if (remember)
-            _answered.Complete(to, id, response);
-        await SendFramedSafeAsync(to, response);
+            _answered.Complete(to, id, framed);
+        SsmpChunking.WriteHeader(fragment.Span, (uint)Interlocked.Increment(ref _nextMessageId), 0, 1);
+        ValueTask posted;
+        try
+        {
+            posted = Client.PostUcastAsync(to, fragment, _disposingToken);
+        }
+        catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            Log.ReplyFailed(_logger, to, e.Message);
+            return Task.CompletedTask;
+        }
+        if (posted.IsCompletedSuccessfully)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            return Task.CompletedTask;
+        }
+        return AwaitPostedAsync(posted, buffer, to);
+    }
+
+    private async Task AwaitPostedAsync(ValueTask posted, byte[] buffer, string to)
+    {
+        try
+        {
+            await posted;
+        }
+        catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
+        {
+            Log.ReplyFailed(_logger, to, e.Message);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static void WriteResponse(Span<byte> destination, ulong id, int status, ReadOnlySpan<byte> body)
+    {
+        destination[0] = KindResponse;
+        BinaryPrimitives.WriteUInt64BigEndian(destination[1..], id);
+        BinaryPrimitives.WriteUInt16BigEndian(destination[9..], (ushort)status);
+        body.CopyTo(destination[11..]);
     }
 
     private async Task SendFramedSafeAsync(string to, byte[] framed)
