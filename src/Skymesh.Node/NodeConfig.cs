@@ -123,6 +123,12 @@ public sealed class SettlementConfig
     public string? Asset { get; set; }
 
     /// <summary>
+    /// True: hand the receipts to the running exchange service that the <c>exchange</c> section names (its <c>settle</c>
+    /// method), which pays this node's account there from the payers' — instead of an exchange directory.
+    /// </summary>
+    public bool? Service { get; set; }
+
+    /// <summary>
     /// What a neighbour may owe in all beyond what the exchange has paid, micro-units, before it is throttled and then
     /// suspended (default 10 × creditLimit): a neighbour whose account cannot pay is cut off here.
     /// </summary>
@@ -303,8 +309,11 @@ public sealed record NodeOptions
 
     public string LedgerFile => Ledger ?? Path.Combine(DataDir, "ledger.db");
 
-    /// <summary>The exchange directory receipts are paid on; null: the embedded ledger.</summary>
+    /// <summary>The exchange directory receipts are paid on; null: the embedded ledger (or the exchange service).</summary>
     public string? SettlementExchange { get; init; }
+
+    /// <summary>Receipts are handed to the exchange service of <see cref="Exchange"/>, which pays them.</summary>
+    public bool SettlementService { get; init; }
 
     public string SettlementAsset { get; init; } = "SKY";
 
@@ -521,9 +530,19 @@ public sealed record NodeOptions
                 ? throw new NodeConfigException("$.creditLimit", "must be positive (micro-units a neighbour may owe beyond its receipts)")
                 : file.CreditLimit ?? 10_000,
             Ledger = file.Ledger is { } ledger ? Path.GetFullPath(Path.Combine(baseDirectory, ledger)) : null,
-            SettlementExchange = file.Settlement?.Exchange is { } exchange
+            SettlementService = file.Settlement?.Service == true
+                ? (file.Exchange is null
+                    ? throw new NodeConfigException("$.settlement.service", "settles on the exchange service the \"exchange\" section names: add one")
+                    : file.Settlement.Exchange is not null
+                        ? throw new NodeConfigException("$.settlement.service", "settles on the exchange service; \"exchange\" (a directory) is the other way: give one of them")
+                        : file.Settlement.Asset is { } serviceAsset && serviceAsset != "SKY"
+                            ? throw new NodeConfigException("$.settlement.asset", $"an exchange service pays receipts in SKY, not {serviceAsset}")
+                            : true)
+                : false,
+            SettlementExchange = file.Settlement?.Service == true ? null
+                : file.Settlement?.Exchange is { } exchange
                 ? (exchange.Length == 0 ? throw new NodeConfigException("$.settlement.exchange", "must name the exchange's directory") : Path.GetFullPath(Path.Combine(baseDirectory, exchange)))
-                : file.Settlement is null ? null : throw new NodeConfigException("$.settlement.exchange", "must name the exchange's directory (the only ledger besides the embedded one)"),
+                : file.Settlement is null ? null : throw new NodeConfigException("$.settlement.exchange", "must name the exchange's directory, or set \"service\": true to settle on the exchange service of the \"exchange\" section"),
             SettlementAsset = file.Settlement?.Asset is { } asset
                 ? (asset.Length is 0 or > 16 ? throw new NodeConfigException("$.settlement.asset", $"\"{asset}\" is not an asset code (1 to 16 characters)") : asset)
                 : "SKY",

@@ -547,6 +547,50 @@ public sealed class SettlementTests : MeshWithBroker
     }
 
     [Fact]
+    public async Task A_relay_settling_on_the_exchange_service_is_paid_there_from_the_payers_account()
+    {
+        // The exchange runs as a service on the mesh's broker; a funder's account holds SKY from the start.
+        var directory = Directory.CreateTempSubdirectory("skymesh-exchange-").FullName;
+        using var exchangeKey = NodeKey.Generate();
+        using var funderKey = NodeKey.Generate();
+        using (var store = ExchangeStore.Open(directory))
+            Assert.Equal(RejectReason.None, store.Deposit(funderKey.Address.ToString(), "SKY", 5_000_000, "fund").Rejected);
+        await using var service = await Skymesh.Exchange.Service.ExchangeService.StartAsync(
+            new Skymesh.Exchange.Service.ExchangeServiceOptions { Directory = directory }, [],
+            new Ssmp.Client.SsmpClientOptions { Port = Broker.LocalEndPoint.Port, Key = exchangeKey, Scheme = "key" }, cancellationToken: Ct);
+        await using var funder = await Skymesh.Exchange.Client.ExchangeClient.ConnectAsync(new Skymesh.Exchange.Client.ExchangeClientOptions
+        {
+            Broker = new Ssmp.Client.SsmpClientOptions { Port = Broker.LocalEndPoint.Port },
+            Exchange = service.Id,
+            Key = funderKey,
+        }, Ct);
+
+        var (source, relay, destination) = await PaidChainAsync(
+            $$""", "price": 1000, "exchange": { "service": "{{service.Id}}", "broker": "{{Broker.LocalEndPoint}}" }, "settlement": { "service": true }""");
+        await funder.CallAsync("transfer", new { to = source.Address, asset = "SKY", amount = "1", key = "fund-source" }, Ct);
+        await EchoThroughAsync(source, relay, destination, 4 << 20);
+
+        // The relay hands its receipts to the exchange (once its connection there is up) and is paid on its account.
+        long paid;
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(50));
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while ((paid = relay.Agent!.Settlement.Ledger.SettledOf(source.Node.Address, relay.Node.Address).Amount) < 4000)
+        {
+            Assert.True(deadline.Elapsed < Bound, "the relay was never paid on the exchange service");
+            await relay.Agent.Settlement.SettleAsync(Ct);
+            await poll.WaitForNextTickAsync(Ct);
+        }
+        var books = await relay.Client.BalanceAsync(Ct);
+        Assert.StartsWith("exchange service ", books.Ledger, StringComparison.Ordinal);
+        Assert.Equal(paid, books.Balance);
+        // The exchange's own record: the pair paid as far as the relay says, from the source's account.
+        var position = await funder.CallAsync("settled", new { payer = source.Address, payee = relay.Address }, Ct);
+        Assert.Equal(paid, position.GetProperty("amount").GetInt64());
+        var again = await funder.CallAsync("transfer", new { to = source.Address, asset = "SKY", amount = "1", key = "fund-source" }, Ct);
+        Assert.True(again.GetProperty("already").GetBoolean());
+    }
+
+    [Fact]
     public async Task A_payer_whose_exchange_account_cannot_pay_is_suspended()
     {
         // The relay charges 100,000 per MiB and lets a neighbour owe 2,000 beyond what the exchange paid; the source's

@@ -48,6 +48,9 @@ public class ExchangeConfigTests
     [InlineData(""", "exchange": { "service": "ex", "broker": "127.0.0.1:8787", "brokerName": "" } """, "$.exchange.brokerName", "is not a broker name")]
     [InlineData(""", "exchange": { "service": "ex", "broker": "127.0.0.1:8787", "name": "a-name-that-is-longer-than-forty-characters-long" } """, "$.exchange.name", "longer than 40")]
     [InlineData(""", "exchange": { "service": "ex", "broker": "127.0.0.1:8787", "market": "SKY/BTC" } """, "$.exchange.market", "is not a node setting")]
+    [InlineData(""", "settlement": { "service": true } """, "$.settlement.service", "add one")]
+    [InlineData(""", "exchange": { "service": "ex", "broker": "127.0.0.1:8787" }, "settlement": { "service": true, "exchange": "dir" } """, "$.settlement.service", "give one of them")]
+    [InlineData(""", "exchange": { "service": "ex", "broker": "127.0.0.1:8787" }, "settlement": { "service": true, "asset": "BTC" } """, "$.settlement.asset", "in SKY, not BTC")]
     public void A_bad_section_is_refused_naming_the_field_and_why(string rest, string field, string why)
     {
         var e = Bad(rest);

@@ -140,12 +140,20 @@ public sealed class NodeHostBuilder
         // before it has touched the network.
         ILedger ledger;
         MeshNode node;
+        // Like the control plane, the exchange is reached in the background: one that is away never stops the node. It
+        // comes before the ledger, which may settle through it.
+        var exchange = _options.Exchange is { } trading ? NodeExchange.Start(trading, key, _time, _random, _logging) : null;
         try
         {
-            ledger = await (_ledger ?? DefaultLedgerAsync)(_time, key.Address, cancellationToken);
+            ledger = _ledger is not null ? await _ledger(_time, key.Address, cancellationToken)
+                : _options.SettlementService && exchange is not null
+                    ? new ExchangeSettlement(exchange.CallAsync, key.Address, $"exchange service {exchange.Options.Service} (SKY)")
+                    : await DefaultLedgerAsync(_time, key.Address, cancellationToken);
         }
         catch
         {
+            if (exchange is not null)
+                await exchange.DisposeAsync();
             key.Dispose();
             throw;
         }
@@ -156,16 +164,15 @@ public sealed class NodeHostBuilder
         catch
         {
             ledger.Dispose();
+            if (exchange is not null)
+                await exchange.DisposeAsync();
             throw;
         }
         node.Random = _random;
         ControlPlane? control = null;
-        NodeExchange? exchange = null;
         try
         {
             control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
-            // Like the control plane, the exchange is reached in the background: one that is away never stops the node.
-            exchange = _options.Exchange is { } trading ? NodeExchange.Start(trading, node.Key, _time, _random, _logging) : null;
             var read = new NodeReadModel(node, control);
             var api = _api ? await NodeApi.StartAsync(read, _options.Api, exchange) : null;
             return new NodeHost(node, control, api, ledger, read) { Exchange = exchange };
