@@ -63,7 +63,11 @@ internal static class DemoCommand
         try
         {
             Console.WriteLine($"Starting an SSMP broker on {broker.LocalEndPoint} (key logins for nodes and accounts) and {total} nodes on loopback UDP (keys and state in {root})...");
-            exchange = await DemoExchange.StartAsync(Path.Combine(root, "exchange"), broker.LocalEndPoint, [], logging, signals.Token);
+            // Node A's key is made first: its address is the exchange operator's, so A's dashboard can approve withdrawals.
+            string operatorAddress;
+            using (var operatorKey = Skymesh.Identity.NodeKeyFile.LoadOrCreate(Path.Combine(root, "a", "node.key")))
+                operatorAddress = operatorKey.Address.ToString();
+            exchange = await DemoExchange.StartAsync(Path.Combine(root, "exchange"), broker.LocalEndPoint, [operatorAddress], logging, signals.Token);
             for (var i = 0; i < total; i++)
             {
                 var json = $$"""
@@ -73,7 +77,9 @@ internal static class DemoCommand
                       "broker": "{{broker.LocalEndPoint}}",
                       "interfaces": [ { "name": "udp0", "type": "udp", "listen": "127.0.0.1:0" } ],
                       "exits": [ {{(i == count - 1 ? "\"*:*\"" : "")}} ],
-                      "price": {{(i == 0 || i == count - 1 ? 0 : 1000)}}
+                      "price": {{(i == 0 || i == count - 1 ? 0 : 1000)}},
+                      "exchange": { "service": "{{exchange.Service.Id}}" },
+                      "settlement": { "service": true }
                     }
                     """;
                 var options = NodeOptions.Parse(json, root);
@@ -121,7 +127,12 @@ internal static class DemoCommand
                     await a.AddDashboardNodeAsync(Name(i), mesh[i].Api.EndPoint.ToString(), mesh[i].Api.Token, signals.Token);
             }
             await exchange.StartTradersAsync(broker.LocalEndPoint, 3, signals.Token);
-            Console.WriteLine($"  exchange {Short(exchange.Service.Id)} on the broker: SKY/BTC, SKY and BTC on simulated chains (a block a second); 3 traders funded through them and trading");
+            // Every node pays the next one for forwarding from its account on the exchange: a trader sends each some SKY
+            // and BTC to start with (a relay's earnings come in as fast as it pays on, but not always first).
+            foreach (var member in mesh)
+                await exchange.FundAsync(member.Node.Address.ToString(), signals.Token);
+            Console.WriteLine($"  exchange {Short(exchange.Service.Id)} on the broker: SKY/BTC, SKY and BTC on simulated chains (a block a second); 3 traders funded through them and trading;");
+            Console.WriteLine("  every node has an account there (its address, funded by a trader); relays settle their receipts on it; A's dashboard trades there and approves withdrawals");
             Console.WriteLine();
             Console.WriteLine("Watch and steer it in a browser — node A's dashboard (the map, the path's labels at every hop, the cut and the");
             Console.WriteLine($"repair live; the other nodes on its Nodes page):  {mesh[0].Api.DashboardAddress}");
@@ -210,9 +221,9 @@ internal static class DemoCommand
             // add up to (settled or not). Every receipt is one node's debit and another's credit, so the positions sum to 0.
             var positions = mesh.Select(m => m.Agent.Settlement.Balance().Neighbours.Sum(n => n.ReceiptedAmount - n.ReceiptedByUs)).ToList();
             var receipts = mesh.Sum(m => m.Agent.Settlement.Book.Accepted);
-            Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts passed between neighbours over their links.");
+            Console.WriteLine($"Settlement: relays charge 1,000 micro-units per MiB; {receipts:N0} signed receipts passed between neighbours over their links, and the relays handed them to the exchange.");
             Console.WriteLine($"  net by receipts: {string.Join(", ", positions.Select((p, i) => $"{Name(i)} {p:+#,0;-#,0;0}"))} (sum {positions.Sum():N0}); "
-                + $"settled on the relays' ledgers: {string.Join(", ", Enumerable.Range(0, total).Where(i => i != 0 && i != count - 1).Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address):N0}"))}.");
+                + $"settled on the relays' exchange accounts (SKY units): {string.Join(", ", Enumerable.Range(0, total).Where(i => i != 0 && i != count - 1).Select(i => $"{Name(i)} +{mesh[i].Agent.Settlement.Ledger.BalanceOf(mesh[i].Node.Address) - DemoExchange.NodeFunding:N0}"))} beyond the 100 SKY each was funded with.");
             Console.WriteLine(await exchange.SummaryAsync(CancellationToken.None));
             var carried = target.Received;
             var pathState = source.Paths.FirstOrDefault()?.State ?? "gone";

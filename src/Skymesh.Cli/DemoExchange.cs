@@ -18,6 +18,9 @@ internal sealed class DemoExchange : IAsyncDisposable
 {
     private const string Market = "SKY/BTC";
 
+    /// <summary>What <see cref="FundAsync"/> sends each node, in SKY units (100 SKY).</summary>
+    public const long NodeFunding = 100_000_000;
+
     private readonly ExchangeService _service;
     private readonly List<SimulatedChain> _chains;
     private readonly List<ExchangeClient> _traders = [];
@@ -108,6 +111,13 @@ internal sealed class DemoExchange : IAsyncDisposable
             var seed = i;
             _running.Add(Background.Run(() => TakeAsync(trader, seed, _stop.Token)));
         }
+    }
+
+    /// <summary>Sends <paramref name="account"/> 100 SKY and 0.1 BTC from the first trader, for it to pay relays and trade with.</summary>
+    public async Task FundAsync(string account, CancellationToken cancellationToken)
+    {
+        await _traders[0].CallAsync("transfer", new { to = account, asset = "SKY", amount = "100", key = $"demo-fund-sky-{account}" }, cancellationToken);
+        await _traders[0].CallAsync("transfer", new { to = account, asset = "BTC", amount = "0.1", key = $"demo-fund-btc-{account}" }, cancellationToken);
     }
 
     /// <summary>Quotes five levels a side around a price that drifts, replacing them every half second.</summary>

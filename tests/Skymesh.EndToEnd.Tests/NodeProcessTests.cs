@@ -868,7 +868,7 @@ public sealed class DemoTests
         // Relays were paid: signed receipts crossed between neighbours, B's ledger balance rose, and the net positions
         // by receipts add up to nothing (every receipt is one node's debit and another's credit).
         var settlement = output.Split('\n').Single(l => l.StartsWith("  net by receipts:", StringComparison.Ordinal));
-        Assert.Matches(@"settled on the relays' ledgers: B \+[1-9]", settlement);
+        Assert.Matches(@"settled on the relays' exchange accounts \(SKY units\): B \+[1-9]", settlement);
         Assert.Matches(@"A -[1-9]", settlement);
         Assert.Contains("(sum 0)", settlement, StringComparison.Ordinal);
         // The exchange ran beside the mesh: traders funded through its simulated chains traded with each other.

@@ -276,10 +276,11 @@ public sealed class NodeHost : IAsyncDisposable
             return;
         if (Api is not null)
             await Api.DisposeAsync();
-        if (Exchange is not null)
-            await Exchange.DisposeAsync();
+        // The control plane first: its settlement may pay through the exchange connection.
         if (Control is not null)
             await Control.DisposeAsync();
+        if (Exchange is not null)
+            await Exchange.DisposeAsync();
         await Node.DisposeAsync();
         Ledger.Dispose();
     }
