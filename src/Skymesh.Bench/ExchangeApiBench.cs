@@ -118,12 +118,15 @@ public static class ExchangeApiBench
 
             if (options.Subscribers > 0)
             {
-                var (p50, p99, received) = await FanoutAsync(port, traders[0], options, lag, cancellationToken);
+                var (p50, p99, received, expected, placed, deliveries) = await FanoutAsync(port, traders[0], options, lag, cancellationToken);
                 json.Add("md_subscribers", options.Subscribers);
+                json.Add("md_orders_per_sec", placed, 0);
+                json.Add("md_messages_expected", expected);
                 json.Add("md_messages_received", received);
+                json.Add("md_deliveries_per_sec", deliveries, 0);
                 json.Add("md_fanout_p50_lag_us", p50, 0);
                 json.Add("md_fanout_p99_lag_us", p99, 0);
-                output.WriteLine($"# market data to {options.Subscribers} subscribers: {received:N0} messages received, lag p50 {p50:N0} µs, p99 {p99:N0} µs");
+                output.WriteLine($"# market data to {options.Subscribers} subscribers at {placed:N0} orders/s: {received:N0} of {expected:N0} messages received ({deliveries:N0}/s), lag p50 {p50:N0} µs, p99 {p99:N0} µs");
             }
             json.Add("journal_commands", service.Committed);
         }
@@ -251,12 +254,14 @@ public static class ExchangeApiBench
         }
     }
 
-    private static async Task<(double P50, double P99, long Received)> FanoutAsync(int port, NodeKey key, ExchangeApiBenchOptions options, LagProbe lag, CancellationToken cancellationToken)
+    private static async Task<(double P50, double P99, long Received, long Expected, double OrdersPerSecond, double DeliveriesPerSecond)> FanoutAsync(int port, NodeKey key, ExchangeApiBenchOptions options, LagProbe lag, CancellationToken cancellationToken)
     {
         var time = TimeProvider.System;
         var topic = $"exchange.md.{MarketRules.MarketTopic(Market)}";
         var samples = new ConcurrentBag<double>();
         long received = 0;
+        long expected = 0;
+        double placed = 0, deliverySeconds = 1;
         var subscribers = new List<SsmpClient>();
         try
         {
@@ -282,7 +287,10 @@ public static class ExchangeApiBench
                 await subscriber.SubscribeAsync(topic, cancellationToken: cancellationToken);
                 subscribers.Add(subscriber);
             }
-            await using var trader = await RawTrader.ConnectAsync(port, key, "exchange", 1, cancellationToken);
+            // Paced, not one at a time: with one order in flight the rate would be one per journal commit, far below the offer.
+            await using var trader = await RawTrader.ConnectAsync(port, key, "exchange", options.Window, cancellationToken);
+            var diffsBefore = lag.SentAt.Count;
+            var started = time.GetTimestamp();
             var interval = TimeSpan.FromSeconds(1.0 / options.FanoutRate);
             var end = time.GetTimestamp() + (long)(options.Seconds * time.TimestampFrequency);
             var next = time.GetTimestamp();
@@ -296,6 +304,13 @@ public static class ExchangeApiBench
                     await Task.Delay(wait, time, cancellationToken);
             }
             await trader.DrainAsync(cancellationToken);
+            placed = trader.Answered / time.GetElapsedTime(started).TotalSeconds;
+            // Every subscriber is owed every diff: wait for them (a bounded while), so that the slowest deliveries are counted.
+            expected = (long)(lag.SentAt.Count - diffsBefore) * options.Subscribers;
+            var deadline = time.GetTimestamp() + 30 * time.TimestampFrequency;
+            while (Interlocked.Read(ref received) < expected && time.GetTimestamp() < deadline)
+                await Task.Delay(TimeSpan.FromMilliseconds(20), time, cancellationToken);
+            deliverySeconds = time.GetElapsedTime(started).TotalSeconds;
         }
         finally
         {
@@ -303,7 +318,7 @@ public static class ExchangeApiBench
                 await subscriber.DisposeAsync();
         }
         var sorted = samples.Order().ToArray();
-        return (Percentile(sorted, 0.5), Percentile(sorted, 0.99), Interlocked.Read(ref received));
+        return (Percentile(sorted, 0.5), Percentile(sorted, 0.99), Interlocked.Read(ref received), expected, placed, Interlocked.Read(ref received) / deliverySeconds);
     }
 
     /// <summary>
@@ -370,46 +385,61 @@ public static class ExchangeApiBench
             _latencies.Clear();
         }
 
-        private byte[] OrderBody(long n, int trader)
+        // The generator's own garbage is kept small (the process's allocation per call is reported): one body writer and
+        // one frame per trader, reused; a trader sends one request at a time (the window bounds how many are unanswered).
+        private readonly System.Buffers.ArrayBufferWriter<byte> _body = new(256);
+        private readonly byte[] _frame = new byte[SsmpGrammar.MaxPayloadLength];
+        private Utf8JsonWriter? _bodyWriter;
+
+        private static readonly string[] Prices = [.. Enumerable.Range(0, 61).Select(i => AssetAmount.Format((1000 + i) * 1000L, 8))];
+
+        private ReadOnlyMemory<byte> OrderBody(long n, int trader)
         {
             // Sells rest above the middle; every other order is a buy that crosses, immediate-or-cancel.
             var sell = n % 2 == 0;
             // Engine prices in satoshis per lot of 0.001 SKY: 1,000 is 0.01 BTC a SKY.
-            var price = AssetAmount.Format((sell ? 1000 + (n / 2 % 50) : 1060) * 1000L, 8);
-            var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
-            using (var writer = new Utf8JsonWriter(buffer))
-            {
-                writer.WriteStartObject();
-                writer.WriteNumber("nonce", ++_nonce);
-                writer.WriteNumber("ts", _time.GetUtcNow().ToUnixTimeMilliseconds());
-                writer.WriteString("market", Market);
-                writer.WriteString("side", sell ? "sell" : "buy");
-                writer.WriteString("price", price);
-                writer.WriteString("quantity", "0.001");
-                writer.WriteString("timeInForce", sell ? "gtc" : "ioc");
-                writer.WriteString("clientOrderId", $"b{trader}-{_nonce}");
-                writer.WriteEndObject();
-            }
-            return buffer.WrittenSpan.ToArray();
+            var price = Prices[sell ? (int)(n / 2 % 50) : 60];
+            _body.ResetWrittenCount();
+            var writer = _bodyWriter ??= new Utf8JsonWriter(_body);
+            writer.Reset(_body);
+            writer.WriteStartObject();
+            writer.WriteNumber("nonce"u8, ++_nonce);
+            writer.WriteNumber("ts"u8, _time.GetUtcNow().ToUnixTimeMilliseconds());
+            writer.WriteString("market"u8, Market);
+            writer.WriteString("side"u8, sell ? "sell"u8 : "buy"u8);
+            writer.WriteString("price"u8, price);
+            writer.WriteString("quantity"u8, "0.001"u8);
+            writer.WriteString("timeInForce"u8, sell ? "gtc"u8 : "ioc"u8);
+            Span<char> clientOrderId = stackalloc char[48];
+            clientOrderId.TryWrite(System.Globalization.CultureInfo.InvariantCulture, $"b{trader}-{_nonce}", out var length);
+            writer.WriteString("clientOrderId"u8, clientOrderId[..length]);
+            writer.WriteEndObject();
+            writer.Flush();
+            return _body.WrittenMemory;
         }
 
-        private byte[] Frame(ReadOnlySpan<byte> body, out ulong id)
+        /// <summary>The request as one fragment, in the trader's frame buffer (good until its next request).</summary>
+        private ReadOnlyMemory<byte> Frame(ReadOnlySpan<byte> body, out ulong id)
         {
             id = ++_nextId;
-            const string method = "order.place";
-            var message = new byte[1 + 8 + 1 + method.Length + body.Length];
+            var method = "order.place"u8;
+            var frame = _frame.AsSpan();
+            var message = frame[SsmpChunking.HeaderLength..];
             message[0] = (byte)'Q';
-            BinaryPrimitives.WriteUInt64BigEndian(message.AsSpan(1), id);
+            BinaryPrimitives.WriteUInt64BigEndian(message[1..], id);
             message[9] = (byte)method.Length;
-            Encoding.ASCII.GetBytes(method, message.AsSpan(10));
-            body.CopyTo(message.AsSpan(10 + method.Length));
-            return SsmpChunking.Fragment(++_nextMessage, message, 0);
+            method.CopyTo(message[10..]);
+            body.CopyTo(message[(10 + method.Length)..]);
+            var length = 10 + method.Length + body.Length;
+            SsmpChunking.WriteHeader(frame, ++_nextMessage, 0, 1);
+            return _frame.AsMemory(0, SsmpChunking.HeaderLength + length);
         }
 
-        private async Task SendAsync(byte[] body, CancellationToken cancellationToken)
+        private async Task SendAsync(ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
         {
             await _window.WaitAsync(cancellationToken);
-            var fragment = Frame(body, out var id);
+            var fragment = Frame(body.Span, out var id);
+            // Answers come back in any order (a straggler may be overtaken by many): send times are kept by id.
             _sent[id] = _time.GetTimestamp();
             await _client.PostUcastAsync(_to, fragment, cancellationToken);
         }
@@ -442,7 +472,7 @@ public static class ExchangeApiBench
             _prepared = new List<byte[]>(count);
             for (var i = 0; i < count; i++)
             {
-                var json = OrderBody(i, trader);
+                var json = OrderBody(i, trader).ToArray();
                 var body = new byte[97 + json.Length];
                 body[0] = ExchangeService.SignedMarker;
                 _key.Address.WriteTo(body.AsSpan(1, 32));

@@ -11,15 +11,18 @@ public static class AssetAmount
     /// <paramref name="scale"/> digits after it) names; false for anything else, a negative amount, or one past
     /// <see cref="long.MaxValue"/> units.
     /// </summary>
-    public static bool TryParse(string? text, int scale, out long units)
+    public static bool TryParse(string? text, int scale, out long units) => TryParse(text.AsSpan(), scale, out units);
+
+    /// <inheritdoc cref="TryParse(string?, int, out long)"/>
+    public static bool TryParse(ReadOnlySpan<char> text, int scale, out long units)
     {
         units = 0;
-        if (string.IsNullOrEmpty(text) || scale is < 0 or > 18)
+        if (text.IsEmpty || scale is < 0 or > 18)
             return false;
-        var point = text.IndexOf('.', StringComparison.Ordinal);
+        var point = text.IndexOf('.');
         var whole = point < 0 ? text : text[..point];
-        var fraction = point < 0 ? "" : text[(point + 1)..];
-        if ((whole.Length == 0 && fraction.Length == 0) || fraction.Length > scale || !whole.All(char.IsAsciiDigit) || !fraction.All(char.IsAsciiDigit))
+        var fraction = point < 0 ? [] : text[(point + 1)..];
+        if ((whole.Length == 0 && fraction.Length == 0) || fraction.Length > scale || whole.ContainsAnyExceptInRange('0', '9') || fraction.ContainsAnyExceptInRange('0', '9'))
             return false;
         // Up to 18 digits in all fit a long without any chance of overflow: the common case, without big integers.
         if (whole.Length + scale <= 18)
@@ -32,8 +35,8 @@ public static class AssetAmount
             units = exact;
             return true;
         }
-        var value = (whole.Length == 0 ? BigInteger.Zero : BigInteger.Parse(whole, CultureInfo.InvariantCulture)) * BigInteger.Pow(10, scale)
-            + (fraction.Length == 0 ? BigInteger.Zero : BigInteger.Parse(fraction, CultureInfo.InvariantCulture) * BigInteger.Pow(10, scale - fraction.Length));
+        var value = (whole.Length == 0 ? BigInteger.Zero : BigInteger.Parse(whole, NumberStyles.Integer, CultureInfo.InvariantCulture)) * BigInteger.Pow(10, scale)
+            + (fraction.Length == 0 ? BigInteger.Zero : BigInteger.Parse(fraction, NumberStyles.Integer, CultureInfo.InvariantCulture) * BigInteger.Pow(10, scale - fraction.Length));
         if (value > long.MaxValue)
             return false;
         units = (long)value;

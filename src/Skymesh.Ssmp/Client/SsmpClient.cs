@@ -30,6 +30,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly Channel<SsmpEvent> _events;
     private readonly Dictionary<string, bool> _topics = new(StringComparer.Ordinal);
+    private readonly IdCache _ids = new();
     private readonly CancellationTokenSource _disposing = new();
     private volatile ClientSession? _session;
     private Task? _supervisor;
@@ -352,7 +353,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
             if (message.Event.Verb == SsmpVerb.Pong)
                 return;
         }
-        var e = SsmpEvent.From_(message);
+        var e = SsmpEvent.From_(message, _ids);
         if (_options.OnEvent is { } callback)
         {
             try

@@ -32,12 +32,12 @@ public sealed class SsmpEvent
         ? $"{From} {VerbToken} {PayloadText}"
         : $"{From} {VerbToken} {Target} {PayloadText}";
 
-    internal static SsmpEvent From_(in SsmpServerMessage message) => new()
+    internal static SsmpEvent From_(in SsmpServerMessage message, IdCache? ids = null) => new()
     {
-        From = Encoding.ASCII.GetString(message.From),
+        From = ids is null ? Encoding.ASCII.GetString(message.From) : ids.Get(message.From),
         Verb = message.Event.Verb,
         VerbToken = message.Event.Verb == SsmpVerb.Extension ? Encoding.ASCII.GetString(message.Event.VerbToken) : VerbName(message.Event.Verb),
-        Target = message.Event.Id.IsEmpty ? null : Encoding.ASCII.GetString(message.Event.Id),
+        Target = message.Event.Id.IsEmpty ? null : ids is null ? Encoding.ASCII.GetString(message.Event.Id) : ids.Get(message.Event.Id),
         Payload = message.Event.HasPayload ? message.Event.PayloadContent.ToArray() : ReadOnlyMemory<byte>.Empty,
         Presence = message.Event.Presence,
     };
@@ -118,5 +118,27 @@ public sealed class SsmpConnectionException : SsmpException
 
     public SsmpConnectionException()
     {
+    }
+}
+
+/// <summary>
+/// The strings of the ids a client hears most (senders, topics), kept so that each event does not make its own: a busy
+/// exchange hears the same few traders hundreds of thousands of times a second. Direct-mapped; a miss makes a new string.
+/// </summary>
+internal sealed class IdCache
+{
+    private readonly string?[] _slots = new string?[256];
+
+    public string Get(ReadOnlySpan<byte> ascii)
+    {
+        var hash = new HashCode();
+        hash.AddBytes(ascii);
+        ref var slot = ref _slots[hash.ToHashCode() & (_slots.Length - 1)];
+        var known = slot;
+        if (known is not null && known.Length == ascii.Length && Ascii.Equals(ascii, known))
+            return known;
+        var text = Encoding.ASCII.GetString(ascii);
+        slot = text;
+        return text;
     }
 }
