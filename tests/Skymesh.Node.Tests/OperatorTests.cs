@@ -126,7 +126,9 @@ public sealed class PriceDecisionTests : MeshWithBroker
         var destination = await StartNodeAsync();
         await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
         await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
-        await UntilGraph(source, g => g.RecordOf(relay.Node.Address)?.TryGetUpLinkTo(destination.Node.Address, out var l) == true && l.PricePerMiB == 1000,
+        // Both ends of the relay's link to the destination confirm it (a route needs both), and the relay's price is known.
+        await UntilGraph(source, g => g.RecordOf(relay.Node.Address)?.TryGetUpLinkTo(destination.Node.Address, out var l) == true && l.PricePerMiB == 1000
+            && g.RecordOf(destination.Node.Address)?.TryGetUpLinkTo(relay.Node.Address, out _) == true,
             "learning the relay's link and price");
 
         var waiting = new TaskCompletionSource<Events.NodeEvent>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -136,7 +138,12 @@ public sealed class PriceDecisionTests : MeshWithBroker
                 waiting.TrySetResult(e);
         };
         var opening = source.Client.OpenPathAsync(destination.Address, cancellationToken: Ct);
-        await waiting.Task.WaitAsync(Bound, Ct);
+        // The open request waits for the owner; should it end instead (no route), its error says why.
+        if (await Task.WhenAny(waiting.Task, opening).WaitAsync(Bound, Ct) == opening)
+        {
+            var ended = await opening;   // throws the request's error, if it failed
+            Assert.Fail($"the path request ended without asking the owner: {ended.State}");
+        }
         var asked = Assert.Single(source.Node.Operator.Waiting);
         Assert.Equal("price", asked.Kind);
         Assert.Equal(1000UL, Assert.IsType<ulong>(asked.Data["price"]));
