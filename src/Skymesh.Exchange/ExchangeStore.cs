@@ -206,30 +206,8 @@ public sealed class ExchangeStore : ITransferLedger, IDisposable
         return ValueTask.FromResult<IReadOnlyList<TransferResult>>(results);
     }
 
-    private TransferResult Transfer(in LedgerTransfer t)
-    {
-        if (string.IsNullOrEmpty(t.From) || string.IsNullOrEmpty(t.To) || t.From.Length > 256 || t.To.Length > 256)
-            return new TransferResult(TransferOutcome.Rejected, "an owner's key must be 1 to 256 characters");
-        if (!TryAsset(t.Asset, out var asset))
-            return new TransferResult(TransferOutcome.Rejected, $"no asset {t.Asset}");
-        if (string.IsNullOrEmpty(t.Key) || t.Key.Length > CommandCodec.MaxKeyLength / 4)
-            return new TransferResult(TransferOutcome.Rejected, "a transfer's key must be 1 to 256 characters");
-        // The payer's account is not opened for a transfer it could not pay anyway.
-        var ledger = _exchange.Engine.Ledger;
-        if (!ledger.TryGetOwner(t.From, out var from))
-        {
-            return ledger.Seen(t.Key) ? new TransferResult(TransferOutcome.AlreadyDone)
-                : new TransferResult(TransferOutcome.InsufficientFunds, $"{t.From} has no account");
-        }
-        var outcome = Run(ExchangeCommand.Transfer(from, Owner(t.To), asset, t.Amount, t.Key));
-        return outcome.Rejected switch
-        {
-            RejectReason.None => new TransferResult(TransferOutcome.Done),
-            RejectReason.DuplicateKey => new TransferResult(TransferOutcome.AlreadyDone),
-            RejectReason.InsufficientFunds => new TransferResult(TransferOutcome.InsufficientFunds, $"{t.From} has {ledger.Available(from, asset)} {t.Asset} available"),
-            var reason => new TransferResult(TransferOutcome.Rejected, reason.ToString()),
-        };
-    }
+    private TransferResult Transfer(in LedgerTransfer t) =>
+        LedgerTransfers.Run(_exchange.Engine.Ledger, t, Owner, command => Run(command).Rejected);
 
     public void Dispose()
     {

@@ -105,6 +105,8 @@ public sealed class ExchangeLedger
 
     public ILedgerListener? Listener { get; set; }
 
+    public bool TryAssetIndex(string code, out int index) => _assetIndex.TryGetValue(code, out index);
+
     public int AssetIndex(string code) =>
         _assetIndex.TryGetValue(code, out var i) ? i : throw new ArgumentException($"No asset {code}.");
 
