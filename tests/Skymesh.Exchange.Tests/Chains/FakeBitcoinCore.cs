@@ -102,6 +102,9 @@ internal sealed class FakeBitcoinCore : IAsyncDisposable
     private async Task HandleAsync(HttpListenerContext context)
     {
         using var response = context.Response;
+        // One connection per call: HttpListener may drop a kept-alive connection between calls, and a client that reused
+        // it would see the answer end early — a fault of this stand-in, not of the adapter under test.
+        response.KeepAlive = false;
         if (context.Request.Headers["Authorization"] != _expectedAuthorization)
         {
             // bitcoind answers wrong credentials with 401 and an empty body.
