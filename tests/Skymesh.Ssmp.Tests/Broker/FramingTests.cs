@@ -57,6 +57,8 @@ public class FramingTests
         await mallory.SendAsync(request);
         await mallory.ExpectLineAsync("400");
         await mallory.ExpectClosedAsync();
+        // The broker counts the disconnect as it closes: the client may see the close a moment before the count.
+        await broker.WaitUntilAsync(m => m.DisconnectsFor(DisconnectReason.BadRequest) == 1, "the bad request counted as the disconnect's reason");
         Assert.Equal(1, broker.Broker.Snapshot().DisconnectsFor(DisconnectReason.BadRequest));
         await bob.ExpectNothingMoreAsync();
     }
