@@ -20,6 +20,12 @@ internal static class BrokerCommand
         var tlsCert = new Option<string?>("--tls-cert") { Description = "PEM certificate of the broker; enables TLS." };
         var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert." };
         var tlsCa = new Option<string?>("--tls-ca") { Description = "PEM bundle of authorities that client certificates must chain to (needed by --auth cert)." };
+        var tlsSelfSigned = new Option<string?>("--tls-self-signed")
+        {
+            Description = "Serve TLS with a self-signed certificate kept in FILE (certificate and private key as PEM, owner-only), made on first use; plain TCP stays open on the same port. Prints the fingerprint that clients pin.",
+            HelpName = "FILE",
+        };
+        var tlsPlaintext = new Option<bool>("--tls-plaintext") { Description = "With --tls-cert, also serve plain TCP on the same port (told apart by the first byte)." };
         var name = new Option<string>("--name")
         {
             Description = "The broker's name, which key credentials are signed for: a credential made for one broker is refused by a broker with another name.",
@@ -42,7 +48,7 @@ internal static class BrokerCommand
         };
         var command = new Command("broker", "Run an SSMP broker until SIGINT or SIGTERM; `skymesh broker stats` reads a running one's counters.")
         {
-            monitor, listen, auth, name, tlsCert, tlsKey, tlsCa, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
+            monitor, listen, auth, name, tlsCert, tlsKey, tlsCa, tlsSelfSigned, tlsPlaintext, noAnonymous, maxConnections, maxSubscriptions, maxQueued,
             loginTimeout, pingInterval, pongTimeout, statsInterval, receiveBuffer,
         };
         LogSettings.AddOptionsTo(command);
@@ -65,7 +71,7 @@ internal static class BrokerCommand
                 PongTimeout = Seconds(parse.GetValue(pongTimeout), "--pong-timeout"),
                 ReceiveBufferSize = parse.GetValue(receiveBuffer),
             };
-            options.Tls = LoadTls(parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(tlsCa));
+            options.Tls = LoadTls(parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(tlsCa), parse.GetValue(tlsSelfSigned), parse.GetValue(tlsPlaintext));
             foreach (var scheme in parse.GetValue(auth)!.SelectMany(a => a.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)))
                 options.Authenticators.Add(ParseScheme(scheme));
             using var logging = LogSettings.From(parse).CreateFactory();
@@ -79,6 +85,8 @@ internal static class BrokerCommand
             {
                 throw new UsageException(CliSupport.Reason(e));
             }
+            if (options.Tls is { } tls)
+                Console.WriteLine($"broker tls fingerprint {BrokerCertificate.Fingerprint(tls.ServerCertificate)}");
             using var signals = CliSupport.UntilSignal(cancellationToken);
             await using (broker)
             {
@@ -192,17 +200,38 @@ internal static class BrokerCommand
         throw new UsageException($"--auth: unknown scheme '{scheme}'; use open, secret:FILE, cert or key.");
     }
 
-    private static SsmpTlsOptions? LoadTls(string? certPath, string? keyPath, string? caPath)
+    private static SsmpTlsOptions? LoadTls(string? certPath, string? keyPath, string? caPath, string? selfSignedPath, bool plaintext)
     {
-        if (certPath is null)
+        if (selfSignedPath is not null && (certPath is not null || keyPath is not null))
+            throw new UsageException("--tls-self-signed makes its own certificate: give it without --tls-cert and --tls-key.");
+        if (certPath is null && selfSignedPath is null)
         {
             if (keyPath is not null || caPath is not null)
-                throw new UsageException("--tls-key and --tls-ca need --tls-cert.");
+                throw new UsageException("--tls-key and --tls-ca need --tls-cert (or, for --tls-ca, --tls-self-signed).");
+            if (plaintext)
+                throw new UsageException("--tls-plaintext needs --tls-cert: without TLS every connection is plain already.");
             return null;
         }
         try
         {
-            var certificate = X509Certificate2.CreateFromPemFile(certPath, keyPath);
+            X509Certificate2 certificate;
+            if (selfSignedPath is not null)
+            {
+                try
+                {
+                    certificate = BrokerCertificate.LoadOrCreate(selfSignedPath);
+                }
+                catch (BrokerCertificateException e)
+                {
+                    throw new UsageException($"--tls-self-signed: {e.Message}");
+                }
+                // A self-signed broker is for clients that pin it, beside plain ones on the same port.
+                plaintext = true;
+            }
+            else
+            {
+                certificate = X509Certificate2.CreateFromPemFile(certPath!, keyPath);
+            }
             X509Certificate2Collection? authorities = null;
             if (caPath is not null)
             {
@@ -211,7 +240,7 @@ internal static class BrokerCommand
                 if (authorities.Count == 0)
                     throw new UsageException($"--tls-ca: '{caPath}' holds no certificate.");
             }
-            return new SsmpTlsOptions { ServerCertificate = certificate, ClientCertificateAuthorities = authorities };
+            return new SsmpTlsOptions { ServerCertificate = certificate, ClientCertificateAuthorities = authorities, AllowPlaintext = plaintext };
         }
         catch (Exception e) when (e is CryptographicException or IOException or UnauthorizedAccessException)
         {

@@ -64,7 +64,18 @@ internal sealed partial class BrokerConnection
         {
             if (_broker.Options.Tls is { } tls)
             {
-                if (!await HandshakeAsync(tls))
+                var tlsNow = true;
+                if (tls.AllowPlaintext)
+                {
+                    var first = await PeekFirstByteAsync();
+                    if (first < 0)
+                    {
+                        Abort(DisconnectReason.PeerClosed);
+                        return;
+                    }
+                    tlsNow = first == TlsHandshakeRecord;
+                }
+                if (tlsNow && !await HandshakeAsync(tls))
                     return;
             }
             await ReadLoopAsync();
@@ -79,6 +90,20 @@ internal sealed partial class BrokerConnection
             Log.Unexpected(_broker.Logger, Serial, e);
             Abort(DisconnectReason.SocketError);
         }
+    }
+
+    // The content type of a TLS handshake record, which every ClientHello starts with; no SSMP request does.
+    private const byte TlsHandshakeRecord = 0x16;
+
+    /// <summary>
+    /// The connection's first byte, left unread for whoever reads next; -1 when the peer closed before sending one.
+    /// Bounded by the login timeout like the rest of the login: the sweep closes the socket, which ends the wait.
+    /// </summary>
+    private async Task<int> PeekFirstByteAsync()
+    {
+        var first = new byte[1];
+        var n = await _socket.ReceiveAsync(first, SocketFlags.Peek, _broker.Stopping);
+        return n == 0 ? -1 : first[0];
     }
 
     private async Task<bool> HandshakeAsync(SsmpTlsOptions tls)

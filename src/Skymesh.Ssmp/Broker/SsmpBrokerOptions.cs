@@ -18,7 +18,7 @@ public sealed class SsmpBrokerOptions
     /// <summary>Whether the anonymous identifier <c>.</c> may log in (through any offered scheme).</summary>
     public bool AllowAnonymous { get; set; } = true;
 
-    /// <summary>TLS on every connection when set.</summary>
+    /// <summary>TLS on every connection when set (beside plain TCP on the same port with <see cref="SsmpTlsOptions.AllowPlaintext"/>).</summary>
     public SsmpTlsOptions? Tls { get; set; }
 
     /// <summary>A connection that has not logged in by then is closed silently.</summary>
@@ -121,4 +121,10 @@ public sealed class SsmpTlsOptions
 
     /// <summary>Roots that client certificates must chain to; when null, client certificates are not asked for.</summary>
     public X509Certificate2Collection? ClientCertificateAuthorities { get; init; }
+
+    /// <summary>
+    /// Serve plain SSMP on the same port too: a connection whose first byte opens a TLS handshake record (0x16) gets
+    /// TLS, any other is plain SSMP, as without TLS. No SSMP request can start with 0x16, so nothing is misread.
+    /// </summary>
+    public bool AllowPlaintext { get; init; }
 }

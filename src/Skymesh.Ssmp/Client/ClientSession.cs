@@ -7,14 +7,14 @@ using Skymesh.Ssmp.Codec;
 namespace Skymesh.Ssmp.Client;
 
 /// <summary>
-/// One TCP (or TLS) connection of a client: a read loop that matches responses to requests in order and
+/// One TCP (or TLS, or caller-supplied stream) connection of a client: a read loop that matches responses to requests in order and
 /// hands events on, and a coalescing writer. A lost connection ends the session; the client makes a new one.
 /// </summary>
 internal sealed class ClientSession : IThreadPoolWorkItem
 {
     private const int ReceiveBufferSize = 64 * 1024;
 
-    private readonly Socket _socket;
+    private readonly Socket? _socket;
     private readonly Stream _stream;
     private readonly ConcurrentQueue<TaskCompletionSource<SsmpResponse>?> _pending = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -26,7 +26,7 @@ internal sealed class ClientSession : IThreadPoolWorkItem
     private TaskCompletionSource? _drained;
     private long _lastReceived;
 
-    private ClientSession(Socket socket, Stream stream, TimeProvider time, int maxBuffered)
+    private ClientSession(Socket? socket, Stream stream, TimeProvider time, int maxBuffered)
     {
         _socket = socket;
         _stream = stream;
@@ -46,25 +46,48 @@ internal sealed class ClientSession : IThreadPoolWorkItem
 
     public long LastReceived => Volatile.Read(ref _lastReceived);
 
+    /// <summary>
+    /// Opens the transport — a TCP connection to Host:Port, or <see cref="SsmpClientOptions.ConnectStream"/>'s stream —
+    /// and, with <see cref="SsmpClientOptions.Tls"/>, runs the TLS handshake on it.
+    /// </summary>
     public static async Task<ClientSession> ConnectAsync(SsmpClientOptions options, CancellationToken cancellationToken)
     {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        Socket? socket = null;
+        Stream stream;
+        if (options.ConnectStream is { } connect)
+        {
+            stream = await connect(cancellationToken)
+                ?? throw new InvalidOperationException($"{nameof(SsmpClientOptions.ConnectStream)} returned no stream.");
+        }
+        else
+        {
+            socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            try
+            {
+                await socket.ConnectAsync(options.Host, options.Port, cancellationToken);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+            stream = new NetworkStream(socket, ownsSocket: true);
+        }
         try
         {
-            await socket.ConnectAsync(options.Host, options.Port, cancellationToken);
-            Stream stream = new NetworkStream(socket, ownsSocket: true);
             if (options.Tls is { } tls)
             {
                 var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
+                stream = ssl;
                 var tlsOptions = tls.TargetHost is null ? CopyWithHost(tls, options.Host) : tls;
                 await ssl.AuthenticateAsClientAsync(tlsOptions, cancellationToken);
-                stream = ssl;
             }
             return new ClientSession(socket, stream, options.TimeProvider, options.MaxBufferedBytes);
         }
         catch
         {
-            socket.Dispose();
+            // Disposes the transport below it too (and the socket, which the network stream owns).
+            await stream.DisposeAsync();
             throw;
         }
     }
@@ -75,6 +98,10 @@ internal sealed class ClientSession : IThreadPoolWorkItem
         ClientCertificates = tls.ClientCertificates,
         ClientCertificateContext = tls.ClientCertificateContext,
         RemoteCertificateValidationCallback = tls.RemoteCertificateValidationCallback,
+        LocalCertificateSelectionCallback = tls.LocalCertificateSelectionCallback,
+        ApplicationProtocols = tls.ApplicationProtocols,
+        AllowRenegotiation = tls.AllowRenegotiation,
+        AllowTlsResume = tls.AllowTlsResume,
         EnabledSslProtocols = tls.EnabledSslProtocols,
         CertificateRevocationCheckMode = tls.CertificateRevocationCheckMode,
         CertificateChainPolicy = tls.CertificateChainPolicy,
@@ -181,6 +208,8 @@ internal sealed class ClientSession : IThreadPoolWorkItem
                     return;
                 }
                 await _stream.WriteAsync(batch.AsMemory());
+                // Free on a socket; a stream from ConnectStream may hold bytes back until told.
+                await _stream.FlushAsync();
                 lock (Out.Sync)
                 {
                     _inFlight = 0;
@@ -279,7 +308,7 @@ internal sealed class ClientSession : IThreadPoolWorkItem
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
         {
         }
-        _socket.Dispose();
+        _socket?.Dispose();
         TaskCompletionSource? drained;
         lock (Out.Sync)
         {

@@ -42,8 +42,19 @@ public sealed class SsmpClientOptions
     /// <summary>The name of the broker (its <c>--name</c>) that <see cref="Key"/> credentials are signed for.</summary>
     public string ServerName { get; set; } = Broker.SsmpBrokerOptions.DefaultServerName;
 
-    /// <summary>Connect with TLS using these options when set.</summary>
+    /// <summary>
+    /// Connect with TLS using these options when set; on top of <see cref="ConnectStream"/>'s stream when that is set
+    /// too. A null <c>TargetHost</c> means <see cref="Host"/>. <see cref="SsmpTlsPinning"/> makes options that accept a
+    /// broker by its certificate's key fingerprint.
+    /// </summary>
     public SslClientAuthenticationOptions? Tls { get; set; }
+
+    /// <summary>
+    /// Opens the byte stream to the broker instead of a TCP connection to <see cref="Host"/>:<see cref="Port"/> (for a
+    /// broker reached through something else, such as neighbours that relay the bytes). Called at every connect,
+    /// including each reconnect; the session owns the stream it returns and disposes it when the connection ends.
+    /// </summary>
+    public Func<CancellationToken, ValueTask<Stream>>? ConnectStream { get; set; }
 
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
@@ -81,7 +92,11 @@ public sealed class SsmpClientOptions
 
     public ILoggerFactory? LoggerFactory { get; set; }
 
-    /// <summary>A copy, so that a client is not affected by later changes to the options it was given.</summary>
+    /// <summary>
+    /// A copy, so that a client is not affected by later changes to the options it was given. Every property is
+    /// copied (shallowly: the copy shares <see cref="Tls"/>, <see cref="ConnectStream"/>, <see cref="Key"/> and the
+    /// other objects).
+    /// </summary>
     public SsmpClientOptions Clone() => (SsmpClientOptions)MemberwiseClone();
 
     public void Validate()
