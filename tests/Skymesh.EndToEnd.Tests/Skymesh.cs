@@ -13,18 +13,23 @@ public sealed partial class Skymesh : IAsyncDisposable
     private readonly StringBuilder _all = new();
     private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private Skymesh(string[] arguments)
+    private Skymesh(string[] arguments, string? netns = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "skymesh.dll");
-        var info = new ProcessStartInfo("dotnet")
+        // Inside a network namespace through `ip netns exec`, which execs the program: the process is still skymesh itself.
+        var info = new ProcessStartInfo(netns is null ? "dotnet" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        foreach (var a in netns is null ? [] : (string[])["netns", "exec", netns, "dotnet"])
+            info.ArgumentList.Add(a);
         info.ArgumentList.Add(dll);
         foreach (var a in arguments)
             info.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+            info.Environment[name] = value;
         _process = new Process { StartInfo = info, EnableRaisingEvents = true };
         _process.OutputDataReceived += (_, e) => OnLine(e.Data, _process.HasExited);
         _process.ErrorDataReceived += (_, e) => OnLine(e.Data, false);
@@ -45,12 +50,27 @@ public sealed partial class Skymesh : IAsyncDisposable
 
     public int Pid => _process.Id;
 
+    /// <summary>True once the process has ended.</summary>
+    public bool HasExited => _exited.Task.IsCompleted;
+
     public static Skymesh Start(params string[] arguments) => new(arguments);
 
+    /// <summary>
+    /// Starts skymesh inside the network namespace <paramref name="netns"/> (<c>ip netns exec</c>; needs root), with
+    /// <paramref name="environment"/> added to this process's environment.
+    /// </summary>
+    public static Skymesh StartIn(string netns, IReadOnlyDictionary<string, string>? environment, params string[] arguments) => new(arguments, netns, environment);
+
     /// <summary>Runs a command to its end and returns its exit code and everything it printed.</summary>
-    public static async Task<(int Code, string Output)> RunAsync(params string[] arguments)
+    public static Task<(int Code, string Output)> RunAsync(params string[] arguments) => RunToEndAsync(new Skymesh(arguments));
+
+    /// <summary>Runs a command to its end inside the network namespace <paramref name="netns"/> (see <see cref="StartIn"/>).</summary>
+    public static Task<(int Code, string Output)> RunInAsync(string netns, IReadOnlyDictionary<string, string>? environment, params string[] arguments) =>
+        RunToEndAsync(new Skymesh(arguments, netns, environment));
+
+    private static async Task<(int Code, string Output)> RunToEndAsync(Skymesh started)
     {
-        await using var run = new Skymesh(arguments);
+        await using var run = started;
         var code = await run.WaitForExitAsync(TimeSpan.FromSeconds(60));
         return (code, run.Output);
     }
