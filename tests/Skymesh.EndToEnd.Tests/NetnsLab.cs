@@ -54,15 +54,7 @@ public sealed class NetnsLab : IAsyncDisposable
         try
         {
             foreach (var name in names)
-            {
-                var ns = lab.Namespace(name);
-                await IpAsync(cancellationToken, "netns", "add", ns);
-                lab._namespaces.Add(ns);
-                await IpAsync(cancellationToken, "-n", ns, "link", "set", "lo", "up");
-                // A new namespace starts with forwarding off; make sure of it (a host may have new namespaces inherit its own).
-                if (await ReadForwardingAsync(ns, cancellationToken) != "0")
-                    await RunCheckedAsync(cancellationToken, "ip", "netns", "exec", ns, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward");
-            }
+                await lab.AddNamespaceAsync(name, cancellationToken);
             return lab;
         }
         catch
@@ -71,6 +63,34 @@ public sealed class NetnsLab : IAsyncDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Adds a namespace to the lab after its creation, as <see cref="CreateAsync"/> makes them (loopback up, forwarding
+    /// off); deleted on dispose like the others.
+    /// </summary>
+    public async Task AddNamespaceAsync(string name, CancellationToken cancellationToken)
+    {
+        var ns = Namespace(name);
+        lock (_namespaces)
+        {
+            if (_namespaces.Contains(ns))
+                throw new InvalidOperationException($"the lab already has a namespace {name}");
+        }
+        await IpAsync(cancellationToken, "netns", "add", ns);
+        lock (_namespaces)
+            _namespaces.Add(ns);
+        await IpAsync(cancellationToken, "-n", ns, "link", "set", "lo", "up");
+        // A new namespace starts with forwarding off; make sure of it (a host may have new namespaces inherit its own).
+        if (await ReadForwardingAsync(ns, cancellationToken) != "0")
+            await RunCheckedAsync(cancellationToken, "ip", "netns", "exec", ns, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward");
+    }
+
+    /// <summary>Runs <c>ip -n &lt;namespace&gt; <paramref name="arguments"/></c> in the lab's namespace <paramref name="ns"/>; fails when it exits non-zero.</summary>
+    public Task<string> IpInAsync(string ns, CancellationToken cancellationToken, params string[] arguments) => IpAsync(cancellationToken, ["-n", Namespace(ns), .. arguments]);
+
+    /// <summary>Runs a short command to its end inside the lab's namespace <paramref name="ns"/> and returns its output; fails when it exits non-zero.</summary>
+    public Task<string> ExecCheckedAsync(string ns, CancellationToken cancellationToken, string program, params string[] arguments) =>
+        RunCheckedAsync(cancellationToken, "ip", ["netns", "exec", Namespace(ns), program, .. arguments]);
 
     /// <summary>The lab's namespace <paramref name="name"/>'s <c>net.ipv4.ip_forward</c>: "0" when it forwards nothing between its interfaces.</summary>
     public Task<string> ForwardingAsync(string name, CancellationToken cancellationToken) => ReadForwardingAsync(Namespace(name), cancellationToken);
@@ -172,7 +192,10 @@ public sealed class NetnsLab : IAsyncDisposable
                 failures.Add(e);
             }
         }
-        foreach (var ns in _namespaces)
+        List<string> namespaces;
+        lock (_namespaces)
+            namespaces = [.. _namespaces];
+        foreach (var ns in namespaces)
         {
             try
             {
