@@ -12,6 +12,8 @@ command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/bin/systemd-analyze ] || need_apt+=(systemd)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+# The NAT lab of the end-to-end tests: home routers made with iptables (MASQUERADE) in network namespaces.
+{ command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ]; } || need_apt+=(iptables)
 # The dashboard's tests drive Debian's chromium headless (through Playwright; never a browser it downloads).
 { [ -x /usr/bin/chromium ] || [ -n "${SKYMESH_CHROMIUM:-}" ]; } || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then

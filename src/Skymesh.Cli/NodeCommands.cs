@@ -209,6 +209,20 @@ internal static partial class NodeCommands
             Console.WriteLine($"forwarded   {status.Forwarded:N0} messages, delivered {status.Delivered:N0}, dropped {status.ForwardDrops:N0}, bad frames {status.BadFrames:N0}, unknown labels {status.UnknownLabels:N0}");
             Console.WriteLine($"exits       {(status.Exits.Count == 0 ? "none" : string.Join(", ", status.Exits))}");
             Console.WriteLine($"control     {(status.Broker is null ? "none" : $"{status.Control}, broker {status.Broker}{(status.ControlError is { } error ? $" (last error: {error})" : "")}")}");
+            if (status.Bus is { Mode: "via-neighbours" } bus)
+                Console.WriteLine($"bus route   {(bus.Via is null ? "no neighbour found yet" + (bus.Problem is { } problem ? $" ({problem})" : "") : $"through neighbour {bus.Via}, {bus.Hops} relay{(bus.Hops == 1 ? "" : "s")} from the broker")}; broker key {bus.BrokerPin ?? "not pinned yet"}");
+            else if (status.Bus is not null)
+                Console.WriteLine("bus route   direct");
+            if (status.Nat is { Reflexive: { } reflexive } nat)
+                Console.WriteLine($"nat         seen at {reflexive} by {nat.Observers} neighbour{(nat.Observers == 1 ? "" : "s")}: {nat.Type switch
+                {
+                    "none" => "no NAT",
+                    "endpoint-independent" => "a NAT that keeps one mapping for every destination (hole punching works)",
+                    "symmetric" => "a symmetric NAT (a new mapping per destination: links to others behind NATs go through relays)",
+                    _ => "NAT type not known yet (it takes two neighbours at different addresses)",
+                }}");
+            if (status.Relay is { TunnelsOpened: > 0 } relay)
+                Console.WriteLine($"bus relay   {relay.TunnelsOpen} tunnel{(relay.TunnelsOpen == 1 ? "" : "s")} open for neighbours ({relay.TunnelsOpened} opened, {relay.TunnelsRefused} refused), {relay.BytesUp:N0} bytes up, {relay.BytesDown:N0} down");
             return 0;
         });
         return command;
@@ -223,26 +237,29 @@ internal static partial class NodeCommands
             var links = await client.LinksAsync(cancellationToken);
             if (Print(parse, links))
                 return 0;
-            Table(["LINK", "PEER", "REMOTE", "STATE", "ENC", "RTT", "LOSS", "FRAMES OUT/IN", "BYTES OUT/IN"],
+            Table(["LINK", "PEER", "REMOTE", "STATE", "HOW", "ENC", "RTT", "LOSS", "FRAMES OUT/IN", "BYTES OUT/IN"],
                 links.Select(l => new[]
                 {
-                    l.Id.ToString(CultureInfo.InvariantCulture), Short(l.Peer), l.Remote, l.State.ToString().ToLowerInvariant(), l.Encrypted ? "yes" : "no",
+                    l.Id.ToString(CultureInfo.InvariantCulture), Short(l.Peer), l.Remote, l.State.ToString().ToLowerInvariant(), l.How ?? "-", l.Encrypted ? "yes" : "no",
                     l.Rtt is { } rtt ? $"{rtt.TotalMilliseconds:0.00} ms" : "-", $"{l.Loss:P1}", $"{l.FramesSent:N0}/{l.FramesReceived:N0}", $"{l.BytesSent:N0}/{l.BytesReceived:N0}",
                 }));
             return 0;
         });
 
-        var endpoint = new Argument<string>("endpoint") { Description = "The neighbour's interface address, host:port." };
+        var endpoint = new Argument<string>("endpoint") { Description = "The neighbour's interface address, host:port; or its node address alone, to link through NATs by hole punching (the control bus is the rendezvous)." };
         var peer = new Option<string?>("--peer") { Description = "The neighbour's node address: the link is refused if another node answers." };
         var nic = new Option<string?>("--interface") { Description = "Which of this node's interfaces to use (default: the first)." };
         var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, Token, DataDir, endpoint, peer, nic, Json };
         add.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
-            var link = await client.ConnectAsync(parse.GetValue(nic), parse.GetValue(endpoint)!, parse.GetValue(peer), cancellationToken);
+            var target = parse.GetValue(endpoint)!;
+            var link = Skymesh.Identity.NodeAddress.TryParse(target, out _)
+                ? await client.ConnectAsync(parse.GetValue(nic), null, target, cancellationToken)
+                : await client.ConnectAsync(parse.GetValue(nic), target, parse.GetValue(peer), cancellationToken);
             if (Print(parse, link))
                 return 0;
-            Console.WriteLine($"link {link.Id} up to {link.Peer} at {link.Remote} (encrypted: {(link.Encrypted ? "yes" : "no")})");
+            Console.WriteLine($"link {link.Id} up to {link.Peer} at {link.Remote}{(link.How == "punched" ? ", through NATs by hole punching" : "")} (encrypted: {(link.Encrypted ? "yes" : "no")})");
             return 0;
         });
         command.Subcommands.Add(add);

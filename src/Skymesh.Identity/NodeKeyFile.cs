@@ -28,9 +28,6 @@ public static class NodeKeyFile
 
     private const UnixFileMode OwnerReadWrite = UnixFileMode.UserRead | UnixFileMode.UserWrite;
     private const UnixFileMode OwnerOnlyDirectory = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
-    private const UnixFileMode GroupOrOthers =
-        UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute |
-        UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
 
     private const string CorruptAdvice =
         "The file is corrupt: restore it from a backup (deleting it gives this node a new identity and address).";
@@ -95,54 +92,9 @@ public static class NodeKeyFile
     private static NodeKeyFileException Fail(string path, string problem, Exception? inner = null) =>
         new(path, $"Node key file '{path}' {problem}", inner);
 
-    private static byte[] ReadOwnerOnlyFile(string path)
-    {
-        if (Directory.Exists(path))
-            throw Fail(path, "is a directory, not a file.");
-        try
-        {
-            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-            // Checked on the open handle, so the mode is that of the very file being read.
-            if (!OperatingSystem.IsWindows())
-            {
-                var mode = File.GetUnixFileMode(handle);
-                if ((mode & GroupOrOthers) != 0)
-                    throw Fail(path,
-                        $"can be accessed by group or others (mode {Convert.ToString((int)mode, 8).PadLeft(4, '0')}), so its secret may have leaked. " +
-                        $"A node key must be readable by its owner only; fix it with: chmod 600 '{path}'");
-            }
-            var length = RandomAccess.GetLength(handle);
-            if (length > MaxFileLength)
-                throw Fail(path, $"is {length:N0} bytes long, far more than a node key file; it is not a Skymesh node key.");
-            return ReadAll(handle, (int)length);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw Fail(path, "does not exist.", e);
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            throw Fail(path, $"cannot be read: {e.Message}", e);
-        }
-        catch (IOException e)
-        {
-            throw Fail(path, $"cannot be read: {e.Message}", e);
-        }
-    }
-
-    private static byte[] ReadAll(SafeFileHandle handle, int length)
-    {
-        var content = new byte[length];
-        var read = 0;
-        while (read < length)
-        {
-            var n = RandomAccess.Read(handle, content.AsSpan(read), read);
-            if (n == 0)
-                break;
-            read += n;
-        }
-        return read == length ? content : content[..read];
-    }
+    private static byte[] ReadOwnerOnlyFile(string path) =>
+        OwnerOnlyFile.Read(path, MaxFileLength, "its secret", "A node key", "far more than a node key file; it is not a Skymesh node key",
+            (problem, inner) => Fail(path, problem, inner));
 
     private static NodeKey Parse(string path, byte[] content)
     {

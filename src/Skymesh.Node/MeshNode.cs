@@ -117,6 +117,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
                 Switch.Disconnect(link, "blocked by the node's owner");
         };
         Switch.LinkDown += OnLinkDown;
+        Channels = new Control.LinkChannels(Switch, time, loggerFactory);
+        BusRelay = new Control.BusRelay(this, options.BusRelay, loggerFactory);
+        Nat = new Control.NatTraversal(this, loggerFactory);
         Switch.HandshakeRefused += why => Events.Append(Node.Events.NodeEventKind.HandshakeRefused, why);
     }
 
@@ -164,6 +167,15 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     /// <summary>LAN discovery, when node.json enables it.</summary>
     public Discovery.BeaconService? Beacons { get; private set; }
+
+    /// <summary>Every link's link-local channel, and the services offered on it.</summary>
+    public Control.LinkChannels Channels { get; }
+
+    /// <summary>Relays the control bus for neighbours that reach it only through this node.</summary>
+    public Control.BusRelay BusRelay { get; }
+
+    /// <summary>This node's reflexive address and NAT type, and links made through NATs by hole punching.</summary>
+    public Control.NatTraversal Nat { get; }
 
     /// <summary>
     /// Asked (on the thread that took the link down; it must not block) whether a path end whose link went down
@@ -317,14 +329,16 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     // ---- Labels ------------------------------------------------------------------------------------------
 
+    private const string LabelsFromTwo = "label 0 is each link's own (control messages) and 1 its link-local channel; paths use labels from 2";
+
     /// <summary>Reserves a label on a link for a path being installed (it expires unless given an action).</summary>
     public uint ReserveLabel(Link link) => Switch.Labels.Reserve(link.Id);
 
     /// <summary>Installs a forwarding entry: messages arriving on <paramref name="inLink"/> with <paramref name="inLabel"/> go out on <paramref name="outLink"/> with <paramref name="outLabel"/>.</summary>
     public void InstallForward(Link inLink, uint inLabel, Link outLink, uint outLabel, bool billable = true)
     {
-        if (inLabel == 0 || outLabel == 0)
-            throw new NodeRequestException(NodeError.Invalid, "label 0 is each link's own (control messages); paths use labels from 1");
+        if (inLabel < LabelTable.FirstPathLabel || outLabel < LabelTable.FirstPathLabel)
+            throw new NodeRequestException(NodeError.Invalid, LabelsFromTwo);
         if (inLink.Id == outLink.Id)
             throw new NodeRequestException(NodeError.Invalid, "a path cannot be forwarded back onto the link it came from");
         EnsureFree(inLink, inLabel);
@@ -363,14 +377,14 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             throw new NodeRequestException(NodeError.Invalid, "a path nonce is 32 bytes (64 hex digits)");
         if (spec.Peer == Address)
             throw new NodeRequestException(NodeError.Invalid, "a path leads to another node, not to this one");
-        if (spec.OutLabel == 0)
-            throw new NodeRequestException(NodeError.Invalid, "outLabel must be 1 or more");
+        if (spec.OutLabel < LabelTable.FirstPathLabel)
+            throw new NodeRequestException(NodeError.Invalid, "outLabel: " + LabelsFromTwo);
         var link = FindLink(spec.Via) ?? throw new NodeRequestException(NodeError.NotFound, $"no link to {spec.Via} is up");
         var inLabel = spec.InLabel ?? ReserveLabel(link);
         if (spec.InLabel is { } given)
         {
-            if (given == 0)
-                throw new NodeRequestException(NodeError.Invalid, "inLabel must be 1 or more");
+            if (given < LabelTable.FirstPathLabel)
+                throw new NodeRequestException(NodeError.Invalid, "inLabel: " + LabelsFromTwo);
             EnsureFree(link, given);
         }
         var channel = new LinkPathChannel(link, spec.OutLabel) { Billable = spec.Peer != spec.Via };
@@ -639,6 +653,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         await Task.WhenAll(_peerLoops);
         if (Beacons is not null)
             await Beacons.DisposeAsync();
+        await Channels.DisposeAsync();
         await Switch.DisposeAsync();
         Key.Dispose();
         _stop.Dispose();

@@ -15,6 +15,7 @@ using Skymesh.Mesh.Apps;
 using Skymesh.Mesh.Forwarding;
 using Skymesh.Mesh.Links;
 using Skymesh.Mesh.Paths;
+using Skymesh.Node.Control;
 
 namespace Skymesh.Node;
 
@@ -356,8 +357,14 @@ public sealed partial class NodeApi : IAsyncDisposable
         _app.MapPost("/api/links", async (HttpContext context) =>
         {
             var request = await Read<LinkRequest>(context);
-            var remote = NodeOptions.ParseEndPoint(request.Endpoint ?? throw Missing("endpoint"), "\"endpoint\"");
             NodeAddress? expected = request.Peer is null ? null : ParseAddress(request.Peer, "peer");
+            // A node with no address given: through the NATs, by hole punching with the control bus as the rendezvous.
+            if (request.Endpoint is null && expected is { } punchTo)
+            {
+                var punched = await node.Nat.PunchAsync(punchTo, context.RequestAborted);
+                return Results.Json(punched.Info() with { How = node.Nat.HowMade(punched) ?? "dialled" }, Json);
+            }
+            var remote = NodeOptions.ParseEndPoint(request.Endpoint ?? throw Missing("endpoint (or peer, to link through NATs)"), "\"endpoint\"");
             var nic = request.Interface ?? node.Interfaces.Keys.First();
             var link = await node.ConnectAsync(nic, remote, expected, context.RequestAborted);
             return Results.Json(link.Info(), Json);
@@ -675,7 +682,23 @@ public sealed record ApiProblem(string Title, int Status, string Detail);
 public sealed record NodeStatus(
     string Address, DateTimeOffset Started, IReadOnlyList<string> Interfaces, int Links, int Paths, int Labels,
     long Forwarded, long Delivered, long ForwardDrops, long BadFrames, long UnknownLabels, IReadOnlyList<string> Exits, string? Broker,
-    string Control = "none", string? ControlError = null);
+    string Control = "none", string? ControlError = null)
+{
+    /// <summary>How this node reaches the control bus: null without one.</summary>
+    public BusRoute? Bus { get; init; }
+
+    /// <summary>What this node relays of the control bus for its neighbours.</summary>
+    public BusRelayCounters? Relay { get; init; }
+
+    /// <summary>This node's address as neighbours see it, and the kind of NAT in front of it.</summary>
+    public NatInfo? Nat { get; init; }
+}
+
+/// <summary>
+/// How a node reaches the control bus: <c>direct</c> (over IP to the broker) or <c>via-neighbours</c>; for the latter the
+/// neighbour its tunnel goes through, the relays between it and the broker, and the broker key it trusts.
+/// </summary>
+public sealed record BusRoute(string Mode, string? Via, int? Hops, string? BrokerPin, string? Problem);
 
 public sealed record InterfaceInfo(string Name, string Local, int Mtu, long FramesSent, long FramesReceived, long BytesSent, long BytesReceived, long SendDrops, long ReceiveDrops)
 {

@@ -131,7 +131,8 @@ public sealed class NodeApiClient : IDisposable
     public Task<PingReply> PingAsync(string to, int size = 64, int timeoutMs = 2000, CancellationToken cancellationToken = default) =>
         PostAsync<PingReply>("api/ping", new PingRequest(to, size, timeoutMs), cancellationToken);
 
-    public Task<LinkInfo> ConnectAsync(string? nic, string endpoint, string? peer, CancellationToken cancellationToken = default) =>
+    /// <summary>Links to a neighbour at <paramref name="endpoint"/>; with none, to <paramref name="peer"/> through NATs by hole punching.</summary>
+    public Task<LinkInfo> ConnectAsync(string? nic, string? endpoint, string? peer, CancellationToken cancellationToken = default) =>
         PostAsync<LinkInfo>("api/links", new LinkRequest(nic, endpoint, peer), cancellationToken);
 
     /// <summary>Asks the node's control plane for a path to <paramref name="to"/> and sets it up.</summary>

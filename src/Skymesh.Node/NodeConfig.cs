@@ -22,6 +22,12 @@ public sealed class NodeConfigFile
     /// <summary>The broker's name, which the node's `key` login signs (default "skymesh", as `skymesh broker --name`).</summary>
     public string? BrokerName { get; set; }
 
+    /// <summary>With "broker": "via-neighbours": the fingerprint of the broker's TLS key (sha256:…) the node trusts; default the first it meets.</summary>
+    public string? BrokerPin { get; set; }
+
+    /// <summary>What this node relays of the control bus for neighbours that reach it through it.</summary>
+    public BusRelayConfig? BusRelay { get; set; }
+
     /// <summary>A dedicated route finder's node address; without one the node keeps the whole graph itself.</summary>
     public string? Finder { get; set; }
 
@@ -79,6 +85,18 @@ public sealed class NodeConfigFile
 
     /// <summary>An exchange service the node trades on as its own account (the dashboard's Exchange page); none unless given.</summary>
     public ExchangeConfig? Exchange { get; set; }
+}
+
+public sealed class BusRelayConfig
+{
+    /// <summary>Relay the control bus for neighbours (default true).</summary>
+    public bool? Enabled { get; set; }
+
+    /// <summary>Tunnels one neighbour may hold through this node at once (default 64).</summary>
+    public int? MaxTunnelsPerNeighbour { get; set; }
+
+    /// <summary>Bytes a second relayed for one neighbour (default 1 MiB).</summary>
+    public int? BytesPerSecondPerNeighbour { get; set; }
 }
 
 public sealed class ExchangeConfig
@@ -270,6 +288,14 @@ public sealed record NodeOptions
 
     public string BrokerName { get; init; } = Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName;
 
+    /// <summary>The node reaches the control bus only through its neighbours (<c>"broker": "via-neighbours"</c>).</summary>
+    public bool BusViaNeighbours => Broker == Control.MeshBusConnector.Setting;
+
+    /// <summary>The broker key fingerprint a node on the bus through neighbours trusts; null: the first it meets.</summary>
+    public string? BrokerPin { get; init; }
+
+    public Control.BusRelayOptions BusRelay { get; init; } = new();
+
     /// <summary>The dedicated route finder paths come from; null when the node finds its own.</summary>
     public NodeAddress? Finder { get; init; }
 
@@ -402,8 +428,12 @@ public sealed record NodeOptions
         if (File.Exists(dataDir))
             throw new NodeConfigException("$.dataDir", $"\"{dataDir}\" is a file; the data directory (key, token, ledger) must be a directory");
         var api = file.Api is null ? new IPEndPoint(IPAddress.Loopback, DefaultApiPort) : ParseEndPoint(file.Api, "$.api");
-        if (file.Broker is not null && NatsServers(file.Broker) is null && !ServiceWire.TryParseTarget(file.Broker, out _, out _))
-            throw new NodeConfigException("$.broker", $"\"{file.Broker}\" is neither host:port (an SSMP broker) nor nats://host:port[,nats://host:port…] (a NATS cluster)");
+        if (file.Broker is not null && file.Broker != Control.MeshBusConnector.Setting && NatsServers(file.Broker) is null && !ServiceWire.TryParseTarget(file.Broker, out _, out _))
+            throw new NodeConfigException("$.broker", $"\"{file.Broker}\" is neither host:port (an SSMP broker), nats://host:port[,nats://host:port…] (a NATS cluster) nor via-neighbours (the control bus through this node's neighbours)");
+        if (file.BrokerPin is { } pin && !Skymesh.Ssmp.Broker.BrokerCertificate.IsFingerprint(pin.ToLowerInvariant()))
+            throw new NodeConfigException("$.brokerPin", $"\"{pin}\" is not a key fingerprint: sha256: and 64 hex digits, as `skymesh broker` prints it");
+        if (file.BrokerPin is not null && file.Broker != Control.MeshBusConnector.Setting)
+            throw new NodeConfigException("$.brokerPin", "is for a node that reaches the broker through its neighbours (\"broker\": \"via-neighbours\")");
 
         var interfaces = new List<InterfaceOptions>();
         if (file.Interfaces is null || file.Interfaces.Count == 0)
@@ -509,6 +539,17 @@ public sealed record NodeOptions
             Api = api,
             Broker = file.Broker,
             BrokerName = file.BrokerName ?? Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName,
+            BrokerPin = file.BrokerPin?.ToLowerInvariant(),
+            BusRelay = new Control.BusRelayOptions
+            {
+                Enabled = file.BusRelay?.Enabled ?? true,
+                MaxTunnelsPerNeighbour = file.BusRelay?.MaxTunnelsPerNeighbour is { } tunnels
+                    ? (tunnels is < 1 or > 100_000 ? throw new NodeConfigException("$.busRelay.maxTunnelsPerNeighbour", $"{tunnels} is not a number of tunnels from 1 to 100000") : tunnels)
+                    : 64,
+                BytesPerSecondPerNeighbour = file.BusRelay?.BytesPerSecondPerNeighbour is { } rate
+                    ? (rate < 1024 ? throw new NodeConfigException("$.busRelay.bytesPerSecondPerNeighbour", $"{rate} is below 1024 bytes a second") : rate)
+                    : 1 << 20,
+            },
             Finder = finder,
             Encrypt = file.Encrypt ?? true,
             LinkRecovery = file.LinkRecovery ?? true,

@@ -26,6 +26,23 @@ public static class NodeMetrics
                 w.Sample("skymesh_control_dropped_events_total", "", bus.DroppedEvents);
             }
         }
+        var relay = node.BusRelay.Counters();
+        w.Family("skymesh_bus_relay_tunnels", "gauge", "Tunnels to the control bus this node relays for neighbours now.");
+        w.Sample("skymesh_bus_relay_tunnels", "", relay.TunnelsOpen);
+        w.Family("skymesh_bus_relay_tunnels_total", "counter", "Tunnels to the control bus neighbours asked this node for, by result.");
+        w.Sample("skymesh_bus_relay_tunnels_total", "result=\"opened\"", relay.TunnelsOpened);
+        w.Sample("skymesh_bus_relay_tunnels_total", "result=\"refused\"", relay.TunnelsRefused);
+        w.Sample("skymesh_bus_relay_tunnels_total", "result=\"failed\"", relay.TunnelsFailed);
+        w.Family("skymesh_bus_relay_bytes_total", "counter", "Control-bus bytes relayed for neighbours, by neighbour and direction (up: towards the broker).");
+        foreach (var n in relay.Neighbours)
+        {
+            w.Sample("skymesh_bus_relay_bytes_total", $"neighbour=\"{n.Neighbour}\",direction=\"up\"", n.BytesUp);
+            w.Sample("skymesh_bus_relay_bytes_total", $"neighbour=\"{n.Neighbour}\",direction=\"down\"", n.BytesDown);
+        }
+        w.Family("skymesh_bus_relay_throttled_total", "counter", "Times relayed control traffic waited because a neighbour used its bytes-per-second budget.");
+        w.Sample("skymesh_bus_relay_throttled_total", "", relay.ThrottledWaits);
+        w.Family("skymesh_link_channel_refused_total", "counter", "Streams on link-local channels refused: no such service, or a malformed header.");
+        w.Sample("skymesh_link_channel_refused_total", "", node.Channels.Refused);
         var sw = node.Switch;
         w.Family("skymesh_forwarded_messages_total", "counter", "Messages switched from one link to another.");
         w.Sample("skymesh_forwarded_messages_total", "", sw.Forwarded);

@@ -26,13 +26,20 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
         Node.Address.ToString(), Node.Started, [.. Node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}")],
         Node.Switch.Links.Count(l => l.State == LinkState.Up), Node.Paths.Count, Node.Switch.Labels.List().Count,
         Node.Switch.Forwarded, Node.Switch.Delivered, Node.Switch.ForwardDrops, Node.Switch.BadFrames, Node.Switch.Labels.UnknownLabels,
-        Node.Options.Exits.Rules, Node.Options.Broker ?? (Control is null ? null : Control.Broker), Control?.State ?? "none", Control?.LastError);
+        Node.Options.Exits.Rules, Node.Options.Broker ?? (Control is null ? null : Control.Broker), Control?.State ?? "none", Control?.LastError)
+    {
+        Bus = Control is null ? null : Control.Connector is Control.MeshBusConnector mesh
+            ? new BusRoute("via-neighbours", mesh.Via?.ToString(), mesh.Hops, mesh.Pin, mesh.LastProblem)
+            : new BusRoute("direct", null, 0, null, null),
+        Relay = Node.BusRelay.Counters(),
+        Nat = Node.Nat.Info(),
+    };
 
     public IReadOnlyList<InterfaceInfo> Interfaces() => [.. Node.Interfaces.Values.Select(i => new InterfaceInfo(
         i.Name, i.LocalEndPoint.ToString() ?? "", i.Mtu, i.Counters.FramesSent, i.Counters.FramesReceived,
         i.Counters.BytesSent, i.Counters.BytesReceived, i.Counters.SendDrops, i.Counters.ReceiveDrops) { Up = Node.Switch.IsInterfaceUp(i) })];
 
-    public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info())];
+    public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info() with { How = Node.Nat.HowMade(l) ?? (l.IsInitiator ? "dialled" : "answered") })];
 
     /// <summary>The label table: installed entries, then labels reserved for a path being set up (they expire unless installed).</summary>
     public IReadOnlyList<LabelEntry> Labels() =>

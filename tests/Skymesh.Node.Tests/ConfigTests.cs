@@ -64,6 +64,11 @@ public class ConfigTests
 
     [Theory]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peer": [] }""", "$.peer", "not a node setting")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "broker": "via-neighbours", "brokerPin": "abc" }""", "$.brokerPin", "not a key fingerprint")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "broker": "127.0.0.1:8787", "brokerPin": "sha256:0000000000000000000000000000000000000000000000000000000000000000" }""", "$.brokerPin", "through its neighbours")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "broker": "via-neighbour" }""", "$.broker", "via-neighbours")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "busRelay": { "maxTunnelsPerNeighbour": 0 } }""", "$.busRelay.maxTunnelsPerNeighbour", "from 1 to 100000")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "busRelay": { "bytesPerSecondPerNeighbour": 10 } }""", "$.busRelay.bytesPerSecondPerNeighbour", "below 1024")]
     [InlineData("""{ "interfaces": [] }""", "$.interfaces", "at least one interface")]
     [InlineData("""{ }""", "$.interfaces", "at least one interface")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "localhost" } ] }""", "$.interfaces[0].listen", "not an address:port")]

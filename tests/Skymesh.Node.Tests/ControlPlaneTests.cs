@@ -12,16 +12,22 @@ public abstract class MeshWithBroker : IAsyncDisposable
 {
     protected static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
-    protected MeshWithBroker()
+    /// <param name="certificate">A TLS certificate the broker also serves (beside plaintext on the same port), for nodes that reach it through neighbours.</param>
+    protected MeshWithBroker(System.Security.Cryptography.X509Certificates.X509Certificate2? certificate = null)
     {
+        _certificate = certificate;
         Broker = StartBroker(0);
     }
 
+    private readonly System.Security.Cryptography.X509Certificates.X509Certificate2? _certificate;
+
     protected SsmpBroker Broker { get; private set; }
 
-    private static SsmpBroker StartBroker(int port)
+    private SsmpBroker StartBroker(int port)
     {
         var options = new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, port) };
+        if (_certificate is not null)
+            options.Tls = new SsmpTlsOptions { ServerCertificate = _certificate, AllowPlaintext = true };
         options.Authenticators.Add(new KeyAuthenticator());
         // People (and impostors) log in by name; node addresses stay reserved to key logins.
         options.Authenticators.Add(new OpenAuthenticator());

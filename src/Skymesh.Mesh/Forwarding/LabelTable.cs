@@ -32,6 +32,15 @@ public sealed record LabelEntryInfo(int InLink, uint InLabel, LabelAction Action
 /// </summary>
 public sealed class LabelTable
 {
+    /// <summary>
+    /// The label of a link's link-local channel (docs/control-plane.md, "Control through the mesh"): both ends know it
+    /// without asking anyone, so two neighbours can talk before either is on the control bus. Never reserved for a path.
+    /// </summary>
+    public const uint LinkChannelLabel = 1;
+
+    /// <summary>The first label <see cref="Reserve"/> hands out.</summary>
+    public const uint FirstPathLabel = 2;
+
     private readonly TimeProvider _time;
     private readonly TimeSpan _defaultLifetime;
     private readonly int _maxLabelsPerLink;
@@ -64,8 +73,8 @@ public sealed class LabelTable
         lock (_writeLock)
         {
             var entries = EntriesFor(inLink, grow: true)!;
-            // Label 0 is the link's own; search from 1 for a free slot, growing the array when full.
-            for (var label = 1; label < entries.Length; label++)
+            // Label 0 is the link's own and label 1 its link-local channel; search from 2 for a free slot, growing the array when full.
+            for (var label = (int)FirstPathLabel; label < entries.Length; label++)
             {
                 if (entries[label] is null)
                 {
@@ -73,7 +82,7 @@ public sealed class LabelTable
                     return (uint)label;
                 }
             }
-            var next = entries.Length;
+            var next = Math.Max(entries.Length, (int)FirstPathLabel);
             if (next >= _maxLabelsPerLink)
                 throw new InvalidOperationException($"Link {inLink} has all {_maxLabelsPerLink - 1} labels in use.");
             entries = Grow(inLink, next + 1);

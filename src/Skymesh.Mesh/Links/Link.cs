@@ -18,7 +18,11 @@ public sealed record LinkInfo(
     int Id, string Interface, string Remote, string? Peer, LinkState State, bool Encrypted, int Mtu,
     TimeSpan? Rtt, double Loss, long FramesSent, long FramesReceived, long MessagesSent, long MessagesReceived,
     long BytesSent, long BytesReceived, long SendDrops, string? DownReason,
-    long FramesAskedFor = 0, long FramesRecovered = 0, long FramesRetransmitted = 0, long TailProbes = 0, long FramesGivenUp = 0);
+    long FramesAskedFor = 0, long FramesRecovered = 0, long FramesRetransmitted = 0, long TailProbes = 0, long FramesGivenUp = 0)
+{
+    /// <summary>How the link was made: <c>dialled</c> (this node dialled), <c>answered</c> (the neighbour did) or <c>punched</c> (through NATs, both at once).</summary>
+    public string? How { get; init; }
+}
 
 /// <summary>
 /// A connection to one neighbour over one interface, authenticated by both identities. It batches queued
@@ -117,6 +121,11 @@ public sealed partial class Link : IThreadPoolWorkItem
 
     public bool Encrypted => _sendCipher is not null;
 
+    /// <summary>Where messages on the link-local channel's label (<see cref="Forwarding.LabelTable.LinkChannelLabel"/>) go; null: nowhere (dropped as an unknown label).</summary>
+    public IPathSink? ChannelSink { get => Volatile.Read(ref _channelSink); set => Volatile.Write(ref _channelSink, value); }
+
+    private IPathSink? _channelSink;
+
     public string? DownReason { get; private set; }
 
     /// <summary>Smoothed round-trip time from keepalives; null before the first answer.</summary>
@@ -137,6 +146,9 @@ public sealed partial class Link : IThreadPoolWorkItem
         {
             if (State == LinkState.Up)
                 return Task.FromResult(this);
+            // Down before anyone waited (a dial given up at once): say so, rather than wait for ever.
+            if (State == LinkState.Down)
+                return Task.FromException<Link>(new LinkFailedException(DownReason ?? "closed"));
             _upWaiter ??= new TaskCompletionSource<Link>(TaskCreationOptions.RunContinuationsAsynchronously);
             return _upWaiter.Task;
         }

@@ -29,6 +29,9 @@ public static class LinkHandshake
 {
     public const byte Version = 1;
     public const int IntroLength = 77;
+
+    /// <summary>Where the sender's address starts in a Hello or HelloAck (after version, options, max-frame and timestamp).</summary>
+    public const int AddressOffset = 12;
     public const int HelloLength = IntroLength + NodeKey.SignatureLength;
     public const int HelloAckLength = IntroLength + 32 + NodeKey.SignatureLength;
     public const int HelloConfirmLength = 32 + NodeKey.SignatureLength;

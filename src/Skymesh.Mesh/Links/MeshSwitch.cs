@@ -85,11 +85,13 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     private long _forwarded;
     private long _delivered;
     private long _forwardDrops;
+    private readonly byte[] _addressBytes;
 
     public MeshSwitch(NodeKey key, MeshSwitchOptions? options = null, TimeProvider? time = null, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(key);
         Key = key;
+        _addressBytes = key.Address.ToBytes();
         Options = options ?? new MeshSwitchOptions();
         Options.Validate();
         Time = time ?? TimeProvider.System;
@@ -102,6 +104,7 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     public NodeKey Key { get; }
 
     public NodeAddress Address => Key.Address;
+
 
     public MeshSwitchOptions Options { get; }
 
@@ -223,7 +226,34 @@ public sealed partial class MeshSwitch : IAsyncDisposable
             return await Background.WaitAsync(existing.WaitUpAsync(), cancellationToken);
         var link = NewLink(nic, remote, initiator: true, expectedPeer);
         link.StartHandshake();
-        return await Background.WaitAsync(link.WaitUpAsync(), cancellationToken);
+        try
+        {
+            return await Background.WaitAsync(link.WaitUpAsync(), cancellationToken);
+        }
+        catch (LinkFailedException) when (link.DownReason == CrossedDials)
+        {
+            return await AnsweredInsteadAsync(nic, remote, link, expectedPeer, cancellationToken);
+        }
+    }
+
+    /// <summary>After a dial crossed the neighbour's (<see cref="CrossedDials"/>): the link this node answers instead, once up.</summary>
+    private async Task<Link> AnsweredInsteadAsync(IMeshInterface nic, EndPoint remote, Link given, NodeAddress? expectedPeer, CancellationToken cancellationToken)
+    {
+        // The answer is made by the handshake worker; look for it for as long as a handshake may take.
+        var deadline = Time.GetTimestamp() + (long)(Options.HandshakeTimeout.TotalSeconds * Time.TimestampFrequency);
+        while (true)
+        {
+            if (_byRemote.TryGetValue((nic, remote), out var answered) && answered != given && answered.State != LinkState.Down)
+            {
+                var up = await Background.WaitAsync(answered.WaitUpAsync(), cancellationToken);
+                if (expectedPeer is { } expected && up.Peer != expected)
+                    throw new LinkFailedException($"{remote} answered as {up.Peer}, not {expected}");
+                return up;
+            }
+            if (Time.GetTimestamp() > deadline)
+                throw new LinkFailedException(CrossedDials + ", which never came");
+            await Task.Delay(TimeSpan.FromMilliseconds(20), Time, cancellationToken);
+        }
     }
 
     /// <summary>Registers a local receiver of delivered messages; its id goes into <see cref="LabelAction.Deliver"/>.</summary>
@@ -342,7 +372,9 @@ public sealed partial class MeshSwitch : IAsyncDisposable
             // worker, through cheap checks only (MeshSwitch.Handshakes.cs).
             if (!LooksLikeHello(frame))
             {
-                CountBadFrame(WireError.None);
+                // A hole-punching probe only opens its sender's NAT on the way here; it carries nothing.
+                if (!frame.SequenceEqual(PunchProbe))
+                    CountBadFrame(WireError.None);
                 return;
             }
             AdmitHello(nic, remote, frame, now);
@@ -361,8 +393,30 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         // the answer is the last thing the worker does.
         if (link.Answering && LooksLikeHello(frame))
             return;
+        // Both ends dialled each other at once (each lists the other as a peer): two handshakes crossing on one pair of
+        // sockets would each wait for the other until they time out. The end with the lower address keeps its dial (and
+        // ignores the other's Hello); the other gives its own up and answers. Which address the Hello claims is checked
+        // only by the handshake that follows, so a forged one can at most cost this dial a retry.
+        if (link.State == LinkState.Handshaking && link.IsInitiator && LooksLikeHello(frame)
+            && NodeAddress.TryFromBytes(frame.Slice(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + LinkHandshake.AddressOffset, NodeAddress.Length), out var dialling)
+            && frame.Slice(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + LinkHandshake.AddressOffset, NodeAddress.Length).SequenceCompareTo(_addressBytes) < 0
+            && (link.ExpectedPeer is null || link.ExpectedPeer == dialling))
+        {
+            TakeDown(link, CrossedDials);
+            AdmitHello(nic, remote, frame, now);
+            return;
+        }
         link.OnFrame(frame, now);
     }
+
+    /// <summary>
+    /// What a node sends to open its NAT towards a node that is dialling it through its own (docs/control-plane.md,
+    /// "Links through NAT"): not a frame (its first byte is not the frame marker), dropped without a count.
+    /// </summary>
+    public static ReadOnlySpan<byte> PunchProbe => "SKYMESH PUNCH\n"u8;
+
+    /// <summary>Why a dial was given up: the neighbour dialled at the same time, and its handshake goes on instead.</summary>
+    private const string CrossedDials = "the neighbour dialled at the same time; answering its handshake instead";
 
     private static bool LooksLikeHello(ReadOnlySpan<byte> frame) =>
         frame.Length - (MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength) is LinkHandshake.HelloLength or LinkHandshake.HelloLength + LinkHandshake.CookieLength
@@ -372,6 +426,12 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     /// <summary>The forwarding step: one table lookup, then queue on the next link or deliver here.</summary>
     internal void Switch(Link from, uint label, byte type, ReadOnlySpan<byte> payload, long now)
     {
+        // The link-local channel is the link's own, like label 0: not in the table, never forwarded.
+        if (label == LabelTable.LinkChannelLabel && from.ChannelSink is { } channel)
+        {
+            channel.OnMessage(from, label, type, payload);
+            return;
+        }
         if (!Labels.TryLookup(from.Id, label, now, out var action))
             return;
         if (action.Kind == LabelActionKind.Forward)

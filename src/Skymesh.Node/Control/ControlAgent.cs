@@ -124,10 +124,14 @@ public sealed partial class ControlAgent : IAsyncDisposable
         {
             _node.Events.Append(Events.NodeEventKind.ControlConnected, $"back on the control bus at {_bus.Describe}");
             RequestAnnouncement();
+            Rejoined?.Invoke();
         }
         else if (state == BusState.Closed && !_stop.IsCancellationRequested)
             GaveUp?.Invoke();
     }
+
+    /// <summary>Raised when the agent's bus connection is back after it was lost.</summary>
+    public event Action? Rejoined;
 
     /// <summary>Raised when the agent's bus connection closes for good (the broker refused its re-login, or dropped it).</summary>
     public event Action? GaveUp;

@@ -45,7 +45,13 @@ public sealed partial class ControlPlane : IAsyncDisposable
     }
 
     /// <summary>The broker in the node's configuration, or where the bus is when it names none.</summary>
-    public string Broker => _node.Options.Broker ?? _connector.Describe;
+    public string Broker => _connector is MeshBusConnector mesh ? mesh.Describe : _node.Options.Broker ?? _connector.Describe;
+
+    /// <summary>The connector the control plane joins the bus with.</summary>
+    public IControlBusConnector Connector => _connector;
+
+    /// <summary>Raised each time the node is on the bus again: at each login, and when its connection comes back.</summary>
+    public event Action? Joined;
 
     /// <summary>The agent while logged in; null while connecting.</summary>
     public ControlAgent? Agent => _agent;
@@ -108,8 +114,12 @@ public sealed partial class ControlPlane : IAsyncDisposable
             {
                 return;
             }
-            catch (Exception e) when (e is ControlBusException or SocketException or IOException or TimeoutException or OperationCanceledException)
+            catch (Exception e)
             {
+                // Whatever a connector throws — a bus away, a refusal, or a bug — the node keeps trying: a control plane
+                // that stopped here would leave the node off the bus for good, without a word.
+                if (e is not (ControlBusException or SocketException or IOException or TimeoutException or OperationCanceledException))
+                    Log.ConnectorFailed(_logger, Broker, e);
                 Interlocked.Increment(ref _failures);
                 var reason = e.Message;
                 // Once per change: a broker that stays away for a day does not fill the log.
@@ -131,7 +141,9 @@ public sealed partial class ControlPlane : IAsyncDisposable
             _lastError = null;
             Interlocked.Increment(ref _connects);
             agent.GaveUp += () => _lost.Release();
+            agent.Rejoined += () => Joined?.Invoke();
             _agent = agent;
+            Joined?.Invoke();
             _node.Events.Append(Events.NodeEventKind.ControlConnected, $"control agent on the control bus at {Broker}");
             _firstConnected.TrySetResult();
             try
@@ -166,6 +178,9 @@ public sealed partial class ControlPlane : IAsyncDisposable
     {
         [LoggerMessage(EventId = 730, Level = LogLevel.Warning, Message = "Control plane: cannot join the control bus at {Broker}: {Reason}; the node goes on forwarding and tries again (next in {Seconds:0.#} s, backing off to 30 s)")]
         public static partial void Unreachable(ILogger logger, string broker, string reason, double seconds);
+
+        [LoggerMessage(EventId = 732, Level = LogLevel.Error, Message = "Control plane: joining the control bus at {Broker} failed unexpectedly; trying again")]
+        public static partial void ConnectorFailed(ILogger logger, string broker, Exception error);
 
         [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "Control plane: the control bus at {Broker} closed the node's connection (a refused re-login, or dropped); starting over")]
         public static partial void AgentLost(ILogger logger, string broker);

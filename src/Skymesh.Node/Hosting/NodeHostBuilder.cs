@@ -134,7 +134,8 @@ public sealed class NodeHostBuilder
         }
         var key = keys.LoadOrCreate(out var keyDescription);
         var bus = _busChosen ? _bus : DefaultBus();
-        if (bus is null && _options.Finder is not null)
+        var viaNeighbours = !_busChosen && _options.BusViaNeighbours;
+        if (bus is null && !viaNeighbours && _options.Finder is not null)
             throw new InvalidOperationException("$.finder: a route finder is reached over the control bus: set \"broker\" too");
         // The ledger before any port is bound: a ledger that cannot open (a bad exchange directory) stops the node
         // before it has touched the network.
@@ -172,7 +173,26 @@ public sealed class NodeHostBuilder
         ControlPlane? control = null;
         try
         {
+            if (viaNeighbours)
+            {
+                // The node's own links are its way to the bus: the connector needs the running node.
+                var mesh = new MeshBusConnector(node, _options.BrokerPin, _logging);
+                node.BusRelay.Upstream = mesh;
+                node.BusRelay.NeighbourJoined += _ => mesh.OnNeighbourJoined();
+                bus = mesh;
+            }
             control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
+            if (control is not null)
+            {
+                node.BusRelay.Control = control;
+                node.Nat.Control = control;
+                control.Joined += () =>
+                {
+                    if (control.Agent?.Bus is { } joined)
+                        node.Nat.Serve(joined);
+                    node.BusRelay.AnnounceJoined();
+                };
+            }
             var read = new NodeReadModel(node, control);
             var api = _api ? await NodeApi.StartAsync(read, _options.Api, exchange) : null;
             return new NodeHost(node, control, api, ledger, read) { Exchange = exchange };

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using Skymesh.Identity;
 
 namespace Skymesh.Ssmp.Broker;
 
@@ -29,9 +30,6 @@ public static class BrokerCertificate
 
     private const UnixFileMode OwnerReadWrite = UnixFileMode.UserRead | UnixFileMode.UserWrite;
     private const UnixFileMode OwnerOnlyDirectory = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
-    private const UnixFileMode GroupOrOthers =
-        UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute |
-        UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
 
     /// <inheritdoc cref="LoadOrCreate(string, out bool, TimeProvider?)"/>
     public static X509Certificate2 LoadOrCreate(string path, TimeProvider? timeProvider = null) => LoadOrCreate(path, out _, timeProvider);
@@ -133,45 +131,9 @@ public static class BrokerCertificate
     private static BrokerCertificateException Fail(string path, string problem, Exception? inner = null) =>
         new(path, $"Broker certificate file '{path}' {problem}", inner);
 
-    private static byte[] ReadOwnerOnlyFile(string path)
-    {
-        if (Directory.Exists(path))
-            throw Fail(path, "is a directory, not a file.");
-        try
-        {
-            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-            // Checked on the open handle, so the mode is that of the very file being read.
-            if (!OperatingSystem.IsWindows())
-            {
-                var mode = File.GetUnixFileMode(handle);
-                if ((mode & GroupOrOthers) != 0)
-                    throw Fail(path,
-                        $"can be accessed by group or others (mode {Convert.ToString((int)mode, 8).PadLeft(4, '0')}), so its private key may have leaked. " +
-                        $"It must be readable by its owner only; fix it with: chmod 600 '{path}'");
-            }
-            var length = RandomAccess.GetLength(handle);
-            if (length > MaxFileLength)
-                throw Fail(path, $"is {length:N0} bytes long, far more than a certificate and its key.");
-            var content = new byte[length];
-            var read = 0;
-            while (read < content.Length)
-            {
-                var n = RandomAccess.Read(handle, content.AsSpan(read), read);
-                if (n == 0)
-                    throw Fail(path, "became shorter while it was read.");
-                read += n;
-            }
-            return content;
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw Fail(path, "does not exist.", e);
-        }
-        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
-        {
-            throw Fail(path, $"cannot be read: {e.Message}", e);
-        }
-    }
+    private static byte[] ReadOwnerOnlyFile(string path) =>
+        OwnerOnlyFile.Read(path, MaxFileLength, "its private key", "It", "far more than a certificate and its key",
+            (problem, inner) => Fail(path, problem, inner));
 
     /// <summary>
     /// Writes the certificate and key to a temporary owner-only file beside <paramref name="path"/> and moves it into

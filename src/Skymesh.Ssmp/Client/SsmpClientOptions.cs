@@ -102,7 +102,8 @@ public sealed class SsmpClientOptions
     public void Validate()
     {
         ArgumentException.ThrowIfNullOrEmpty(Host, nameof(Host));
-        if (Port is < 1 or > 65535)
+        // With a stream of its own the client dials nothing: the port is unused.
+        if (ConnectStream is null && Port is < 1 or > 65535)
             throw new ArgumentOutOfRangeException(nameof(Port), Port, "A TCP port is 1 to 65535.");
         if (Key is not null)
         {

@@ -428,7 +428,9 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         {
             posted = Client.PostUcastAsync(to, fragment, _disposingToken);
         }
-        catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
+        // Not connected: a request that came in during the login, before the client was handed over; the answer is
+        // remembered, so the caller's retry gets it.
+        catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
         {
             ArrayPool<byte>.Shared.Return(buffer);
             Log.ReplyFailed(_logger, to, e.Message);
@@ -478,7 +480,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             for (var i = 0; i < count; i++)
                 await client.PostUcastAsync(to, SsmpChunking.Fragment(messageId, framed, i), _disposingToken);
         }
-        catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
         {
             // The caller left or the connection dropped: it will retry, and the cached answer will be sent then.
             Log.ReplyFailed(_logger, to, e.Message);

@@ -8,12 +8,13 @@ public class LabelTableTests
     private readonly FakeTimeProvider _time = new();
 
     [Fact]
-    public void Reserved_labels_are_distinct_small_numbers_from_one_per_link()
+    public void Reserved_labels_are_distinct_small_numbers_from_two_per_link()
     {
         var table = new LabelTable(_time);
         var onLinkOne = Enumerable.Range(0, 100).Select(_ => table.Reserve(1)).ToList();
-        Assert.Equal(Enumerable.Range(1, 100).Select(i => (uint)i), onLinkOne);
-        Assert.Equal(1u, table.Reserve(2));
+        // 0 is the link's own, 1 its link-local channel.
+        Assert.Equal(Enumerable.Range(2, 100).Select(i => (uint)i), onLinkOne);
+        Assert.Equal(2u, table.Reserve(2));
     }
 
     [Fact]
@@ -84,7 +85,7 @@ public class LabelTableTests
         Assert.Throws<ArgumentOutOfRangeException>(() => table.Install(0, 0, LabelAction.Deliver(1)));
         Assert.Throws<ArgumentException>(() => table.Install(0, 1, LabelAction.Forward(1, 0)));
         Assert.Throws<ArgumentOutOfRangeException>(() => table.Install(0, 8, LabelAction.Deliver(1)));
-        for (var i = 0; i < 7; i++)
+        for (var i = 0; i < 6; i++)
             table.Reserve(0);
         var full = Assert.Throws<InvalidOperationException>(() => table.Reserve(0));
         Assert.Contains("labels in use", full.Message, StringComparison.Ordinal);

@@ -83,6 +83,8 @@ public sealed partial class SsmpControlBus : IControlBus
             {
                 Host = host,
                 Port = port,
+                ConnectStream = options.ConnectStream,
+                Tls = options.Tls,
                 // The `key` scheme: the broker checks a fresh signature by the node's key at every (re)login, so every
                 // other node can trust that what comes from this id comes from this node.
                 Key = key,
@@ -100,12 +102,12 @@ public sealed partial class SsmpControlBus : IControlBus
                 : "";
             throw new ControlBusException(e.Code is 401 or 403 ? ControlBusException.Forbidden : ControlBusException.Unavailable, e.Message.TrimEnd('.') + hint, e);
         }
-        catch (Exception e) when (e is SocketException or IOException or TimeoutException)
+        catch (Exception e) when (e is SocketException or IOException or TimeoutException or System.Security.Authentication.AuthenticationException)
         {
             throw new ControlBusException(ControlBusException.Unavailable, e.Message, e);
         }
         var logger = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Skymesh.Control.Bus");
-        return new SsmpControlBus(peer, key.Address, $"ssmp://{host}:{port}", time, random, logger);
+        return new SsmpControlBus(peer, key.Address, options.Describe ?? $"ssmp://{host}:{port}", time, random, logger);
     }
 
     private static BusState ToBusState(SsmpClientState state) => state switch
@@ -302,6 +304,15 @@ public sealed class SsmpControlBusOptions
     public Random? Random { get; init; }
 
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>How the connection is made instead of TCP to host:port (a tunnel through neighbours); called again at each reconnect.</summary>
+    public Func<CancellationToken, ValueTask<Stream>>? ConnectStream { get; init; }
+
+    /// <summary>TLS to the broker, on top of the connection.</summary>
+    public System.Net.Security.SslClientAuthenticationOptions? Tls { get; init; }
+
+    /// <summary>Where the bus is, for people; default <c>ssmp://host:port</c>.</summary>
+    public string? Describe { get; init; }
 }
 
 /// <summary>Connects nodes to one SSMP broker (<c>host:port</c>).</summary>

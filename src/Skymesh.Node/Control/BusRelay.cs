@@ -1,0 +1,319 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Skymesh.Identity;
+using Skymesh.Mesh.Links;
+using Skymesh.Mesh.Paths;
+
+namespace Skymesh.Node.Control;
+
+/// <summary>Limits of the control traffic a node relays for its neighbours (node.json <c>busRelay</c>).</summary>
+public sealed record BusRelayOptions
+{
+    /// <summary>Relay for neighbours at all (default true: it costs a neighbour's few control messages a minute).</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>Tunnels one neighbour may hold open through this node at once: its own and those of nodes behind it.</summary>
+    public int MaxTunnelsPerNeighbour { get; init; } = 64;
+
+    /// <summary>Bytes a second relayed for one neighbour, both ways together; beyond it the tunnels wait.</summary>
+    public int BytesPerSecondPerNeighbour { get; init; } = 1 << 20;
+}
+
+/// <summary>What the relay counts, for <c>/metrics</c> and <c>skymesh status</c>.</summary>
+public sealed record BusRelayCounters(long TunnelsOpen, long TunnelsOpened, long TunnelsRefused, long TunnelsFailed, long BytesUp, long BytesDown, long ThrottledWaits,
+    IReadOnlyList<BusRelayNeighbour> Neighbours);
+
+/// <summary>One neighbour's relayed control traffic.</summary>
+public sealed record BusRelayNeighbour(string Neighbour, long TunnelsOpen, long BytesUp, long BytesDown);
+
+/// <summary>
+/// Relays the control bus for neighbours that cannot reach it themselves (docs/control-plane.md, "Control through the
+/// mesh"), on the link service <c>control-bus</c>. A neighbour asks <c>status</c> (is this node on the bus, and how
+/// many relays away from the broker) and opens a <c>tunnel</c>: a byte stream that this node splices to the broker —
+/// a TCP connection to it when this node reaches it directly, or a tunnel through this node's own chosen neighbour
+/// when it does not, so the relaying is recursive. The bytes are the neighbour's SSMP session inside TLS to the broker,
+/// so no relay can read them, or add to them; a relay can only carry them or drop them. Tunnels are bounded per
+/// neighbour in number and in bytes a second, and counted.
+/// </summary>
+public sealed partial class BusRelay
+{
+    public const string Service = "control-bus";
+
+    /// <summary>The furthest from the broker a node offers to relay: a tunnel through more relays than this is refused.</summary>
+    public const int MaxHops = 16;
+
+    private readonly MeshNode _node;
+    private readonly BusRelayOptions _options;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<NodeAddress, NeighbourState> _neighbours = new();
+    private long _opened;
+    private long _refused;
+    private long _failed;
+    private long _throttled;
+
+    public BusRelay(MeshNode node, BusRelayOptions options, ILoggerFactory loggerFactory)
+    {
+        _node = node;
+        _options = options;
+        _logger = loggerFactory.CreateLogger("Skymesh.Node.BusRelay");
+        node.Channels.Register(Service, ServeAsync);
+    }
+
+    /// <summary>The node's control plane, once it runs: the relay offers only what it has (a bus it is connected to).</summary>
+    public ControlPlane? Control { get; set; }
+
+    /// <summary>When the node reaches the bus through neighbours itself: how it opens its own tunnels onwards.</summary>
+    public MeshBusConnector? Upstream { get; set; }
+
+    /// <summary>Told when a neighbour says it has just joined the bus (verb <c>up</c>): a node waiting for one tries again at once.</summary>
+    public event Action<NodeAddress>? NeighbourJoined;
+
+    public BusRelayCounters Counters()
+    {
+        var neighbours = _neighbours.Select(n => new BusRelayNeighbour(n.Key.ToString(), Volatile.Read(ref n.Value.Open), Interlocked.Read(ref n.Value.Up), Interlocked.Read(ref n.Value.Down)))
+            .OrderBy(n => n.Neighbour, StringComparer.Ordinal).ToList();
+        return new BusRelayCounters(neighbours.Sum(n => n.TunnelsOpen), Interlocked.Read(ref _opened), Interlocked.Read(ref _refused), Interlocked.Read(ref _failed),
+            neighbours.Sum(n => n.BytesUp), neighbours.Sum(n => n.BytesDown), Interlocked.Read(ref _throttled), neighbours);
+    }
+
+    /// <summary>Relays between this node and the broker: 0 when it reaches the broker directly; null when it is not on the bus.</summary>
+    public int? Hops
+    {
+        get
+        {
+            if (Control is not { Connected: true })
+                return null;
+            if (Upstream is { } upstream)
+                return upstream.Hops;
+            return Direct() is null ? null : 0;
+        }
+    }
+
+    /// <summary>Tells every neighbour that this node is on the bus now, so that those waiting for a way in ask again.</summary>
+    public void AnnounceJoined()
+    {
+        foreach (var link in _node.Switch.Links)
+        {
+            if (link.State != LinkState.Up || link.Peer is null)
+                continue;
+            _ = Background.Run(async () =>
+            {
+                try
+                {
+                    var stream = await _node.Channels.OpenAsync(link, Service, "up", CancellationToken.None);
+                    await stream.CompleteAsync();
+                }
+                catch (Exception e) when (e is InvalidOperationException or IOException or ObjectDisposedException)
+                {
+                    // The neighbour will ask by itself.
+                }
+            });
+        }
+    }
+
+    /// <summary>The broker this node reaches over IP, when it does (an SSMP broker only: a NATS cluster is reached by each node itself).</summary>
+    private (string Host, int Port)? Direct() =>
+        Upstream is null && _node.Options.Broker is { } broker && NodeOptions.NatsServers(broker) is null && Skymesh.Mesh.Apps.ServiceWire.TryParseTarget(broker, out var host, out var port)
+            ? (host, port)
+            : null;
+
+    private async Task ServeAsync(Link link, string verb, ReliableStream stream, CancellationToken cancellationToken)
+    {
+        var peer = link.Peer!.Value;
+        switch (verb)
+        {
+            case "up":
+                NeighbourJoined?.Invoke(peer);
+                await stream.CompleteAsync(cancellationToken);
+                return;
+            case "status":
+                await ReplyAsync(stream, _options.Enabled && Hops is { } hops && hops < MaxHops
+                    ? $"ok hops={hops} upstream={(Upstream?.Via?.ToString() ?? "-")} name={_node.Options.BrokerName}"
+                    : $"no {Unavailable()}", cancellationToken);
+                await stream.CompleteAsync(cancellationToken);
+                return;
+            case "tunnel":
+                await TunnelAsync(peer, MaxHops, stream, cancellationToken);
+                return;
+            case var _ when verb.StartsWith("tunnel:", StringComparison.Ordinal) && int.TryParse(verb.AsSpan(7), out var ttl) && ttl >= 0:
+                await TunnelAsync(peer, Math.Min(ttl, MaxHops), stream, cancellationToken);
+                return;
+            default:
+                Interlocked.Increment(ref _refused);
+                await ReplyAsync(stream, $"no unknown verb {verb}", cancellationToken);
+                await stream.CompleteAsync(cancellationToken);
+                return;
+        }
+    }
+
+    private string Unavailable() =>
+        !_options.Enabled ? "this node does not relay the control bus"
+        : Control is not { Connected: true } ? "this node is not on the control bus"
+        : Upstream is null && Direct() is null ? "this node's control bus is not an SSMP broker"
+        : "too many relays from the broker (or a tunnel that has passed too many already)";
+
+    private static Task ReplyAsync(ReliableStream stream, string line, CancellationToken cancellationToken) =>
+        stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\n"), cancellationToken).AsTask();
+
+    /// <param name="ttl">Further relays the tunnel may pass beyond this node.</param>
+    private async Task TunnelAsync(NodeAddress peer, int ttl, ReliableStream stream, CancellationToken cancellationToken)
+    {
+        var state = _neighbours.GetOrAdd(peer, _ => new NeighbourState(_options.BytesPerSecondPerNeighbour));
+        if (!_options.Enabled || Hops is not { } hops || hops >= MaxHops || hops > ttl)
+        {
+            Interlocked.Increment(ref _refused);
+            await ReplyAsync(stream, $"no {Unavailable()}", cancellationToken);
+            await stream.CompleteAsync(cancellationToken);
+            return;
+        }
+        if (Interlocked.Increment(ref state.Open) > _options.MaxTunnelsPerNeighbour)
+        {
+            Interlocked.Decrement(ref state.Open);
+            Interlocked.Increment(ref _refused);
+            Log.TooMany(_logger, peer.ToString(), _options.MaxTunnelsPerNeighbour);
+            await ReplyAsync(stream, $"no neighbour has {_options.MaxTunnelsPerNeighbour} tunnels open through this node already", cancellationToken);
+            await stream.CompleteAsync(cancellationToken);
+            return;
+        }
+        Stream? upstream = null;
+        try
+        {
+            try
+            {
+                upstream = await OpenUpstreamAsync(ttl, cancellationToken);
+            }
+            catch (Exception e) when (e is IOException or SocketException or InvalidOperationException or OperationCanceledException or Skymesh.Control.Bus.ControlBusException)
+            {
+                Interlocked.Increment(ref _failed);
+                await ReplyAsync(stream, $"no cannot reach the broker: {e.Message.Replace('\n', ' ')}", cancellationToken);
+                await stream.CompleteAsync(cancellationToken);
+                return;
+            }
+            Interlocked.Increment(ref _opened);
+            await ReplyAsync(stream, "ok", cancellationToken);
+            await SpliceAsync(stream, upstream, state, cancellationToken);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref state.Open);
+            if (upstream is not null)
+                await upstream.DisposeAsync();
+        }
+    }
+
+    private async Task<Stream> OpenUpstreamAsync(int ttl, CancellationToken cancellationToken)
+    {
+        if (Upstream is { } onwards)
+            return await onwards.OpenTunnelAsync(ttl, cancellationToken);
+        var (host, port) = Direct() ?? throw new InvalidOperationException("this node has no broker address");
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10), _node.Time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, cancellationToken);
+            await socket.ConnectAsync(host, port, linked.Token);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Copies both ways until either side ends; then ends the other.</summary>
+    private async Task SpliceAsync(ReliableStream neighbour, Stream upstream, NeighbourState state, CancellationToken cancellationToken)
+    {
+        using var done = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var up = Background.Run(async () =>
+        {
+            var buffer = new byte[16 * 1024];
+            try
+            {
+                int n;
+                while ((n = await neighbour.ReadAsync(buffer, done.Token)) > 0)
+                {
+                    await ThrottleAsync(state, n, done.Token);
+                    Interlocked.Add(ref state.Up, n);
+                    await upstream.WriteAsync(buffer.AsMemory(0, n), done.Token);
+                }
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+            }
+            finally
+            {
+                await done.CancelAsync();
+            }
+        });
+        var down = Background.Run(async () =>
+        {
+            var buffer = new byte[16 * 1024];
+            try
+            {
+                int n;
+                while ((n = await upstream.ReadAsync(buffer, done.Token)) > 0)
+                {
+                    await ThrottleAsync(state, n, done.Token);
+                    Interlocked.Add(ref state.Down, n);
+                    await neighbour.WriteAsync(buffer.AsMemory(0, n), done.Token);
+                }
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException or InvalidOperationException)
+            {
+            }
+            finally
+            {
+                await done.CancelAsync();
+            }
+        });
+        await Task.WhenAll(up, down);
+        neighbour.Abort("the tunnel to the control bus ended");
+    }
+
+    private async Task ThrottleAsync(NeighbourState state, int bytes, CancellationToken cancellationToken)
+    {
+        var wait = state.Bucket.Take(bytes, _node.Time.GetTimestamp(), _node.Time.TimestampFrequency);
+        if (wait <= TimeSpan.Zero)
+            return;
+        Interlocked.Increment(ref _throttled);
+        await Task.Delay(wait, _node.Time, cancellationToken);
+    }
+
+    private sealed class NeighbourState(int bytesPerSecond)
+    {
+        public int Open;
+        public long Up;
+        public long Down;
+
+        public TokenBucket Bucket { get; } = new(bytesPerSecond);
+    }
+
+    /// <summary>Bytes a second with a burst of one second's worth; a taker goes into debt and is told how long to wait it off.</summary>
+    private sealed class TokenBucket(int rate)
+    {
+        private readonly Lock _lock = new();
+        private double _tokens = rate;
+        private long _last;
+
+        public TimeSpan Take(int bytes, long now, long frequency)
+        {
+            lock (_lock)
+            {
+                if (_last != 0)
+                    _tokens = Math.Min(rate, _tokens + (now - _last) * (double)rate / frequency);
+                _last = now;
+                _tokens -= bytes;
+                return _tokens >= 0 ? TimeSpan.Zero : TimeSpan.FromSeconds(-_tokens / rate);
+            }
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 682, Level = LogLevel.Warning, Message = "Control bus relay: neighbour {Peer} already has {Max} tunnels open through this node; refused another")]
+        public static partial void TooMany(ILogger logger, string peer, int max);
+    }
+}
