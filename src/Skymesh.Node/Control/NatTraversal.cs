@@ -141,21 +141,29 @@ public sealed partial class NatTraversal
     {
         if (link.Remote is not IPEndPoint observer || link.Peer is not { } peer)
             return;
-        try
+        // A question lost with its stream (a neighbour busy starting up) is asked again, a few times, while the link lasts.
+        for (var attempt = 0; attempt < 4 && link.State == LinkState.Up; attempt++)
         {
-            var stream = await _node.Channels.OpenAsync(link, ObserveService, "address", CancellationToken.None);
-            await stream.CompleteAsync();
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10), _node.Time);
-            var line = await LinkChannels.ReadLineAsync(stream, 128, timeout.Token);
-            if (line is not null && line.StartsWith("ok ", StringComparison.Ordinal) && IPEndPoint.TryParse(line[3..], out var reflexive))
+            if (attempt > 0)
+                await Task.Delay(TimeSpan.FromSeconds(attempt), _node.Time);
+            try
             {
-                _observations[peer] = (observer, reflexive);
-                Log.Observed(_logger, peer.ToString(), reflexive.ToString());
+                var stream = await _node.Channels.OpenAsync(link, ObserveService, "address", CancellationToken.None);
+                await stream.CompleteAsync();
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5), _node.Time);
+                var line = await LinkChannels.ReadLineAsync(stream, 128, timeout.Token);
+                if (line is not null && line.StartsWith("ok ", StringComparison.Ordinal) && IPEndPoint.TryParse(line[3..], out var reflexive))
+                {
+                    _observations[peer] = (observer, reflexive);
+                    Log.Observed(_logger, peer.ToString(), reflexive.ToString());
+                    return;
+                }
+                if (line is not null)
+                    return; // It answered, and not with an address: asking again changes nothing.
             }
-        }
-        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
-        {
-            // A neighbour that does not say is simply not counted.
+            catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
+            {
+            }
         }
     }
 
