@@ -362,7 +362,7 @@ public sealed partial class NodeApi : IAsyncDisposable
             if (request.Endpoint is null && expected is { } punchTo)
             {
                 var punched = await node.Nat.PunchAsync(punchTo, context.RequestAborted);
-                return Results.Json(punched.Info() with { How = node.Nat.HowMade(punched) ?? "dialled" }, Json);
+                return Results.Json(ReadModel.Link(punched), Json);
             }
             var remote = NodeOptions.ParseEndPoint(request.Endpoint ?? throw Missing("endpoint (or peer, to link through NATs)"), "\"endpoint\"");
             var nic = request.Interface ?? node.Interfaces.Keys.First();

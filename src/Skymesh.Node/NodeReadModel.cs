@@ -39,7 +39,10 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
         i.Name, i.LocalEndPoint.ToString() ?? "", i.Mtu, i.Counters.FramesSent, i.Counters.FramesReceived,
         i.Counters.BytesSent, i.Counters.BytesReceived, i.Counters.SendDrops, i.Counters.ReceiveDrops) { Up = Node.Switch.IsInterfaceUp(i) })];
 
-    public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(l => l.Info() with { How = Node.Nat.HowMade(l) ?? (l.IsInitiator ? "dialled" : "answered") })];
+    public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(Link)];
+
+    /// <summary>One link as the API shows it, with how it was made.</summary>
+    public LinkInfo Link(Link link) => link.Info() with { How = Node.Nat.HowMade(link) ?? (link.IsInitiator ? "dialled" : "answered") };
 
     /// <summary>The label table: installed entries, then labels reserved for a path being set up (they expire unless installed).</summary>
     public IReadOnlyList<LabelEntry> Labels() =>

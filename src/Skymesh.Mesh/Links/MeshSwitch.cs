@@ -105,7 +105,6 @@ public sealed partial class MeshSwitch : IAsyncDisposable
 
     public NodeAddress Address => Key.Address;
 
-
     public MeshSwitchOptions Options { get; }
 
     public TimeProvider Time { get; }
@@ -398,9 +397,8 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         // ignores the other's Hello); the other gives its own up and answers. Which address the Hello claims is checked
         // only by the handshake that follows, so a forged one can at most cost this dial a retry.
         if (link.State == LinkState.Handshaking && link.IsInitiator && LooksLikeHello(frame)
-            && NodeAddress.TryFromBytes(frame.Slice(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + LinkHandshake.AddressOffset, NodeAddress.Length), out var dialling)
-            && frame.Slice(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + LinkHandshake.AddressOffset, NodeAddress.Length).SequenceCompareTo(_addressBytes) < 0
-            && (link.ExpectedPeer is null || link.ExpectedPeer == dialling))
+            && frame.Slice(HelloAddressOffset, NodeAddress.Length) is var claimed && claimed.SequenceCompareTo(_addressBytes) < 0
+            && (link.ExpectedPeer is not { } expected || expected == NodeAddress.FromBytes(claimed)))
         {
             TakeDown(link, CrossedDials);
             AdmitHello(nic, remote, frame, now);
@@ -414,6 +412,9 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     /// "Links through NAT"): not a frame (its first byte is not the frame marker), dropped without a count.
     /// </summary>
     public static ReadOnlySpan<byte> PunchProbe => "SKYMESH PUNCH\n"u8;
+
+    // Where the address a Hello claims sits in its frame.
+    private const int HelloAddressOffset = MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength + LinkHandshake.AddressOffset;
 
     /// <summary>Why a dial was given up: the neighbour dialled at the same time, and its handshake goes on instead.</summary>
     private const string CrossedDials = "the neighbour dialled at the same time; answering its handshake instead";

@@ -129,10 +129,9 @@ public sealed partial class BusRelay
                 await stream.CompleteAsync(cancellationToken);
                 return;
             case "status":
-                await ReplyAsync(stream, _options.Enabled && Hops is { } hops && hops < MaxHops
+                await AnswerAndEndAsync(stream, _options.Enabled && Hops is { } hops && hops < MaxHops
                     ? $"ok hops={hops} upstream={(Upstream?.Via?.ToString() ?? "-")} name={_node.Options.BrokerName}"
                     : $"no {Unavailable()}", cancellationToken);
-                await stream.CompleteAsync(cancellationToken);
                 return;
             case "tunnel":
                 await TunnelAsync(peer, MaxHops, stream, cancellationToken);
@@ -141,9 +140,7 @@ public sealed partial class BusRelay
                 await TunnelAsync(peer, Math.Min(ttl, MaxHops), stream, cancellationToken);
                 return;
             default:
-                Interlocked.Increment(ref _refused);
-                await ReplyAsync(stream, $"no unknown verb {verb}", cancellationToken);
-                await stream.CompleteAsync(cancellationToken);
+                await RefuseAsync(stream, $"unknown verb {verb}", cancellationToken);
                 return;
         }
     }
@@ -157,24 +154,33 @@ public sealed partial class BusRelay
     private static Task ReplyAsync(ReliableStream stream, string line, CancellationToken cancellationToken) =>
         stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\n"), cancellationToken).AsTask();
 
+    private static async Task AnswerAndEndAsync(ReliableStream stream, string line, CancellationToken cancellationToken)
+    {
+        await ReplyAsync(stream, line, cancellationToken);
+        await stream.CompleteAsync(cancellationToken);
+    }
+
+    /// <summary>Says no, and why, to a request this node does not carry out (counted).</summary>
+    private Task RefuseAsync(ReliableStream stream, string reason, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _refused);
+        return AnswerAndEndAsync(stream, $"no {reason}", cancellationToken);
+    }
+
     /// <param name="ttl">Further relays the tunnel may pass beyond this node.</param>
     private async Task TunnelAsync(NodeAddress peer, int ttl, ReliableStream stream, CancellationToken cancellationToken)
     {
         var state = _neighbours.GetOrAdd(peer, _ => new NeighbourState(_options.BytesPerSecondPerNeighbour));
         if (!_options.Enabled || Hops is not { } hops || hops >= MaxHops || hops > ttl)
         {
-            Interlocked.Increment(ref _refused);
-            await ReplyAsync(stream, $"no {Unavailable()}", cancellationToken);
-            await stream.CompleteAsync(cancellationToken);
+            await RefuseAsync(stream, Unavailable(), cancellationToken);
             return;
         }
         if (Interlocked.Increment(ref state.Open) > _options.MaxTunnelsPerNeighbour)
         {
             Interlocked.Decrement(ref state.Open);
-            Interlocked.Increment(ref _refused);
             Log.TooMany(_logger, peer.ToString(), _options.MaxTunnelsPerNeighbour);
-            await ReplyAsync(stream, $"no neighbour has {_options.MaxTunnelsPerNeighbour} tunnels open through this node already", cancellationToken);
-            await stream.CompleteAsync(cancellationToken);
+            await RefuseAsync(stream, $"neighbour has {_options.MaxTunnelsPerNeighbour} tunnels open through this node already", cancellationToken);
             return;
         }
         Stream? upstream = null;
@@ -187,8 +193,7 @@ public sealed partial class BusRelay
             catch (Exception e) when (e is IOException or SocketException or InvalidOperationException or OperationCanceledException or Skymesh.Control.Bus.ControlBusException)
             {
                 Interlocked.Increment(ref _failed);
-                await ReplyAsync(stream, $"no cannot reach the broker: {e.Message.Replace('\n', ' ')}", cancellationToken);
-                await stream.CompleteAsync(cancellationToken);
+                await AnswerAndEndAsync(stream, $"no cannot reach the broker: {e.Message.Replace('\n', ' ')}", cancellationToken);
                 return;
             }
             Interlocked.Increment(ref _opened);
@@ -227,50 +232,34 @@ public sealed partial class BusRelay
     private async Task SpliceAsync(ReliableStream neighbour, Stream upstream, NeighbourState state, CancellationToken cancellationToken)
     {
         using var done = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var up = Background.Run(async () =>
-        {
-            var buffer = new byte[16 * 1024];
-            try
-            {
-                int n;
-                while ((n = await neighbour.ReadAsync(buffer, done.Token)) > 0)
-                {
-                    await ThrottleAsync(state, n, done.Token);
-                    Interlocked.Add(ref state.Up, n);
-                    await upstream.WriteAsync(buffer.AsMemory(0, n), done.Token);
-                }
-            }
-            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
-            {
-            }
-            finally
-            {
-                await done.CancelAsync();
-            }
-        });
-        var down = Background.Run(async () =>
-        {
-            var buffer = new byte[16 * 1024];
-            try
-            {
-                int n;
-                while ((n = await upstream.ReadAsync(buffer, done.Token)) > 0)
-                {
-                    await ThrottleAsync(state, n, done.Token);
-                    Interlocked.Add(ref state.Down, n);
-                    await neighbour.WriteAsync(buffer.AsMemory(0, n), done.Token);
-                }
-            }
-            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException or InvalidOperationException)
-            {
-            }
-            finally
-            {
-                await done.CancelAsync();
-            }
-        });
-        await Task.WhenAll(up, down);
+        var fromNeighbour = neighbour.AsStream();
+        await Task.WhenAll(
+            Background.Run(() => CopyAsync(fromNeighbour, upstream, state, n => Interlocked.Add(ref state.Up, n), done)),
+            Background.Run(() => CopyAsync(upstream, fromNeighbour, state, n => Interlocked.Add(ref state.Down, n), done)));
         neighbour.Abort("the tunnel to the control bus ended");
+    }
+
+    /// <summary>One direction of a tunnel, within the neighbour's byte budget; when it ends, <paramref name="done"/> ends the other.</summary>
+    private async Task CopyAsync(Stream from, Stream to, NeighbourState state, Action<int> count, CancellationTokenSource done)
+    {
+        var buffer = new byte[16 * 1024];
+        try
+        {
+            int n;
+            while ((n = await from.ReadAsync(buffer, done.Token)) > 0)
+            {
+                await ThrottleAsync(state, n, done.Token);
+                count(n);
+                await to.WriteAsync(buffer.AsMemory(0, n), done.Token);
+            }
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException or InvalidOperationException)
+        {
+        }
+        finally
+        {
+            await Background.CancelAsync(done);
+        }
     }
 
     private async Task ThrottleAsync(NeighbourState state, int bytes, CancellationToken cancellationToken)

@@ -24,7 +24,6 @@ public sealed partial class MeshBusConnector : IControlBusConnector
     public const string Setting = "via-neighbours";
 
     private readonly MeshNode _node;
-    private readonly string? _configuredPin;
     private readonly string _pinFile;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
@@ -32,14 +31,14 @@ public sealed partial class MeshBusConnector : IControlBusConnector
     private readonly Lock _lock = new();
     private NodeAddress? _via;
     private int? _hops;
-    private string? _fingerprint;
+    private volatile string? _pin;
     private string? _lastProblem;
 
     public MeshBusConnector(MeshNode node, string? pin, ILoggerFactory? loggerFactory = null)
     {
         _node = node;
-        _configuredPin = pin;
         _pinFile = Path.Combine(node.Options.DataDir, "broker.pin");
+        _pin = pin ?? ReadPinFile();
         _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
         _logger = _loggerFactory.CreateLogger("Skymesh.Node.Control");
     }
@@ -73,7 +72,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
     }
 
     /// <summary>The fingerprint of the broker's key this node trusts (configured or first seen).</summary>
-    public string? Pin => _configuredPin ?? ReadPinFile();
+    public string? Pin => _pin;
 
     /// <summary>Why the last search for a way in found none; null once one was found.</summary>
     public string? LastProblem => _lastProblem;
@@ -98,7 +97,6 @@ public sealed partial class MeshBusConnector : IControlBusConnector
                 ConnectStream = async token => Interlocked.Exchange(ref handedOut, 1) == 0 ? first : (await OpenTunnelWithNameAsync(own: true, token)).Stream,
                 Tls = Tls(name),
             }, cancellationToken);
-            _lastProblem = null;
             return bus;
         }
         catch
@@ -264,12 +262,12 @@ public sealed partial class MeshBusConnector : IControlBusConnector
 
     private bool Trust(string presented)
     {
-        _fingerprint = presented;
-        var pinned = Pin;
+        var pinned = _pin;
         if (pinned is null)
         {
             // Trust on first use: the first broker this node meets is the one it keeps to.
             File.WriteAllText(_pinFile, presented + "\n");
+            _pin = presented;
             Log.Pinned(_logger, presented, _pinFile);
             return true;
         }
@@ -279,9 +277,6 @@ public sealed partial class MeshBusConnector : IControlBusConnector
         Log.WrongBroker(_logger, presented, pinned);
         return false;
     }
-
-    /// <summary>The fingerprint the broker presented last.</summary>
-    public string? Presented => _fingerprint;
 
     private string? ReadPinFile()
     {

@@ -50,7 +50,13 @@ public sealed partial class NatTraversal
             if (link.Interface is UdpInterface && link.Peer is not null)
                 _ = Background.Run(() => AskAsync(link));
         };
-        node.Switch.LinkDown += (link, _) => _howMade.TryRemove(link.Id, out string? _);
+        node.Switch.LinkDown += (link, _) =>
+        {
+            _howMade.TryRemove(link.Id, out string? _);
+            // What a neighbour no longer linked saw says nothing of the NAT's mappings now.
+            if (link.Peer is { } peer && node.FindLink(peer) is null)
+                _observations.TryRemove(peer, out var _);
+        };
     }
 
     /// <summary>The node's control plane, once it runs: the rendezvous.</summary>
@@ -168,7 +174,7 @@ public sealed partial class NatTraversal
     }
 
     /// <summary>Serves <see cref="PunchMethod"/> on the node's bus (at every login).</summary>
-    public void Serve(IControlBus bus) => bus.Handle(PunchMethod, async (request, cancellationToken) =>
+    public void Serve(IControlBus bus) => bus.Handle(PunchMethod, (request, token) =>
     {
         var theirs = Parse(request.Body.Span);
         if (theirs.Count == 0)
@@ -176,8 +182,7 @@ public sealed partial class NatTraversal
         var mine = Encode(Candidates());
         // Our part starts at once, beside the caller's: dial, or open our NAT to its addresses.
         _ = Background.Run(() => MeetAsync(request.From, theirs, CancellationToken.None));
-        await Task.CompletedTask;
-        return mine;
+        return ValueTask.FromResult<ReadOnlyMemory<byte>>(mine);
     });
 
     /// <summary>
@@ -186,6 +191,8 @@ public sealed partial class NatTraversal
     /// </summary>
     public async Task<Link> PunchAsync(NodeAddress peer, CancellationToken cancellationToken)
     {
+        if (peer == _node.Address)
+            throw new NodeRequestException(NodeError.Invalid, "a link leads to another node, not to this one");
         var bus = Control?.Agent?.Bus ?? throw new NodeRequestException(NodeError.Unavailable, "hole punching needs the control bus as the rendezvous, and this node is not on it");
         var mine = Candidates();
         if (mine.Count == 0)
@@ -216,8 +223,10 @@ public sealed partial class NatTraversal
     {
         if (Udp is not { } udp)
             return null;
-        var link = _node.FindLink(peer) is { } existing ? existing
-            : string.CompareOrdinal(_node.Address.ToString(), peer.ToString()) < 0
+        // A link there before the punch is not the punch's doing.
+        if (_node.FindLink(peer) is { } existing)
+            return existing;
+        var link = string.CompareOrdinal(_node.Address.ToString(), peer.ToString()) < 0
                 ? await DialAsync(udp, peer, candidates, cancellationToken)
                 : await ProbeAsync(udp, peer, candidates, cancellationToken);
         if (link is null)

@@ -186,12 +186,16 @@ public sealed class NodeHostBuilder
             {
                 node.BusRelay.Control = control;
                 node.Nat.Control = control;
-                control.Joined += () =>
+                void OnJoined()
                 {
                     if (control.Agent?.Bus is { } joined)
                         node.Nat.Serve(joined);
                     node.BusRelay.AnnounceJoined();
-                };
+                }
+                control.Joined += OnJoined;
+                // A login that came before the line above (serving twice does no harm).
+                if (control.Agent is not null)
+                    OnJoined();
             }
             var read = new NodeReadModel(node, control);
             var api = _api ? await NodeApi.StartAsync(read, _options.Api, exchange) : null;

@@ -208,8 +208,9 @@ internal sealed class ClientSession : IThreadPoolWorkItem
                     return;
                 }
                 await _stream.WriteAsync(batch.AsMemory());
-                // Free on a socket; a stream from ConnectStream may hold bytes back until told.
-                await _stream.FlushAsync();
+                // A stream from ConnectStream may hold bytes back until told; a socket (and TLS on it) never does.
+                if (_socket is null)
+                    await _stream.FlushAsync();
                 lock (Out.Sync)
                 {
                     _inFlight = 0;
