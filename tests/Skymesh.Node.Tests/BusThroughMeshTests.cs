@@ -272,7 +272,7 @@ public sealed class CrossingDialTests
         var ct = TestContext.Current.CancellationToken;
         await using var a = await TestNode.StartAsync();
         await using var b = await TestNode.StartAsync();
-        for (var round = 0; round < 5; round++)
+        for (var round = 0; round < 12; round++)
         {
             var started = DateTime.UtcNow;
             var fromA = a.LinkToAsync(b);

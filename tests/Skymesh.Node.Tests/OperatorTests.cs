@@ -126,9 +126,10 @@ public sealed class PriceDecisionTests : MeshWithBroker
         var destination = await StartNodeAsync();
         await source.LinkToAsync(relay).WaitAsync(Bound, Ct);
         await relay.LinkToAsync(destination).WaitAsync(Bound, Ct);
-        // Both ends of the relay's link to the destination confirm it (a route needs both), and the relay's price is known.
+        // Both ends of each link confirm it (a route needs both), and the relay's price is known.
         await UntilGraph(source, g => g.RecordOf(relay.Node.Address)?.TryGetUpLinkTo(destination.Node.Address, out var l) == true && l.PricePerMiB == 1000
-            && g.RecordOf(destination.Node.Address)?.TryGetUpLinkTo(relay.Node.Address, out _) == true,
+            && g.Neighbours(destination.Node.Address).Any(n => n.Peer == relay.Node.Address)
+            && g.Neighbours(source.Node.Address).Any(n => n.Peer == relay.Node.Address),
             "learning the relay's link and price");
 
         var waiting = new TaskCompletionSource<Events.NodeEvent>(TaskCreationOptions.RunContinuationsAsynchronously);

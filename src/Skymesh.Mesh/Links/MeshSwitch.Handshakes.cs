@@ -278,8 +278,10 @@ public sealed partial class MeshSwitch
     private void Answer(IMeshInterface nic, EndPoint remote, byte[] frame)
     {
         _byRemote.TryGetValue((nic, remote), out var existing);
-        if (existing is not null && existing.State is not (LinkState.Down or LinkState.Up))
-            return; // Someone else's answer is under way: the receive loop handles its frames.
+        // Someone else's answer is under way (the receive loop handles its frames), or a dial of ours that this Hello
+        // does not make give way.
+        if (existing is { State: LinkState.Handshaking } && !YieldsTo(existing, frame.AsSpan(HelloAddressOffset, NodeAddress.Length)))
+            return;
         var message = frame.AsSpan(MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength);
         // The clock first (free), then the signature: only a fresh Hello signed by its key may cost anything more.
         if (!LinkHandshake.TrySplitHello(message, out var payload, out _) || !LinkHandshake.TryReadHello(payload, out var intro) || !IsFresh(intro.TimestampMs) || intro.Address == Address)
@@ -317,7 +319,24 @@ public sealed partial class MeshSwitch
             Interlocked.Increment(ref _hellosHalfOpenCapped);
             return;
         }
-        var answered = NewLink(nic, remote, initiator: false, expectedPeer: null, answering: true);
+        Link answered;
+        while (true)
+        {
+            Link? crossing;
+            lock (_registering)
+            {
+                // A dial of ours (found above, or registered since) gives way to this Hello as it would on the receive
+                // loop; another answer, or a dial that does not give way, goes on, and this Hello is dropped.
+                if (!_byRemote.TryGetValue((nic, remote), out crossing) || crossing.State == LinkState.Down)
+                {
+                    answered = NewLink(nic, remote, initiator: false, expectedPeer: null, answering: true);
+                    break;
+                }
+                if (!YieldsTo(crossing, intro.Address.ToBytes()))
+                    return;
+            }
+            TakeDown(crossing, CrossedDials);
+        }
         try
         {
             using (DeferFlushes())

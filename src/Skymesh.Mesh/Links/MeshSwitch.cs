@@ -221,9 +221,18 @@ public sealed partial class MeshSwitch : IAsyncDisposable
     {
         if (!IsInterfaceUp(nic))
             throw new InvalidOperationException($"Interface {nic.Name} is down; bring it up first.");
-        if (_byRemote.TryGetValue((nic, remote), out var existing) && existing.State != LinkState.Down)
+        // Looked up and registered at once: the handshake worker answering this neighbour's Hello at the same moment
+        // either sees this dial (and leaves it alone) or registers its answer first (and this waits for that).
+        Link? existing;
+        Link link;
+        lock (_registering)
+        {
+            if (!_byRemote.TryGetValue((nic, remote), out existing) || existing.State == LinkState.Down)
+                existing = null;
+            link = existing ?? NewLink(nic, remote, initiator: true, expectedPeer);
+        }
+        if (existing is not null)
             return await Background.WaitAsync(existing.WaitUpAsync(), cancellationToken);
-        var link = NewLink(nic, remote, initiator: true, expectedPeer);
         link.StartHandshake();
         try
         {
@@ -273,6 +282,9 @@ public sealed partial class MeshSwitch : IAsyncDisposable
 
     /// <summary>Takes a link down (its label entries go with it) and tells the neighbour when possible.</summary>
     public void Disconnect(Link link, string reason = "closed locally") => TakeDown(link, reason);
+
+    // Held while a link is looked up by its remote end and, when there is none alive, a new one registered there.
+    private readonly Lock _registering = new();
 
     private Link NewLink(IMeshInterface nic, EndPoint remote, bool initiator, NodeAddress? expectedPeer, bool answering = false)
     {
@@ -396,9 +408,7 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         // sockets would each wait for the other until they time out. The end with the lower address keeps its dial (and
         // ignores the other's Hello); the other gives its own up and answers. Which address the Hello claims is checked
         // only by the handshake that follows, so a forged one can at most cost this dial a retry.
-        if (link.State == LinkState.Handshaking && link.IsInitiator && LooksLikeHello(frame)
-            && frame.Slice(HelloAddressOffset, NodeAddress.Length) is var claimed && claimed.SequenceCompareTo(_addressBytes) < 0
-            && (link.ExpectedPeer is not { } expected || expected == NodeAddress.FromBytes(claimed)))
+        if (LooksLikeHello(frame) && YieldsTo(link, frame.Slice(HelloAddressOffset, NodeAddress.Length)))
         {
             TakeDown(link, CrossedDials);
             AdmitHello(nic, remote, frame, now);
@@ -418,6 +428,14 @@ public sealed partial class MeshSwitch : IAsyncDisposable
 
     /// <summary>Why a dial was given up: the neighbour dialled at the same time, and its handshake goes on instead.</summary>
     private const string CrossedDials = "the neighbour dialled at the same time; answering its handshake instead";
+
+    /// <summary>
+    /// Whether <paramref name="link"/>, a dial of ours still in its handshake, gives way to a Hello from the node
+    /// <paramref name="claimed"/>: it does when that node's address is the lower (and it is the node the dial meant).
+    /// </summary>
+    private bool YieldsTo(Link link, ReadOnlySpan<byte> claimed) =>
+        link.State == LinkState.Handshaking && link.IsInitiator && claimed.SequenceCompareTo(_addressBytes) < 0
+        && (link.ExpectedPeer is not { } expected || expected == NodeAddress.FromBytes(claimed));
 
     private static bool LooksLikeHello(ReadOnlySpan<byte> frame) =>
         frame.Length - (MeshWire.FrameHeaderLength + MeshWire.MessageHeaderLength) is LinkHandshake.HelloLength or LinkHandshake.HelloLength + LinkHandshake.CookieLength

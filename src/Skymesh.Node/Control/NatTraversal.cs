@@ -181,7 +181,8 @@ public sealed partial class NatTraversal
             throw new ControlBusException(ControlBusException.BadRequest, "no candidates");
         var mine = Encode(Candidates());
         // Our part starts at once, beside the caller's: dial, or open our NAT to its addresses.
-        _ = Background.Run(() => MeetAsync(request.From, theirs, CancellationToken.None));
+        var before = _node.FindLink(request.From);
+        _ = Background.Run(() => MeetAsync(request.From, theirs, before, CancellationToken.None));
         return ValueTask.FromResult<ReadOnlyMemory<byte>>(mine);
     });
 
@@ -193,6 +194,9 @@ public sealed partial class NatTraversal
     {
         if (peer == _node.Address)
             throw new NodeRequestException(NodeError.Invalid, "a link leads to another node, not to this one");
+        // Linked already: nothing to punch.
+        if (_node.FindLink(peer) is { } already)
+            return already;
         var bus = Control?.Agent?.Bus ?? throw new NodeRequestException(NodeError.Unavailable, "hole punching needs the control bus as the rendezvous, and this node is not on it");
         var mine = Candidates();
         if (mine.Count == 0)
@@ -209,7 +213,7 @@ public sealed partial class NatTraversal
         var theirs = Parse(answer.Span);
         if (theirs.Count == 0)
             throw new NodeRequestException(NodeError.Unavailable, $"{peer} has no address to punch to");
-        return await MeetAsync(peer, theirs, cancellationToken)
+        return await MeetAsync(peer, theirs, null, cancellationToken)
             ?? throw new NodeRequestException(NodeError.Timeout, $"hole punching to {peer} found no way through its NAT and ours (tried {string.Join(", ", theirs)}): a NAT that maps each destination to a new port (symmetric) lets no punch through");
     }
 
@@ -217,16 +221,18 @@ public sealed partial class NatTraversal
     /// One side of a punch. The node with the lower address dials every candidate of the other at once (the handshake
     /// retries its Hello every second); the other sends probes to the dialler's candidates, which open its own NAT for
     /// them, and waits for the dialler's Hello to come through. So only one side ever dials and no two handshakes cross.
-    /// Null when no link came up within the handshake timeout.
+    /// Null when no link came up within the handshake timeout. <paramref name="before"/> is the link to the peer there was
+    /// before the punch began, if any: not the punch's doing. One that came up since is (the other side's dial can beat
+    /// this side's start).
     /// </summary>
-    private async Task<Link?> MeetAsync(NodeAddress peer, IReadOnlyList<IPEndPoint> candidates, CancellationToken cancellationToken)
+    private async Task<Link?> MeetAsync(NodeAddress peer, IReadOnlyList<IPEndPoint> candidates, Link? before, CancellationToken cancellationToken)
     {
         if (Udp is not { } udp)
             return null;
-        // A link there before the punch is not the punch's doing.
-        if (_node.FindLink(peer) is { } existing)
-            return existing;
-        var link = string.CompareOrdinal(_node.Address.ToString(), peer.ToString()) < 0
+        var link = _node.FindLink(peer);
+        if (link is not null && link == before)
+            return link;
+        link ??= string.CompareOrdinal(_node.Address.ToString(), peer.ToString()) < 0
                 ? await DialAsync(udp, peer, candidates, cancellationToken)
                 : await ProbeAsync(udp, peer, candidates, cancellationToken);
         if (link is null)

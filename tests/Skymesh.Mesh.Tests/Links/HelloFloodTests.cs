@@ -8,7 +8,11 @@ using Skymesh.Mesh.Wire;
 
 namespace Skymesh.Mesh.Tests.Links;
 
-/// <summary>Floods of Hellos at a node on real loopback UDP, while a link of it carries traffic.</summary>
+/// <summary>
+/// Floods of Hellos at a node on real loopback UDP, while a link of it carries traffic. They run alone: a flood takes a
+/// core, and what they measure (a neighbour linking within its retries) is a matter of time.
+/// </summary>
+[Collection(nameof(FloodsRunAlone))]
 public sealed class HelloFloodTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -163,3 +167,6 @@ public sealed class HelloFloodTests
         }
     }
 }
+
+[CollectionDefinition(nameof(FloodsRunAlone), DisableParallelization = true)]
+public sealed class FloodsRunAlone;
