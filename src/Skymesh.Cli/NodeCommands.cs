@@ -127,12 +127,12 @@ internal static partial class NodeCommands
         return command;
     }
 
-    private static NodeApiClient Client(ParseResult parse)
+    private static NodeApiClient Client(ParseResult parse, TimeSpan? timeout = null)
     {
         var api = parse.GetValue(Api)!;
         CliSupport.ParseHostPort(api, Environment.GetEnvironmentVariable("SKYMESH_API") == api ? "SKYMESH_API" : "--api");
         var token = parse.GetValue(Token) ?? (parse.GetValue(DataDir) is { } dir ? ApiToken.Find(api, dir) ?? throw new UsageException($"--data-dir: no {ApiToken.FileName} in {dir}") : null);
-        return new(api, token: token);
+        return new(api, token: token, timeout: timeout);
     }
 
     private static Command CreateNode()
@@ -221,6 +221,8 @@ internal static partial class NodeCommands
                     "symmetric" => "a symmetric NAT (a new mapping per destination: links to others behind NATs go through relays)",
                     _ => "NAT type not known yet (it takes two neighbours at different addresses)",
                 }}");
+            if (status.LinkRelay is { Opened: > 0 } linkRelay)
+                Console.WriteLine($"link relay  {linkRelay.Open} link{(linkRelay.Open == 1 ? "" : "s")} relayed between others now ({linkRelay.Opened} opened, {linkRelay.Refused} refused), {linkRelay.Bytes:N0} bytes carried, {linkRelay.Dropped:N0} datagrams dropped");
             if (status.Relay is { TunnelsOpened: > 0 } relay)
                 Console.WriteLine($"bus relay   {relay.TunnelsOpen} tunnel{(relay.TunnelsOpen == 1 ? "" : "s")} open for neighbours ({relay.TunnelsOpened} opened, {relay.TunnelsRefused} refused), {relay.BytesUp:N0} bytes up, {relay.BytesDown:N0} down");
             return 0;
@@ -240,26 +242,37 @@ internal static partial class NodeCommands
             Table(["LINK", "PEER", "REMOTE", "STATE", "HOW", "ENC", "RTT", "LOSS", "FRAMES OUT/IN", "BYTES OUT/IN"],
                 links.Select(l => new[]
                 {
-                    l.Id.ToString(CultureInfo.InvariantCulture), Short(l.Peer), l.Remote, l.State.ToString().ToLowerInvariant(), l.How ?? "-", l.Encrypted ? "yes" : "no",
+                    l.Id.ToString(CultureInfo.InvariantCulture), Short(l.Peer), l.Remote, l.State.ToString().ToLowerInvariant(), l.How is "relayed" && l.Via is { } via ? $"relayed via {Short(via)}" : l.How ?? "-", l.Encrypted ? "yes" : "no",
                     l.Rtt is { } rtt ? $"{rtt.TotalMilliseconds:0.00} ms" : "-", $"{l.Loss:P1}", $"{l.FramesSent:N0}/{l.FramesReceived:N0}", $"{l.BytesSent:N0}/{l.BytesReceived:N0}",
                 }));
             return 0;
         });
 
-        var endpoint = new Argument<string>("endpoint") { Description = "The neighbour's interface address, host:port; or its node address alone, to link through NATs by hole punching (the control bus is the rendezvous)." };
+        var endpoint = new Argument<string>("endpoint") { Description = "The neighbour's interface address, host:port; or its node address alone, to link through NATs by hole punching (the control bus is the rendezvous; when no punch gets through, a neighbour of both relays the link)." };
+        var via = new Option<string?>("--via") { Description = "With a node address: link through this relay (a neighbour of both) without trying to punch first." };
         var peer = new Option<string?>("--peer") { Description = "The neighbour's node address: the link is refused if another node answers." };
         var nic = new Option<string?>("--interface") { Description = "Which of this node's interfaces to use (default: the first)." };
-        var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, Token, DataDir, endpoint, peer, nic, Json };
+        var add = new Command("add", "Make a link to a neighbour now (static peers in node.json are linked, and relinked, by the node itself).") { Api, Token, DataDir, endpoint, peer, nic, via, Json };
         add.SetAction(async (parse, cancellationToken) =>
         {
-            using var client = Client(parse);
+            // Punching takes up to a handshake timeout, and a relay after it as long again.
+            using var client = Client(parse, TimeSpan.FromSeconds(90));
             var target = parse.GetValue(endpoint)!;
+            var relay = parse.GetValue(via);
+            if (relay is not null && !Skymesh.Identity.NodeAddress.TryParse(target, out _))
+                throw new UsageException("--via: a link through a relay names the other node by its node address, not host:port");
             var link = Skymesh.Identity.NodeAddress.TryParse(target, out _)
-                ? await client.ConnectAsync(parse.GetValue(nic), null, target, cancellationToken)
+                ? await client.ConnectAsync(parse.GetValue(nic), null, target, cancellationToken, relay)
                 : await client.ConnectAsync(parse.GetValue(nic), target, parse.GetValue(peer), cancellationToken);
             if (Print(parse, link))
                 return 0;
-            Console.WriteLine($"link {link.Id} up to {link.Peer} at {link.Remote}{(link.How == "punched" ? ", through NATs by hole punching" : "")} (encrypted: {(link.Encrypted ? "yes" : "no")})");
+            var how = link.How switch
+            {
+                "punched" => ", through NATs by hole punching",
+                "relayed" => $", relayed by {link.Via} (no direct way through the NATs)",
+                _ => "",
+            };
+            Console.WriteLine($"link {link.Id} up to {link.Peer} at {link.Remote}{how} (encrypted: {(link.Encrypted ? "yes" : "no")})");
             return 0;
         });
         command.Subcommands.Add(add);

@@ -120,6 +120,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         Channels = new Control.LinkChannels(Switch, time, loggerFactory);
         BusRelay = new Control.BusRelay(this, options.BusRelay, loggerFactory);
         Nat = new Control.NatTraversal(this, loggerFactory);
+        LinkRelay = new Control.LinkRelay(this, options.LinkRelay, loggerFactory);
         Switch.HandshakeRefused += why => Events.Append(Node.Events.NodeEventKind.HandshakeRefused, why);
     }
 
@@ -176,6 +177,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     /// <summary>This node's reflexive address and NAT type, and links made through NATs by hole punching.</summary>
     public Control.NatTraversal Nat { get; }
+
+    /// <summary>Relays links between neighbours that cannot reach each other directly.</summary>
+    public Control.LinkRelay LinkRelay { get; }
 
     /// <summary>
     /// Asked (on the thread that took the link down; it must not block) whether a path end whose link went down
@@ -653,6 +657,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         await Task.WhenAll(_peerLoops);
         if (Beacons is not null)
             await Beacons.DisposeAsync();
+        await LinkRelay.DisposeAsync();
         await Channels.DisposeAsync();
         await Switch.DisposeAsync();
         Key.Dispose();

@@ -358,6 +358,14 @@ public sealed partial class NodeApi : IAsyncDisposable
         {
             var request = await Read<LinkRequest>(context);
             NodeAddress? expected = request.Peer is null ? null : ParseAddress(request.Peer, "peer");
+            // Through a relay named by the caller: a neighbour of both, which carries the link's datagrams.
+            if (request.Via is not null)
+            {
+                if (request.Endpoint is not null || expected is null)
+                    throw new NodeRequestException(NodeError.Invalid, "a link through a relay (via) names the peer, and no endpoint");
+                var relayed = await node.Nat.RelayAsync(expected.Value, ParseAddress(request.Via, "via"), context.RequestAborted);
+                return Results.Json(ReadModel.Link(relayed), Json);
+            }
             // A node with no address given: through the NATs, by hole punching with the control bus as the rendezvous.
             if (request.Endpoint is null && expected is { } punchTo)
             {
@@ -692,6 +700,9 @@ public sealed record NodeStatus(
 
     /// <summary>This node's address as neighbours see it, and the kind of NAT in front of it.</summary>
     public NatInfo? Nat { get; init; }
+
+    /// <summary>What this node relays of links between others (nodes behind NATs that cannot reach each other).</summary>
+    public LinkRelayCounters? LinkRelay { get; init; }
 }
 
 /// <summary>
@@ -730,7 +741,7 @@ public sealed record AppInfo(int Id, string Kind, string Listen, string Destinat
     };
 }
 
-public sealed record LinkRequest(string? Interface, string? Endpoint, string? Peer);
+public sealed record LinkRequest(string? Interface, string? Endpoint, string? Peer, string? Via = null);
 
 /// <param name="Billable">False when the next hop is the path's end (settlement pays only for forwarding); default true.</param>
 public sealed record LabelTarget(string? Link, uint? Label, bool? Billable = null);

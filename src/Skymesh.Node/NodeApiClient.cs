@@ -131,9 +131,12 @@ public sealed class NodeApiClient : IDisposable
     public Task<PingReply> PingAsync(string to, int size = 64, int timeoutMs = 2000, CancellationToken cancellationToken = default) =>
         PostAsync<PingReply>("api/ping", new PingRequest(to, size, timeoutMs), cancellationToken);
 
-    /// <summary>Links to a neighbour at <paramref name="endpoint"/>; with none, to <paramref name="peer"/> through NATs by hole punching.</summary>
-    public Task<LinkInfo> ConnectAsync(string? nic, string? endpoint, string? peer, CancellationToken cancellationToken = default) =>
-        PostAsync<LinkInfo>("api/links", new LinkRequest(nic, endpoint, peer), cancellationToken);
+    /// <summary>
+    /// Links to a neighbour at <paramref name="endpoint"/>; with none, to <paramref name="peer"/> through NATs by hole
+    /// punching (through a relay both know when that finds no way); or, given <paramref name="via"/>, through that relay.
+    /// </summary>
+    public Task<LinkInfo> ConnectAsync(string? nic, string? endpoint, string? peer, CancellationToken cancellationToken = default, string? via = null) =>
+        PostAsync<LinkInfo>("api/links", new LinkRequest(nic, endpoint, peer, via), cancellationToken);
 
     /// <summary>Asks the node's control plane for a path to <paramref name="to"/> and sets it up.</summary>
     public Task<PathInfo> OpenPathAsync(string to, string? policy = null, int? minHops = null, int? maxHops = null, ulong? maxPrice = null,

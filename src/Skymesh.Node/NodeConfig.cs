@@ -28,6 +28,9 @@ public sealed class NodeConfigFile
     /// <summary>What this node relays of the control bus for neighbours that reach it through it.</summary>
     public BusRelayConfig? BusRelay { get; set; }
 
+    /// <summary>What this node relays of links between others that cannot reach each other (behind NATs).</summary>
+    public LinkRelayConfig? LinkRelay { get; set; }
+
     /// <summary>A dedicated route finder's node address; without one the node keeps the whole graph itself.</summary>
     public string? Finder { get; set; }
 
@@ -85,6 +88,18 @@ public sealed class NodeConfigFile
 
     /// <summary>An exchange service the node trades on as its own account (the dashboard's Exchange page); none unless given.</summary>
     public ExchangeConfig? Exchange { get; set; }
+}
+
+public sealed class LinkRelayConfig
+{
+    /// <summary>Relay links for neighbours (default true).</summary>
+    public bool? Enabled { get; set; }
+
+    /// <summary>Relayed links one neighbour may ask for at once (default 8).</summary>
+    public int? MaxPerNeighbour { get; set; }
+
+    /// <summary>Bytes a second one relayed link may carry (default 4 MiB).</summary>
+    public int? BytesPerSecond { get; set; }
 }
 
 public sealed class BusRelayConfig
@@ -295,6 +310,8 @@ public sealed record NodeOptions
     public string? BrokerPin { get; init; }
 
     public Control.BusRelayOptions BusRelay { get; init; } = new();
+
+    public Control.LinkRelayOptions LinkRelay { get; init; } = new();
 
     /// <summary>The dedicated route finder paths come from; null when the node finds its own.</summary>
     public NodeAddress? Finder { get; init; }
@@ -549,6 +566,16 @@ public sealed record NodeOptions
                 BytesPerSecondPerNeighbour = file.BusRelay?.BytesPerSecondPerNeighbour is { } rate
                     ? (rate < 1024 ? throw new NodeConfigException("$.busRelay.bytesPerSecondPerNeighbour", $"{rate} is below 1024 bytes a second") : rate)
                     : 1 << 20,
+            },
+            LinkRelay = new Control.LinkRelayOptions
+            {
+                Enabled = file.LinkRelay?.Enabled ?? true,
+                MaxPerNeighbour = file.LinkRelay?.MaxPerNeighbour is { } perNeighbour
+                    ? (perNeighbour is < 1 or > 10_000 ? throw new NodeConfigException("$.linkRelay.maxPerNeighbour", $"{perNeighbour} is not a number of relayed links from 1 to 10000") : perNeighbour)
+                    : 8,
+                BytesPerSecond = file.LinkRelay?.BytesPerSecond is { } linkRate
+                    ? (linkRate < 16 * 1024 ? throw new NodeConfigException("$.linkRelay.bytesPerSecond", $"{linkRate} is below 16384 bytes a second") : linkRate)
+                    : 4 << 20,
             },
             Finder = finder,
             Encrypt = file.Encrypt ?? true,

@@ -41,6 +41,18 @@ public static class NodeMetrics
         }
         w.Family("skymesh_bus_relay_throttled_total", "counter", "Times relayed control traffic waited because a neighbour used its bytes-per-second budget.");
         w.Sample("skymesh_bus_relay_throttled_total", "", relay.ThrottledWaits);
+        var linkRelay = node.LinkRelay.Counters();
+        w.Family("skymesh_link_relay_open", "gauge", "Links between other nodes this node relays now.");
+        w.Sample("skymesh_link_relay_open", "", linkRelay.Open);
+        w.Family("skymesh_link_relay_requests_total", "counter", "Relayed links neighbours asked this node for, by result.");
+        w.Sample("skymesh_link_relay_requests_total", "result=\"opened\"", linkRelay.Opened);
+        w.Sample("skymesh_link_relay_requests_total", "result=\"refused\"", linkRelay.Refused);
+        w.Family("skymesh_link_relay_datagrams_total", "counter", "Datagrams relayed between the ends of relayed links.");
+        w.Sample("skymesh_link_relay_datagrams_total", "", linkRelay.Datagrams);
+        w.Family("skymesh_link_relay_bytes_total", "counter", "Bytes relayed between the ends of relayed links.");
+        w.Sample("skymesh_link_relay_bytes_total", "", linkRelay.Bytes);
+        w.Family("skymesh_link_relay_dropped_total", "counter", "Datagrams a relay port dropped: from neither end, before both were known, over the rate, or a bind with a wrong token.");
+        w.Sample("skymesh_link_relay_dropped_total", "", linkRelay.Dropped);
         w.Family("skymesh_link_channel_refused_total", "counter", "Streams on link-local channels refused: no such service, or a malformed header.");
         w.Sample("skymesh_link_channel_refused_total", "", node.Channels.Refused);
         var sw = node.Switch;

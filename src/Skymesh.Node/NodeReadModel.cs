@@ -33,6 +33,7 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
             : new BusRoute("direct", null, 0, null, null),
         Relay = Node.BusRelay.Counters(),
         Nat = Node.Nat.Info(),
+        LinkRelay = Node.LinkRelay.Counters(),
     };
 
     public IReadOnlyList<InterfaceInfo> Interfaces() => [.. Node.Interfaces.Values.Select(i => new InterfaceInfo(
@@ -42,7 +43,9 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
     public IReadOnlyList<LinkInfo> Links() => [.. Node.Switch.Links.OrderBy(l => l.Id).Select(Link)];
 
     /// <summary>One link as the API shows it, with how it was made.</summary>
-    public LinkInfo Link(Link link) => link.Info() with { How = Node.Nat.HowMade(link) ?? (link.IsInitiator ? "dialled" : "answered") };
+    public LinkInfo Link(Link link) => Node.Nat.HowMade(link) is { } made
+        ? link.Info() with { How = made.How, Via = made.Via?.ToString() }
+        : link.Info() with { How = link.IsInitiator ? "dialled" : "answered" };
 
     /// <summary>The label table: installed entries, then labels reserved for a path being set up (they expire unless installed).</summary>
     public IReadOnlyList<LabelEntry> Labels() =>

@@ -12,7 +12,7 @@ namespace Skymesh.EndToEnd.Tests;
 /// hB behind natB, each reaching a broker and two public nodes in <c>pub</c> (P1 on 198.51.100.1, P2 on 198.51.100.2)
 /// only through its NAT. The public nodes tell each of them where they see it from, so each knows its reflexive address
 /// and its kind of NAT; `skymesh links add NODE-ADDRESS` then punches a direct link through two plain (endpoint-
-/// independent) routers, and through a symmetric one finds no way and leaves the traffic to a path through a public node.
+/// independent) routers; through a symmetric one it finds no way, and a public node both have as neighbour relays the link.
 /// </summary>
 public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
 {
@@ -114,9 +114,10 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
     }
 
     [Fact]
-    public async Task Behind_a_symmetric_NAT_hole_punching_finds_no_way_through_and_traffic_goes_through_a_public_node()
+    public async Task Behind_a_symmetric_NAT_hole_punching_finds_no_way_through_and_the_link_goes_through_a_public_node_as_relay()
     {
-        var mesh = await StartAsync(new NatRouterOptions(Symmetric: true));
+        // B dials (the lower address): A, which asked, probes, and its request waits for the link B has relayed.
+        var mesh = await StartAsync(new NatRouterOptions(Symmetric: true), aDials: false);
         await CheckedAsync(async () =>
         {
             var (p1, p2, a, b) = mesh;
@@ -133,26 +134,48 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
                 $"B on the bus, seen at {wanB} by P1 and P2 (an endpoint-independent NAT)");
             Log($"A on the bus behind a symmetric NAT (seen at {NatField(statusA, "reflexive")} and another port); B behind an endpoint-independent one");
 
+            // The punch finds no way through natA; a public node both have as a neighbour relays the link instead.
             var punching = Stopwatch.StartNew();
-            var (code, output) = await CliAsync(a, "links", "add", b.Address);
-            Assert.True(code != 0, $"links add {b.Address} on A through a symmetric NAT succeeded: {output}");
-            Assert.Contains("found no way through", output, StringComparison.Ordinal);
-            Log($"links add failed after {punching.ElapsedMilliseconds} ms (exit {code}; {(string.CompareOrdinal(a.Address, b.Address) < 0 ? "A" : "B")} dialled): {output.Trim()}");
-            Assert.False(LinkTo(await LinksAsync(a), b) is { } failed && Field(failed, "state") == "up", "A has a link to B up after the punch failed");
+            var (code, output) = await CliAsync(a, "links", "add", b.Address, "--json");
+            Assert.True(code == 0, $"links add {b.Address} on A exited with {code}: {output}");
+            var added = JsonDocument.Parse(output).RootElement;
+            Assert.Equal(b.Address, added.GetProperty("peer").GetString());
+            Assert.Equal("relayed", added.GetProperty("how").GetString());
+            var via = added.GetProperty("via").GetString();
+            Assert.Contains(via, new[] { p1.Address, p2.Address });
+            var relay = via == p1.Address ? p1 : p2;
+            var relayAddress = relay == p1 ? NatTopology.PublicAddress : NatTopology.PublicAddress2;
+            // The link's far end is a port of the relay's, not its mesh port and not B's router.
+            var remote = added.GetProperty("remote").GetString()!;
+            Assert.StartsWith(relayAddress + ":", remote, StringComparison.Ordinal);
+            Assert.NotEqual($"{relayAddress}:{NodePort}", remote);
+            Log($"links add: no punch through natA, so a link through {relay.Name} at {remote}, in {punching.ElapsedMilliseconds} ms "
+                + $"({(string.CompareOrdinal(a.Address, b.Address) < 0 ? "A" : "B")} dialled); the punch failure logged on A: {LoggedAfter(a, "found no way through", DateTimeOffset.UtcNow - punching.Elapsed)}");
+            await UntilAsync("B's link to A up and relayed by the same node", async () => LinkTo(await LinksAsync(b), a) is { } l
+                && Field(l, "state") == "up" && Field(l, "how") == "relayed" && Field(l, "via") == relay.Address);
+            var (shown, table) = await CliAsync(a, "links");
+            Assert.True(shown == 0 && table.Contains($"relayed via {relay.Address[..8]}", StringComparison.Ordinal), $"skymesh links on A does not say the link is relayed: {table}");
 
-            // The control plane opens a path through a public node instead, and the file goes that way.
+            // A path of one hop over the relayed link, and a file over it: through the relay's port, not a path through it.
+            await UntilAsync("a path A -> B of one hop, over the relayed link", async () =>
+            {
+                var (opened, text) = await CliAsync(a, "path", "open", b.Address, "--max-hops", "1", "--json");
+                Remember("A path open", opened, text);
+                return opened == 0;
+            });
+            Assert.Equal([a.Address, b.Address], await PathHopsAsync(a, b));
             var file = await StartFileServerAsync(b);
-            await StartForwardAsync(a, b);
-            var hops = await PathHopsAsync(a, b);
-            Assert.Equal(3, hops.Length);
-            Assert.Equal(a.Address, hops[0]);
-            Assert.Contains(hops[1], new[] { p1.Address, p2.Address });
-            Assert.Equal(b.Address, hops[2]);
-            var relay = hops[1] == p1.Address ? p1 : p2;
+            var forward = await StartForwardAsync(a, b);
+            Assert.DoesNotContain("opened path", forward.Output, StringComparison.Ordinal);
             var fetching = Stopwatch.StartNew();
             await FetchAsync(a, file);
-            Log($"{file.Length:N0} bytes fetched A -> {relay.Name} -> B in {fetching.ElapsedMilliseconds} ms, byte-identical");
-            Assert.True(await NodeMetricAsync(relay, "skymesh_forwarded_messages_total") > 0, $"{relay.Name}, the path's relay, forwarded nothing");
+            Log($"{file.Length:N0} bytes fetched A -> B over the link {relay.Name} relays in {fetching.ElapsedMilliseconds} ms, byte-identical");
+            Assert.True(await NodeMetricAsync(relay, "skymesh_link_relay_bytes_total") >= file.Length, $"{relay.Name} relayed fewer bytes than the file's {file.Length:N0}");
+            Assert.Equal(1, await NodeMetricAsync(relay, "skymesh_link_relay_open"));
+            Assert.Equal(0, await NodeMetricAsync(p1, "skymesh_forwarded_messages_total"));
+            Assert.Equal(0, await NodeMetricAsync(p2, "skymesh_forwarded_messages_total"));
+            // A's NAT is still known for what it is: what B sees of A through the relay is the relay's port, not A's.
+            Assert.Equal("symmetric", NatField(await StatusAsync(a), "type"));
         });
     }
 
@@ -160,7 +183,8 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
     /// The topology (natB plain, natA as given, both with a firewall), a broker and P1 and P2 in pub, A in hA and B in
     /// hB, each listing P1 and P2 as peers; all started.
     /// </summary>
-    private async Task<Mesh> StartAsync(NatRouterOptions natA)
+    /// <param name="aDials">Given, A's key is drawn until A has the lower address (it dials) or the higher (B dials).</param>
+    private async Task<Mesh> StartAsync(NatRouterOptions natA, bool? aDials = null)
     {
         if (!NatTopology.Available)
             Assert.Skip("needs root, iproute2 and iptables (Debian's iptables package)");
@@ -170,20 +194,28 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
         _nat = await NatTopology.CreateAsync(_lab, natA, new NatRouterOptions(), Ct);
         Log($"topology up (natA {natA})");
 
-        Node Make(string name, string ns, string api)
+        Node Make(string name, string ns, string api, Func<string, bool>? accept = null)
         {
             var dir = Path.Combine(Lab.Directory, name);
             Directory.CreateDirectory(dir);
-            using var key = Identity.NodeKeyFile.LoadOrCreate(Path.Combine(dir, "node.key"));
-            var node = new Node(name, ns, dir, key.Address.ToString(), api);
-            _nodes.Add(node);
-            return node;
+            var file = Path.Combine(dir, "node.key");
+            while (true)
+            {
+                using var key = Identity.NodeKeyFile.LoadOrCreate(file);
+                if (accept is null || accept(key.Address.ToString()))
+                {
+                    var node = new Node(name, ns, dir, key.Address.ToString(), api);
+                    _nodes.Add(node);
+                    return node;
+                }
+                File.Delete(file);
+            }
         }
-        var mesh = new Mesh(
-            Make("P1", NatTopology.Public, "127.0.0.1:7300"),
-            Make("P2", NatTopology.Public, "127.0.0.1:7301"),
-            Make("A", Nat.A.Host, Api),
-            Make("B", Nat.B.Host, Api));
+        var p1 = Make("P1", NatTopology.Public, "127.0.0.1:7300");
+        var p2 = Make("P2", NatTopology.Public, "127.0.0.1:7301");
+        var b = Make("B", Nat.B.Host, Api);
+        var a = Make("A", Nat.A.Host, Api, aDials is { } dials ? address => string.CompareOrdinal(address, b.Address) < 0 == dials : null);
+        var mesh = new Mesh(p1, p2, a, b);
 
         var broker = Lab.StartSkymesh("broker", NatTopology.Public, "broker", "--listen", Broker);
         await WriteConfigAsync(mesh.P1, $"{NatTopology.PublicAddress}:{NodePort}", []);

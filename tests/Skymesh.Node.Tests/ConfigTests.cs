@@ -69,6 +69,8 @@ public class ConfigTests
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "broker": "via-neighbour" }""", "$.broker", "via-neighbours")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "busRelay": { "maxTunnelsPerNeighbour": 0 } }""", "$.busRelay.maxTunnelsPerNeighbour", "from 1 to 100000")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "busRelay": { "bytesPerSecondPerNeighbour": 10 } }""", "$.busRelay.bytesPerSecondPerNeighbour", "below 1024")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "linkRelay": { "maxPerNeighbour": 0 } }""", "$.linkRelay.maxPerNeighbour", "from 1 to 10000")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "linkRelay": { "bytesPerSecond": 1000 } }""", "$.linkRelay.bytesPerSecond", "below 16384")]
     [InlineData("""{ "interfaces": [] }""", "$.interfaces", "at least one interface")]
     [InlineData("""{ }""", "$.interfaces", "at least one interface")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "localhost" } ] }""", "$.interfaces[0].listen", "not an address:port")]

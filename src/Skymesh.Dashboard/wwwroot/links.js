@@ -94,7 +94,8 @@ function updateRow(row, link) {
     peerCell.dataset.peer = peer;
     fill(peerCell, peer ? addr(peer) : h('span', { class: 'muted' }, 'not known yet'));
   }
-  setText(row.querySelector('.c-remote'), `${link.remote ?? ''}${link.encrypted ? ' · encrypted' : ''}`);
+  const how = link.how === 'relayed' ? ` · relayed via ${shortAddr(link.via ?? '')}` : link.how === 'punched' ? ' · punched through NATs' : '';
+  setText(row.querySelector('.c-remote'), `${link.remote ?? ''}${how}${link.encrypted ? ' · encrypted' : ''}`);
   setBadge(row.querySelector('.link-state'), link.state);
   setText(row.querySelector('.c-reason'), link.state !== 'up' ? (link.downReason ?? '') : '');
   setText(row.querySelector('.c-rtt'), fmtMs(timespanMs(link.rtt)));

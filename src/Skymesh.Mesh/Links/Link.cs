@@ -20,8 +20,14 @@ public sealed record LinkInfo(
     long BytesSent, long BytesReceived, long SendDrops, string? DownReason,
     long FramesAskedFor = 0, long FramesRecovered = 0, long FramesRetransmitted = 0, long TailProbes = 0, long FramesGivenUp = 0)
 {
-    /// <summary>How the link was made: <c>dialled</c> (this node dialled), <c>answered</c> (the neighbour did) or <c>punched</c> (through NATs, both at once).</summary>
+    /// <summary>
+    /// How the link was made: <c>dialled</c> (this node dialled), <c>answered</c> (the neighbour did), <c>punched</c>
+    /// (through NATs, both at once) or <c>relayed</c> (through a port of <see cref="Via"/>, a neighbour of both).
+    /// </summary>
     public string? How { get; init; }
+
+    /// <summary>The node a <c>relayed</c> link goes through; null for any other.</summary>
+    public string? Via { get; init; }
 }
 
 /// <summary>

@@ -280,26 +280,6 @@ public sealed partial class BusRelay
         public TokenBucket Bucket { get; } = new(bytesPerSecond);
     }
 
-    /// <summary>Bytes a second with a burst of one second's worth; a taker goes into debt and is told how long to wait it off.</summary>
-    private sealed class TokenBucket(int rate)
-    {
-        private readonly Lock _lock = new();
-        private double _tokens = rate;
-        private long _last;
-
-        public TimeSpan Take(int bytes, long now, long frequency)
-        {
-            lock (_lock)
-            {
-                if (_last != 0)
-                    _tokens = Math.Min(rate, _tokens + (now - _last) * (double)rate / frequency);
-                _last = now;
-                _tokens -= bytes;
-                return _tokens >= 0 ? TimeSpan.Zero : TimeSpan.FromSeconds(-_tokens / rate);
-            }
-        }
-    }
-
     private static partial class Log
     {
         [LoggerMessage(EventId = 682, Level = LogLevel.Warning, Message = "Control bus relay: neighbour {Peer} already has {Max} tunnels open through this node; refused another")]

@@ -27,17 +27,25 @@ public sealed record NatInfo(string? Reflexive, string Type, int Observers);
 /// hole punching with the control bus as the rendezvous: the one that wants the link sends its candidates (reflexive and
 /// local addresses) in a <c>link-punch</c> request, the other answers with its own, and at once the node with the lower
 /// address dials every candidate of the other while the other sends probes to the dialler's, which open its NAT for them.
+/// When that finds no way through (a symmetric NAT on either side), the dialler asks a neighbour both of them have to
+/// relay the link (<see cref="LinkRelay"/>), tells the other node over the bus (<c>link-relay</c>), and the two link
+/// through the relay's port: a link like any other, shown as <c>relayed</c>.
 /// </summary>
 public sealed partial class NatTraversal
 {
     public const string ObserveService = "observe";
     public const string PunchMethod = "link-punch";
+    public const string RelayMethod = "link-relay";
 
     private readonly MeshNode _node;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<NodeAddress, (IPEndPoint Observer, IPEndPoint Reflexive)> _observations = new();
-    private readonly ConcurrentDictionary<int, string> _howMade = new();
+    private readonly ConcurrentDictionary<int, (string How, NodeAddress? Via)> _howMade = new();
+    // Relay ports this node links through (or is about to): what a neighbour sees on such a link is the relay's address,
+    // which says nothing of this node's NAT.
+    private readonly ConcurrentDictionary<IPEndPoint, NodeAddress> _relayPorts = new();
     private long _punched;
+    private long _relayed;
     private long _punchFailures;
 
     public NatTraversal(MeshNode node, ILoggerFactory loggerFactory)
@@ -47,12 +55,14 @@ public sealed partial class NatTraversal
         node.Channels.Register(ObserveService, ServeObserveAsync);
         node.Switch.LinkUp += link =>
         {
-            if (link.Interface is UdpInterface && link.Peer is not null)
+            if (link.Interface is UdpInterface && link.Peer is not null && !(link.Remote is IPEndPoint remote && _relayPorts.ContainsKey(remote)))
                 _ = Background.Run(() => AskAsync(link));
         };
-        node.Switch.LinkDown += (link, _) =>
+        node.Switch.LinkDown += (link, why) =>
         {
-            _howMade.TryRemove(link.Id, out string? _);
+            _howMade.TryRemove(link.Id, out _);
+            if (link.Remote is IPEndPoint remote && _relayPorts.ContainsKey(remote) && !node.Switch.Links.Any(l => l != link && l.Remote.Equals(remote)))
+                _relayPorts.TryRemove(remote, out _);
             // What a neighbour no longer linked saw says nothing of the NAT's mappings now.
             if (link.Peer is { } peer && node.FindLink(peer) is null)
                 _observations.TryRemove(peer, out var _);
@@ -62,13 +72,19 @@ public sealed partial class NatTraversal
     /// <summary>The node's control plane, once it runs: the rendezvous.</summary>
     public ControlPlane? Control { get; set; }
 
-    /// <summary>Links made by hole punching, and attempts that found no way through.</summary>
+    /// <summary>Links made by hole punching, links made through a relay, and attempts that found no way through.</summary>
     public long Punched => Interlocked.Read(ref _punched);
+
+    public long Relayed => Interlocked.Read(ref _relayed);
 
     public long PunchFailures => Interlocked.Read(ref _punchFailures);
 
-    /// <summary>How the link was made, when not simply dialled: <c>punched</c>.</summary>
-    public string? HowMade(Link link) => _howMade.TryGetValue(link.Id, out var how) ? how : null;
+    /// <summary>How the link was made, when not simply dialled: <c>punched</c>, or <c>relayed</c> and through which node.</summary>
+    public (string How, NodeAddress? Via)? HowMade(Link link) =>
+        _howMade.TryGetValue(link.Id, out var how) ? how
+        // Relayed from the moment it is up, before the end that waited for it has seen it.
+        : link.Remote is IPEndPoint remote && _relayPorts.TryGetValue(remote, out var via) ? ("relayed", via)
+        : null;
 
     /// <summary>What the neighbours have said of this node's address, and what that makes of its NAT.</summary>
     public NatInfo Info()
@@ -173,18 +189,44 @@ public sealed partial class NatTraversal
         }
     }
 
-    /// <summary>Serves <see cref="PunchMethod"/> on the node's bus (at every login).</summary>
-    public void Serve(IControlBus bus) => bus.Handle(PunchMethod, (request, token) =>
+    /// <summary>Serves <see cref="PunchMethod"/> and <see cref="RelayMethod"/> on the node's bus (at every login).</summary>
+    public void Serve(IControlBus bus)
     {
-        var theirs = Parse(request.Body.Span);
-        if (theirs.Count == 0)
-            throw new ControlBusException(ControlBusException.BadRequest, "no candidates");
-        var mine = Encode(Candidates());
-        // Our part starts at once, beside the caller's: dial, or open our NAT to its addresses.
-        var before = _node.FindLink(request.From);
-        _ = Background.Run(() => MeetAsync(request.From, theirs, before, CancellationToken.None));
-        return ValueTask.FromResult<ReadOnlyMemory<byte>>(mine);
-    });
+        bus.Handle(PunchMethod, (request, token) =>
+        {
+            var theirs = Parse(request.Body.Span);
+            if (theirs.Candidates.Count == 0)
+                throw new ControlBusException(ControlBusException.BadRequest, "no candidates");
+            var mine = Offer(request.From);
+            // Our part starts at once, beside the caller's: dial, or open our NAT to its addresses.
+            var before = _node.FindLink(request.From);
+            var common = mine.Neighbours.Intersect(theirs.Neighbours).ToList();
+            _ = Background.Run(() => MeetAsync(request.From, theirs with { Neighbours = common }, before, CancellationToken.None));
+            return ValueTask.FromResult<ReadOnlyMemory<byte>>(Encode(mine));
+        });
+        bus.Handle(RelayMethod, (request, token) =>
+        {
+            RelayOffer? offer;
+            try
+            {
+                offer = JsonSerializer.Deserialize<RelayOffer>(request.Body.Span, WireJson);
+            }
+            catch (JsonException)
+            {
+                offer = null;
+            }
+            if (offer is null || !NodeAddress.TryParse(offer.Via, out var via) || offer.Port is < 1 or > 65535 || offer.Token is not { Length: 32 } secret || !secret.All(char.IsAsciiHexDigitLower))
+                throw new ControlBusException(ControlBusException.BadRequest, "a relay offer names the relay (via), its port and a 32-digit token");
+            if (Udp is not { } udp || _node.FindLink(via) is not { Remote: IPEndPoint relayAt } toRelay || toRelay.Interface != udp)
+                throw new ControlBusException(ControlBusException.NotFound, $"this node has no UDP link to {via}");
+            if (_relayPorts.Count >= 64)
+                throw new ControlBusException(ControlBusException.Unavailable, "this node is busy with other relayed links");
+            var port = new IPEndPoint(relayAt.Address, offer.Port);
+            _relayPorts[port] = via;
+            _ = Background.Run(() => ThroughRelayAsync(udp, request.From, via, port, secret, dial: false, CancellationToken.None));
+            return ValueTask.FromResult<ReadOnlyMemory<byte>>("ok"u8.ToArray());
+        });
+    }
 
     /// <summary>
     /// Links to <paramref name="peer"/> through the NATs between them: exchanges candidates over the control bus, then
@@ -198,8 +240,8 @@ public sealed partial class NatTraversal
         if (_node.FindLink(peer) is { } already)
             return already;
         var bus = Control?.Agent?.Bus ?? throw new NodeRequestException(NodeError.Unavailable, "hole punching needs the control bus as the rendezvous, and this node is not on it");
-        var mine = Candidates();
-        if (mine.Count == 0)
+        var mine = Offer(peer);
+        if (mine.Candidates.Count == 0)
             throw new NodeRequestException(NodeError.Invalid, "this node has no UDP interface to punch through");
         ReadOnlyMemory<byte> answer;
         try
@@ -211,10 +253,30 @@ public sealed partial class NatTraversal
             throw new NodeRequestException(e.Status == ControlBusException.NotFound ? NodeError.NotFound : NodeError.Unavailable, $"{peer} did not take part in hole punching: {e.Message}");
         }
         var theirs = Parse(answer.Span);
-        if (theirs.Count == 0)
+        if (theirs.Candidates.Count == 0)
             throw new NodeRequestException(NodeError.Unavailable, $"{peer} has no address to punch to");
-        return await MeetAsync(peer, theirs, null, cancellationToken)
-            ?? throw new NodeRequestException(NodeError.Timeout, $"hole punching to {peer} found no way through its NAT and ours (tried {string.Join(", ", theirs)}): a NAT that maps each destination to a new port (symmetric) lets no punch through");
+        var common = mine.Neighbours.Intersect(theirs.Neighbours).ToList();
+        return await MeetAsync(peer, theirs with { Neighbours = common }, null, cancellationToken)
+            ?? throw new NodeRequestException(NodeError.Timeout, $"hole punching to {peer} found no way through its NAT and ours (tried {string.Join(", ", theirs.Candidates)}): a NAT that maps each destination to a new port (symmetric) lets no punch through"
+                + (common.Count == 0 ? ", and the two nodes have no neighbour in common to relay the link" : $", and no common neighbour relayed the link (tried {string.Join(", ", common)})"));
+    }
+
+    /// <summary>
+    /// Links to <paramref name="peer"/> through <paramref name="via"/>, a neighbour of both, without trying to punch
+    /// first (<c>skymesh links add NODE --via RELAY</c>).
+    /// </summary>
+    public async Task<Link> RelayAsync(NodeAddress peer, NodeAddress via, CancellationToken cancellationToken)
+    {
+        if (peer == _node.Address || via == _node.Address || via == peer)
+            throw new NodeRequestException(NodeError.Invalid, "a relayed link joins this node to another through a third");
+        if (Udp is not { } udp)
+            throw new NodeRequestException(NodeError.Invalid, "this node has no UDP interface to link through a relay");
+        if (_node.FindLink(via) is not { Remote: IPEndPoint } toRelay || toRelay.Interface != udp)
+            throw new NodeRequestException(NodeError.NotFound, $"this node has no UDP link to {via}, the relay");
+        if (Control?.Agent?.Bus is null)
+            throw new NodeRequestException(NodeError.Unavailable, "a relayed link is agreed over the control bus, and this node is not on it");
+        var (link, why) = await RelayThroughAsync(udp, peer, via, cancellationToken);
+        return link ?? throw new NodeRequestException(NodeError.Unavailable, $"no link to {peer} through {via}: {why}");
     }
 
     /// <summary>
@@ -225,23 +287,35 @@ public sealed partial class NatTraversal
     /// before the punch began, if any: not the punch's doing. One that came up since is (the other side's dial can beat
     /// this side's start).
     /// </summary>
-    private async Task<Link?> MeetAsync(NodeAddress peer, IReadOnlyList<IPEndPoint> candidates, Link? before, CancellationToken cancellationToken)
+    private async Task<Link?> MeetAsync(NodeAddress peer, PunchOffer theirs, Link? before, CancellationToken cancellationToken)
     {
         if (Udp is not { } udp)
             return null;
         var link = _node.FindLink(peer);
         if (link is not null && link == before)
             return link;
-        link ??= string.CompareOrdinal(_node.Address.ToString(), peer.ToString()) < 0
-                ? await DialAsync(udp, peer, candidates, cancellationToken)
-                : await ProbeAsync(udp, peer, candidates, cancellationToken);
+        var dialler = string.CompareOrdinal(_node.Address.ToString(), peer.ToString()) < 0;
+        link ??= dialler
+                ? await DialAsync(udp, peer, theirs.Candidates, cancellationToken)
+                : await ProbeAsync(udp, peer, theirs.Candidates, cancellationToken);
         if (link is null)
         {
             Interlocked.Increment(ref _punchFailures);
-            Log.PunchFailed(_logger, peer.ToString(), string.Join(", ", candidates));
-            return null;
+            Log.PunchFailed(_logger, peer.ToString(), string.Join(", ", theirs.Candidates));
+            // Through a neighbour of both: the dialler asks one, the other waits for the link to come through it.
+            if (dialler)
+            {
+                foreach (var via in theirs.Neighbours.Where(n => _node.FindLink(n) is { Interface: UdpInterface }).Take(3))
+                {
+                    if ((await RelayThroughAsync(udp, peer, via, cancellationToken)).Link is { } relayed)
+                        return relayed;
+                }
+                return null;
+            }
+            return theirs.Neighbours.Count == 0 ? null : await WaitForLinkAsync(
+                l => l.Peer == peer, 3 * _node.Switch.Options.HandshakeTimeout, cancellationToken);
         }
-        if (_howMade.TryAdd(link.Id, "punched"))
+        if (_howMade.TryAdd(link.Id, ("punched", null)))
         {
             Interlocked.Increment(ref _punched);
             Log.Punched(_logger, peer.ToString(), link.Remote.ToString() ?? "");
@@ -292,31 +366,167 @@ public sealed partial class NatTraversal
         using var tick = new PeriodicTimer(TimeSpan.FromMilliseconds(200), time);
         while (time.GetTimestamp() < until)
         {
-            if (_node.FindLink(peer) is { } link)
+            if (DirectLink(peer) is { } link)
                 return link;
             foreach (var candidate in candidates)
                 udp.TrySend(candidate, MeshSwitch.PunchProbe);
             if (!await tick.WaitForNextTickAsync(cancellationToken))
                 break;
         }
-        return _node.FindLink(peer);
+        return DirectLink(peer);
     }
 
-    private static byte[] Encode(IReadOnlyList<IPEndPoint> candidates) =>
-        JsonSerializer.SerializeToUtf8Bytes(candidates.Select(c => c.ToString()).ToArray());
+    /// <summary>A link up to <paramref name="peer"/> that does not go through a relay.</summary>
+    private Link? DirectLink(NodeAddress peer) =>
+        _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer == peer && !(l.Remote is IPEndPoint r && _relayPorts.ContainsKey(r))).MinBy(l => l.Id);
 
-    private static List<IPEndPoint> Parse(ReadOnlySpan<byte> body)
+    /// <summary>
+    /// The asking side of a relayed link: a port and token from <paramref name="via"/>, the offer to
+    /// <paramref name="peer"/> over the bus, then the link through the port. The link, or why there is none.
+    /// </summary>
+    private async Task<(Link? Link, string Why)> RelayThroughAsync(UdpInterface udp, NodeAddress peer, NodeAddress via, CancellationToken cancellationToken)
+    {
+        if (_node.FindLink(via) is not { Remote: IPEndPoint relayAt } toRelay)
+            return (null, $"the link to {via} went down");
+        string? answer;
+        try
+        {
+            var stream = await _node.Channels.OpenAsync(toRelay, LinkRelay.Service, "open", cancellationToken);
+            await stream.WriteAsync(Encoding.ASCII.GetBytes(peer + "\n"), cancellationToken);
+            await stream.CompleteAsync(cancellationToken);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5), _node.Time);
+            using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+            answer = await LinkChannels.ReadLineAsync(stream, 256, either.Token);
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            return (null, $"{via} did not answer ({e.Message})");
+        }
+        var parts = answer?.Split(' ');
+        if (parts is not ["ok", var portText, var secret] || !int.TryParse(portText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var portNumber)
+            || portNumber is < 1 or > 65535)
+            return (null, $"{via} does not relay it: {(answer is null ? "no answer" : answer.StartsWith("no ", StringComparison.Ordinal) ? answer[3..] : answer)}");
+        if (Control?.Agent?.Bus is not { } bus)
+            return (null, "this node is not on the control bus");
+        try
+        {
+            await bus.RequestAsync(peer, RelayMethod, JsonSerializer.SerializeToUtf8Bytes(new RelayOffer(via.ToString(), portNumber, secret), WireJson), null, cancellationToken);
+        }
+        catch (ControlBusException e)
+        {
+            return (null, $"{peer} did not take the relayed link: {e.Message}");
+        }
+        var port = new IPEndPoint(relayAt.Address, portNumber);
+        _relayPorts[port] = via;
+        var link = await ThroughRelayAsync(udp, peer, via, port, secret, dial: true, cancellationToken);
+        return (link, link is null ? "no handshake through the relay" : "");
+    }
+
+    /// <summary>
+    /// One end of a relayed link: tells the relay where this node is (again every half second, in case a datagram is
+    /// lost, until the link is up), and dials through it, or waits for the other end's dial.
+    /// </summary>
+    private async Task<Link?> ThroughRelayAsync(UdpInterface udp, NodeAddress peer, NodeAddress via, IPEndPoint port, string secret, bool dial, CancellationToken cancellationToken)
+    {
+        var bind = LinkRelay.BindDatagram(secret, dial ? 'a' : 'b');
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var binding = Background.Run(async () =>
+        {
+            using var tick = new PeriodicTimer(TimeSpan.FromMilliseconds(500), _node.Time);
+            do
+                udp.TrySend(port, bind);
+            while (await tick.WaitForNextTickAsync(stop.Token));
+        });
+        Link? link = null;
+        try
+        {
+            if (dial)
+            {
+                try
+                {
+                    link = await _node.ConnectAsync(udp.Name, port, peer, cancellationToken);
+                }
+                catch (Exception e) when (e is NodeRequestException or LinkFailedException or InvalidOperationException or SocketException)
+                {
+                }
+            }
+            else
+            {
+                link = await WaitForLinkAsync(l => l.Peer == peer && l.Remote.Equals(port), _node.Switch.Options.HandshakeTimeout * 2, cancellationToken);
+            }
+        }
+        finally
+        {
+            await Background.CancelAsync(stop);
+            try
+            {
+                await binding;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        if (link is null || !link.Remote.Equals(port))
+        {
+            if (!_node.Switch.Links.Any(l => l.Remote.Equals(port)))
+                _relayPorts.TryRemove(port, out _);
+            return link;
+        }
+        _howMade[link.Id] = ("relayed", via);
+        Interlocked.Increment(ref _relayed);
+        Log.Relayed(_logger, peer.ToString(), via.ToString(), port.ToString());
+        return link;
+    }
+
+    /// <summary>A link up that <paramref name="match"/>es, once there is one; null after <paramref name="patience"/>.</summary>
+    private async Task<Link?> WaitForLinkAsync(Func<Link, bool> match, TimeSpan patience, CancellationToken cancellationToken)
+    {
+        var time = _node.Time;
+        var until = time.GetTimestamp() + (long)(patience.TotalSeconds * time.TimestampFrequency);
+        using var tick = new PeriodicTimer(TimeSpan.FromMilliseconds(100), time);
+        do
+        {
+            var link = _node.Switch.Links.FirstOrDefault(l => l.State == LinkState.Up && match(l));
+            if (link is not null)
+                return link;
+        }
+        while (time.GetTimestamp() < until && await tick.WaitForNextTickAsync(cancellationToken));
+        return null;
+    }
+
+    /// <summary>What this node offers in a punch: where it may be reached, and its neighbours on UDP links (possible relays).</summary>
+    private PunchOffer Offer(NodeAddress peer) => new(Candidates(),
+        [.. _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Interface is UdpInterface && l.Peer is { } p && p != peer && !(l.Remote is IPEndPoint r && _relayPorts.ContainsKey(r)))
+            .Select(l => l.Peer!.Value).Distinct().Take(32)]);
+
+    private static readonly JsonSerializerOptions WireJson = new(JsonSerializerDefaults.Web);
+
+    private static byte[] Encode(PunchOffer offer) =>
+        JsonSerializer.SerializeToUtf8Bytes(new PunchWire([.. offer.Candidates.Select(c => c.ToString())], [.. offer.Neighbours.Select(n => n.ToString())]), WireJson);
+
+    private static PunchOffer Parse(ReadOnlySpan<byte> body)
     {
         try
         {
-            var texts = JsonSerializer.Deserialize<string[]>(body) ?? [];
-            return [.. texts.Take(16).Select(t => IPEndPoint.TryParse(t, out var e) && e.Port != 0 ? e : null).OfType<IPEndPoint>()];
+            var wire = JsonSerializer.Deserialize<PunchWire>(body, WireJson);
+            return new PunchOffer(
+                [.. (wire?.Candidates ?? []).Take(16).Select(t => IPEndPoint.TryParse(t, out var e) && e.Port != 0 ? e : null).OfType<IPEndPoint>()],
+                [.. (wire?.Neighbours ?? []).Take(32).Select(t => NodeAddress.TryParse(t, out var a) ? a : (NodeAddress?)null).OfType<NodeAddress>()]);
         }
         catch (JsonException)
         {
-            return [];
+            return new PunchOffer([], []);
         }
     }
+
+    /// <summary>A punch request or answer on the bus: <c>{"candidates": ["ip:port", …], "neighbours": ["node address", …]}</c>.</summary>
+    private sealed record PunchWire(string[]? Candidates, string[]? Neighbours);
+
+    private sealed record PunchOffer(IReadOnlyList<IPEndPoint> Candidates, IReadOnlyList<NodeAddress> Neighbours);
+
+    /// <summary>A relayed link offered on the bus: <c>{"via": relay, "port": its UDP port, "token": 32 hex digits}</c>.</summary>
+    private sealed record RelayOffer(string? Via, int Port, string? Token);
 
     private static partial class Log
     {
@@ -328,5 +538,8 @@ public sealed partial class NatTraversal
 
         [LoggerMessage(EventId = 692, Level = LogLevel.Warning, Message = "Hole punching to {Peer} found no way through (tried {Candidates})")]
         public static partial void PunchFailed(ILogger logger, string peer, string candidates);
+
+        [LoggerMessage(EventId = 693, Level = LogLevel.Information, Message = "Linked to {Peer} through relay {Via}, at its port {Port}")]
+        public static partial void Relayed(ILogger logger, string peer, string via, string port);
     }
 }
