@@ -210,7 +210,7 @@ internal static partial class NodeCommands
             Console.WriteLine($"exits       {(status.Exits.Count == 0 ? "none" : string.Join(", ", status.Exits))}");
             Console.WriteLine($"control     {(status.Broker is null ? "none" : $"{status.Control}, broker {status.Broker}{(status.ControlError is { } error ? $" (last error: {error})" : "")}")}");
             if (status.Bus is { Mode: "via-neighbours" } bus)
-                Console.WriteLine($"bus route   {(bus.Via is null ? "no neighbour found yet" + (bus.Problem is { } problem ? $" ({problem})" : "") : $"through neighbour {bus.Via}, {bus.Hops} relay{(bus.Hops == 1 ? "" : "s")} from the broker")}; broker key {bus.BrokerPin ?? "not pinned yet"}");
+                Console.WriteLine($"bus route   {(bus.Via is null ? "no neighbour found yet" + (bus.Problem is { } problem ? $" ({problem})" : "") : $"through neighbour {bus.Via}, {bus.Hops} relay{(bus.Hops == 1 ? "" : "s")} from the broker")}; {(bus.Kind == "nats" ? "a NATS cluster, every message signed by its node" : $"broker key {bus.BrokerPin ?? "not pinned yet"}")}");
             else if (status.Bus is not null)
                 Console.WriteLine("bus route   direct");
             if (status.Nat is { Reflexive: { } reflexive } nat)

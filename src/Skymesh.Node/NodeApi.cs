@@ -709,7 +709,11 @@ public sealed record NodeStatus(
 /// How a node reaches the control bus: <c>direct</c> (over IP to the broker) or <c>via-neighbours</c>; for the latter the
 /// neighbour its tunnel goes through, the relays between it and the broker, and the broker key it trusts.
 /// </summary>
-public sealed record BusRoute(string Mode, string? Via, int? Hops, string? BrokerPin, string? Problem);
+public sealed record BusRoute(string Mode, string? Via, int? Hops, string? BrokerPin, string? Problem)
+{
+    /// <summary>The kind of bus: <c>ssmp</c> (a broker, whose TLS key is pinned when reached through neighbours) or <c>nats</c> (a cluster; every message signed).</summary>
+    public string Kind { get; init; } = "ssmp";
+}
 
 public sealed record InterfaceInfo(string Name, string Local, int Mtu, long FramesSent, long FramesReceived, long BytesSent, long BytesReceived, long SendDrops, long ReceiveDrops)
 {

@@ -29,8 +29,8 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
         Node.Options.Exits.Rules, Node.Options.Broker ?? (Control is null ? null : Control.Broker), Control?.State ?? "none", Control?.LastError)
     {
         Bus = Control is null ? null : Control.Connector is Control.MeshBusConnector mesh
-            ? new BusRoute("via-neighbours", mesh.Via?.ToString(), mesh.Hops, mesh.Pin, mesh.LastProblem)
-            : new BusRoute("direct", null, 0, null, null),
+            ? new BusRoute("via-neighbours", mesh.Via?.ToString(), mesh.Hops, mesh.Kind == "nats" ? null : mesh.Pin, mesh.LastProblem) { Kind = mesh.Kind }
+            : new BusRoute("direct", null, 0, null, null) { Kind = Node.BusRelay.Kind },
         Relay = Node.BusRelay.Counters(),
         Nat = Node.Nat.Info(),
         LinkRelay = Node.LinkRelay.Counters(),

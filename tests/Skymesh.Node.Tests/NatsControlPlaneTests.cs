@@ -52,4 +52,45 @@ public sealed class NatsControlPlaneTests : MeshWithBroker
         Assert.True((await nodes[0].Client.PingAsync(nodes[2].Address, cancellationToken: Ct)).RttMicroseconds > 0);
         Assert.True((await nodes[2].Client.PingAsync(nodes[0].Address, cancellationToken: Ct)).RttMicroseconds > 0);
     }
+
+    [Fact]
+    public async Task Nodes_with_no_way_to_the_cluster_join_it_through_their_neighbours_and_their_messages_stay_signed_end_to_end()
+    {
+        await using var cluster = await NatsCluster.StartAsync();
+        // a reaches the cluster (two of its servers, the first of them dead); b and c only through their links.
+        await cluster.KillAsync(0);
+        var a = await TestNode.StartAsync(bus: $"{cluster.Url(0)},{cluster.Url(1)}");
+        Nodes.Add(a);
+        var b = await TestNode.StartAsync(bus: Control.MeshBusConnector.Setting);
+        Nodes.Add(b);
+        var c = await TestNode.StartAsync(bus: Control.MeshBusConnector.Setting);
+        Nodes.Add(c);
+        await a.LinkToAsync(b).WaitAsync(Bound, Ct);
+        await b.LinkToAsync(c).WaitAsync(Bound, Ct);
+        await c.Host.WaitForControlAsync(Ct).WaitAsync(Bound, Ct);
+
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(50));
+        NodeStatus status;
+        while ((status = c.Host.Read.Status()) is not { Control: "connected", Bus.Via: not null })
+            await poll.WaitForNextTickAsync(Ct);
+        Assert.Equal("via-neighbours", status.Bus!.Mode);
+        Assert.Equal("nats", status.Bus.Kind);
+        Assert.Equal(b.Address, status.Bus.Via);
+        Assert.Equal(2, status.Bus.Hops);
+        Assert.Null(status.Bus.BrokerPin);
+        Assert.Equal("nats", a.Host.Read.Status().Bus!.Kind);
+
+        // c's announcements, signed by c and carried through b and a to the cluster, reach a node on another server of
+        // it, which checks them like any: it learns the whole line.
+        var watcher = await TestNode.StartAsync(bus: cluster.Url(2));
+        Nodes.Add(watcher);
+        await UntilGraph(watcher, g => g.NodeCount >= 3 && g.Neighbours(b.Node.Address).Count == 2 && g.Neighbours(c.Node.Address).Count == 1, "a node elsewhere on the cluster learning the line");
+        Assert.Equal(0, watcher.Agent!.Bus.UnprovenSenders);
+        // And the control plane works through the relays: a opens a path to c that carries pings.
+        var path = await a.Agent!.OpenPathAsync(c.Node.Address, null, Ct);
+        Assert.Equal(b.Address, path.Via);
+        Assert.True(await a.Node.PingAsync(c.Node.Address, 512, TimeSpan.FromSeconds(5), Ct) > TimeSpan.Zero);
+        Assert.Equal(2, a.Host.Read.Status().Relay!.TunnelsOpen);
+        Assert.Equal(1, b.Host.Read.Status().Relay!.TunnelsOpen);
+    }
 }

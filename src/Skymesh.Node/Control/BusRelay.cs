@@ -113,11 +113,26 @@ public sealed partial class BusRelay
         }
     }
 
-    /// <summary>The broker this node reaches over IP, when it does (an SSMP broker only: a NATS cluster is reached by each node itself).</summary>
-    private (string Host, int Port)? Direct() =>
-        Upstream is null && _node.Options.Broker is { } broker && NodeOptions.NatsServers(broker) is null && Skymesh.Mesh.Apps.ServiceWire.TryParseTarget(broker, out var host, out var port)
-            ? (host, port)
-            : null;
+    /// <summary>
+    /// The kind of control bus this node's tunnels lead to: <c>ssmp</c> (an SSMP broker) or <c>nats</c> (a NATS cluster);
+    /// what its own upstream said when it reaches the bus through neighbours too.
+    /// </summary>
+    public string Kind => Upstream is { } upstream ? upstream.Kind : _node.Options.Broker is { } broker && NodeOptions.NatsServers(broker) is not null ? "nats" : "ssmp";
+
+    /// <summary>Where this node reaches the bus over IP, when it does: the SSMP broker, or the NATS servers in the order given.</summary>
+    private List<(string Host, int Port)>? Direct()
+    {
+        if (Upstream is not null || _node.Options.Broker is not { } broker)
+            return null;
+        var targets = NodeOptions.NatsServers(broker) is { } servers ? servers.Select(s => s["nats://".Length..]) : [broker];
+        var direct = new List<(string, int)>();
+        foreach (var target in targets)
+        {
+            if (Skymesh.Mesh.Apps.ServiceWire.TryParseTarget(target, out var host, out var port))
+                direct.Add((host, port));
+        }
+        return direct.Count == 0 ? null : direct;
+    }
 
     private async Task ServeAsync(Link link, string verb, ReliableStream stream, CancellationToken cancellationToken)
     {
@@ -130,7 +145,7 @@ public sealed partial class BusRelay
                 return;
             case "status":
                 await AnswerAndEndAsync(stream, _options.Enabled && Hops is { } hops && hops < MaxHops
-                    ? $"ok hops={hops} upstream={(Upstream?.Via?.ToString() ?? "-")} name={_node.Options.BrokerName}"
+                    ? $"ok hops={hops} upstream={(Upstream?.Via?.ToString() ?? "-")} name={_node.Options.BrokerName} kind={Kind}"
                     : $"no {Unavailable()}", cancellationToken);
                 return;
             case "tunnel":
@@ -148,7 +163,7 @@ public sealed partial class BusRelay
     private string Unavailable() =>
         !_options.Enabled ? "this node does not relay the control bus"
         : Control is not { Connected: true } ? "this node is not on the control bus"
-        : Upstream is null && Direct() is null ? "this node's control bus is not an SSMP broker"
+        : Upstream is null && Direct() is null ? "this node has no address of its control bus to relay to"
         : "too many relays from the broker (or a tunnel that has passed too many already)";
 
     private static Task ReplyAsync(ReliableStream stream, string line, CancellationToken cancellationToken) =>
@@ -212,19 +227,28 @@ public sealed partial class BusRelay
     {
         if (Upstream is { } onwards)
             return await onwards.OpenTunnelAsync(ttl, cancellationToken);
-        var (host, port) = Direct() ?? throw new InvalidOperationException("this node has no broker address");
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
+        var targets = Direct() ?? throw new InvalidOperationException("this node has no broker address");
+        // The first server of a cluster that takes the connection (one is down: the next).
+        for (var i = 0; ; i++)
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10), _node.Time);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, cancellationToken);
-            await socket.ConnectAsync(host, port, linked.Token);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
+            var (host, port) = targets[i];
+            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            try
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10), _node.Time);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, cancellationToken);
+                await socket.ConnectAsync(host, port, linked.Token);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch (Exception e) when (i + 1 < targets.Count && e is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                socket.Dispose();
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
         }
     }
 

@@ -2,6 +2,7 @@ using System.Net.Security;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Skymesh.Control.Bus;
+using Skymesh.Control.Bus.Nats;
 using Skymesh.Control.Bus.Ssmp;
 using Skymesh.Identity;
 using Skymesh.Mesh.Links;
@@ -31,6 +32,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
     private readonly Lock _lock = new();
     private NodeAddress? _via;
     private int? _hops;
+    private string? _kind;
     private volatile string? _pin;
     private string? _lastProblem;
 
@@ -80,12 +82,30 @@ public sealed partial class MeshBusConnector : IControlBusConnector
     /// <summary>A neighbour said it has just joined the bus: a search waiting for one asks again at once.</summary>
     public void OnNeighbourJoined() => _neighbourJoined.Release();
 
+    /// <summary>The kind of bus the neighbours lead to, as the one this node joined through said (<c>ssmp</c> or <c>nats</c>); null before.</summary>
+    public string Kind => Volatile.Read(ref _kind) ?? "ssmp";
+
     public async Task<IControlBus> ConnectAsync(NodeKey key, CancellationToken cancellationToken)
     {
         var (first, name) = await OpenTunnelWithNameAsync(own: true, cancellationToken);
         var handedOut = 0;
+        // The first connection uses the tunnel just found; every reconnection looks for one afresh.
+        async ValueTask<Stream> Connect(CancellationToken token) =>
+            Interlocked.Exchange(ref handedOut, 1) == 0 ? first : (await OpenTunnelWithNameAsync(own: true, token)).Stream;
         try
         {
+            if (Kind == "nats")
+            {
+                // Plain NATS inside the tunnel: every message on a NATS bus is signed by its node, so a relay can drop
+                // messages but not forge or alter them (docs/control-plane.md, "Control through the mesh").
+                return await NatsControlBus.ConnectAsync(["nats://via-neighbours:4222"], key, new NatsControlBusOptions
+                {
+                    Time = _node.Time,
+                    LoggerFactory = _loggerFactory,
+                    Describe = "nats through neighbours",
+                    ConnectStream = Connect,
+                }, cancellationToken);
+            }
             var bus = await SsmpControlBus.ConnectAsync(name, 0, key, new SsmpControlBusOptions
             {
                 ServerName = name,
@@ -93,8 +113,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
                 Random = _node.Random,
                 LoggerFactory = _loggerFactory,
                 Describe = "ssmp through neighbours",
-                // The first connection uses the tunnel just found; every reconnection looks for one afresh.
-                ConnectStream = async token => Interlocked.Exchange(ref handedOut, 1) == 0 ? first : (await OpenTunnelWithNameAsync(own: true, token)).Stream,
+                ConnectStream = Connect,
                 Tls = Tls(name),
             }, cancellationToken);
             return bus;
@@ -152,7 +171,9 @@ public sealed partial class MeshBusConnector : IControlBusConnector
             return (null, "no neighbour reaches the control bus: this node has no links up");
         var answers = await Task.WhenAll(links.Select(link => AskAsync(link, cancellationToken)));
         var self = _node.Address;
-        var candidates = answers.Where(a => a.Hops is not null && a.Upstream != self && a.Hops < ttl)
+        // Once joined, only neighbours that lead to the same kind of bus (a mesh mixing kinds is set up wrong somewhere).
+        var kind = Volatile.Read(ref _kind);
+        var candidates = answers.Where(a => a.Hops is not null && a.Upstream != self && a.Hops < ttl && (kind is null || a.Kind == kind))
             .OrderBy(a => a.Hops).ThenBy(a => a.Link.Rtt ?? TimeSpan.MaxValue).ToList();
         var reasons = answers.Where(a => a.Hops is null || a.Upstream == self)
             .Select(a => $"{Short(a.Link.Peer)}: {(a.Upstream == self ? "reaches it through this node" : a.Problem)}").ToList();
@@ -176,6 +197,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
                     {
                         _via = peer;
                         _hops = candidate.Hops + 1;
+                        _kind ??= candidate.Kind;
                     }
                     Log.Tunnel(_logger, peer.ToString(), candidate.Hops!.Value + 1);
                 }
@@ -190,7 +212,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
         return (null, "no neighbour reaches the control bus (" + string.Join("; ", reasons) + ")");
     }
 
-    private async Task<(Link Link, int? Hops, NodeAddress? Upstream, string? Name, string Problem)> AskAsync(Link link, CancellationToken cancellationToken)
+    private async Task<(Link Link, int? Hops, NodeAddress? Upstream, string? Name, string Kind, string Problem)> AskAsync(Link link, CancellationToken cancellationToken)
     {
         ReliableStream? stream = null;
         try
@@ -199,10 +221,12 @@ public sealed partial class MeshBusConnector : IControlBusConnector
             await stream.CompleteAsync(cancellationToken);
             var answer = await ReadAnswerAsync(stream, cancellationToken);
             if (answer is null || !answer.StartsWith("ok ", StringComparison.Ordinal))
-                return (link, null, null, null, Trim(answer));
+                return (link, null, null, null, "", Trim(answer));
             int? hops = null;
             NodeAddress? upstream = null;
             string? name = null;
+            // A relay that does not say leads to an SSMP broker.
+            var kind = "ssmp";
             foreach (var field in answer[3..].Split(' ', StringSplitOptions.RemoveEmptyEntries))
             {
                 var eq = field.IndexOf('=');
@@ -220,13 +244,16 @@ public sealed partial class MeshBusConnector : IControlBusConnector
                     case "name" when Skymesh.Ssmp.Codec.SsmpGrammar.IsValidId(value):
                         name = value;
                         break;
+                    case "kind" when value is "ssmp" or "nats":
+                        kind = value;
+                        break;
                 }
             }
-            return hops is null || name is null ? (link, null, null, null, "an answer that does not parse") : (link, hops, upstream, name, "");
+            return hops is null || name is null ? (link, null, null, null, "", "an answer that does not parse") : (link, hops, upstream, name, kind, "");
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
-            return (link, null, null, null, e.Message);
+            return (link, null, null, null, "", e.Message);
         }
         finally
         {

@@ -26,6 +26,38 @@ public sealed class NatsControlBusOptions
 
     /// <summary>Envelopes remembered to refuse their replay; when full, new envelopes are refused until old ones expire.</summary>
     public int ReplayCapacity { get; init; } = 200_000;
+
+    /// <summary>
+    /// Opens the byte stream to a server instead of a TCP connection to one of the URLs, at the first connection and at
+    /// every reconnection (a tunnel through the node's neighbours). Plain NATS inside it: every message is signed, so
+    /// whoever carries the stream can drop messages but not forge them.
+    /// </summary>
+    public Func<CancellationToken, ValueTask<Stream>>? ConnectStream { get; init; }
+
+    /// <summary>How the bus names its servers for people (logs, status); default the URLs.</summary>
+    public string? Describe { get; init; }
+}
+
+/// <summary>A NATS client's connection over a stream that something else opened (<see cref="NatsControlBusOptions.ConnectStream"/>).</summary>
+internal sealed class StreamSocketConnection(Stream stream) : INatsSocketConnection
+{
+    public async ValueTask<int> SendAsync(ReadOnlyMemory<byte> buffer)
+    {
+        await stream.WriteAsync(buffer);
+        await stream.FlushAsync();
+        return buffer.Length;
+    }
+
+    public ValueTask<int> ReceiveAsync(Memory<byte> buffer) => stream.ReadAsync(buffer);
+
+    public ValueTask DisposeAsync() => stream.DisposeAsync();
+}
+
+/// <summary>Hands the NATS client the streams <see cref="NatsControlBusOptions.ConnectStream"/> opens, whatever server URL it means to reach.</summary>
+internal sealed class StreamSocketConnectionFactory(Func<CancellationToken, ValueTask<Stream>> connect) : INatsSocketConnectionFactory
+{
+    public async ValueTask<INatsSocketConnection> ConnectAsync(Uri uri, NatsOpts opts, CancellationToken cancellationToken) =>
+        new StreamSocketConnection(await connect(cancellationToken));
 }
 
 /// <summary>
@@ -119,6 +151,7 @@ public sealed partial class NatsControlBus : IControlBus
             ConnectTimeout = TimeSpan.FromSeconds(5),
             RequestTimeout = TimeSpan.FromSeconds(5),
             LoggerFactory = NullLoggerFactory.Instance,
+            SocketConnectionFactory = options.ConnectStream is { } connect ? new StreamSocketConnectionFactory(connect) : null,
         });
         try
         {
@@ -129,7 +162,7 @@ public sealed partial class NatsControlBus : IControlBus
             await nats.DisposeAsync();
             throw new ControlBusException(ControlBusException.Unavailable, $"cannot reach the NATS servers {string.Join(", ", urls)}: {e.Message}", e);
         }
-        var bus = new NatsControlBus(nats, key, DescribeServers(urls), options);
+        var bus = new NatsControlBus(nats, key, options.Describe ?? DescribeServers(urls), options);
         await bus.StartAsync(cancellationToken);
         return bus;
     }
