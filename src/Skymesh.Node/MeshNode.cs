@@ -658,6 +658,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         if (Beacons is not null)
             await Beacons.DisposeAsync();
         await LinkRelay.DisposeAsync();
+        await BusRelay.DisposeAsync();
         await Channels.DisposeAsync();
         await Switch.DisposeAsync();
         Key.Dispose();

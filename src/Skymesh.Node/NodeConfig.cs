@@ -31,6 +31,12 @@ public sealed class NodeConfigFile
     /// <summary>What this node relays of links between others that cannot reach each other (behind NATs).</summary>
     public LinkRelayConfig? LinkRelay { get; set; }
 
+    /// <summary>
+    /// With "broker": "via-neighbours": where a NATS server beside this node connects as a leaf node (its leafnode
+    /// remote), to be carried through the neighbours to the cluster's leafnode port.
+    /// </summary>
+    public string? LeafnodeListen { get; set; }
+
     /// <summary>A dedicated route finder's node address; without one the node keeps the whole graph itself.</summary>
     public string? Finder { get; set; }
 
@@ -112,6 +118,9 @@ public sealed class BusRelayConfig
 
     /// <summary>Bytes a second relayed for one neighbour (default 1 MiB).</summary>
     public int? BytesPerSecondPerNeighbour { get; set; }
+
+    /// <summary>On a node on a NATS cluster directly: its server's leafnode port (host:port), for leaf-node tunnels from elsewhere in the mesh.</summary>
+    public string? Leafnodes { get; set; }
 }
 
 public sealed class ExchangeConfig
@@ -312,6 +321,9 @@ public sealed record NodeOptions
     public Control.BusRelayOptions BusRelay { get; init; } = new();
 
     public Control.LinkRelayOptions LinkRelay { get; init; } = new();
+
+    /// <summary>Where a NATS server beside this node connects as a leaf node, carried through the neighbours; null: nowhere.</summary>
+    public IPEndPoint? LeafnodeListen { get; init; }
 
     /// <summary>The dedicated route finder paths come from; null when the node finds its own.</summary>
     public NodeAddress? Finder { get; init; }
@@ -566,7 +578,17 @@ public sealed record NodeOptions
                 BytesPerSecondPerNeighbour = file.BusRelay?.BytesPerSecondPerNeighbour is { } rate
                     ? (rate < 1024 ? throw new NodeConfigException("$.busRelay.bytesPerSecondPerNeighbour", $"{rate} is below 1024 bytes a second") : rate)
                     : 1 << 20,
+                Leafnodes = file.BusRelay?.Leafnodes is { } leafnodes
+                    ? (file.Broker is null || NatsServers(file.Broker) is null
+                        ? throw new NodeConfigException("$.busRelay.leafnodes", "a NATS server's leafnode port is relayed to by a node on that NATS cluster directly (\"broker\": \"nats://…\")")
+                        : ServiceWire.TryParseTarget(leafnodes, out _, out _) ? leafnodes : throw new NodeConfigException("$.busRelay.leafnodes", $"\"{leafnodes}\" is not host:port"))
+                    : null,
             },
+            LeafnodeListen = file.LeafnodeListen is { } leafListen
+                ? (file.Broker != Control.MeshBusConnector.Setting
+                    ? throw new NodeConfigException("$.leafnodeListen", "a leaf node is carried through the neighbours by a node that reaches the bus through them (\"broker\": \"via-neighbours\")")
+                    : ParseEndPoint(leafListen, "$.leafnodeListen"))
+                : null,
             LinkRelay = new Control.LinkRelayOptions
             {
                 Enabled = file.LinkRelay?.Enabled ?? true,

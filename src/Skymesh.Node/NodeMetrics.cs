@@ -41,6 +41,15 @@ public static class NodeMetrics
         }
         w.Family("skymesh_bus_relay_throttled_total", "counter", "Times relayed control traffic waited because a neighbour used its bytes-per-second budget.");
         w.Sample("skymesh_bus_relay_throttled_total", "", relay.ThrottledWaits);
+        if (node.BusRelay.LeafnodeEndPoint is not null)
+        {
+            var (taken, open, failed) = node.BusRelay.Leafnodes;
+            w.Family("skymesh_leafnode_connections", "gauge", "Leaf-node connections of the NATS server beside this node carried through its neighbours now.");
+            w.Sample("skymesh_leafnode_connections", "", open);
+            w.Family("skymesh_leafnode_connections_total", "counter", "Leaf-node connections taken from the NATS server beside this node, by result.");
+            w.Sample("skymesh_leafnode_connections_total", "result=\"taken\"", taken);
+            w.Sample("skymesh_leafnode_connections_total", "result=\"failed\"", failed);
+        }
         var linkRelay = node.LinkRelay.Counters();
         w.Family("skymesh_link_relay_open", "gauge", "Links between other nodes this node relays now.");
         w.Sample("skymesh_link_relay_open", "", linkRelay.Open);

@@ -30,7 +30,8 @@ public sealed partial class NatsCluster : IAsyncDisposable
     public IReadOnlyList<string> Urls => [.. ClientPorts.Select((_, i) => Url(i))];
 
     /// <summary>Starts the servers and waits until every one has its routes to all the others.</summary>
-    public static async Task<NatsCluster> StartAsync(int count = 3, TimeSpan? timeout = null)
+    /// <param name="config">More configuration for server i (a leafnodes block, say), in nats-server's file syntax.</param>
+    public static async Task<NatsCluster> StartAsync(int count = 3, TimeSpan? timeout = null, Func<int, string>? config = null)
     {
         var binary = new[] { "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server" }.FirstOrDefault(File.Exists)
             ?? throw new InvalidOperationException("nats-server is not installed (test.sh installs Debian's nats-server)");
@@ -47,6 +48,13 @@ public sealed partial class NatsCluster : IAsyncDisposable
                     RedirectStandardOutput = true,
                     UseShellExecute = false,
                 };
+                if (config is not null)
+                {
+                    var file = Path.Combine(cluster._log, $"server-{i}.conf");
+                    File.WriteAllText(file, config(i));
+                    info.ArgumentList.Add("-c");
+                    info.ArgumentList.Add(file);
+                }
                 foreach (var a in new[] { "-a", "127.0.0.1", "-p", cluster.ClientPorts[i].ToString(System.Globalization.CultureInfo.InvariantCulture), "-n", $"skymesh-test-{i}" })
                     info.ArgumentList.Add(a);
                 if (count > 1)
@@ -102,7 +110,7 @@ public sealed partial class NatsCluster : IAsyncDisposable
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
 
-    private static int FreePort()
+    public static int FreePort()
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));

@@ -93,4 +93,39 @@ public sealed class NatsControlPlaneTests : MeshWithBroker
         Assert.Equal(2, a.Host.Read.Status().Relay!.TunnelsOpen);
         Assert.Equal(1, b.Host.Read.Status().Relay!.TunnelsOpen);
     }
+
+    [Fact]
+    public async Task A_nats_server_with_no_way_to_the_cluster_joins_it_as_a_leaf_node_carried_through_the_mesh()
+    {
+        // The hub: a cluster of one, with a leafnode port; the neighbourhood's own server, whose only leafnode remote is
+        // the port its node carries through the mesh.
+        var hubLeafnodes = NatsCluster.FreePort();
+        await using var hub = await NatsCluster.StartAsync(1, config: _ => $$"""leafnodes { listen: "127.0.0.1:{{hubLeafnodes}}" }""");
+        var carried = NatsCluster.FreePort();
+        await using var neighbourhood = await NatsCluster.StartAsync(1, config: _ => $$"""leafnodes { remotes: [ { url: "nats-leaf://127.0.0.1:{{carried}}" } ] }""");
+
+        // n1 beside the hub; n2 beside the neighbourhood's server, on the bus through n1 and carrying its server's leaf
+        // connection; q on the neighbourhood's server, linked to n2 only.
+        var n1 = await TestNode.StartAsync($$""", "busRelay": { "leafnodes": "127.0.0.1:{{hubLeafnodes}}" }""", bus: hub.Url(0));
+        Nodes.Add(n1);
+        var n2 = await TestNode.StartAsync($$""", "leafnodeListen": "127.0.0.1:{{carried}}" """, bus: Control.MeshBusConnector.Setting);
+        Nodes.Add(n2);
+        var q = await TestNode.StartAsync(bus: neighbourhood.Url(0));
+        Nodes.Add(q);
+        await n1.LinkToAsync(n2).WaitAsync(Bound, Ct);
+        await n2.LinkToAsync(q).WaitAsync(Bound, Ct);
+
+        // What q publishes on its own server reaches n1 on the hub, and the other way round: one bus.
+        await UntilGraph(n1, g => g.Neighbours(q.Node.Address).Count == 1 && g.Neighbours(n2.Node.Address).Count == 2, "n1, on the hub, learning q's link from the neighbourhood's server");
+        await UntilGraph(q, g => g.Neighbours(n1.Node.Address).Count == 1 && g.Neighbours(n2.Node.Address).Count == 2, "q, on the neighbourhood's server, learning n1's link from the hub");
+        Assert.Equal(1, n2.Node.BusRelay.Leafnodes.Open);
+        // n1 carries two tunnels for n2: n2's own session and the leaf connection.
+        Assert.Equal(2, n1.Host.Read.Status().Relay!.TunnelsOpen);
+        Assert.Equal(0, n1.Agent!.Bus.UnprovenSenders);
+
+        // The control plane spans both servers: q opens a path to n1 (its setup crosses the leaf connection) that carries pings.
+        var path = await q.Agent!.OpenPathAsync(n1.Node.Address, null, Ct);
+        Assert.Equal(n2.Address, path.Via);
+        Assert.True(await q.Node.PingAsync(n1.Node.Address, 512, TimeSpan.FromSeconds(5), Ct) > TimeSpan.Zero);
+    }
 }

@@ -119,6 +119,19 @@ public sealed class NodeHostTests : IAsyncDisposable
         Assert.Contains("mem:700 is in use", error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_leafnode_port_already_in_use_stops_the_node_with_the_field_and_the_reason()
+    {
+        using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        holder.Start();
+        var port = ((System.Net.IPEndPoint)holder.LocalEndpoint).Port;
+        var options = NodeOptions.Parse($$"""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:0" } ], "broker": "via-neighbours", "leafnodeListen": "127.0.0.1:{{port}}" }""", Path.GetTempPath());
+        var error = await Assert.ThrowsAsync<NodeConfigException>(() => new NodeHostBuilder(options)
+            .UseKeyStore(new MemoryKeyStore(NodeKey.Generate())).UseMemoryLedger().WithoutApi().StartAsync(Ct));
+        Assert.Equal("$.leafnodeListen", error.Field);
+        Assert.Contains("already in use", error.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("""{ "interfaces": [ { "type": "memory", "listen": "127.0.0.1:7" } ] }""", "$.interfaces[0].listen")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:0", "network": "lab" } ] }""", "$.interfaces[0].network")]

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Text;
@@ -19,6 +20,12 @@ public sealed record BusRelayOptions
 
     /// <summary>Bytes a second relayed for one neighbour, both ways together; beyond it the tunnels wait.</summary>
     public int BytesPerSecondPerNeighbour { get; init; } = 1 << 20;
+
+    /// <summary>
+    /// On a node that reaches a NATS cluster directly: the leafnode port (host:port) of its server, where this node
+    /// splices the leafnode tunnels of NATS servers elsewhere in the mesh (docs/control-plane.md, "Several brokers").
+    /// </summary>
+    public string? Leafnodes { get; init; }
 }
 
 /// <summary>What the relay counts, for <c>/metrics</c> and <c>skymesh status</c>.</summary>
@@ -37,7 +44,7 @@ public sealed record BusRelayNeighbour(string Neighbour, long TunnelsOpen, long 
 /// so no relay can read them, or add to them; a relay can only carry them or drop them. Tunnels are bounded per
 /// neighbour in number and in bytes a second, and counted.
 /// </summary>
-public sealed partial class BusRelay
+public sealed partial class BusRelay : IAsyncDisposable
 {
     public const string Service = "control-bus";
 
@@ -113,6 +120,12 @@ public sealed partial class BusRelay
         }
     }
 
+    /// <summary>Whether this node's tunnels can reach a NATS server's leafnode port: its own, or one its upstream leads to.</summary>
+    public bool LeafAvailable => Control is { Connected: true } && (Upstream is { } upstream ? upstream.LeafUpstream : Direct() is not null && LeafTarget() is not null);
+
+    private List<(string Host, int Port)>? LeafTarget() =>
+        _options.Leafnodes is { } target && Skymesh.Mesh.Apps.ServiceWire.TryParseTarget(target, out var host, out var port) ? [(host, port)] : null;
+
     /// <summary>
     /// The kind of control bus this node's tunnels lead to: <c>ssmp</c> (an SSMP broker) or <c>nats</c> (a NATS cluster);
     /// what its own upstream said when it reaches the bus through neighbours too.
@@ -145,14 +158,17 @@ public sealed partial class BusRelay
                 return;
             case "status":
                 await AnswerAndEndAsync(stream, _options.Enabled && Hops is { } hops && hops < MaxHops
-                    ? $"ok hops={hops} upstream={(Upstream?.Via?.ToString() ?? "-")} name={_node.Options.BrokerName} kind={Kind}"
+                    ? $"ok hops={hops} upstream={(Upstream?.Via?.ToString() ?? "-")} name={_node.Options.BrokerName} kind={Kind}{(LeafAvailable ? " leaf=1" : "")}"
                     : $"no {Unavailable()}", cancellationToken);
                 return;
             case "tunnel":
-                await TunnelAsync(peer, MaxHops, stream, cancellationToken);
+                await TunnelAsync(peer, MaxHops, leaf: false, stream, cancellationToken);
                 return;
             case var _ when verb.StartsWith("tunnel:", StringComparison.Ordinal) && int.TryParse(verb.AsSpan(7), out var ttl) && ttl >= 0:
-                await TunnelAsync(peer, Math.Min(ttl, MaxHops), stream, cancellationToken);
+                await TunnelAsync(peer, Math.Min(ttl, MaxHops), leaf: false, stream, cancellationToken);
+                return;
+            case var _ when verb.StartsWith("leaf:", StringComparison.Ordinal) && int.TryParse(verb.AsSpan(5), out var leafTtl) && leafTtl >= 0:
+                await TunnelAsync(peer, Math.Min(leafTtl, MaxHops), leaf: true, stream, cancellationToken);
                 return;
             default:
                 await RefuseAsync(stream, $"unknown verb {verb}", cancellationToken);
@@ -183,12 +199,18 @@ public sealed partial class BusRelay
     }
 
     /// <param name="ttl">Further relays the tunnel may pass beyond this node.</param>
-    private async Task TunnelAsync(NodeAddress peer, int ttl, ReliableStream stream, CancellationToken cancellationToken)
+    /// <param name="leaf">A NATS server's leafnode connection, to the cluster's leafnode port, rather than a node's session.</param>
+    private async Task TunnelAsync(NodeAddress peer, int ttl, bool leaf, ReliableStream stream, CancellationToken cancellationToken)
     {
         var state = _neighbours.GetOrAdd(peer, _ => new NeighbourState(_options.BytesPerSecondPerNeighbour));
         if (!_options.Enabled || Hops is not { } hops || hops >= MaxHops || hops > ttl)
         {
             await RefuseAsync(stream, Unavailable(), cancellationToken);
+            return;
+        }
+        if (leaf && !LeafAvailable)
+        {
+            await RefuseAsync(stream, "this node leads to no NATS server's leafnode port", cancellationToken);
             return;
         }
         if (Interlocked.Increment(ref state.Open) > _options.MaxTunnelsPerNeighbour)
@@ -203,7 +225,7 @@ public sealed partial class BusRelay
         {
             try
             {
-                upstream = await OpenUpstreamAsync(ttl, cancellationToken);
+                upstream = await OpenUpstreamAsync(ttl, leaf, cancellationToken);
             }
             catch (Exception e) when (e is IOException or SocketException or InvalidOperationException or OperationCanceledException or Skymesh.Control.Bus.ControlBusException)
             {
@@ -223,11 +245,11 @@ public sealed partial class BusRelay
         }
     }
 
-    private async Task<Stream> OpenUpstreamAsync(int ttl, CancellationToken cancellationToken)
+    private async Task<Stream> OpenUpstreamAsync(int ttl, bool leaf, CancellationToken cancellationToken)
     {
         if (Upstream is { } onwards)
-            return await onwards.OpenTunnelAsync(ttl, cancellationToken);
-        var targets = Direct() ?? throw new InvalidOperationException("this node has no broker address");
+            return await onwards.OpenTunnelAsync(ttl, leaf, cancellationToken);
+        var targets = (leaf ? LeafTarget() : Direct()) ?? throw new InvalidOperationException("this node has no broker address");
         // The first server of a cluster that takes the connection (one is down: the next).
         for (var i = 0; ; i++)
         {
@@ -286,6 +308,103 @@ public sealed partial class BusRelay
         }
     }
 
+    /// <summary>
+    /// Takes the leafnode connection of a NATS server beside this node at <paramref name="at"/> and carries it, through
+    /// this node's neighbours, to the leafnode port of the cluster they lead to (node.json <c>leafnodeListen</c>), so a
+    /// server with no way over IP to the rest of the cluster joins it as a leaf node (docs/control-plane.md, "Several
+    /// brokers"). Throws <see cref="SocketException"/> when the address is taken.
+    /// </summary>
+    public void ListenForLeafnodes(IPEndPoint at)
+    {
+        var listener = new Socket(at.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            listener.Bind(at);
+            listener.Listen(16);
+        }
+        catch
+        {
+            listener.Dispose();
+            throw;
+        }
+        _leafListener = listener;
+        _leafAccepting = Background.Run(() => AcceptLeafnodesAsync(listener));
+    }
+
+    /// <summary>Where <see cref="ListenForLeafnodes"/> listens; null when it does not.</summary>
+    public EndPoint? LeafnodeEndPoint => _leafListener?.LocalEndPoint;
+
+    /// <summary>Leafnode connections taken, carried through the neighbours now, and refused (no way through).</summary>
+    public (long Taken, long Open, long Failed) Leafnodes => (Interlocked.Read(ref _leafTaken), Interlocked.Read(ref _leafOpen), Interlocked.Read(ref _leafFailed));
+
+    private Socket? _leafListener;
+    private Task _leafAccepting = Task.CompletedTask;
+    private readonly CancellationTokenSource _stop = new();
+    private long _leafTaken, _leafOpen, _leafFailed;
+
+    private async Task AcceptLeafnodesAsync(Socket listener)
+    {
+        try
+        {
+            while (true)
+            {
+                var connection = await listener.AcceptAsync(_stop.Token);
+                connection.NoDelay = true;
+                Interlocked.Increment(ref _leafTaken);
+                _ = Background.Run(() => CarryLeafnodeAsync(connection));
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
+        {
+        }
+    }
+
+    private async Task CarryLeafnodeAsync(Socket connection)
+    {
+        await using var local = new NetworkStream(connection, ownsSocket: true);
+        Stream tunnel;
+        try
+        {
+            tunnel = Upstream is { } upstream ? await upstream.OpenTunnelAsync(MaxHops, leaf: true, _stop.Token)
+                : throw new InvalidOperationException("this node does not reach the bus through neighbours");
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or OperationCanceledException or SocketException or Skymesh.Control.Bus.ControlBusException)
+        {
+            Interlocked.Increment(ref _leafFailed);
+            Log.LeafnodeRefused(_logger, e.Message);
+            return;
+        }
+        Interlocked.Increment(ref _leafOpen);
+        await using (tunnel)
+        {
+            using var done = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            async Task Copy(Stream from, Stream to)
+            {
+                try
+                {
+                    await from.CopyToAsync(to, 16 * 1024, done.Token);
+                }
+                catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException or InvalidOperationException)
+                {
+                }
+                finally
+                {
+                    // Either side ending ends the other.
+                    await Background.CancelAsync(done);
+                }
+            }
+            await Task.WhenAll(Background.Run(() => Copy(local, tunnel)), Background.Run(() => Copy(tunnel, local)));
+        }
+        Interlocked.Decrement(ref _leafOpen);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Background.CancelAsync(_stop);
+        _leafListener?.Dispose();
+        await _leafAccepting;
+    }
+
     private async Task ThrottleAsync(NeighbourState state, int bytes, CancellationToken cancellationToken)
     {
         var wait = state.Bucket.Take(bytes, _node.Time.GetTimestamp(), _node.Time.TimestampFrequency);
@@ -308,5 +427,8 @@ public sealed partial class BusRelay
     {
         [LoggerMessage(EventId = 682, Level = LogLevel.Warning, Message = "Control bus relay: neighbour {Peer} already has {Max} tunnels open through this node; refused another")]
         public static partial void TooMany(ILogger logger, string peer, int max);
+
+        [LoggerMessage(EventId = 687, Level = LogLevel.Warning, Message = "A NATS server's leafnode connection found no way through the neighbours: {Why}")]
+        public static partial void LeafnodeRefused(ILogger logger, string why);
     }
 }

@@ -33,6 +33,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
     private NodeAddress? _via;
     private int? _hops;
     private string? _kind;
+    private volatile bool _leafUpstream;
     private volatile string? _pin;
     private string? _lastProblem;
 
@@ -82,6 +83,9 @@ public sealed partial class MeshBusConnector : IControlBusConnector
     /// <summary>A neighbour said it has just joined the bus: a search waiting for one asks again at once.</summary>
     public void OnNeighbourJoined() => _neighbourJoined.Release();
 
+    /// <summary>Whether the neighbour this node joined through leads on to a NATS server's leafnode port.</summary>
+    public bool LeafUpstream => _leafUpstream;
+
     /// <summary>The kind of bus the neighbours lead to, as the one this node joined through said (<c>ssmp</c> or <c>nats</c>); null before.</summary>
     public string Kind => Volatile.Read(ref _kind) ?? "ssmp";
 
@@ -128,15 +132,16 @@ public sealed partial class MeshBusConnector : IControlBusConnector
 
     /// <summary>Opens a tunnel to the broker for a neighbour's session, through the best neighbour on the bus, waiting a while for one.</summary>
     /// <param name="ttl">Further relays the tunnel may pass: each relay passes one less on, so stale answers can never make tunnels go round in a loop.</param>
-    public async Task<Stream> OpenTunnelAsync(int ttl, CancellationToken cancellationToken) => (await OpenTunnelWithNameAsync(own: false, cancellationToken, ttl)).Stream;
+    /// <param name="leaf">To a NATS server's leafnode port (for a server beside this node) rather than to the bus.</param>
+    public async Task<Stream> OpenTunnelAsync(int ttl, bool leaf, CancellationToken cancellationToken) => (await OpenTunnelWithNameAsync(own: false, cancellationToken, ttl, leaf)).Stream;
 
     /// <param name="own">For this node's own session (its route is what status shows), or onwards for a neighbour's.</param>
-    private async Task<(Stream Stream, string Name)> OpenTunnelWithNameAsync(bool own, CancellationToken cancellationToken, int ttl = BusRelay.MaxHops)
+    private async Task<(Stream Stream, string Name)> OpenTunnelWithNameAsync(bool own, CancellationToken cancellationToken, int ttl = BusRelay.MaxHops, bool leaf = false)
     {
         var deadline = _node.Time.GetTimestamp() + (long)(WaitForNeighbour.TotalSeconds * _node.Time.TimestampFrequency);
         while (true)
         {
-            var (tunnel, problem) = await TryOpenAsync(own, ttl, cancellationToken);
+            var (tunnel, problem) = await TryOpenAsync(own, ttl, leaf, cancellationToken);
             if (tunnel is { } found)
             {
                 if (own)
@@ -164,7 +169,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
         }
     }
 
-    private async Task<((Stream, string)? Tunnel, string Problem)> TryOpenAsync(bool own, int ttl, CancellationToken cancellationToken)
+    private async Task<((Stream, string)? Tunnel, string Problem)> TryOpenAsync(bool own, int ttl, bool leaf, CancellationToken cancellationToken)
     {
         var links = _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer is not null).ToList();
         if (links.Count == 0)
@@ -173,7 +178,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
         var self = _node.Address;
         // Once joined, only neighbours that lead to the same kind of bus (a mesh mixing kinds is set up wrong somewhere).
         var kind = Volatile.Read(ref _kind);
-        var candidates = answers.Where(a => a.Hops is not null && a.Upstream != self && a.Hops < ttl && (kind is null || a.Kind == kind))
+        var candidates = answers.Where(a => a.Hops is not null && a.Upstream != self && a.Hops < ttl && (kind is null || a.Kind == kind) && (!leaf || a.Leaf))
             .OrderBy(a => a.Hops).ThenBy(a => a.Link.Rtt ?? TimeSpan.MaxValue).ToList();
         var reasons = answers.Where(a => a.Hops is null || a.Upstream == self)
             .Select(a => $"{Short(a.Link.Peer)}: {(a.Upstream == self ? "reaches it through this node" : a.Problem)}").ToList();
@@ -183,7 +188,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
             ReliableStream? stream = null;
             try
             {
-                stream = await _node.Channels.OpenAsync(candidate.Link, BusRelay.Service, $"tunnel:{ttl - 1}", cancellationToken);
+                stream = await _node.Channels.OpenAsync(candidate.Link, BusRelay.Service, $"{(leaf ? "leaf" : "tunnel")}:{ttl - 1}", cancellationToken);
                 var answer = await ReadAnswerAsync(stream, cancellationToken);
                 if (answer != "ok")
                 {
@@ -198,6 +203,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
                         _via = peer;
                         _hops = candidate.Hops + 1;
                         _kind ??= candidate.Kind;
+                        _leafUpstream = candidate.Leaf;
                     }
                     Log.Tunnel(_logger, peer.ToString(), candidate.Hops!.Value + 1);
                 }
@@ -212,7 +218,7 @@ public sealed partial class MeshBusConnector : IControlBusConnector
         return (null, "no neighbour reaches the control bus (" + string.Join("; ", reasons) + ")");
     }
 
-    private async Task<(Link Link, int? Hops, NodeAddress? Upstream, string? Name, string Kind, string Problem)> AskAsync(Link link, CancellationToken cancellationToken)
+    private async Task<(Link Link, int? Hops, NodeAddress? Upstream, string? Name, string Kind, bool Leaf, string Problem)> AskAsync(Link link, CancellationToken cancellationToken)
     {
         ReliableStream? stream = null;
         try
@@ -221,12 +227,13 @@ public sealed partial class MeshBusConnector : IControlBusConnector
             await stream.CompleteAsync(cancellationToken);
             var answer = await ReadAnswerAsync(stream, cancellationToken);
             if (answer is null || !answer.StartsWith("ok ", StringComparison.Ordinal))
-                return (link, null, null, null, "", Trim(answer));
+                return (link, null, null, null, "", false, Trim(answer));
             int? hops = null;
             NodeAddress? upstream = null;
             string? name = null;
             // A relay that does not say leads to an SSMP broker.
             var kind = "ssmp";
+            var leaf = false;
             foreach (var field in answer[3..].Split(' ', StringSplitOptions.RemoveEmptyEntries))
             {
                 var eq = field.IndexOf('=');
@@ -247,13 +254,16 @@ public sealed partial class MeshBusConnector : IControlBusConnector
                     case "kind" when value is "ssmp" or "nats":
                         kind = value;
                         break;
+                    case "leaf":
+                        leaf = value == "1";
+                        break;
                 }
             }
-            return hops is null || name is null ? (link, null, null, null, "", "an answer that does not parse") : (link, hops, upstream, name, kind, "");
+            return hops is null || name is null ? (link, null, null, null, "", false, "an answer that does not parse") : (link, hops, upstream, name, kind, leaf, "");
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
-            return (link, null, null, null, "", e.Message);
+            return (link, null, null, null, "", false, e.Message);
         }
         finally
         {

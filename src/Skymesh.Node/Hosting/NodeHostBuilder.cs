@@ -180,6 +180,18 @@ public sealed class NodeHostBuilder
                 node.BusRelay.Upstream = mesh;
                 node.BusRelay.NeighbourJoined += _ => mesh.OnNeighbourJoined();
                 bus = mesh;
+                if (_options.LeafnodeListen is { } leafnodes)
+                {
+                    try
+                    {
+                        node.BusRelay.ListenForLeafnodes(leafnodes);
+                    }
+                    catch (System.Net.Sockets.SocketException e)
+                    {
+                        throw new NodeConfigException("$.leafnodeListen", e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse
+                            ? $"{leafnodes} is already in use" : $"cannot listen on {leafnodes}: {e.Message}", e);
+                    }
+                }
             }
             control = bus is null ? null : ControlPlane.Start(node, bus, ledger, _logging);
             if (control is not null)
