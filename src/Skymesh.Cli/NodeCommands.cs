@@ -181,7 +181,12 @@ internal static partial class NodeCommands
             Console.WriteLine($"  interfaces: {string.Join(", ", node.Interfaces.Values.Select(i => $"{i.Name} {i.LocalEndPoint}"))}");
             Console.WriteLine($"  local API:  http://{api.EndPoint}/api/node   metrics: http://{api.EndPoint}/metrics");
             Console.WriteLine($"  exits:      {(options.Exits.Rules.Count == 0 ? "none" : string.Join(", ", options.Exits.Rules))}");
-            Console.WriteLine($"  control:    {(_host.Control is null ? "none (no broker in the configuration: paths by hand only)" : $"SSMP broker {options.Broker}, announcing on {Node.Control.ControlAgent.Topic} once logged in")}");
+            var bus = options.BusViaNeighbours ? "the control bus through this node's neighbours"
+                : options.Broker is { } broker && NodeOptions.NatsServers(broker) is not null ? $"NATS cluster {broker}"
+                : $"SSMP broker {options.Broker}";
+            Console.WriteLine($"  control:    {(_host.Control is null ? "none (no broker in the configuration: paths by hand only)" : $"{bus}, announcing on {Node.Control.ControlAgent.Topic} once logged in")}");
+            if (options.LeafnodeListen is { } leafnodes)
+                Console.WriteLine($"  leafnodes:  {leafnodes} (a NATS server's leaf connection, carried through the neighbours)");
         }
 
         public async Task StopAsync()

@@ -314,17 +314,7 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
         return code == 0 ? Parse(output) : default;
     }
 
-    private static JsonElement Parse(string json)
-    {
-        try
-        {
-            return JsonDocument.Parse(json).RootElement.Clone();
-        }
-        catch (JsonException)
-        {
-            return default;
-        }
-    }
+    private static JsonElement Parse(string json) => LabPolling.Parse(json);
 
     /// <summary>The link to <paramref name="peer"/> in a `links --json` answer; null when there is none.</summary>
     private static JsonElement? LinkTo(JsonElement links, Node peer) =>

@@ -203,16 +203,11 @@ public sealed partial class MeshWithoutInternetTests : IAsyncDisposable
         }
     }
 
-    private static string? Control(JsonElement status) =>
-        status.ValueKind == JsonValueKind.Object && status.TryGetProperty("control", out var c) ? c.GetString() : null;
+    private static string? Control(JsonElement status) => LabPolling.Control(status);
 
-    private static string? Bus(JsonElement status, string field) =>
-        status.ValueKind == JsonValueKind.Object && status.TryGetProperty("bus", out var bus) && bus.ValueKind == JsonValueKind.Object
-        && bus.TryGetProperty(field, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+    private static string? Bus(JsonElement status, string field) => LabPolling.Bus(status, field);
 
-    private static int? Hops(JsonElement status) =>
-        status.ValueKind == JsonValueKind.Object && status.TryGetProperty("bus", out var bus) && bus.ValueKind == JsonValueKind.Object
-        && bus.TryGetProperty("hops", out var hops) && hops.ValueKind == JsonValueKind.Number ? hops.GetInt32() : null;
+    private static int? Hops(JsonElement status) => LabPolling.Hops(status);
 
     private async Task<JsonElement> UntilStatusAsync(Node node, Func<JsonElement, bool> condition, string what)
     {
@@ -226,24 +221,14 @@ public sealed partial class MeshWithoutInternetTests : IAsyncDisposable
         var last = "";
         await UntilAsync($"{node.Name}'s {metric} at {expected}", async () =>
         {
-            var (_, output) = await Lab.RunAsync(node.Ns, TimeSpan.FromSeconds(20), Ct, "curl", "-sS", "--max-time", "5", $"http://{Api}/metrics");
-            last = output.Split('\n').FirstOrDefault(l => l.StartsWith(metric + " ", StringComparison.Ordinal)) ?? $"no {metric} in /metrics";
+            last = await LabPolling.MetricLineAsync(Lab, node.Ns, Api, metric, Ct);
             return last == $"{metric} {expected}";
         }, () => $"last seen: {last}");
     }
 
     /// <summary>Polls <paramref name="condition"/> until it holds; fails after <see cref="Bound"/> with every node's last status and every process's last lines.</summary>
-    private async Task UntilAsync(string what, Func<Task<bool>> condition, Func<string>? detail = null)
-    {
-        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(200));
-        var waited = Stopwatch.StartNew();
-        while (!await condition())
-        {
-            if (waited.Elapsed > Bound)
-                throw new Xunit.Sdk.XunitException($"{what}: not within {Bound.TotalSeconds} s{(detail is null ? "" : $" ({detail()})")}\n{Report()}");
-            await poll.WaitForNextTickAsync(Ct);
-        }
-    }
+    private Task UntilAsync(string what, Func<Task<bool>> condition, Func<string>? detail = null) =>
+        LabPolling.UntilAsync(what, condition, Bound, Report, detail, Ct);
 
     private string Report()
     {

@@ -112,7 +112,9 @@ public sealed class NatsControlPlaneTests : MeshWithBroker
         Nodes.Add(n2);
         var q = await TestNode.StartAsync(bus: neighbourhood.Url(0));
         Nodes.Add(q);
+        // n2 joins through n1 before it links to q (q, on a server directly, would do as well for n2's own session).
         await n1.LinkToAsync(n2).WaitAsync(Bound, Ct);
+        await n2.Host.WaitForControlAsync(Ct).WaitAsync(Bound, Ct);
         await n2.LinkToAsync(q).WaitAsync(Bound, Ct);
 
         // What q publishes on its own server reaches n1 on the hub, and the other way round: one bus.

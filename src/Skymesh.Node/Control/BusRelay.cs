@@ -341,6 +341,7 @@ public sealed partial class BusRelay : IAsyncDisposable
     private Task _leafAccepting = Task.CompletedTask;
     private readonly CancellationTokenSource _stop = new();
     private long _leafTaken, _leafOpen, _leafFailed;
+    private string? _leafProblem;
 
     private async Task AcceptLeafnodesAsync(Socket listener)
     {
@@ -371,10 +372,13 @@ public sealed partial class BusRelay : IAsyncDisposable
         catch (Exception e) when (e is IOException or InvalidOperationException or OperationCanceledException or SocketException or Skymesh.Control.Bus.ControlBusException)
         {
             Interlocked.Increment(ref _leafFailed);
-            Log.LeafnodeRefused(_logger, e.Message);
+            // The server tries again every second or so while this node has no way through yet: said once per reason.
+            if (Interlocked.Exchange(ref _leafProblem, e.Message) != e.Message)
+                Log.LeafnodeRefused(_logger, e.Message);
             return;
         }
         Interlocked.Increment(ref _leafOpen);
+        Volatile.Write(ref _leafProblem, null);
         await using (tunnel)
         {
             using var done = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
