@@ -272,10 +272,23 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
                     continue;
                 }
                 var existing = FindLink(peer.Address);
-                if (existing is null)
+                if (existing is null && peer.Endpoint is null)
+                {
+                    // Wherever it is: met through the control bus, so not before this node is on it.
+                    if (Nat.Control?.Agent is null)
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(1), Time, _stop.Token);
+                        continue;
+                    }
+                    // A punch, and a relay after it when it fails.
+                    using var deadline = new Deadline(Switch.Options.HandshakeTimeout * 4 + HandshakeGrace, Time, _stop.Token);
+                    existing = await Nat.PunchAsync(peer.Address, deadline.Token);
+                    backoff = TimeSpan.FromMilliseconds(500);
+                }
+                else if (existing is null)
                 {
                     using var deadline = new Deadline(Switch.Options.HandshakeTimeout + HandshakeGrace, Time, _stop.Token);
-                    existing = await Switch.ConnectAsync(nic, await ResolveAsync(peer.Endpoint, deadline.Token), peer.Address, deadline.Token);
+                    existing = await Switch.ConnectAsync(nic, await ResolveAsync(peer.Endpoint!, deadline.Token), peer.Address, deadline.Token);
                     backoff = TimeSpan.FromMilliseconds(500);
                 }
                 await Background.WaitAsync(existing.WaitDownAsync(), _stop.Token);
@@ -286,7 +299,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                Log.PeerUnreachable(_logger, peer.Address.ToString(), peer.Endpoint.ToString() ?? "", e is OperationCanceledException ? "no answer" : e.Message, backoff.TotalSeconds);
+                Log.PeerUnreachable(_logger, peer.Address.ToString(), peer.Endpoint?.ToString() ?? "through NATs", e is OperationCanceledException ? "no answer" : e.Message, backoff.TotalSeconds);
                 try
                 {
                     await Task.Delay(backoff, Time, _stop.Token);

@@ -233,7 +233,7 @@ public sealed class PeerConfig
     /// <summary>The neighbour's node address (64 hex digits): the link is refused if someone else answers.</summary>
     public string? Address { get; set; }
 
-    /// <summary>The neighbour's interface address, host:port.</summary>
+    /// <summary>The neighbour's interface address, host:port; left out (with a control bus), the node links through NATs by hole punching, or through a relay.</summary>
     public string? Endpoint { get; set; }
 
     /// <summary>Which of this node's interfaces to use (default: the first of a matching type).</summary>
@@ -290,7 +290,8 @@ public sealed record InterfaceOptions(string Name, InterfaceKind Kind, EndPoint 
     public Mesh.Interfaces.Impairment? Impairment { get; init; }
 }
 
-public sealed record PeerOptions(NodeAddress Address, EndPoint Endpoint, string Interface);
+/// <param name="Endpoint">Where the neighbour is; null: wherever it is, found through the control bus (hole punching, or a relay).</param>
+public sealed record PeerOptions(NodeAddress Address, EndPoint? Endpoint, string Interface);
 
 /// <summary>The exchange service the node trades on (node.json's <c>exchange</c>): its SSMP id, the broker it is on and its topic prefix.</summary>
 public sealed record NodeExchangeOptions(string Service, string Host, int Port, string BrokerName, string Name)
@@ -509,15 +510,15 @@ public sealed record NodeOptions
                 throw new NodeConfigException($"{field}.address", "is missing (the neighbour's 64-hex node address)");
             if (!NodeAddress.TryParse(peer.Address, out var address))
                 throw new NodeConfigException($"{field}.address", $"\"{peer.Address}\" is not a node address (64 lowercase hex digits)");
-            if (peer.Endpoint is null)
-                throw new NodeConfigException($"{field}.endpoint", "is missing (the neighbour's host:port)");
-            var endpoint = ParsePeerEndPoint(peer.Endpoint, $"{field}.endpoint");
+            if (peer.Endpoint is null && file.Broker is null)
+                throw new NodeConfigException($"{field}.endpoint", "is missing (the neighbour's host:port; or, with a control bus to meet it through, leave it out to link through NATs)");
+            var endpoint = peer.Endpoint is null ? null : ParsePeerEndPoint(peer.Endpoint, $"{field}.endpoint");
             InterfaceOptions nic;
             if (peer.Interface is not null)
                 nic = interfaces.FirstOrDefault(x => x.Name == peer.Interface)
                     ?? throw new NodeConfigException($"{field}.interface", $"no interface is named \"{peer.Interface}\" (there are: {string.Join(", ", interfaces.Select(x => x.Name))})");
             else
-                nic = interfaces[0];
+                nic = endpoint is null ? interfaces.FirstOrDefault(x => x.Kind == InterfaceKind.Udp) ?? throw new NodeConfigException($"{field}.endpoint", "is missing, and linking through NATs needs a UDP interface") : interfaces[0];
             peers.Add(new PeerOptions(address, endpoint, nic.Name));
         }
 

@@ -253,6 +253,28 @@ public sealed class HolePunchTests : MeshWithBroker
     }
 
     [Fact]
+    public async Task A_peer_given_by_its_address_alone_is_linked_through_the_bus_and_linked_again_when_the_link_drops()
+    {
+        var a = await StartNodeAsync();
+        var b = await TestNode.StartAsync($$""", "peers": [ { "address": "{{a.Address}}" } ]""", broker: Broker.LocalEndPoint);
+        Nodes.Add(b);
+        using var poll = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+        Skymesh.Mesh.Links.Link? link;
+        while ((link = b.Node.FindLink(a.Node.Address)) is null)
+            await poll.WaitForNextTickAsync(Ct);
+        Assert.Equal("punched", b.Host.Read.Link(link).How);
+        Assert.Equal(a.UdpEndPoint, link.Remote);
+
+        // The link goes down (a drops it): b meets a again by itself.
+        a.Node.Switch.Disconnect(a.Node.FindLink(b.Node.Address)!, "dropped by the test");
+        Skymesh.Mesh.Links.Link? again;
+        while ((again = b.Node.FindLink(a.Node.Address)) is null || again == link)
+            await poll.WaitForNextTickAsync(Ct);
+        Assert.Equal(Skymesh.Mesh.Links.LinkState.Up, again.State);
+        Assert.Single(a.Node.Switch.Links, l => l.Peer == b.Node.Address && l.State == Skymesh.Mesh.Links.LinkState.Up);
+    }
+
+    [Fact]
     public async Task Punching_to_a_node_not_on_the_bus_says_so()
     {
         var a = await StartNodeAsync();

@@ -83,6 +83,7 @@ public class ConfigTests
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1", "mtu": 10 } ] }""", "$.interfaces[0].mtu", "outside")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "abc", "endpoint": "1.2.3.4:5" } ] }""", "$.peers[0].address", "not a node address")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9" } ] }""", "$.peers[0].endpoint", "missing")]
+    [InlineData("""{ "interfaces": [ { "type": "tcp", "listen": "127.0.0.1:1" } ], "broker": "127.0.0.1:8787", "peers": [ { "address": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9" } ] }""", "$.peers[0].endpoint", "needs a UDP interface")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peers": [ { "address": "f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9", "endpoint": "1.2.3.4:5", "interface": "wan" } ] }""", "$.peers[0].interface", "no interface is named \"wan\"")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "exits": [ "127.0.0.1:*", "*:0" ] }""", "$.exits[1]", "port")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "keepaliveSeconds": 5, "deadAfterSeconds": 2 }""", "$.deadAfterSeconds", "longer than keepaliveSeconds")]

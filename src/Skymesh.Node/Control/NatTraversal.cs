@@ -44,6 +44,7 @@ public sealed partial class NatTraversal
     // Relay ports this node links through (or is about to): what a neighbour sees on such a link is the relay's address,
     // which says nothing of this node's NAT.
     private readonly ConcurrentDictionary<IPEndPoint, NodeAddress> _relayPorts = new();
+    private readonly ConcurrentDictionary<NodeAddress, Task<Link?>> _meetings = new();
     private long _punched;
     private long _relayed;
     private long _punchFailures;
@@ -201,7 +202,7 @@ public sealed partial class NatTraversal
             // Our part starts at once, beside the caller's: dial, or open our NAT to its addresses.
             var before = _node.FindLink(request.From);
             var common = mine.Neighbours.Intersect(theirs.Neighbours).ToList();
-            _ = Background.Run(() => MeetAsync(request.From, theirs with { Neighbours = common }, before, CancellationToken.None));
+            _ = Background.Run(() => MeetOnceAsync(request.From, theirs with { Neighbours = common }, before, CancellationToken.None));
             return ValueTask.FromResult<ReadOnlyMemory<byte>>(Encode(mine));
         });
         bus.Handle(RelayMethod, (request, token) =>
@@ -256,7 +257,7 @@ public sealed partial class NatTraversal
         if (theirs.Candidates.Count == 0)
             throw new NodeRequestException(NodeError.Unavailable, $"{peer} has no address to punch to");
         var common = mine.Neighbours.Intersect(theirs.Neighbours).ToList();
-        return await MeetAsync(peer, theirs with { Neighbours = common }, null, cancellationToken)
+        return await MeetOnceAsync(peer, theirs with { Neighbours = common }, null, cancellationToken)
             ?? throw new NodeRequestException(NodeError.Timeout, $"hole punching to {peer} found no way through its NAT and ours (tried {string.Join(", ", theirs.Candidates)}): a NAT that maps each destination to a new port (symmetric) lets no punch through"
                 + (common.Count == 0 ? ", and the two nodes have no neighbour in common to relay the link" : $", and no common neighbour relayed the link (tried {string.Join(", ", common)})"));
     }
@@ -287,6 +288,34 @@ public sealed partial class NatTraversal
     /// before the punch began, if any: not the punch's doing. One that came up since is (the other side's dial can beat
     /// this side's start).
     /// </summary>
+    private async Task<Link?> MeetOnceAsync(NodeAddress peer, PunchOffer theirs, Link? before, CancellationToken cancellationToken)
+    {
+        // Both ends may ask at once (each lists the other as a peer): one meeting with a peer at a time, and whoever comes
+        // second takes the link the first one made — so a failed punch never leaves two relayed links.
+        var mine = new TaskCompletionSource<Link?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var running = _meetings.GetOrAdd(peer, mine.Task);
+        if (running != mine.Task)
+        {
+            await running.WaitAsync(cancellationToken);
+            return _node.FindLink(peer);
+        }
+        try
+        {
+            var link = await MeetAsync(peer, theirs, before, cancellationToken);
+            mine.TrySetResult(link);
+            return link;
+        }
+        catch (Exception e)
+        {
+            mine.TrySetException(e);
+            throw;
+        }
+        finally
+        {
+            _meetings.TryRemove(new KeyValuePair<NodeAddress, Task<Link?>>(peer, mine.Task));
+        }
+    }
+
     private async Task<Link?> MeetAsync(NodeAddress peer, PunchOffer theirs, Link? before, CancellationToken cancellationToken)
     {
         if (Udp is not { } udp)
