@@ -450,8 +450,7 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
     [GeneratedRegex(@"src=\S+ dst=\S+ sport=\d+ dport=\d+ .*src=\S+ dst=\S+ sport=\d+ dport=(\d+)")]
     private static partial Regex MappedPort();
 
-    private static bool HasPython() =>
-        (System.Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries).Any(dir => File.Exists(Path.Combine(dir, "python3")));
+    private static bool HasPython() => LabPolling.HasPython();
 
     private void Log(string message) =>
         TestContext.Current.TestOutputHelper?.WriteLine($"{_clock.Elapsed.TotalSeconds,6:0.0} s  {message}");

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 
 namespace Skymesh.EndToEnd.Tests;
@@ -6,6 +7,19 @@ namespace Skymesh.EndToEnd.Tests;
 /// <summary>What the tests that run `skymesh` processes in network namespaces share: reading their JSON, polling them.</summary>
 internal static class LabPolling
 {
+    /// <summary>Whether python3 is on the PATH (test.sh installs it): the labs' probes are small python programs.</summary>
+    public static bool HasPython() =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries).Any(dir => File.Exists(Path.Combine(dir, "python3")));
+
+    /// <summary>A TCP connect from inside <paramref name="ns"/>: <c>OK</c>, or the errno's name (<c>ECONNREFUSED</c>, <c>ENETUNREACH</c>…).</summary>
+    public static async Task<string> ConnectAsync(NetnsLab lab, string ns, string address, int port, CancellationToken cancellationToken)
+    {
+        const string Probe = "import errno, socket, sys\ns = socket.socket()\ns.settimeout(2)\nr = s.connect_ex((sys.argv[1], int(sys.argv[2])))\nprint('OK' if r == 0 else errno.errorcode.get(r, str(r)))";
+        var (code, output) = await lab.RunAsync(ns, TimeSpan.FromSeconds(20), cancellationToken, "python3", "-c", Probe, address, port.ToString(CultureInfo.InvariantCulture));
+        Xunit.Assert.True(code == 0, $"the connect probe failed: {output}");
+        return output.Trim();
+    }
+
     /// <summary>The JSON a command printed; default when it printed something else (an error, nothing).</summary>
     public static JsonElement Parse(string json)
     {

@@ -147,15 +147,7 @@ public sealed partial class MeshWithoutInternetTests : IAsyncDisposable
         Log("done");
     }
 
-    private static bool HasPython()
-    {
-        foreach (var dir in (System.Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (File.Exists(Path.Combine(dir, "python3")))
-                return true;
-        }
-        return false;
-    }
+    private static bool HasPython() => LabPolling.HasPython();
 
     private void Log(string message) =>
         TestContext.Current.TestOutputHelper?.WriteLine($"{_clock.Elapsed.TotalSeconds,6:0.0} s  {message}");
@@ -177,13 +169,7 @@ public sealed partial class MeshWithoutInternetTests : IAsyncDisposable
     }
 
     /// <summary>A TCP connect from inside namespace <paramref name="ns"/>: "OK" or the errno's name.</summary>
-    private async Task<string> ConnectAsync(string ns, string address, int port)
-    {
-        const string Probe = "import errno, socket, sys\ns = socket.socket()\ns.settimeout(2)\nr = s.connect_ex((sys.argv[1], int(sys.argv[2])))\nprint('OK' if r == 0 else errno.errorcode.get(r, str(r)))";
-        var (code, output) = await Lab.RunAsync(ns, TimeSpan.FromSeconds(20), Ct, "python3", "-c", Probe, address, port.ToString(CultureInfo.InvariantCulture));
-        Assert.True(code == 0, $"the connect probe failed: {output}");
-        return output.Trim();
-    }
+    private Task<string> ConnectAsync(string ns, string address, int port) => LabPolling.ConnectAsync(Lab, ns, address, port, Ct);
 
     /// <summary>`skymesh status --json` of a node, run inside its namespace; default when it did not answer.</summary>
     private async Task<JsonElement> StatusAsync(Node node)
