@@ -408,7 +408,7 @@ public sealed partial class MeshSwitch : IAsyncDisposable
         // sockets would each wait for the other until they time out. The end with the lower address keeps its dial (and
         // ignores the other's Hello); the other gives its own up and answers. Which address the Hello claims is checked
         // only by the handshake that follows, so a forged one can at most cost this dial a retry.
-        if (LooksLikeHello(frame) && YieldsTo(link, frame.Slice(HelloAddressOffset, NodeAddress.Length)))
+        if (link.State == LinkState.Handshaking && LooksLikeHello(frame) && YieldsTo(link, frame.Slice(HelloAddressOffset, NodeAddress.Length)))
         {
             TakeDown(link, CrossedDials);
             AdmitHello(nic, remote, frame, now);
