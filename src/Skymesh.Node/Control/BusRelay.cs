@@ -277,16 +277,24 @@ public sealed partial class BusRelay : IAsyncDisposable
     /// <summary>Copies both ways until either side ends; then ends the other.</summary>
     private async Task SpliceAsync(ReliableStream neighbour, Stream upstream, NeighbourState state, CancellationToken cancellationToken)
     {
-        using var done = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var fromNeighbour = neighbour.AsStream();
-        await Task.WhenAll(
-            Background.Run(() => CopyAsync(fromNeighbour, upstream, state, n => Interlocked.Add(ref state.Up, n), done)),
-            Background.Run(() => CopyAsync(upstream, fromNeighbour, state, n => Interlocked.Add(ref state.Down, n), done)));
+        await SpliceStreamsAsync(neighbour.AsStream(), upstream, state, cancellationToken);
         neighbour.Abort("the tunnel to the control bus ended");
     }
 
-    /// <summary>One direction of a tunnel, within the neighbour's byte budget; when it ends, <paramref name="done"/> ends the other.</summary>
-    private async Task CopyAsync(Stream from, Stream to, NeighbourState state, Action<int> count, CancellationTokenSource done)
+    /// <summary>
+    /// Copies both ways between <paramref name="down"/> (the side away from the bus) and <paramref name="up"/> until either
+    /// ends, then ends the other; within <paramref name="state"/>'s byte budget and counted there, when given.
+    /// </summary>
+    private async Task SpliceStreamsAsync(Stream down, Stream up, NeighbourState? state, CancellationToken cancellationToken)
+    {
+        using var done = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        await Task.WhenAll(
+            Background.Run(() => CopyAsync(down, up, state, n => Interlocked.Add(ref state!.Up, n), done)),
+            Background.Run(() => CopyAsync(up, down, state, n => Interlocked.Add(ref state!.Down, n), done)));
+    }
+
+    /// <summary>One direction of a tunnel, within the neighbour's byte budget (if any); when it ends, <paramref name="done"/> ends the other.</summary>
+    private async Task CopyAsync(Stream from, Stream to, NeighbourState? state, Action<int> count, CancellationTokenSource done)
     {
         var buffer = new byte[16 * 1024];
         try
@@ -294,8 +302,11 @@ public sealed partial class BusRelay : IAsyncDisposable
             int n;
             while ((n = await from.ReadAsync(buffer, done.Token)) > 0)
             {
-                await ThrottleAsync(state, n, done.Token);
-                count(n);
+                if (state is not null)
+                {
+                    await ThrottleAsync(state, n, done.Token);
+                    count(n);
+                }
                 await to.WriteAsync(buffer.AsMemory(0, n), done.Token);
             }
         }
@@ -379,26 +390,9 @@ public sealed partial class BusRelay : IAsyncDisposable
         }
         Interlocked.Increment(ref _leafOpen);
         Volatile.Write(ref _leafProblem, null);
+        // This node's own server's bytes: counted and bounded by the relays beyond, not here.
         await using (tunnel)
-        {
-            using var done = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-            async Task Copy(Stream from, Stream to)
-            {
-                try
-                {
-                    await from.CopyToAsync(to, 16 * 1024, done.Token);
-                }
-                catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException or InvalidOperationException)
-                {
-                }
-                finally
-                {
-                    // Either side ending ends the other.
-                    await Background.CancelAsync(done);
-                }
-            }
-            await Task.WhenAll(Background.Run(() => Copy(local, tunnel)), Background.Run(() => Copy(tunnel, local)));
-        }
+            await SpliceStreamsAsync(local, tunnel, null, _stop.Token);
         Interlocked.Decrement(ref _leafOpen);
     }
 
