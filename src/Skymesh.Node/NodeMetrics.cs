@@ -50,6 +50,11 @@ public static class NodeMetrics
             w.Sample("skymesh_leafnode_connections_total", "result=\"taken\"", taken);
             w.Sample("skymesh_leafnode_connections_total", "result=\"failed\"", failed);
         }
+        w.Family("skymesh_nat_links_total", "counter", "Links this node made through NATs, by how: punched, or relayed by a neighbour of both.");
+        w.Sample("skymesh_nat_links_total", "how=\"punched\"", node.Nat.Punched);
+        w.Sample("skymesh_nat_links_total", "how=\"relayed\"", node.Nat.Relayed);
+        w.Family("skymesh_nat_punch_failures_total", "counter", "Hole punches that found no way through the NATs.");
+        w.Sample("skymesh_nat_punch_failures_total", "", node.Nat.PunchFailures);
         var linkRelay = node.LinkRelay.Counters();
         w.Family("skymesh_link_relay_open", "gauge", "Links between other nodes this node relays now.");
         w.Sample("skymesh_link_relay_open", "", linkRelay.Open);

@@ -37,6 +37,7 @@ public sealed class RelayedLinkTests : MeshWithBroker
             await poll.WaitForNextTickAsync(Ct);
         Assert.Equal("relayed", back.How);
         Assert.Equal(relay.Address, back.Via);
+        Assert.Contains("skymesh_nat_links_total{how=\"relayed\"} 1\n", await a.Client.MetricsAsync(Ct), StringComparison.Ordinal);
 
         // A path of one hop over the relayed link carries pings; every byte of them went through the relay's port.
         await UntilGraph(a, g => g.Neighbours(a.Node.Address).Any(n => n.Peer == b.Node.Address), "both ends announcing the relayed link");
