@@ -85,21 +85,7 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
                 && Field(l, "state") == "up" && Field(l, "remote") == wanA && Field(l, "how") == "punched");
             Log("the link is up and punched on both ends");
 
-            // A path of one hop over that link (the route finder needs both ends' announcements of it first), then a
-            // port forward on it: the forward takes the path that is there.
-            await UntilAsync("a path A -> B of one hop, over the punched link", async () =>
-            {
-                var (opened, text) = await CliAsync(a, "path", "open", b.Address, "--max-hops", "1", "--json");
-                Remember("A path open", opened, text);
-                return opened == 0;
-            });
-            Assert.Equal([a.Address, b.Address], await PathHopsAsync(a, b));
-            var file = await StartFileServerAsync(b);
-            var forward = await StartForwardAsync(a, b);
-            Assert.DoesNotContain("opened path", forward.Output, StringComparison.Ordinal);
-            var fetching = Stopwatch.StartNew();
-            await FetchAsync(a, file);
-            Log($"{file.Length:N0} bytes fetched A -> B over the punched link in {fetching.ElapsedMilliseconds} ms, byte-identical");
+            var file = await FileOverOneHopAsync(a, b, "the punched link");
             Assert.Equal([a.Address, b.Address], await PathHopsAsync(a, b));
 
             // The bytes went over the punched link, not through a public node.
@@ -156,20 +142,8 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
             var (shown, table) = await CliAsync(a, "links");
             Assert.True(shown == 0 && table.Contains($"relayed via {relay.Address[..8]}", StringComparison.Ordinal), $"skymesh links on A does not say the link is relayed: {table}");
 
-            // A path of one hop over the relayed link, and a file over it: through the relay's port, not a path through it.
-            await UntilAsync("a path A -> B of one hop, over the relayed link", async () =>
-            {
-                var (opened, text) = await CliAsync(a, "path", "open", b.Address, "--max-hops", "1", "--json");
-                Remember("A path open", opened, text);
-                return opened == 0;
-            });
-            Assert.Equal([a.Address, b.Address], await PathHopsAsync(a, b));
-            var file = await StartFileServerAsync(b);
-            var forward = await StartForwardAsync(a, b);
-            Assert.DoesNotContain("opened path", forward.Output, StringComparison.Ordinal);
-            var fetching = Stopwatch.StartNew();
-            await FetchAsync(a, file);
-            Log($"{file.Length:N0} bytes fetched A -> B over the link {relay.Name} relays in {fetching.ElapsedMilliseconds} ms, byte-identical");
+            // Through the relay's port, not a path through the relay.
+            var file = await FileOverOneHopAsync(a, b, $"the link {relay.Name} relays");
             Assert.True(await NodeMetricAsync(relay, "skymesh_link_relay_bytes_total") >= file.Length, $"{relay.Name} relayed fewer bytes than the file's {file.Length:N0}");
             Assert.Equal(1, await NodeMetricAsync(relay, "skymesh_link_relay_open"));
             Assert.Equal(0, await NodeMetricAsync(p1, "skymesh_forwarded_messages_total"));
@@ -177,6 +151,29 @@ public sealed partial class HolePunchThroughNatTests : IAsyncDisposable
             // A's NAT is still known for what it is: what B sees of A through the relay is the relay's port, not A's.
             Assert.Equal("symmetric", NatField(await StatusAsync(a), "type"));
         });
+    }
+
+    /// <summary>
+    /// A path of one hop from <paramref name="a"/> to <paramref name="b"/> (the route finder needs both ends'
+    /// announcements of the link first), a port forward on it (the forward takes the path that is there), and a file
+    /// fetched over it byte-identical; the file.
+    /// </summary>
+    private async Task<byte[]> FileOverOneHopAsync(Node a, Node b, string over)
+    {
+        await UntilAsync($"a path A -> B of one hop, over {over}", async () =>
+        {
+            var (opened, text) = await CliAsync(a, "path", "open", b.Address, "--max-hops", "1", "--json");
+            Remember("A path open", opened, text);
+            return opened == 0;
+        });
+        Assert.Equal([a.Address, b.Address], await PathHopsAsync(a, b));
+        var file = await StartFileServerAsync(b);
+        var forward = await StartForwardAsync(a, b);
+        Assert.DoesNotContain("opened path", forward.Output, StringComparison.Ordinal);
+        var fetching = Stopwatch.StartNew();
+        await FetchAsync(a, file);
+        Log($"{file.Length:N0} bytes fetched A -> B over {over} in {fetching.ElapsedMilliseconds} ms, byte-identical");
+        return file;
     }
 
     /// <summary>
