@@ -85,6 +85,8 @@ public sealed partial class NatTraversal
         _howMade.TryGetValue(link.Id, out var how) ? how
         // Relayed from the moment it is up, before the end that waited for it has seen it.
         : link.Remote is IPEndPoint remote && _relayPorts.TryGetValue(remote, out var via) ? ("relayed", via)
+        // Up during a meeting with its peer, before the meeting has marked it: the punch's doing (MeetAsync takes it so).
+        : link.Peer is { } peer && _meetings.ContainsKey(peer) ? ("punched", null)
         : null;
 
     /// <summary>What the neighbours have said of this node's address, and what that makes of its NAT.</summary>
