@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Threading.Channels;
 using Skymesh.Control.Bus;
+using Skymesh.Control.Discovery;
 using Skymesh.Identity;
 
 namespace Skymesh.Control.Topology;
@@ -37,7 +38,13 @@ public static class RouteTopics
     /// <summary>What a finder publishes on <see cref="Finders"/> when it starts: four bytes, the bus proves who sent them.</summary>
     public static ReadOnlySpan<byte> FinderHello => "SKF1"u8;
 
+    /// <summary>Signed service records (MCAST, docs/control-plane.md "Service discovery"); whoever keeps the graph subscribes, without presence.</summary>
+    public const string Services = "mesh.services";
+
     public const string QueryMethod = "route-query";
+
+    /// <summary>A node that uses a dedicated finder asks it for the services of the mesh with this method.</summary>
+    public const string ServiceQueryMethod = "service-query";
 
     /// <summary>A finder's answer when no path meets the query (apart from the bus's own 404: the finder is not there).</summary>
     public const int NoRouteStatus = 422;
@@ -83,7 +90,8 @@ public sealed class RemoteRouteFinder(IControlBus bus, NodeAddress finder) : IRo
 /// <summary>
 /// A route finder: it keeps the graph from everyone's announcements and answers path queries over the control bus
 /// for the node that asks (the caller, proven by the bus, is the source). Every node can run one for itself; a
-/// large mesh runs a few dedicated ones (<c>skymesh finder</c>) so ordinary nodes keep no graph.
+/// large mesh runs a few dedicated ones (<c>skymesh finder</c>) so ordinary nodes keep no graph. It keeps the nodes'
+/// service records too, and answers service queries with the offers and the cost of reaching each from the caller.
 /// </summary>
 public sealed class RouteFinderService : IAsyncDisposable
 {
@@ -98,12 +106,28 @@ public sealed class RouteFinderService : IAsyncDisposable
     {
         _bus = bus;
         Graph = graph;
-        _sweeper = time.CreateTimer(static s => ((RouteFinderService)s!).Graph.Sweep(), this, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10));
+        Services = new ServiceDirectory(time);
+        _sweeper = time.CreateTimer(static s =>
+        {
+            var service = (RouteFinderService)s!;
+            service.Graph.Sweep();
+            service.Services.Sweep();
+        }, this, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10));
     }
 
     public TopologyGraph Graph { get; }
 
+    /// <summary>The latest valid service record of every node.</summary>
+    public ServiceDirectory Services { get; }
+
     public long Queries => Interlocked.Read(ref _queries);
+
+    public long ServiceQueries => Interlocked.Read(ref _serviceQueries);
+
+    private long _serviceQueries;
+
+    /// <summary>Most bytes of records and offers one answer to a service query holds (a bus message is at most 256 KiB).</summary>
+    public const int MaxServiceAnswerBytes = 192 * 1024;
 
     /// <summary>Starts serving on a bus connection (the finder's own node identity); the service owns it from then on.</summary>
     public static async Task<RouteFinderService> StartAsync(IControlBus bus, TimeProvider? time = null, CancellationToken cancellationToken = default)
@@ -112,8 +136,11 @@ public sealed class RouteFinderService : IAsyncDisposable
         time ??= TimeProvider.System;
         var service = new RouteFinderService(bus, new TopologyGraph(time), time);
         bus.Handle(RouteTopics.QueryMethod, service.AnswerAsync);
+        bus.Handle(RouteTopics.ServiceQueryMethod, service.AnswerServicesAsync);
         service._events = Background.Run(service.ReadEventsAsync);
         await bus.SubscribeAsync(RouteTopics.Links, watchMembers: true, cancellationToken);
+        // Without presence: a node's records are forgotten when it leaves the links or members topic.
+        await bus.SubscribeAsync(RouteTopics.Services, watchMembers: false, cancellationToken);
         await bus.SubscribeAsync(RouteTopics.Members, watchMembers: true, cancellationToken);
         await bus.SubscribeAsync(RouteTopics.Finders, watchMembers: false, cancellationToken);
         // The bus subscribes again before it says it is back, so a hello after a reconnect reaches every node.
@@ -175,6 +202,50 @@ public sealed class RouteFinderService : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// <c>service-query</c>: the offers matching the query that the caller reaches, cheapest in all first, with the signed
+    /// records they come from, so the caller can check them; as many as fit <see cref="MaxServiceAnswerBytes"/>.
+    /// </summary>
+    private ValueTask<ReadOnlyMemory<byte>> AnswerServicesAsync(BusRequest request, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _serviceQueries);
+        ServiceQuery query;
+        try
+        {
+            var message = JsonSerializer.Deserialize<ServiceQueryMessage>(request.Body.Span, Json) ?? throw new JsonException("empty");
+            ServiceKind? kind = null;
+            if (message.Kind is { } kindName)
+                kind = ServiceEntry.TryParseKind(kindName, out var parsedKind) ? parsedKind : throw new FormatException($"\"{kindName}\" is not a service kind (exit, socks, vpn, app)");
+            query = new ServiceQuery { Kind = kind, Name = message.Name, MaxPrice = message.MaxPrice, Limit = Math.Clamp(message.Limit ?? ServiceQuery.MaxLimit, 1, ServiceQuery.MaxLimit) };
+        }
+        catch (Exception e) when (e is JsonException or FormatException)
+        {
+            throw new ControlBusException(ControlBusException.BadRequest, $"malformed service query: {e.Message}");
+        }
+        var offers = ServiceSearch.Find(Services, Graph, request.From, query);
+        var records = new Dictionary<NodeAddress, string>();
+        var answered = new List<ServiceOfferMessage>();
+        var size = 64;
+        foreach (var offer in offers)
+        {
+            string? record = null;
+            if (!records.ContainsKey(offer.Node))
+                record = Convert.ToBase64String(Services.RecordOf(offer.Node)?.Bytes ?? []);
+            var message = new ServiceOfferMessage(offer.Node.ToString(), offer.Service.KindName, offer.Name, offer.Hops, offer.RttMicroseconds, offer.PathPrice,
+                [.. offer.Path.Select(n => n.ToString())]);
+            // What this offer adds to the answer, near enough: its record (once per node), its path and its fields.
+            var adds = (record?.Length ?? 0) + 8 + 70 * message.Path.Count + 256;
+            if (size + adds > MaxServiceAnswerBytes)
+                break;
+            size += adds;
+            if (record is not null)
+                records[offer.Node] = record;
+            answered.Add(message);
+        }
+        var answer = new ServiceAnswerMessage([.. records.Values], answered);
+        return ValueTask.FromResult<ReadOnlyMemory<byte>>(JsonSerializer.SerializeToUtf8Bytes(answer, Json));
+    }
+
     private async Task ReadEventsAsync()
     {
         try
@@ -187,8 +258,13 @@ public sealed class RouteFinderService : IAsyncDisposable
                     continue;
                 if (e is BusPublication { Topic: RouteTopics.Links } announcement)
                     Graph.Offer(announcement.Payload.Span);
+                else if (e is BusPublication { Topic: RouteTopics.Services } services)
+                    Services.Offer(services.Payload.Span);
                 else if (e is BusMemberLeft { Topic: RouteTopics.Links or RouteTopics.Members } left)
+                {
                     Graph.Forget(left.From);
+                    Services.Forget(left.From);
+                }
             }
         }
         catch (Exception e) when (e is OperationCanceledException or ChannelClosedException)

@@ -261,6 +261,64 @@ public sealed class TopologyGraph
         return new FoundPath(nodes, rtt, price, bottleneck) { LinkRtts = LinkRttsLocked(nodes, now) };
     }
 
+    /// <summary>
+    /// The cheapest path (the relays' prices summed; ties go to the lower latency) from <paramref name="source"/> to each
+    /// of <paramref name="destinations"/> within <paramref name="maxHops"/>, found in one search rather than one per
+    /// destination: what a listing of many services needs. Destinations with no such path (and the source) are left out.
+    /// Each path is the one <see cref="FindPath"/> would choose under <see cref="PathPolicy.LowestPrice"/> with the same
+    /// hop limit, up to ties.
+    /// </summary>
+    public IReadOnlyDictionary<NodeAddress, FoundPath> CheapestPaths(NodeAddress source, IEnumerable<NodeAddress> destinations, int maxHops = 10)
+    {
+        ArgumentNullException.ThrowIfNull(destinations);
+        if (maxHops is < 1 or > PathQuery.HopLimit)
+            throw new ArgumentOutOfRangeException(nameof(maxHops), maxHops, $"Hops are 1 to {PathQuery.HopLimit}.");
+        var found = new Dictionary<NodeAddress, FoundPath>();
+        var wanted = new HashSet<NodeAddress>(destinations);
+        wanted.Remove(source);
+        if (wanted.Count == 0)
+            return found;
+        var now = _time.GetUtcNow();
+        lock (_lock)
+        {
+            if (!_records.ContainsKey(source))
+                return found;
+            // The search of FindPath with the lowest-price policy and no price cap or lower hop limit, so the same pruning
+            // holds: a label that reaches a node with no fewer hops than one settled there can lead to nothing better.
+            var queue = new PriorityQueue<Label, (ulong, ulong, int)>();
+            var fewestHops = new Dictionary<NodeAddress, int>();
+            var neighbours = new Dictionary<NodeAddress, List<(NodeAddress, AnnouncedLink, AnnouncedLink)>>();
+            queue.Enqueue(new Label(source, 0, 0, 0, uint.MaxValue, null), (0, 0, 0));
+            while (wanted.Count > 0 && queue.TryDequeue(out var label, out _))
+            {
+                if (fewestHops.TryGetValue(label.Node, out var fewest) && label.Hops >= fewest)
+                    continue;
+                fewestHops[label.Node] = label.Hops;
+                if (wanted.Remove(label.Node))
+                {
+                    var nodes = new List<NodeAddress>();
+                    for (var l = label; l is not null; l = l.Parent)
+                        nodes.Add(l.Node);
+                    nodes.Reverse();
+                    found[label.Node] = new FoundPath(nodes, label.Rtt, label.Price, label.Bottleneck) { LinkRtts = LinkRttsLocked(nodes, now) };
+                }
+                if (label.Hops == maxHops)
+                    continue;
+                if (!neighbours.TryGetValue(label.Node, out var links))
+                    neighbours[label.Node] = links = NeighboursLocked(label.Node, now);
+                foreach (var (peer, link, back) in links)
+                {
+                    if (fewestHops.TryGetValue(peer, out var reached) && reached <= label.Hops + 1)
+                        continue;
+                    var next = new Label(peer, label.Hops + 1, label.Rtt + Math.Max(link.RttMicroseconds, back.RttMicroseconds),
+                        label.Price + (label.Hops > 0 ? link.PricePerMiB : 0u), Math.Min(label.Bottleneck, Math.Min(link.CapacityKbps, back.CapacityKbps)), label);
+                    queue.Enqueue(next, (next.Price, next.Rtt, next.Hops));
+                }
+            }
+        }
+        return found;
+    }
+
     private List<uint> LinkRttsLocked(List<NodeAddress> nodes, DateTimeOffset now) =>
         [.. nodes.Zip(nodes.Skip(1)).Select(pair =>
         {
