@@ -28,7 +28,7 @@ internal static partial class NodeCommands
 
     public static IEnumerable<Command> Create() =>
         [CreateNode(), CreateStatus(), CreateNodes(), CreateTraceroute(), CreateBalance(), CreateEvents(), CreateLinks(), CreateLabels(), CreatePath(), CreatePing(), CreateForward(), CreateSocks(),
-         CreateDashboard(), CreateDecisions(), CreateNeighbours(), CreateBlock(), CreateUnblock(), CreateInterface(), CreateSettings(), CreateApps()];
+         CreateDashboard(), CreateDecisions(), CreateNeighbours(), CreateBlock(), CreateUnblock(), CreateInterface(), CreateSettings(), CreateApps(), CreateVpn(), CreateIpv6()];
 
     private static Command CreateBalance()
     {

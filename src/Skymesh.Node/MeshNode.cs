@@ -121,6 +121,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         BusRelay = new Control.BusRelay(this, options.BusRelay, loggerFactory);
         Nat = new Control.NatTraversal(this, loggerFactory);
         LinkRelay = new Control.LinkRelay(this, options.LinkRelay, loggerFactory);
+        Vpn = new Vpn.NodeVpn(this);
         Switch.HandshakeRefused += why => Events.Append(Node.Events.NodeEventKind.HandshakeRefused, why);
     }
 
@@ -180,6 +181,9 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
 
     /// <summary>Relays links between neighbours that cannot reach each other directly.</summary>
     public Control.LinkRelay LinkRelay { get; }
+
+    /// <summary>The node's VPN server and client, and its mesh IPv6 address (docs/vpn.md).</summary>
+    public Vpn.NodeVpn Vpn { get; }
 
     /// <summary>
     /// Asked (on the thread that took the link down; it must not block) whether a path end whose link went down
@@ -428,6 +432,7 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             Log.PathBroken(_logger, path.Id, spec.Peer.ToString(), error.Message);
             Events.Append(Node.Events.NodeEventKind.PathBroken, $"path {path.Id} to {spec.Peer} lost: {error.Message}", spec.Peer.ToString(), path: path.Id);
         };
+        endpoint.Datagrams.Handler = datagram => datagram.Length > 1 && datagram[0] >= Node.Vpn.IpDatagram.Vpn && Vpn.OnDatagram(spec.Peer, endpoint, datagram);
         path.Loops.Add(Background.Run(() => AcceptStreamsAsync(path)));
         path.Loops.Add(Background.Run(() => ReceiveDatagramsAsync(path)));
         Log.PathInstalled(_logger, path.Id, spec.Peer.ToString(), spec.Via.ToString(), spec.OutLabel, inLabel);
@@ -517,7 +522,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
             {
                 return;
             }
-            _ = Background.Run(() => _exit.ServeAsync(stream, from, _stop.Token));
+            _ = Background.Run(() => _exit.ServeAsync(stream, from, _stop.Token,
+                (kind, request, accepted) => Vpn.ServeStreamAsync(kind, request, accepted, path.Spec.Peer, path.Endpoint, _stop.Token)));
         }
     }
 
@@ -662,6 +668,8 @@ public sealed partial class MeshNode : IAsyncDisposable, IStreamOpener
         await Background.CancelAsync(_stop);
         foreach (var id in _apps.Keys.ToList())
             await StopApp(id);
+        // Before the paths close: a VPN client ends its session and puts the host's routes back.
+        await Vpn.DisposeAsync();
         foreach (var path in _paths.Values.ToList())
         {
             _paths.TryRemove(path.Id, out _);

@@ -497,6 +497,7 @@ public sealed partial class NodeApi : IAsyncDisposable
             await node.StopApp(id) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"no app {id}"));
 
         MapExchange();
+        MapVpn();
 
         _app.MapGet("/metrics", (HttpContext context) =>
         {

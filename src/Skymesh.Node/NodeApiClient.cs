@@ -36,7 +36,7 @@ public sealed class NodeApiException : Exception
 }
 
 /// <summary>A client of one node's local API (what the CLI uses).</summary>
-public sealed class NodeApiClient : IDisposable
+public sealed partial class NodeApiClient : IDisposable
 {
     private readonly HttpClient _http;
 

@@ -94,6 +94,12 @@ public sealed class NodeConfigFile
 
     /// <summary>An exchange service the node trades on as its own account (the dashboard's Exchange page); none unless given.</summary>
     public ExchangeConfig? Exchange { get; set; }
+
+    /// <summary>Serve the VPN (docs/vpn.md).</summary>
+    public Vpn.VpnConfig? Vpn { get; set; }
+
+    /// <summary>The node's mesh IPv6 address (docs/vpn.md).</summary>
+    public Vpn.Ipv6Config? Ipv6 { get; set; }
 }
 
 public sealed class LinkRelayConfig
@@ -387,6 +393,12 @@ public sealed record NodeOptions
     /// <summary>The exchange the node trades on as its own address; null when node.json has no <c>exchange</c> section.</summary>
     public NodeExchangeOptions? Exchange { get; init; }
 
+    /// <summary>How the node serves the VPN from its start; null: it does not (until <c>skymesh vpn serve</c>).</summary>
+    public Vpn.VpnServeOptions? VpnServe { get; init; }
+
+    /// <summary>The node's mesh IPv6 address on a TUN device; null: off.</summary>
+    public Vpn.MeshIpv6Options? Ipv6 { get; init; }
+
     private static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
@@ -566,6 +578,8 @@ public sealed record NodeOptions
             DataDir = dataDir,
             Decisions = decisions,
             Exchange = file.Exchange is { } exchangeSection ? ParseExchange(exchangeSection, file) : null,
+            VpnServe = file.Vpn is { } vpn ? Vpn.VpnConfig.Parse(vpn, exits) : null,
+            Ipv6 = file.Ipv6 is { } ipv6 ? Vpn.Ipv6Config.Parse(ipv6) : null,
             Api = api,
             Broker = file.Broker,
             BrokerName = file.BrokerName ?? Skymesh.Control.Bus.Ssmp.SsmpBusConnector.DefaultServerName,

@@ -52,6 +52,22 @@ public sealed class ExitPolicy
         return false;
     }
 
+    /// <summary>
+    /// Whether packets without ports (ICMP, and other transports the VPN carries) may go to <paramref name="address"/>:
+    /// when some rule allows the address (or every host) at all, whatever its ports.
+    /// </summary>
+    public bool AllowsAnyPort(IPAddress address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        var bare = address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
+        foreach (var rule in _rules)
+        {
+            if (rule.AnyHost || (rule.Network is { } network && network.Contains(bare)))
+                return true;
+        }
+        return false;
+    }
+
     private static Rule ParseRule(string rule)
     {
         if (string.IsNullOrWhiteSpace(rule))

@@ -9,6 +9,9 @@ public enum ServiceKind : byte
 {
     /// <summary>Connect a TCP socket to the target <c>host:port</c> and join it to the stream.</summary>
     TcpConnect = 1,
+
+    /// <summary>Begin a VPN session: the target is the session request (<c>vpn1 …</c>, docs/vpn.md); IP packets then travel as path datagrams.</summary>
+    Vpn = 2,
 }
 
 /// <summary>The destination's answer to a service request (the first bytes it writes back).</summary>

@@ -54,7 +54,12 @@ public sealed partial class StreamExit(ExitPolicy policy, ILogger? logger = null
     public long BytesFromTargets => Interlocked.Read(ref _bytesDown);
 
     /// <summary>Serves one stream the peer opened, until it ends. Never throws for what the peer or the target does.</summary>
-    public async Task ServeAsync(ReliableStream stream, string from, CancellationToken cancellationToken)
+    /// <param name="otherService">
+    /// Serves a request of another kind than <see cref="ServiceKind.TcpConnect"/> (the VPN): it answers the request
+    /// itself and owns the stream; null refuses such requests.
+    /// </param>
+    public async Task ServeAsync(ReliableStream stream, string from, CancellationToken cancellationToken,
+        Func<ServiceKind, string, ReliableStream, Task>? otherService = null)
     {
         ArgumentNullException.ThrowIfNull(stream);
         var io = stream.AsStream();
@@ -72,6 +77,11 @@ public sealed partial class StreamExit(ExitPolicy policy, ILogger? logger = null
                 catch (InvalidDataException e)
                 {
                     await RefuseAsync(stream, ServiceStatus.BadRequest, e.Message, from, "?");
+                    return;
+                }
+                if (kind != ServiceKind.TcpConnect && otherService is not null)
+                {
+                    await otherService(kind, target, stream);
                     return;
                 }
                 if (kind != ServiceKind.TcpConnect || !ServiceWire.TryParseTarget(target, out var host, out var port))

@@ -3,6 +3,9 @@ using System.Threading.Channels;
 
 namespace Skymesh.Mesh.Paths;
 
+/// <summary>Takes one datagram as it arrives; true when it was taken.</summary>
+public delegate bool DatagramHandler(ReadOnlySpan<byte> datagram);
+
 /// <summary>
 /// Datagrams on a path (type 16): each one sealed like every path message when the path is encrypted, but
 /// neither acknowledged, ordered nor retransmitted. For applications that do their own recovery (voice,
@@ -63,9 +66,18 @@ public sealed class PathDatagramEndpoint
 
     public bool TryReceive([MaybeNullWhen(false)] out byte[] datagram) => _queue.Reader.TryRead(out datagram);
 
+    /// <summary>
+    /// Sees each datagram as it arrives, on the receive thread, before it is queued: true when it took the datagram
+    /// (then it is not queued). For carriers of many small datagrams (IP packets) that should not copy each one. It
+    /// must not block.
+    /// </summary>
+    public DatagramHandler? Handler { get; set; }
+
     internal bool OnDatagram(ReadOnlySpan<byte> payload)
     {
         Interlocked.Increment(ref _received);
+        if (Handler is { } handler && handler(payload))
+            return true;
         if (!_queue.Writer.TryWrite(payload.ToArray()))
             Interlocked.Increment(ref _dropped);
         return true;

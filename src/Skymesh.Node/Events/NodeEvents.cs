@@ -42,6 +42,12 @@ public enum NodeEventKind
 
     /// <summary>The owner changed the price, a credit limit, the exit rules or a decision policy.</summary>
     SettingsChanged,
+
+    /// <summary>A VPN session began (this node's as a client, or a client's of this node).</summary>
+    VpnUp,
+
+    /// <summary>A VPN session ended.</summary>
+    VpnDown,
 }
 
 /// <summary>

@@ -209,6 +209,7 @@ public sealed class NodeHostBuilder
                 if (control.Agent is not null)
                     OnJoined();
             }
+            await StartIpRolesAsync(node, control, cancellationToken);
             var read = new NodeReadModel(node, control);
             var api = _api ? await NodeApi.StartAsync(read, _options.Api, exchange) : null;
             return new NodeHost(node, control, api, ledger, read) { Exchange = exchange };
@@ -222,6 +223,54 @@ public sealed class NodeHostBuilder
             ledger.Dispose();
             await node.DisposeAsync();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// The VPN server and mesh IPv6 node.json asks for, with paths opened through the control plane; and what a VPN
+    /// client that crashed left on the host, put back.
+    /// </summary>
+    private async Task StartIpRolesAsync(MeshNode node, ControlPlane? control, CancellationToken cancellationToken)
+    {
+        if (control is not null)
+        {
+            node.Vpn.OpenPath = async (peer, token) =>
+            {
+                if (node.FindPath(peer) is { } existing)
+                    return existing;
+                var agent = control.Agent ?? throw new NodeRequestException(NodeError.Unavailable, $"no path to {peer}, and the control plane is not connected to open one ({control.LastError ?? "connecting"})");
+                var opened = await agent.OpenPathAsync(peer, null, token);
+                return node.FindPath(peer) ?? throw new NoPathException($"the path to {peer} (path {opened.Id}) went down as soon as it was opened");
+            };
+        }
+        if (File.Exists(Vpn.VpnClient.StateFile(_options.DataDir)))
+        {
+            foreach (var undone in Vpn.VpnHostState.CleanUp(Vpn.VpnClient.StateFile(_options.DataDir), node.Vpn.Host))
+                node.Events.Append(Events.NodeEventKind.VpnDown, $"a VPN client that did not stop cleanly: {undone}");
+        }
+        if (_options.VpnServe is { } serve)
+        {
+            try
+            {
+                await node.Vpn.ServeAsync(serve, cancellationToken);
+            }
+            catch (NodeRequestException e)
+            {
+                throw new NodeConfigException("$.vpn", e.Message, e);
+            }
+        }
+        if (_options.Ipv6 is { } ipv6)
+        {
+            try
+            {
+                node.Vpn.StartIpv6(ipv6);
+            }
+            catch (Exception e) when (e is IOException or PlatformNotSupportedException or NodeRequestException)
+            {
+                throw new NodeConfigException("$.ipv6", "cannot give the node its mesh IPv6 address: " + e.Message, e);
+            }
+            node.Vpn.Ipv6!.OpenPath = node.Vpn.OpenPath;
+            node.Vpn.Ipv6.KnownNodes = () => control?.Agent?.Graph.Records.Select(r => r.Node) ?? [];
         }
     }
 

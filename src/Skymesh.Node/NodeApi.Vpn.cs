@@ -1,0 +1,106 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Skymesh.Identity;
+using Skymesh.Node.Vpn;
+
+namespace Skymesh.Node;
+
+/// <summary>The VPN and mesh IPv6 (docs/vpn.md): what the node's IP roles are doing, and connecting, serving, stopping.</summary>
+public sealed partial class NodeApi
+{
+    private void MapVpn()
+    {
+        _app.MapGet("/api/vpn", () => Results.Json(VpnView(Node), Json));
+        _app.MapPost("/api/vpn/connect", async (HttpContext context) =>
+        {
+            var request = await Read<VpnConnectRequest>(context);
+            var server = await ChooseVpnServerAsync(request, context.RequestAborted);
+            var options = new VpnConnectOptions
+            {
+                Device = request.Device ?? new VpnConnectOptions().Device,
+                Routes = [.. (request.Routes ?? []).Select(r => Network(r, "routes"))],
+                DefaultRoute = request.DefaultRoute == true,
+                Dns = request.Dns == true,
+                Networks = [.. (request.Networks ?? []).Select(r => Network(r, "networks"))],
+            };
+            if (!TunDevice.IsValidName(options.Device))
+                throw new NodeRequestException(NodeError.Invalid, $"\"device\": \"{options.Device}\" is not an interface name");
+            if (!options.DefaultRoute && options.Routes.Count == 0)
+                throw new NodeRequestException(NodeError.Invalid, "say what goes through the VPN: \"routes\" (networks) or \"defaultRoute\": true (everything)");
+            var client = await Node.Vpn.ConnectAsync(server, options, context.RequestAborted);
+            return Results.Json(client.Status(), Json);
+        });
+        _app.MapDelete("/api/vpn/connect", async () =>
+            await Node.Vpn.DisconnectAsync() ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, "this node is not connected to a VPN"));
+        _app.MapPost("/api/vpn/serve", async (HttpContext context) =>
+        {
+            var request = await Read<VpnConfig>(context);
+            VpnServeOptions options;
+            try
+            {
+                options = VpnConfig.ParseOptions(request);
+            }
+            catch (NodeConfigException e)
+            {
+                throw new NodeRequestException(NodeError.Invalid, e.Message);
+            }
+            if (Node.Operator.Exits.Rules.Count == 0 && options.Sites.Count == 0)
+                throw new NodeRequestException(NodeError.Invalid, "a VPN server forwards only where the exit policy allows, and this node's allows nothing: add exit rules first (`skymesh settings --exits`, or \"exits\" in node.json)");
+            var server = await Node.Vpn.ServeAsync(options, context.RequestAborted);
+            return Results.Json(ServerView(server), Json);
+        });
+        _app.MapDelete("/api/vpn/serve", async () =>
+            await Node.Vpn.StopServingAsync() ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, "this node does not serve the VPN"));
+        _app.MapGet("/api/ipv6/{node}", (string node) =>
+        {
+            var address = ParseAddress(node, "node");
+            return Results.Json(new { node = address.ToString(), ipv6 = MeshIpv6.AddressOf(address).ToString() }, Json);
+        });
+    }
+
+    /// <summary>The server a connect request names.</summary>
+    private Task<NodeAddress> ChooseVpnServerAsync(VpnConnectRequest request, CancellationToken cancellationToken)
+    {
+        _ = cancellationToken;
+        return Task.FromResult(ParseAddress(request.Node ?? throw Missing("node"), "node"));
+    }
+
+    private static IPNetwork Network(string text, string field) =>
+        IPNetwork.TryParse(text, out var network) ? network : throw new NodeRequestException(NodeError.Invalid, $"\"{field}\": \"{text}\" is not a network in CIDR form");
+
+    internal static VpnView VpnView(MeshNode node) => new(
+        node.Vpn.Client?.Status(),
+        node.Vpn.Server is { } server ? ServerView(server) : null,
+        node.Vpn.Ipv6 is { } ipv6
+            ? new MeshIpv6View(ipv6.Address.ToString(), ipv6.Device, ipv6.Mtu, ipv6.Counters.PacketsToMesh, ipv6.Counters.BytesToMesh, ipv6.Counters.PacketsFromMesh,
+                ipv6.Counters.BytesFromMesh, ipv6.Counters.Drops())
+            : null,
+        MeshIpv6.AddressOf(node.Address).ToString());
+
+    private static VpnServerView ServerView(VpnServer server) => new(
+        server.Device, server.Options.Pool.ToString(), server.Options.Pool6?.ToString(), server.Options.Nat, server.Options.Mtu, server.Options.MaxSessions,
+        [.. server.Sessions.OrderBy(s => s.Since).Select(s => new VpnSessionView(s.Peer.ToString(), s.Address.ToString(), s.Address6?.ToString(),
+            [.. s.Networks.Select(n => n.ToString())], s.Mtu, s.Since, s.Counters.PacketsFromMesh, s.Counters.BytesFromMesh, s.Counters.PacketsToMesh, s.Counters.BytesToMesh))],
+        server.Counters.PacketsFromMesh, server.Counters.BytesFromMesh, server.Counters.PacketsToMesh, server.Counters.BytesToMesh, server.Counters.Drops());
+}
+
+/// <summary>POST /api/vpn/connect: the server (or how to choose one), what to route through it, and the device.</summary>
+public sealed record VpnConnectRequest(
+    string? Node, IReadOnlyList<string>? Routes, bool? DefaultRoute, bool? Dns, IReadOnlyList<string>? Networks, string? Device,
+    string? Kind = null, bool? Cheapest = null, ulong? MaxPrice = null);
+
+/// <summary>GET /api/vpn: the node's VPN client and server, its mesh IPv6 role, and its mesh IPv6 address (whether or not it is on).</summary>
+public sealed record VpnView(VpnClientStatus? Client, VpnServerView? Server, MeshIpv6View? Ipv6, string MeshAddress);
+
+public sealed record VpnServerView(
+    string Device, string Pool, string? Pool6, bool Nat, int Mtu, int MaxSessions, IReadOnlyList<VpnSessionView> Sessions,
+    long PacketsIn, long BytesIn, long PacketsOut, long BytesOut, IReadOnlyDictionary<string, long> Dropped);
+
+/// <summary>One client of the server; "in" is from the client, "out" to it.</summary>
+public sealed record VpnSessionView(
+    string Node, string Address, string? Address6, IReadOnlyList<string> Networks, int Mtu, DateTimeOffset Since,
+    long PacketsIn, long BytesIn, long PacketsOut, long BytesOut);
+
+public sealed record MeshIpv6View(
+    string Address, string Device, int Mtu, long PacketsOut, long BytesOut, long PacketsIn, long BytesIn, IReadOnlyDictionary<string, long> Dropped);
