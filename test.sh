@@ -8,6 +8,8 @@ need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
+# The VPN lab pings across the tunnel.
+command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 { [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1; } || need_apt+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/bin/systemd-analyze ] || need_apt+=(systemd)
