@@ -32,7 +32,7 @@ internal sealed class Iperf3 : IAsyncDisposable
 
     public int ServerProcessId => _server.Id;
 
-    public static async Task<Iperf3> StartServerAsync(string path, TextWriter output, TimeSpan timeout, CancellationToken cancellationToken)
+    public static async Task<Iperf3> StartServerAsync(string path, TextWriter output, TimeSpan timeout, CancellationToken cancellationToken, string bind = "127.0.0.1")
     {
         var executable = HostTools.FindExecutable(path);
         if (executable is null && path == "iperf3")
@@ -46,7 +46,7 @@ internal sealed class Iperf3 : IAsyncDisposable
                 $"'{path}' was not found. Install it (Debian: apt-get update && apt-get install -y iperf3), give its path with --iperf3, or use --skip-iperf.");
         }
         var port = HostTools.FreeLoopbackPort();
-        var info = Info(executable, ["-s", "-B", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), "--forceflush"]);
+        var info = Info(executable, ["-s", "-B", bind, "-p", port.ToString(CultureInfo.InvariantCulture), "--forceflush"]);
         var listening = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         var server = new ChildProcess("iperf3 server", info, output, line =>
         {
@@ -71,7 +71,8 @@ internal sealed class Iperf3 : IAsyncDisposable
     /// <paramref name="watch"/> (and of the server and client) is taken over the run.
     /// </summary>
     public async Task<IperfResult> RunClientAsync(
-        IPEndPoint target, int seconds, int parallel, IEnumerable<(string Name, int Pid)> watch, TimeSpan timeout, CancellationToken cancellationToken)
+        IPEndPoint target, int seconds, int parallel, IEnumerable<(string Name, int Pid)> watch, TimeSpan timeout, CancellationToken cancellationToken,
+        string? netns = null)
     {
         var arguments = new List<string>
         {
@@ -84,7 +85,9 @@ internal sealed class Iperf3 : IAsyncDisposable
             arguments.AddRange(["-P", parallel.ToString(CultureInfo.InvariantCulture)]);
         var report = new StringBuilder();
         var started = Stopwatch.GetTimestamp();
-        await using var client = new ChildProcess("iperf3 client", Info(_executable, arguments), _output, line =>
+        // In a network namespace: `ip netns exec` replaces itself with iperf3, so the process id is iperf3's.
+        var info = netns is null ? Info(_executable, arguments) : Info("ip", ["netns", "exec", netns, _executable, .. arguments]);
+        await using var client = new ChildProcess("iperf3 client", info, _output, line =>
         {
             lock (report)
                 report.AppendLine(line);

@@ -97,6 +97,12 @@ public static class MeshBench
             Say(output, string.Format(C, "  3 hops >= 1 Gbit/s: {0:0.000} Gbit/s -> {1}", threeHop / 1e9, met ? "met" : "MISSED"));
             result.Add("target_3hop_met", met);
         }
+        if (result.Get("vpn_3hop_vs_forward") is double vpnRatio)
+        {
+            var met = vpnRatio >= VpnTarget;
+            Say(output, string.Format(C, "  VPN >= 80% of the port forward over 3 hops: {0:0}% -> {1}", vpnRatio * 100, met ? "met" : "MISSED"));
+            result.Add("target_vpn_met", met);
+        }
         if (result.Get("hop_p99_us") is double hopP99)
         {
             var met = hopP99 <= HopP99TargetUs;
@@ -258,6 +264,8 @@ public static class MeshBench
                 result.Add($"{key}_vs_direct", single.BitsPerSecond / direct.BitsPerSecond, 3);
                 result.Add($"{key}_cpu_s", single.Cpu.Children.ToDictionary(c => c.Name.Replace(' ', '_'), c => double.IsFinite(c.Seconds) ? Math.Round(c.Seconds, 2) : (double?)null));
                 result.Add($"{key}_other_cpu_s", single.Cpu.Others, 2);
+                if (encrypt && !options.SkipVpn)
+                    await MeasureVpnAsync(nodes[0], nodes[^1], single.BitsPerSecond, watch, options, output, result, cancellationToken);
                 if (encrypt && options.IperfParallel > 1)
                 {
                     var parallel = await iperf.RunClientAsync(listen, options.IperfSeconds, options.IperfParallel, watch, options.Timeout, cancellationToken);
@@ -272,6 +280,97 @@ public static class MeshBench
                     await node.DisposeAsync();
             }
         }
+    }
+
+    /// <summary>The VPN's throughput as a share of the port forward's over the same hops.</summary>
+    public const double VpnTarget = 0.8;
+
+    /// <summary>
+    /// (d) iperf3 through the VPN over the same chain A-B-C-D: D serves the VPN (pool 10.99.0.0/24, no NAT), A connects
+    /// to it, and A's TUN device is moved (its descriptor stays A's) into a network namespace of its own, where the
+    /// iperf3 client runs against a server on D's tunnel address — so the packets cannot take the host's loopback
+    /// shortcut and go through A's device, the path's three hops and D's device. Then ping round trips through it,
+    /// beside ping on loopback, for the time each hop adds. Needs root (TUN devices, namespaces).
+    /// </summary>
+    private static async Task MeasureVpnAsync(NodeProcess first, NodeProcess last, double forwardBits, IReadOnlyList<(string, int)> watch,
+        MeshBenchOptions options, TextWriter output, JsonLine result, CancellationToken cancellationToken)
+    {
+        if (!OperatingSystem.IsLinux() || Environment.UserName != "root" || !File.Exists("/dev/net/tun"))
+        {
+            Say(output, "  VPN: skipped (needs Linux, root and /dev/net/tun)");
+            result.Add("vpn_skipped", "needs Linux, root and /dev/net/tun");
+            return;
+        }
+        var ns = string.Create(C, $"skb-vpn-{Environment.ProcessId}");
+        const string ClientDevice = "skb-vc";
+        await HostCommandAsync(cancellationToken, "ip", "netns", "add", ns);
+        try
+        {
+            await last.Api.VpnServeAsync(new Node.Vpn.VpnConfig { Device = "skb-vs", Pool = "10.99.0.0/24", Pool6 = "none", Nat = false, Mtu = 65_000 }, cancellationToken);
+            var client = await first.Api.VpnConnectAsync(new VpnConnectRequest(last.Address, ["10.99.1.0/24"], false, false, null, ClientDevice), cancellationToken);
+            await HostCommandAsync(cancellationToken, "ip", "link", "set", ClientDevice, "netns", ns);
+            await HostCommandAsync(cancellationToken, "ip", "-n", ns, "link", "set", "lo", "up");
+            await HostCommandAsync(cancellationToken, "ip", "-n", ns, "addr", "add", client.Address, "dev", ClientDevice);
+            await HostCommandAsync(cancellationToken, "ip", "-n", ns, "link", "set", ClientDevice, "mtu", client.Mtu.ToString(C), "up");
+            await using var iperf = await Iperf3.StartServerAsync(options.Iperf3Path, output, options.Timeout, cancellationToken, bind: client.Gateway);
+            var target = new IPEndPoint(IPAddress.Parse(client.Gateway), iperf.Port);
+            Say(output, string.Format(C, "  VPN: D serves, A connected as {0} (MTU {1}); A's device in namespace {2}, iperf3 -> {3} through it", client.Address, client.Mtu, ns, target));
+            await iperf.RunClientAsync(target, WarmupIperfSeconds, 1, [], options.Timeout, cancellationToken, ns);
+            var vpn = await iperf.RunClientAsync(target, options.IperfSeconds, 1, watch, options.Timeout, cancellationToken, ns);
+            var ratio = vpn.BitsPerSecond / forwardBits;
+            Say(output, string.Format(C, "  3 hops through the VPN, 1 stream: {0,8:0.000} Gbit/s = {1:0.00}x the port forward over the same hops ({2} retransmits; {3})",
+                vpn.BitsPerSecond / 1e9, ratio, vpn.Retransmits, vpn.Cpu.Describe()));
+            result.Add("vpn_3hop_bits_per_sec", Math.Round(vpn.BitsPerSecond));
+            result.Add("vpn_3hop_vs_forward", ratio, 3);
+            result.Add("vpn_mtu", client.Mtu);
+            result.Add("vpn_3hop_cpu_s", vpn.Cpu.Children.ToDictionary(c => c.Name.Replace(' ', '_'), c => double.IsFinite(c.Seconds) ? Math.Round(c.Seconds, 2) : (double?)null));
+            var throughVpn = await PingAverageAsync(cancellationToken, "ip", "netns", "exec", ns, "ping", "-q", "-n", "-c", "50", "-i", "0.02", client.Gateway);
+            var loopback = await PingAverageAsync(cancellationToken, "ping", "-q", "-n", "-c", "50", "-i", "0.02", "127.0.0.1");
+            var perHop = (throughVpn - loopback) / 3;
+            Say(output, string.Format(C, "  ping through the VPN over 3 hops: {0:0.000} ms average (loopback {1:0.000} ms): {2:0.000} ms added per hop", throughVpn, loopback, perHop));
+            result.Add("vpn_ping_ms", throughVpn, 3);
+            result.Add("loopback_ping_ms", loopback, 3);
+            result.Add("vpn_ping_added_per_hop_ms", perHop, 3);
+        }
+        finally
+        {
+            await HostCommandAsync(CancellationToken.None, "ip", "netns", "del", ns);
+            try
+            {
+                await first.Api.VpnDisconnectAsync(CancellationToken.None);
+                await last.Api.VpnStopServingAsync(CancellationToken.None);
+            }
+            catch (NodeApiException)
+            {
+                // The nodes are about to go anyway.
+            }
+        }
+    }
+
+    private static async Task<double> PingAverageAsync(CancellationToken cancellationToken, string program, params string[] arguments)
+    {
+        var text = await HostCommandAsync(cancellationToken, program, arguments);
+        // "rtt min/avg/max/mdev = 0.045/0.061/0.102/0.012 ms"
+        var at = text.IndexOf(" = ", StringComparison.Ordinal);
+        var parts = at < 0 ? [] : text[(at + 3)..].Split('/');
+        return parts.Length >= 2 && double.TryParse(parts[1], NumberStyles.Float, C, out var average)
+            ? average
+            : throw new BenchException($"ping printed no round trips: {text.Trim()}");
+    }
+
+    /// <summary>Runs a host tool and returns what it printed; a failure is a <see cref="BenchException"/> with its error.</summary>
+    private static async Task<string> HostCommandAsync(CancellationToken cancellationToken, string program, params string[] arguments)
+    {
+        var info = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in arguments)
+            info.ArgumentList.Add(argument);
+        using var process = Process.Start(info) ?? throw new BenchException($"cannot start {program}");
+        var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
+        var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+        await process.WaitForExitAsync(cancellationToken);
+        if (process.ExitCode != 0)
+            throw new BenchException($"`{program} {string.Join(' ', arguments)}` failed: {(await stderr).Trim()}");
+        return await stdout;
     }
 
     private static async Task<T> WithTimeout<T>(Task<T> task, TimeSpan timeout, string what)

@@ -35,6 +35,9 @@ public sealed class MeshBenchOptions
 
     public string Iperf3Path { get; init; } = "iperf3";
 
+    /// <summary>Skip the VPN part (d) of the iperf3 runs.</summary>
+    public bool SkipVpn { get; init; }
+
     /// <summary>Skip the latency part (c).</summary>
     public bool SkipLatency { get; init; }
 

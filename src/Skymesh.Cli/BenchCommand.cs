@@ -281,6 +281,7 @@ internal static class BenchCommand
         var iperfParallel = new Option<int>("--iperf-parallel") { Description = "Streams of the extra multi-stream 3-hop iperf3 run (0 or 1 skips it).", DefaultValueFactory = _ => defaults.IperfParallel }.Within(0, 128);
         var iperf3 = new Option<string>("--iperf3") { Description = "The iperf3 executable (Debian's iperf3 is installed with apt-get when missing).", DefaultValueFactory = _ => defaults.Iperf3Path };
         var skipLatency = new Option<bool>("--skip-latency") { Description = "Skip the per-hop latency measurement." };
+        var skipVpn = new Option<bool>("--skip-vpn") { Description = "Skip iperf3 and ping through the VPN over the 3 hops (it needs root for its TUN devices)." };
         var probes = new Option<int>("--probes") { Description = "Latency: timestamped probes per route (via the relay, and direct).", DefaultValueFactory = _ => defaults.Probes }.Within(1, 1_000_000);
         var probeInterval = new Option<double>("--probe-interval") { Description = "Latency: milliseconds between probes.", DefaultValueFactory = _ => defaults.ProbeInterval.TotalMilliseconds }.Within(0.01, 10_000, "ms");
         var latencyLoad = new Option<double>("--latency-load") { Description = "Latency: background load as a fraction of the measured relay rate.", DefaultValueFactory = _ => defaults.LatencyLoad }.Within(0, 1);
@@ -298,7 +299,7 @@ internal static class BenchCommand
 
         var command = new Command("mesh", "Measure the mesh data plane: relay messages/s beside raw UDP datagrams/s, iperf3 through 3 hops beside direct loopback, added latency per hop; or, with --loss, throughput over lossy hops.")
         {
-            duration, warmup, payloadSize, window, skipIperf, iperfSeconds, iperfParallel, iperf3, skipLatency, probes, probeInterval, latencyLoad, timeout,
+            duration, warmup, payloadSize, window, skipIperf, iperfSeconds, iperfParallel, iperf3, skipLatency, skipVpn, probes, probeInterval, latencyLoad, timeout,
             loss, duplicate, reorder, delay, mtu, onlyRecovery,
         };
         command.SetAction(async (parse, cancellationToken) =>
@@ -354,6 +355,7 @@ internal static class BenchCommand
                     IperfParallel = parse.GetValue(iperfParallel),
                     Iperf3Path = parse.GetValue(iperf3)!,
                     SkipLatency = parse.GetValue(skipLatency),
+                    SkipVpn = parse.GetValue(skipVpn),
                     Probes = parse.GetValue(probes),
                     ProbeInterval = Seconds(parse.GetValue(probeInterval) / 1000, "--probe-interval"),
                     LatencyLoad = parse.GetValue(latencyLoad),

@@ -187,9 +187,15 @@ public sealed partial class MeshIpv6 : IAsyncDisposable
             if (n <= 0)
                 return;
             var packet = buffer.AsSpan(1, n);
-            if (IpPacket.Version(packet) != 6 || !IpPacket.Source(packet, 6).SequenceEqual(_self))
+            if (IpPacket.Version(packet) != 6)
             {
                 Counters.Drop(VpnDrop.Malformed);
+                continue;
+            }
+            if (!IpPacket.Source(packet, 6).SequenceEqual(_self))
+            {
+                // The host's own link-local chatter (router and neighbour solicitations, MLD) has nowhere to go in the mesh.
+                Counters.Drop(VpnDrop.NoRoute);
                 continue;
             }
             if (Resolve(IpPacket.Destination(packet, 6)) is not { } peer)

@@ -308,7 +308,7 @@ public sealed partial class VpnServer : IAsyncDisposable
             return true;
         }
         var destination = IpPacket.Destination(packet, version);
-        if (!_byAddress.ContainsKey(AddressKey.Of(destination)) && !Allowed(destination, IpPacket.DestinationPort(packet, version)))
+        if (!InPools(destination) && !Allowed(destination, IpPacket.DestinationPort(packet, version)))
         {
             Drop(session, VpnDrop.NotAllowed);
             return true;
@@ -342,6 +342,18 @@ public sealed partial class VpnServer : IAsyncDisposable
     {
         session?.Counters.Drop(reason);
         Counters.Drop(reason);
+    }
+
+    /// <summary>Whether <paramref name="address"/> is in the server's pools: the server itself and its clients, always reachable to a client.</summary>
+    private bool InPools(ReadOnlySpan<byte> address)
+    {
+        var pool = address.Length == 4 ? Options.Pool : Options.Pool6;
+        if (pool is not { } network)
+            return false;
+        var bits = address.Length * 8;
+        var shift = bits - network.PrefixLength;
+        var mask = shift >= bits ? UInt128.Zero : (address.Length == 4 ? (UInt128)uint.MaxValue : UInt128.MaxValue) >> shift << shift;
+        return (AddressKey.Of(address) & mask) == (AddressKey.Of(network.BaseAddress) & mask);
     }
 
     /// <summary>Whether the node's exit policy lets a client reach <paramref name="destination"/> (on <paramref name="port"/>, 0 for no port).</summary>
