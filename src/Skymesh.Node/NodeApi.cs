@@ -348,7 +348,7 @@ public sealed partial class NodeApi : IAsyncDisposable
         _app.MapPut("/api/settings", async (HttpContext context) =>
         {
             var request = await Read<SettingsRequest>(context);
-            return Results.Json(node.Operator.SetSettings(request.Price, request.CreditLimit, request.Exits), Json);
+            return Results.Json(node.Operator.SetSettings(request.Price, request.CreditLimit, request.Exits, request.Services), Json);
         });
 
         _app.MapGet("/api/node", () => Results.Json(ReadModel.Status(), Json));
@@ -460,6 +460,7 @@ public sealed partial class NodeApi : IAsyncDisposable
         });
         _app.MapGet("/api/balance", () => Results.Json(ReadModel.Balance(), Json));
         _app.MapGet("/api/nodes", () => Results.Json(ReadModel.Mesh(), Json));
+        MapServices();
 
         _app.MapPost("/api/ping", async (HttpContext context) =>
         {
@@ -487,11 +488,24 @@ public sealed partial class NodeApi : IAsyncDisposable
         {
             var request = await Read<SocksRequest>(context);
             var listen = NodeOptions.ParseEndPoint(request.Listen ?? throw Missing("listen"), "\"listen\"");
-            var exit = request.Exit is { } e ? ParseAddress(e, "exit")
-                : node.SolePathPeer() ?? throw new NodeRequestException(NodeError.Invalid, "name the exit node (\"exit\"): this node has paths to none or to several nodes");
-            var opened = await EnsurePathAsync(exit, context.RequestAborted);
+            NodeAddress exit;
+            PathInfo? opened;
+            ServiceInfo? picked = null;
+            if (string.Equals(request.Exit, "auto", StringComparison.OrdinalIgnoreCase))
+            {
+                // The cheapest exit the services of the mesh offer (docs/node.md, "Services").
+                (exit, picked, opened) = await PickExitAsync(request.MaxPrice, context.RequestAborted);
+            }
+            else
+            {
+                if (request.MaxPrice is not null)
+                    throw new NodeRequestException(NodeError.Invalid, "\"maxPrice\" caps what \"exit\": \"auto\" may pick; a named exit is taken at its price");
+                exit = request.Exit is { } e ? ParseAddress(e, "exit")
+                    : node.SolePathPeer() ?? throw new NodeRequestException(NodeError.Invalid, "name the exit node (\"exit\", or \"auto\" for the cheapest offered): this node has paths to none or to several nodes");
+                opened = await EnsurePathAsync(exit, context.RequestAborted);
+            }
             var (id, app) = node.StartSocks(listen, exit);
-            await RunAppAsync(context, id, app, request.Detach == true, opened);
+            await RunAppAsync(context, id, app, request.Detach == true, opened, picked);
         });
         _app.MapDelete("/api/apps/{id:int}", async (int id) =>
             await node.StopApp(id) ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, $"no app {id}"));
@@ -530,9 +544,9 @@ public sealed partial class NodeApi : IAsyncDisposable
     /// (listening, then each finished connection), and the app stops when the client goes away — so an app
     /// whose CLI was killed does not linger. With "detach" the app stays until DELETE /api/apps/{id}.
     /// </summary>
-    private async Task RunAppAsync(HttpContext context, int id, TcpAppListener app, bool detach, PathInfo? opened)
+    private async Task RunAppAsync(HttpContext context, int id, TcpAppListener app, bool detach, PathInfo? opened, ServiceInfo? picked = null)
     {
-        var started = new AppEvent("listening", id, app.LocalEndPoint.ToString(), null, null, 0, 0, null) { Opened = opened };
+        var started = new AppEvent("listening", id, app.LocalEndPoint.ToString(), null, null, 0, 0, null) { Opened = opened, Picked = picked };
         if (detach)
         {
             await context.Response.WriteAsJsonAsync(started, Json);
@@ -704,6 +718,9 @@ public sealed record NodeStatus(
 
     /// <summary>What this node relays of links between others (nodes behind NATs that cannot reach each other).</summary>
     public LinkRelayCounters? LinkRelay { get; init; }
+
+    /// <summary>What this node offers the mesh, and what it knows of others' offers.</summary>
+    public ServicesStatus? Services { get; init; }
 }
 
 /// <summary>
@@ -734,6 +751,9 @@ public sealed record AppEvent(string Event, int App, string? Listen, string? Cli
 {
     /// <summary>On <c>listening</c>: the path the app had opened first to its destination, when there was none.</summary>
     public PathInfo? Opened { get; init; }
+
+    /// <summary>On <c>listening</c> of a SOCKS server asked for <c>"exit": "auto"</c>: the offer it picked.</summary>
+    public ServiceInfo? Picked { get; init; }
 }
 
 public sealed record AppInfo(int Id, string Kind, string Listen, string Destination, string? Target, long Accepted, long Active, long Failed)
@@ -767,7 +787,9 @@ public sealed record MeshNodeInfo(string Address, ulong Sequence, DateTimeOffset
 
 public sealed record ForwardRequest(string? Listen, string? To, string? Target, bool? Detach);
 
-public sealed record SocksRequest(string? Listen, string? Exit, bool? Detach);
+/// <param name="Exit">The exit node's address; <c>auto</c> for the cheapest exit or socks service offered (docs/node.md, "Services").</param>
+/// <param name="MaxPrice">With <c>auto</c>: the most the exit may cost per MiB in all, its price and the relays'.</param>
+public sealed record SocksRequest(string? Listen, string? Exit, bool? Detach, ulong? MaxPrice = null);
 
 public sealed record DashboardNodeRequest(string? Name, string? Api, string? Token);
 
@@ -783,4 +805,5 @@ public sealed record BlockRequest(string? Node);
 
 public sealed record InterfaceRequest(bool? Up);
 
-public sealed record SettingsRequest(uint? Price, long? CreditLimit, IReadOnlyList<string>? Exits);
+/// <param name="Services">What the node offers in its service record, replacing every offer (an empty list withdraws them all).</param>
+public sealed record SettingsRequest(uint? Price, long? CreditLimit, IReadOnlyList<string>? Exits, IReadOnlyList<ServiceConfig>? Services = null);

@@ -153,6 +153,22 @@ public sealed partial class NodeApiClient : IDisposable
     /// <summary>The mesh as this node's control plane knows it: every node's latest announcement.</summary>
     public Task<List<MeshNodeInfo>> MeshAsync(CancellationToken cancellationToken = default) => GetAsync<List<MeshNodeInfo>>("api/nodes", cancellationToken);
 
+    /// <summary>What other nodes offer that this node reaches, cheapest in all first (<c>GET /api/services</c>).</summary>
+    /// <param name="kind">exit, socks, vpn or app; null for every kind.</param>
+    /// <param name="name">An app's name; null for any.</param>
+    /// <param name="maxPrice">The most an offer may cost per MiB, its price and the relays' on the way.</param>
+    public Task<List<ServiceInfo>> ServicesAsync(string? kind = null, string? name = null, ulong? maxPrice = null, CancellationToken cancellationToken = default)
+    {
+        var query = new List<string>();
+        if (kind is not null)
+            query.Add("kind=" + Uri.EscapeDataString(kind));
+        if (name is not null)
+            query.Add("name=" + Uri.EscapeDataString(name));
+        if (maxPrice is { } cap)
+            query.Add("maxPrice=" + cap.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return GetAsync<List<ServiceInfo>>("api/services" + (query.Count > 0 ? "?" + string.Join('&', query) : ""), cancellationToken);
+    }
+
     public Task StopAppAsync(int id, CancellationToken cancellationToken = default) =>
         SendAsync(new HttpRequestMessage(HttpMethod.Delete, $"api/apps/{id}"), cancellationToken);
 

@@ -56,6 +56,9 @@ public sealed class NodeConfigFile
     /// <summary>Targets this node connects to for streams arriving on its paths (host:port rules); default none.</summary>
     public List<string>? Exits { get; set; }
 
+    /// <summary>What this node offers the mesh in its signed service record (docs/node.md, "Services"); default nothing.</summary>
+    public List<ServiceConfig>? Services { get; set; }
+
     /// <summary>Seconds between link keepalives (default 1).</summary>
     public double? KeepaliveSeconds { get; set; }
 
@@ -234,6 +237,48 @@ public sealed class DiscoveryConfig
     public double? IntervalSeconds { get; set; }
 }
 
+/// <summary>One service the node offers: <c>{"kind": "vpn", "price": 200, "region": "eu-west", "maxMbps": 50, "maxSessions": 10}</c>.</summary>
+public sealed class ServiceConfig
+{
+    /// <summary>exit, socks, vpn or app.</summary>
+    public string? Kind { get; set; }
+
+    /// <summary>An app's name (1 to 32 bytes); apps only.</summary>
+    public string? Name { get; set; }
+
+    /// <summary>An app's port on this node; apps only.</summary>
+    public int? Port { get; set; }
+
+    /// <summary>What the service costs per MiB, in micro-units (default 0).</summary>
+    public uint? Price { get; set; }
+
+    /// <summary>A region tag the operator chooses, up to 32 bytes (default none).</summary>
+    public string? Region { get; set; }
+
+    /// <summary>Mbit/s one user gets at most; 0 or absent for no limit.</summary>
+    public uint? MaxMbps { get; set; }
+
+    /// <summary>Users at once at most; 0 or absent for no limit.</summary>
+    public int? MaxSessions { get; set; }
+
+    /// <summary>An offer as node.json writes it.</summary>
+    public static ServiceConfig From(Skymesh.Control.Discovery.ServiceEntry entry)
+    {
+        ArgumentNullException.ThrowIfNull(entry);
+        var app = entry.Kind == Skymesh.Control.Discovery.ServiceKind.App;
+        return new ServiceConfig
+        {
+            Kind = entry.KindName,
+            Name = app ? entry.Name : null,
+            Port = app ? entry.Port : null,
+            Price = entry.PricePerMiB,
+            Region = entry.Region.Length > 0 ? entry.Region : null,
+            MaxMbps = entry.MaxMbps == 0 ? null : entry.MaxMbps,
+            MaxSessions = entry.MaxSessions == 0 ? null : entry.MaxSessions,
+        };
+    }
+}
+
 public sealed class PeerConfig
 {
     /// <summary>The neighbour's node address (64 hex digits): the link is refused if someone else answers.</summary>
@@ -344,6 +389,9 @@ public sealed record NodeOptions
     public IReadOnlyList<PeerOptions> Peers { get; init; } = [];
 
     public ExitPolicy Exits { get; init; } = ExitPolicy.None;
+
+    /// <summary>What the node offers in its service record, as node.json says (the owner may change it while the node runs).</summary>
+    public IReadOnlyList<Skymesh.Control.Discovery.ServiceEntry> Services { get; init; } = [];
 
     /// <summary>LAN discovery by beacons; null when off.</summary>
     public Discovery.DiscoveryOptions? Discovery { get; init; }
@@ -545,6 +593,8 @@ public sealed record NodeOptions
             throw new NodeConfigException($"$.exits[{Math.Max(index, 0)}]", e.Message, e);
         }
 
+        var services = ParseServices(file.Services ?? [], exits, "$.services");
+
         Discovery.DiscoveryOptions? discovery = null;
         if (file.Discovery is { Beacons: true } beacons)
         {
@@ -620,6 +670,7 @@ public sealed record NodeOptions
             Interfaces = interfaces,
             Peers = peers,
             Exits = exits,
+            Services = services,
             Discovery = discovery,
             Keepalive = keepalive,
             DeadAfter = deadAfter,
@@ -689,6 +740,68 @@ public sealed record NodeOptions
         if (name.Length > 40)
             throw new NodeConfigException("$.exchange.name", $"\"{name}\" is longer than 40 characters (an exchange's --name is at most 40)");
         return new NodeExchangeOptions(service, host, port, brokerName, name);
+    }
+
+    /// <summary>
+    /// The services a node offers (node.json's <c>services</c>, or what its owner sets through the API), each checked
+    /// with the field and the reason named: kind, name (apps only, and required there), port, lengths, at most 32, none
+    /// twice, and an exit or socks offer only from a node with exit rules.
+    /// </summary>
+    public static IReadOnlyList<Skymesh.Control.Discovery.ServiceEntry> ParseServices(IReadOnlyList<ServiceConfig?> services, ExitPolicy exits, string field)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(exits);
+        const int most = Skymesh.Control.Discovery.ServiceRecord.MaxEntries;
+        const int textBytes = Skymesh.Control.Discovery.ServiceRecord.MaxTextBytes;
+        if (services.Count > most)
+            throw new NodeConfigException(field, $"a node offers at most {most} services, not {services.Count}");
+        var entries = new List<Skymesh.Control.Discovery.ServiceEntry>();
+        for (var i = 0; i < services.Count; i++)
+        {
+            var at = $"{field}[{i}]";
+            var service = services[i] ?? throw new NodeConfigException(at, "is null");
+            if (service.Kind is null)
+                throw new NodeConfigException($"{at}.kind", "is missing (exit, socks, vpn or app)");
+            if (!Skymesh.Control.Discovery.ServiceEntry.TryParseKind(service.Kind, out var kind))
+                throw new NodeConfigException($"{at}.kind", $"\"{service.Kind}\" is not a service kind (exit, socks, vpn or app)");
+            var app = kind == Skymesh.Control.Discovery.ServiceKind.App;
+            if (app)
+            {
+                if (string.IsNullOrEmpty(service.Name))
+                    throw new NodeConfigException($"{at}.name", "is missing: an app is offered under a name (1 to 32 bytes)");
+                if (System.Text.Encoding.UTF8.GetByteCount(service.Name) > textBytes)
+                    throw new NodeConfigException($"{at}.name", $"\"{service.Name}\" is longer than {textBytes} bytes");
+                if (service.Name.Any(char.IsControl))
+                    throw new NodeConfigException($"{at}.name", "holds a control character");
+                if (service.Port is null)
+                    throw new NodeConfigException($"{at}.port", "is missing: the app's port on this node (1 to 65535)");
+                if (service.Port is < 1 or > 65535)
+                    throw new NodeConfigException($"{at}.port", $"{service.Port} is not a port (1 to 65535)");
+            }
+            else
+            {
+                if (service.Name is not null)
+                    throw new NodeConfigException($"{at}.name", $"is for apps only: a {service.Kind.ToLowerInvariant()} offer has no name");
+                if (service.Port is not null)
+                    throw new NodeConfigException($"{at}.port", $"is for apps only: a {service.Kind.ToLowerInvariant()} offer has no port");
+            }
+            if (kind is Skymesh.Control.Discovery.ServiceKind.Exit or Skymesh.Control.Discovery.ServiceKind.Socks && exits.Rules.Count == 0)
+                throw new NodeConfigException($"{at}.kind", $"offers {kind.ToString().ToLowerInvariant()}, but the node's exit rules let nobody out: add some to \"exits\"");
+            if (service.Region is { } region && System.Text.Encoding.UTF8.GetByteCount(region) > textBytes)
+                throw new NodeConfigException($"{at}.region", $"\"{region}\" is longer than {textBytes} bytes");
+            if (service.Region is { } shown && shown.Any(char.IsControl))
+                throw new NodeConfigException($"{at}.region", "holds a control character");
+            if (service.MaxSessions is < 0 or > ushort.MaxValue)
+                throw new NodeConfigException($"{at}.maxSessions", $"{service.MaxSessions} is not a number of sessions from 0 (no limit) to {ushort.MaxValue}");
+            var entry = new Skymesh.Control.Discovery.ServiceEntry(kind, service.Name ?? "", (ushort)(service.Port ?? 0), service.Price ?? 0, service.MaxMbps ?? 0,
+                (ushort)(service.MaxSessions ?? 0), service.Region ?? "");
+            if (entry.Problem() is { } problem)
+                throw new NodeConfigException(at, problem);
+            if (entries.Any(e => e.Kind == entry.Kind && e.Name == entry.Name))
+                throw new NodeConfigException(at, $"offers {entry} a second time");
+            entries.Add(entry);
+        }
+        return entries;
     }
 
     private static TimeSpan Seconds(double? value, double fallback, string field)

@@ -25,6 +25,19 @@ public static class NodeMetrics
                 w.Family("skymesh_control_dropped_events_total", "counter", "Control-bus deliveries dropped because the agent fell behind reading them.");
                 w.Sample("skymesh_control_dropped_events_total", "", bus.DroppedEvents);
             }
+            if (control.Agent is { } agent)
+            {
+                var services = agent.Services;
+                w.Family("skymesh_service_records", "gauge", "Service records held, one per node (this node's own, and withdrawals, included).");
+                w.Sample("skymesh_service_records", "", services.Count);
+                w.Family("skymesh_service_records_accepted_total", "counter", "Service records accepted since the agent joined the bus.");
+                w.Sample("skymesh_service_records_accepted_total", "", services.Accepted);
+                w.Family("skymesh_service_records_refused_total", "counter", "Service records refused, by reason.");
+                foreach (var (reason, label) in ServiceRefusals)
+                    w.Sample("skymesh_service_records_refused_total", $"reason=\"{label}\"", services.Refused(reason));
+                w.Family("skymesh_service_records_published_total", "counter", "Service records this node signed and published.");
+                w.Sample("skymesh_service_records_published_total", "", agent.ServicesPublished);
+            }
         }
         var relay = node.BusRelay.Counters();
         w.Family("skymesh_bus_relay_tunnels", "gauge", "Tunnels to the control bus this node relays for neighbours now.");
@@ -193,6 +206,16 @@ public static class NodeMetrics
         w.Sample("skymesh_pings_answered_total", "", node.PingsAnswered);
         return w.ToString();
     }
+
+    private static readonly (Skymesh.Control.Discovery.ServiceRecordError, string)[] ServiceRefusals =
+    [
+        (Skymesh.Control.Discovery.ServiceRecordError.Malformed, "malformed"),
+        (Skymesh.Control.Discovery.ServiceRecordError.Expired, "expired"),
+        (Skymesh.Control.Discovery.ServiceRecordError.FromTheFuture, "from_the_future"),
+        (Skymesh.Control.Discovery.ServiceRecordError.Stale, "stale"),
+        (Skymesh.Control.Discovery.ServiceRecordError.Replayed, "replayed"),
+        (Skymesh.Control.Discovery.ServiceRecordError.BadSignature, "bad_signature"),
+    ];
 
     private static string Label(string name, string value) =>
         $"{name}=\"{value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal)}\"";

@@ -34,7 +34,20 @@ public sealed class NodeReadModel(MeshNode node, ControlPlane? control)
         Relay = Node.BusRelay.Counters(),
         Nat = Node.Nat.Info(),
         LinkRelay = Node.LinkRelay.Counters(),
+        Services = Services(),
     };
+
+    /// <summary>What this node offers, and the offers of others it holds (none when it asks a dedicated finder).</summary>
+    public ServicesStatus Services()
+    {
+        var offered = Node.Operator.Services.Select(ServiceConfig.From).ToList();
+        if (Control?.Agent is not { } agent)
+            return new ServicesStatus(offered, 0, null, null);
+        if (agent.UsesFinder)
+            return new ServicesStatus(offered, agent.ServicesPublished, null, null);
+        var others = agent.Services.Matching().Where(m => m.Record.Node != Node.Address).ToList();
+        return new ServicesStatus(offered, agent.ServicesPublished, others.Count, others.Select(m => m.Record.Node).Distinct().Count());
+    }
 
     public IReadOnlyList<InterfaceInfo> Interfaces() => [.. Node.Interfaces.Values.Select(i => new InterfaceInfo(
         i.Name, i.LocalEndPoint.ToString() ?? "", i.Mtu, i.Counters.FramesSent, i.Counters.FramesReceived,

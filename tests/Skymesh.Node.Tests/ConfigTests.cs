@@ -62,6 +62,29 @@ public class ConfigTests
         Assert.False(options.Exits.Allows("127.0.0.1", IPAddress.Loopback, 80));
     }
 
+    [Fact]
+    public void Services_are_read_with_their_prices_limits_and_regions()
+    {
+        var options = NodeOptions.Parse("""
+            {
+              "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ],
+              "exits": [ "*:443" ],
+              "services": [
+                { "kind": "vpn", "price": 200, "region": "eu-west", "maxMbps": 50, "maxSessions": 10 },
+                { "kind": "app", "name": "web", "port": 8080 },
+                { "kind": "EXIT", "price": 3 }
+              ]
+            }
+            """, "/srv/node");
+        Assert.Equal(
+            [
+                new Skymesh.Control.Discovery.ServiceEntry(Skymesh.Control.Discovery.ServiceKind.Vpn, "", 0, 200, 50, 10, "eu-west"),
+                new Skymesh.Control.Discovery.ServiceEntry(Skymesh.Control.Discovery.ServiceKind.App, "web", 8080),
+                new Skymesh.Control.Discovery.ServiceEntry(Skymesh.Control.Discovery.ServiceKind.Exit, PricePerMiB: 3),
+            ], options.Services);
+        Assert.Empty(NodeOptions.Parse("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ] }""", "/srv/node").Services);
+    }
+
     [Theory]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "peer": [] }""", "$.peer", "not a node setting")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "broker": "via-neighbours", "brokerPin": "abc" }""", "$.brokerPin", "not a key fingerprint")]
@@ -89,6 +112,23 @@ public class ConfigTests
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "keepaliveSeconds": 5, "deadAfterSeconds": 2 }""", "$.deadAfterSeconds", "longer than keepaliveSeconds")]
     [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "api": "nowhere" }""", "$.api", "not an address:port")]
     [InlineData("""{ "interfaces": [ { "type": "udp" """, "$.interfaces[0]", "(line 1, byte ")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "price": 1 } ] }""", "$.services[0].kind", "missing")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "ftp" } ] }""", "$.services[0].kind", "not a service kind")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ null ] }""", "$.services[0]", "is null")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "app", "port": 80 } ] }""", "$.services[0].name", "an app is offered under a name")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "app", "name": "web" } ] }""", "$.services[0].port", "missing")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "app", "name": "web", "port": 70000 } ] }""", "$.services[0].port", "not a port")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "app", "name": "a-name-that-is-longer-than-32-bytes", "port": 80 } ] }""", "$.services[0].name", "longer than 32 bytes")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn", "name": "x" } ] }""", "$.services[0].name", "for apps only")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn", "port": 1 } ] }""", "$.services[0].port", "for apps only")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn", "region": "a-region-that-is-longer-than-32-bytes" } ] }""", "$.services[0].region", "longer than 32 bytes")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn", "region": "eu\u0007" } ] }""", "$.services[0].region", "control character")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn", "maxSessions": 70000 } ] }""", "$.services[0].maxSessions", "number of sessions")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn", "price": -1 } ] }""", "$.services[0].price", "must be a whole number from 0")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn" }, { "kind": "vpn", "price": 5 } ] }""", "$.services[1]", "a second time")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "exit" } ] }""", "$.services[0].kind", "exit rules let nobody out")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "socks" } ] }""", "$.services[0].kind", "exit rules let nobody out")]
+    [InlineData("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "app", "name": "a0", "port": 80 }, { "kind": "app", "name": "a1", "port": 80 }, { "kind": "app", "name": "a2", "port": 80 }, { "kind": "app", "name": "a3", "port": 80 }, { "kind": "app", "name": "a4", "port": 80 }, { "kind": "app", "name": "a5", "port": 80 }, { "kind": "app", "name": "a6", "port": 80 }, { "kind": "app", "name": "a7", "port": 80 }, { "kind": "app", "name": "a8", "port": 80 }, { "kind": "app", "name": "a9", "port": 80 }, { "kind": "app", "name": "a10", "port": 80 }, { "kind": "app", "name": "a11", "port": 80 }, { "kind": "app", "name": "a12", "port": 80 }, { "kind": "app", "name": "a13", "port": 80 }, { "kind": "app", "name": "a14", "port": 80 }, { "kind": "app", "name": "a15", "port": 80 }, { "kind": "app", "name": "a16", "port": 80 }, { "kind": "app", "name": "a17", "port": 80 }, { "kind": "app", "name": "a18", "port": 80 }, { "kind": "app", "name": "a19", "port": 80 }, { "kind": "app", "name": "a20", "port": 80 }, { "kind": "app", "name": "a21", "port": 80 }, { "kind": "app", "name": "a22", "port": 80 }, { "kind": "app", "name": "a23", "port": 80 }, { "kind": "app", "name": "a24", "port": 80 }, { "kind": "app", "name": "a25", "port": 80 }, { "kind": "app", "name": "a26", "port": 80 }, { "kind": "app", "name": "a27", "port": 80 }, { "kind": "app", "name": "a28", "port": 80 }, { "kind": "app", "name": "a29", "port": 80 }, { "kind": "app", "name": "a30", "port": 80 }, { "kind": "app", "name": "a31", "port": 80 }, { "kind": "app", "name": "a32", "port": 80 } ] }""", "$.services", "at most 32 services")]
     [InlineData("""null""", "$", "empty")]
     public void A_bad_config_names_the_field_and_the_problem(string json, string field, string problem)
     {

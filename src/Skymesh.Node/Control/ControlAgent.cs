@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using System.Threading.Channels;
 using Skymesh.Control.Bus;
+using Skymesh.Control.Discovery;
 using Skymesh.Control.Settlement;
 using Skymesh.Control.Setup;
 using Skymesh.Control.Topology;
@@ -12,8 +13,9 @@ namespace Skymesh.Node.Control;
 
 /// <summary>
 /// A node's control agent (docs/control-plane.md): on the control bus under the node's address, it announces the
-/// node's links, keeps a route finder's graph from everyone's announcements, serves its side of path setup, and
-/// opens, repairs and closes paths for the node. It knows the bus only through <see cref="IControlBus"/>.
+/// node's links and the services it offers, keeps a route finder's graph and the services directory from everyone's
+/// records, serves its side of path setup, finds services, and opens, repairs and closes paths for the node. It knows
+/// the bus only through <see cref="IControlBus"/>.
 /// </summary>
 public sealed partial class ControlAgent : IAsyncDisposable
 {
@@ -25,6 +27,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
     private readonly PathSetupHop _hop;
     private readonly PathSetupSource _source;
     private readonly IRouteFinder _finder;
+    private readonly IServiceFinder _serviceFinder;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private readonly AsyncSignal _announceSignal = new();
@@ -34,6 +37,15 @@ public sealed partial class ControlAgent : IAsyncDisposable
     private Task _announcer = Task.CompletedTask;
     private ulong _sequence;
     private long _announced;
+    private ulong _serviceSequence;
+    private long _servicesPublished;
+    // Set when the service record is due (at start, on the refresh, when a member joins, a finder says hello, the bus is
+    // back or the owner changes the offers); a link that changes refreshes the link announcement alone.
+    private int _servicesDue = 1;
+    // Whether the last record published offered anything, and until when an empty one is still published after the
+    // offers were withdrawn (a record's lifetime: long enough for any receiver that missed the first to hear one).
+    private bool _offering;
+    private DateTimeOffset _withdrawUntil;
 
     private ControlAgent(MeshNode node, IControlBus bus, ILogger logger)
     {
@@ -47,12 +59,23 @@ public sealed partial class ControlAgent : IAsyncDisposable
         _hop = new PathSetupHop(node.Address, table, node.Time);
         _source = new PathSetupSource(node.Key, table, new BusControlCaller(bus), node.Time) { Random = node.Random };
         _finder = node.Options.Finder is { } finder ? new RemoteRouteFinder(bus, finder) : new LocalRouteFinder(Graph);
+        Services = new ServiceDirectory(node.Time);
+        _serviceFinder = node.Options.Finder is { } servicesFinder ? new RemoteServiceFinder(bus, servicesFinder, node.Time) : new LocalServiceFinder(Services, Graph);
     }
 
     /// <summary>True when paths come from a dedicated route finder and this node keeps no graph of the mesh.</summary>
     public bool UsesFinder => _finder is RemoteRouteFinder;
 
     public TopologyGraph Graph { get; }
+
+    /// <summary>
+    /// The latest valid service record of every node this agent hears (its own included); with a dedicated finder it
+    /// hears none, and holds its own record only.
+    /// </summary>
+    public ServiceDirectory Services { get; }
+
+    /// <summary>Service records this agent signed and published.</summary>
+    public long ServicesPublished => Interlocked.Read(ref _servicesPublished);
 
     /// <summary>Receipts, credit and the ledger with this node's neighbours.</summary>
     public SettlementService Settlement { get; private set; } = null!;
@@ -101,6 +124,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
             else
             {
                 await bus.SubscribeAsync(Topic, watchMembers: true, cancellationToken);
+                // No presence here: a node's records are forgotten when it leaves the links topic.
+                await bus.SubscribeAsync(RouteTopics.Services, watchMembers: false, cancellationToken);
             }
         }
         catch
@@ -114,7 +139,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
         return agent;
     }
 
-    private void OnLinkChange(Link link) => RequestAnnouncement();
+    private void OnLinkChange(Link link) => _announceSignal.Release();
 
     private void OnBusState(BusState state)
     {
@@ -144,7 +169,7 @@ public sealed partial class ControlAgent : IAsyncDisposable
 
     private void OnLinkDown(Link link, string reason)
     {
-        RequestAnnouncement();
+        _announceSignal.Release();
         if (link.Peer is not { } neighbour)
             return;
         // Tell the source of every path that crossed this link, so it can repair the path at once.
@@ -310,8 +335,12 @@ public sealed partial class ControlAgent : IAsyncDisposable
         }
     }
 
-    /// <summary>Asks for a fresh announcement soon (changes close together share one).</summary>
-    public void RequestAnnouncement() => _announceSignal.Release();
+    /// <summary>Asks for a fresh announcement of the links and the services soon (changes close together share one).</summary>
+    public void RequestAnnouncement()
+    {
+        Volatile.Write(ref _servicesDue, 1);
+        _announceSignal.Release();
+    }
 
     private async Task AnnounceLoopAsync()
     {
@@ -332,7 +361,8 @@ public sealed partial class ControlAgent : IAsyncDisposable
                     }
                     catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
                     {
-                        // The refresh interval passed without a change: announce anyway.
+                        // The refresh interval passed without a change: announce anyway, the services too.
+                        Volatile.Write(ref _servicesDue, 1);
                     }
                 }
                 // Let changes that come together (several links up at start) go out in one record.
@@ -340,7 +370,20 @@ public sealed partial class ControlAgent : IAsyncDisposable
                 while (_announceSignal.CurrentCount > 0)
                     await _announceSignal.WaitAsync(_stop.Token);
                 await AnnounceAsync(_stop.Token);
+                if (Interlocked.Exchange(ref _servicesDue, 0) == 1)
+                {
+                    try
+                    {
+                        await AnnounceServicesAsync(_stop.Token);
+                    }
+                    catch
+                    {
+                        Volatile.Write(ref _servicesDue, 1);
+                        throw;
+                    }
+                }
                 Graph.Sweep();
+                Services.Sweep();
                 await RemoveStaleEndsAsync();
                 RequestRepairRetry();
             }
@@ -383,6 +426,70 @@ public sealed partial class ControlAgent : IAsyncDisposable
             var note = PriceNote.Write(price);
             foreach (var peer in _node.Switch.Links.Where(l => l.State == LinkState.Up && l.Peer is not null).Select(l => l.Peer!.Value).Distinct())
                 _ = SendPriceAsync(peer, note);
+        }
+    }
+
+    /// <summary>
+    /// What the node offers now: the owner's services, less an exit or socks offer while the node has no exit rules
+    /// (they may have been taken away since the offer was made).
+    /// </summary>
+    private List<ServiceEntry> Offered()
+    {
+        var exits = _node.Operator.Exits.Rules.Count > 0;
+        return [.. _node.Operator.Services.Where(s => exits || s.Kind is not (ServiceKind.Exit or ServiceKind.Socks))];
+    }
+
+    /// <summary>
+    /// Signs and publishes the node's service record (docs/control-plane.md, "Service discovery") when it offers
+    /// something, or withdrew its offers less than a record's lifetime ago (then the record is empty); returns it, or null
+    /// when the node had nothing to say.
+    /// </summary>
+    public async Task<ServiceRecord?> AnnounceServicesAsync(CancellationToken cancellationToken)
+    {
+        var offered = Offered();
+        var now = _node.Time.GetUtcNow();
+        var lifetime = _node.Options.AnnounceInterval * 4;
+        ulong sequence;
+        bool changed;
+        lock (_lock)
+        {
+            if (offered.Count == 0 && !_offering && now >= _withdrawUntil)
+                return null;
+            changed = _offering != offered.Count > 0 || !offered.SequenceEqual(Services.RecordOf(_node.Address)?.Entries ?? []);
+            if (_offering && offered.Count == 0)
+                _withdrawUntil = now + lifetime;
+            _offering = offered.Count > 0;
+            sequence = _serviceSequence = Math.Max(_serviceSequence + 1, (ulong)now.ToUnixTimeMilliseconds());
+        }
+        var record = ServiceRecord.Create(_node.Key, sequence, now, lifetime, offered);
+        Services.Offer(record);
+        if (changed)
+            Log.Offering(_logger, offered.Count == 0 ? "nothing (the earlier offers are withdrawn)" : string.Join(", ", offered));
+        await _bus.PublishAsync(RouteTopics.Services, record.Bytes, cancellationToken);
+        Interlocked.Increment(ref _servicesPublished);
+        return record;
+    }
+
+    /// <summary>
+    /// The services of other nodes that match <paramref name="query"/> and that this node reaches, each with the cost of
+    /// the cheapest path to it (hops, the sum of the links' announced round trips, the relays' prices), cheapest in all
+    /// first — the service's price and the relays' — and ties to the lower latency. From this node's own records, or from
+    /// its dedicated route finder (the RPC <c>service-query</c>) when it uses one. Offers on nodes it has no path to are
+    /// left out.
+    /// </summary>
+    /// <exception cref="NodeRequestException">The query is invalid, or the route finder did not answer.</exception>
+    public async Task<IReadOnlyList<ServiceOffer>> FindServicesAsync(ServiceQuery query, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        if (query.Limit is < 1 or > ServiceQuery.MaxLimit)
+            throw new NodeRequestException(NodeError.Invalid, $"a service query asks for 1 to {ServiceQuery.MaxLimit} offers, not {query.Limit}");
+        try
+        {
+            return await _serviceFinder.FindAsync(_node.Address, query, cancellationToken);
+        }
+        catch (ServiceQueryException e)
+        {
+            throw new NodeRequestException(NodeError.Unavailable, e.Message);
         }
     }
 
@@ -431,12 +538,18 @@ public sealed partial class ControlAgent : IAsyncDisposable
                             _node.Events.Append(Events.NodeEventKind.AnnouncementAccepted, $"announcement from {announcement.From} accepted", announcement.From.ToString());
                         }
                         break;
+                    case BusPublication { Topic: RouteTopics.Services } services:
+                        var refused = Services.Offer(services.Payload.Span);
+                        if (refused != ServiceRecordError.None)
+                            Log.ServiceRecordRefused(_logger, services.From.ToString(), refused.ToString());
+                        break;
                     case BusMemberJoined { Topic: Topic }:
                         // A newcomer knows nobody yet: everyone announces again (soon, and once for several joins).
                         RequestAnnouncement();
                         break;
                     case BusMemberLeft { Topic: Topic } left:
                         Graph.Forget(left.From);
+                        Services.Forget(left.From);
                         break;
                 }
             }
@@ -581,6 +694,12 @@ public sealed partial class ControlAgent : IAsyncDisposable
 
         [LoggerMessage(EventId = 703, Level = LogLevel.Information, Message = "Path to {Destination} opened: {Hops} hops, set up in {Milliseconds:0.00} ms")]
         public static partial void PathOpened(ILogger logger, string destination, int hops, double milliseconds);
+
+        [LoggerMessage(EventId = 707, Level = LogLevel.Debug, Message = "Service record from {From} refused: {Reason}")]
+        public static partial void ServiceRecordRefused(ILogger logger, string from, string reason);
+
+        [LoggerMessage(EventId = 708, Level = LogLevel.Information, Message = "Offering the mesh: {Services}")]
+        public static partial void Offering(ILogger logger, string services);
     }
 }
 

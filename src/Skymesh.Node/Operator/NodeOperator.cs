@@ -40,7 +40,11 @@ public sealed record NeighbourView(string Peer, long CreditLimit, bool Suspended
 /// <param name="Price">What this node charges per MiB it forwards, in micro-units.</param>
 /// <param name="CreditLimit">The default receipt limit of a neighbour, in micro-units.</param>
 /// <param name="Exits">The exit rules: which destinations peers may reach through this node.</param>
-public sealed record NodeSettings(uint Price, long CreditLimit, IReadOnlyList<string> Exits);
+public sealed record NodeSettings(uint Price, long CreditLimit, IReadOnlyList<string> Exits)
+{
+    /// <summary>What the node offers in its signed service record (docs/node.md, "Services").</summary>
+    public IReadOnlyList<ServiceConfig> Services { get; init; } = [];
+}
 
 /// <summary>
 /// The node's owner, as the node knows them: the decisions that wait for a person (a stranger asking to link, a
@@ -75,6 +79,7 @@ public sealed partial class NodeOperator
     private OperatorState _state;
     private DecisionPolicies _policies;
     private ExitPolicy _exits;
+    private IReadOnlyList<Skymesh.Control.Discovery.ServiceEntry> _services;
     private CreditPolicy? _credit;
     private Action? _hurry;
     private long _nextId;
@@ -90,6 +95,24 @@ public sealed partial class NodeOperator
         _policies = _state.Policies ?? policies;
         _peers = [.. node.Options.Peers.Select(p => p.Address)];
         _exits = _state.Exits is { } rules ? ParseExits(rules) : node.Options.Exits;
+        try
+        {
+            _services = _state.Services is { } services ? NodeOptions.ParseServices(services, _exits, "$.services") : node.Options.Services;
+        }
+        catch (NodeConfigException e)
+        {
+            throw new NodeConfigException($"{_file}: {e.Message}; fix it or remove \"services\" there (what the owner set on the dashboard)", e);
+        }
+    }
+
+    /// <summary>What the node offers in its service record: node.json's <c>services</c>, or what the owner set since.</summary>
+    public IReadOnlyList<Skymesh.Control.Discovery.ServiceEntry> Services
+    {
+        get
+        {
+            lock (_lock)
+                return _services;
+        }
     }
 
     /// <summary>Raised (outside any lock) after the price, the default credit limit or the exit rules changed.</summary>
@@ -141,7 +164,7 @@ public sealed partial class NodeOperator
         get
         {
             lock (_lock)
-                return new NodeSettings(_state.Price ?? _node.Options.Price, _state.CreditLimit ?? _node.Options.CreditLimit, _exits.Rules);
+                return new NodeSettings(_state.Price ?? _node.Options.Price, _state.CreditLimit ?? _node.Options.CreditLimit, _exits.Rules) { Services = [.. _services.Select(ServiceConfig.From)] };
         }
     }
 
@@ -510,8 +533,8 @@ public sealed partial class NodeOperator
         return [.. known.OrderBy(a => a.ToString(), StringComparer.Ordinal).Select(NeighbourOf)];
     }
 
-    /// <summary>Changes the price, the default credit limit or the exit rules (null leaves each as it is).</summary>
-    public NodeSettings SetSettings(uint? price, long? creditLimit, IReadOnlyList<string>? exits)
+    /// <summary>Changes the price, the default credit limit, the exit rules or the services offered (null leaves each as it is).</summary>
+    public NodeSettings SetSettings(uint? price, long? creditLimit, IReadOnlyList<string>? exits, IReadOnlyList<ServiceConfig>? services = null)
     {
         if (creditLimit is <= 0)
             throw new NodeRequestException(NodeError.Invalid, "\"creditLimit\" is a positive number of micro-units");
@@ -520,18 +543,39 @@ public sealed partial class NodeOperator
         CreditPolicy? credit;
         lock (_lock)
         {
-            Save(_state with { Price = price ?? _state.Price, CreditLimit = creditLimit ?? _state.CreditLimit, Exits = parsed?.Rules ?? _state.Exits });
+            // The services are checked against the exit rules they will live with: new ones against the rules after this
+            // change, and the ones offered now against new rules (an exit offer needs some).
+            IReadOnlyList<Skymesh.Control.Discovery.ServiceEntry> offered;
+            try
+            {
+                offered = services is not null ? NodeOptions.ParseServices(services, parsed ?? _exits, "services")
+                    : parsed is not null ? NodeOptions.ParseServices([.. _services.Select(ServiceConfig.From)], parsed, "services")
+                    : _services;
+            }
+            catch (NodeConfigException e)
+            {
+                throw new NodeRequestException(NodeError.Invalid, services is null
+                    ? $"\"exits\": this node offers a service that needs exit rules ({e.Message}); take it out of \"services\" first, or together"
+                    : e.Message);
+            }
+            Save(_state with
+            {
+                Price = price ?? _state.Price, CreditLimit = creditLimit ?? _state.CreditLimit, Exits = parsed?.Rules ?? _state.Exits,
+                Services = services is null ? _state.Services : [.. offered.Select(ServiceConfig.From)],
+            });
             if (parsed is not null)
                 _exits = parsed;
+            _services = offered;
             credit = _credit;
-            settings = new NodeSettings(_state.Price ?? _node.Options.Price, _state.CreditLimit ?? _node.Options.CreditLimit, _exits.Rules);
+            settings = new NodeSettings(_state.Price ?? _node.Options.Price, _state.CreditLimit ?? _node.Options.CreditLimit, _exits.Rules) { Services = [.. _services.Select(ServiceConfig.From)] };
         }
         if (parsed is not null)
             _node.Exit.Policy = parsed;
         if (creditLimit is { } limit && credit is not null)
             credit.DefaultLimits = credit.DefaultLimits with { ReceiptLimit = limit };
         _node.Events.Append(NodeEventKind.SettingsChanged,
-            $"price {settings.Price:N0} per MiB, default credit limit {settings.CreditLimit:N0}, exits {(settings.Exits.Count == 0 ? "none" : string.Join(" ", settings.Exits))}");
+            $"price {settings.Price:N0} per MiB, default credit limit {settings.CreditLimit:N0}, exits {(settings.Exits.Count == 0 ? "none" : string.Join(" ", settings.Exits))}"
+            + (services is null ? "" : $", services {(settings.Services.Count == 0 ? "none" : string.Join(", ", Services))}"));
         SettingsChanged?.Invoke();
         return settings;
     }

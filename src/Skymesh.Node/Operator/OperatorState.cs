@@ -31,7 +31,7 @@ public sealed record NeighbourSettings(long? CreditLimit = null, bool Suspended 
 
 /// <summary>
 /// Everything the node's owner decided while it ran — policies, accepted and blocked nodes, per-neighbour credit, the
-/// price, the exit rules — kept in <c>operator.json</c> in the data directory so that it holds after a restart. What is
+/// price, the exit rules, the services offered — kept in <c>operator.json</c> in the data directory so that it holds after a restart. What is
 /// set here wins over node.json (which gives the starting values).
 /// </summary>
 public sealed record OperatorState
@@ -49,6 +49,9 @@ public sealed record OperatorState
     public long? CreditLimit { get; init; }
 
     public IReadOnlyList<string>? Exits { get; init; }
+
+    /// <summary>What the node offers in its service record, when the owner changed it from node.json's.</summary>
+    public IReadOnlyList<ServiceConfig>? Services { get; init; }
 
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
