@@ -226,7 +226,7 @@ public static class MeshBench
             {
                 string[] names = ["A", "B", "C", "D"];
                 var started = names.Select((name, i) => NodeProcess.StartAsync(options.Launch!, $"node {name}", encrypt,
-                    i == names.Length - 1 ? ["127.0.0.1:*"] : [], output, options.Timeout, cancellationToken)).ToList();
+                    i == names.Length - 1 ? ["127.0.0.1:*"] : [], output, options.Timeout, options.ChainMtu, linkRecovery: true, cancellationToken)).ToList();
                 try
                 {
                     await Task.WhenAll(started);
@@ -248,8 +248,9 @@ public static class MeshBench
                 if (listen is null)
                     throw new BenchException("node A did not say where its forward listens.");
                 var watch = nodes.Select((n, i) => ($"node {names[i]}", n.ProcessId)).ToList();
-                Say(output, string.Format(C, "  chain A-B-C-D ({0}; pids {1}), forward on A at {2} -> D -> {3}",
-                    encrypt ? "encrypted links" : "plain links", string.Join(" ", nodes.Select(n => n.ProcessId)), listen, server));
+                Say(output, string.Format(C, "  chain A-B-C-D ({0}{5}; pids {1}), forward on A at {2} -> D -> {3}",
+                    encrypt ? "encrypted links" : "plain links", string.Join(" ", nodes.Select(n => n.ProcessId)), listen, server, 0,
+                    options.ChainMtu is { } chainMtu ? string.Format(C, ", UDP MTU {0}", chainMtu) : ""));
                 // Fresh processes run unoptimised code at first (the JIT recompiles hot methods after a few hundred ms,
                 // slower on a busy machine): a short run that is not counted, besides iperf3's -O.
                 await iperf.RunClientAsync(listen, WarmupIperfSeconds, 1, [], options.Timeout, cancellationToken);

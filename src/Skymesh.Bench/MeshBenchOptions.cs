@@ -35,6 +35,9 @@ public sealed class MeshBenchOptions
 
     public string Iperf3Path { get; init; } = "iperf3";
 
+    /// <summary>The MTU of the iperf3 chain's UDP interfaces; null: the largest frame (loopback's default).</summary>
+    public int? ChainMtu { get; init; }
+
     /// <summary>Skip the VPN part (d) of the iperf3 runs.</summary>
     public bool SkipVpn { get; init; }
 
@@ -67,6 +70,8 @@ public sealed class MeshBenchOptions
             throw new ArgumentException($"--payload-size must be 12 to 60000 bytes; got {PayloadSize}.");
         if (Window < 1)
             throw new ArgumentException($"--window must be at least 1 message; got {Window}.");
+        if (ChainMtu is { } mtu && mtu is < 576 or > 65_507)
+            throw new ArgumentException($"--chain-mtu must be 576 to 65507 bytes; got {mtu}.");
         if (IperfSeconds is < 1 or > 3600)
             throw new ArgumentException($"--iperf-seconds must be 1 to 3600; got {IperfSeconds}.");
         if (IperfParallel is < 0 or > 128)

@@ -281,6 +281,7 @@ internal static class BenchCommand
         var iperfParallel = new Option<int>("--iperf-parallel") { Description = "Streams of the extra multi-stream 3-hop iperf3 run (0 or 1 skips it).", DefaultValueFactory = _ => defaults.IperfParallel }.Within(0, 128);
         var iperf3 = new Option<string>("--iperf3") { Description = "The iperf3 executable (Debian's iperf3 is installed with apt-get when missing).", DefaultValueFactory = _ => defaults.Iperf3Path };
         var skipLatency = new Option<bool>("--skip-latency") { Description = "Skip the per-hop latency measurement." };
+        var chainMtu = new Option<int?>("--chain-mtu") { Description = "MTU of the UDP interfaces of the iperf3 chain (default: loopback's largest frame; 1400 is what nodes use across the Internet)." };
         var skipVpn = new Option<bool>("--skip-vpn") { Description = "Skip iperf3 and ping through the VPN over the 3 hops (it needs root for its TUN devices)." };
         var probes = new Option<int>("--probes") { Description = "Latency: timestamped probes per route (via the relay, and direct).", DefaultValueFactory = _ => defaults.Probes }.Within(1, 1_000_000);
         var probeInterval = new Option<double>("--probe-interval") { Description = "Latency: milliseconds between probes.", DefaultValueFactory = _ => defaults.ProbeInterval.TotalMilliseconds }.Within(0.01, 10_000, "ms");
@@ -299,7 +300,7 @@ internal static class BenchCommand
 
         var command = new Command("mesh", "Measure the mesh data plane: relay messages/s beside raw UDP datagrams/s, iperf3 through 3 hops beside direct loopback, added latency per hop; or, with --loss, throughput over lossy hops.")
         {
-            duration, warmup, payloadSize, window, skipIperf, iperfSeconds, iperfParallel, iperf3, skipLatency, skipVpn, probes, probeInterval, latencyLoad, timeout,
+            duration, warmup, payloadSize, window, skipIperf, iperfSeconds, iperfParallel, iperf3, skipLatency, skipVpn, chainMtu, probes, probeInterval, latencyLoad, timeout,
             loss, duplicate, reorder, delay, mtu, onlyRecovery,
         };
         command.SetAction(async (parse, cancellationToken) =>
@@ -356,6 +357,7 @@ internal static class BenchCommand
                     Iperf3Path = parse.GetValue(iperf3)!,
                     SkipLatency = parse.GetValue(skipLatency),
                     SkipVpn = parse.GetValue(skipVpn),
+                    ChainMtu = parse.GetValue(chainMtu),
                     Probes = parse.GetValue(probes),
                     ProbeInterval = Seconds(parse.GetValue(probeInterval) / 1000, "--probe-interval"),
                     LatencyLoad = parse.GetValue(latencyLoad),

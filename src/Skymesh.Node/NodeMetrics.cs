@@ -5,7 +5,7 @@ using Skymesh.Mesh.Links;
 namespace Skymesh.Node;
 
 /// <summary>The node's counters in the Prometheus text exposition format (version 0.0.4).</summary>
-public static class NodeMetrics
+public static partial class NodeMetrics
 {
     public static string Render(MeshNode node, Control.ControlPlane? control = null)
     {
@@ -204,6 +204,7 @@ public static class NodeMetrics
             w.Sample("skymesh_app_connections_total", $"app=\"{id}\",kind=\"{AppInfo.Of(id, app).Kind}\"", app.Accepted);
         w.Family("skymesh_pings_answered_total", "counter", "Pings from other nodes this node answered.");
         w.Sample("skymesh_pings_answered_total", "", node.PingsAnswered);
+        RenderVpn(w, node);
         return w.ToString();
     }
 

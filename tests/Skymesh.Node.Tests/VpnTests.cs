@@ -181,6 +181,9 @@ public sealed class VpnTests
         Assert.True(Packets.TcpChecksumHolds(syn));
         Assert.Equal(1, server.Counters.Dropped(VpnDrop.Spoofed));
         Assert.Equal(1, server.Counters.Dropped(VpnDrop.NotAllowed));
+        var metrics = NodeMetrics.Render(lab.Server.Node);
+        Assert.Contains("skymesh_vpn_dropped_total{role=\"server\",reason=\"spoofed\"} 1\n", metrics, StringComparison.Ordinal);
+        Assert.Contains("skymesh_vpn_sessions{role=\"server\"} 1\n", metrics, StringComparison.Ordinal);
 
         // Back: to the client's address, from the LAN.
         var answer = Packets.Udp(Lan, me, 6000, Encoding.ASCII.GetBytes("and back"), dontFragment: true);
