@@ -308,7 +308,7 @@ public static class MeshBench
         try
         {
             await last.Api.VpnServeAsync(new Node.Vpn.VpnConfig { Device = "skb-vs", Pool = "10.99.0.0/24", Pool6 = "none", Nat = false, Mtu = 65_000 }, cancellationToken);
-            var client = await first.Api.VpnConnectAsync(new VpnConnectRequest(last.Address, ["10.99.1.0/24"], false, false, null, ClientDevice), cancellationToken);
+            var client = (await first.Api.VpnConnectAsync(new VpnConnectRequest(last.Address, ["10.99.1.0/24"], false, false, null, ClientDevice), cancellationToken)).Client;
             await HostCommandAsync(cancellationToken, "ip", "link", "set", ClientDevice, "netns", ns);
             await HostCommandAsync(cancellationToken, "ip", "-n", ns, "link", "set", "lo", "up");
             await HostCommandAsync(cancellationToken, "ip", "-n", ns, "addr", "add", client.Address, "dev", ClientDevice);

@@ -31,8 +31,12 @@ internal static partial class NodeCommands
             using var client = Client(parse, TimeSpan.FromSeconds(60));
             var status = await client.VpnConnectAsync(new VpnConnectRequest(parse.GetValue(server), parse.GetValue(routes), parse.GetValue(defaultRoute), parse.GetValue(dns),
                 parse.GetValue(networks), parse.GetValue(device), parse.GetValue(kind), parse.GetValue(cheapest) ? true : null, parse.GetValue(maxPrice)), cancellationToken);
-            if (!Print(parse, status))
-                PrintClient(status);
+            if (Print(parse, status))
+                return 0;
+            if (status.Chosen is { } chosen)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"chose {Short(chosen.Node)}{(chosen.Region is { Length: > 0 } region ? $" ({region})" : "")}: {chosen.Price:N0} per MiB + {chosen.PathPrice:N0} for the path = {chosen.TotalPrice:N0}, {chosen.Hops} hops, {chosen.RttMicroseconds / 1000.0:0.0} ms"));
+            PrintClient(status.Client);
             return 0;
         });
 

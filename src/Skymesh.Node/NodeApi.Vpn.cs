@@ -1,6 +1,8 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Skymesh.Control.Discovery;
+using Skymesh.Control.Topology;
 using Skymesh.Identity;
 using Skymesh.Node.Vpn;
 
@@ -28,8 +30,8 @@ public sealed partial class NodeApi
                 throw new NodeRequestException(NodeError.Invalid, $"\"device\": \"{options.Device}\" is not an interface name");
             if (!options.DefaultRoute && options.Routes.Count == 0)
                 throw new NodeRequestException(NodeError.Invalid, "say what goes through the VPN: \"routes\" (networks) or \"defaultRoute\": true (everything)");
-            var client = await Node.Vpn.ConnectAsync(server, options, context.RequestAborted);
-            return Results.Json(client.Status(), Json);
+            var client = await Node.Vpn.ConnectAsync(server.Node, options, context.RequestAborted);
+            return Results.Json(new VpnConnectReply(client.Status(), server.Chosen), Json);
         });
         _app.MapDelete("/api/vpn/connect", async () =>
             await Node.Vpn.DisconnectAsync() ? Results.NoContent() : throw new NodeRequestException(NodeError.NotFound, "this node is not connected to a VPN"));
@@ -59,11 +61,51 @@ public sealed partial class NodeApi
         });
     }
 
-    /// <summary>The server a connect request names.</summary>
-    private Task<NodeAddress> ChooseVpnServerAsync(VpnConnectRequest request, CancellationToken cancellationToken)
+    /// <summary>
+    /// The server a connect request names, or the one it asks to be chosen among the offers of <c>kind</c> (vpn): the
+    /// cheapest in all (its price and the relays') with <c>cheapest</c>, else the nearest; within <c>maxPrice</c>. A
+    /// path to it is opened here (the cheapest one for a cheapest pick), and when that fails the next offer is tried.
+    /// </summary>
+    private async Task<(NodeAddress Node, ServiceInfo? Chosen)> ChooseVpnServerAsync(VpnConnectRequest request, CancellationToken cancellationToken)
     {
-        _ = cancellationToken;
-        return Task.FromResult(ParseAddress(request.Node ?? throw Missing("node"), "node"));
+        if (request.Node is { } named)
+        {
+            if (request.Kind is not null || request.Cheapest is not null || request.MaxPrice is not null)
+                throw new NodeRequestException(NodeError.Invalid, "name the server (\"node\") or ask for one to be chosen (\"kind\", \"cheapest\", \"maxPrice\"), not both");
+            return (ParseAddress(named, "node"), null);
+        }
+        if (request.Kind is null)
+            throw new NodeRequestException(NodeError.Invalid, "name the server (\"node\"), or ask for one from the services offered: \"kind\": \"vpn\" (with \"cheapest\": true for the cheapest)");
+        if (!string.Equals(request.Kind, "vpn", StringComparison.OrdinalIgnoreCase))
+            throw new NodeRequestException(NodeError.Invalid, $"\"kind\": a VPN connects to an offer of kind vpn, not {request.Kind}");
+        if (Control is null)
+            throw new NodeRequestException(NodeError.Conflict, "choosing a VPN server needs the services other nodes offer, and this node has no control plane to hear them (set \"broker\" in node.json)");
+        var agent = RequireAgent();
+        var offers = await agent.FindServicesAsync(new ServiceQuery { Kind = Skymesh.Control.Discovery.ServiceKind.Vpn, MaxPrice = request.MaxPrice }, cancellationToken);
+        var cheapest = request.Cheapest == true;
+        var candidates = (cheapest
+                ? offers.OrderBy(o => o.TotalPrice).ThenBy(o => o.RttMicroseconds)
+                : offers.OrderBy(o => o.RttMicroseconds).ThenBy(o => o.TotalPrice))
+            .DistinctBy(o => o.Node).Take(3).ToList();
+        if (candidates.Count == 0)
+            throw new NodeRequestException(NodeError.NotFound, "no node this one reaches offers a VPN" + (request.MaxPrice is { } cap ? $" within {cap:N0} per MiB" : "")
+                + " (skymesh services --kind vpn lists what is offered)");
+        NodeRequestException? failed = null;
+        foreach (var offer in candidates)
+        {
+            if (Node.FindPath(offer.Node) is not null)
+                return (offer.Node, ServiceInfo.Of(offer));
+            try
+            {
+                await agent.OpenPathAsync(offer.Node, new PathQuery { Policy = cheapest ? PathPolicy.LowestPrice : PathPolicy.LowestLatency }, cancellationToken);
+                return (offer.Node, ServiceInfo.Of(offer));
+            }
+            catch (NodeRequestException e) when (e.Error is NodeError.NotFound or NodeError.Refused or NodeError.Timeout)
+            {
+                failed = e;
+            }
+        }
+        throw new NodeRequestException(failed!.Error, $"no path could be opened to the {candidates.Count} best VPN offer(s); the last said: {failed.Message}");
     }
 
     private static IPNetwork Network(string text, string field) =>
@@ -89,6 +131,9 @@ public sealed partial class NodeApi
 public sealed record VpnConnectRequest(
     string? Node, IReadOnlyList<string>? Routes, bool? DefaultRoute, bool? Dns, IReadOnlyList<string>? Networks, string? Device,
     string? Kind = null, bool? Cheapest = null, ulong? MaxPrice = null);
+
+/// <summary>POST /api/vpn/connect's answer: the session, and the offer chosen when the request asked for one to be.</summary>
+public sealed record VpnConnectReply(VpnClientStatus Client, ServiceInfo? Chosen);
 
 /// <summary>GET /api/vpn: the node's VPN client and server, its mesh IPv6 role, and its mesh IPv6 address (whether or not it is on).</summary>
 public sealed record VpnView(VpnClientStatus? Client, VpnServerView? Server, MeshIpv6View? Ipv6, string MeshAddress);

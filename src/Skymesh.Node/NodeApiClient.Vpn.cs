@@ -5,8 +5,8 @@ public sealed partial class NodeApiClient
 {
     public Task<VpnView> VpnAsync(CancellationToken cancellationToken = default) => GetAsync<VpnView>("api/vpn", cancellationToken);
 
-    public Task<Vpn.VpnClientStatus> VpnConnectAsync(VpnConnectRequest request, CancellationToken cancellationToken = default) =>
-        PostAsync<Vpn.VpnClientStatus>("api/vpn/connect", request, cancellationToken);
+    public Task<VpnConnectReply> VpnConnectAsync(VpnConnectRequest request, CancellationToken cancellationToken = default) =>
+        PostAsync<VpnConnectReply>("api/vpn/connect", request, cancellationToken);
 
     public Task VpnDisconnectAsync(CancellationToken cancellationToken = default) =>
         SendAsync(new HttpRequestMessage(HttpMethod.Delete, "api/vpn/connect"), cancellationToken);

@@ -594,6 +594,8 @@ public sealed record NodeOptions
         }
 
         var services = ParseServices(file.Services ?? [], exits, "$.services");
+        if (file.Vpn is null && services.Any(s => s.Kind == Skymesh.Control.Discovery.ServiceKind.Vpn))
+            throw new NodeConfigException("$.services", "offers vpn, but node.json has no \"vpn\" section to serve it (docs/vpn.md, \"Serving\")");
 
         Discovery.DiscoveryOptions? discovery = null;
         if (file.Discovery is { Beacons: true } beacons)

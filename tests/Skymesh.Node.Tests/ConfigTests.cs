@@ -69,6 +69,7 @@ public class ConfigTests
             {
               "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ],
               "exits": [ "*:443" ],
+              "vpn": { "serve": false },
               "services": [
                 { "kind": "vpn", "price": 200, "region": "eu-west", "maxMbps": 50, "maxSessions": 10 },
                 { "kind": "app", "name": "web", "port": 8080 },
@@ -83,6 +84,12 @@ public class ConfigTests
                 new Skymesh.Control.Discovery.ServiceEntry(Skymesh.Control.Discovery.ServiceKind.Exit, PricePerMiB: 3),
             ], options.Services);
         Assert.Empty(NodeOptions.Parse("""{ "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ] }""", "/srv/node").Services);
+        // A VPN is offered only by a node that can serve one.
+        var noVpn = Assert.Throws<NodeConfigException>(() => NodeOptions.Parse("""
+            { "interfaces": [ { "type": "udp", "listen": "127.0.0.1:1" } ], "services": [ { "kind": "vpn", "price": 200 } ] }
+            """, "/srv/node"));
+        Assert.Equal("$.services", noVpn.Field);
+        Assert.Contains("\"vpn\" section", noVpn.Message, StringComparison.Ordinal);
     }
 
     [Theory]

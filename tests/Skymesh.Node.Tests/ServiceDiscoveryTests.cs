@@ -11,8 +11,9 @@ namespace Skymesh.Node.Tests;
 /// </summary>
 public sealed class ServiceDiscoveryTests : MeshWithBroker
 {
-    private const string Vpn200 = """, "services": [ { "kind": "vpn", "price": 200, "region": "eu-west", "maxMbps": 50, "maxSessions": 10 } ]""";
-    private const string Vpn300AndWeb = """, "services": [ { "kind": "vpn", "price": 300 }, { "kind": "app", "name": "web", "port": 8080, "price": 1 } ]""";
+    // A node offers a VPN only with a "vpn" section; serving is not started here (a TUN device needs CAP_NET_ADMIN).
+    private const string Vpn200 = """, "vpn": { "serve": false }, "services": [ { "kind": "vpn", "price": 200, "region": "eu-west", "maxMbps": 50, "maxSessions": 10 } ]""";
+    private const string Vpn300AndWeb = """, "vpn": { "serve": false }, "services": [ { "kind": "vpn", "price": 300 }, { "kind": "app", "name": "web", "port": 8080, "price": 1 } ]""";
 
     private async Task<TestNode> StartAsync(string? extraJson = null)
     {

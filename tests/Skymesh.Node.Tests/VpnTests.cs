@@ -461,3 +461,100 @@ public sealed class VpnTests
         }
     }
 }
+
+/// <summary><c>skymesh vpn connect --kind vpn --cheapest</c>: the server is chosen from the offers other nodes announce on a real broker.</summary>
+public sealed class VpnChoiceTests : MeshWithBroker
+{
+    private static string Offer(uint price) =>
+        $$""", "exits": ["10.0.9.0/24:*"], "vpn": { "serve": false }, "services": [ { "kind": "vpn", "price": {{price}} } ]""";
+
+    private async Task<TestNode> ServerAsync(uint price)
+    {
+        var node = await TestNode.StartAsync(Offer(price), broker: Broker.LocalEndPoint);
+        Nodes.Add(node);
+        node.Node.Vpn.OpenTun = _ => new NullTun();
+        node.Node.Vpn.Host = new YesHost();
+        await node.Node.Vpn.ServeAsync(new VpnServeOptions(), Ct);
+        return node;
+    }
+
+    [Fact]
+    public async Task Asked_for_the_cheapest_vpn_the_client_connects_to_the_cheaper_offer_and_says_which_it_chose()
+    {
+        var client = await TestNode.StartAsync(broker: Broker.LocalEndPoint);
+        Nodes.Add(client);
+        client.Node.Vpn.OpenTun = _ => new NullTun();
+        client.Node.Vpn.Host = new YesHost();
+        var dear = await ServerAsync(300);
+        var cheap = await ServerAsync(120);
+        await client.LinkToAsync(dear).WaitAsync(Bound, Ct);
+        await client.LinkToAsync(cheap).WaitAsync(Bound, Ct);
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(25));
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        bounded.CancelAfter(Bound);
+        while ((await client.Client.ServicesAsync("vpn", cancellationToken: Ct)).Count < 2)
+            await timer.WaitForNextTickAsync(bounded.Token);
+
+        var tooCheap = await Assert.ThrowsAsync<NodeApiException>(() =>
+            client.Client.VpnConnectAsync(new VpnConnectRequest(null, ["10.0.9.0/24"], false, false, null, null, "vpn", true, MaxPrice: 100), Ct));
+        Assert.Equal(HttpStatusCode.NotFound, tooCheap.Status);
+        Assert.Contains("within 100", tooCheap.Message, StringComparison.Ordinal);
+
+        var reply = await client.Client.VpnConnectAsync(new VpnConnectRequest(null, ["10.0.9.0/24"], false, false, null, null, "vpn", true), Ct);
+        Assert.Equal(cheap.Address, reply.Chosen!.Node);
+        Assert.Equal(120ul, reply.Chosen.TotalPrice);
+        Assert.Equal(cheap.Address, reply.Client.Server);
+        Assert.Equal("connected", reply.Client.State);
+        Assert.Single(cheap.Node.Vpn.Server!.Sessions);
+        Assert.Empty(dear.Node.Vpn.Server!.Sessions);
+        await client.Client.VpnDisconnectAsync(Ct);
+    }
+
+    private sealed class NullTun : ITunDevice
+    {
+        private readonly CancellationTokenSource _closed = new();
+
+        public string Name => "skyvpn0";
+
+        public int Read(Span<byte> buffer)
+        {
+            _closed.Token.WaitHandle.WaitOne();
+            return 0;
+        }
+
+        public bool Write(ReadOnlySpan<byte> packet) => true;
+
+        public void Dispose() => _closed.Cancel();
+    }
+
+    private sealed class YesHost : IHostNetwork
+    {
+        public void ConfigureDevice(string device, int mtu, IEnumerable<string> addresses)
+        {
+        }
+
+        public void AddRoute(string prefix, string device)
+        {
+        }
+
+        public void AddRouteVia(string prefix, string? gateway, string device)
+        {
+        }
+
+        public bool DeleteRoute(string prefix, string? gateway, string? device) => true;
+
+        public (string? Gateway, string Device)? RouteTo(IPAddress address) => null;
+
+        public IReadOnlyList<string> Routes(bool ipv6) => [];
+
+        public void EnableForwarding(bool ipv6)
+        {
+        }
+
+        public void AddMasquerade(string pool, string device)
+        {
+        }
+
+        public bool DeleteMasquerade(string pool, string device) => true;
+    }
+}
