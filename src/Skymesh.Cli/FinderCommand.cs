@@ -16,7 +16,7 @@ internal static class FinderCommand
         var name = new Option<string>("--name") { Description = "The broker's name, which the key login signs.", DefaultValueFactory = _ => Ssmp.Broker.SsmpBrokerOptions.DefaultServerName };
         var dataDir = new Option<string>("--data-dir") { Description = "Where the finder keeps its key (finder.key, created on first run).", DefaultValueFactory = _ => "." };
         var statsInterval = new Option<double>("--stats-interval") { Description = "Seconds between one-line summaries; 0 for none.", DefaultValueFactory = _ => 60 }.Within(0, 86_400, "seconds");
-        var command = new Command("finder", "Run a dedicated route finder: it keeps the mesh's graph from the announcements and answers path queries over SSMP, so nodes configured with \"finder\" keep none.")
+        var command = new Command("finder", "Run a dedicated route finder: it keeps the mesh's graph and services from the announcements and answers path and service queries over the control bus, so nodes configured with \"finder\" keep none.")
         {
             broker, name, dataDir, statsInterval,
         };
@@ -46,7 +46,8 @@ internal static class FinderCommand
                 while (!signals.Token.IsCancellationRequested)
                 {
                     await Task.Delay(every > 0 ? TimeSpan.FromSeconds(every) : Timeout.InfiniteTimeSpan, signals.Token);
-                    Console.WriteLine($"{DateTime.UtcNow:HH:mm:ss} {finder.Graph.NodeCount} nodes known, {finder.Graph.Accepted} announcements accepted, {finder.Queries} queries answered");
+                    Console.WriteLine($"{DateTime.UtcNow:HH:mm:ss} {finder.Graph.NodeCount} nodes known, {finder.Graph.Accepted} announcements accepted, {finder.Queries} queries answered; "
+                        + $"{finder.Services.Matching().Count} services offered by {finder.Services.Matching().Select(m => m.Record.Node).Distinct().Count()} nodes, {finder.ServiceQueries} service queries answered");
                 }
             }
             catch (OperationCanceledException)

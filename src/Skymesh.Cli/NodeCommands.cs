@@ -228,6 +228,9 @@ internal static partial class NodeCommands
                 }}");
             if (status.LinkRelay is { Opened: > 0 } linkRelay)
                 Console.WriteLine($"link relay  {linkRelay.Open} link{(linkRelay.Open == 1 ? "" : "s")} relayed between others now ({linkRelay.Opened} opened, {linkRelay.Refused} refused), {linkRelay.Bytes:N0} bytes carried, {linkRelay.Dropped:N0} datagrams dropped");
+            if (status.Services is { } services && (services.Offered.Count > 0 || services.Known > 0))
+                Console.WriteLine($"services    offering {(services.Offered.Count == 0 ? "nothing" : string.Join(", ", services.Offered.Select(o => (o.Name is { } app ? $"app {app}:{o.Port}" : o.Kind) + $" ({o.Price ?? 0:N0}/MiB)")))}"
+                    + (services.Known is { } known ? $"; {known} offer{(known == 1 ? "" : "s")} of {services.Nodes} other node{(services.Nodes == 1 ? "" : "s")} known (skymesh services)" : ""));
             if (status.Relay is { TunnelsOpened: > 0 } relay)
                 Console.WriteLine($"bus relay   {relay.TunnelsOpen} tunnel{(relay.TunnelsOpen == 1 ? "" : "s")} open for neighbours ({relay.TunnelsOpened} opened, {relay.TunnelsRefused} refused), {relay.BytesUp:N0} bytes up, {relay.BytesDown:N0} down");
             return 0;
@@ -527,11 +530,17 @@ internal static partial class NodeCommands
     private static Command CreateSocks()
     {
         var listen = new Option<string>("--listen") { Description = "Local address:port of the SOCKS5 server.", DefaultValueFactory = _ => "127.0.0.1:1080" };
-        var exit = new Option<string?>("--exit") { Description = "The node whose network the connections leave from (default: the one node this node has a path to)." };
-        var command = new Command("socks", "Run a SOCKS5 server whose connections leave the mesh at an exit node; runs until Ctrl+C.") { listen, exit, Api, Token, DataDir, Json };
+        var exit = new Option<string?>("--exit") { Description = "The node whose network the connections leave from, or auto for the cheapest exit the mesh offers (skymesh services); default: the one node this node has a path to." };
+        var maxPrice = new Option<ulong?>("--max-price") { Description = "With --exit auto: the most the exit may cost per MiB in all, its price and the relays', in micro-units." };
+        var command = new Command("socks", "Run a SOCKS5 server whose connections leave the mesh at an exit node; runs until Ctrl+C.") { listen, exit, maxPrice, Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
-            await RunApp(parse, "socks", new SocksRequest(parse.GetValue(listen), parse.GetValue(exit), false),
-                "SOCKS5 on {0}, leaving the mesh at " + (parse.GetValue(exit) is { } e ? Short(e) : "the path's destination"), cancellationToken));
+        {
+            var auto = string.Equals(parse.GetValue(exit), "auto", StringComparison.OrdinalIgnoreCase);
+            if (parse.GetValue(maxPrice) is not null && !auto)
+                throw new UsageException("--max-price: caps what --exit auto may pick; give --exit auto, or leave --max-price out");
+            return await RunApp(parse, "socks", new SocksRequest(parse.GetValue(listen), parse.GetValue(exit), false, parse.GetValue(maxPrice)),
+                "SOCKS5 on {0}, leaving the mesh at " + (auto ? "the node picked" : parse.GetValue(exit) is { } e ? Short(e) : "the path's destination"), cancellationToken);
+        });
         return command;
     }
 
@@ -547,6 +556,9 @@ internal static partial class NodeCommands
                     continue;
                 if (e.Event == "listening")
                 {
+                    if (e.Picked is { } picked)
+                        Console.WriteLine($"picked {picked.Kind} node {picked.Node} at {picked.TotalPrice:N0} per MiB in all ({picked.Price:N0} its price, {picked.PathPrice:N0} the relays'), "
+                            + $"{picked.Hops} hop{(picked.Hops == 1 ? "" : "s")}, {picked.RttMicroseconds / 1000.0:0.0} ms{(picked.Region is { } region ? $", region {region}" : "")}");
                     if (e.Opened is { } opened)
                         Console.WriteLine($"opened path {opened.Id} to {Short(opened.Peer)} (lowest latency): {Hops(opened)}");
                     Console.WriteLine(string.Format(CultureInfo.InvariantCulture, banner, e.Listen) + " (Ctrl+C to stop)");

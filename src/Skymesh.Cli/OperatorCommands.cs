@@ -220,19 +220,37 @@ internal static partial class NodeCommands
         var limit = new Option<long?>("--credit-limit") { Description = "The default credit limit of a neighbour, in micro-units." };
         var exits = new Option<string[]?>("--exit") { Description = "An exit rule (host:port, e.g. \"*:443\"); repeat for several; replaces them all.", AllowMultipleArgumentsPerToken = false };
         var noExits = new Option<bool>("--no-exits") { Description = "Let no peer leave the mesh through this node." };
-        var command = new Command("settings", "Show or change the node's price, default credit limit and exit rules (kept across restarts).") { price, limit, exits, noExits, Api, Token, DataDir, Json };
+        var services = new Option<string?>("--services") { Description = "What the node offers the mesh, as node.json's \"services\" list in JSON, e.g. '[{\"kind\": \"vpn\", \"price\": 200}]'; replaces every offer." };
+        var noServices = new Option<bool>("--no-services") { Description = "Withdraw every service this node offers." };
+        var command = new Command("settings", "Show or change the node's price, default credit limit, exit rules and services offered (kept across restarts).") { price, limit, exits, noExits, services, noServices, Api, Token, DataDir, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
             using var client = Client(parse);
             var rules = parse.GetValue(noExits) ? [] : parse.GetValue(exits) is { Length: > 0 } given ? given : null;
-            var settings = parse.GetValue(price) is null && parse.GetValue(limit) is null && rules is null
+            List<ServiceConfig>? offers = null;
+            if (parse.GetValue(noServices))
+                offers = [];
+            else if (parse.GetValue(services) is { } text)
+            {
+                try
+                {
+                    offers = System.Text.Json.JsonSerializer.Deserialize<List<ServiceConfig>>(text, NodeApi.Json) ?? throw new UsageException("--services: a JSON list of services, e.g. '[{\"kind\": \"vpn\", \"price\": 200}]'");
+                }
+                catch (System.Text.Json.JsonException e)
+                {
+                    throw new UsageException($"--services: not a JSON list of services ({e.Message.Split(" Path:", 2)[0]})");
+                }
+            }
+            var settings = parse.GetValue(price) is null && parse.GetValue(limit) is null && rules is null && offers is null
                 ? await client.SettingsAsync(cancellationToken)
-                : await client.SetSettingsAsync(new SettingsRequest(parse.GetValue(price), parse.GetValue(limit), rules), cancellationToken);
+                : await client.SetSettingsAsync(new SettingsRequest(parse.GetValue(price), parse.GetValue(limit), rules, offers), cancellationToken);
             if (Print(parse, settings))
                 return 0;
             Console.WriteLine($"price         {settings.Price:N0} micro-units per MiB forwarded");
             Console.WriteLine($"credit limit  {settings.CreditLimit:N0} micro-units per neighbour (by default)");
             Console.WriteLine($"exits         {(settings.Exits.Count == 0 ? "none" : string.Join(" ", settings.Exits))}");
+            Console.WriteLine($"services      {(settings.Services.Count == 0 ? "none" : string.Join(", ", settings.Services.Select(o =>
+                (o.Name is { } app ? $"app {app}:{o.Port}" : o.Kind) + $" at {o.Price ?? 0:N0} per MiB" + (o.Region is { } region ? $" in {region}" : ""))))}");
             return 0;
         });
         return command;

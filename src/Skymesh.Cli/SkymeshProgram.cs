@@ -43,6 +43,7 @@ public static partial class SkymeshProgram
         root.Subcommands.Add(BrokerCommand.Create());
         foreach (var command in NodeCommands.Create())
             root.Subcommands.Add(command);
+        root.Subcommands.Add(NodeCommands.CreateServices());
         foreach (var command in InitCommand.Create())
             root.Subcommands.Add(command);
         root.Subcommands.Add(SsmpCommands.Create());

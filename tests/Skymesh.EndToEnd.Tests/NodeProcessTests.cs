@@ -313,6 +313,67 @@ public sealed class NodeProcessTests : IAsyncDisposable
     private static string Short(string address) => $"{address[..8]}…{address[^4..]}";
 
     [Fact]
+    public async Task Skymesh_services_lists_the_offers_cheapest_first_and_socks_with_exit_auto_leaves_at_the_cheapest_exit()
+    {
+        var brokerPort = FreePort();
+        var brokerProcess = Skymesh.Start("broker", "--listen", $"127.0.0.1:{brokerPort}");
+        _running.Add(brokerProcess);
+        await brokerProcess.WaitForLineAsync("listening on", Bound);
+        var broker = $"\"broker\": \"127.0.0.1:{brokerPort}\",";
+        // A links to B (an exit at 300, a vpn at 200 in eu-west: its VPN is configured, not started) and to C (socks at 100).
+        var a = await StartNodeAsync("a", extra: broker);
+        var b = await StartNodeAsync("b", "\"127.0.0.1:*\"", extra: broker + """ "vpn": { "serve": false }, "services": [ { "kind": "exit", "price": 300 }, { "kind": "vpn", "price": 200, "region": "eu-west" } ], """);
+        var c = await StartNodeAsync("c", "\"127.0.0.1:*\"", extra: broker + """ "services": [ { "kind": "socks", "price": 100 } ], """);
+        await CliAsync("links", "add", b.Udp, "--peer", b.Address, "--api", a.Api);
+        await CliAsync("links", "add", c.Udp, "--peer", c.Address, "--api", a.Api);
+
+        // Records arrive when they arrive: ask until A lists all three offers.
+        var deadline = DateTime.UtcNow + Bound;
+        JsonElement offers;
+        do
+        {
+            offers = JsonDocument.Parse(await CliAsync("services", "--json", "--api", a.Api)).RootElement;
+        }
+        while (offers.GetArrayLength() < 3 && DateTime.UtcNow < deadline);
+        Assert.Equal([(c.Address, "socks", 100), (b.Address, "vpn", 200), (b.Address, "exit", 300)],
+            offers.EnumerateArray().Select(o => (o.GetProperty("node").GetString(), o.GetProperty("kind").GetString(), o.GetProperty("totalPrice").GetInt32())));
+        Assert.All(offers.EnumerateArray(), o => Assert.Equal(1, o.GetProperty("hops").GetInt32()));
+
+        // The table, the filters, and the status line.
+        var table = await CliAsync("services", "--kind", "vpn", "--api", a.Api);
+        Assert.Contains("TOTAL/MiB", table, StringComparison.Ordinal);
+        var row = Assert.Single(table.Split('\n'), l => l.StartsWith(Short(b.Address), StringComparison.Ordinal));
+        Assert.Contains("vpn", row, StringComparison.Ordinal);
+        Assert.Contains("eu-west", row, StringComparison.Ordinal);
+        Assert.Equal(1, JsonDocument.Parse(await CliAsync("services", "--max-price", "150", "--json", "--api", a.Api)).RootElement.GetArrayLength());
+        Assert.Contains("offering socks (100/MiB)", await CliAsync("status", "--api", c.Api), StringComparison.Ordinal);
+
+        // socks --exit auto takes C (100) over B's exit (300), says so, and connections leave there.
+        var socksPort = FreePort();
+        var socks = Skymesh.Start("socks", "--exit", "auto", "--listen", $"127.0.0.1:{socksPort}", "--api", a.Api);
+        _running.Add(socks);
+        var picked = await socks.WaitForLineAsync("picked ", Bound);
+        Assert.Contains($"picked socks node {c.Address} at 100 per MiB", picked, StringComparison.Ordinal);
+        await socks.WaitForLineAsync("SOCKS5 on", Bound);
+        if (!File.Exists("/usr/bin/curl"))
+            return;
+        using var web = new HttpListenerLike("left at the cheapest exit");
+        var curl = Process.Start(new ProcessStartInfo("curl", ["-sS", "--max-time", "30", "--socks5-hostname", $"127.0.0.1:{socksPort}", $"http://127.0.0.1:{web.Port}/"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        var body = await curl.StandardOutput.ReadToEndAsync(Ct);
+        var errors = await curl.StandardError.ReadToEndAsync(Ct);
+        await curl.WaitForExitAsync(Ct).WaitAsync(Bound, Ct);
+        Assert.True(curl.ExitCode == 0, $"curl exited with {curl.ExitCode}: {errors}");
+        Assert.Equal("left at the cheapest exit", body);
+        using var http = new HttpClient();
+        var served = await http.GetStringAsync($"http://{c.Api}/metrics", Ct);
+        Assert.Contains("skymesh_exit_streams_total{result=\"served\"} 1", served, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_second_broker_or_node_on_a_port_already_in_use_exits_2_with_one_line()
     {
         var port = FreePort();
