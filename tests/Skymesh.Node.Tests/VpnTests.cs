@@ -222,6 +222,47 @@ public sealed class VpnTests
     }
 
     [Fact]
+    public async Task The_servers_DNS_replaces_the_resolver_while_connected_and_the_old_one_comes_back_on_disconnect_or_after_a_crash()
+    {
+        await using var chain = await Chain.StartAsync(2);
+        chain.Destination.Node.Operator.SetSettings(null, null, ["10.0.9.0/24:*"]);
+        chain.Destination.Node.Vpn.OpenTun = _ => new MemoryTun();
+        chain.Destination.Node.Vpn.Host = new RecordingHost();
+        await chain.Destination.Node.Vpn.ServeAsync(new VpnServeOptions { Dns = [Lan] }, CancellationToken.None);
+        var host = new RecordingHost();
+        const string Before = "nameserver 192.0.2.53\nsearch example.org\n";
+        await File.WriteAllTextAsync(host.ResolverFile, Before, TestContext.Current.CancellationToken);
+        try
+        {
+            chain.Source.Node.Vpn.OpenTun = _ => new MemoryTun();
+            chain.Source.Node.Vpn.Host = host;
+            var options = new VpnConnectOptions { DefaultRoute = true, Dns = true };
+            var client = await chain.Source.Node.Vpn.ConnectAsync(chain.Destination.Node.Address, options, CancellationToken.None);
+            Assert.Contains("nameserver 10.0.9.2\n", await File.ReadAllTextAsync(host.ResolverFile, TestContext.Current.CancellationToken), StringComparison.Ordinal);
+            Assert.Equal(["10.0.9.2"], client.Status().Dns);
+            Assert.Equal(["0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"], client.Status().Routes);
+            await chain.Source.Node.Vpn.DisconnectAsync();
+            Assert.Equal(Before, await File.ReadAllTextAsync(host.ResolverFile, TestContext.Current.CancellationToken));
+
+            // A crash: the node is gone without disconnecting; what it recorded is undone from its data directory.
+            await chain.Source.Node.Vpn.ConnectAsync(chain.Destination.Node.Address, options, CancellationToken.None);
+            var state = VpnClient.StateFile(chain.Source.DataDirectory);
+            var saved = await File.ReadAllTextAsync(state, TestContext.Current.CancellationToken);
+            await chain.Source.Node.Vpn.DisconnectAsync();
+            await File.WriteAllTextAsync(state, saved, TestContext.Current.CancellationToken);
+            await File.WriteAllTextAsync(host.ResolverFile, "nameserver 10.0.9.2\n", TestContext.Current.CancellationToken);
+            var undone = VpnHostState.CleanUp(state, host);
+            Assert.Contains($"restored {host.ResolverFile}", undone);
+            Assert.Equal(Before, await File.ReadAllTextAsync(host.ResolverFile, TestContext.Current.CancellationToken));
+            Assert.False(File.Exists(state));
+        }
+        finally
+        {
+            File.Delete(host.ResolverFile);
+        }
+    }
+
+    [Fact]
     public async Task A_node_that_does_not_serve_or_a_site_it_does_not_route_is_refused_with_the_reason()
     {
         await using var chain = await Chain.StartAsync(2);
@@ -333,6 +374,8 @@ public sealed class VpnTests
     private sealed class RecordingHost : IHostNetwork
     {
         public ConcurrentQueue<string> Calls { get; } = new();
+
+        public string ResolverFile { get; init; } = Path.Combine(Path.GetTempPath(), $"skymesh-test-resolv-{Guid.NewGuid():N}.conf");
 
         public void ConfigureDevice(string device, int mtu, IEnumerable<string> addresses) => Calls.Enqueue($"device {device} mtu {mtu} {string.Join(' ', addresses)}");
 

@@ -36,6 +36,9 @@ public interface IHostNetwork
 
     /// <summary>Removes a rule added by <see cref="AddMasquerade"/>; false when it was not there.</summary>
     bool DeleteMasquerade(string pool, string device);
+
+    /// <summary>The resolver configuration the VPN replaces while it gives the host the server's DNS servers.</summary>
+    string ResolverFile => "/etc/resolv.conf";
 }
 
 /// <summary>The host's network on Linux, through iproute2 (<c>ip</c>), <c>sysctl</c> files and <c>iptables</c>/<c>ip6tables</c>.</summary>

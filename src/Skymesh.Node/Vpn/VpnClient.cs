@@ -220,7 +220,7 @@ public sealed partial class VpnClient : IAsyncDisposable
             _host.AddRoute(route, _tun.Name);
         if (Options.Dns && _lease.Dns.Count > 0)
         {
-            const string resolv = "/etc/resolv.conf";
+            var resolv = _host.ResolverFile;
             _state.ResolvConf = resolv;
             _state.ResolvConfBefore = File.Exists(resolv) ? File.ReadAllText(resolv) : "";
             _state.Save(_stateFile);
