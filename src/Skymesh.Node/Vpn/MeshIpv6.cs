@@ -212,26 +212,16 @@ public sealed partial class MeshIpv6 : IAsyncDisposable
         }
     }
 
-    private void Send(PathEndpoint endpoint, NodeAddress peer, ReadOnlySpan<byte> datagram, byte[] answer)
+    private void Send(PathEndpoint endpoint, NodeAddress peer, Span<byte> datagram, byte[] answer)
     {
-        var packet = datagram[1..];
-        var mtu = endpoint.Datagrams.MaxDatagramSize - 1;
-        if (packet.Length > mtu)
+        if (TunPump.Send(_tun, endpoint, datagram, 6, Mtu, answer) is { } drop)
         {
-            Counters.Drop(VpnDrop.TooBig);
-            var length = IpPacket.WriteTooBig(packet, 6, mtu, answer);
-            if (length > 0)
-                _tun.Write(answer.AsSpan(0, length));
-            return;
-        }
-        if (!endpoint.Datagrams.TrySend(datagram))
-        {
-            Counters.Drop(VpnDrop.PathRefused);
-            if (endpoint.BrokenBy is not null)
+            Counters.Drop(drop);
+            if (drop == VpnDrop.PathRefused && endpoint.BrokenBy is not null)
                 _routes.TryRemove(new KeyValuePair<NodeAddress, PathEndpoint>(peer, endpoint));
             return;
         }
-        Counters.Sent(packet.Length);
+        Counters.Sent(datagram.Length - 1);
     }
 
     /// <summary>The path to <paramref name="peer"/>: the one used last while it works, else the node's best one; null when there is none.</summary>

@@ -357,46 +357,13 @@ public sealed partial class VpnClient : IAsyncDisposable
         return Options.Networks.Any(n => n.Contains(address));
     }
 
-    private void ReadLoop()
+    private void ReadLoop() => TunPump.Run(_tun, IpDatagram.Vpn, Counters, Route);
+
+    /// <summary>Every packet the host routes into the device goes to the server, over the session's path.</summary>
+    private PathEndpoint? Route(ReadOnlySpan<byte> packet, int version, out int mtu, out VpnCounters? session, out VpnDrop reason)
     {
-        var buffer = GC.AllocateUninitializedArray<byte>(65_536 + 1, pinned: true);
-        var answer = new byte[1_500];
-        buffer[0] = IpDatagram.Vpn;
-        while (true)
-        {
-            var n = _tun.Read(buffer.AsSpan(1));
-            if (n <= 0)
-                return;
-            var packet = buffer.AsSpan(1, n);
-            var version = IpPacket.Version(packet);
-            if (version == 0)
-            {
-                Counters.Drop(VpnDrop.Malformed);
-                continue;
-            }
-            var endpoint = _endpoint;
-            if (endpoint is null)
-            {
-                Counters.Drop(VpnDrop.PathRefused);
-                continue;
-            }
-            var mtu = Math.Min(_mtu, endpoint.Datagrams.MaxDatagramSize - 1);
-            if (n > mtu)
-            {
-                Counters.Drop(VpnDrop.TooBig);
-                var length = IpPacket.WriteTooBig(packet, version, mtu, answer);
-                if (length > 0)
-                    _tun.Write(answer.AsSpan(0, length));
-                continue;
-            }
-            IpPacket.ClampMss(packet, version, mtu);
-            if (!endpoint.Datagrams.TrySend(buffer.AsSpan(0, n + 1)))
-            {
-                Counters.Drop(VpnDrop.PathRefused);
-                continue;
-            }
-            Counters.Sent(n);
-        }
+        (mtu, session, reason) = (_mtu, null, VpnDrop.PathRefused);
+        return _endpoint;
     }
 
     public VpnClientStatus Status()

@@ -374,47 +374,19 @@ public sealed partial class VpnServer : IAsyncDisposable
         return allowed;
     }
 
-    private void ReadLoop()
+    private void ReadLoop() => TunPump.Run(_tun, IpDatagram.Vpn, Counters, Route);
+
+    /// <summary>A packet the host routed into the device goes to the client that owns its destination.</summary>
+    private PathEndpoint? Route(ReadOnlySpan<byte> packet, int version, out int mtu, out VpnCounters? counters, out VpnDrop reason)
     {
-        var buffer = GC.AllocateUninitializedArray<byte>(65_536 + 1, pinned: true);
-        var answer = new byte[1_500];
-        buffer[0] = IpDatagram.Vpn;
-        while (true)
+        var destination = IpPacket.Destination(packet, version);
+        if (!_byAddress.TryGetValue(AddressKey.Of(destination), out var session) && (session = SiteOwner(destination)) is null)
         {
-            var n = _tun.Read(buffer.AsSpan(1));
-            if (n <= 0)
-                return;
-            var packet = buffer.AsSpan(1, n);
-            var version = IpPacket.Version(packet);
-            if (version == 0)
-            {
-                Drop(null, VpnDrop.Malformed);
-                continue;
-            }
-            var destination = IpPacket.Destination(packet, version);
-            if (!_byAddress.TryGetValue(AddressKey.Of(destination), out var session) && (session = SiteOwner(destination)) is null)
-            {
-                Drop(null, VpnDrop.NoRoute);
-                continue;
-            }
-            var mtu = Math.Min(session.Mtu, session.Endpoint.Datagrams.MaxDatagramSize - 1);
-            if (n > mtu)
-            {
-                Drop(session, VpnDrop.TooBig);
-                var length = IpPacket.WriteTooBig(packet, version, mtu, answer);
-                if (length > 0)
-                    _tun.Write(answer.AsSpan(0, length));
-                continue;
-            }
-            IpPacket.ClampMss(packet, version, mtu);
-            if (!session.Endpoint.Datagrams.TrySend(buffer.AsSpan(0, n + 1)))
-            {
-                Drop(session, VpnDrop.PathRefused);
-                continue;
-            }
-            session.Counters.Sent(n);
-            Counters.Sent(n);
+            (mtu, counters, reason) = (0, null, VpnDrop.NoRoute);
+            return null;
         }
+        (mtu, counters, reason) = (session.Mtu, session.Counters, VpnDrop.NoRoute);
+        return session.Endpoint;
     }
 
     private VpnSession? SiteOwner(ReadOnlySpan<byte> destination)
