@@ -268,7 +268,11 @@ public sealed partial class ControlAgent : IAsyncDisposable
         catch (Exception e) when (e is NoRouteException or PathSetupException or NodeRequestException or OperationCanceledException)
         {
             Log.RepairFailed(_logger, destination.ToString(), why, e.Message);
-            end?.Endpoint.Break($"{why}; no repair: {e.Message}");
+            // Without the bus (its connection went with the same relay, say) the repair could not even be asked for: the
+            // path end is left as it is, so its streams wait (up to their own failure timeout) for the retry that comes
+            // when the bus is back, rather than failing at once. Otherwise no way around is known: its streams are told.
+            if (e is NoRouteException || _bus.State == BusState.Connected)
+                end?.Endpoint.Break($"{why}; no repair: {e.Message}");
             // Kept: when the mesh changes (a route may be back) the path is repaired again by itself.
             if (!_stop.IsCancellationRequested && end is not null)
             {
