@@ -66,22 +66,33 @@ public sealed partial class NodeApi
         if (candidates.Count == 0)
             throw new NodeRequestException(NodeError.NotFound, "\"exit\": \"auto\": no node this one reaches offers an exit or socks service"
                 + (maxPrice is { } cap ? $" within {cap:N0} per MiB" : "") + " (skymesh services lists what is offered)");
+        var (picked, opened) = await ReachOneAsync(candidates, PathPolicy.LowestPrice, "\"exit\": \"auto\"", "cheapest exit(s)", cancellationToken);
+        return (picked.Node, ServiceInfo.Of(picked), opened);
+    }
+
+    /// <summary>
+    /// The first of <paramref name="candidates"/> (in order) this node has a path to, or can open one to by
+    /// <paramref name="policy"/>; the path opened (null when one was there). When every open fails, the last refusal says why.
+    /// </summary>
+    private async Task<(ServiceOffer Offer, PathInfo? Opened)> ReachOneAsync(IReadOnlyList<ServiceOffer> candidates, PathPolicy policy, string asked, string what,
+        CancellationToken cancellationToken)
+    {
+        var agent = RequireAgent();
         NodeRequestException? failed = null;
         foreach (var offer in candidates)
         {
             if (Node.FindPath(offer.Node) is not null)
-                return (offer.Node, ServiceInfo.Of(offer), null);
+                return (offer, null);
             try
             {
-                var opened = await agent.OpenPathAsync(offer.Node, new PathQuery { Policy = PathPolicy.LowestPrice }, cancellationToken);
-                return (offer.Node, ServiceInfo.Of(offer), WithHops(opened));
+                return (offer, WithHops(await agent.OpenPathAsync(offer.Node, new PathQuery { Policy = policy }, cancellationToken)));
             }
             catch (NodeRequestException e) when (e.Error is NodeError.NotFound or NodeError.Refused or NodeError.Timeout)
             {
                 failed = e;
             }
         }
-        throw new NodeRequestException(failed!.Error, $"\"exit\": \"auto\": no path could be opened to the {candidates.Count} cheapest exit(s); the last said: {failed.Message}");
+        throw new NodeRequestException(failed!.Error, $"{asked}: no path could be opened to the {candidates.Count} {what}; the last said: {failed.Message}");
     }
 }
 

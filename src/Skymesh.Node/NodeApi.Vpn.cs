@@ -90,22 +90,8 @@ public sealed partial class NodeApi
         if (candidates.Count == 0)
             throw new NodeRequestException(NodeError.NotFound, "no node this one reaches offers a VPN" + (request.MaxPrice is { } cap ? $" within {cap:N0} per MiB" : "")
                 + " (skymesh services --kind vpn lists what is offered)");
-        NodeRequestException? failed = null;
-        foreach (var offer in candidates)
-        {
-            if (Node.FindPath(offer.Node) is not null)
-                return (offer.Node, ServiceInfo.Of(offer));
-            try
-            {
-                await agent.OpenPathAsync(offer.Node, new PathQuery { Policy = cheapest ? PathPolicy.LowestPrice : PathPolicy.LowestLatency }, cancellationToken);
-                return (offer.Node, ServiceInfo.Of(offer));
-            }
-            catch (NodeRequestException e) when (e.Error is NodeError.NotFound or NodeError.Refused or NodeError.Timeout)
-            {
-                failed = e;
-            }
-        }
-        throw new NodeRequestException(failed!.Error, $"no path could be opened to the {candidates.Count} best VPN offer(s); the last said: {failed.Message}");
+        var (chosen, _) = await ReachOneAsync(candidates, cheapest ? PathPolicy.LowestPrice : PathPolicy.LowestLatency, "VPN", "best VPN offer(s)", cancellationToken);
+        return (chosen.Node, ServiceInfo.Of(chosen));
     }
 
     private static IPNetwork Network(string text, string field) =>
