@@ -111,7 +111,7 @@ public enum ServiceRecordError
 ///        | BIP340 signature(64) by node, purpose "service-record", over everything before it
 /// </code>
 /// </summary>
-public sealed class ServiceRecord
+public sealed class ServiceRecord : ISignedNodeRecord
 {
     public const string SignaturePurpose = "service-record";
 

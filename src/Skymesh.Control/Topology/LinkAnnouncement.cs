@@ -51,7 +51,7 @@ public enum AnnouncementError
 ///        | BIP340 signature(64) by node, purpose "link-announcement", over everything before it
 /// </code>
 /// </summary>
-public sealed class LinkAnnouncement
+public sealed class LinkAnnouncement : ISignedNodeRecord
 {
     public const string SignaturePurpose = "link-announcement";
 

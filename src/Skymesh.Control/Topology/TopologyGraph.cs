@@ -72,140 +72,39 @@ public sealed class NoRouteException : Exception
 /// link to another. Offering a record does the cheap checks (form, time, sequence) before the signature.
 /// Safe for one writer and many readers at once.
 /// </summary>
-public sealed class TopologyGraph
+public sealed class TopologyGraph : SignedRecordBook<LinkAnnouncement, AnnouncementError>
 {
-    private readonly TimeProvider _time;
-    private readonly TimeSpan _clockTolerance;
-    private readonly Dictionary<NodeAddress, LinkAnnouncement> _records = [];
-    private readonly Lock _lock = new();
-    private readonly long[] _refused = new long[Enum.GetValues<AnnouncementError>().Length];
-    private long _accepted;
-
     public TopologyGraph(TimeProvider? time = null, TimeSpan? clockTolerance = null)
+        : base(time, clockTolerance)
     {
-        _time = time ?? TimeProvider.System;
-        _clockTolerance = clockTolerance ?? TimeSpan.FromMinutes(1);
     }
 
-    public long Accepted => Interlocked.Read(ref _accepted);
-
-    /// <summary>Raised (on the thread that offered it) for every record accepted; handlers must not block.</summary>
-    public event Action<LinkAnnouncement>? RecordAccepted;
-
-    /// <summary>Records refused for <paramref name="reason"/>.</summary>
-    public long Refused(AnnouncementError reason) => Interlocked.Read(ref _refused[(int)reason]);
-
-    public int NodeCount
-    {
-        get
-        {
-            lock (_lock)
-                return _records.Count;
-        }
-    }
-
-    /// <summary>The latest record of every node (expired ones until the next sweep).</summary>
-    public IReadOnlyList<LinkAnnouncement> Records
-    {
-        get
-        {
-            lock (_lock)
-                return [.. _records.Values];
-        }
-    }
-
-    public LinkAnnouncement? RecordOf(NodeAddress node)
-    {
-        lock (_lock)
-            return _records.GetValueOrDefault(node);
-    }
+    /// <summary>Nodes whose records are held (expired ones until the next sweep included).</summary>
+    public int NodeCount => Count;
 
     /// <summary>Checks and keeps a record as it arrived off the wire.</summary>
     public AnnouncementError Offer(ReadOnlySpan<byte> bytes)
     {
         var error = LinkAnnouncement.TryParse(bytes, out var record);
-        return error != AnnouncementError.None ? Count(error) : Offer(record!);
-    }
-
-    public AnnouncementError Offer(LinkAnnouncement record)
-    {
-        ArgumentNullException.ThrowIfNull(record);
-        var now = _time.GetUtcNow();
-        if (record.Expires <= now)
-            return Count(AnnouncementError.Expired);
-        if (record.Issued > now + _clockTolerance)
-            return Count(AnnouncementError.FromTheFuture);
-        var previous = RecordOf(record.Node);
-        if (previous is not null && previous.Expires > now)
-        {
-            if (record.Sequence < previous.Sequence)
-                return Count(AnnouncementError.Stale);
-            if (record.Sequence == previous.Sequence)
-                return Count(AnnouncementError.Replayed);
-        }
-        if (!record.Verify())
-            return Count(AnnouncementError.BadSignature);
-        lock (_lock)
-        {
-            // Another record of the node may have been accepted while this one's signature was checked.
-            if (_records.TryGetValue(record.Node, out var current) && current.Expires > now && current.Sequence >= record.Sequence)
-                return Count(current.Sequence == record.Sequence ? AnnouncementError.Replayed : AnnouncementError.Stale);
-            _records[record.Node] = record;
-        }
-        Interlocked.Increment(ref _accepted);
-        RecordAccepted?.Invoke(record);
-        return AnnouncementError.None;
-    }
-
-    private AnnouncementError Count(AnnouncementError error)
-    {
-        Interlocked.Increment(ref _refused[(int)error]);
-        return error;
-    }
-
-    /// <summary>Drops a node's record (it left: its presence on the announcement topic ended).</summary>
-    public bool Forget(NodeAddress node)
-    {
-        bool removed;
-        lock (_lock)
-            removed = _records.Remove(node);
-        if (removed)
-            NodeForgotten?.Invoke(node);
-        return removed;
-    }
-
-    /// <summary>Raised when a node's record is dropped because it left; handlers must not block.</summary>
-    public event Action<NodeAddress>? NodeForgotten;
-
-    /// <summary>Drops expired records; returns how many.</summary>
-    public int Sweep()
-    {
-        var now = _time.GetUtcNow();
-        lock (_lock)
-        {
-            var expired = _records.Where(r => r.Value.Expires <= now).Select(r => r.Key).ToList();
-            foreach (var node in expired)
-                _records.Remove(node);
-            return expired.Count;
-        }
+        return error != AnnouncementError.None ? Refuse(error) : Offer(record!);
     }
 
     /// <summary>The usable links of <paramref name="node"/>: announced up by both ends, in unexpired records.</summary>
     public IReadOnlyList<(NodeAddress Peer, AnnouncedLink Out, AnnouncedLink Back)> Neighbours(NodeAddress node)
     {
-        var now = _time.GetUtcNow();
-        lock (_lock)
+        var now = Time.GetUtcNow();
+        lock (Sync)
             return NeighboursLocked(node, now);
     }
 
     private List<(NodeAddress, AnnouncedLink, AnnouncedLink)> NeighboursLocked(NodeAddress node, DateTimeOffset now)
     {
-        if (!_records.TryGetValue(node, out var record) || record.Expires <= now)
+        if (!Held.TryGetValue(node, out var record) || record.Expires <= now)
             return [];
         var result = new List<(NodeAddress, AnnouncedLink, AnnouncedLink)>(record.Links.Count);
         foreach (var link in record.Links)
         {
-            if (link.State != AnnouncedLinkState.Up || !_records.TryGetValue(link.Peer, out var other) || other.Expires <= now)
+            if (link.State != AnnouncedLinkState.Up || !Held.TryGetValue(link.Peer, out var other) || other.Expires <= now)
                 continue;
             if (other.TryGetUpLinkTo(node, out var back))
                 result.Add((link.Peer, link, back));
@@ -224,12 +123,12 @@ public sealed class TopologyGraph
             throw new ArgumentException($"Hops must satisfy 1 <= min <= max <= {PathQuery.HopLimit}.", nameof(query));
         if (query.Avoid.Contains(source) || query.Avoid.Contains(destination))
             throw new ArgumentException("The source or the destination is among the avoided nodes.", nameof(query));
-        var now = _time.GetUtcNow();
-        lock (_lock)
+        var now = Time.GetUtcNow();
+        lock (Sync)
         {
-            if (!_records.ContainsKey(source))
+            if (!Held.ContainsKey(source))
                 throw new NoRouteException($"No announcement from the source {source}: it is not part of the known mesh.");
-            if (!_records.ContainsKey(destination))
+            if (!Held.ContainsKey(destination))
                 throw new NoRouteException($"No announcement from {destination}: it is unknown, or gone.");
             return query.Via is { } via ? Check(source, destination, via, query, now) : Search(source, destination, query, now);
         }
@@ -278,10 +177,10 @@ public sealed class TopologyGraph
         wanted.Remove(source);
         if (wanted.Count == 0)
             return found;
-        var now = _time.GetUtcNow();
-        lock (_lock)
+        var now = Time.GetUtcNow();
+        lock (Sync)
         {
-            if (!_records.ContainsKey(source))
+            if (!Held.ContainsKey(source))
                 return found;
             // The search of FindPath with the lowest-price policy and no price cap or lower hop limit, so the same pruning
             // holds: a label that reaches a node with no fewer hops than one settled there can lead to nothing better.
