@@ -15,8 +15,9 @@ import events from './events.js';
 import decisions from './decisions.js';
 import nodes from './nodes.js';
 import exchange from './exchange.js';
+import services from './services.js';
 
-const PAGES = { overview, topology, links, paths, payments, exchange, events, decisions, nodes };
+const PAGES = { overview, topology, links, paths, services, payments, exchange, events, decisions, nodes };
 const HEADER_NEEDS = ['node', 'decisions', 'dashboardNodes'];
 const STORAGE_KEY = 'skymesh.dashboard.node';
 
@@ -241,6 +242,7 @@ function affected(kind) {
   if (kind.startsWith('Interface')) return ['interfaces', 'links'];
   if (kind === 'NodeBlocked' || kind === 'NodeUnblocked') return ['blocks', 'neighbours', 'links', 'mesh', 'decisions'];
   if (kind === 'SettingsChanged') return ['settings', 'neighbours', 'decisions', 'node'];
+  if (kind.startsWith('Vpn')) return ['vpn', 'paths'];
   if (kind === 'Missed') return [...state.needs];
   return [];
 }

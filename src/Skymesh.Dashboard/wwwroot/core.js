@@ -7,7 +7,7 @@ export const KINDS = [
   'AnnouncementAccepted', 'AnnouncementRefused', 'ReceiptSent', 'ReceiptAccepted', 'ReceiptRefused',
   'CreditNormal', 'CreditThrottled', 'CreditSuspended', 'AppStarted', 'AppStopped', 'ControlConnected', 'ControlLost',
   'SettlementRefused', 'DecisionPending', 'DecisionResolved', 'InterfaceUp', 'InterfaceDown', 'NodeBlocked',
-  'NodeUnblocked', 'SettingsChanged',
+  'NodeUnblocked', 'SettingsChanged', 'VpnUp', 'VpnDown',
 ];
 
 const KIND_BY_LOWER = new Map(KINDS.map((k) => [k.toLowerCase(), k]));
@@ -149,6 +149,7 @@ export const RESOURCES = {
   settings: { path: '/api/settings' },
   dashboardNodes: { path: '/api/dashboard/nodes', local: true },
   exchange: { path: '/api/exchange' },
+  vpn: { path: '/api/vpn' },
 };
 
 const inflight = new Map();
