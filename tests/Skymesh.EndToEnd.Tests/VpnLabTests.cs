@@ -238,6 +238,104 @@ public sealed partial class VpnLabTests : IAsyncDisposable
             + $"received {counters.GetProperty("packetsIn").GetInt64():N0}");
     }
 
+    [Fact]
+    public async Task A_host_sends_everything_through_the_cheapest_VPN_exit_skymesh_services_finds_and_vpn_down_puts_it_back_after_a_crash()
+    {
+        SkipUnlessLabTools("curl", "iptables");
+
+        // The lab: C - R - S - L, L standing for the Internet beyond the exit S. L has no route back to C's VPN address,
+        // so what reaches it from C has been masqueraded by S.
+        _lab = await NetnsLab.CreateAsync(["c", "r", "s", "l"], Ct);
+        var cr = await Lab.LinkAsync("c", "r", Ct);
+        var rs = await Lab.LinkAsync("r", "s", Ct);
+        var sl = await Lab.LinkAsync("s", "l", Ct);
+        Assert.Equal("ENETUNREACH", await ConnectAsync("c", sl.B, FilePort));
+
+        // C's resolver file: `ip netns exec` puts /etc/netns/NS/resolv.conf in place of /etc/resolv.conf for the node.
+        var etc = Path.Combine("/etc/netns", Lab.Namespace("c"));
+        Directory.CreateDirectory(etc);
+        var resolver = Path.Combine(etc, "resolv.conf");
+        const string OwnResolver = "nameserver 192.0.2.53\n";
+        await File.WriteAllTextAsync(resolver, OwnResolver, Ct);
+        try
+        {
+            var (c, r, s) = (MakeNode("C", "c"), MakeNode("R", "r"), MakeNode("S", "s"));
+            await StartBrokerAsync("s");
+            await WriteConfigAsync(s, $"127.0.0.1:{BrokerPort}", [], $$"""
+                , "exits": [ "*:*" ], "vpn": { "pool": "{{Pool}}", "dns": [ "{{sl.B}}" ] },
+                "services": [ { "kind": "vpn", "price": 150, "region": "lab" } ]
+                """);
+            await WriteConfigAsync(r, "via-neighbours", [(s, rs.B)]);
+            await WriteConfigAsync(c, "via-neighbours", [(r, cr.B)]);
+            await StartAsync(c, r, s);
+            await UntilStatusAsync(c, st => Control(st) == "connected" && Hops(st) == 2, "C on the control bus through R");
+            var www = Path.Combine(Lab.Directory, "www");
+            Directory.CreateDirectory(www);
+            var file = RandomNumberGenerator.GetBytes(200_000);
+            await File.WriteAllBytesAsync(Path.Combine(www, "page.bin"), file, Ct);
+            var web = Lab.Start("web server", "l", "python3", "-u", "-m", "http.server", "--bind", sl.B, "--directory", www, FilePort.ToString(CultureInfo.InvariantCulture));
+            await web.WaitForTextAsync("Serving HTTP", Bound, Ct);
+
+            // skymesh services finds S's offer, two hops away.
+            JsonElement offer = default;
+            await UntilAsync("S's vpn offer listed on C", async () =>
+            {
+                var (listed, json) = await CliAsync(c, "services", "--kind", "vpn", "--json");
+                offer = listed == 0 ? Parse(json).EnumerateArray().FirstOrDefault() : default;
+                return offer.ValueKind == JsonValueKind.Object && Text(offer, "node") == s.Address;
+            });
+            Assert.Equal(150u, offer.GetProperty("price").GetUInt32());
+            Assert.Equal("lab", Text(offer, "region"));
+            Assert.Equal(2, offer.GetProperty("hops").GetInt32());
+            Log($"skymesh services on C lists S's vpn at {offer.GetProperty("totalPrice").GetUInt64()} per MiB in all, {offer.GetProperty("hops").GetInt32()} hops");
+
+            // Everything through the cheapest VPN, with its DNS.
+            var routesBefore = await RoutesAsync("c");
+            JsonElement reply = default;
+            await UntilAsync("vpn connect --kind vpn --cheapest --default-route --dns on C", async () =>
+            {
+                var (code, json) = await CliAsync(c, "vpn", "connect", "--kind", "vpn", "--cheapest", "--default-route", "--dns", "--json");
+                reply = code == 0 ? Parse(json) : default;
+                return reply.ValueKind == JsonValueKind.Object;
+            });
+            Assert.Equal(s.Address, Text(reply.GetProperty("chosen"), "node"));
+            var client = reply.GetProperty("client");
+            Assert.True(client.GetProperty("defaultRoute").GetBoolean());
+            Assert.Equal($"nameserver {sl.B}\n", (await File.ReadAllTextAsync(resolver, Ct)).Split('\n', 2)[1]);
+            // The Internet goes into the tunnel; the neighbour the mesh itself runs over does not.
+            Assert.Contains($"dev {Device}", await Lab.IpInAsync("c", Ct, "route", "get", sl.B), StringComparison.Ordinal);
+            Assert.DoesNotContain($"dev {Device}", await Lab.IpInAsync("c", Ct, "route", "get", cr.B), StringComparison.Ordinal);
+            Log($"C connected to {Name(Text(reply.GetProperty("chosen"), "node"), s)} as {Text(client, "address")}, everything routed into {Device}, DNS {sl.B}");
+
+            var fetched = Path.Combine(Lab.Directory, "page.out");
+            var (curl, said) = await Lab.RunAsync("c", Bound, Ct, "curl", "-sS", "--max-time", "20", "-o", fetched, $"http://{sl.B}:{FilePort}/page.bin");
+            Assert.True(curl == 0, $"curl to L from C exited with {curl}: {said}\n{Report()}");
+            Assert.Equal(SHA256.HashData(file), SHA256.HashData(await File.ReadAllBytesAsync(fetched, Ct)));
+            Assert.Contains($"{sl.A} - -", web.Output, StringComparison.Ordinal);
+            // The mesh still runs under its own tunnel: C is on the bus, and S still holds C's session.
+            await UntilStatusAsync(c, st => Control(st) == "connected", "C still on the control bus");
+            Log($"{file.Length:N0} bytes from L through the exit, byte-identical; L saw them come from S's address {sl.A}");
+
+            // A crash: the node dies without a word. Its device and the routes into it go with the process; the route
+            // that kept the neighbour outside the tunnel and the resolver stay until `skymesh vpn down` puts them back.
+            await c.Process!.CrashAsync(Bound);
+            Assert.NotEqual(routesBefore.V4, (await RoutesAsync("c")).V4);
+            Assert.NotEqual(OwnResolver, await File.ReadAllTextAsync(resolver, Ct));
+            var (down, downSaid) = await Lab.SkymeshAsync("c", "vpn", "down", "--api", Api, "--data-dir", c.Dir);
+            Assert.True(down == 0, $"vpn down exited with {down}: {downSaid}");
+            Assert.Contains("removed the route", downSaid, StringComparison.Ordinal);
+            Assert.Contains("restored", downSaid, StringComparison.Ordinal);
+            Assert.Equal(routesBefore.V4, (await RoutesAsync("c")).V4);
+            Assert.Equal(routesBefore.V6, (await RoutesAsync("c")).V6);
+            Assert.Equal(OwnResolver, await File.ReadAllTextAsync(resolver, Ct));
+            Log($"after SIGKILL of C's node, skymesh vpn down: {downSaid.Trim().Replace('\n', ';')}; routes and resolver as before");
+        }
+        finally
+        {
+            Directory.Delete(etc, recursive: true);
+        }
+    }
+
     private static void SkipUnlessLabTools(params string[] tools)
     {
         if (!NetnsLab.Available)
