@@ -43,6 +43,21 @@ public static class AssetAmount
         return true;
     }
 
+    /// <summary>As <see cref="TryParse(ReadOnlySpan{char}, int, out long)"/>, for the UTF-8 of a request: the same answers.</summary>
+    public static bool TryParse(ReadOnlySpan<byte> utf8, int scale, out long units)
+    {
+        units = 0;
+        // Longer than any amount a long holds (19 digits and a point) with all the zeros one may lead with: refused the
+        // slow way, so that the answer is the same as for the text.
+        if (utf8.Length > 128)
+            return TryParse(System.Text.Encoding.UTF8.GetString(utf8), scale, out units);
+        // Each byte widened to a char: digits and '.' stay themselves, anything else stays something that is neither.
+        Span<char> text = stackalloc char[utf8.Length];
+        for (var i = 0; i < utf8.Length; i++)
+            text[i] = (char)utf8[i];
+        return TryParse(text, scale, out units);
+    }
+
     /// <summary><paramref name="units"/> written with <paramref name="scale"/> decimal places ("12.500000").</summary>
     public static string Format(long units, int scale)
     {

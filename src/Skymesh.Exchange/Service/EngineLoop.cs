@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Threading.Tasks.Sources;
 using Skymesh.Identity;
 using Skymesh.Exchange.Journal;
 using Skymesh.Exchange.Matching;
@@ -83,19 +82,23 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
     }
 
     /// <summary>
-    /// As <see cref="RunAsync{T}"/>, without a task: the hot path's requests await this many thousand times a second. The
-    /// caller is resumed on the thread pool (in a work item that answers a slice of requests), never on the commit thread.
+    /// Queues a work item of the caller's own (the hot path's, pooled): it runs on the engine thread and is completed once
+    /// its batch is durable, or failed — at once when the loop has stopped.
     /// </summary>
-    public ValueTask<T> RunValueAsync<T>(Func<EngineSession, T> work)
+    public void Post(WorkItem item)
     {
         if (_fault is { } fault)
-            return ValueTask.FromException<T>(new ExchangeStoppedException(fault));
+        {
+            item.Fail(new ExchangeStoppedException(fault));
+            return;
+        }
         if (_stopping)
-            return ValueTask.FromException<T>(new ObjectDisposedException(nameof(EngineLoop), "The exchange is stopping."));
-        var item = new ValueWork<T>(work);
+        {
+            item.Fail(new ObjectDisposedException(nameof(EngineLoop), "The exchange is stopping."));
+            return;
+        }
         _queue.Enqueue(item);
         Wake();
-        return new ValueTask<T>(item, 0);
     }
 
     private void Run()
@@ -236,7 +239,7 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
 
     private IReadOnlyList<ExchangeEvent> Submit(in ExchangeCommand command) => SubmitInPlace(command).ToArray();
 
-    private ReadOnlySpan<ExchangeEvent> SubmitInPlace(in ExchangeCommand command)
+    private ReadOnlySpan<ExchangeEvent> SubmitInPlace(scoped in ExchangeCommand command)
     {
         foreach (var observer in _observers)
             observer.Before(command, replaying: false);
@@ -272,7 +275,7 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
         public IReadOnlyList<ExchangeEvent> Submit(in ExchangeCommand command) => loop.Submit(command);
 
         /// <summary>As <see cref="Submit"/>, without copying the events: the span is good until the next command.</summary>
-        public ReadOnlySpan<ExchangeEvent> SubmitInPlace(in ExchangeCommand command) => loop.SubmitInPlace(command);
+        public ReadOnlySpan<ExchangeEvent> SubmitInPlace(scoped in ExchangeCommand command) => loop.SubmitInPlace(command);
 
         /// <summary>The number of the owner with this key, opening its account if it has none.</summary>
         public int Owner(string key)
@@ -328,51 +331,6 @@ internal sealed class EngineLoop : IDisposable, IReplayObserver
 
         public override void Fail(Exception e) => _done.TrySetException(e);
     }
-}
-
-/// <summary>Work awaited as a <see cref="ValueTask{T}"/>; completed or failed once, whichever comes first.</summary>
-internal sealed class ValueWork<T>(Func<EngineLoop.EngineSession, T> work) : EngineLoop.WorkItem, IValueTaskSource<T>
-{
-    // Completed from a pool thread that answers a slice of requests: the awaiter goes on there.
-    private ManualResetValueTaskSourceCore<T> _core = new() { RunContinuationsAsynchronously = false };
-    private T? _result;
-    private Exception? _error;
-    private int _done;
-
-    public override void Execute(EngineLoop.EngineSession session)
-    {
-        try
-        {
-            _result = work(session);
-        }
-        catch (Exception e)
-        {
-            _error = e;
-        }
-    }
-
-    public override void Complete()
-    {
-        if (Interlocked.Exchange(ref _done, 1) != 0)
-            return;
-        if (_error is not null)
-            _core.SetException(_error);
-        else
-            _core.SetResult(_result!);
-    }
-
-    public override void Fail(Exception e)
-    {
-        if (Interlocked.Exchange(ref _done, 1) == 0)
-            _core.SetException(e);
-    }
-
-    public T GetResult(short token) => _core.GetResult(token);
-
-    public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
-
-    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _core.OnCompleted(continuation, state, token, flags);
 }
 
 /// <summary>The exchange stopped taking commands because its journal could not be written; nothing after that was acknowledged.</summary>

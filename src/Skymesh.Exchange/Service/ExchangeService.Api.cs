@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
@@ -31,12 +32,11 @@ public sealed partial class ExchangeService
         Public(peer, "markets", _ => Task.FromResult<object>(MarketsAnswer()));
         Public(peer, "book", BookAsync);
         var place = Wrap(PlaceAsync, needsAccount: true, null);
-        // order.place in its common shape skips the JsonDocument and the reflection writer (the hot path); anything else
-        // takes the general path, which answers exactly as it always did.
+        // order.place in its common shape skips the JsonDocument, the reflection writer and every task (the hot path);
+        // anything else takes the general path, which answers exactly as it always did.
         // It starts on the read loop (checks and queueing only, a few microseconds); the general path, which may check a
         // signature, goes on the pool first.
-        peer.HandleInline("order.place", (request, cancellationToken) =>
-            _options.SessionAuth && PlaceArgs.TryRead(request.Body.Span, _marketSymbols, out var args) ? PlaceFastAsync(request, args) : OffTheReadLoop(place, request, cancellationToken));
+        peer.HandleDirect("order.place", (reply, body) => PlaceDirect(reply, body, place));
         Private(peer, "order.cancel", CancelAsync);
         Private(peer, "order.cancelAll", CancelAllAsync);
         Private(peer, "order.amend", AmendAsync);
@@ -77,18 +77,35 @@ public sealed partial class ExchangeService
         }
         catch (Exception e) when (e is not SsmpRpcException)
         {
-            throw Refusal(e, request, call?.Gate);
+            throw Refusal(e, request.Method, request.From, call?.Gate);
         }
     };
 
-    /// <summary>What the caller is told when a request fails: the API's error, with the account's rate budget when known.</summary>
-    private static async ValueTask<ReadOnlyMemory<byte>> OffTheReadLoop(SsmpRpcHandler handler, SsmpRpcRequest request, CancellationToken cancellationToken)
+    /// <summary>A request the hot path does not take, answered by the general handler on the pool.</summary>
+    private async Task AnswerLaterAsync(SsmpRpcReply reply, SsmpRpcHandler handler, ReadOnlyMemory<byte> body)
     {
-        await Task.Yield();
-        return await handler(request, cancellationToken);
+        ReadOnlyMemory<byte> answer;
+        try
+        {
+            await Task.Yield();
+            answer = await handler(new SsmpRpcRequest(reply.From, reply.Method, body), CancellationToken.None);
+        }
+        catch (SsmpRpcException e)
+        {
+            reply.Fail(e.Status, e.Message);
+            return;
+        }
+        catch (Exception e)
+        {
+            Log.RequestFailed(_logger, reply.Method, reply.From, e);
+            reply.Fail(SsmpRpcException.HandlerFailed, $"{reply.Method} failed: {e.Message}");
+            return;
+        }
+        reply.Answer(answer.Span);
     }
 
-    private SsmpRpcException Refusal(Exception e, SsmpRpcRequest request, AccountGate? gate)
+    /// <summary>What the caller is told when a request fails: the API's error, with the account's rate budget when known.</summary>
+    private SsmpRpcException Refusal(Exception e, string method, string from, AccountGate? gate)
     {
         switch (e)
         {
@@ -101,8 +118,8 @@ public sealed partial class ExchangeService
             case ExchangeStoppedException stopped:
                 return new ExchangeApiException(503, "unavailable", stopped.Message).ToRpc();
             default:
-                Log.RequestFailed(_logger, request.Method, request.From, e);
-                return new ExchangeApiException(500, "internal", $"{request.Method} failed inside the exchange.").ToRpc();
+                Log.RequestFailed(_logger, method, from, e);
+                return new ExchangeApiException(500, "internal", $"{method} failed inside the exchange.").ToRpc();
         }
     }
 
@@ -208,6 +225,9 @@ public sealed partial class ExchangeService
         string? String(string name);
 
         bool? Bool(string name);
+
+        /// <summary>The decimal amount <paramref name="name"/>, a price or a quantity of <paramref name="market"/>: null when absent, else whether it parsed.</summary>
+        bool? Amount(string name, MarketRules market, bool price, out long units);
     }
 
     private readonly struct JsonFields(JsonElement args) : IOrderFields
@@ -215,6 +235,12 @@ public sealed partial class ExchangeService
         public string? String(string name) => ExchangeService.String(args, name);
 
         public bool? Bool(string name) => ExchangeService.Bool(args, name);
+
+        public bool? Amount(string name, MarketRules market, bool price, out long units)
+        {
+            units = 0;
+            return String(name) is not { } text ? null : price ? market.TryParsePrice(text, out units) : market.TryParseQuantity(text, out units);
+        }
     }
 
     private ExchangeCommand ParseOrder(JsonElement args) => ParseOrder(new JsonFields(args));
@@ -231,7 +257,7 @@ public sealed partial class ExchangeService
             var other => throw new ExchangeApiException(400, "bad_request", $"'side' is buy or sell, not '{other}'."),
         };
         var type = args.String("type") ?? "limit";
-        if (!market.TryParseQuantity(Required(args, "quantity"), out var quantity))
+        if ((args.Amount("quantity", market, price: false, out var quantity) ?? throw new ExchangeApiException(400, "bad_request", "'quantity' is required.")) is false)
             throw new ExchangeApiException(422, "bad_quantity", $"'quantity' must be a positive {market.Base.Code} amount with at most {market.Base.Scale} decimals, a multiple of {market.LotSize}.");
         var tif = (args.String("timeInForce") ?? (type == "market" ? "ioc" : "gtc")) switch
         {
@@ -253,7 +279,7 @@ public sealed partial class ExchangeService
             return ExchangeCommand.MarketOrder(0, market.Index, side, quantity, tif, stp, clientOrderId);
         if (type != "limit")
             throw new ExchangeApiException(400, "bad_request", $"'type' is limit or market, not '{type}'.");
-        if (!market.TryParsePrice(Required(args, "price"), out var price))
+        if ((args.Amount("price", market, price: true, out var price) ?? throw new ExchangeApiException(400, "bad_request", "'price' is required.")) is false)
             throw new ExchangeApiException(422, "bad_price", $"'price' must be a positive {market.Quote.Code} amount per {market.Base.Code}, a multiple of {market.TickSize}.");
         return ExchangeCommand.Limit(0, market.Index, side, price, quantity, tif, args.Bool("postOnly") ?? false, stp, clientOrderId);
     }
@@ -272,30 +298,49 @@ public sealed partial class ExchangeService
     /// <summary>Places one order on the engine thread: a copy of its record and its trades, or the error to answer with.</summary>
     private Placed Place(EngineLoop.EngineSession s, string account, ExchangeCommand command)
     {
-        var owner = s.FindOwner(account);
-        if (owner < 0)
-            return new Placed(null, [], 0, null, false, new ExchangeApiException(422, "insufficient_funds", "This account holds nothing yet: deposit first."));
-        if (_history.OpenCount(owner) >= _options.MaxOpenOrders)
-            return new Placed(null, [], 0, null, false, new ExchangeApiException(422, "too_many_orders", $"An account may have at most {_options.MaxOpenOrders} open orders."));
-        var events = s.SubmitInPlace(command with { Owner = owner, Amount = s.Now });
-        var first = events[0];
-        if (first.Kind == EventKind.Rejected)
-        {
-            if (first.Reason == RejectReason.DuplicateClientOrderId)
-                return new Placed(_history.TryGet(first.OrderId, out var original) ? original.Copy() : null, [], first.OrderId, command.Key, true, null);
-            return new Placed(null, [], 0, null, false, new ExchangeApiException(ErrorCodes.Status(first.Reason), ErrorCodes.Of(first.Reason), Explain(first.Reason)));
-        }
+        var error = PlaceOnEngine(s, account, command, out var order, out var id, out var duplicate, out var events);
+        if (error is not null)
+            return new Placed(null, [], 0, null, false, error);
+        if (duplicate)
+            return new Placed(order?.Copy(), [], id, command.Key, true, null);
         var count = 0;
         foreach (ref readonly var e in events)
-            count += e.Kind == EventKind.Trade && e.OrderId == first.OrderId ? 1 : 0;
+            count += e.Kind == EventKind.Trade && e.OrderId == id ? 1 : 0;
         var trades = count == 0 ? [] : new ExchangeEvent[count];
         count = 0;
         foreach (ref readonly var e in events)
         {
-            if (e.Kind == EventKind.Trade && e.OrderId == first.OrderId)
+            if (e.Kind == EventKind.Trade && e.OrderId == id)
                 trades[count++] = e;
         }
-        return new Placed(_history.TryGet(first.OrderId, out var order) ? order.Copy() : null, trades, first.OrderId, command.Key, false, null);
+        return new Placed(order?.Copy(), trades, id, command.Key, false, null);
+    }
+
+    /// <summary>
+    /// Submits a placement on the engine thread. On success: the order's id, its live record in the history (null when not
+    /// kept; to be copied before it leaves the engine thread), whether it repeated a client order id (then the record is the
+    /// first order's), and the command's events (good until the next command).
+    /// </summary>
+    private ExchangeApiException? PlaceOnEngine(EngineLoop.EngineSession s, string account, in ExchangeCommand command, out OrderRecord? order, out long id,
+        out bool duplicate, out ReadOnlySpan<ExchangeEvent> events)
+    {
+        order = null;
+        id = 0;
+        duplicate = false;
+        events = [];
+        var owner = s.FindOwner(account);
+        if (owner < 0)
+            return new ExchangeApiException(422, "insufficient_funds", "This account holds nothing yet: deposit first.");
+        if (_history.OpenCount(owner) >= _options.MaxOpenOrders)
+            return new ExchangeApiException(422, "too_many_orders", $"An account may have at most {_options.MaxOpenOrders} open orders.");
+        events = s.SubmitInPlace(command with { Owner = owner, Amount = s.Now });
+        ref readonly var first = ref events[0];
+        if (first.Kind == EventKind.Rejected && first.Reason != RejectReason.DuplicateClientOrderId)
+            return new ExchangeApiException(ErrorCodes.Status(first.Reason), ErrorCodes.Of(first.Reason), Explain(first.Reason));
+        duplicate = first.Kind == EventKind.Rejected;
+        id = first.OrderId;
+        order = _history.TryGet(id, out var record) ? record : null;
+        return null;
     }
 
     private OrderView ViewOf(in Placed placed) =>
@@ -308,25 +353,152 @@ public sealed partial class ExchangeService
 
     private (byte[] Utf8, string Symbol)[] _marketSymbols => _marketSymbolsCache ??= [.. _markets.Select(m => (Encoding.UTF8.GetBytes(m.Symbol), m.Symbol))];
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<ReadOnlyMemory<byte>> PlaceFastAsync(SsmpRpcRequest request, PlaceArgs args)
+    /// <summary>
+    /// order.place on the connection's read loop: a plain JSON request in its usual shape is checked here and handed to the
+    /// engine as a pooled <see cref="PlaceWork"/>, which answers once its batch is durable; anything else goes the general way.
+    /// </summary>
+    private void PlaceDirect(SsmpRpcReply reply, ReadOnlyMemory<byte> body, SsmpRpcHandler general)
     {
+        if (!_options.SessionAuth || !PlaceArgs.TryRead(body, _marketSymbols, out var args))
+        {
+            _ = AnswerLaterAsync(reply, general, body);
+            return;
+        }
         Interlocked.Increment(ref _requests);
         AccountGate? gate = null;
         try
         {
-            var account = SessionAccount(request.From) ?? throw Unauthenticated();
+            var account = SessionAccount(reply.From) ?? throw Unauthenticated();
             gate = Gate(account, args.Ts ?? throw NoTs(), args.Nonce ?? throw NoNonce(), cost: 1);
             var command = ParseOrder(args);
-            var placed = await _loop.RunValueAsync(s => Place(s, account, command));
-            if (placed.Error is not null)
-                throw placed.Error;
-            return placed.Order is { } order ? WritePlaced(order, placed.Trades, placed.Duplicate, gate)
-                : Serialize(new { order = ViewOf(placed) }, gate);
+            _loop.Post(RentPlaceWork(reply, account, command, gate));
         }
-        catch (Exception e) when (e is not SsmpRpcException)
+        catch (Exception e)
         {
-            throw Refusal(e, request, gate);
+            FailWith(reply, Refusal(e, reply.Method, reply.From, gate));
+        }
+    }
+
+    private static void FailWith(SsmpRpcReply reply, SsmpRpcException refusal) => reply.Fail(refusal.Status, refusal.Message);
+
+    // Work items of placements in flight come back here once answered: one a request would otherwise cost a closure, a
+    // delegate, a task source and a copy of the order. Bounded: past it the rest go to the GC.
+    private readonly ConcurrentQueue<PlaceWork> _placeWorkPool = new();
+    private int _placeWorkPooled;
+    private const int PlaceWorkPoolSize = 16_384;
+
+    private PlaceWork RentPlaceWork(SsmpRpcReply reply, string account, in ExchangeCommand command, AccountGate gate)
+    {
+        if (_placeWorkPool.TryDequeue(out var work))
+            Interlocked.Decrement(ref _placeWorkPooled);
+        else
+            work = new PlaceWork(this);
+        work.Start(reply, account, command, gate);
+        return work;
+    }
+
+    private void ReturnPlaceWork(PlaceWork work)
+    {
+        if (Interlocked.Increment(ref _placeWorkPooled) <= PlaceWorkPoolSize)
+            _placeWorkPool.Enqueue(work);
+        else
+            Interlocked.Decrement(ref _placeWorkPooled);
+    }
+
+    /// <summary>
+    /// One order.place of the hot path: placed on the engine thread (where what the answer needs is copied into this item's
+    /// own record and list), answered on the pool once the batch is durable, then reused.
+    /// </summary>
+    private sealed class PlaceWork(ExchangeService service) : EngineLoop.WorkItem
+    {
+        private readonly OrderRecord _order = new();
+        private readonly List<ExchangeEvent> _trades = [];
+        private SsmpRpcReply _reply;
+        private string _account = "";
+        private ExchangeCommand _command;
+        private AccountGate? _gate;
+        private bool _hasOrder;
+        private bool _duplicate;
+        private long _id;
+        private Exception? _error;
+        private int _done;
+
+        public void Start(SsmpRpcReply reply, string account, in ExchangeCommand command, AccountGate gate)
+        {
+            _reply = reply;
+            _account = account;
+            _command = command;
+            _gate = gate;
+            _hasOrder = false;
+            _duplicate = false;
+            _id = 0;
+            _error = null;
+            _trades.Clear();
+            _done = 0;
+        }
+
+        public override void Execute(EngineLoop.EngineSession session)
+        {
+            try
+            {
+                _error = service.PlaceOnEngine(session, _account, _command, out var order, out _id, out _duplicate, out var events);
+                if (_error is not null)
+                    return;
+                if (order is not null)
+                {
+                    order.CopyTo(_order);
+                    _hasOrder = true;
+                }
+                if (_duplicate)
+                    return;
+                foreach (ref readonly var e in events)
+                {
+                    if (e.Kind == EventKind.Trade && e.OrderId == _id)
+                        _trades.Add(e);
+                }
+            }
+            catch (Exception e)
+            {
+                _error = e;
+            }
+        }
+
+        public override void Complete()
+        {
+            if (Interlocked.Exchange(ref _done, 1) != 0)
+                return;
+            try
+            {
+                if (_error is not null)
+                    FailWith(_reply, service.Refusal(_error, _reply.Method, _reply.From, _gate));
+                else if (_hasOrder)
+                    _reply.Answer(service.WritePlaced(_order, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_trades), _duplicate, _gate!));
+                else
+                    _reply.Answer(service.Serialize(new { order = service.ViewOf(new Placed(null, [], _id, _command.Key, _duplicate, null)) }, _gate).Span);
+            }
+            catch (Exception e) when (e is not SsmpRpcException)
+            {
+                FailWith(_reply, service.Refusal(e, _reply.Method, _reply.From, _gate));
+            }
+            Recycle();
+        }
+
+        public override void Fail(Exception e)
+        {
+            if (Interlocked.Exchange(ref _done, 1) != 0)
+                return;
+            FailWith(_reply, service.Refusal(e, _reply.Method, _reply.From, _gate));
+            Recycle();
+        }
+
+        private void Recycle()
+        {
+            _reply = default;
+            _account = "";
+            _command = default;
+            _gate = null;
+            _error = null;
+            service.ReturnPlaceWork(this);
         }
     }
 
@@ -342,8 +514,10 @@ public sealed partial class ExchangeService
         public string? Market;
         public string? Side;
         public string? Type;
-        public string? Price;
-        public string? Quantity;
+
+        // The amounts are kept as the request's bytes, read once the market (and so the scale) is known: no string each.
+        public ReadOnlyMemory<byte>? Price;
+        public ReadOnlyMemory<byte>? Quantity;
         public string? TimeInForce;
         public string? SelfTrade;
         public string? ClientOrderId;
@@ -357,8 +531,6 @@ public sealed partial class ExchangeService
             "market" => Market,
             "side" => Side,
             "type" => Type,
-            "price" => Price,
-            "quantity" => Quantity,
             "timeInForce" => TimeInForce,
             "selfTrade" => SelfTrade,
             "clientOrderId" => ClientOrderId,
@@ -367,14 +539,21 @@ public sealed partial class ExchangeService
 
         public readonly bool? Bool(string name) => name == "postOnly" ? PostOnly : null;
 
-        public static bool TryRead(ReadOnlySpan<byte> body, (byte[] Utf8, string Symbol)[] markets, out PlaceArgs args)
+        public readonly bool? Amount(string name, MarketRules market, bool price, out long units)
+        {
+            units = 0;
+            return (name switch { "price" => Price, "quantity" => Quantity, _ => null }) is not { } text ? null
+                : price ? market.TryParsePrice(text.Span, out units) : market.TryParseQuantity(text.Span, out units);
+        }
+
+        public static bool TryRead(ReadOnlyMemory<byte> body, (byte[] Utf8, string Symbol)[] markets, out PlaceArgs args)
         {
             args = default;
-            if (body.IsEmpty || body[0] == SignedMarker)
+            if (body.IsEmpty || body.Span[0] == SignedMarker)
                 return false;
             try
             {
-                var reader = new Utf8JsonReader(body);
+                var reader = new Utf8JsonReader(body.Span);
                 if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
                     return false;
                 var seen = 0;
@@ -393,7 +572,7 @@ public sealed partial class ExchangeService
                     }
                     if (reader.TokenType == JsonTokenType.Null)
                         continue;
-                    if (!args.TryTake(field, ref reader, markets))
+                    if (!args.TryTake(field, ref reader, body, markets))
                         return false;
                 }
                 return reader.TokenType == JsonTokenType.EndObject;
@@ -410,7 +589,7 @@ public sealed partial class ExchangeService
             : reader.ValueTextEquals("quantity"u8) ? 7 : reader.ValueTextEquals("timeInForce"u8) ? 8 : reader.ValueTextEquals("selfTrade"u8) ? 9
             : reader.ValueTextEquals("clientOrderId"u8) ? 10 : reader.ValueTextEquals("postOnly"u8) ? 11 : 0;
 
-        private bool TryTake(int field, ref Utf8JsonReader reader, (byte[] Utf8, string Symbol)[] markets)
+        private bool TryTake(int field, ref Utf8JsonReader reader, ReadOnlyMemory<byte> body, (byte[] Utf8, string Symbol)[] markets)
         {
             switch (field)
             {
@@ -444,10 +623,15 @@ public sealed partial class ExchangeService
                     Type = Known(ref reader, Words);
                     break;
                 case 6:
-                    Price = reader.GetString();
-                    break;
                 case 7:
-                    Quantity = reader.GetString();
+                    // An amount written with escapes is left to the general path; digits never need them.
+                    if (reader.ValueIsEscaped || reader.HasValueSequence)
+                        return false;
+                    var text = body.Slice((int)reader.TokenStartIndex + 1, reader.ValueSpan.Length);
+                    if (field == 6)
+                        Price = text;
+                    else
+                        Quantity = text;
                     break;
                 case 8:
                     TimeInForce = Known(ref reader, Words);
@@ -486,7 +670,7 @@ public sealed partial class ExchangeService
     /// The answer to a placed order, byte for byte what <see cref="Serialize"/> makes of <c>new { order = View(order, trades) }</c>
     /// (the same fields, order, escaping and rate budget), written without reflection or intermediate strings.
     /// </summary>
-    private byte[] WritePlaced(OrderRecord o, ExchangeEvent[] trades, bool duplicate, AccountGate gate)
+    private ReadOnlySpan<byte> WritePlaced(OrderRecord o, ReadOnlySpan<ExchangeEvent> trades, bool duplicate, AccountGate gate)
     {
         var buffer = t_answerBuffer ??= new ArrayBufferWriter<byte>(1024);
         buffer.ResetWrittenCount();
@@ -567,7 +751,8 @@ public sealed partial class ExchangeService
         w.WriteEndObject();
         w.WriteEndObject();
         w.Flush();
-        return buffer.WrittenSpan.ToArray();
+        // Good until this thread's next answer: the caller copies it out at once.
+        return buffer.WrittenSpan;
     }
 
     /// <summary>An amount as <see cref="AssetAmount.Format"/> writes it, as a JSON string.</summary>

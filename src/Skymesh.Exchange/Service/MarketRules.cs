@@ -53,10 +53,15 @@ public sealed class MarketRules
     public string MinNotional => AssetAmount.Format(Spec.MinNotional, Quote.Scale);
 
     /// <summary>Reads a decimal price per coin; false when it is not a positive multiple of the tick or too large.</summary>
-    public bool TryParsePrice(string? text, out long enginePrice)
+    public bool TryParsePrice(string? text, out long enginePrice) => Price(AssetAmount.TryParse(text, Quote.Scale, out var perCoin), perCoin, out enginePrice);
+
+    /// <inheritdoc cref="TryParsePrice(string?, out long)"/>
+    public bool TryParsePrice(ReadOnlySpan<byte> utf8, out long enginePrice) => Price(AssetAmount.TryParse(utf8, Quote.Scale, out var perCoin), perCoin, out enginePrice);
+
+    private bool Price(bool parsed, long perCoin, out long enginePrice)
     {
         enginePrice = 0;
-        if (!AssetAmount.TryParse(text, Quote.Scale, out var perCoin) || perCoin <= 0 || perCoin % PriceFactor != 0)
+        if (!parsed || perCoin <= 0 || perCoin % PriceFactor != 0)
             return false;
         enginePrice = perCoin / PriceFactor;
         return true;
@@ -65,6 +70,9 @@ public sealed class MarketRules
     public string FormatPrice(long enginePrice) => AssetAmount.Format(checked(enginePrice * PriceFactor), Quote.Scale);
 
     public bool TryParseQuantity(string? text, out long units) => AssetAmount.TryParse(text, Base.Scale, out units) && units > 0;
+
+    /// <inheritdoc cref="TryParseQuantity(string?, out long)"/>
+    public bool TryParseQuantity(ReadOnlySpan<byte> utf8, out long units) => AssetAmount.TryParse(utf8, Base.Scale, out units) && units > 0;
 
     public string FormatQuantity(long units) => AssetAmount.Format(units, Base.Scale);
 

@@ -34,6 +34,29 @@ internal sealed class OrderRecord
 
     /// <summary>A copy, to be read off the engine thread while the original goes on changing.</summary>
     public OrderRecord Copy() => (OrderRecord)MemberwiseClone();
+
+    /// <summary>Copies every field into <paramref name="target"/> (a record kept for the purpose: no allocation).</summary>
+    public void CopyTo(OrderRecord target)
+    {
+        target.Id = Id;
+        target.Owner = Owner;
+        target.Market = Market;
+        target.Side = Side;
+        target.Type = Type;
+        target.TimeInForce = TimeInForce;
+        target.PostOnly = PostOnly;
+        target.Price = Price;
+        target.Quantity = Quantity;
+        target.Remaining = Remaining;
+        target.Filled = Filled;
+        target.FilledValue = FilledValue;
+        target.Fees = Fees;
+        target.ClientOrderId = ClientOrderId;
+        target.Status = Status;
+        target.Expiry = Expiry;
+        target.Created = Created;
+        target.Updated = Updated;
+    }
 }
 
 /// <summary>A trade as one of its two sides sees it.</summary>

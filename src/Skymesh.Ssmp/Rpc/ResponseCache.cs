@@ -207,7 +207,9 @@ internal sealed class ResponseCache
             var reused = (sequence - _chunks.Length + 1) * _chunkSize;
             while (_order.TryPeek(out var oldest) && (oldest.Position >= 0 ? oldest.Position < reused : KeptBelow(reused)))
                 Evict();
-            _chunks[(int)(sequence % _chunks.Length)] ??= new byte[_chunkSize];
+            // Not zeroed: only bytes written here are ever read back, and zeroing 4 MiB is a pass over memory the kernel
+            // has just zeroed for the new pages anyway.
+            _chunks[(int)(sequence % _chunks.Length)] ??= GC.AllocateUninitializedArray<byte>(_chunkSize);
             _head = sequence * _chunkSize;
             offset = 0;
         }

@@ -62,6 +62,43 @@ public sealed record SsmpRpcRequest(string From, string Method, ReadOnlyMemory<b
 
 public delegate ValueTask<ReadOnlyMemory<byte>> SsmpRpcHandler(SsmpRpcRequest request, CancellationToken cancellationToken);
 
+/// <summary>
+/// A handler that answers through <paramref name="reply"/> when it is ready, exactly once, instead of returning a task:
+/// no task or request object per call. It is called on the connection's read loop; <paramref name="body"/> is the
+/// peer's own copy of the request's body and stays valid after the call.
+/// </summary>
+public delegate void SsmpRpcDirectHandler(SsmpRpcReply reply, ReadOnlyMemory<byte> body);
+
+/// <summary>
+/// Where the answer to one request goes (see <see cref="SsmpRpcDirectHandler"/>). Exactly one of <see cref="Answer"/> and
+/// <see cref="Fail"/> must be called once for each request: until then it counts as running.
+/// </summary>
+public readonly struct SsmpRpcReply
+{
+    private readonly SsmpPeer _peer;
+    private readonly ulong _id;
+
+    internal SsmpRpcReply(SsmpPeer peer, string from, string method, ulong id)
+    {
+        _peer = peer;
+        From = from;
+        Method = method;
+        _id = id;
+    }
+
+    /// <summary>The caller's SSMP id, as the broker proved it.</summary>
+    public string From { get; }
+
+    public string Method { get; }
+
+    /// <summary>Answers with success and <paramref name="body"/> (copied before this returns).</summary>
+    public void Answer(ReadOnlySpan<byte> body) => _peer.AnswerDirect(From, _id, 0, body);
+
+    /// <summary>Answers with an error: <paramref name="status"/> (1 to 65,535) and <paramref name="message"/>.</summary>
+    public void Fail(int status, string message) =>
+        _peer.AnswerDirect(From, _id, status is > 0 and <= ushort.MaxValue ? status : SsmpRpcException.HandlerFailed, Encoding.UTF8.GetBytes(message));
+}
+
 /// <summary>A call failed at the other end (or could not be made); <see cref="Status"/> says how.</summary>
 public sealed class SsmpRpcException : Exception
 {
@@ -110,7 +147,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     private readonly Channel<SsmpMessage> _messages;
     private readonly Channel<SsmpEvent> _otherEvents;
     private readonly Action<SsmpEvent>? _userCallback;
-    private readonly ConcurrentDictionary<string, (SsmpRpcHandler Handler, bool Inline)> _handlers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, (SsmpRpcHandler? Handler, SsmpRpcDirectHandler? Direct, bool Inline)> _handlers = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<ReadOnlyMemory<byte>>> _calls = new();
     private readonly ResponseCache _answered;
     private readonly CancellationTokenSource _disposing = new();
@@ -178,7 +215,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     {
         SsmpGrammar.ValidateId(method, nameof(method));
         ArgumentNullException.ThrowIfNull(handler);
-        _handlers[method] = (handler, false);
+        _handlers[method] = (handler, null, false);
     }
 
     /// <summary>
@@ -190,7 +227,19 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     {
         SsmpGrammar.ValidateId(method, nameof(method));
         ArgumentNullException.ThrowIfNull(handler);
-        _handlers[method] = (handler, true);
+        _handlers[method] = (handler, null, true);
+    }
+
+    /// <summary>
+    /// Registers a handler that answers through an <see cref="SsmpRpcReply"/>: for the hottest methods, where a task and a
+    /// request object per call cost more than the work. Like <see cref="HandleInline"/> it is called on the connection's
+    /// read loop and must only check and hand the request on there; what it throws is answered 500.
+    /// </summary>
+    public void HandleDirect(string method, SsmpRpcDirectHandler handler)
+    {
+        SsmpGrammar.ValidateId(method, nameof(method));
+        ArgumentNullException.ThrowIfNull(handler);
+        _handlers[method] = (null, handler, true);
     }
 
     /// <summary>Sends a message of any size up to the receiver's limit to <paramref name="to"/>; throws <see cref="SsmpException"/> 404 when it is not connected.</summary>
@@ -372,7 +421,31 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             _ = ReplyAsync(from, id, SsmpRpcException.Overloaded, Encoding.UTF8.GetBytes("too many requests at once; retry later"), remember: false);
             return;
         }
-        _ = RunHandlerAsync(registered.Handler, registered.Inline, new SsmpRpcRequest(from, method, body), id);
+        if (registered.Direct is { } direct)
+        {
+            try
+            {
+                direct(new SsmpRpcReply(this, from, method, id), body);
+            }
+            catch (Exception e)
+            {
+                // The handler failed before handing the request on; it must not have answered it.
+                Log.HandlerFailed(_logger, method, from, e);
+                AnswerDirect(from, id, SsmpRpcException.HandlerFailed, Encoding.UTF8.GetBytes($"{method} failed: {e.Message}"));
+            }
+            return;
+        }
+        _ = RunHandlerAsync(registered.Handler!, registered.Inline, new SsmpRpcRequest(from, method, body), id);
+    }
+
+    /// <summary>The answer of a direct handler: the request stops counting as running, and the answer is remembered and sent.</summary>
+    internal void AnswerDirect(string to, ulong id, int status, ReadOnlySpan<byte> body)
+    {
+        Interlocked.Decrement(ref _running);
+        if (11 + body.Length <= SsmpChunking.MaxFragmentData)
+            _ = ReplyOneFragment(to, id, status, body, remember: true);
+        else
+            _ = ReplyAsync(to, id, status, body.ToArray());
     }
 
     private async Task RunHandlerAsync(SsmpRpcHandler handler, bool inline, SsmpRpcRequest request, ulong id)
@@ -415,11 +488,17 @@ public sealed partial class SsmpPeer : IAsyncDisposable
                 _answered.Complete(to, id, response);
             return SendFramedSafeAsync(to, response);
         }
-        // One fragment, the common case: written straight into a pooled buffer, remembered from it, posted from it.
+        return ReplyOneFragment(to, id, status, body.Span, remember);
+    }
+
+    /// <summary>An answer that fits one fragment (the common case): written straight into a pooled buffer, remembered from it, posted from it.</summary>
+    private Task ReplyOneFragment(string to, ulong id, int status, ReadOnlySpan<byte> body, bool remember)
+    {
+        const int Framing = 11;
         var buffer = ArrayPool<byte>.Shared.Rent(SsmpChunking.HeaderLength + Framing + body.Length);
         var fragment = buffer.AsMemory(0, SsmpChunking.HeaderLength + Framing + body.Length);
         var framed = fragment.Span[SsmpChunking.HeaderLength..];
-        WriteResponse(framed, id, status, body.Span);
+        WriteResponse(framed, id, status, body);
         if (remember)
             _answered.Complete(to, id, framed);
         SsmpChunking.WriteHeader(fragment.Span, (uint)Interlocked.Increment(ref _nextMessageId), 0, 1);

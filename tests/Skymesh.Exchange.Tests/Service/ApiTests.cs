@@ -176,6 +176,51 @@ public sealed class ApiTests
     }
 
     [Fact]
+    public async Task A_session_placement_is_answered_byte_for_byte_as_the_general_path_answers_a_signed_one()
+    {
+        // Session-authenticated order.place takes the hot path, a signed one the general path: the same orders on two
+        // exchanges in the same state, on the same frozen clock, must get the same bytes back.
+        var answers = new List<List<string>>();
+        foreach (var signed in new[] { false, true })
+        {
+            await using var world = await ExchangeWorld.StartAsync();
+            using var alice = NodeKey.Generate();
+            using var bob = NodeKey.Generate();
+            var seller = await world.TraderAsync(alice, signed);
+            var buyer = await world.TraderAsync(bob, signed);
+            await world.FundAsync(seller, "SKY", 10_000_000);
+            await world.FundAsync(buyer, "BTC", 10_000_000);
+            var texts = new List<string>();
+            async Task Place(ExchangeClient trader, object order)
+            {
+                try
+                {
+                    texts.Add((await trader.CallAsync("order.place", order, Token)).GetRawText());
+                }
+                catch (ExchangeApiException e)
+                {
+                    texts.Add($"{e.Status} {e.Code} {e.Message}");
+                }
+            }
+            await Place(seller, new { market = "SKY/BTC", side = "sell", price = "0.01", quantity = "1" });
+            await Place(seller, new { market = "SKY/BTC", side = "sell", price = "0.011", quantity = "2.5", clientOrderId = "s-\"1\"" });
+            await Place(seller, new { market = "SKY/BTC", side = "sell", price = "0.012", quantity = "0.5", postOnly = true, selfTrade = "expireBoth" });
+            await Place(buyer, new { market = "SKY/BTC", side = "buy", price = "0.0105", quantity = "1.5", timeInForce = "ioc" });
+            await Place(buyer, new { market = "SKY/BTC", side = "buy", price = "0.011", quantity = "3", clientOrderId = "b-1" });
+            await Place(buyer, new { market = "SKY/BTC", side = "buy", price = "0.011", quantity = "3", clientOrderId = "b-1" });
+            await Place(buyer, new { market = "SKY/BTC", side = "buy", type = "market", quantity = "0.7" });
+            await Place(seller, new { market = "SKY/BTC", side = "sell", type = "market", quantity = "0.2", timeInForce = "fok" });
+            await Place(seller, new { market = "SKY/BTC", side = "sell", price = "0.0100001", quantity = "1" });
+            await Place(seller, new { market = "SKY/BTC", side = "sell", price = "0.01", quantity = "0.0001" });
+            await Place(buyer, new { market = "SKY/BTC", side = "buy", price = "0.01", quantity = "1", timeInForce = "day" });
+            await Place(buyer, new { market = "SKY/BTC", side = "buy", price = "100", quantity = "10000" });
+            answers.Add(texts);
+        }
+        Assert.Equal(answers[1], answers[0]);
+        Assert.Contains("\"fills\":[{\"tradeId\":", answers[0][3], StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Cancel_on_disconnect_cancels_exactly_the_orders_of_the_trader_whose_session_ended()
     {
         await using var world = await ExchangeWorld.StartAsync();
