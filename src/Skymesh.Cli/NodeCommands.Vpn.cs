@@ -172,7 +172,8 @@ internal static partial class NodeCommands
 
     private static void PrintServer(VpnServerView s)
     {
-        Console.WriteLine($"server: on {s.Device}, pool {s.Pool}{(s.Pool6 is null ? "" : $" and {s.Pool6}")}, NAT {(s.Nat ? "on" : "off")}, {s.Sessions.Count} of {s.MaxSessions} clients"
+        Console.WriteLine($"server: on {s.Device}, pool {s.Pool}{(s.Pool6 is null ? "" : $" and {s.Pool6}")}, NAT {(s.Nat ? "on" : "off")}"
+            + (s.Dns.Count > 0 ? $", DNS {string.Join(' ', s.Dns)}" : "") + (s.Sites.Count > 0 ? $", {s.Sites.Count} sites" : "") + $", {s.Sessions.Count} of {s.MaxSessions} clients"
             + string.Create(CultureInfo.InvariantCulture, $"; {s.PacketsIn:N0} packets in, {s.PacketsOut:N0} out{Drops(s.Dropped)}"));
         Table(["client", "address", "address6", "packets in", "packets out", "since"],
             s.Sessions.Select(x => new[]

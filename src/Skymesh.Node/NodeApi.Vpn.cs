@@ -41,7 +41,9 @@ public sealed partial class NodeApi
             VpnServeOptions options;
             try
             {
-                options = VpnConfig.ParseOptions(request);
+                // Told nothing: as node.json's vpn section says (or the defaults without one).
+                var empty = request is { Device: null, Pool: null, Pool6: null, Nat: null, Dns: null, Mtu: null, MaxSessions: null, Sites: null };
+                options = empty && Node.Options.VpnSection is { } section ? section : VpnConfig.ParseOptions(request);
             }
             catch (NodeConfigException e)
             {
@@ -108,6 +110,8 @@ public sealed partial class NodeApi
 
     private static VpnServerView ServerView(VpnServer server) => new(
         server.Device, server.Options.Pool.ToString(), server.Options.Pool6?.ToString(), server.Options.Nat, server.Options.Mtu, server.Options.MaxSessions,
+        [.. server.Options.Dns.Select(d => d.ToString())],
+        server.Options.Sites.ToDictionary(site => site.Key.ToString(), site => (IReadOnlyList<string>)[.. site.Value.Select(n => n.ToString())]),
         [.. server.Sessions.OrderBy(s => s.Since).Select(s => new VpnSessionView(s.Peer.ToString(), s.Address.ToString(), s.Address6?.ToString(),
             [.. s.Networks.Select(n => n.ToString())], s.Mtu, s.Since, s.Counters.PacketsFromMesh, s.Counters.BytesFromMesh, s.Counters.PacketsToMesh, s.Counters.BytesToMesh))],
         server.Counters.PacketsFromMesh, server.Counters.BytesFromMesh, server.Counters.PacketsToMesh, server.Counters.BytesToMesh, server.Counters.Drops());
@@ -124,8 +128,11 @@ public sealed record VpnConnectReply(VpnClientStatus Client, ServiceInfo? Chosen
 /// <summary>GET /api/vpn: the node's VPN client and server, its mesh IPv6 role, and its mesh IPv6 address (whether or not it is on).</summary>
 public sealed record VpnView(VpnClientStatus? Client, VpnServerView? Server, MeshIpv6View? Ipv6, string MeshAddress);
 
+/// <param name="Dns">The DNS servers offered to clients.</param>
+/// <param name="Sites">Site-to-site: the networks routed to each client node that may bring them.</param>
 public sealed record VpnServerView(
-    string Device, string Pool, string? Pool6, bool Nat, int Mtu, int MaxSessions, IReadOnlyList<VpnSessionView> Sessions,
+    string Device, string Pool, string? Pool6, bool Nat, int Mtu, int MaxSessions, IReadOnlyList<string> Dns, IReadOnlyDictionary<string, IReadOnlyList<string>> Sites,
+    IReadOnlyList<VpnSessionView> Sessions,
     long PacketsIn, long BytesIn, long PacketsOut, long BytesOut, IReadOnlyDictionary<string, long> Dropped);
 
 /// <summary>One client of the server; "in" is from the client, "out" to it.</summary>

@@ -444,6 +444,9 @@ public sealed record NodeOptions
     /// <summary>How the node serves the VPN from its start; null: it does not (until <c>skymesh vpn serve</c>).</summary>
     public Vpn.VpnServeOptions? VpnServe { get; init; }
 
+    /// <summary>node.json's <c>vpn</c> section, also when it does not serve from the start: what <c>skymesh vpn serve</c> uses when told nothing else.</summary>
+    public Vpn.VpnServeOptions? VpnSection { get; init; }
+
     /// <summary>The node's mesh IPv6 address on a TUN device; null: off.</summary>
     public Vpn.MeshIpv6Options? Ipv6 { get; init; }
 
@@ -631,6 +634,7 @@ public sealed record NodeOptions
             Decisions = decisions,
             Exchange = file.Exchange is { } exchangeSection ? ParseExchange(exchangeSection, file) : null,
             VpnServe = file.Vpn is { } vpn ? Vpn.VpnConfig.Parse(vpn, exits) : null,
+            VpnSection = file.Vpn is { } section ? Vpn.VpnConfig.ParseOptions(section) : null,
             Ipv6 = file.Ipv6 is { } ipv6 ? Vpn.Ipv6Config.Parse(ipv6) : null,
             Api = api,
             Broker = file.Broker,

@@ -132,7 +132,9 @@ public sealed class VpnTests
         Assert.StartsWith("$.vpn.sites", Bad("""{ "exits": ["*:*"], "vpn": { "sites": { "not-a-node": ["10.1.0.0/16"] } } }""").Field, StringComparison.Ordinal);
         Assert.Equal("$.ipv6.mtu", Bad("""{ "ipv6": { "mtu": 1000 } }""").Field);
         Assert.Equal("$.ipv6.device", Bad("""{ "ipv6": { "device": "much-too-long-a-name" } }""").Field);
-        Assert.Null(NodeOptions.Parse("{" + Nic + """ "vpn": { "serve": false } }""", "/srv").VpnServe);
+        var later = NodeOptions.Parse("{" + Nic + """ "vpn": { "serve": false, "pool": "10.50.0.0/16" } }""", "/srv");
+        Assert.Null(later.VpnServe);
+        Assert.Equal(IPNetwork.Parse("10.50.0.0/16"), later.VpnSection!.Pool);
     }
 
     [Fact]
