@@ -28,6 +28,15 @@ internal sealed class MarketData : IEngineObserver
     private readonly Channel<(string Topic, long Sequence, byte[] Payload)> _out = Channel.CreateUnbounded<(string, long, byte[])>(new UnboundedChannelOptions { SingleReader = true });
     private readonly List<(string Topic, long Sequence, byte[] Payload)> _pending = [];
     private readonly string _prefix;
+    private readonly string[] _topics;
+
+    // Scratch for the parts of one message and for the checksum's text (on the engine thread only).
+    private readonly byte[] _bids = new byte[MaxMessage + 256];
+    private readonly byte[] _asks = new byte[MaxMessage + 256];
+    private readonly byte[] _tradeText = new byte[MaxMessage + 256];
+    private readonly byte[] _message = new byte[4 * MaxMessage];
+    private readonly byte[] _checksumText = new byte[2 * ChecksumDepth * 2 * 48 + 1];
+    private readonly List<(Side Side, long Price)> _touched = [];
     private MatchingEngine? _engine;
     private long _tradeCounter;
     private ExchangeCommand _command;
@@ -38,8 +47,14 @@ internal sealed class MarketData : IEngineObserver
         _markets = [.. markets];
         _books = [.. markets.Select(_ => new Book())];
         _prefix = topicPrefix;
+        _topics = [.. _markets.Select(m => $"{_prefix}.md.{m.Topic}")];
         Epoch = epoch;
+        _epochUtf8 = Encoding.UTF8.GetBytes(epoch);
+        _symbolsUtf8 = [.. _markets.Select(m => Encoding.UTF8.GetBytes(m.Symbol))];
     }
+
+    private readonly byte[] _epochUtf8;
+    private readonly byte[][] _symbolsUtf8;
 
     /// <summary>Changes every time the exchange starts: sequence numbers start again at 1 under a new epoch.</summary>
     public string Epoch { get; }
@@ -48,14 +63,14 @@ internal sealed class MarketData : IEngineObserver
 
     public long Messages { get; private set; }
 
-    public string TopicOf(MarketRules market) => $"{_prefix}.md.{market.Topic}";
+    public string TopicOf(MarketRules market) => _topics[market.Index];
 
     private sealed class Book
     {
         public readonly SortedDictionary<long, long> Bids = new(Comparer<long>.Create((a, b) => b.CompareTo(a)));
         public readonly SortedDictionary<long, long> Asks = new();
         public readonly HashSet<(Side, long)> Touched = [];
-        public readonly List<(long Price, long Quantity, Side Taker, string Id, long Time)> Trades = [];
+        public readonly List<(long Price, long Quantity, Side Taker, long Command, int Leg, long Time)> Trades = [];
         public long Sequence;
 
         public SortedDictionary<long, long> Of(Side side) => side == Side.Buy ? Bids : Asks;
@@ -99,7 +114,7 @@ internal sealed class MarketData : IEngineObserver
                 var book = _books[e.Market];
                 book.Touched.Add((Opposite(e.Side), e.Price));
                 var time = _command.Kind is CommandKind.Place or CommandKind.Amend ? _command.Amount : 0;
-                book.Trades.Add((e.Price, e.Quantity, e.Side, $"{e.Command}-{_leg++}", time));
+                book.Trades.Add((e.Price, e.Quantity, e.Side, e.Command, _leg++, time));
                 _tradeCounter++;
                 break;
             case EventKind.Decremented:
@@ -121,7 +136,10 @@ internal sealed class MarketData : IEngineObserver
             if (book.Touched.Count == 0 && book.Trades.Count == 0)
                 continue;
             var changes = new List<(Side Side, long Price, long Quantity)>();
-            foreach (var (side, price) in book.Touched.OrderBy(t => t.Item1).ThenBy(t => t.Item2))
+            _touched.Clear();
+            _touched.AddRange(book.Touched);
+            _touched.Sort();
+            foreach (var (side, price) in _touched)
             {
                 var now = _engine.LevelQuantity(m, side, price);
                 if (book.Of(side).GetValueOrDefault(price) != now)
@@ -143,25 +161,34 @@ internal sealed class MarketData : IEngineObserver
     }
 
     /// <summary>Packs the changes and trades into as few messages as fit, each applied to the published book before its checksum.</summary>
-    private void Publish(int m, List<(Side Side, long Price, long Quantity)> changes, List<(long Price, long Quantity, Side Taker, string Id, long Time)> trades)
+    private void Publish(int m, List<(Side Side, long Price, long Quantity)> changes, List<(long Price, long Quantity, Side Taker, long Command, int Leg, long Time)> trades)
     {
         var rules = _markets[m];
         var book = _books[m];
         int c = 0, t = 0;
+        Span<byte> entry = stackalloc byte[256];
         while (c < changes.Count || t < trades.Count)
         {
-            var bids = new List<string>();
-            var asks = new List<string>();
-            var tradeTexts = new List<string>();
+            // Bids, asks and trades are written apart (each list comma-separated), then joined into the message.
+            int bids = 0, asks = 0, tradeBytes = 0, bidCount = 0, askCount = 0, tradeCount = 0;
             var size = 200 + rules.Symbol.Length + Epoch.Length;
             while (c < changes.Count)
             {
                 var (side, price, quantity) = changes[c];
-                var entry = $"[\"{rules.FormatPrice(price)}\",\"{rules.FormatQuantity(quantity)}\"]";
-                if (size + entry.Length + 1 > MaxMessage && bids.Count + asks.Count > 0)
+                // ["price","quantity"]
+                var n = 0;
+                Put(entry, ref n, "[\""u8);
+                PutAmount(entry, ref n, checked(price * rules.PriceFactor), rules.Quote.Scale);
+                Put(entry, ref n, "\",\""u8);
+                PutAmount(entry, ref n, quantity, rules.Base.Scale);
+                Put(entry, ref n, "\"]"u8);
+                if (size + n + 1 > MaxMessage && bidCount + askCount > 0)
                     break;
-                size += entry.Length + 1;
-                (side == Side.Buy ? bids : asks).Add(entry);
+                size += n + 1;
+                if (side == Side.Buy)
+                    Append(_bids, ref bids, ref bidCount, entry[..n]);
+                else
+                    Append(_asks, ref asks, ref askCount, entry[..n]);
                 if (quantity == 0)
                     book.Of(side).Remove(price);
                 else
@@ -171,17 +198,82 @@ internal sealed class MarketData : IEngineObserver
             while (t < trades.Count)
             {
                 var trade = trades[t];
-                var entry = $"{{\"id\":\"{trade.Id}\",\"price\":\"{rules.FormatPrice(trade.Price)}\",\"quantity\":\"{rules.FormatQuantity(trade.Quantity)}\",\"side\":\"{(trade.Taker == Side.Buy ? "buy" : "sell")}\",\"time\":{trade.Time}}}";
-                if (size + entry.Length + 1 > MaxMessage && bids.Count + asks.Count + tradeTexts.Count > 0)
+                // {"id":"COMMAND-N","price":"…","quantity":"…","side":"buy","time":T}
+                var n = 0;
+                Put(entry, ref n, "{\"id\":\""u8);
+                PutNumber(entry, ref n, trade.Command);
+                entry[n++] = (byte)'-';
+                PutNumber(entry, ref n, trade.Leg);
+                Put(entry, ref n, "\",\"price\":\""u8);
+                PutAmount(entry, ref n, checked(trade.Price * rules.PriceFactor), rules.Quote.Scale);
+                Put(entry, ref n, "\",\"quantity\":\""u8);
+                PutAmount(entry, ref n, trade.Quantity, rules.Base.Scale);
+                Put(entry, ref n, trade.Taker == Side.Buy ? "\",\"side\":\"buy\",\"time\":"u8 : "\",\"side\":\"sell\",\"time\":"u8);
+                PutNumber(entry, ref n, trade.Time);
+                entry[n++] = (byte)'}';
+                if (size + n + 1 > MaxMessage && bidCount + askCount + tradeCount > 0)
                     break;
-                size += entry.Length + 1;
-                tradeTexts.Add(entry);
+                size += n + 1;
+                Append(_tradeText, ref tradeBytes, ref tradeCount, entry[..n]);
                 t++;
             }
             book.Sequence++;
-            var text = $"{{\"type\":\"diff\",\"market\":\"{rules.Symbol}\",\"epoch\":\"{Epoch}\",\"seq\":{book.Sequence},\"bids\":[{string.Join(',', bids)}],\"asks\":[{string.Join(',', asks)}],\"trades\":[{string.Join(',', tradeTexts)}],\"checksum\":{Checksum(m)}}}";
-            Send(rules, book.Sequence, text);
+            var message = _message.AsSpan();
+            var at = 0;
+            Put(message, ref at, "{\"type\":\"diff\",\"market\":\""u8);
+            Put(message, ref at, _symbolsUtf8[m]);
+            Put(message, ref at, "\",\"epoch\":\""u8);
+            Put(message, ref at, _epochUtf8);
+            Put(message, ref at, "\",\"seq\":"u8);
+            PutNumber(message, ref at, book.Sequence);
+            Put(message, ref at, ",\"bids\":["u8);
+            Put(message, ref at, _bids.AsSpan(0, bids));
+            Put(message, ref at, "],\"asks\":["u8);
+            Put(message, ref at, _asks.AsSpan(0, asks));
+            Put(message, ref at, "],\"trades\":["u8);
+            Put(message, ref at, _tradeText.AsSpan(0, tradeBytes));
+            Put(message, ref at, "],\"checksum\":"u8);
+            PutNumber(message, ref at, Checksum(m));
+            message[at++] = (byte)'}';
+            Send(rules, book.Sequence, message[..at].ToArray());
         }
+
+        static void Append(byte[] list, ref int length, ref int count, ReadOnlySpan<byte> entry)
+        {
+            if (count++ > 0)
+                list[length++] = (byte)',';
+            entry.CopyTo(list.AsSpan(length));
+            length += entry.Length;
+        }
+    }
+
+    private static void Put(Span<byte> destination, ref int at, ReadOnlySpan<byte> bytes)
+    {
+        bytes.CopyTo(destination[at..]);
+        at += bytes.Length;
+    }
+
+    private static void PutNumber(Span<byte> destination, ref int at, long value)
+    {
+        if (!System.Buffers.Text.Utf8Formatter.TryFormat(value, destination[at..], out var written))
+            throw new InvalidOperationException("A market-data message outgrew its buffer.");
+        at += written;
+    }
+
+    private static void PutNumber(Span<byte> destination, ref int at, uint value)
+    {
+        if (!System.Buffers.Text.Utf8Formatter.TryFormat(value, destination[at..], out var written))
+            throw new InvalidOperationException("A market-data message outgrew its buffer.");
+        at += written;
+    }
+
+    /// <summary>An amount as <see cref="AssetAmount.Format"/> writes it, as UTF-8.</summary>
+    private static void PutAmount(Span<byte> destination, ref int at, long units, int scale)
+    {
+        if (AssetAmount.TryFormat(units, scale, destination[at..], out var written))
+            at += written;
+        else
+            at += Encoding.UTF8.GetBytes(AssetAmount.Format(units, scale), destination[at..]);
     }
 
     /// <summary>A heartbeat on every market's topic: the last sequence number, so a subscriber that lost the last diff knows.</summary>
@@ -192,10 +284,12 @@ internal sealed class MarketData : IEngineObserver
     }
 
     /// <summary>Holds a message until its batch is durable; <paramref name="sequence"/> is 0 for a heartbeat.</summary>
-    private void Send(MarketRules rules, long sequence, string text)
+    private void Send(MarketRules rules, long sequence, string text) => Send(rules, sequence, Encoding.UTF8.GetBytes(text));
+
+    private void Send(MarketRules rules, long sequence, byte[] payload)
     {
         Messages++;
-        _pending.Add((TopicOf(rules), sequence, Encoding.UTF8.GetBytes(text)));
+        _pending.Add((TopicOf(rules), sequence, payload));
     }
 
     /// <summary>The published book of a market: its sequence number, checksum and up to <paramref name="depth"/> levels a side.</summary>
@@ -212,9 +306,33 @@ internal sealed class MarketData : IEngineObserver
     /// CRC-32 (IEEE) of the text "p:q|p:q|…#p:q|…": the best <see cref="ChecksumDepth"/> bids, best first, then '#', then the
     /// best asks, each level its price and quantity as the API writes them.
     /// </summary>
-    public uint Checksum(int market) => BookChecksum(
-        _books[market].Bids.Take(ChecksumDepth).Select(l => new BookLevel(_markets[market].FormatPrice(l.Key), _markets[market].FormatQuantity(l.Value))),
-        _books[market].Asks.Take(ChecksumDepth).Select(l => new BookLevel(_markets[market].FormatPrice(l.Key), _markets[market].FormatQuantity(l.Value))));
+    public uint Checksum(int market)
+    {
+        // The same text as BookChecksum makes of the formatted levels, written as UTF-8 straight from the book.
+        var rules = _markets[market];
+        var book = _books[market];
+        var text = _checksumText.AsSpan();
+        var at = 0;
+        Levels(book.Bids, text, ref at);
+        text[at++] = (byte)'#';
+        Levels(book.Asks, text, ref at);
+        return Crc32.HashToUInt32(text[..at]);
+
+        void Levels(SortedDictionary<long, long> levels, Span<byte> text, ref int at)
+        {
+            var count = 0;
+            foreach (var (price, quantity) in levels)
+            {
+                if (count++ == ChecksumDepth)
+                    break;
+                if (count > 1)
+                    text[at++] = (byte)'|';
+                PutAmount(text, ref at, checked(price * rules.PriceFactor), rules.Quote.Scale);
+                text[at++] = (byte)':';
+                PutAmount(text, ref at, quantity, rules.Base.Scale);
+            }
+        }
+    }
 
     /// <summary>The checksum of a book given as levels, best first (clients compute the same).</summary>
     public static uint BookChecksum(IEnumerable<BookLevel> bids, IEnumerable<BookLevel> asks)

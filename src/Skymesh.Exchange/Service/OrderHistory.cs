@@ -60,7 +60,11 @@ internal sealed class OrderRecord
 }
 
 /// <summary>A trade as one of its two sides sees it.</summary>
-internal readonly record struct FillRecord(string TradeId, long OrderId, int Market, Side Side, long Price, long Quantity, long Fee, bool Maker, long Time);
+internal readonly record struct FillRecord(long Command, int Leg, long OrderId, int Market, Side Side, long Price, long Quantity, long Fee, bool Maker, long Time)
+{
+    /// <summary>The trade's id as the API writes it, "COMMAND-N" (made when asked for: a string kept per fill would outlive a collection or two).</summary>
+    public string TradeId => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Command}-{Leg}");
+}
 
 /// <summary>
 /// Every account's orders and fills, kept beside the engine from its events (on the engine thread), rebuilt at start from
@@ -72,6 +76,10 @@ internal sealed class OrderHistory(IReadOnlyList<MarketSpec> markets) : IEngineO
     public const int KeepPerAccount = 1000;
 
     private readonly Dictionary<long, OrderRecord> _orders = [];
+
+    // Records of orders no longer kept, to be used again (every record stays on the engine thread: answers take copies).
+    private readonly Stack<OrderRecord> _spare = new();
+    private const int MaxSpare = 4096;
     private readonly Dictionary<int, Account> _accounts = [];
     private ExchangeCommand _command;
     private int _leg;
@@ -113,19 +121,33 @@ internal sealed class OrderHistory(IReadOnlyList<MarketSpec> markets) : IEngineO
         switch (e.Kind)
         {
             case EventKind.Accepted:
-                var order = new OrderRecord
-                {
-                    Id = e.OrderId, Owner = e.Owner, Market = e.Market, Side = e.Side, Type = _command.Type, TimeInForce = _command.TimeInForce,
-                    PostOnly = _command.PostOnly, Price = e.Price, Quantity = e.Quantity, Remaining = e.Quantity,
-                    ClientOrderId = _command.Key, Status = OrderStatus.Open, Created = time, Updated = time,
-                };
+                // A record forgotten earlier is filled in again: at one order each, new ones would all outlive a collection.
+                var order = _spare.TryPop(out var spare) ? spare : new OrderRecord();
+                order.Id = e.OrderId;
+                order.Owner = e.Owner;
+                order.Market = e.Market;
+                order.Side = e.Side;
+                order.Type = _command.Type;
+                order.TimeInForce = _command.TimeInForce;
+                order.PostOnly = _command.PostOnly;
+                order.Price = e.Price;
+                order.Quantity = e.Quantity;
+                order.Remaining = e.Quantity;
+                order.Filled = 0;
+                order.FilledValue = 0;
+                order.Fees = 0;
+                order.ClientOrderId = _command.Key;
+                order.Status = OrderStatus.Open;
+                order.Expiry = ExpiryReason.None;
+                order.Created = time;
+                order.Updated = time;
                 _orders[order.Id] = order;
                 Of(e.Owner).Open.Add(order.Id);
                 break;
             case EventKind.Trade:
-                var tradeId = $"{e.Command}-{_leg++}";
-                Fill(e.OrderId, e, e.TakerFee, maker: false, time, tradeId);
-                Fill(e.MakerOrderId, e, e.MakerFee, maker: true, time, tradeId);
+                var leg = _leg++;
+                Fill(e.OrderId, e, e.TakerFee, maker: false, time, leg);
+                Fill(e.MakerOrderId, e, e.MakerFee, maker: true, time, leg);
                 break;
             case EventKind.Rested:
                 if (_orders.TryGetValue(e.OrderId, out var rested))
@@ -153,7 +175,7 @@ internal sealed class OrderHistory(IReadOnlyList<MarketSpec> markets) : IEngineO
         }
     }
 
-    private void Fill(long id, in ExchangeEvent e, long fee, bool maker, long time, string tradeId)
+    private void Fill(long id, in ExchangeEvent e, long fee, bool maker, long time, int leg)
     {
         if (!_orders.TryGetValue(id, out var order))
             return;
@@ -163,7 +185,7 @@ internal sealed class OrderHistory(IReadOnlyList<MarketSpec> markets) : IEngineO
         order.Fees += fee;
         order.Updated = time;
         var fills = Of(order.Owner).Fills;
-        fills.Enqueue(new FillRecord(tradeId, id, order.Market, order.Side, e.Price, e.Quantity, fee, maker, time));
+        fills.Enqueue(new FillRecord(e.Command, leg, id, order.Market, order.Side, e.Price, e.Quantity, fee, maker, time));
         if (fills.Count > KeepPerAccount)
             fills.Dequeue();
         if (order.Remaining == 0)
@@ -190,8 +212,8 @@ internal sealed class OrderHistory(IReadOnlyList<MarketSpec> markets) : IEngineO
         var account = Of(order.Owner);
         account.Open.Remove(id);
         account.Closed.Enqueue(id);
-        if (account.Closed.Count > KeepPerAccount)
-            _orders.Remove(account.Closed.Dequeue());
+        if (account.Closed.Count > KeepPerAccount && _orders.Remove(account.Closed.Dequeue(), out var forgotten) && _spare.Count < MaxSpare)
+            _spare.Push(forgotten);
     }
 
     private Account Of(int owner)
