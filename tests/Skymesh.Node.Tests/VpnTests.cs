@@ -164,8 +164,10 @@ public sealed class VpnTests
         await using var lab = await VpnPair.StartAsync();
         var client = lab.Client.Node.Vpn.Client!;
         var server = lab.Server.Node.Vpn.Server!;
-        var me = IPAddress.Parse("10.99.0.2");
-        Assert.Equal("10.99.0.2/24", client.Status().Address);
+        // An address of the pool, where the client's node address points (the same after a server restart).
+        var me = IPAddress.Parse(client.Status().Address.Split('/')[0]);
+        Assert.True(IPNetwork.Parse("10.99.0.0/24").Contains(me) && !me.Equals(IPAddress.Parse("10.99.0.1")), $"{me} is not a client address of 10.99.0.0/24");
+        Assert.EndsWith("/24", client.Status().Address, StringComparison.Ordinal);
         Assert.Contains(lab.ClientHost.Calls, c => c == "route 10.0.9.0/24 dev skyvpn0");
 
         // Client to the LAN the exit policy allows: arrives whole at the server's device.
@@ -174,7 +176,7 @@ public sealed class VpnTests
         Assert.Equal(packet, await lab.ServerTun.ToHostAsync());
 
         // A source that is not the client's, a destination the policy does not allow: dropped and counted.
-        lab.ClientTun.FromHost(Packets.Udp(IPAddress.Parse("10.99.0.77"), Lan, 5000, new byte[8], dontFragment: false));
+        lab.ClientTun.FromHost(Packets.Udp(IPAddress.Parse(me.Equals(IPAddress.Parse("10.99.0.77")) ? "10.99.0.78" : "10.99.0.77"), Lan, 5000, new byte[8], dontFragment: false));
         lab.ClientTun.FromHost(Packets.Udp(me, IPAddress.Parse("192.0.2.1"), 5000, new byte[8], dontFragment: false));
         // A SYN: clamped on the way to what the tunnel carries.
         lab.ClientTun.FromHost(Packets.TcpSyn(me, Lan, mss: 8960));
@@ -199,6 +201,27 @@ public sealed class VpnTests
         Assert.Equal(IpPacket.Icmp, tooBig[9]);
         Assert.Equal(session.Mtu, BinaryPrimitives.ReadUInt16BigEndian(tooBig.AsSpan(26)));
         Assert.Equal(1, server.Counters.Dropped(VpnDrop.TooBig));
+    }
+
+    [Fact]
+    public async Task A_client_whose_server_restarts_begins_its_session_again_with_the_same_address()
+    {
+        await using var lab = await VpnPair.StartAsync();
+        var client = lab.Client.Node.Vpn.Client!;
+        var address = client.Status().Address;
+        await lab.Server.Node.Vpn.StopServingAsync();
+        var restarted = new MemoryTun();
+        lab.Server.Node.Vpn.OpenTun = _ => restarted;
+        await lab.Server.Node.Vpn.ServeAsync(new VpnServeOptions { Mtu = 1400 }, CancellationToken.None);
+
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (client.Status() is not { State: "connected", Reconnects: >= 1 })
+            await timer.WaitForNextTickAsync(deadline.Token);
+        Assert.Equal(address, client.Status().Address);
+        var packet = Packets.Udp(IPAddress.Parse(address.Split('/')[0]), Lan, 5000, Encoding.ASCII.GetBytes("after the restart"), dontFragment: true);
+        lab.ClientTun.FromHost(packet);
+        Assert.Equal(packet, await restarted.ToHostAsync());
     }
 
     [Fact]

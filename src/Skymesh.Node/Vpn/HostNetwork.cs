@@ -10,7 +10,7 @@ namespace Skymesh.Node.Vpn;
 /// </summary>
 public interface IHostNetwork
 {
-    /// <summary>Sets the device's MTU, adds its addresses (CIDR, e.g. <c>10.99.0.2/24</c>) and brings it up.</summary>
+    /// <summary>Sets the device's MTU, gives it these addresses (CIDR, e.g. <c>10.99.0.2/24</c>) in place of any it had, and brings it up.</summary>
     void ConfigureDevice(string device, int mtu, IEnumerable<string> addresses);
 
     /// <summary>Routes <paramref name="prefix"/> into <paramref name="device"/>.</summary>
@@ -49,6 +49,9 @@ public sealed class LinuxHostNetwork : IHostNetwork
     public void ConfigureDevice(string device, int mtu, IEnumerable<string> addresses)
     {
         Run("ip", "link", "set", "dev", device, "mtu", mtu.ToString(CultureInfo.InvariantCulture));
+        // The device is the VPN's own: what it held before (an earlier lease) goes; routes through it stay.
+        Run("ip", "-4", "addr", "flush", "dev", device);
+        Run("ip", "-6", "addr", "flush", "dev", device, "scope", "global");
         foreach (var address in addresses)
             Run("ip", Family(address), "addr", "replace", address, "dev", device);
         Run("ip", "link", "set", "dev", device, "up");

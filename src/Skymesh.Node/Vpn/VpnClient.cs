@@ -201,10 +201,7 @@ public sealed partial class VpnClient : IAsyncDisposable
     private void SetUpHost()
     {
         _state.Save(_stateFile);
-        var addresses = new List<string> { $"{_lease.Address}/{_lease.PrefixLength}" };
-        if (_lease.Address6 is { } address6)
-            addresses.Add($"{address6}/{_lease.PrefixLength6}");
-        _host.ConfigureDevice(_tun.Name, _mtu, addresses);
+        _host.ConfigureDevice(_tun.Name, _mtu, Addresses());
         if (Options.DefaultRoute)
         {
             // The mesh's own traffic (its links, its bus) must keep the routes it has, or it would enter the tunnel it carries.
@@ -226,6 +223,14 @@ public sealed partial class VpnClient : IAsyncDisposable
             _state.Save(_stateFile);
             File.WriteAllText(resolv, "# written by skymesh vpn connect; restored by skymesh vpn down\n" + string.Concat(_lease.Dns.Select(d => $"nameserver {d}\n")));
         }
+    }
+
+    private List<string> Addresses()
+    {
+        var addresses = new List<string> { $"{_lease.Address}/{_lease.PrefixLength}" };
+        if (_lease.Address6 is { } address6)
+            addresses.Add($"{address6}/{_lease.PrefixLength6}");
+        return addresses;
     }
 
     private IEnumerable<IPAddress> UnderlayAddresses()
@@ -294,9 +299,18 @@ public sealed partial class VpnClient : IAsyncDisposable
                 {
                     var (endpoint, stream, lease) = await BeginSessionAsync(cancellationToken);
                     var old = _stream;
-                    if (!lease.Address.Equals(_lease.Address))
+                    var moved = !lease.Address.Equals(_lease.Address) || !Equals(lease.Address6, _lease.Address6);
+                    if (moved)
                         Log.AddressChanged(_logger, Server.ToString(), _lease.Address.ToString(), lease.Address.ToString());
-                    Apply(endpoint, stream, lease with { Address = _lease.Address, Address6 = _lease.Address6 });
+                    Apply(endpoint, stream, lease);
+                    // A server that restarted may give another address: the device takes it (its routes stay).
+                    if (moved)
+                    {
+                        // Routes through a device that lost its last address are gone: they are put back.
+                        _host.ConfigureDevice(_tun.Name, _mtu, Addresses());
+                        foreach (var route in _routes)
+                            _host.AddRoute(route, _tun.Name);
+                    }
                     if (old is not null)
                         await old.DisposeAsync();
                     _status = "connected";
@@ -425,7 +439,7 @@ public sealed partial class VpnClient : IAsyncDisposable
         [LoggerMessage(EventId = 912, Level = LogLevel.Information, Message = "VPN session with {Server} begun again")]
         public static partial void Reconnected(ILogger logger, string server);
 
-        [LoggerMessage(EventId = 913, Level = LogLevel.Warning, Message = "VPN server {Server} gave {New} where it had given {Old}; keeping {Old}")]
+        [LoggerMessage(EventId = 913, Level = LogLevel.Warning, Message = "VPN server {Server} gave {New} where it had given {Old}; the device takes the new address")]
         public static partial void AddressChanged(ILogger logger, string server, string old, string @new);
 
         [LoggerMessage(EventId = 914, Level = LogLevel.Warning, Message = "Could not keep {Prefix} outside the VPN: {Reason}")]

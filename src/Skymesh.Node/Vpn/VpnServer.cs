@@ -44,6 +44,9 @@ public sealed class VpnSession
 
     public VpnCounters Counters { get; } = new();
 
+    /// <summary>The session's stream: aborted when the server stops, so the client knows at once.</summary>
+    internal ReliableStream? Stream { get; set; }
+
     /// <summary>Whether a packet from this client may carry <paramref name="source"/>: its own address, or one of its site's.</summary>
     internal bool Owns(ReadOnlySpan<byte> source)
     {
@@ -81,7 +84,7 @@ public sealed partial class VpnServer : IAsyncDisposable
     private readonly Thread _reader;
     private readonly string _stateFile;
     private ExitPolicy? _cachedPolicy;
-    private long _nextLease = 2;
+    private readonly HashSet<long> _taken = [];
     private int _disposed;
 
     private VpnServer(MeshNode node, VpnServeOptions options, IHostNetwork host, ITunDevice tun, string stateFile)
@@ -161,7 +164,7 @@ public sealed partial class VpnServer : IAsyncDisposable
                 await stream.CompleteAsync();
                 return;
             }
-            session = Admit(peer, endpoint, networks, out var refusal);
+            session = Admit(peer, endpoint, networks, stream, out var refusal);
             if (session is null)
             {
                 await stream.WriteAsync(ServiceWire.EncodeResponse(ServiceStatus.NotAllowed, refusal!), cancellationToken);
@@ -200,7 +203,7 @@ public sealed partial class VpnServer : IAsyncDisposable
 
     private static bool Within(IPNetwork inner, IPNetwork outer) => inner.PrefixLength >= outer.PrefixLength && outer.Contains(inner.BaseAddress);
 
-    private VpnSession? Admit(NodeAddress peer, PathEndpoint endpoint, IReadOnlyList<IPNetwork> networks, out string? refusal)
+    private VpnSession? Admit(NodeAddress peer, PathEndpoint endpoint, IReadOnlyList<IPNetwork> networks, ReliableStream stream, out string? refusal)
     {
         lock (_lock)
         {
@@ -217,17 +220,20 @@ public sealed partial class VpnServer : IAsyncDisposable
             }
             if (!_leases.TryGetValue(peer, out var lease))
             {
-                if (_nextLease > AddressKey.Hosts(Options.Pool))
+                if (Lease(peer) is not { } free)
                 {
                     refusal = $"the address pool {Options.Pool} is used up";
                     return null;
                 }
-                lease = _nextLease++;
+                lease = free;
                 _leases[peer] = lease;
             }
             var mtu = Math.Min(Options.Mtu, endpoint.Datagrams.MaxDatagramSize - 1);
             var session = new VpnSession(peer, endpoint, AddressKey.Nth(Options.Pool, lease),
-                Options.Pool6 is { } pool6 && mtu >= IpPacket.MinIpv6Mtu ? AddressKey.Nth(pool6, lease) : null, networks, mtu, _node.Time.GetUtcNow());
+                Options.Pool6 is { } pool6 && mtu >= IpPacket.MinIpv6Mtu ? AddressKey.Nth(pool6, lease) : null, networks, mtu, _node.Time.GetUtcNow())
+            {
+                Stream = stream,
+            };
             if (_byPeer.TryGetValue(peer, out var old))
                 Unregister(old);
             _byPeer[peer] = session;
@@ -236,6 +242,32 @@ public sealed partial class VpnServer : IAsyncDisposable
                 _byAddress[AddressKey.Of(address6)] = session;
             return session;
         }
+    }
+
+    /// <summary>
+    /// A free address index for <paramref name="peer"/>: where the node's address points in the pool, or the next free one
+    /// after it — so a node gets the same address again after the server restarts, as long as no other took it. When the
+    /// pool is full, the addresses of nodes without a session are taken back first. Under the lock.
+    /// </summary>
+    private long? Lease(NodeAddress peer)
+    {
+        var hosts = AddressKey.Hosts(Options.Pool);
+        var start = (long)(System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(peer.ToBytes()) % (ulong)hosts);
+        for (var pass = 0; pass < 2; pass++)
+        {
+            for (long i = 0; i < Math.Min(hosts, 1 << 20); i++)
+            {
+                var index = 2 + (start + i) % hosts;
+                if (_taken.Add(index))
+                    return index;
+            }
+            foreach (var (node, index) in _leases.Where(l => !_byPeer.ContainsKey(l.Key)).ToList())
+            {
+                _leases.Remove(node);
+                _taken.Remove(index);
+            }
+        }
+        return null;
     }
 
     private void End(VpnSession session)
@@ -411,7 +443,10 @@ public sealed partial class VpnServer : IAsyncDisposable
                 return ValueTask.CompletedTask;
             _disposed = 1;
             foreach (var session in _byPeer.Values)
+            {
                 Unregister(session);
+                session.Stream?.Abort("the VPN server stopped");
+            }
         }
         _tun.Dispose();
         _reader.Join();
