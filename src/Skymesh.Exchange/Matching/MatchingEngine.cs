@@ -39,8 +39,7 @@ public sealed class MatchingEngine
     private readonly OrderPool _pool = new();
     private readonly IExchangeEvents? _events;
     private readonly List<int> _scratch = [];
-    private readonly Dictionary<(int Owner, string Id), long> _clientOrders = [];
-    private readonly Queue<(int Owner, string Id)> _clientOrderAge = new();
+    private readonly ClientOrderIds _clientOrders = new(ClientOrderIdMemory);
     private long _sequence;
     private long _nextOrderId = 1;
     private long _priority;
@@ -137,7 +136,7 @@ public sealed class MatchingEngine
                 Reject(c, sequence, RejectReason.BadClientOrderId);
                 return;
             }
-            if (_clientOrders.TryGetValue((c.Owner, c.Key), out var first))
+            if (_clientOrders.TryGet(c.Owner, c.Key, out var first))
             {
                 Emit(new ExchangeEvent(EventKind.Rejected, sequence, first, c.Owner, c.Market, c.Side, c.Price, c.Quantity, Reason: RejectReason.DuplicateClientOrderId));
                 return;
@@ -367,15 +366,12 @@ public sealed class MatchingEngine
 
     private void RememberClientOrder(int owner, string clientOrderId, long id)
     {
-        if (_clientOrderAge.Count >= ClientOrderIdMemory)
-            _clientOrders.Remove(_clientOrderAge.Dequeue());
-        _clientOrders.Add((owner, clientOrderId), id);
-        _clientOrderAge.Enqueue((owner, clientOrderId));
+        _clientOrders.Add(owner, clientOrderId, id);
     }
 
     /// <summary>The order an owner placed with <paramref name="clientOrderId"/>, while it is remembered.</summary>
     public bool TryGetClientOrder(int owner, string clientOrderId, out long orderId) =>
-        _clientOrders.TryGetValue((owner, clientOrderId), out orderId);
+        _clientOrders.TryGet(owner, clientOrderId, out orderId);
 
     private void Reverse(in ExchangeCommand c, long sequence)
     {
@@ -663,15 +659,16 @@ public sealed class MatchingEngine
             }
         }
         // Only an engine that remembers client order ids folds them in, so hashes of engines without any stay as they were.
-        if (_clientOrderAge.Count > 0)
+        if (_clientOrders.Count > 0)
         {
-            hasher.Add(_clientOrderAge.Count);
-            foreach (var key in _clientOrderAge)
+            hasher.Add(_clientOrders.Count);
+            for (var k = 0; k < _clientOrders.Count; k++)
             {
-                hasher.Add(key.Owner);
-                hasher.Add(_clientOrders[key]);
-                hasher.Add(key.Id.Length);
-                foreach (var ch in key.Id)
+                var id = _clientOrders.At(k, out var owner, out var order);
+                hasher.Add(owner);
+                hasher.Add(order);
+                hasher.Add(id.Length);
+                foreach (var ch in id)
                     hasher.Add(ch);
             }
         }
@@ -726,12 +723,13 @@ public sealed class MatchingEngine
             }
         }
         // Oldest first, so that reading them back in order keeps which is forgotten next.
-        writer.Write(_clientOrderAge.Count);
-        foreach (var key in _clientOrderAge)
+        writer.Write(_clientOrders.Count);
+        for (var k = 0; k < _clientOrders.Count; k++)
         {
-            writer.Write(key.Owner);
-            writer.Write(key.Id);
-            writer.Write(_clientOrders[key]);
+            var id = _clientOrders.At(k, out var owner, out var order);
+            writer.Write(owner);
+            writer.Write(new string(id));
+            writer.Write(order);
         }
         writer.Write(SnapshotMagic);
     }
