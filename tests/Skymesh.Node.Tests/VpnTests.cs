@@ -288,6 +288,43 @@ public sealed class VpnTests
     }
 
     [Fact]
+    public async Task Site_to_site_the_server_routes_the_clients_network_to_it_and_takes_packets_from_that_network()
+    {
+        await using var chain = await Chain.StartAsync(2);
+        var site = IPNetwork.Parse("192.168.5.0/24");
+        var serverTun = new MemoryTun();
+        var serverHost = new RecordingHost();
+        chain.Destination.Node.Operator.SetSettings(null, null, ["10.0.9.0/24:*"]);
+        chain.Destination.Node.Vpn.OpenTun = _ => serverTun;
+        chain.Destination.Node.Vpn.Host = serverHost;
+        await chain.Destination.Node.Vpn.ServeAsync(new VpnServeOptions
+        {
+            Sites = new Dictionary<NodeAddress, IReadOnlyList<IPNetwork>> { [chain.Source.Node.Address] = [IPNetwork.Parse("192.168.0.0/16")] },
+        }, CancellationToken.None);
+        var clientTun = new MemoryTun();
+        chain.Source.Node.Vpn.OpenTun = _ => clientTun;
+        chain.Source.Node.Vpn.Host = new RecordingHost();
+        await chain.Source.Node.Vpn.ConnectAsync(chain.Destination.Node.Address,
+            new VpnConnectOptions { Routes = [IPNetwork.Parse("10.0.9.0/24")], Networks = [site] }, CancellationToken.None);
+        Assert.Contains(serverHost.Calls, c => c == $"route {site} dev skyvpn0");
+
+        // A host on the client's site reaches the server's side, and the server's side reaches it.
+        var fromSite = Packets.Udp(IPAddress.Parse("192.168.5.7"), Lan, 5000, Encoding.ASCII.GetBytes("from the site"), dontFragment: true);
+        clientTun.FromHost(fromSite);
+        Assert.Equal(fromSite, await serverTun.ToHostAsync());
+        var toSite = Packets.Udp(Lan, IPAddress.Parse("192.168.5.7"), 6000, Encoding.ASCII.GetBytes("to the site"), dontFragment: true);
+        serverTun.FromHost(toSite);
+        Assert.Equal(toSite, await clientTun.ToHostAsync());
+        Assert.Equal(0, chain.Destination.Node.Vpn.Server!.Counters.Dropped(VpnDrop.Spoofed));
+
+        await chain.Source.Node.Vpn.DisconnectAsync();
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        while (!serverHost.Calls.Contains($"delete {site}"))
+            await timer.WaitForNextTickAsync(deadline.Token);
+    }
+
+    [Fact]
     public async Task A_node_that_does_not_serve_or_a_site_it_does_not_route_is_refused_with_the_reason()
     {
         await using var chain = await Chain.StartAsync(2);
