@@ -63,8 +63,8 @@ public sealed class ServicesPageTests(Chromium chromium) : IAsyncDisposable
     {
         var node = await TestNode.StartAsync(extraJson, broker: Broker.LocalEndPoint);
         _nodes.Add(node);
-        node.Node.Vpn.OpenTun = name => new MemoryTun(name);
-        node.Node.Vpn.Host = new AcceptingHost();
+        node.Node.Vpn.OpenTun = name => new Skymesh.Tests.SilentTun(name);
+        node.Node.Vpn.Host = new Skymesh.Tests.AcceptingHost();
         return node;
     }
 
@@ -280,55 +280,5 @@ public sealed class ServicesPageTests(Chromium chromium) : IAsyncDisposable
             await node.DisposeAsync();
         if (_broker is not null)
             await _broker.DisposeAsync();
-    }
-
-    /// <summary>A TUN device in memory: the host never sends a packet into it, and it takes every packet out.</summary>
-    private sealed class MemoryTun(string name) : ITunDevice
-    {
-        private readonly CancellationTokenSource _closed = new();
-
-        public string Name => name;
-
-        public int Read(Span<byte> buffer)
-        {
-            _closed.Token.WaitHandle.WaitOne();
-            return 0;
-        }
-
-        public bool Write(ReadOnlySpan<byte> packet) => true;
-
-        public void Dispose() => _closed.Cancel();
-    }
-
-    /// <summary>A host that takes every address, route and NAT rule without changing anything.</summary>
-    private sealed class AcceptingHost : IHostNetwork
-    {
-        public void ConfigureDevice(string device, int mtu, IEnumerable<string> addresses)
-        {
-        }
-
-        public void AddRoute(string prefix, string device)
-        {
-        }
-
-        public void AddRouteVia(string prefix, string? gateway, string device)
-        {
-        }
-
-        public bool DeleteRoute(string prefix, string? gateway, string? device) => true;
-
-        public (string? Gateway, string Device)? RouteTo(IPAddress address) => null;
-
-        public IReadOnlyList<string> Routes(bool ipv6) => [];
-
-        public void EnableForwarding(bool ipv6)
-        {
-        }
-
-        public void AddMasquerade(string pool, string device)
-        {
-        }
-
-        public bool DeleteMasquerade(string pool, string device) => true;
     }
 }

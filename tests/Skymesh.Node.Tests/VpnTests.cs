@@ -577,8 +577,8 @@ public sealed class VpnChoiceTests : MeshWithBroker
     {
         var node = await TestNode.StartAsync(Offer(price), broker: Broker.LocalEndPoint);
         Nodes.Add(node);
-        node.Node.Vpn.OpenTun = _ => new NullTun();
-        node.Node.Vpn.Host = new YesHost();
+        node.Node.Vpn.OpenTun = _ => new Skymesh.Tests.SilentTun();
+        node.Node.Vpn.Host = new Skymesh.Tests.AcceptingHost();
         await node.Node.Vpn.ServeAsync(new VpnServeOptions(), Ct);
         return node;
     }
@@ -588,8 +588,8 @@ public sealed class VpnChoiceTests : MeshWithBroker
     {
         var client = await TestNode.StartAsync(broker: Broker.LocalEndPoint);
         Nodes.Add(client);
-        client.Node.Vpn.OpenTun = _ => new NullTun();
-        client.Node.Vpn.Host = new YesHost();
+        client.Node.Vpn.OpenTun = _ => new Skymesh.Tests.SilentTun();
+        client.Node.Vpn.Host = new Skymesh.Tests.AcceptingHost();
         var dear = await ServerAsync(300);
         var cheap = await ServerAsync(120);
         await client.LinkToAsync(dear).WaitAsync(Bound, Ct);
@@ -613,53 +613,5 @@ public sealed class VpnChoiceTests : MeshWithBroker
         Assert.Single(cheap.Node.Vpn.Server!.Sessions);
         Assert.Empty(dear.Node.Vpn.Server!.Sessions);
         await client.Client.VpnDisconnectAsync(Ct);
-    }
-
-    private sealed class NullTun : ITunDevice
-    {
-        private readonly CancellationTokenSource _closed = new();
-
-        public string Name => "skyvpn0";
-
-        public int Read(Span<byte> buffer)
-        {
-            _closed.Token.WaitHandle.WaitOne();
-            return 0;
-        }
-
-        public bool Write(ReadOnlySpan<byte> packet) => true;
-
-        public void Dispose() => _closed.Cancel();
-    }
-
-    private sealed class YesHost : IHostNetwork
-    {
-        public void ConfigureDevice(string device, int mtu, IEnumerable<string> addresses)
-        {
-        }
-
-        public void AddRoute(string prefix, string device)
-        {
-        }
-
-        public void AddRouteVia(string prefix, string? gateway, string device)
-        {
-        }
-
-        public bool DeleteRoute(string prefix, string? gateway, string? device) => true;
-
-        public (string? Gateway, string Device)? RouteTo(IPAddress address) => null;
-
-        public IReadOnlyList<string> Routes(bool ipv6) => [];
-
-        public void EnableForwarding(bool ipv6)
-        {
-        }
-
-        public void AddMasquerade(string pool, string device)
-        {
-        }
-
-        public bool DeleteMasquerade(string pool, string device) => true;
     }
 }
