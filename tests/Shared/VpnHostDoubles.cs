@@ -40,8 +40,6 @@ public sealed class AcceptingHost : IHostNetwork
 
     public (string? Gateway, string Device)? RouteTo(IPAddress address) => null;
 
-    public IReadOnlyList<string> Routes(bool ipv6) => [];
-
     public void EnableForwarding(bool ipv6)
     {
     }

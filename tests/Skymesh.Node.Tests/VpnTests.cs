@@ -147,6 +147,10 @@ public sealed class VpnTests
         Assert.Equal(IPAddress.Parse("fd00::2"), lease.Address6);
         Assert.Equal(2, lease.Dns.Count);
         Assert.Throws<InvalidDataException>(() => VpnLease.Parse("gw=10.99.0.1 mtu=1339"));
+        // A broken or hostile server's answer is a clear error, never an exception of another kind.
+        foreach (var bad in new[] { "addr=10.99.0.2 gw=10.99.0.1 mtu=1339", "addr=nonsense/24 gw=10.99.0.1 mtu=1339", "addr=10.99.0.2/24 gw=x mtu=1339",
+            "addr=10.99.0.2/24 gw=10.99.0.1 mtu=99999999999", "addr=10.99.0.2/24 gw=10.99.0.1 mtu=1339 dns=,x" })
+            Assert.Contains("VPN server's answer", Assert.Throws<InvalidDataException>(() => VpnLease.Parse(bad)).Message, StringComparison.Ordinal);
 
         Assert.True(VpnServer.TryParseRequest("vpn1 net=192.168.5.0/24,192.168.6.0/24", out var networks, out _));
         Assert.Equal(2, networks.Count);
@@ -452,8 +456,6 @@ public sealed class VpnTests
         }
 
         public (string? Gateway, string Device)? RouteTo(IPAddress address) => (null, "eth0");
-
-        public IReadOnlyList<string> Routes(bool ipv6) => [];
 
         public void EnableForwarding(bool ipv6) => Calls.Enqueue("forwarding");
 

@@ -25,9 +25,6 @@ public interface IHostNetwork
     /// <summary>How the host reaches <paramref name="address"/> now: the gateway (null when on link) and the device; null when it has no route.</summary>
     (string? Gateway, string Device)? RouteTo(IPAddress address);
 
-    /// <summary>The host's routes, one line each (to compare before and after).</summary>
-    IReadOnlyList<string> Routes(bool ipv6);
-
     /// <summary>Lets the host forward between its devices (IPv4, and IPv6 when asked).</summary>
     void EnableForwarding(bool ipv6);
 
@@ -92,11 +89,6 @@ public sealed class LinuxHostNetwork : IHostNetwork
         }
         return device is null ? null : (gateway, device);
     }
-
-    public IReadOnlyList<string> Routes(bool ipv6) =>
-        TryRun("ip", [ipv6 ? "-6" : "-4", "route", "show"], out var output)
-            ? [.. output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]
-            : [];
 
     public void EnableForwarding(bool ipv6)
     {

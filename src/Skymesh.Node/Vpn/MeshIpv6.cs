@@ -109,8 +109,6 @@ public sealed partial class MeshIpv6 : IAsyncDisposable
     }
 
     /// <summary>The node whose mesh address is <paramref name="address"/>, among those this node knows; null when none.</summary>
-    public NodeAddress? Resolve(IPAddress address) => Resolve(address.GetAddressBytes());
-
     private NodeAddress? Resolve(ReadOnlySpan<byte> address)
     {
         var key = AddressKey.Of(address);

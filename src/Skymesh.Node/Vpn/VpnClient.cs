@@ -12,7 +12,20 @@ namespace Skymesh.Node.Vpn;
 public sealed record VpnLease(IPAddress Address, int PrefixLength, IPAddress Gateway, int Mtu, IPAddress? Address6, int PrefixLength6, IPAddress? Gateway6, IReadOnlyList<IPAddress> Dns)
 {
     /// <summary>Reads the server's one-line answer (<c>addr=A/N gw=G mtu=M [addr6=A/N gw6=G] [dns=D,D]</c>).</summary>
+    /// <exception cref="InvalidDataException">The line is not such an answer (the server is broken or hostile); the message quotes it.</exception>
     public static VpnLease Parse(string line)
+    {
+        try
+        {
+            return ParseFields(line);
+        }
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentOutOfRangeException)
+        {
+            throw new InvalidDataException($"the VPN server's answer \"{line}\" is not addresses, a gateway and an MTU: {e.Message}", e);
+        }
+    }
+
+    private static VpnLease ParseFields(string line)
     {
         IPAddress? address = null, gateway = null, address6 = null, gateway6 = null;
         int prefix = 0, prefix6 = 0, mtu = 0;
