@@ -31,8 +31,7 @@ public sealed partial class ExchangeService
     /// </summary>
     private sealed class AccountGate(double burst)
     {
-        private readonly HashSet<ulong> _nonces = [];
-        private readonly Queue<(long Time, ulong Nonce)> _byTime = new();
+        private readonly NonceSet _nonces = new();
         private double _tokens = burst;
         private long _refilled;
 
@@ -42,15 +41,7 @@ public sealed partial class ExchangeService
         public double Tokens => _tokens;
 
         /// <summary>False when the nonce was seen inside the window. Forgets nonces older than <paramref name="forgetBefore"/>.</summary>
-        public bool TryUseNonce(ulong nonce, long time, long forgetBefore)
-        {
-            while (_byTime.Count > 0 && _byTime.Peek().Time < forgetBefore)
-                _nonces.Remove(_byTime.Dequeue().Nonce);
-            if (!_nonces.Add(nonce))
-                return false;
-            _byTime.Enqueue((time, nonce));
-            return true;
-        }
+        public bool TryUseNonce(ulong nonce, long time, long forgetBefore) => _nonces.TryUse(nonce, time, forgetBefore);
 
         /// <summary>Takes <paramref name="cost"/> tokens, or says how long until there are enough (ms).</summary>
         public bool TryTake(int cost, long now, double perSecond, double burst, out long retryAfterMs)
