@@ -361,7 +361,8 @@ public sealed partial class ExchangeService
     {
         if (!_options.SessionAuth || !PlaceArgs.TryRead(body, _marketSymbols, out var args))
         {
-            _ = AnswerLaterAsync(reply, general, body);
+            // The body lies in the read buffer: the general way, which goes on after this call, takes a copy.
+            _ = AnswerLaterAsync(reply, general, body.ToArray());
             return;
         }
         Interlocked.Increment(ref _requests);

@@ -233,7 +233,8 @@ internal sealed class ClientSession : IThreadPoolWorkItem
     }
 
     /// <summary>Reads server messages until the connection ends. Responses complete waiters in order; events go to <paramref name="onEvent"/>.</summary>
-    public async Task RunReadLoopAsync(Action<SsmpServerMessage> onEvent)
+    /// <summary>Reads until the connection ends; <paramref name="onEvent"/> gets each event and the buffer it lies in.</summary>
+    public async Task RunReadLoopAsync(Action<SsmpServerMessage, byte[]> onEvent)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
         var filled = 0;
@@ -264,7 +265,7 @@ internal sealed class ClientSession : IThreadPoolWorkItem
                     offset += used;
                     if (message.IsEvent)
                     {
-                        onEvent(message);
+                        onEvent(message, buffer);
                     }
                     else if (!_pending.TryDequeue(out var waiter))
                     {

@@ -341,7 +341,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
         StateChanged?.Invoke(state);
     }
 
-    private void OnServerEvent(SsmpServerMessage message)
+    private void OnServerEvent(SsmpServerMessage message, byte[] buffer)
     {
         if (message.From.Length == 1 && message.From[0] == (byte)'.')
         {
@@ -353,9 +353,9 @@ public sealed partial class SsmpClient : IAsyncDisposable
             if (message.Event.Verb == SsmpVerb.Pong)
                 return;
         }
-        var e = SsmpEvent.From_(message, _ids);
         if (_options.OnEvent is { } callback)
         {
+            var e = SsmpEvent.From_(message, _ids, _options.LendPayloads ? buffer : null);
             try
             {
                 callback(e);
@@ -366,7 +366,7 @@ public sealed partial class SsmpClient : IAsyncDisposable
             }
             return;
         }
-        _events.Writer.TryWrite(e);
+        _events.Writer.TryWrite(SsmpEvent.From_(message, _ids));
     }
 
     private void CheckKeepalive()

@@ -82,6 +82,13 @@ public sealed class SsmpClientOptions
     /// </summary>
     public Action<SsmpEvent>? OnEvent { get; set; }
 
+    /// <summary>
+    /// With <see cref="OnEvent"/>: each event's payload is not copied but lent, straight from the connection's read
+    /// buffer, and is overwritten once the callback returns. Saves an allocation and a copy per event for callbacks that
+    /// only read the payload; one that keeps it keeps <see cref="SsmpEvent.Detach"/>'s copy. Off by default.
+    /// </summary>
+    public bool LendPayloads { get; set; }
+
     /// <summary>Bytes queued for sending beyond which senders wait for the socket to drain.</summary>
     public int MaxBufferedBytes { get; set; } = 8 * 1024 * 1024;
 

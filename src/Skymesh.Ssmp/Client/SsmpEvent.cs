@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using Skymesh.Ssmp.Codec;
 
@@ -32,14 +34,42 @@ public sealed class SsmpEvent
         ? $"{From} {VerbToken} {PayloadText}"
         : $"{From} {VerbToken} {Target} {PayloadText}";
 
-    internal static SsmpEvent From_(in SsmpServerMessage message, IdCache? ids = null) => new()
+    /// <summary>
+    /// The event of <paramref name="message"/>; its payload a copy, or, given the <paramref name="lent"/> buffer the message
+    /// was read into, that buffer's bytes (valid until the read loop goes on).
+    /// </summary>
+    internal static SsmpEvent From_(in SsmpServerMessage message, IdCache? ids = null, byte[]? lent = null) => new()
     {
         From = ids is null ? Encoding.ASCII.GetString(message.From) : ids.Get(message.From),
         Verb = message.Event.Verb,
         VerbToken = message.Event.Verb == SsmpVerb.Extension ? Encoding.ASCII.GetString(message.Event.VerbToken) : VerbName(message.Event.Verb),
         Target = message.Event.Id.IsEmpty ? null : ids is null ? Encoding.ASCII.GetString(message.Event.Id) : ids.Get(message.Event.Id),
-        Payload = message.Event.HasPayload ? message.Event.PayloadContent.ToArray() : ReadOnlyMemory<byte>.Empty,
+        Payload = !message.Event.HasPayload ? ReadOnlyMemory<byte>.Empty
+            : lent is null ? message.Event.PayloadContent.ToArray() : Within(lent, message.Event.PayloadContent),
         Presence = message.Event.Presence,
+    };
+
+    /// <summary><paramref name="content"/>, a part of <paramref name="buffer"/>, as memory (bounds checked).</summary>
+    private static ReadOnlyMemory<byte> Within(byte[] buffer, ReadOnlySpan<byte> content)
+    {
+        var offset = Unsafe.ByteOffset(ref MemoryMarshal.GetArrayDataReference(buffer), ref MemoryMarshal.GetReference(content));
+        if (offset < 0 || offset > buffer.Length)
+            throw new InvalidOperationException("The payload does not lie in the read buffer.");
+        return buffer.AsMemory((int)offset, content.Length);
+    }
+
+    /// <summary>
+    /// This event with a payload of its own: what a callback that keeps an event lent to it
+    /// (<see cref="SsmpClientOptions.LendPayloads"/>) keeps.
+    /// </summary>
+    public SsmpEvent Detach() => new()
+    {
+        From = From,
+        Verb = Verb,
+        VerbToken = VerbToken,
+        Target = Target,
+        Payload = Payload.IsEmpty ? ReadOnlyMemory<byte>.Empty : Payload.ToArray(),
+        Presence = Presence,
     };
 
     private static string VerbName(SsmpVerb verb) => verb switch

@@ -64,8 +64,8 @@ public delegate ValueTask<ReadOnlyMemory<byte>> SsmpRpcHandler(SsmpRpcRequest re
 
 /// <summary>
 /// A handler that answers through <paramref name="reply"/> when it is ready, exactly once, instead of returning a task:
-/// no task or request object per call. It is called on the connection's read loop; <paramref name="body"/> is the
-/// peer's own copy of the request's body and stays valid after the call.
+/// no task or request object per call. It is called on the connection's read loop; <paramref name="body"/> lies in the
+/// connection's read buffer and is valid only during the call: what is kept of it must be copied.
 /// </summary>
 public delegate void SsmpRpcDirectHandler(SsmpRpcReply reply, ReadOnlyMemory<byte> body);
 
@@ -147,6 +147,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     private readonly Channel<SsmpMessage> _messages;
     private readonly Channel<SsmpEvent> _otherEvents;
     private readonly Action<SsmpEvent>? _userCallback;
+    private readonly bool _userLends;
     private readonly ConcurrentDictionary<string, (SsmpRpcHandler? Handler, SsmpRpcDirectHandler? Direct, bool Inline)> _handlers = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource<ReadOnlyMemory<byte>>> _calls = new();
     private readonly ResponseCache _answered;
@@ -172,6 +173,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             _ => Interlocked.Increment(ref _droppedMessages));
         _otherEvents = Channel.CreateBounded<SsmpEvent>(new BoundedChannelOptions(clientOptions.EventQueueCapacity) { FullMode = BoundedChannelFullMode.DropOldest });
         _userCallback = clientOptions.OnEvent;
+        _userLends = clientOptions.LendPayloads;
         _answered = new ResponseCache(options.MaxCachedResponses, options.MaxCachedResponseBytes, options.ResponseCacheTime, _time);
         _disposingToken = _disposing.Token;
         // Random start so that a restarted peer does not reuse the ids of its previous life within a receiver's caches.
@@ -188,6 +190,9 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         var peer = new SsmpPeer(options, clientOptions);
         var own = clientOptions.Clone();
         own.OnEvent = peer.OnEvent;
+        // Payloads are read where they lie; whatever outlives the read loop's call (a message, a response, a request for
+        // a task handler, an event for the application) is copied on its way out.
+        own.LendPayloads = true;
         peer._client = await SsmpClient.ConnectAsync(own, cancellationToken);
         return peer;
     }
@@ -318,27 +323,28 @@ public sealed partial class SsmpPeer : IAsyncDisposable
     {
         if (e.Verb == SsmpVerb.Ucast && SsmpChunking.IsFragment(e.Payload.Span))
         {
-            // A message of one fragment is used where it lies (the event's payload is this peer's own copy).
+            // A message of one fragment is used where it lies, in the read buffer.
             if (SsmpChunking.TryReadHeader(e.Payload.Span, out _, out _, out var count, out var data) && count == 1
                 && data.Length <= _options.Reassembly.MaxMessageBytes)
             {
-                Dispatch(e.From, e.Payload[SsmpChunking.HeaderLength..]);
+                Dispatch(e.From, e.Payload[SsmpChunking.HeaderLength..], lent: true);
                 return;
             }
             var status = _reassembler.Add(e.From, e.Payload.Span, out var message, out var drop);
             if (status == ReassemblyStatus.Complete)
-                Dispatch(e.From, message!);
+                Dispatch(e.From, message!, lent: false);
             else if (status == ReassemblyStatus.Dropped)
                 Log.FragmentDropped(_logger, e.From, drop);
             return;
         }
         if (_userCallback is not null)
-            _userCallback(e);
+            _userCallback(_userLends ? e : e.Detach());
         else
-            _otherEvents.Writer.TryWrite(e);
+            _otherEvents.Writer.TryWrite(e.Detach());
     }
 
-    private void Dispatch(string from, ReadOnlyMemory<byte> message)
+    /// <summary>A whole message; <paramref name="lent"/> when it lies in the read buffer (then what is kept is copied).</summary>
+    private void Dispatch(string from, ReadOnlyMemory<byte> message, bool lent)
     {
         if (message.Length == 0)
         {
@@ -348,13 +354,13 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         switch (message.Span[0])
         {
             case KindMessage:
-                _messages.Writer.TryWrite(new SsmpMessage(from, message[1..]));
+                _messages.Writer.TryWrite(new SsmpMessage(from, lent ? message[1..].ToArray() : message[1..]));
                 break;
             case KindRequest:
-                OnRequest(from, message);
+                OnRequest(from, message, lent);
                 break;
             case KindResponse:
-                OnResponse(message);
+                OnResponse(message, lent);
                 break;
             default:
                 Interlocked.Increment(ref _badRpc);
@@ -362,7 +368,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         }
     }
 
-    private void OnResponse(ReadOnlyMemory<byte> message)
+    private void OnResponse(ReadOnlyMemory<byte> message, bool lent)
     {
         if (message.Length < 11)
         {
@@ -379,13 +385,13 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         }
         var body = message[11..];
         if (status == 0)
-            waiter.TrySetResult(body);
+            waiter.TrySetResult(lent ? body.ToArray() : body);
         else
             waiter.TrySetException(new SsmpRpcException(status, Encoding.UTF8.GetString(body.Span)));
     }
 
     // Request: 'Q' | call id u64 | method length u8 | method | body
-    private void OnRequest(string from, ReadOnlyMemory<byte> request)
+    private void OnRequest(string from, ReadOnlyMemory<byte> request, bool lent)
     {
         var message = request.Span;
         if (message.Length < 11 || message[9] is 0 or > SsmpGrammar.MaxIdLength || message.Length < 10 + message[9]
@@ -435,7 +441,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             }
             return;
         }
-        _ = RunHandlerAsync(registered.Handler!, registered.Inline, new SsmpRpcRequest(from, method, body), id);
+        _ = RunHandlerAsync(registered.Handler!, registered.Inline, new SsmpRpcRequest(from, method, lent ? body.ToArray() : body), id);
     }
 
     /// <summary>The answer of a direct handler: the request stops counting as running, and the answer is remembered and sent.</summary>

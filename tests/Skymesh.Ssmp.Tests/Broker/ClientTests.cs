@@ -157,6 +157,34 @@ public class ClientTests
     }
 
     [Fact]
+    public async Task Lent_payloads_are_right_during_the_callback_and_a_detached_event_keeps_its_own()
+    {
+        await using var broker = TestBroker.Start();
+        const int Count = 300;
+        var during = new List<string>();
+        var detached = new List<SsmpEvent>();
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var alice = await ConnectAsync(broker.Port, "alice", o =>
+        {
+            o.LendPayloads = true;
+            o.OnEvent = e =>
+            {
+                during.Add(e.PayloadText);
+                detached.Add(e.Detach());
+                if (during.Count == Count)
+                    done.SetResult();
+            };
+        });
+        await using var bob = await ConnectAsync(broker.Port, "bob");
+        for (var i = 0; i < Count; i++)
+            await bob.UcastAsync("alice", $"message {i} {new string((char)('a' + i % 26), i)}", Token);
+        await done.Task.WaitAsync(RawPeer.ReadTimeout, Token);
+        var expected = Enumerable.Range(0, Count).Select(i => $"message {i} {new string((char)('a' + i % 26), i)}").ToList();
+        Assert.Equal(expected, during);
+        Assert.Equal(expected, detached.Select(e => e.PayloadText));
+    }
+
+    [Fact]
     public async Task After_the_broker_restarts_the_client_reconnects_logs_in_and_restores_its_subscriptions()
     {
         var first = TestBroker.Start();

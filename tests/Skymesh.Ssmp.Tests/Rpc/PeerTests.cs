@@ -202,6 +202,42 @@ public sealed class PeerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task What_handlers_and_readers_keep_stays_theirs_while_later_requests_fill_the_read_buffer()
+    {
+        // The peer reads one-fragment messages where they lie in the connection's buffer; a handler that answers after
+        // an await, a message left in the queue and an event passed on must each still hold their own bytes.
+        const int Count = 200;
+        var server = await Peer("server");
+        var started = 0;
+        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        server.Handle("hold", async (req, _) =>
+        {
+            if (Interlocked.Increment(ref started) == Count)
+                all.SetResult();
+            await all.Task;
+            return req.Body.ToArray().Reverse().ToArray();
+        });
+        var client = await Peer("client");
+        var calls = Enumerable.Range(0, Count).Select(async i =>
+        {
+            var body = Bytes(100 + i);
+            var answer = await client.CallAsync("server", "hold", body, cancellationToken: Ct);
+            return (body, answer: answer.ToArray());
+        });
+        foreach (var (body, answer) in await Task.WhenAll(calls))
+            Assert.Equal(body.Reverse().ToArray(), answer);
+
+        for (var i = 0; i < Count; i++)
+            await client.SendAsync("server", Bytes(300 + i), Ct);
+        for (var i = 0; i < Count; i++)
+            await client.Client.UcastAsync("server", $"plain {i} {new string('x', i)}", Ct);
+        for (var i = 0; i < Count; i++)
+            Assert.Equal(Bytes(300 + i), (await server.Messages.ReadAsync(Ct)).Body.ToArray());
+        for (var i = 0; i < Count; i++)
+            Assert.Equal($"plain {i} {new string('x', i)}", (await server.OtherEvents.ReadAsync(Ct)).PayloadText);
+    }
+
+    [Fact]
     public async Task Hostile_fragments_are_dropped_and_the_peer_keeps_answering()
     {
         var server = await Peer("server", options: new SsmpPeerOptions { Reassembly = new SsmpReassemblerOptions { MaxMessageBytes = 64 * 1024, MaxIncompleteBytes = 64 * 1024 } });
