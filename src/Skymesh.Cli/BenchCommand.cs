@@ -37,11 +37,12 @@ internal static class BenchCommand
         var seconds = new Option<double>("--seconds") { Description = "With --api: seconds each phase runs.", DefaultValueFactory = _ => apiDefaults.Seconds }.Within(0.5, 3600, "seconds");
         var traders = new Option<int>("--traders") { Description = "With --api: traders, each its own SSMP connection.", DefaultValueFactory = _ => apiDefaults.Traders }.Within(1, 1000);
         var window = new Option<int>("--window") { Description = "With --api: requests each trader keeps in flight.", DefaultValueFactory = _ => apiDefaults.Window }.Within(1, 100_000);
-        var signedRequests = new Option<int>("--signed-requests") { Description = "With --api: pre-signed orders in the signed phase.", DefaultValueFactory = _ => apiDefaults.SignedRequests }.Within(0, 10_000_000);
+        var warmup = new Option<double>("--warmup") { Description = "With --api: seconds each timed phase runs before it is measured.", DefaultValueFactory = _ => apiDefaults.Warmup }.Within(0, 3600, "seconds");
+        var signedRequests = new Option<int>("--signed-requests") { Description = "With --api: pre-signed orders in the signed phase; 0 skips it.", DefaultValueFactory = _ => apiDefaults.SignedRequests }.Within(0, 10_000_000);
         var subscribers = new Option<int>("--subscribers") { Description = "With --api: market-data subscribers; 0 skips the fan-out phase.", DefaultValueFactory = _ => apiDefaults.Subscribers }.Within(0, 100_000);
         var command = new Command("exchange", "Measure the matching engine on exchange-core's command mix: throughput and allocation on one thread, latency at a fixed offered rate; one JSON line.")
         {
-            commands, owners, seed, rate, repeat, journal, journalPostgres, journalName, commitEvery, showCommits, api, seconds, traders, window, signedRequests, subscribers,
+            commands, owners, seed, rate, repeat, journal, journalPostgres, journalName, commitEvery, showCommits, api, seconds, warmup, traders, window, signedRequests, subscribers,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -50,6 +51,7 @@ internal static class BenchCommand
                 return await ExchangeApiBench.RunAsync(new ExchangeApiBenchOptions
                 {
                     Seconds = parse.GetValue(seconds),
+                    Warmup = parse.GetValue(warmup),
                     Traders = parse.GetValue(traders),
                     Window = parse.GetValue(window),
                     SignedRequests = parse.GetValue(signedRequests),
