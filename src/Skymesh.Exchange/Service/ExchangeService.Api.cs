@@ -407,13 +407,16 @@ public sealed partial class ExchangeService
     }
 
     /// <summary>
-    /// One order.place of the hot path: placed on the engine thread (where what the answer needs is copied into this item's
-    /// own record and list), answered on the pool once the batch is durable, then reused.
+    /// One order.place of the hot path: placed on the engine thread, which also writes the answer while the order's record
+    /// is in its cache (or, for an answer the direct writer does not take, copies what the answer needs into this item's
+    /// own record and list); answered on the pool once the batch is durable, then reused.
     /// </summary>
     private sealed class PlaceWork(ExchangeService service) : EngineLoop.WorkItem
     {
         private readonly OrderRecord _order = new();
         private readonly List<ExchangeEvent> _trades = [];
+        private byte[] _answer = new byte[1024];
+        private int _answerLength;
         private SsmpRpcReply _reply;
         private string _account = "";
         private ExchangeCommand _command;
@@ -435,6 +438,7 @@ public sealed partial class ExchangeService
             _id = 0;
             _error = null;
             _trades.Clear();
+            _answerLength = 0;
             _done = 0;
         }
 
@@ -443,20 +447,26 @@ public sealed partial class ExchangeService
             try
             {
                 _error = service.PlaceOnEngine(session, _account, _command, out var order, out _id, out _duplicate, out var events);
-                if (_error is not null)
+                if (_error is not null || order is null)
                     return;
-                if (order is not null)
+                if (!_duplicate)
                 {
-                    order.CopyTo(_order);
-                    _hasOrder = true;
+                    foreach (ref readonly var e in events)
+                    {
+                        if (e.Kind == EventKind.Trade && e.OrderId == _id)
+                            _trades.Add(e);
+                    }
                 }
-                if (_duplicate)
+                if (service.TryWritePlacedRaw(order, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_trades), _duplicate, _gate!, out var answer))
+                {
+                    if (answer.Length > _answer.Length)
+                        _answer = new byte[answer.Length];
+                    answer.CopyTo(_answer);
+                    _answerLength = answer.Length;
                     return;
-                foreach (ref readonly var e in events)
-                {
-                    if (e.Kind == EventKind.Trade && e.OrderId == _id)
-                        _trades.Add(e);
                 }
+                order.CopyTo(_order);
+                _hasOrder = true;
             }
             catch (Exception e)
             {
@@ -472,6 +482,8 @@ public sealed partial class ExchangeService
             {
                 if (_error is not null)
                     FailWith(_reply, service.Refusal(_error, _reply.Method, _reply.From, _gate));
+                else if (_answerLength > 0)
+                    _reply.Answer(_answer.AsSpan(0, _answerLength));
                 else if (_hasOrder)
                     _reply.Answer(service.WritePlaced(_order, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_trades), _duplicate, _gate!));
                 else
