@@ -143,15 +143,10 @@ public sealed partial class ExchangeService : IAsyncDisposable
             service._peer = await SsmpPeer.ConnectAsync(clientOptions, PeerOptions(), cancellationToken);
             service.RegisterHandlers(service._peer);
             service.RegisterSettlement(service._peer);
+            service._peer.Client.StateChanged += service.OnConnectionState;
             await service._peer.Client.SubscribeAsync(service.SessionsTopic, presence: true, cancellationToken);
-            // The broker may send who is subscribed after its answer: one more request's answer comes after all of them.
-            await service._peer.Client.McastAsync($"{service.SessionsTopic}.sync", "s"u8.ToArray(), cancellationToken);
             // Traders marked to have their orders cancelled who are not here now left while the exchange was down.
-            foreach (var (session, account) in service._cancelOnDisconnect)
-            {
-                if (!service._present.ContainsKey(session))
-                    await service.CancelForDisconnectAsync(session, account);
-            }
+            await service.ReconcileSessionsAsync(cancellationToken);
             service._background.Add(Background.Run(service.PumpMarketDataAsync));
             if (background)
                 service.StartBackground();
@@ -270,6 +265,47 @@ public sealed partial class ExchangeService : IAsyncDisposable
             _present.TryRemove(e.From, out _);
             if (_cancelOnDisconnect.TryGetValue(e.From, out var account))
                 _ = CancelForDisconnectAsync(e.From, account);
+        }
+    }
+
+    /// <summary>
+    /// The exchange's own connection to the broker dropped: who is on the sessions topic is learned again from the new
+    /// connection's presence snapshot (the client subscribes again by itself), and whoever holds a cancel-on-disconnect
+    /// session but is not there left while the exchange could not see it go.
+    /// </summary>
+    private void OnConnectionState(SsmpClientState state)
+    {
+        if (state == SsmpClientState.Reconnecting)
+        {
+            _present.Clear();
+            return;
+        }
+        if (state != SsmpClientState.Connected || _stopping.IsCancellationRequested)
+            return;
+        _ = Background.Run(async () =>
+        {
+            try
+            {
+                await ReconcileSessionsAsync(_stopping.Token);
+            }
+            catch (Exception e) when (e is SsmpException or OperationCanceledException or ObjectDisposedException)
+            {
+                // Dropped again, or stopping: the next connection reconciles.
+                Log.TickFailed(_logger, e);
+            }
+        });
+    }
+
+    /// <summary>Cancels the orders of cancel-on-disconnect sessions that are not on the sessions topic now.</summary>
+    private async Task ReconcileSessionsAsync(CancellationToken cancellationToken)
+    {
+        // The broker sends who is subscribed after its answer to the subscription: one more request's answer comes after
+        // all of them.
+        await _peer!.Client.McastAsync($"{SessionsTopic}.sync", "s"u8.ToArray(), cancellationToken);
+        foreach (var (session, account) in _cancelOnDisconnect)
+        {
+            if (!_present.ContainsKey(session))
+                await CancelForDisconnectAsync(session, account);
         }
     }
 

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Skymesh.Exchange.Client;
 using Skymesh.Exchange.Service;
 using Skymesh.Identity;
+using Skymesh.Ssmp.Client;
 
 namespace Skymesh.Exchange.Tests.Service;
 
@@ -244,6 +245,38 @@ public sealed class ApiTests
         await leaving.DisposeAsync();
         while (book.Asks.Count != 1 || book.Asks[0].Quantity != "3.000000")
             await book.WaitChangedAsync(Token);
+        Assert.Equal(2, world.Service.CanceledOnDisconnect);
+        Assert.Single(await staying.OrdersAsync(cancellationToken: Token));
+        var back = await world.TraderAsync(alice);
+        Assert.Empty(await back.OrdersAsync(cancellationToken: Token));
+        Assert.Equal("10.000000", (await back.BalancesAsync(Token))["SKY"].Available);
+    }
+
+    [Fact]
+    public async Task A_trader_who_leaves_while_the_exchanges_own_connection_is_down_has_its_orders_cancelled_when_it_is_back()
+    {
+        await using var world = await ExchangeWorld.StartAsync(exchangeReconnects: true);
+        using var alice = NodeKey.Generate();
+        using var bob = NodeKey.Generate();
+        var leaving = await world.TraderAsync(alice);
+        var staying = await world.TraderAsync(bob);
+        await world.FundAsync(leaving, "SKY", 10_000_000);
+        await world.FundAsync(staying, "SKY", 10_000_000);
+        await leaving.CancelOnDisconnectAsync(true, Token);
+        await staying.CancelOnDisconnectAsync(true, Token);
+        await leaving.PlaceAsync("SKY/BTC", "sell", "1", "0.02", cancellationToken: Token);
+        await leaving.PlaceAsync("SKY/BTC", "sell", "2", "0.03", cancellationToken: Token);
+        await staying.PlaceAsync("SKY/BTC", "sell", "3", "0.02", cancellationToken: Token);
+
+        // Another connection logging in as the exchange makes the broker close the exchange's own; while it is away, Alice
+        // leaves, and nobody tells the exchange.
+        await using (var impostor = await SsmpClient.ConnectAsync(new SsmpClientOptions { Port = world.Broker.LocalEndPoint.Port, Id = "exchange", Reconnect = false, TimeProvider = world.Time }, Token))
+            await leaving.DisposeAsync();
+        // The exchange's client comes back (its backoff runs on the test's clock) and learns who is still here.
+        using var tick = new PeriodicTimer(TimeSpan.FromMilliseconds(20));
+        for (var i = 0; i < 500 && world.Service.CanceledOnDisconnect < 2 && await tick.WaitForNextTickAsync(Token); i++)
+            world.Time.Advance(TimeSpan.FromMilliseconds(100));
+
         Assert.Equal(2, world.Service.CanceledOnDisconnect);
         Assert.Single(await staying.OrdersAsync(cancellationToken: Token));
         var back = await world.TraderAsync(alice);

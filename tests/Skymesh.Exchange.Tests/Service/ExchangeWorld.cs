@@ -24,9 +24,12 @@ internal sealed class ExchangeWorld : IAsyncDisposable
     private readonly List<ExchangeClient> _clients = [];
     private readonly Func<string, ExchangeServiceOptions> _options;
 
-    private ExchangeWorld(Func<string, ExchangeServiceOptions> options)
+    private readonly bool _exchangeReconnects;
+
+    private ExchangeWorld(Func<string, ExchangeServiceOptions> options, bool exchangeReconnects)
     {
         _options = options;
+        _exchangeReconnects = exchangeReconnects;
         Directory = System.IO.Directory.CreateTempSubdirectory("skymesh-exchange-").FullName;
         Broker = new SsmpBroker(new SsmpBrokerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0), TimeProvider = Time,
             Authenticators = { new KeyAuthenticator(), new OpenAuthenticator() } }, Logs);
@@ -62,10 +65,11 @@ internal sealed class ExchangeWorld : IAsyncDisposable
         Operators = [op.Address.ToString()],
     };
 
-    public static async Task<ExchangeWorld> StartAsync(Func<string, NodeKey, ExchangeServiceOptions>? options = null)
+    /// <summary>A broker, the two simulated chains and the service; with <paramref name="exchangeReconnects"/> the service's own client reconnects (10–100 ms of <see cref="Time"/>) when its connection drops.</summary>
+    public static async Task<ExchangeWorld> StartAsync(Func<string, NodeKey, ExchangeServiceOptions>? options = null, bool exchangeReconnects = false)
     {
         ExchangeWorld? world = null;
-        world = new ExchangeWorld(dir => (options ?? DefaultOptions)(dir, world!.Operator));
+        world = new ExchangeWorld(dir => (options ?? DefaultOptions)(dir, world!.Operator), exchangeReconnects);
         await world.StartServiceAsync();
         return world;
     }
@@ -78,9 +82,18 @@ internal sealed class ExchangeWorld : IAsyncDisposable
         Reconnect = false,
     };
 
-    private async Task StartServiceAsync() =>
+    private async Task StartServiceAsync()
+    {
+        var ssmp = BrokerOptions("exchange");
+        if (_exchangeReconnects)
+        {
+            ssmp.Reconnect = true;
+            ssmp.ReconnectDelayMin = TimeSpan.FromMilliseconds(10);
+            ssmp.ReconnectDelayMax = TimeSpan.FromMilliseconds(100);
+        }
         Service = await ExchangeService.StartAsync(_options(Directory), [SimulatedChainAdapter.Create(Sky, Seed), SimulatedChainAdapter.Create(Btc, Seed)],
-            BrokerOptions("exchange"), Time, Logs, background: false, TestContext.Current.CancellationToken);
+            ssmp, Time, Logs, background: false, TestContext.Current.CancellationToken);
+    }
 
     /// <summary>Stops the service (everything it acknowledged is on disk) and starts it again on the same directory and chains.</summary>
     public async Task RestartAsync()
