@@ -86,7 +86,9 @@ public sealed class NatsControlPlaneTests : MeshWithBroker
         Nodes.Add(watcher);
         await UntilGraph(watcher, g => g.NodeCount >= 3 && g.Neighbours(b.Node.Address).Count == 2 && g.Neighbours(c.Node.Address).Count == 1, "a node elsewhere on the cluster learning the line");
         Assert.Equal(0, watcher.Agent!.Bus.UnprovenSenders);
-        // And the control plane works through the relays: a opens a path to c that carries pings.
+        // And the control plane works through the relays: a opens a path to c that carries pings (once c's announcement,
+        // which reached the watcher, has reached a as well).
+        await UntilGraph(a, g => g.Neighbours(c.Node.Address).Count == 1 && g.Neighbours(b.Node.Address).Count == 2, "a learning the line");
         var path = await a.Agent!.OpenPathAsync(c.Node.Address, null, Ct);
         Assert.Equal(b.Address, path.Via);
         Assert.True(await a.Node.PingAsync(c.Node.Address, 512, TimeSpan.FromSeconds(5), Ct) > TimeSpan.Zero);
