@@ -341,13 +341,13 @@ internal static partial class ExchangeCommands
         var price = new Option<string?>("--price") { Description = "Limit price: quote coin per one base coin, in decimals. Without it, a market order." };
         var tif = new Option<string?>("--tif") { Description = "gtc, ioc or fok (default gtc for limit, ioc for market)." };
         var postOnly = new Option<bool>("--post-only") { Description = "Refuse the order if it would trade at once." };
-        var clientId = new Option<string?>("--client-id") { Description = "Your id for the order (1 to 64 characters): the same id again returns the first order instead of placing another." };
+        var clientId = new Option<string?>("--client-id") { Description = "Your id for the order (1 to 64 characters): the same id again returns the first order instead of placing another. Without it the command makes one (auto-…), so that its own retry never places the order twice." };
         yield return ClientCommand("order", "Place an order.", [side, quantity, market, price, tif, postOnly, clientId],
             async (p, c, t) => await c.CallAsync("order.place", new
             {
                 market = p.GetValue(market), side = p.GetValue(side), quantity = p.GetValue(quantity), price = p.GetValue(price),
                 type = p.GetValue(price) is null ? "market" : "limit", timeInForce = p.GetValue(tif), postOnly = p.GetValue(postOnly) ? true : (bool?)null,
-                clientOrderId = p.GetValue(clientId),
+                clientOrderId = p.GetValue(clientId) ?? ExchangeClient.NewClientOrderId(),
             }, t),
             (_, a) => PrintOrder(a.GetProperty("order")));
 

@@ -149,10 +149,20 @@ public sealed class ExchangeClient : IAsyncDisposable
     public async Task<long> ServerTimeAsync(CancellationToken cancellationToken = default) =>
         (await CallAsync("time", null, cancellationToken)).GetProperty("serverTime").GetInt64();
 
-    /// <summary>Places an order: price and quantity as decimal strings; returns the order (or, for a repeated client order id, the first one).</summary>
+    /// <summary>
+    /// Places an order: price and quantity as decimal strings; returns the order (or, for a repeated client order id, the
+    /// first one). Without a <paramref name="clientOrderId"/> the client makes one (<c>auto-</c> and 24 hex digits), so
+    /// that its own retries — after a lost answer, or after <c>clock_skew</c> with a new nonce — can never place it twice.
+    /// </summary>
     public async Task<JsonElement> PlaceAsync(string market, string side, string quantity, string? price = null, string type = "limit",
-        string? timeInForce = null, string? clientOrderId = null, bool? postOnly = null, string? selfTrade = null, CancellationToken cancellationToken = default) =>
-        (await CallAsync("order.place", new { market, side, type, price, quantity, timeInForce, clientOrderId, postOnly, selfTrade }, cancellationToken)).GetProperty("order");
+        string? timeInForce = null, string? clientOrderId = null, bool? postOnly = null, string? selfTrade = null, CancellationToken cancellationToken = default)
+    {
+        clientOrderId ??= NewClientOrderId();
+        return (await CallAsync("order.place", new { market, side, type, price, quantity, timeInForce, clientOrderId, postOnly, selfTrade }, cancellationToken)).GetProperty("order");
+    }
+
+    /// <summary>A client order id for a placement made without one.</summary>
+    public static string NewClientOrderId() => "auto-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12));
 
     public async Task<JsonElement> CancelAsync(long orderId, CancellationToken cancellationToken = default) =>
         (await CallAsync("order.cancel", new { orderId }, cancellationToken)).GetProperty("order");

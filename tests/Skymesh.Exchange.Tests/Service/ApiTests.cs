@@ -111,6 +111,26 @@ public sealed class ApiTests
     }
 
     [Fact]
+    public async Task The_client_gives_a_placement_without_a_client_order_id_one_so_a_retry_of_it_places_nothing()
+    {
+        await using var world = await ExchangeWorld.StartAsync();
+        using var alice = NodeKey.Generate();
+        var trader = await world.TraderAsync(alice);
+        await world.FundAsync(trader, "SKY", 10_000_000);
+        var first = await trader.PlaceAsync("SKY/BTC", "sell", "2", "0.002", cancellationToken: Token);
+        var id = first.GetProperty("clientOrderId").GetString()!;
+        Assert.Matches("^auto-[0-9a-f]{24}$", id);
+        // What the client sends again when an answer is lost: the same order under the same id.
+        var retried = await trader.PlaceAsync("SKY/BTC", "sell", "2", "0.002", clientOrderId: id, cancellationToken: Token);
+        Assert.True(retried.GetProperty("duplicate").GetBoolean());
+        Assert.Equal(first.GetProperty("id").GetInt64(), retried.GetProperty("id").GetInt64());
+        // Two placements are still two orders.
+        var second = await trader.PlaceAsync("SKY/BTC", "sell", "2", "0.002", cancellationToken: Token);
+        Assert.NotEqual(id, second.GetProperty("clientOrderId").GetString());
+        Assert.Equal(2, (await trader.OrdersAsync(cancellationToken: Token)).Count);
+    }
+
+    [Fact]
     public async Task A_repeated_client_order_id_returns_the_original_order_and_places_nothing()
     {
         await using var world = await ExchangeWorld.StartAsync();
