@@ -115,8 +115,7 @@ public sealed class ApiTests
     {
         await using var world = await ExchangeWorld.StartAsync();
         using var alice = NodeKey.Generate();
-        var trader = await world.TraderAsync(alice);
-        await world.FundAsync(trader, "SKY", 10_000_000);
+        var trader = await world.FundedTraderAsync(alice, "SKY", 10_000_000);
         var first = await trader.PlaceAsync("SKY/BTC", "sell", "2", "0.002", cancellationToken: Token);
         var id = first.GetProperty("clientOrderId").GetString()!;
         Assert.Matches("^auto-[0-9a-f]{24}$", id);
@@ -135,8 +134,7 @@ public sealed class ApiTests
     {
         await using var world = await ExchangeWorld.StartAsync();
         using var alice = NodeKey.Generate();
-        var trader = await world.TraderAsync(alice);
-        await world.FundAsync(trader, "SKY", 10_000_000);
+        var trader = await world.FundedTraderAsync(alice, "SKY", 10_000_000);
         var first = await trader.PlaceAsync("SKY/BTC", "sell", "2", "0.002", clientOrderId: "mine-1", cancellationToken: Token);
         var again = await trader.PlaceAsync("SKY/BTC", "sell", "2", "0.002", clientOrderId: "mine-1", cancellationToken: Token);
         Assert.Equal(first.GetProperty("id").GetInt64(), again.GetProperty("id").GetInt64());
@@ -241,35 +239,45 @@ public sealed class ApiTests
         Assert.Contains("\"fills\":[{\"tradeId\":", answers[0][3], StringComparison.Ordinal);
     }
 
+    /// <summary>Alice (two asks) and Bob (one), each with 10 SKY and cancel-on-disconnect on.</summary>
+    private static async Task<(ExchangeClient Alice, ExchangeClient Bob)> TwoSellersWhoCancelOnDisconnectAsync(ExchangeWorld world, NodeKey alice, NodeKey bob)
+    {
+        var leaving = await world.FundedTraderAsync(alice, "SKY", 10_000_000);
+        var staying = await world.FundedTraderAsync(bob, "SKY", 10_000_000);
+        await leaving.CancelOnDisconnectAsync(true, Token);
+        await staying.CancelOnDisconnectAsync(true, Token);
+        await leaving.PlaceAsync("SKY/BTC", "sell", "1", "0.02", cancellationToken: Token);
+        await leaving.PlaceAsync("SKY/BTC", "sell", "2", "0.03", cancellationToken: Token);
+        await staying.PlaceAsync("SKY/BTC", "sell", "3", "0.02", cancellationToken: Token);
+        return (leaving, staying);
+    }
+
+    /// <summary>Alice's two orders, and only those, were cancelled: she has none and all her SKY back, Bob keeps his.</summary>
+    private static async Task AliceAloneWasCancelledAsync(ExchangeWorld world, NodeKey alice, ExchangeClient bob)
+    {
+        Assert.Equal(2, world.Service.CanceledOnDisconnect);
+        Assert.Single(await bob.OrdersAsync(cancellationToken: Token));
+        var back = await world.TraderAsync(alice);
+        Assert.Empty(await back.OrdersAsync(cancellationToken: Token));
+        Assert.Equal("10.000000", (await back.BalancesAsync(Token))["SKY"].Available);
+    }
+
     [Fact]
     public async Task Cancel_on_disconnect_cancels_exactly_the_orders_of_the_trader_whose_session_ended()
     {
         await using var world = await ExchangeWorld.StartAsync();
         using var alice = NodeKey.Generate();
         using var bob = NodeKey.Generate();
-        var leaving = await world.TraderAsync(alice);
-        var staying = await world.TraderAsync(bob);
-        await world.FundAsync(leaving, "SKY", 10_000_000);
-        await world.FundAsync(staying, "SKY", 10_000_000);
         var observer = await world.TraderAsync(id: "watcher");
         var book = await observer.SubscribeBookAsync("SKY/BTC", Token);
-
-        await leaving.CancelOnDisconnectAsync(true, Token);
-        await staying.CancelOnDisconnectAsync(true, Token);
-        await leaving.PlaceAsync("SKY/BTC", "sell", "1", "0.02", cancellationToken: Token);
-        await leaving.PlaceAsync("SKY/BTC", "sell", "2", "0.03", cancellationToken: Token);
-        await staying.PlaceAsync("SKY/BTC", "sell", "3", "0.02", cancellationToken: Token);
+        var (leaving, staying) = await TwoSellersWhoCancelOnDisconnectAsync(world, alice, bob);
         while (book.Asks.Count < 2)
             await book.WaitChangedAsync(Token);
 
         await leaving.DisposeAsync();
         while (book.Asks.Count != 1 || book.Asks[0].Quantity != "3.000000")
             await book.WaitChangedAsync(Token);
-        Assert.Equal(2, world.Service.CanceledOnDisconnect);
-        Assert.Single(await staying.OrdersAsync(cancellationToken: Token));
-        var back = await world.TraderAsync(alice);
-        Assert.Empty(await back.OrdersAsync(cancellationToken: Token));
-        Assert.Equal("10.000000", (await back.BalancesAsync(Token))["SKY"].Available);
+        await AliceAloneWasCancelledAsync(world, alice, staying);
     }
 
     [Fact]
@@ -278,15 +286,7 @@ public sealed class ApiTests
         await using var world = await ExchangeWorld.StartAsync(exchangeReconnects: true);
         using var alice = NodeKey.Generate();
         using var bob = NodeKey.Generate();
-        var leaving = await world.TraderAsync(alice);
-        var staying = await world.TraderAsync(bob);
-        await world.FundAsync(leaving, "SKY", 10_000_000);
-        await world.FundAsync(staying, "SKY", 10_000_000);
-        await leaving.CancelOnDisconnectAsync(true, Token);
-        await staying.CancelOnDisconnectAsync(true, Token);
-        await leaving.PlaceAsync("SKY/BTC", "sell", "1", "0.02", cancellationToken: Token);
-        await leaving.PlaceAsync("SKY/BTC", "sell", "2", "0.03", cancellationToken: Token);
-        await staying.PlaceAsync("SKY/BTC", "sell", "3", "0.02", cancellationToken: Token);
+        var (leaving, staying) = await TwoSellersWhoCancelOnDisconnectAsync(world, alice, bob);
 
         // Another connection logging in as the exchange makes the broker close the exchange's own; while it is away, Alice
         // leaves, and nobody tells the exchange.
@@ -297,11 +297,7 @@ public sealed class ApiTests
         for (var i = 0; i < 500 && world.Service.CanceledOnDisconnect < 2 && await tick.WaitForNextTickAsync(Token); i++)
             world.Time.Advance(TimeSpan.FromMilliseconds(100));
 
-        Assert.Equal(2, world.Service.CanceledOnDisconnect);
-        Assert.Single(await staying.OrdersAsync(cancellationToken: Token));
-        var back = await world.TraderAsync(alice);
-        Assert.Empty(await back.OrdersAsync(cancellationToken: Token));
-        Assert.Equal("10.000000", (await back.BalancesAsync(Token))["SKY"].Available);
+        await AliceAloneWasCancelledAsync(world, alice, staying);
     }
 
     [Fact]

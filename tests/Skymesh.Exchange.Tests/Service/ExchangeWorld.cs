@@ -111,6 +111,14 @@ internal sealed class ExchangeWorld : IAsyncDisposable
         return client;
     }
 
+    /// <summary>A trader logged in with <paramref name="key"/> whose account holds <paramref name="amount"/> units of <paramref name="asset"/>.</summary>
+    public async Task<ExchangeClient> FundedTraderAsync(NodeKey key, string asset, long amount)
+    {
+        var trader = await TraderAsync(key);
+        await FundAsync(trader, asset, amount);
+        return trader;
+    }
+
     /// <summary>Pays <paramref name="amount"/> units to the trader's deposit address and mines until it is credited.</summary>
     public async Task FundAsync(ExchangeClient trader, string asset, long amount)
     {
