@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using Skymesh.Exchange.Matching;
 using Skymesh.Ssmp.Rpc;
+using static Skymesh.Exchange.Service.Utf8Text;
 
 namespace Skymesh.Exchange.Service;
 
@@ -681,12 +682,11 @@ public sealed partial class ExchangeService
 
     /// <summary>
     /// The answer to a placed order, byte for byte what <see cref="Serialize"/> makes of <c>new { order = View(order, trades) }</c>
-    /// (the same fields, order, escaping and rate budget), written without reflection or intermediate strings.
+    /// (the same fields, order, escaping and rate budget), written without reflection or intermediate strings: through the
+    /// JSON writer, for the answers <see cref="TryWritePlacedRaw"/> does not take (the engine thread tried that first).
     /// </summary>
     private ReadOnlySpan<byte> WritePlaced(OrderRecord o, ReadOnlySpan<ExchangeEvent> trades, bool duplicate, AccountGate gate)
     {
-        if (TryWritePlacedRaw(o, trades, duplicate, gate, out var raw))
-            return raw;
         var buffer = t_answerBuffer ??= new ArrayBufferWriter<byte>(1024);
         buffer.ResetWrittenCount();
         var w = t_answerWriter ??= new Utf8JsonWriter(buffer);
@@ -789,52 +789,52 @@ public sealed partial class ExchangeService
         var buffer = t_rawAnswer ??= new byte[1024 + MaxFills * 512];
         var b = buffer.AsSpan();
         var n = 0;
-        Raw(b, ref n, "{\"order\":{\"id\":"u8);
-        RawNumber(b, ref n, o.Id);
+        Put(b, ref n, "{\"order\":{\"id\":"u8);
+        PutNumber(b, ref n, o.Id);
         if (o.ClientOrderId is { } clientOrderId)
         {
-            Raw(b, ref n, ",\"clientOrderId\":\""u8);
+            Put(b, ref n, ",\"clientOrderId\":\""u8);
             n += Encoding.ASCII.GetBytes(clientOrderId, b[n..]);
-            Raw(b, ref n, "\",\"market\":\""u8);
+            Put(b, ref n, "\",\"market\":\""u8);
         }
         else
         {
-            Raw(b, ref n, ",\"clientOrderId\":null,\"market\":\""u8);
+            Put(b, ref n, ",\"clientOrderId\":null,\"market\":\""u8);
         }
         n += Encoding.UTF8.GetBytes(rules.Symbol, b[n..]);
         var side = o.Side == Side.Buy ? "buy"u8 : "sell"u8;
-        Raw(b, ref n, "\",\"side\":\""u8);
-        Raw(b, ref n, side);
-        Raw(b, ref n, o.Type == OrderType.Market ? "\",\"type\":\"market\",\"timeInForce\":\""u8 : "\",\"type\":\"limit\",\"timeInForce\":\""u8);
-        Raw(b, ref n, o.TimeInForce switch
+        Put(b, ref n, "\",\"side\":\""u8);
+        Put(b, ref n, side);
+        Put(b, ref n, o.Type == OrderType.Market ? "\",\"type\":\"market\",\"timeInForce\":\""u8 : "\",\"type\":\"limit\",\"timeInForce\":\""u8);
+        Put(b, ref n, o.TimeInForce switch
         {
             TimeInForce.Gtc => "gtc"u8,
             TimeInForce.Ioc => "ioc"u8,
             _ => "fok"u8,
         });
-        Raw(b, ref n, o.PostOnly ? "\",\"postOnly\":true,\"price\":"u8 : "\",\"postOnly\":false,\"price\":"u8);
+        Put(b, ref n, o.PostOnly ? "\",\"postOnly\":true,\"price\":"u8 : "\",\"postOnly\":false,\"price\":"u8);
         if (o.Type == OrderType.Market)
-            Raw(b, ref n, "null"u8);
+            Put(b, ref n, "null"u8);
         else
-            RawAmount(b, ref n, checked(o.Price * rules.PriceFactor), rules.Quote.Scale);
-        Raw(b, ref n, ",\"quantity\":"u8);
-        RawAmount(b, ref n, o.Quantity, rules.Base.Scale);
-        Raw(b, ref n, ",\"filled\":"u8);
-        RawAmount(b, ref n, o.Filled, rules.Base.Scale);
-        Raw(b, ref n, ",\"remaining\":"u8);
-        RawAmount(b, ref n, o.Status == OrderStatus.Open ? o.Remaining : 0, rules.Base.Scale);
-        Raw(b, ref n, ",\"filledValue\":"u8);
-        RawAmount(b, ref n, o.FilledValue, rules.Quote.Scale);
-        Raw(b, ref n, ",\"fees\":"u8);
-        RawAmount(b, ref n, o.Fees, rules.Quote.Scale);
-        Raw(b, ref n, o.Status switch
+            PutQuotedAmount(b, ref n, checked(o.Price * rules.PriceFactor), rules.Quote.Scale);
+        Put(b, ref n, ",\"quantity\":"u8);
+        PutQuotedAmount(b, ref n, o.Quantity, rules.Base.Scale);
+        Put(b, ref n, ",\"filled\":"u8);
+        PutQuotedAmount(b, ref n, o.Filled, rules.Base.Scale);
+        Put(b, ref n, ",\"remaining\":"u8);
+        PutQuotedAmount(b, ref n, o.Status == OrderStatus.Open ? o.Remaining : 0, rules.Base.Scale);
+        Put(b, ref n, ",\"filledValue\":"u8);
+        PutQuotedAmount(b, ref n, o.FilledValue, rules.Quote.Scale);
+        Put(b, ref n, ",\"fees\":"u8);
+        PutQuotedAmount(b, ref n, o.Fees, rules.Quote.Scale);
+        Put(b, ref n, o.Status switch
         {
             OrderStatus.Open => ",\"status\":\"open\",\"reason\":"u8,
             OrderStatus.Filled => ",\"status\":\"filled\",\"reason\":"u8,
             OrderStatus.Canceled => ",\"status\":\"canceled\",\"reason\":"u8,
             _ => ",\"status\":\"expired\",\"reason\":"u8,
         });
-        Raw(b, ref n, o.Expiry switch
+        Put(b, ref n, o.Expiry switch
         {
             ExpiryReason.ImmediateOrCancel => "\"immediate_or_cancel\""u8,
             ExpiryReason.SelfTrade => "\"self_trade\""u8,
@@ -842,74 +842,50 @@ public sealed partial class ExchangeService
             ExpiryReason.Requested => "\"requested\""u8,
             _ => "null"u8,
         });
-        Raw(b, ref n, ",\"created\":"u8);
-        RawNumber(b, ref n, o.Created);
-        Raw(b, ref n, ",\"updated\":"u8);
-        RawNumber(b, ref n, o.Updated);
-        Raw(b, ref n, duplicate ? ",\"duplicate\":true,\"fills\":["u8 : ",\"duplicate\":false,\"fills\":["u8);
+        Put(b, ref n, ",\"created\":"u8);
+        PutNumber(b, ref n, o.Created);
+        Put(b, ref n, ",\"updated\":"u8);
+        PutNumber(b, ref n, o.Updated);
+        Put(b, ref n, duplicate ? ",\"duplicate\":true,\"fills\":["u8 : ",\"duplicate\":false,\"fills\":["u8);
         for (var i = 0; i < trades.Length; i++)
         {
             ref readonly var e = ref trades[i];
-            Raw(b, ref n, i == 0 ? "{\"tradeId\":\""u8 : ",{\"tradeId\":\""u8);
-            RawNumber(b, ref n, e.Command);
+            Put(b, ref n, i == 0 ? "{\"tradeId\":\""u8 : ",{\"tradeId\":\""u8);
+            PutNumber(b, ref n, e.Command);
             b[n++] = (byte)'-';
-            RawNumber(b, ref n, i);
-            Raw(b, ref n, "\",\"orderId\":"u8);
-            RawNumber(b, ref n, o.Id);
-            Raw(b, ref n, ",\"market\":\""u8);
+            PutNumber(b, ref n, i);
+            Put(b, ref n, "\",\"orderId\":"u8);
+            PutNumber(b, ref n, o.Id);
+            Put(b, ref n, ",\"market\":\""u8);
             n += Encoding.UTF8.GetBytes(rules.Symbol, b[n..]);
-            Raw(b, ref n, "\",\"side\":\""u8);
-            Raw(b, ref n, side);
-            Raw(b, ref n, "\",\"price\":"u8);
-            RawAmount(b, ref n, checked(e.Price * rules.PriceFactor), rules.Quote.Scale);
-            Raw(b, ref n, ",\"quantity\":"u8);
-            RawAmount(b, ref n, e.Quantity, rules.Base.Scale);
-            Raw(b, ref n, ",\"fee\":"u8);
-            RawAmount(b, ref n, e.TakerFee, rules.Quote.Scale);
-            Raw(b, ref n, ",\"liquidity\":\"taker\",\"time\":"u8);
-            RawNumber(b, ref n, o.Updated);
+            Put(b, ref n, "\",\"side\":\""u8);
+            Put(b, ref n, side);
+            Put(b, ref n, "\",\"price\":"u8);
+            PutQuotedAmount(b, ref n, checked(e.Price * rules.PriceFactor), rules.Quote.Scale);
+            Put(b, ref n, ",\"quantity\":"u8);
+            PutQuotedAmount(b, ref n, e.Quantity, rules.Base.Scale);
+            Put(b, ref n, ",\"fee\":"u8);
+            PutQuotedAmount(b, ref n, e.TakerFee, rules.Quote.Scale);
+            Put(b, ref n, ",\"liquidity\":\"taker\",\"time\":"u8);
+            PutNumber(b, ref n, o.Updated);
             b[n++] = (byte)'}';
         }
         long remaining;
         lock (gate.Lock)
             remaining = (long)Math.Floor(gate.Tokens);
-        Raw(b, ref n, "]},\"rateLimit\":{\"limit\":"u8);
-        RawNumber(b, ref n, (long)_options.RateLimitBurst);
-        Raw(b, ref n, ",\"remaining\":"u8);
-        RawNumber(b, ref n, remaining);
-        Raw(b, ref n, ",\"perSecond\":"u8);
-        RawNumber(b, ref n, (long)_options.RateLimitPerSecond);
-        Raw(b, ref n, "}}"u8);
+        Put(b, ref n, "]},\"rateLimit\":{\"limit\":"u8);
+        PutNumber(b, ref n, (long)_options.RateLimitBurst);
+        Put(b, ref n, ",\"remaining\":"u8);
+        PutNumber(b, ref n, remaining);
+        Put(b, ref n, ",\"perSecond\":"u8);
+        PutNumber(b, ref n, (long)_options.RateLimitPerSecond);
+        Put(b, ref n, "}}"u8);
         answer = b[..n];
         return true;
     }
 
     /// <summary>Characters of a client order id that the JSON writer writes as they are (it escapes others, e.g. '+', '&amp;').</summary>
     private static readonly SearchValues<char> PlainIdCharacters = SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:/");
-
-    private static void Raw(Span<byte> destination, ref int at, ReadOnlySpan<byte> bytes)
-    {
-        bytes.CopyTo(destination[at..]);
-        at += bytes.Length;
-    }
-
-    private static void RawNumber(Span<byte> destination, ref int at, long value)
-    {
-        if (!System.Buffers.Text.Utf8Formatter.TryFormat(value, destination[at..], out var written))
-            throw new InvalidOperationException("An answer outgrew its buffer.");
-        at += written;
-    }
-
-    /// <summary>An amount as <see cref="AssetAmount.Format"/> writes it, in quotes.</summary>
-    private static void RawAmount(Span<byte> destination, ref int at, long units, int scale)
-    {
-        destination[at++] = (byte)'"';
-        if (AssetAmount.TryFormat(units, scale, destination[at..], out var written))
-            at += written;
-        else
-            at += Encoding.UTF8.GetBytes(AssetAmount.Format(units, scale), destination[at..]);
-        destination[at++] = (byte)'"';
-    }
 
     /// <summary>An amount as <see cref="AssetAmount.Format"/> writes it, as a JSON string.</summary>
     private static void WriteAmount(Utf8JsonWriter w, ReadOnlySpan<byte> name, long units, int scale)

@@ -2,6 +2,7 @@ using System.IO.Hashing;
 using System.Text;
 using System.Threading.Channels;
 using Skymesh.Exchange.Matching;
+using static Skymesh.Exchange.Service.Utf8Text;
 
 namespace Skymesh.Exchange.Service;
 
@@ -245,35 +246,6 @@ internal sealed class MarketData : IEngineObserver
             entry.CopyTo(list.AsSpan(length));
             length += entry.Length;
         }
-    }
-
-    private static void Put(Span<byte> destination, ref int at, ReadOnlySpan<byte> bytes)
-    {
-        bytes.CopyTo(destination[at..]);
-        at += bytes.Length;
-    }
-
-    private static void PutNumber(Span<byte> destination, ref int at, long value)
-    {
-        if (!System.Buffers.Text.Utf8Formatter.TryFormat(value, destination[at..], out var written))
-            throw new InvalidOperationException("A market-data message outgrew its buffer.");
-        at += written;
-    }
-
-    private static void PutNumber(Span<byte> destination, ref int at, uint value)
-    {
-        if (!System.Buffers.Text.Utf8Formatter.TryFormat(value, destination[at..], out var written))
-            throw new InvalidOperationException("A market-data message outgrew its buffer.");
-        at += written;
-    }
-
-    /// <summary>An amount as <see cref="AssetAmount.Format"/> writes it, as UTF-8.</summary>
-    private static void PutAmount(Span<byte> destination, ref int at, long units, int scale)
-    {
-        if (AssetAmount.TryFormat(units, scale, destination[at..], out var written))
-            at += written;
-        else
-            at += Encoding.UTF8.GetBytes(AssetAmount.Format(units, scale), destination[at..]);
     }
 
     /// <summary>A heartbeat on every market's topic: the last sequence number, so a subscriber that lost the last diff knows.</summary>
