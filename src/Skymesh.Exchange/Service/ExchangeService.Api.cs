@@ -817,16 +817,11 @@ public sealed partial class ExchangeService
             Put(b, ref n, "null"u8);
         else
             PutQuotedAmount(b, ref n, checked(o.Price * rules.PriceFactor), rules.Quote.Scale);
-        Put(b, ref n, ",\"quantity\":"u8);
-        PutQuotedAmount(b, ref n, o.Quantity, rules.Base.Scale);
-        Put(b, ref n, ",\"filled\":"u8);
-        PutQuotedAmount(b, ref n, o.Filled, rules.Base.Scale);
-        Put(b, ref n, ",\"remaining\":"u8);
-        PutQuotedAmount(b, ref n, o.Status == OrderStatus.Open ? o.Remaining : 0, rules.Base.Scale);
-        Put(b, ref n, ",\"filledValue\":"u8);
-        PutQuotedAmount(b, ref n, o.FilledValue, rules.Quote.Scale);
-        Put(b, ref n, ",\"fees\":"u8);
-        PutQuotedAmount(b, ref n, o.Fees, rules.Quote.Scale);
+        PutAmountField(b, ref n, ",\"quantity\":"u8, o.Quantity, rules.Base.Scale);
+        PutAmountField(b, ref n, ",\"filled\":"u8, o.Filled, rules.Base.Scale);
+        PutAmountField(b, ref n, ",\"remaining\":"u8, o.Status == OrderStatus.Open ? o.Remaining : 0, rules.Base.Scale);
+        PutAmountField(b, ref n, ",\"filledValue\":"u8, o.FilledValue, rules.Quote.Scale);
+        PutAmountField(b, ref n, ",\"fees\":"u8, o.Fees, rules.Quote.Scale);
         Put(b, ref n, o.Status switch
         {
             OrderStatus.Open => ",\"status\":\"open\",\"reason\":"u8,
@@ -860,12 +855,9 @@ public sealed partial class ExchangeService
             n += Encoding.UTF8.GetBytes(rules.Symbol, b[n..]);
             Put(b, ref n, "\",\"side\":\""u8);
             Put(b, ref n, side);
-            Put(b, ref n, "\",\"price\":"u8);
-            PutQuotedAmount(b, ref n, checked(e.Price * rules.PriceFactor), rules.Quote.Scale);
-            Put(b, ref n, ",\"quantity\":"u8);
-            PutQuotedAmount(b, ref n, e.Quantity, rules.Base.Scale);
-            Put(b, ref n, ",\"fee\":"u8);
-            PutQuotedAmount(b, ref n, e.TakerFee, rules.Quote.Scale);
+            PutAmountField(b, ref n, "\",\"price\":"u8, checked(e.Price * rules.PriceFactor), rules.Quote.Scale);
+            PutAmountField(b, ref n, ",\"quantity\":"u8, e.Quantity, rules.Base.Scale);
+            PutAmountField(b, ref n, ",\"fee\":"u8, e.TakerFee, rules.Quote.Scale);
             Put(b, ref n, ",\"liquidity\":\"taker\",\"time\":"u8);
             PutNumber(b, ref n, o.Updated);
             b[n++] = (byte)'}';

@@ -46,5 +46,12 @@ internal static class Utf8Text
         destination[at++] = (byte)'"';
     }
 
+    /// <summary><paramref name="key"/> (e.g. <c>,"fees":</c>), then the amount in quotes.</summary>
+    public static void PutAmountField(Span<byte> destination, ref int at, ReadOnlySpan<byte> key, long units, int scale)
+    {
+        Put(destination, ref at, key);
+        PutQuotedAmount(destination, ref at, units, scale);
+    }
+
     private static InvalidOperationException Outgrown() => new("A message outgrew its buffer.");
 }
