@@ -232,8 +232,10 @@ internal sealed class ClientSession : IThreadPoolWorkItem
         }
     }
 
-    /// <summary>Reads server messages until the connection ends. Responses complete waiters in order; events go to <paramref name="onEvent"/>.</summary>
-    /// <summary>Reads until the connection ends; <paramref name="onEvent"/> gets each event and the buffer it lies in.</summary>
+    /// <summary>
+    /// Reads server messages until the connection ends. Responses complete waiters in order; events go to
+    /// <paramref name="onEvent"/> with the buffer they lie in (valid until it returns).
+    /// </summary>
     public async Task RunReadLoopAsync(Action<SsmpServerMessage, byte[]> onEvent)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);

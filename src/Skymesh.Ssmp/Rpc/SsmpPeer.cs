@@ -343,6 +343,9 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             _otherEvents.Writer.TryWrite(e.Detach());
     }
 
+    /// <summary>Bytes to keep past the read loop's call: a copy of them when they are <paramref name="lent"/> (in the read buffer).</summary>
+    private static ReadOnlyMemory<byte> Kept(ReadOnlyMemory<byte> bytes, bool lent) => lent ? bytes.ToArray() : bytes;
+
     /// <summary>A whole message; <paramref name="lent"/> when it lies in the read buffer (then what is kept is copied).</summary>
     private void Dispatch(string from, ReadOnlyMemory<byte> message, bool lent)
     {
@@ -354,7 +357,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         switch (message.Span[0])
         {
             case KindMessage:
-                _messages.Writer.TryWrite(new SsmpMessage(from, lent ? message[1..].ToArray() : message[1..]));
+                _messages.Writer.TryWrite(new SsmpMessage(from, Kept(message[1..], lent)));
                 break;
             case KindRequest:
                 OnRequest(from, message, lent);
@@ -385,7 +388,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
         }
         var body = message[11..];
         if (status == 0)
-            waiter.TrySetResult(lent ? body.ToArray() : body);
+            waiter.TrySetResult(Kept(body, lent));
         else
             waiter.TrySetException(new SsmpRpcException(status, Encoding.UTF8.GetString(body.Span)));
     }
@@ -441,7 +444,7 @@ public sealed partial class SsmpPeer : IAsyncDisposable
             }
             return;
         }
-        _ = RunHandlerAsync(registered.Handler!, registered.Inline, new SsmpRpcRequest(from, method, lent ? body.ToArray() : body), id);
+        _ = RunHandlerAsync(registered.Handler!, registered.Inline, new SsmpRpcRequest(from, method, Kept(body, lent)), id);
     }
 
     /// <summary>The answer of a direct handler: the request stops counting as running, and the answer is remembered and sent.</summary>
